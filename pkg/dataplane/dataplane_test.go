@@ -1,0 +1,479 @@
+package dataplane
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tenantcleanup/tenant-cleanup/pkg/tenant"
+	"github.com/tenantcleanup/tenant-cleanup/pkg/testenv"
+)
+
+const (
+	idA = "tenant_0aef62e7-9fbf-4bb6-8894-f1441fca6745"
+	idB = "tenant_1bcd62e7-9fbf-4bb6-8894-f1441fca6745"
+	idC = "tenant_i-00ff"
+)
+
+func setup(t *testing.T, opts Options) (*testenv.Databases, *Store) {
+	t.Helper()
+	dbs := testenv.NewDatabases(t)
+	s, err := New(context.Background(), dbs.Data, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dbs, s
+}
+
+func lock(t *testing.T, s *Store, id tenant.ID) *Tenant {
+	t.Helper()
+	tt, err := s.Lock(context.Background(), id)
+	if err != nil {
+		t.Fatalf("lock %s: %v", id, err)
+	}
+	return tt
+}
+
+// locked runs fn with the tenant locked.
+func locked[T any](t *testing.T, s *Store, id tenant.ID, fn func(*Tenant) (T, error)) (T, error) {
+	t.Helper()
+	tt := lock(t, s, id)
+	defer tt.Release()
+	return fn(tt)
+}
+
+func inspectOf(t *testing.T, s *Store, id tenant.ID) (Snapshot, error) {
+	return locked(t, s, id, func(tt *Tenant) (Snapshot, error) { return tt.Inspect(context.Background()) })
+}
+
+func noRecheck(Activity) error { return nil }
+
+func TestInspect(t *testing.T) {
+	dbs, s := setup(t, Options{})
+	lastQuery := testenv.DaysAgo(200).Truncate(time.Microsecond)
+	lastCraft := testenv.DaysAgo(120).Truncate(time.Microsecond)
+	dbs.CreateTenant(t, testenv.Tenant{ID: idA, Users: 3, Pairs: 2, DocsPerPair: 10, LastQuery: lastQuery, LastCraft: lastCraft})
+	dbs.CreateTenant(t, testenv.Tenant{ID: idB, Pairs: 1, DocsPerPair: 4})
+	dbs.ExecData(t, "INSERT INTO public.tenant_shard (tenant_id, shard_name) VALUES ($1, 'shard_7')", idB)
+
+	snap, err := inspectOf(t, s, idA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !snap.SchemaExists || !snap.HasCraft || len(snap.MissingTables) != 0 || snap.ShardName != "" {
+		t.Fatalf("snapshot of %s = %+v", idA, snap)
+	}
+	if !snap.Activity.LastQuery.Equal(lastQuery) || !snap.Activity.LastCraft.Equal(lastCraft) ||
+		!snap.Activity.Last().Equal(lastCraft) || snap.Activity.Documents != 20 || snap.Activity.Users != 3 {
+		t.Fatalf("activity of %s = %+v; want last query %s, last craft %s, 20 documents, 3 users",
+			idA, snap.Activity, lastQuery, lastCraft)
+	}
+
+	snap, err = inspectOf(t, s, idB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if snap.HasCraft || !snap.Activity.LastCraft.IsZero() || snap.ShardName != "shard_7" || snap.Activity.Documents != 4 {
+		t.Fatalf("snapshot of %s = %+v", idB, snap)
+	}
+
+	snap, err = inspectOf(t, s, idC)
+	if err != nil || snap.SchemaExists {
+		t.Fatalf("snapshot of a tenant without schema = %+v, %v", snap, err)
+	}
+
+	dbs.ExecData(t, `DROP TABLE "`+idB+`".chat_message`)
+	snap, err = inspectOf(t, s, idB)
+	if err != nil || len(snap.MissingTables) != 1 || snap.MissingTables[0] != "chat_message" {
+		t.Fatalf("snapshot of a schema without chat_message = %+v, %v", snap, err)
+	}
+}
+
+func TestLockIsExclusive(t *testing.T) {
+	_, s := setup(t, Options{})
+	ctx := context.Background()
+	first, err := s.Lock(ctx, idA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Lock(ctx, idA); !errors.Is(err, ErrBusy) {
+		t.Fatalf("second lock of the same tenant: %v; want ErrBusy", err)
+	}
+	other, err := s.Lock(ctx, idB)
+	if err != nil {
+		t.Fatalf("lock of another tenant: %v", err)
+	}
+	other.Release()
+	first.Release()
+	again, err := s.Lock(ctx, idA)
+	if err != nil {
+		t.Fatalf("lock after release: %v", err)
+	}
+	again.Release()
+}
+
+func TestOutsideDependents(t *testing.T) {
+	dbs, s := setup(t, Options{})
+	ctx := context.Background()
+	for _, id := range []string{idA, idB} {
+		dbs.CreateTenant(t, testenv.Tenant{ID: id, Filler: 3, Pairs: 1, DocsPerPair: 2})
+	}
+	deps, err := locked(t, s, idA, func(tt *Tenant) ([]string, error) { return tt.OutsideDependents(ctx) })
+	if err != nil || len(deps) != 0 {
+		t.Fatalf("a plain tenant has outside dependents %v, %v", deps, err)
+	}
+
+	cases := []struct {
+		name, sql, want string
+	}{
+		{"view in public", `CREATE VIEW public.docs AS SELECT id FROM "` + idA + `".document`, "view public.docs"},
+		{"view in another tenant", `CREATE VIEW "` + idB + `".theirs AS SELECT id FROM "` + idA + `".document`, "theirs"},
+		{"foreign key from public", `CREATE TABLE public.refs (d varchar REFERENCES "` + idA + `".document (id))`, "refs"},
+		{"column of a tenant type", `CREATE TABLE public.typed (x "` + idA + `".connector)`, "typed"},
+		{"trigger on public calling a tenant function", `
+			CREATE FUNCTION "` + idA + `".f() RETURNS trigger LANGUAGE plpgsql AS 'BEGIN RETURN NEW; END';
+			CREATE TABLE public.trig (x int);
+			CREATE TRIGGER t BEFORE INSERT ON public.trig FOR EACH ROW EXECUTE FUNCTION "` + idA + `".f()`, "trig"},
+		{"default from a tenant sequence", `CREATE TABLE public.seqd (x int DEFAULT nextval('"` + idA + `".connector_credential_pair_id_seq'))`, "seqd"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			tx, err := dbs.Data.Begin(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer tx.Rollback(ctx) //nolint:errcheck
+			if _, err := tx.Exec(ctx, c.sql); err != nil {
+				t.Fatal(err)
+			}
+			deps, err := outsideDependents(ctx, tx, idA)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !strings.Contains(strings.Join(deps, "\n"), c.want) {
+				t.Fatalf("outside dependents = %q; want one mentioning %q", deps, c.want)
+			}
+			// The dependency is on idA only.
+			if deps, _ := outsideDependents(ctx, tx, idB); len(deps) != 0 && c.name != "view in another tenant" {
+				t.Fatalf("%s has outside dependents %q", idB, deps)
+			}
+		})
+	}
+}
+
+func TestMark(t *testing.T) {
+	dbs, s := setup(t, Options{})
+	ctx := context.Background()
+	dbs.CreateTenant(t, testenv.Tenant{ID: idA, Pairs: 2, DocsPerPair: 5})
+	dbs.CreateTenant(t, testenv.Tenant{ID: idB, Pairs: 2, DocsPerPair: 5})
+	before := dbs.Fingerprint(t, idB)
+
+	tt := lock(t, s, idA)
+	defer tt.Release()
+	res, err := tt.Mark(ctx, noRecheck)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// seed_tenant: per extra pair a SUCCESS and a NOT_STARTED attempt, the first pair
+	// also an IN_PROGRESS one; plus the default pair.
+	if res != (MarkResult{CanceledAttempts: 2, StoppingAttempts: 1, DeletingPairs: 3, Pairs: 3}) {
+		t.Fatalf("mark = %+v", res)
+	}
+	q := `"` + idA + `"`
+	if n := dbs.CountData(t, "SELECT count(*) FROM "+q+".connector_credential_pair WHERE status <> 'DELETING'"); n != 0 {
+		t.Fatalf("%d pairs not DELETING", n)
+	}
+	if n := dbs.CountData(t, "SELECT count(*) FROM "+q+".index_attempt WHERE status = 'NOT_STARTED'"); n != 0 {
+		t.Fatalf("%d attempts still NOT_STARTED", n)
+	}
+	if n := dbs.CountData(t, "SELECT count(*) FROM "+q+".index_attempt WHERE status = 'IN_PROGRESS' AND cancellation_requested"); n != 1 {
+		t.Fatalf("%d running attempts asked to stop; want 1", n)
+	}
+	if n := dbs.CountData(t, "SELECT count(*) FROM "+q+".index_attempt WHERE status = 'SUCCESS'"); n != 2 {
+		t.Fatalf("%d finished attempts; they must stay as they were", n)
+	}
+
+	// Idempotent: marking again changes nothing.
+	res, err = tt.Mark(ctx, noRecheck)
+	if err != nil || res != (MarkResult{Pairs: 3}) {
+		t.Fatalf("second mark = %+v, %v; want no changes", res, err)
+	}
+	if after := dbs.Fingerprint(t, idB); after != before {
+		t.Fatalf("marking %s changed %s", idA, idB)
+	}
+
+	// Onyx's deletion can now run: the watchdog cancels the running attempt.
+	for i := 0; i < 10 && dbs.DrainStep(t, idA, 1000) > 0; i++ {
+	}
+	d, err := tt.Drain(ctx, 5)
+	if err != nil || !d.Drained(5) {
+		t.Fatalf("after draining: %+v, %v", d, err)
+	}
+
+	// A refusing recheck rolls the marking back.
+	tb := lock(t, s, idB)
+	defer tb.Release()
+	refusal := tenant.Refuse(idB, "active")
+	if _, err := tb.Mark(ctx, func(Activity) error { return refusal }); !errors.Is(err, tenant.ErrRefused) {
+		t.Fatalf("mark with refusing recheck: %v", err)
+	}
+	if after := dbs.Fingerprint(t, idB); after != before {
+		t.Fatalf("a refused mark changed %s", idB)
+	}
+}
+
+func TestDrain(t *testing.T) {
+	dbs, s := setup(t, Options{})
+	ctx := context.Background()
+	dbs.CreateTenant(t, testenv.Tenant{ID: idA, Pairs: 1, DocsPerPair: 8})
+	tt := lock(t, s, idA)
+	defer tt.Release()
+	d, err := tt.Drain(ctx, 5)
+	if err != nil || d.Pairs != 2 || d.Documents != 6 || d.Drained(5) {
+		t.Fatalf("drain of an unmarked tenant = %+v, %v; want 2 pairs, documents counted to 6", d, err)
+	}
+	dbs.ExecData(t, `DROP SCHEMA "`+idA+`" CASCADE`)
+	d, err = tt.Drain(ctx, 5)
+	if err != nil || d.SchemaExists || !d.Drained(5) {
+		t.Fatalf("drain of a dropped tenant = %+v, %v; want drained", d, err)
+	}
+}
+
+func TestDeletePublicRows(t *testing.T) {
+	dbs, s := setup(t, Options{})
+	ctx := context.Background()
+	dbs.CreateTenant(t, testenv.Tenant{ID: idA, Users: 3})
+	dbs.CreateTenant(t, testenv.Tenant{ID: idB, Users: 2})
+	for _, id := range []string{idA, idB} {
+		dbs.ExecData(t, "INSERT INTO public.tenant_shard (tenant_id, shard_name) VALUES ($1, 'default')", id)
+		dbs.ExecData(t, "INSERT INTO public.tenant_sso_domain (domain, tenant_id) VALUES ($1, $1)", id)
+	}
+	before := dbs.PublicRows(t, idB)
+	deletePublic := func() (PublicRows, error) {
+		return locked(t, s, idA, func(tt *Tenant) (PublicRows, error) { return tt.DeletePublicRows(ctx) })
+	}
+	rows, err := deletePublic()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rows != (PublicRows{OAuthAccounts: 1, UserMappings: 3, Shard: 1, AnonymousPath: 1, InviteCounter: 1, SSODomains: 1}) {
+		t.Fatalf("deleted %+v", rows)
+	}
+	if n := dbs.PublicRows(t, idA); n != 0 {
+		t.Fatalf("%d public rows of %s left", n, idA)
+	}
+	if after := dbs.PublicRows(t, idB); after != before {
+		t.Fatalf("public rows of %s: %d before, %d after", idB, before, after)
+	}
+	rows, err = deletePublic()
+	if err != nil || rows.Total() != 0 {
+		t.Fatalf("second delete = %+v, %v", rows, err)
+	}
+}
+
+func TestDrop(t *testing.T) {
+	dbs, s := setup(t, Options{})
+	ctx := context.Background()
+	dbs.CreateTenant(t, testenv.Tenant{ID: idA, Filler: 20, Pairs: 2, DocsPerPair: 3, LastCraft: testenv.DaysAgo(300)})
+	dbs.CreateTenant(t, testenv.Tenant{ID: idB, Filler: 2, Pairs: 1, DocsPerPair: 3})
+	fpB := dbs.Fingerprint(t, idB)
+	publicB := dbs.PublicRows(t, idB)
+
+	var seen Activity
+	drop := func(recheck func(Activity) error) (DropResult, error) {
+		return locked(t, s, idA, func(tt *Tenant) (DropResult, error) { return tt.Drop(ctx, recheck) })
+	}
+	res, err := drop(func(a Activity) error { seen = a; return nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.AlreadyGone || res.Relations < 20*4 || res.Transactions != 2 {
+		t.Fatalf("drop = %+v", res)
+	}
+	if seen.Documents != 6 || seen.LastCraft.IsZero() {
+		t.Fatalf("recheck saw %+v; want the tenant's activity", seen)
+	}
+	if dbs.SchemaExists(t, idA) {
+		t.Fatal("schema still exists")
+	}
+	if dbs.Fingerprint(t, idB) != fpB || dbs.PublicRows(t, idB) != publicB {
+		t.Fatalf("dropping %s changed %s", idA, idB)
+	}
+	if n := dbs.CountData(t, "SELECT count(*) FROM pg_namespace WHERE nspname IN ('public', 'fixture')"); n != 2 {
+		t.Fatal("public or fixture schema gone")
+	}
+	res, err = drop(noRecheck)
+	if err != nil || !res.AlreadyGone {
+		t.Fatalf("second drop = %+v, %v; want already gone", res, err)
+	}
+}
+
+func TestDropRefusesOutsideDependents(t *testing.T) {
+	dbs, s := setup(t, Options{})
+	ctx := context.Background()
+	dbs.CreateTenant(t, testenv.Tenant{ID: idA, Filler: 2, Pairs: 1, DocsPerPair: 3})
+	dbs.ExecData(t, `CREATE VIEW public.tenant_docs AS SELECT id FROM "`+idA+`".document`)
+	before := dbs.Fingerprint(t, idA)
+	_, err := locked(t, s, idA, func(tt *Tenant) (DropResult, error) { return tt.Drop(ctx, noRecheck) })
+	var refused *tenant.RefusedError
+	if !errors.As(err, &refused) || !strings.Contains(refused.Reason, "view public.tenant_docs") {
+		t.Fatalf("drop with a public view over the tenant: %v; want a refusal naming the view", err)
+	}
+	if dbs.Fingerprint(t, idA) != before {
+		t.Fatal("a refused drop changed the tenant")
+	}
+	if n := dbs.CountData(t, "SELECT count(*) FROM pg_views WHERE viewname = 'tenant_docs'"); n != 1 {
+		t.Fatal("the outside view is gone")
+	}
+}
+
+func TestDropRecheckRefusal(t *testing.T) {
+	dbs, s := setup(t, Options{})
+	ctx := context.Background()
+	dbs.CreateTenant(t, testenv.Tenant{ID: idA, Pairs: 1, DocsPerPair: 3, LastQuery: testenv.DaysAgo(1)})
+	before := dbs.Fingerprint(t, idA)
+	_, err := locked(t, s, idA, func(tt *Tenant) (DropResult, error) {
+		return tt.Drop(ctx, func(a Activity) error {
+			if time.Since(a.Last()) < 90*24*time.Hour {
+				return tenant.Refuse(idA, "active")
+			}
+			return nil
+		})
+	})
+	if !errors.Is(err, tenant.ErrRefused) {
+		t.Fatalf("drop of an active tenant: %v; want refused", err)
+	}
+	if dbs.Fingerprint(t, idA) != before {
+		t.Fatal("a refused drop changed the tenant")
+	}
+}
+
+func TestDropInBatchesAndResume(t *testing.T) {
+	// A lock budget far below the schema's size forces many transactions; an
+	// interruption after the second leaves a half-dropped schema that is
+	// recognised (DropStarted) and completed by the next Drop.
+	dbs, s := setup(t, Options{LockBudget: 60})
+	ctx := context.Background()
+	dbs.CreateTenant(t, testenv.Tenant{ID: idA, Filler: 30, Pairs: 2, DocsPerPair: 3})
+	if _, err := locked(t, s, idA, func(tt *Tenant) (MarkResult, error) { return tt.Mark(ctx, noRecheck) }); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 10 && dbs.DrainStep(t, idA, 1000) > 0; i++ {
+	}
+	crash := errors.New("crash")
+	s.afterDropTx = func(n int) error {
+		if n == 2 {
+			return crash
+		}
+		return nil
+	}
+	if _, err := locked(t, s, idA, func(tt *Tenant) (DropResult, error) { return tt.Drop(ctx, noRecheck) }); !errors.Is(err, crash) {
+		t.Fatalf("interrupted drop: %v", err)
+	}
+	if !dbs.SchemaExists(t, idA) {
+		t.Fatal("schema gone after two batches")
+	}
+	s.afterDropTx = nil
+	tt := lock(t, s, idA)
+	defer tt.Release()
+	snap, err := tt.Inspect(ctx)
+	if err != nil || !snap.DropStarted {
+		t.Fatalf("half-dropped schema: %+v, %v; want DropStarted", snap, err)
+	}
+	if d, err := tt.Drain(ctx, 5); err != nil || !d.Drained(5) {
+		t.Fatalf("half-dropped schema drain: %+v, %v; want drained", d, err)
+	}
+	res, err := tt.Drop(ctx, noRecheck)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Transactions < 5 {
+		t.Fatalf("resumed drop took %d transactions; want many under a budget of 60 locks", res.Transactions)
+	}
+	if dbs.SchemaExists(t, idA) {
+		t.Fatal("schema still exists")
+	}
+}
+
+func TestPlanBatches(t *testing.T) {
+	rels := []dropRel{
+		{name: "user", kind: "r", relations: 3, referencedBy: []string{"a", "b", "c"}},
+		{name: "a", kind: "r", relations: 2},
+		{name: "b", kind: "r", relations: 2, referencedBy: []string{"c"}},
+		{name: "c", kind: "r", relations: 2},
+		{name: "v", kind: "v", relations: 1},
+		{name: "x", kind: "r", relations: 1, referencedBy: []string{"y"}},
+		{name: "y", kind: "r", relations: 1, referencedBy: []string{"x"}},
+	}
+	batches := planBatches(rels, 7)
+	var order []string
+	for _, b := range batches {
+		cost := 0
+		for _, r := range b {
+			order = append(order, r.name)
+			cost += r.relations * locksPerRelation
+		}
+		if cost > 7 && len(b) > 1 && b[len(b)-1].name != "y" && b[len(b)-1].name != "x" {
+			t.Errorf("batch %v over budget", b)
+		}
+	}
+	pos := map[string]int{}
+	for i, n := range order {
+		pos[n] = i
+	}
+	if len(order) != len(rels) {
+		t.Fatalf("order %v misses relations", order)
+	}
+	for _, before := range [][2]string{{"v", "a"}, {"c", "b"}, {"b", "user"}, {"a", "user"}} {
+		if pos[before[0]] > pos[before[1]] {
+			t.Errorf("order %v drops %s after %s", order, before[0], before[1])
+		}
+	}
+}
+
+func TestListAndActivities(t *testing.T) {
+	dbs, s := setup(t, Options{})
+	ctx := context.Background()
+	ids := []string{idA, idB, idC}
+	for i, id := range ids {
+		dbs.CreateTenant(t, testenv.Tenant{ID: id, Users: i + 1, Pairs: 1, DocsPerPair: i + 1, LastQuery: testenv.DaysAgo(10 * (i + 1))})
+	}
+	for _, name := range []string{"tenant_FOO", "tenant_x y", "tenant_cleanup_notes", "other"} {
+		dbs.ExecData(t, `CREATE SCHEMA "`+name+`"`)
+	}
+	schemas, skipped, err := s.ListTenantSchemas(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(schemas) != 3 || len(skipped) != 3 {
+		t.Fatalf("schemas %v, skipped %v; want 3 tenants and the 3 invalid tenant_ names skipped", schemas, skipped)
+	}
+	// A schema that vanished meanwhile is reported gone, not an error.
+	schemas = append(schemas, SchemaInfo{ID: "tenant_dev"})
+	acts, err := s.Activities(ctx, schemas, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range acts {
+		if a.ID == "tenant_dev" {
+			if !a.Gone {
+				t.Errorf("tenant_dev (no schema) not reported gone: %+v", a)
+			}
+			continue
+		}
+		snap, err := inspectOf(t, s, a.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if a.Gone || !a.Activity.LastQuery.Equal(snap.Activity.LastQuery) || a.Activity.Documents != snap.Activity.Documents ||
+			a.Activity.Users != snap.Activity.Users {
+			t.Errorf("bulk activity %+v differs from single read %+v", a, snap.Activity)
+		}
+	}
+	withRows, err := s.TenantsWithPublicRows(ctx)
+	if err != nil || len(withRows) != 3 {
+		t.Fatalf("tenants with public rows: %v, %v", withRows, err)
+	}
+}

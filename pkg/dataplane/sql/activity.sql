@@ -1,0 +1,6 @@
+-- One tenant's activity: {{schema}} is the quoted schema name; {{craft}} is the
+-- build_session expression, or NULL when the tenant never used Craft.
+SELECT (SELECT max(time_sent) FROM {{schema}}.chat_message WHERE message_type = 'USER'),
+       {{craft}},
+       (SELECT count(*) FROM {{schema}}.document),
+       (SELECT count(*) FROM {{schema}}."user")

@@ -1,0 +1,168 @@
+// Package dataplane runs every SQL statement the pipeline sends to the data
+// plane: the catalog scan and activity reads of the analyzer, and for one
+// tenant at a time (under a per-tenant advisory lock) the inspection, the
+// marking, the drain check, the outside-dependency check, the batched schema
+// drop and the deletion of its public rows. Schema names only ever come from a
+// tenant.ID and are always quoted with pgx.Identifier.
+package dataplane
+
+import (
+	"context"
+	"embed"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/tenantcleanup/tenant-cleanup/pkg/tenant"
+)
+
+//go:embed sql/*.sql
+var sqlFiles embed.FS
+
+// query returns the named statement from sql/, with {{schema}} replaced by the
+// quoted schema name of id when id is not empty.
+func query(name string, id tenant.ID) string {
+	b, err := sqlFiles.ReadFile("sql/" + name + ".sql")
+	if err != nil {
+		panic(err) // a missing embedded file is a build mistake
+	}
+	q := string(b)
+	if id != "" {
+		q = strings.ReplaceAll(q, "{{schema}}", schema(id))
+	}
+	return q
+}
+
+// schema is the quoted, injection-proof schema name of a tenant.
+func schema(id tenant.ID) string { return pgx.Identifier{string(id)}.Sanitize() }
+
+// Advisory lock keys (first key of the two-int form) owned by this package.
+const (
+	lockKeyTenant   = 0x7c1e0001 // (key, hash(tenant id)): one worker at a time per tenant
+	lockKeyDropSlot = 0x7c1e0002 // (key, slot): bounds concurrent drop transactions
+)
+
+// ErrBusy means another worker holds the tenant's lock.
+var ErrBusy = errors.New("another worker is processing this tenant")
+
+// Options tune a Store.
+type Options struct {
+	// LockTimeout is the lock_timeout of DDL and marking statements: a lock
+	// held by live traffic makes them give up (and retry later) instead of
+	// queueing in front of that traffic. Default 2s.
+	LockTimeout time.Duration
+	// DropSlots bounds how many drop transactions run at once across all
+	// replicas sharing the database; together with the lock budget it keeps
+	// concurrent drops from exhausting the shared lock table. Default 2.
+	DropSlots int
+	// LockBudget is the number of locks one drop transaction may take.
+	// Default: a quarter of the shared lock table divided by DropSlots, so
+	// that all drops together use at most a quarter of it.
+	LockBudget int
+}
+
+// Store is the data-plane database.
+type Store struct {
+	pool *pgxpool.Pool
+	opts Options
+	// afterDropTx, when set (by tests), runs after each committed drop
+	// transaction; an error stops the drop there, as a crash would.
+	afterDropTx func(n int) error
+}
+
+// New wraps an open pool. It reads the server's lock table size to derive
+// the default lock budget.
+func New(ctx context.Context, pool *pgxpool.Pool, opts Options) (*Store, error) {
+	if opts.LockTimeout <= 0 {
+		opts.LockTimeout = 2 * time.Second
+	}
+	if opts.DropSlots <= 0 {
+		opts.DropSlots = 2
+	}
+	if opts.LockBudget <= 0 {
+		var capacity int
+		err := pool.QueryRow(ctx, `SELECT current_setting('max_locks_per_transaction')::int
+			* (current_setting('max_connections')::int + current_setting('max_prepared_transactions')::int)`).Scan(&capacity)
+		if err != nil {
+			return nil, fmt.Errorf("data plane: read lock table size: %w", err)
+		}
+		opts.LockBudget = max(capacity/4/opts.DropSlots, 200)
+	}
+	return &Store{pool: pool, opts: opts}, nil
+}
+
+// Ping checks the connection.
+func (s *Store) Ping(ctx context.Context) error { return s.pool.Ping(ctx) }
+
+// Lock takes the tenant's advisory lock on a connection of its own and
+// returns a handle for the work on that tenant; ErrBusy when another worker
+// (of any replica) holds it. The lock lives as long as the session: Release
+// it, and a crash releases it with the connection.
+func (s *Store) Lock(ctx context.Context, id tenant.ID) (*Tenant, error) {
+	conn, err := s.pool.Acquire(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("data plane: %w", err)
+	}
+	var got bool
+	if err := conn.QueryRow(ctx, "SELECT pg_try_advisory_lock($1, $2)", lockKeyTenant, lockKey(id)).Scan(&got); err != nil {
+		conn.Release()
+		return nil, fmt.Errorf("data plane: lock %s: %w", id, err)
+	}
+	if !got {
+		conn.Release()
+		return nil, ErrBusy
+	}
+	return &Tenant{id: id, conn: conn, store: s}, nil
+}
+
+func lockKey(id tenant.ID) int32 {
+	h := fnv.New32a()
+	h.Write([]byte(id))
+	return int32(h.Sum32())
+}
+
+// Tenant is one locked tenant: every method runs on the connection holding
+// the tenant's advisory lock.
+type Tenant struct {
+	id    tenant.ID
+	conn  *pgxpool.Conn
+	store *Store
+}
+
+// Release unlocks the tenant and returns the connection. If the unlock cannot
+// be confirmed the connection is closed, which releases the lock.
+func (t *Tenant) Release() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := t.conn.Exec(ctx, "SELECT pg_advisory_unlock($1, $2)", lockKeyTenant, lockKey(t.id)); err != nil {
+		_ = t.conn.Conn().Close(ctx)
+	}
+	t.conn.Release()
+}
+
+// isGone reports whether err says the schema or one of its tables vanished
+// (dropped concurrently, or by an earlier, interrupted cleanup).
+func isGone(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && (pgErr.Code == "3F000" || pgErr.Code == "42P01")
+}
+
+// isLockTimeout reports whether err is a lock_timeout (or NOWAIT) failure.
+func isLockTimeout(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "55P03"
+}
+
+// later turns a lock timeout into "try again soon".
+func later(err error, what string) error {
+	if isLockTimeout(err) {
+		return tenant.Later(15*time.Second, what+": a lock is held by live traffic", err)
+	}
+	return err
+}
