@@ -2,6 +2,7 @@ package testenv
 
 import (
 	"fmt"
+	"net"
 	"testing"
 	"time"
 
@@ -47,7 +48,7 @@ func (js *JetStream) start() {
 		js.t.Fatalf("testenv: nats-server did not start")
 	}
 	js.Server = s
-	js.Port = s.Addr().(interface{ Port() int }).Port()
+	js.Port = s.Addr().(*net.TCPAddr).Port
 	js.URL = fmt.Sprintf("nats://127.0.0.1:%d", js.Port)
 }
 

@@ -1,0 +1,233 @@
+// Package bus owns everything the services say to each other over NATS
+// JetStream: the subjects and streams (defined here and nowhere else), the
+// server version check, publishing requests, drain checks and events, and the
+// consume loop that turns a handler's error into an acknowledgement verb.
+package bus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/tenantcleanup/tenant-cleanup/pkg/tenant"
+)
+
+// Subjects. SubjectCandidate is public API: operators publish bare tenant ids
+// on it with `nats pub`.
+const (
+	SubjectCandidate      = "tenant.cleanup.candidate"
+	subjectSchedulePrefix = "tenant.cleanup.schedule." // + tenant id: the one pending schedule of a tenant
+	subjectDrainPrefix    = "tenant.cleanup.drain."    // + tenant id: a due drain check
+	subjectEventPrefix    = "tenant.cleanup.event."    // + outcome
+)
+
+// Streams and durable consumers.
+const (
+	// StreamWork holds the work: candidates (consumed by marker), drain-check
+	// schedules and due drain checks (consumed by cleaner). Work-queue
+	// retention: a message is gone once acknowledged.
+	StreamWork = "TENANT_CLEANUP"
+	// StreamEvents keeps every outcome event for EventRetention.
+	StreamEvents = "TENANT_CLEANUP_EVENTS"
+
+	ConsumerMarker  = "marker"
+	ConsumerCleaner = "cleaner"
+)
+
+// Tunables of the streams.
+const (
+	// DedupWindow is how long the server remembers a Nats-Msg-Id: the
+	// analyzer publishes each eligible tenant at most once per window, so
+	// that consecutive passes do not re-publish a tenant that is draining.
+	DedupWindow = 7 * 24 * time.Hour
+	// EventRetention is how long outcome events are kept.
+	EventRetention = 30 * 24 * time.Hour
+)
+
+// ScheduleSubject is the subject of the tenant's pending drain-check schedule.
+func ScheduleSubject(id tenant.ID) string { return subjectSchedulePrefix + string(id) }
+
+// DrainSubject is the subject a tenant's drain check is delivered on.
+func DrainSubject(id tenant.ID) string { return subjectDrainPrefix + string(id) }
+
+// EventSubject is the subject events of one outcome are published on.
+func EventSubject(o tenant.Outcome) string { return subjectEventPrefix + string(o) }
+
+// EventSubjects matches every event subject.
+const EventSubjects = subjectEventPrefix + ">"
+
+// MinServerVersion is the oldest nats-server with message scheduling.
+const MinServerVersion = "2.12.0"
+
+// Options configure Connect.
+type Options struct {
+	// Name identifies the client to the server (service name).
+	Name string
+	// Replicas of the streams; 1 for a single server, 3 for a cluster.
+	Replicas int
+	Log      *slog.Logger
+}
+
+// Bus is a connection to JetStream with the streams in place.
+type Bus struct {
+	nc   *nats.Conn
+	js   jetstream.JetStream
+	work jetstream.Stream
+	name string
+	log  *slog.Logger
+}
+
+// Connect connects to the server at url, refuses a server without message
+// scheduling, and creates or updates the streams. The connection reconnects
+// by itself for as long as the process runs.
+func Connect(ctx context.Context, url string, opts Options) (*Bus, error) {
+	log := opts.Log
+	if log == nil {
+		log = slog.Default()
+	}
+	if opts.Replicas < 1 {
+		opts.Replicas = 1
+	}
+	nc, err := nats.Connect(url,
+		nats.Name(opts.Name),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(500*time.Millisecond),
+		nats.RetryOnFailedConnect(false),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				log.Warn("disconnected from NATS; reconnecting", "error", err)
+			}
+		}),
+		nats.ReconnectHandler(func(c *nats.Conn) { log.Info("reconnected to NATS", "server", c.ConnectedUrlRedacted()) }),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("connect to NATS at %s: %w", redactURL(url), err)
+	}
+	if err := checkVersion(nc.ConnectedServerVersion()); err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("NATS server at %s: %w", nc.ConnectedUrlRedacted(), err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("JetStream: %w", err)
+	}
+	b := &Bus{nc: nc, js: js, name: opts.Name, log: log}
+	if err := b.ensureStreams(ctx, opts.Replicas); err != nil {
+		nc.Close()
+		return nil, err
+	}
+	return b, nil
+}
+
+// Close drains nothing and closes the connection.
+func (b *Bus) Close() { b.nc.Close() }
+
+// Connected reports whether the connection is up (for readiness).
+func (b *Bus) Connected() bool { return b.nc.IsConnected() }
+
+// JetStream exposes the JetStream context for tests and tools.
+func (b *Bus) JetStream() jetstream.JetStream { return b.js }
+
+// Conn exposes the core NATS connection for tests and tools.
+func (b *Bus) Conn() *nats.Conn { return b.nc }
+
+func redactURL(url string) string {
+	if at := strings.LastIndex(url, "@"); at >= 0 {
+		if scheme := strings.Index(url, "://"); scheme >= 0 && scheme < at {
+			return url[:scheme+3] + "xxxxx" + url[at:]
+		}
+	}
+	return url
+}
+
+// checkVersion refuses servers older than MinServerVersion.
+func checkVersion(v string) error {
+	if !versionAtLeast(v, MinServerVersion) {
+		return fmt.Errorf("server version is %s, but tenant cleanup needs %s or newer (JetStream message scheduling); "+
+			"run a newer nats-server", v, MinServerVersion)
+	}
+	return nil
+}
+
+func versionAtLeast(have, want string) bool {
+	parse := func(v string) [3]int {
+		var out [3]int
+		v = strings.TrimPrefix(v, "v")
+		if i := strings.IndexAny(v, "-+"); i >= 0 {
+			v = v[:i]
+		}
+		for i, part := range strings.SplitN(v, ".", 3) {
+			out[i], _ = strconv.Atoi(part)
+		}
+		return out
+	}
+	h, w := parse(have), parse(want)
+	for i := range h {
+		if h[i] != w[i] {
+			return h[i] > w[i]
+		}
+	}
+	return true
+}
+
+func (b *Bus) ensureStreams(ctx context.Context, replicas int) error {
+	work, err := b.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:              StreamWork,
+		Description:       "tenant cleanup: candidates, drain-check schedules and due drain checks",
+		Subjects:          []string{SubjectCandidate, subjectSchedulePrefix + "*", subjectDrainPrefix + "*"},
+		Retention:         jetstream.WorkQueuePolicy,
+		Storage:           jetstream.FileStorage,
+		Replicas:          replicas,
+		Duplicates:        DedupWindow,
+		AllowMsgSchedules: true,
+		AllowRollup:       true,
+	})
+	if err != nil {
+		return fmt.Errorf("create stream %s: %w", StreamWork, err)
+	}
+	// An old server ignores settings it does not know: believe only what it
+	// reports back.
+	if info := work.CachedInfo(); info == nil || !info.Config.AllowMsgSchedules {
+		return fmt.Errorf("stream %s: the server did not enable message scheduling; it needs nats-server %s or newer",
+			StreamWork, MinServerVersion)
+	}
+	b.work = work
+	if _, err := b.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        StreamEvents,
+		Description: "tenant cleanup: outcome events",
+		Subjects:    []string{EventSubjects},
+		Retention:   jetstream.LimitsPolicy,
+		Storage:     jetstream.FileStorage,
+		Replicas:    replicas,
+		MaxAge:      EventRetention,
+	}); err != nil {
+		return fmt.Errorf("create stream %s: %w", StreamEvents, err)
+	}
+	return nil
+}
+
+// ErrNoDrainCheck is returned by DrainPending's callers' tests; exported for errors.Is.
+var errNotFound = jetstream.ErrMsgNotFound
+
+// DrainPending reports whether a drain check for the tenant is scheduled or
+// due (delivered but not yet acknowledged).
+func (b *Bus) DrainPending(ctx context.Context, id tenant.ID) (bool, error) {
+	for _, subj := range []string{ScheduleSubject(id), DrainSubject(id)} {
+		_, err := b.work.GetLastMsgForSubject(ctx, subj)
+		if err == nil {
+			return true, nil
+		}
+		if !errors.Is(err, errNotFound) {
+			return false, fmt.Errorf("look up pending drain check of %s: %w", id, err)
+		}
+	}
+	return false, nil
+}
