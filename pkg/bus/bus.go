@@ -60,8 +60,11 @@ func DrainSubject(id tenant.ID) string { return subjectDrainPrefix + string(id) 
 // EventSubject is the subject events of one outcome are published on.
 func EventSubject(o tenant.Outcome) string { return subjectEventPrefix + string(o) }
 
-// EventSubjects matches every event subject.
-const EventSubjects = subjectEventPrefix + ">"
+// EventSubjects matches every event subject; DrainSubjects every drain subject.
+const (
+	EventSubjects = subjectEventPrefix + ">"
+	DrainSubjects = subjectDrainPrefix + "*"
+)
 
 // MinServerVersion is the oldest nats-server with message scheduling.
 const MinServerVersion = "2.12.0"
@@ -182,7 +185,7 @@ func (b *Bus) ensureStreams(ctx context.Context, replicas int) error {
 	work, err := b.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name:              StreamWork,
 		Description:       "tenant cleanup: candidates, drain-check schedules and due drain checks",
-		Subjects:          []string{SubjectCandidate, subjectSchedulePrefix + "*", subjectDrainPrefix + "*"},
+		Subjects:          []string{SubjectCandidate, subjectSchedulePrefix + "*", DrainSubjects},
 		Retention:         jetstream.WorkQueuePolicy,
 		Storage:           jetstream.FileStorage,
 		Replicas:          replicas,
@@ -214,9 +217,6 @@ func (b *Bus) ensureStreams(ctx context.Context, replicas int) error {
 	return nil
 }
 
-// ErrNoDrainCheck is returned by DrainPending's callers' tests; exported for errors.Is.
-var errNotFound = jetstream.ErrMsgNotFound
-
 // DrainPending reports whether a drain check for the tenant is scheduled or
 // due (delivered but not yet acknowledged).
 func (b *Bus) DrainPending(ctx context.Context, id tenant.ID) (bool, error) {
@@ -225,7 +225,7 @@ func (b *Bus) DrainPending(ctx context.Context, id tenant.ID) (bool, error) {
 		if err == nil {
 			return true, nil
 		}
-		if !errors.Is(err, errNotFound) {
+		if !errors.Is(err, jetstream.ErrMsgNotFound) {
 			return false, fmt.Errorf("look up pending drain check of %s: %w", id, err)
 		}
 	}

@@ -232,24 +232,32 @@ type LedgerEntry struct {
 	CleanedBy          string
 }
 
+// TableRows is the number of rows deleted from one control-plane table.
+type TableRows struct {
+	Table string
+	Rows  int64
+}
+
 // DeleteTenant deletes the tenant's control-plane rows (dependent tables
 // first, the tenant row last) and inserts its ledger row, in the held
 // transaction, and commits. The entry's control-plane fields are filled from
-// the held record. It returns the rows deleted per table.
-func (h *Held) DeleteTenant(ctx context.Context, e LedgerEntry) (map[string]int64, error) {
+// the held record. It returns the rows deleted per table, in deletion order.
+func (h *Held) DeleteTenant(ctx context.Context, e LedgerEntry) ([]TableRows, error) {
 	defer h.Release() // no-op after a commit
-	deleted := map[string]int64{}
+	var deleted []TableRows
+	counts := map[string]int64{}
 	for _, table := range append(dependentTables, "tenant") {
 		tag, err := h.tx.Exec(ctx, "DELETE FROM public."+pgx.Identifier{table}.Sanitize()+" WHERE tenant_id = $1", string(h.Record.ID))
 		if err != nil {
 			return nil, fmt.Errorf("control plane: delete %s rows of %s: %w", table, h.Record.ID, err)
 		}
-		deleted[table] = tag.RowsAffected()
+		deleted = append(deleted, TableRows{Table: table, Rows: tag.RowsAffected()})
+		counts[table] = tag.RowsAffected()
 	}
-	counts, _ := json.Marshal(deleted)
+	countsJSON, _ := json.Marshal(counts)
 	_, err := h.tx.Exec(ctx, query("ledger_insert"), string(h.Record.ID), e.RequestedBy, nullTime(e.MarkedAt),
 		e.DocumentsAtMarking, e.UsersAtMarking, nullTime(e.LastActivityAt), h.Record.CreatedAt, h.Record.Status,
-		h.Record.StripeCustomerID, e.SchemaExisted, e.RelationsDropped, e.PublicRowsDeleted, string(counts), e.CleanedBy)
+		h.Record.StripeCustomerID, e.SchemaExisted, e.RelationsDropped, e.PublicRowsDeleted, string(countsJSON), e.CleanedBy)
 	if err != nil {
 		return nil, fmt.Errorf("control plane: write ledger row of %s: %w", h.Record.ID, err)
 	}
@@ -273,6 +281,10 @@ func (s *Store) LedgerEntry(ctx context.Context, id tenant.ID) (LedgerEntry, boo
 		return LedgerEntry{}, false, fmt.Errorf("control plane: read ledger: %w", err)
 	}
 	entries, err := collectLedger(rows)
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "42P01" { // no ledger yet: nothing cleaned
+		return LedgerEntry{}, false, nil
+	}
 	if err != nil || len(entries) == 0 {
 		return LedgerEntry{}, false, err
 	}

@@ -3,6 +3,7 @@ package controlplane
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -65,11 +66,9 @@ func TestDeleteTenantWritesLedger(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := map[string]int64{"tenant_notification": 1, "tenant_config": 1, "subscription": 1, "tenant": 1}
-	for k, v := range want {
-		if deleted[k] != v {
-			t.Fatalf("deleted %v; want %v", deleted, want)
-		}
+	want := []TableRows{{"tenant_notification", 1}, {"tenant_config", 1}, {"subscription", 1}, {"tenant", 1}}
+	if fmt.Sprint(deleted) != fmt.Sprint(want) {
+		t.Fatalf("deleted %v; want %v (dependent tables first, tenant last)", deleted, want)
 	}
 	if n := dbs.CountControl(t, "SELECT count(*) FROM tenant WHERE tenant_id = $1", idA); n != 0 {
 		t.Fatal("tenant row still there")

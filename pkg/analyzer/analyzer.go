@@ -1,0 +1,240 @@
+// Package analyzer finds the tenants to clean up: it reads every tenant
+// schema's activity, documents and users from the data plane in batches, the
+// tenants' status from the control plane, applies the eligibility rule and
+// groups the fleet the way the original analyze script reported it. A pass
+// publishes the eligible tenants as cleanup candidates and writes the
+// candidate CSV.
+package analyzer
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/tenantcleanup/tenant-cleanup/pkg/bus"
+	"github.com/tenantcleanup/tenant-cleanup/pkg/controlplane"
+	"github.com/tenantcleanup/tenant-cleanup/pkg/dataplane"
+	"github.com/tenantcleanup/tenant-cleanup/pkg/tenant"
+)
+
+// Group is one line of the summary.
+type Group int
+
+// The summary groups, in the order the original script printed them.
+const (
+	GroupInactive    Group = iota // gated and inactive: the candidates
+	GroupActiveEarly              // gated, last active 30 days to the window ago
+	GroupActiveRecent             // gated, active in the last 30 days
+	GroupOther                    // everyone else
+)
+
+// recentDays is the "this month" boundary of the summary.
+const recentDays = 30
+
+// Tenant is one tenant as the analysis sees it.
+type Tenant struct {
+	ID             tenant.ID
+	SchemaExists   bool
+	InControlPlane bool
+	Status         string
+	CreatedAt      time.Time
+	Activity       dataplane.Activity
+	Eligible       bool
+	// Reason says why the tenant is not eligible.
+	Reason string
+	Group  Group
+}
+
+// Report is the result of one analysis.
+type Report struct {
+	At           time.Time
+	InactiveDays int
+	Tenants      []Tenant // every tenant schema, plus gated interrupted cleanups
+	// SkippedSchemas are tenant_-like schema names that are not valid ids.
+	SkippedSchemas []string
+	// NotHere counts control-plane tenants with neither a schema nor public
+	// rows on this data plane.
+	NotHere int
+}
+
+// Candidates returns the eligible tenants, most documents first.
+func (r *Report) Candidates() []Tenant {
+	var out []Tenant
+	for _, t := range r.Tenants {
+		if t.Eligible {
+			out = append(out, t)
+		}
+	}
+	slices.SortFunc(out, func(a, b Tenant) int {
+		if a.Activity.Documents != b.Activity.Documents {
+			return int(b.Activity.Documents - a.Activity.Documents)
+		}
+		return strings.Compare(string(a.ID), string(b.ID))
+	})
+	return out
+}
+
+// Analyzer reads both planes and, in a pass, publishes the candidates.
+type Analyzer struct {
+	Data    *dataplane.Store
+	Control *controlplane.Store
+	// Bus is where a pass publishes candidates.
+	Bus          *bus.Bus
+	InactiveDays int
+	// ReportDir is where a pass writes the candidate CSV.
+	ReportDir string
+	// Workers is the number of data-plane connections reading at once.
+	Workers int
+	// Out receives the printed summary of a pass.
+	Out io.Writer
+	Now func() time.Time
+	Log *slog.Logger
+}
+
+// Analyze reads both planes and applies the rule; it changes nothing.
+func (a *Analyzer) Analyze(ctx context.Context) (*Report, error) {
+	now := a.Now()
+	window := tenant.Window(a.InactiveDays)
+	schemas, skipped, err := a.Data.ListTenantSchemas(ctx)
+	if err != nil {
+		return nil, err
+	}
+	control, _, err := a.Control.Tenants(ctx)
+	if err != nil {
+		return nil, err
+	}
+	activities, err := a.Data.Activities(ctx, schemas, a.Workers)
+	if err != nil {
+		return nil, err
+	}
+	withPublicRows, err := a.Data.TenantsWithPublicRows(ctx)
+	if err != nil {
+		return nil, err
+	}
+
+	r := &Report{At: now, InactiveDays: a.InactiveDays, SkippedSchemas: skipped}
+	seen := map[tenant.ID]bool{}
+	act := map[tenant.ID]dataplane.TenantActivity{}
+	for _, ta := range activities {
+		act[ta.ID] = ta
+	}
+	for _, sc := range schemas {
+		ta, read := act[sc.ID]
+		if read && ta.Gone {
+			continue // dropped while we read it
+		}
+		seen[sc.ID] = true
+		t := Tenant{ID: sc.ID, SchemaExists: true, Activity: ta.Activity}
+		if len(sc.MissingTables) > 0 {
+			t.Reason = "schema lacks table(s) " + strings.Join(sc.MissingTables, ", ")
+		}
+		r.Tenants = append(r.Tenants, classify(t, control, now, window))
+	}
+	// Interrupted cleanups: gated tenants whose schema is gone but whose
+	// public rows remain on this data plane.
+	for _, id := range withPublicRows {
+		if !seen[id] {
+			seen[id] = true
+			r.Tenants = append(r.Tenants, classify(Tenant{ID: id}, control, now, window))
+		}
+	}
+	for id := range control {
+		if !seen[id] {
+			r.NotHere++
+		}
+	}
+	slices.SortFunc(r.Tenants, func(x, y Tenant) int { return strings.Compare(string(x.ID), string(y.ID)) })
+	return r, nil
+}
+
+func classify(t Tenant, control map[tenant.ID]controlplane.Record, now time.Time, window time.Duration) Tenant {
+	rec, found := control[t.ID]
+	t.InControlPlane, t.Status, t.CreatedAt = found, rec.Status, rec.CreatedAt
+	if t.Reason == "" {
+		v := tenant.Eligibility(tenant.Facts{InControlPlane: found, Status: rec.Status, CreatedAt: rec.CreatedAt,
+			LastActivity: t.Activity.Last()}, now, window)
+		t.Eligible, t.Reason = v.Eligible, v.Reason
+	}
+	last := t.Activity.Last()
+	switch {
+	case t.Eligible:
+		t.Group = GroupInactive
+	case t.Status != tenant.StatusGatedAccess || last.IsZero():
+		t.Group = GroupOther
+	case now.Sub(last) < recentDays*24*time.Hour:
+		t.Group = GroupActiveRecent
+	case now.Sub(last) < window:
+		t.Group = GroupActiveEarly
+	default:
+		t.Group = GroupOther
+	}
+	return t
+}
+
+// Pass runs one analysis, publishes every candidate (with a Nats-Msg-Id, so
+// a candidate published within bus.DedupWindow is not published again),
+// writes the candidate CSV and prints the summary.
+func (a *Analyzer) Pass(ctx context.Context) error {
+	start := time.Now()
+	r, err := a.Analyze(ctx)
+	if err != nil {
+		return fmt.Errorf("analysis: %w", err)
+	}
+	candidates := r.Candidates()
+	published, duplicates := 0, 0
+	for _, t := range candidates {
+		dup, err := a.Bus.PublishRequest(ctx, tenant.Request{ID: t.ID, RequestedBy: "analyzer", RequestedAt: r.At},
+			"analyzer:"+string(t.ID))
+		if err != nil {
+			return fmt.Errorf("publish candidates (%d of %d published): %w", published, len(candidates), err)
+		}
+		if dup {
+			duplicates++
+			continue
+		}
+		published++
+		a.Log.Info("candidate published", "tenant_id", t.ID, "documents", t.Activity.Documents,
+			"users", t.Activity.Users, "last_activity", formatTime(t.Activity.Last()))
+	}
+	path := filepath.Join(a.ReportDir, CSVName(a.InactiveDays, r.At))
+	if err := WriteCSV(path, r); err != nil {
+		return err
+	}
+	PrintSummary(a.Out, r)
+	fmt.Fprintf(a.Out, "published %d candidates (%d already published within %s)\nreport: %s\n",
+		published, duplicates, bus.DedupWindow, path)
+	a.Log.Info("analysis pass done", "tenants", len(r.Tenants), "candidates", len(candidates),
+		"published", published, "already_published", duplicates, "report", path,
+		"skipped_schemas", len(r.SkippedSchemas), "duration", time.Since(start).String())
+	return nil
+}
+
+// Run runs a pass now and then every interval until ctx is cancelled. A
+// failed pass is logged and retried at the next interval.
+func (a *Analyzer) Run(ctx context.Context, interval time.Duration) error {
+	for {
+		if err := a.Pass(ctx); err != nil && ctx.Err() == nil {
+			a.Log.Error("analysis pass failed; next attempt at the next interval", "error", err,
+				"next", time.Now().Add(interval).UTC().Format(time.RFC3339))
+		}
+		t := time.NewTimer(interval)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+func formatTime(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return t.UTC().Format(time.RFC3339)
+}

@@ -1,0 +1,107 @@
+package analyzer
+
+import (
+	"encoding/csv"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"text/tabwriter"
+	"time"
+)
+
+// CSVName is the report's file name, as the original script named it:
+// gated_tenants_no_query_3mo_<YYYYMMDD_HHMMSS>.csv for the default 90 days,
+// <n>mo for other whole months, <n>d otherwise.
+func CSVName(inactiveDays int, at time.Time) string {
+	span := fmt.Sprintf("%dd", inactiveDays)
+	if inactiveDays%30 == 0 {
+		span = fmt.Sprintf("%dmo", inactiveDays/30)
+	}
+	return fmt.Sprintf("gated_tenants_no_query_%s_%s.csv", span, at.UTC().Format("20060102_150405"))
+}
+
+// CSVHeader is the report's header row.
+var CSVHeader = []string{"tenant_id", "num_documents", "num_users", "last_query_time", "days_since_last_query"}
+
+// WriteCSV writes the candidates, most documents first. last_query_time is
+// the tenant's last activity (USER chat message or Craft session), empty if
+// it never had any.
+func WriteCSV(path string, r *Report) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return fmt.Errorf("write report: %w", err)
+	}
+	if err := writeCSV(f, r); err != nil {
+		f.Close()
+		return fmt.Errorf("write report %s: %w", path, err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("write report %s: %w", path, err)
+	}
+	return nil
+}
+
+func writeCSV(w io.Writer, r *Report) error {
+	cw := csv.NewWriter(w)
+	if err := cw.Write(CSVHeader); err != nil {
+		return err
+	}
+	for _, t := range r.Candidates() {
+		last, days := "", ""
+		if l := t.Activity.Last(); !l.IsZero() {
+			last = l.UTC().Format(time.RFC3339)
+			days = strconv.Itoa(int(r.At.Sub(l).Hours() / 24))
+		}
+		if err := cw.Write([]string{string(t.ID), strconv.FormatInt(t.Activity.Documents, 10),
+			strconv.FormatInt(t.Activity.Users, 10), last, days}); err != nil {
+			return err
+		}
+	}
+	cw.Flush()
+	return cw.Error()
+}
+
+// GroupLabel names a summary group for the configured window.
+func GroupLabel(g Group, inactiveDays int) string {
+	switch g {
+	case GroupInactive:
+		return fmt.Sprintf("gated, no activity in %d days (candidates)", inactiveDays)
+	case GroupActiveEarly:
+		return fmt.Sprintf("gated, last active %d-%d days ago", recentDays, inactiveDays)
+	case GroupActiveRecent:
+		return fmt.Sprintf("gated, active in the last %d days", recentDays)
+	default:
+		return "everyone else"
+	}
+}
+
+// Totals counts tenants and documents per group.
+func (r *Report) Totals() map[Group][2]int64 {
+	out := map[Group][2]int64{}
+	for _, t := range r.Tenants {
+		c := out[t.Group]
+		c[0]++
+		c[1] += t.Activity.Documents
+		out[t.Group] = c
+	}
+	return out
+}
+
+// PrintSummary prints the grouped summary.
+func PrintSummary(w io.Writer, r *Report) {
+	fmt.Fprintf(w, "Analysis at %s: %d tenants, INACTIVE_DAYS=%d\n", r.At.UTC().Format(time.RFC3339), len(r.Tenants), r.InactiveDays)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "group\ttenants\tdocuments\t")
+	totals := r.Totals()
+	for _, g := range []Group{GroupInactive, GroupActiveEarly, GroupActiveRecent, GroupOther} {
+		fmt.Fprintf(tw, "%s\t%d\t%d\t\n", GroupLabel(g, r.InactiveDays), totals[g][0], totals[g][1])
+	}
+	tw.Flush()
+	if len(r.SkippedSchemas) > 0 {
+		fmt.Fprintf(w, "skipped %d schemas named like tenants that are not valid tenant ids\n", len(r.SkippedSchemas))
+	}
+	if r.NotHere > 0 {
+		fmt.Fprintf(w, "%d control-plane tenants have no schema or public rows on this data plane\n", r.NotHere)
+	}
+}

@@ -1,0 +1,184 @@
+package pipeline
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/tenantcleanup/tenant-cleanup/pkg/bus"
+	"github.com/tenantcleanup/tenant-cleanup/pkg/controlplane"
+	"github.com/tenantcleanup/tenant-cleanup/pkg/dataplane"
+	"github.com/tenantcleanup/tenant-cleanup/pkg/tenant"
+)
+
+// Cleaner handles due drain checks.
+type Cleaner struct {
+	Stores
+	Rules
+	Bus *bus.Bus
+	// CheckDelay and CheckMaxDelay drive the backoff between drain checks
+	// (DRAIN_CHECK_DELAY, DRAIN_CHECK_MAX_DELAY).
+	CheckDelay, CheckMaxDelay time.Duration
+	// Timeout is DRAIN_TIMEOUT, counted from marking.
+	Timeout time.Duration
+	// MaxLeftoverDocs is DRAIN_MAX_LEFTOVER_DOCS.
+	MaxLeftoverDocs int64
+	// Identity names this replica in the ledger (host/pid).
+	Identity string
+	Now      func() time.Time
+	Log      *slog.Logger
+
+	afterStep stepHook
+}
+
+// Handle performs one drain check. A tenant that no longer passes preflight
+// is refused and left in place. One that is not drained yet gets its next
+// check scheduled with backoff, or is reported stuck past the timeout. A
+// drained one is cleaned: with its control-plane row locked FOR UPDATE and
+// its activity read again under lock, its schema is dropped, then its public
+// rows deleted, then its control-plane rows deleted and its ledger row
+// written in one control-plane transaction. A redelivered message finishes a
+// half-done cleanup.
+func (c *Cleaner) Handle(ctx context.Context, d *bus.Delivery) error {
+	dc, err := tenant.ParseDrainCheck(d.Data)
+	if err != nil {
+		return err
+	}
+	if d.Subject != bus.DrainSubject(dc.ID) {
+		return fmt.Errorf("%w: drain check for %s arrived on %s", tenant.ErrInvalidID, dc.ID, tenant.QuoteInput(d.Subject))
+	}
+	id := dc.ID
+	d.Tenant, d.RequestedBy = id, dc.RequestedBy
+	now := c.Now()
+
+	t, err := c.lockTenant(ctx, id)
+	if err != nil {
+		return err
+	}
+	defer t.Release()
+
+	if entry, found, err := c.Control.LedgerEntry(ctx, id); err != nil {
+		return err
+	} else if found {
+		if _, inControl, err := c.Control.Tenant(ctx, id); err != nil {
+			return err
+		} else if !inControl {
+			c.Log.Info("drain check for a tenant already cleaned; nothing to do", "tenant_id", id,
+				"cleaned_at", entry.CleanedAt.UTC().Format(time.RFC3339))
+			return nil
+		}
+	}
+
+	pre, err := c.preflight(ctx, t, id, c.Rules, now)
+	if err != nil {
+		return err
+	}
+	drain, err := t.Drain(ctx, c.MaxLeftoverDocs)
+	if err != nil {
+		return err
+	}
+	if err := c.afterStep.after("drain-checked"); err != nil {
+		return err
+	}
+	if !drain.Drained(c.MaxLeftoverDocs) {
+		return c.notDrained(ctx, dc, drain, now)
+	}
+	return c.clean(ctx, t, dc, pre)
+}
+
+func (c *Cleaner) notDrained(ctx context.Context, dc tenant.DrainCheck, drain tenant.Drain, now time.Time) error {
+	pairs, docs := drain.Pairs, drain.Documents
+	deadline := dc.MarkedAt.Add(c.Timeout)
+	if !now.Before(deadline) {
+		c.Bus.Report(ctx, tenant.Event{TenantID: dc.ID, Outcome: tenant.OutcomeStuck, RequestedBy: dc.RequestedBy,
+			MarkedAt: &dc.MarkedAt, PairsLeft: &pairs, DocumentsLeft: &docs,
+			Reason: fmt.Sprintf("not drained %s after marking; left in place: check Onyx's connector deletion "+
+				"(deletion_failure_message of its DELETING pairs), then request it again", c.Timeout)})
+		return nil
+	}
+	next := dc
+	next.Attempt++
+	at := now.Add(tenant.CheckDelay(next.Attempt, c.CheckDelay, c.CheckMaxDelay))
+	if at.After(deadline) {
+		at = deadline // one last check at the deadline
+	}
+	if err := c.Bus.ScheduleDrainCheck(ctx, next, at); err != nil {
+		return err
+	}
+	c.Bus.Report(ctx, tenant.Event{TenantID: dc.ID, Outcome: tenant.OutcomeDraining, RequestedBy: dc.RequestedBy,
+		MarkedAt: &dc.MarkedAt, PairsLeft: &pairs, DocumentsLeft: &docs, NextCheckAt: &at,
+		Reason: fmt.Sprintf("drain check %d: %d pairs and %s documents left", next.Attempt, pairs, docsLeft(docs, c.MaxLeftoverDocs))})
+	return nil
+}
+
+func docsLeft(n, max int64) string {
+	if n > max {
+		return fmt.Sprintf("more than %d", max)
+	}
+	return fmt.Sprint(n)
+}
+
+func (c *Cleaner) clean(ctx context.Context, t *dataplane.Tenant, dc tenant.DrainCheck, pre checked) error {
+	id := dc.ID
+	held, err := c.Control.Hold(ctx, id, controlplane.Update, c.RowLockTimeout)
+	if err != nil {
+		return err
+	}
+	defer held.Release()
+	// The last check before the irreversible step: status and age from the
+	// locked row, activity read under lock inside the first drop transaction.
+	recheck := func(a dataplane.Activity) error {
+		return eligible(id, held.Record, held.Found, a, c.Window, c.Now())
+	}
+	if err := recheck(pre.snap.Activity); err != nil {
+		return err
+	}
+	if err := c.afterStep.after("held"); err != nil {
+		return err
+	}
+	drop, err := t.Drop(ctx, recheck)
+	if err != nil {
+		return err
+	}
+	if err := c.afterStep.after("dropped"); err != nil {
+		return err
+	}
+	public, err := t.DeletePublicRows(ctx)
+	if err != nil {
+		return err
+	}
+	if err := c.afterStep.after("public-rows-deleted"); err != nil {
+		return err
+	}
+	deleted, err := held.DeleteTenant(ctx, controlplane.LedgerEntry{
+		RequestedBy:        dc.RequestedBy,
+		MarkedAt:           dc.MarkedAt,
+		DocumentsAtMarking: dc.Documents,
+		UsersAtMarking:     dc.Users,
+		LastActivityAt:     pre.snap.Activity.Last(),
+		SchemaExisted:      !drop.AlreadyGone,
+		RelationsDropped:   drop.Relations,
+		PublicRowsDeleted:  public.Total(),
+		CleanedBy:          c.Identity,
+	})
+	if err != nil {
+		return err
+	}
+	if err := c.afterStep.after("control-plane-deleted"); err != nil {
+		return err
+	}
+	var counts []string
+	for _, d := range deleted {
+		counts = append(counts, fmt.Sprintf("%s %d", d.Table, d.Rows))
+	}
+	reason := fmt.Sprintf("schema dropped (%d relations, %d transactions); %d public rows; control plane: %s",
+		drop.Relations, drop.Transactions, public.Total(), strings.Join(counts, ", "))
+	if drop.AlreadyGone {
+		reason = fmt.Sprintf("schema was already gone; %d public rows; control plane: %s", public.Total(), strings.Join(counts, ", "))
+	}
+	c.Bus.Report(ctx, tenant.Event{TenantID: id, Outcome: tenant.OutcomeCleaned, RequestedBy: dc.RequestedBy,
+		MarkedAt: &dc.MarkedAt, Reason: reason})
+	return c.afterStep.after("reported")
+}

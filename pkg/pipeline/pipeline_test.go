@@ -1,0 +1,449 @@
+package pipeline
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/tenantcleanup/tenant-cleanup/pkg/bus"
+	"github.com/tenantcleanup/tenant-cleanup/pkg/controlplane"
+	"github.com/tenantcleanup/tenant-cleanup/pkg/dataplane"
+	"github.com/tenantcleanup/tenant-cleanup/pkg/tenant"
+	"github.com/tenantcleanup/tenant-cleanup/pkg/testenv"
+)
+
+const (
+	idA = "tenant_0aef62e7-9fbf-4bb6-8894-f1441fca6745"
+	idB = "tenant_1bcd62e7-9fbf-4bb6-8894-f1441fca6745"
+)
+
+type env struct {
+	dbs     *testenv.Databases
+	bus     *bus.Bus
+	marker  *Marker
+	cleaner *Cleaner
+	mu      sync.Mutex
+	events  []tenant.Event
+}
+
+func setup(t *testing.T) *env {
+	t.Helper()
+	ctx := context.Background()
+	dbs := testenv.NewDatabases(t)
+	js := testenv.StartJetStream(t)
+	log := slog.New(slog.DiscardHandler)
+	b, err := bus.Connect(ctx, js.URL, bus.Options{Name: "test", Log: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.Close)
+	data, err := dataplane.New(ctx, dbs.Data, dataplane.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	control := controlplane.New(dbs.Control)
+	if err := control.EnsureLedger(ctx); err != nil {
+		t.Fatal(err)
+	}
+	stores := Stores{Data: data, Control: control}
+	rules := Rules{Window: tenant.Window(90), RowLockTimeout: 2 * time.Second}
+	e := &env{dbs: dbs, bus: b,
+		marker: &Marker{Stores: stores, Rules: rules, Bus: b, CheckDelay: time.Hour, Now: time.Now},
+		cleaner: &Cleaner{Stores: stores, Rules: rules, Bus: b, CheckDelay: time.Minute, CheckMaxDelay: time.Hour,
+			Timeout: 24 * time.Hour, MaxLeftoverDocs: 5, Identity: "test", Now: time.Now, Log: log},
+	}
+	stop, err := b.WatchEvents(ctx, time.Time{}, func(ev tenant.Event) {
+		e.mu.Lock()
+		e.events = append(e.events, ev)
+		e.mu.Unlock()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(stop)
+	return e
+}
+
+// eligible creates a gated tenant, inactive for 200 days, with documents.
+func (e *env) eligible(t *testing.T, id string) {
+	t.Helper()
+	e.dbs.CreateTenant(t, testenv.Tenant{ID: id, Pairs: 2, DocsPerPair: 10, LastQuery: testenv.DaysAgo(200),
+		Status: tenant.StatusGatedAccess})
+}
+
+func (e *env) mark(t *testing.T, id string) error {
+	t.Helper()
+	return e.marker.Handle(context.Background(), &bus.Delivery{Subject: bus.SubjectCandidate, Data: []byte(id)})
+}
+
+func (e *env) check(t *testing.T, dc tenant.DrainCheck) error {
+	t.Helper()
+	body, _ := json.Marshal(dc)
+	return e.cleaner.Handle(context.Background(), &bus.Delivery{Subject: bus.DrainSubject(dc.ID), Data: body})
+}
+
+func (e *env) drain(t *testing.T, id string) {
+	t.Helper()
+	for i := 0; i < 20; i++ {
+		if e.dbs.DrainStep(t, id, 1000) == 0 && e.dbs.CountData(t, `SELECT count(*) FROM "`+id+`".connector_credential_pair`) == 0 {
+			return
+		}
+	}
+	t.Fatalf("%s did not drain", id)
+}
+
+func (e *env) outcomes(id tenant.ID) []tenant.Outcome {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var out []tenant.Outcome
+	for _, ev := range e.events {
+		if ev.TenantID == id {
+			out = append(out, ev.Outcome)
+		}
+	}
+	return out
+}
+
+func (e *env) waitOutcome(t *testing.T, id tenant.ID, o tenant.Outcome) {
+	t.Helper()
+	testenv.Eventually(t, 5*time.Second, func() bool {
+		for _, got := range e.outcomes(id) {
+			if got == o {
+				return true
+			}
+		}
+		return false
+	}, "%s reported %s (got %v)", id, o, e.outcomes(id))
+}
+
+// assertCleaned checks the end state of a cleaned tenant: nothing left on
+// either plane, exactly one ledger row.
+func (e *env) assertCleaned(t *testing.T, id string) {
+	t.Helper()
+	if e.dbs.SchemaExists(t, id) {
+		t.Errorf("%s: schema still exists", id)
+	}
+	if n := e.dbs.PublicRows(t, id); n != 0 {
+		t.Errorf("%s: %d public rows left", id, n)
+	}
+	if d := e.dbs.ControlRows(t, id); d != "----" {
+		t.Errorf("%s: control-plane rows left (%s)", id, d)
+	}
+	if n := e.dbs.CountControl(t, "SELECT count(*) FROM tenant_cleanup.ledger WHERE tenant_id = $1", id); n != 1 {
+		t.Errorf("%s: %d ledger rows; want 1", id, n)
+	}
+}
+
+type snapshot struct{ fingerprint, control string }
+
+func (e *env) snapshot(t *testing.T, id string) snapshot {
+	return snapshot{e.dbs.Fingerprint(t, id), e.dbs.ControlRows(t, id)}
+}
+
+func pendingChecks(t *testing.T, e *env, id tenant.ID) bool {
+	t.Helper()
+	p, err := e.bus.DrainPending(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestMarkerRefuses(t *testing.T) {
+	old := testenv.DaysAgo(200)
+	cases := []struct {
+		name   string
+		tn     testenv.Tenant
+		extra  func(e *env)
+		reason string
+	}{
+		{"active status", testenv.Tenant{Status: "ACTIVE", LastQuery: old}, nil, `status is "ACTIVE"`},
+		{"grace period", testenv.Tenant{Status: "GRACE_PERIOD", LastQuery: old}, nil, "GRACE_PERIOD"},
+		{"no control-plane row", testenv.Tenant{LastQuery: old}, nil, "no control-plane tenant row"},
+		{"queried recently", testenv.Tenant{Status: tenant.StatusGatedAccess, LastQuery: testenv.DaysAgo(3)}, nil, "active"},
+		{"Craft recently", testenv.Tenant{Status: tenant.StatusGatedAccess, LastQuery: old, LastCraft: testenv.DaysAgo(3)}, nil, "active"},
+		{"created recently", testenv.Tenant{Status: tenant.StatusGatedAccess, Created: testenv.DaysAgo(20)}, nil, "created"},
+		{"view in public", testenv.Tenant{Status: tenant.StatusGatedAccess, LastQuery: old}, func(e *env) {
+			e.dbs.ExecData(t, `CREATE VIEW public.v AS SELECT id FROM "`+idA+`".document`)
+		}, "view public.v"},
+		{"foreign key from public", testenv.Tenant{Status: tenant.StatusGatedAccess, LastQuery: old}, func(e *env) {
+			e.dbs.ExecData(t, `CREATE TABLE public.r (d varchar REFERENCES "`+idA+`".document (id))`)
+		}, "public.r"},
+		{"schema without chat_message", testenv.Tenant{Status: tenant.StatusGatedAccess, LastQuery: old}, func(e *env) {
+			e.dbs.ExecData(t, `DROP TABLE "`+idA+`".chat_message`)
+		}, "lacks table(s) chat_message"},
+		{"other shard", testenv.Tenant{Status: tenant.StatusGatedAccess, LastQuery: old}, func(e *env) {
+			e.dbs.ExecData(t, `INSERT INTO public.tenant_shard VALUES ($1, 'shard_2')`, idA)
+			e.marker.ShardName = "shard_1"
+		}, `shard "shard_2"`},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			e := setup(t)
+			c.tn.ID, c.tn.Pairs, c.tn.DocsPerPair = idA, 1, 3
+			e.dbs.CreateTenant(t, c.tn)
+			if c.extra != nil {
+				c.extra(e)
+			}
+			before := e.snapshot(t, idA)
+			err := e.mark(t, idA)
+			var refused *tenant.RefusedError
+			if !errors.As(err, &refused) || !strings.Contains(refused.Reason, c.reason) {
+				t.Fatalf("mark: %v; want a refusal mentioning %q", err, c.reason)
+			}
+			if after := e.snapshot(t, idA); after != before {
+				t.Fatal("a refused tenant was changed")
+			}
+			if pendingChecks(t, e, idA) {
+				t.Fatal("a drain check was scheduled for a refused tenant")
+			}
+		})
+	}
+}
+
+func TestMarkerMarksOnceAndSchedulesOnce(t *testing.T) {
+	e := setup(t)
+	e.eligible(t, idA)
+	e.eligible(t, idB)
+	otherBefore := e.snapshot(t, idB)
+	if err := e.mark(t, idA); err != nil {
+		t.Fatal(err)
+	}
+	if n := e.dbs.CountData(t, `SELECT count(*) FROM "`+idA+`".connector_credential_pair WHERE status <> 'DELETING'`); n != 0 {
+		t.Fatalf("%d pairs not DELETING", n)
+	}
+	if !pendingChecks(t, e, idA) {
+		t.Fatal("no drain check scheduled")
+	}
+	after := e.snapshot(t, idA)
+	// A duplicate request changes nothing and adds no second schedule.
+	if err := e.mark(t, idA); err != nil {
+		t.Fatal(err)
+	}
+	if again := e.snapshot(t, idA); again != after {
+		t.Fatal("a second request changed the marked tenant")
+	}
+	info, err := e.bus.JetStream().Stream(context.Background(), bus.StreamWork)
+	if err != nil {
+		t.Fatal(err)
+	}
+	si, err := info.Info(context.Background(), jetstream.WithSubjectFilter(bus.ScheduleSubject(idA)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := si.State.Subjects[bus.ScheduleSubject(idA)]; n != 1 {
+		t.Fatalf("%d schedules for the tenant; want 1", n)
+	}
+	if e.snapshot(t, idB) != otherBefore {
+		t.Fatal("marking one tenant changed another")
+	}
+	e.waitOutcome(t, idA, tenant.OutcomeMarked)
+}
+
+func TestCleanerDrainChecks(t *testing.T) {
+	e := setup(t)
+	e.eligible(t, idA)
+	if err := e.mark(t, idA); err != nil {
+		t.Fatal(err)
+	}
+	marked := time.Now()
+	// Not drained: reported, and the next check scheduled with backoff.
+	if err := e.check(t, tenant.DrainCheck{ID: idA, MarkedAt: marked, Attempt: 2}); err != nil {
+		t.Fatal(err)
+	}
+	e.waitOutcome(t, idA, tenant.OutcomeDraining)
+	e.mu.Lock()
+	var draining tenant.Event
+	for _, ev := range e.events {
+		if ev.Outcome == tenant.OutcomeDraining {
+			draining = ev
+		}
+	}
+	e.mu.Unlock()
+	if draining.DocumentsLeft == nil || *draining.DocumentsLeft != 6 || draining.NextCheckAt == nil ||
+		draining.NextCheckAt.Sub(time.Now()) < 7*time.Minute { // attempt 3: 1m·2³ = 8m
+		t.Fatalf("draining event %+v; want documents left (counted to 6) and the next check in about 8m", draining)
+	}
+	// Past the timeout: stuck, left in place, no further check.
+	before := e.snapshot(t, idA)
+	if err := e.check(t, tenant.DrainCheck{ID: idA, MarkedAt: marked.Add(-25 * time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	e.waitOutcome(t, idA, tenant.OutcomeStuck)
+	if e.snapshot(t, idA) != before {
+		t.Fatal("a stuck tenant was changed")
+	}
+	// Drained: cleaned.
+	e.drain(t, idA)
+	if err := e.check(t, tenant.DrainCheck{ID: idA, MarkedAt: marked, Documents: 20, Users: 2, RequestedBy: "ops"}); err != nil {
+		t.Fatal(err)
+	}
+	e.assertCleaned(t, idA)
+	e.waitOutcome(t, idA, tenant.OutcomeCleaned)
+	entry, found, err := e.cleaner.Control.LedgerEntry(context.Background(), idA)
+	if err != nil || !found || entry.RequestedBy != "ops" || entry.DocumentsAtMarking != 20 || !entry.SchemaExisted {
+		t.Fatalf("ledger entry %+v, %v, %v", entry, found, err)
+	}
+	// A duplicate drain check after the cleanup is a no-op.
+	if err := e.check(t, tenant.DrainCheck{ID: idA, MarkedAt: marked}); err != nil {
+		t.Fatalf("duplicate drain check: %v", err)
+	}
+	e.assertCleaned(t, idA)
+}
+
+func TestCleanerRefusesTenantsThatChanged(t *testing.T) {
+	for _, change := range []struct {
+		name string
+		do   func(e *env)
+	}{
+		{"reactivated", func(e *env) {
+			e.dbs.ExecData(t, `INSERT INTO "`+idA+`".chat_message (chat_session_id, message, message_type)
+				SELECT id, 'back again', 'USER' FROM "`+idA+`".chat_session LIMIT 1`)
+		}},
+		{"un-gated", func(e *env) { e.dbs.ExecControl(t, "UPDATE tenant SET application_status = 'ACTIVE' WHERE tenant_id = $1", idA) }},
+		{"control-plane row gone", func(e *env) {
+			for _, table := range []string{"tenant_notification", "tenant_config", "subscription", "tenant"} {
+				e.dbs.ExecControl(t, "DELETE FROM "+table+" WHERE tenant_id = $1", idA)
+			}
+		}},
+	} {
+		t.Run(change.name, func(t *testing.T) {
+			e := setup(t)
+			e.eligible(t, idA)
+			if err := e.mark(t, idA); err != nil {
+				t.Fatal(err)
+			}
+			e.drain(t, idA)
+			change.do(e)
+			publicBefore := e.dbs.PublicRows(t, idA)
+			err := e.check(t, tenant.DrainCheck{ID: idA, MarkedAt: time.Now()})
+			if !errors.Is(err, tenant.ErrRefused) {
+				t.Fatalf("drain check of a tenant that changed: %v; want refused", err)
+			}
+			if !e.dbs.SchemaExists(t, idA) || e.dbs.PublicRows(t, idA) != publicBefore {
+				t.Fatal("a refused tenant lost its schema or public rows")
+			}
+		})
+	}
+}
+
+func TestInterruptedCleanupIsCompleted(t *testing.T) {
+	e := setup(t)
+	e.dbs.CreateTenant(t, testenv.Tenant{ID: idA, Pairs: 1, DocsPerPair: 3, Status: tenant.StatusGatedAccess, NoSchema: true})
+	if err := e.mark(t, idA); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.check(t, tenant.DrainCheck{ID: idA, MarkedAt: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	e.assertCleaned(t, idA)
+}
+
+// TestStopBetweenSteps stops the handlers after each step (as a crash there
+// would: open transactions roll back, the message is redelivered) and checks
+// that the redelivery ends in the state of an undisturbed run.
+func TestStopBetweenSteps(t *testing.T) {
+	crash := errors.New("crash")
+	for _, step := range []string{"preflight", "marked", "scheduled", "reported"} {
+		t.Run("marker after "+step, func(t *testing.T) {
+			e := setup(t)
+			e.eligible(t, idA)
+			e.marker.afterStep = func(s string) error {
+				if s == step {
+					return crash
+				}
+				return nil
+			}
+			if err := e.mark(t, idA); !errors.Is(err, crash) {
+				t.Fatalf("first delivery: %v", err)
+			}
+			e.marker.afterStep = nil
+			if err := e.mark(t, idA); err != nil {
+				t.Fatalf("redelivery: %v", err)
+			}
+			if !pendingChecks(t, e, idA) {
+				t.Fatal("no drain check scheduled after redelivery")
+			}
+			e.drain(t, idA)
+			if err := e.check(t, tenant.DrainCheck{ID: idA, MarkedAt: time.Now()}); err != nil {
+				t.Fatal(err)
+			}
+			e.assertCleaned(t, idA)
+		})
+	}
+	for _, step := range []string{"drain-checked", "held", "dropped", "public-rows-deleted", "control-plane-deleted", "reported"} {
+		t.Run("cleaner after "+step, func(t *testing.T) {
+			e := setup(t)
+			e.eligible(t, idA)
+			e.eligible(t, idB)
+			if err := e.mark(t, idA); err != nil {
+				t.Fatal(err)
+			}
+			e.drain(t, idA)
+			other := e.snapshot(t, idB)
+			e.cleaner.afterStep = func(s string) error {
+				if s == step {
+					return crash
+				}
+				return nil
+			}
+			dc := tenant.DrainCheck{ID: idA, MarkedAt: time.Now(), Documents: 20}
+			if err := e.check(t, dc); !errors.Is(err, crash) {
+				t.Fatalf("first delivery: %v", err)
+			}
+			e.cleaner.afterStep = nil
+			if err := e.check(t, dc); err != nil {
+				t.Fatalf("redelivery: %v", err)
+			}
+			e.assertCleaned(t, idA)
+			if e.snapshot(t, idB) != other {
+				t.Fatal("another tenant changed")
+			}
+		})
+	}
+}
+
+func TestBadDrainChecks(t *testing.T) {
+	e := setup(t)
+	e.eligible(t, idA)
+	before := e.snapshot(t, idA)
+	for _, d := range []*bus.Delivery{
+		{Subject: bus.DrainSubject(idA), Data: []byte(`{"tenant_id":"public"}`)},
+		{Subject: bus.DrainSubject(idA), Data: []byte(`not json`)},
+		{Subject: bus.DrainSubject(idB), Data: []byte(`{"tenant_id":"` + idA + `"}`)}, // subject and body disagree
+	} {
+		err := e.cleaner.Handle(context.Background(), d)
+		if !errors.Is(err, tenant.ErrInvalidID) {
+			t.Errorf("drain check %s on %s: %v; want ErrInvalidID", d.Data, d.Subject, err)
+		}
+	}
+	if e.snapshot(t, idA) != before {
+		t.Fatal("a bad drain check changed the tenant")
+	}
+}
+
+func TestOneWorkerPerTenant(t *testing.T) {
+	e := setup(t)
+	e.eligible(t, idA)
+	held, err := e.cleaner.Data.Lock(context.Background(), idA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Release()
+	err = e.mark(t, idA)
+	var later *tenant.LaterError
+	if !errors.As(err, &later) {
+		t.Fatalf("mark while another worker holds the tenant: %v; want later", err)
+	}
+	if fmt.Sprint(e.outcomes(idA)) != "[]" {
+		t.Fatalf("events %v for a tenant that was only retried", e.outcomes(idA))
+	}
+}

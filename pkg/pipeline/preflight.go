@@ -1,0 +1,109 @@
+// Package pipeline holds the two message handlers of the pipeline: the
+// marker's (a cleanup request → mark the tenant, schedule its drain check) and
+// the cleaner's (a due drain check → check again later, report it stuck, or
+// clean the tenant). Both start with the same preflight under the tenant's
+// lock: fresh reads of both planes and every rule that can refuse a tenant.
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"time"
+
+	"github.com/tenantcleanup/tenant-cleanup/pkg/controlplane"
+	"github.com/tenantcleanup/tenant-cleanup/pkg/dataplane"
+	"github.com/tenantcleanup/tenant-cleanup/pkg/tenant"
+)
+
+// Rules are the settings the handlers apply.
+type Rules struct {
+	// Window is the inactivity window (INACTIVE_DAYS).
+	Window time.Duration
+	// ShardName, when set, refuses tenants placed on another shard.
+	ShardName string
+	// RowLockTimeout bounds the wait for the control-plane row lock.
+	RowLockTimeout time.Duration
+}
+
+// Stores are the two databases.
+type Stores struct {
+	Data    *dataplane.Store
+	Control *controlplane.Store
+}
+
+// stepHook, when set (by tests), runs after each named step of a handler;
+// an error stops the handler there, as a crash at that instant would.
+type stepHook func(step string) error
+
+func (h stepHook) after(step string) error {
+	if h == nil {
+		return nil
+	}
+	return h(step)
+}
+
+// lockTenant takes the tenant's lock; another worker holding it means "later".
+func (s Stores) lockTenant(ctx context.Context, id tenant.ID) (*dataplane.Tenant, error) {
+	t, err := s.Data.Lock(ctx, id)
+	if errors.Is(err, dataplane.ErrBusy) {
+		return nil, tenant.Later(5*time.Second, "another worker is processing the tenant", nil)
+	}
+	return t, err
+}
+
+// checked is what preflight read.
+type checked struct {
+	snap   dataplane.Snapshot
+	record controlplane.Record
+}
+
+// preflight reads the tenant afresh from both planes and refuses it when any
+// rule says so: not eligible, placed on another shard, a schema we do not
+// understand, or objects outside its schema that depend on it.
+func (s Stores) preflight(ctx context.Context, t *dataplane.Tenant, id tenant.ID, r Rules, now time.Time) (checked, error) {
+	snap, err := t.Inspect(ctx)
+	if err != nil {
+		return checked{}, err
+	}
+	rec, found, err := s.Control.Tenant(ctx, id)
+	if err != nil {
+		return checked{}, err
+	}
+	if err := eligible(id, rec, found, snap.Activity, r.Window, now); err != nil {
+		return checked{}, err
+	}
+	if r.ShardName != "" && snap.ShardName != "" && snap.ShardName != r.ShardName {
+		return checked{}, tenant.Refuse(id, "public.tenant_shard places it on shard %q, this data plane is %q",
+			snap.ShardName, r.ShardName)
+	}
+	if len(snap.MissingTables) > 0 {
+		return checked{}, tenant.Refuse(id, "schema lacks table(s) %s: not a tenant schema this tool understands",
+			strings.Join(snap.MissingTables, ", "))
+	}
+	if snap.SchemaExists {
+		deps, err := t.OutsideDependents(ctx)
+		if err != nil {
+			return checked{}, err
+		}
+		if len(deps) > 0 {
+			return checked{}, tenant.Refuse(id, "objects outside its schema depend on it: %s", strings.Join(deps, "; "))
+		}
+	}
+	return checked{snap: snap, record: rec}, nil
+}
+
+// eligible applies the contract's rule to fresh reads; a tenant that fails it
+// is refused with the rule's reason.
+func eligible(id tenant.ID, rec controlplane.Record, found bool, a dataplane.Activity, window time.Duration, now time.Time) error {
+	v := tenant.Eligibility(tenant.Facts{
+		InControlPlane: found,
+		Status:         rec.Status,
+		CreatedAt:      rec.CreatedAt,
+		LastActivity:   a.Last(),
+	}, now, window)
+	if !v.Eligible {
+		return tenant.Refuse(id, "%s", v.Reason)
+	}
+	return nil
+}

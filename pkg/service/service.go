@@ -1,0 +1,183 @@
+// Package service is the wiring the three services and tenantctl share:
+// flags with -h printing the configuration, the JSON logger, the signal
+// context, and opening the data plane, the control plane (through the bastion
+// when one is configured) and JetStream.
+package service
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/tenantcleanup/tenant-cleanup/pkg/bus"
+	"github.com/tenantcleanup/tenant-cleanup/pkg/config"
+	"github.com/tenantcleanup/tenant-cleanup/pkg/controlplane"
+	"github.com/tenantcleanup/tenant-cleanup/pkg/dataplane"
+)
+
+// Flags parses args; -h/--help prints the summary, the flags and the
+// configuration (with secrets redacted) to out and returns flag.ErrHelp.
+func Flags(name, summary string, spec any, args []string, out io.Writer, define func(*flag.FlagSet)) (*flag.FlagSet, error) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(out)
+	if define != nil {
+		define(fs)
+	}
+	fs.Usage = func() {
+		fmt.Fprintf(out, "%s: %s\n\nUsage: %s [flags]\n", name, summary, name)
+		hasFlags := false
+		fs.VisitAll(func(*flag.Flag) { hasFlags = true })
+		if hasFlags {
+			fmt.Fprintln(out, "\nFlags:")
+			fs.PrintDefaults()
+		}
+		fmt.Fprintln(out, "\nConfiguration (environment variables):")
+		config.Usage(out, spec)
+	}
+	return fs, fs.Parse(args)
+}
+
+// Logger is a JSON slog logger on stderr tagged with the service name.
+func Logger(service, level string) *slog.Logger {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		l = slog.LevelInfo
+	}
+	return slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: l})).With("service", service)
+}
+
+// SignalContext is cancelled by SIGTERM or SIGINT.
+func SignalContext() (context.Context, context.CancelFunc) {
+	return signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+}
+
+// Identity names this process in the ledger: host/pid.
+func Identity(service string) string {
+	host, _ := os.Hostname()
+	return fmt.Sprintf("%s@%s/%d", service, host, os.Getpid())
+}
+
+// Retry calls fn until it succeeds or ctx ends, backing off up to 30s and
+// logging each failure. Services use it to wait for their dependencies at
+// start instead of crashing while a database or JetStream is restarting.
+func Retry(ctx context.Context, log *slog.Logger, what string, fn func(context.Context) error) error {
+	delay := 500 * time.Millisecond
+	for {
+		err := fn(ctx)
+		if err == nil || errors.Is(err, errPermanent) {
+			return err
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		log.Error(what+" failed; retrying", "error", err, "retry_in", delay.String())
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+		delay = min(delay*2, 30*time.Second)
+	}
+}
+
+// Env is an opened environment: the stores and the bus a service works with.
+type Env struct {
+	Data     *dataplane.Store
+	DataPool *pgxpool.Pool
+	Control  *controlplane.Store
+	Bus      *bus.Bus
+	closers  []func()
+}
+
+// Close closes everything Open opened, in reverse order.
+func (e *Env) Close() {
+	for i := len(e.closers) - 1; i >= 0; i-- {
+		e.closers[i]()
+	}
+}
+
+// What Open should open.
+type What struct {
+	Data, Control, Bus bool
+	// DropSlots and LockTimeout tune the data-plane store (0: defaults).
+	DropSlots   int
+	LockTimeout time.Duration
+}
+
+// Open opens what is asked for. With retry, each dependency is retried until
+// it is reachable or ctx ends; without, the first failure is returned.
+func Open(ctx context.Context, name string, cfg *config.Common, what What, log *slog.Logger, retry bool) (*Env, error) {
+	env := &Env{}
+	try := func(desc string, fn func(context.Context) error) error {
+		if retry {
+			return Retry(ctx, log, desc, fn)
+		}
+		return fn(ctx)
+	}
+	fail := func(err error) (*Env, error) {
+		env.Close()
+		return nil, err
+	}
+	if what.Data {
+		pcfg, err := pgxpool.ParseConfig(cfg.DataPlaneURL)
+		if err != nil {
+			return fail(errors.New("DATA_PLANE_DATABASE_URL is not a valid connection string (not shown: it may hold a password)"))
+		}
+		pcfg.MaxConns = cfg.DBMaxConns
+		pool, err := pgxpool.NewWithConfig(ctx, pcfg)
+		if err != nil {
+			return fail(fmt.Errorf("data plane: %w", err))
+		}
+		env.DataPool = pool
+		env.closers = append(env.closers, pool.Close)
+		if err := try("connect to the data plane", func(ctx context.Context) (err error) {
+			env.Data, err = dataplane.New(ctx, pool, dataplane.Options{DropSlots: what.DropSlots, LockTimeout: what.LockTimeout})
+			return err
+		}); err != nil {
+			return fail(err)
+		}
+	}
+	if what.Control {
+		dial, closeDial, err := ControlPlaneDialer(cfg, log)
+		if err != nil {
+			return fail(err)
+		}
+		env.closers = append(env.closers, closeDial)
+		store, err := controlplane.Open(ctx, cfg.ControlPlaneDSN(), cfg.DBMaxConns, dial)
+		if err != nil {
+			return fail(err)
+		}
+		env.Control = store
+		env.closers = append(env.closers, store.Close)
+		if err := try("connect to the control plane", store.EnsureLedger); err != nil {
+			return fail(err)
+		}
+	}
+	if what.Bus {
+		if err := try("connect to JetStream", func(ctx context.Context) (err error) {
+			env.Bus, err = bus.Connect(ctx, cfg.NATSURL, bus.Options{Name: name, Log: log})
+			if err != nil && strings.Contains(err.Error(), "needs "+bus.MinServerVersion) {
+				return errors.Join(err, errPermanent)
+			}
+			return err
+		}); err != nil {
+			return fail(err)
+		}
+		env.closers = append(env.closers, env.Bus.Close)
+	}
+	return env, nil
+}
+
+var errPermanent = errors.New("not retried")
