@@ -348,6 +348,11 @@ func (d *Dialer) connect(ctx context.Context) (*ssh.Client, error) {
 
 // unreachable wraps err in ErrUnreachable, adding ctx's error when ctx ended.
 func (d *Dialer) unreachable(ctx context.Context, err error) error {
+	if deadline, ok := ctx.Deadline(); ok && ctx.Err() == nil && !time.Now().Before(deadline) {
+		// A socket deadline derived from ctx fired a moment before ctx's
+		// own timer; wait for it so the error reports the expiry.
+		<-ctx.Done()
+	}
 	if ctxErr := ctx.Err(); ctxErr != nil && !errors.Is(err, ctxErr) {
 		return fmt.Errorf("%w: %s: %w (%w)", ErrUnreachable, d.hostport, err, ctxErr)
 	}

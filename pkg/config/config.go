@@ -103,6 +103,9 @@ func Load(spec any) error {
 
 func (c *Common) validate() error {
 	var errs []error
+	if c.DataPlaneURL == "" {
+		errs = append(errs, errors.New("DATA_PLANE_DATABASE_URL is empty: set it to the data-plane Postgres URL"))
+	}
 	if c.InactiveDays < 1 {
 		errs = append(errs, fmt.Errorf("INACTIVE_DAYS must be at least 1, got %d", c.InactiveDays))
 	}

@@ -65,8 +65,10 @@ func (c *Cleaner) Handle(ctx context.Context, d *bus.Delivery) error {
 		if _, inControl, err := c.Control.Tenant(ctx, id); err != nil {
 			return err
 		} else if !inControl {
-			c.Log.Info("drain check for a tenant already cleaned; nothing to do", "tenant_id", id,
-				"cleaned_at", entry.CleanedAt.UTC().Format(time.RFC3339))
+			// A repeat delivery after the cleanup committed: report it again, in
+			// case the first report was lost with the process that made it.
+			c.Bus.Report(ctx, tenant.Event{TenantID: id, Outcome: tenant.OutcomeCleaned, RequestedBy: dc.RequestedBy,
+				MarkedAt: &dc.MarkedAt, Reason: "already cleaned at " + entry.CleanedAt.UTC().Format(time.RFC3339)})
 			return nil
 		}
 	}

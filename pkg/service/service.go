@@ -17,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tenantcleanup/tenant-cleanup/pkg/bus"
@@ -74,7 +75,7 @@ func Retry(ctx context.Context, log *slog.Logger, what string, fn func(context.C
 	delay := 500 * time.Millisecond
 	for {
 		err := fn(ctx)
-		if err == nil || errors.Is(err, errPermanent) {
+		if err == nil || errors.Is(err, errPermanent) || badCredentials(err) {
 			return err
 		}
 		if ctx.Err() != nil {
@@ -181,3 +182,10 @@ func Open(ctx context.Context, name string, cfg *config.Common, what What, log *
 }
 
 var errPermanent = errors.New("not retried")
+
+// badCredentials reports errors that waiting will not fix: authentication
+// failures and a database that does not exist.
+func badCredentials(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && (strings.HasPrefix(pgErr.Code, "28") || pgErr.Code == "3D000")
+}

@@ -9,9 +9,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"time"
 
-	"github.com/tenantcleanup/tenant-cleanup/pkg/analyzer"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/config"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/service"
 )
@@ -37,27 +35,9 @@ func run(args []string) int {
 	log := service.Logger("analyzer", cfg.LogLevel)
 	ctx, stop := service.SignalContext()
 	defer stop()
-	env, err := service.Open(ctx, "analyzer", &cfg.Common, service.What{Data: true, Control: true, Bus: true}, log, !once)
-	if err != nil {
-		if ctx.Err() != nil {
-			return 0
-		}
-		log.Error("analyzer cannot start", "error", err)
+	if err := service.RunAnalyzer(ctx, &cfg, once, os.Stdout, log); err != nil {
+		log.Error("analyzer failed", "error", err)
 		return 1
 	}
-	defer env.Close()
-
-	a := &analyzer.Analyzer{Data: env.Data, Control: env.Control, Bus: env.Bus, InactiveDays: cfg.InactiveDays,
-		ReportDir: cfg.ReportDir, Workers: int(cfg.DBMaxConns), Out: os.Stdout, Now: time.Now, Log: log}
-	if once {
-		if err := a.Pass(ctx); err != nil {
-			log.Error("analysis failed", "error", err)
-			return 1
-		}
-		return 0
-	}
-	log.Info("analyzer started", "interval", cfg.Interval.String(), "inactive_days", cfg.InactiveDays)
-	_ = a.Run(ctx, cfg.Interval)
-	log.Info("analyzer stopped")
 	return 0
 }

@@ -1,7 +1,6 @@
 // Command cleaner consumes due drain checks (tenant.cleanup.drain.*): it
-// reschedules tenants that are not drained yet, reports stuck ones, and cleans
-// drained ones (schema, public rows, control-plane rows, ledger row). Any
-// number of replicas share the work. See the README (or run cleaner -h).
+// reschedules tenants not drained yet, reports stuck ones and cleans drained
+// ones. Any number of replicas share the work. See the README (or cleaner -h).
 package main
 
 import (
@@ -9,13 +8,9 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"time"
 
-	"github.com/tenantcleanup/tenant-cleanup/pkg/bus"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/config"
-	"github.com/tenantcleanup/tenant-cleanup/pkg/pipeline"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/service"
-	"github.com/tenantcleanup/tenant-cleanup/pkg/tenant"
 )
 
 func main() { os.Exit(run(os.Args[1:])) }
@@ -35,37 +30,9 @@ func run(args []string) int {
 	log := service.Logger("cleaner", cfg.LogLevel)
 	ctx, stop := service.SignalContext()
 	defer stop()
-	env, err := service.Open(ctx, "cleaner", &cfg.Common, service.What{Data: true, Control: true, Bus: true,
-		LockTimeout: cfg.DDLLockTimeout}, log, true)
-	if err != nil {
-		if ctx.Err() != nil {
-			return 0
-		}
-		log.Error("cleaner cannot start", "error", err)
+	if err := service.RunCleaner(ctx, &cfg, log); err != nil {
+		log.Error("cleaner failed", "error", err)
 		return 1
 	}
-	defer env.Close()
-
-	c := &pipeline.Cleaner{
-		Stores:          pipeline.Stores{Data: env.Data, Control: env.Control},
-		Rules:           pipeline.Rules{Window: tenant.Window(cfg.InactiveDays), ShardName: cfg.ShardName, RowLockTimeout: 15 * time.Second},
-		Bus:             env.Bus,
-		CheckDelay:      cfg.CheckDelay,
-		CheckMaxDelay:   cfg.CheckMaxDelay,
-		Timeout:         cfg.Timeout,
-		MaxLeftoverDocs: cfg.MaxLeftoverDocs,
-		Identity:        service.Identity("cleaner"),
-		Now:             time.Now,
-		Log:             log,
-	}
-	log.Info("cleaner started", "concurrency", cfg.Concurrency, "inactive_days", cfg.InactiveDays,
-		"drain_timeout", cfg.Timeout.String(), "max_leftover_docs", cfg.MaxLeftoverDocs)
-	err = env.Bus.Consume(ctx, bus.ConsumeOptions{Consumer: bus.ConsumerCleaner, FilterSubject: bus.DrainSubjects,
-		Concurrency: cfg.Concurrency}, c.Handle)
-	if err != nil {
-		log.Error("cleaner stopped", "error", err)
-		return 1
-	}
-	log.Info("cleaner stopped")
 	return 0
 }

@@ -8,13 +8,9 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"time"
 
-	"github.com/tenantcleanup/tenant-cleanup/pkg/bus"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/config"
-	"github.com/tenantcleanup/tenant-cleanup/pkg/pipeline"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/service"
-	"github.com/tenantcleanup/tenant-cleanup/pkg/tenant"
 )
 
 func main() { os.Exit(run(os.Args[1:])) }
@@ -34,31 +30,9 @@ func run(args []string) int {
 	log := service.Logger("marker", cfg.LogLevel)
 	ctx, stop := service.SignalContext()
 	defer stop()
-	env, err := service.Open(ctx, "marker", &cfg.Common, service.What{Data: true, Control: true, Bus: true}, log, true)
-	if err != nil {
-		if ctx.Err() != nil {
-			return 0
-		}
-		log.Error("marker cannot start", "error", err)
+	if err := service.RunMarker(ctx, &cfg, log); err != nil {
+		log.Error("marker failed", "error", err)
 		return 1
 	}
-	defer env.Close()
-
-	m := &pipeline.Marker{
-		Stores:     pipeline.Stores{Data: env.Data, Control: env.Control},
-		Rules:      pipeline.Rules{Window: tenant.Window(cfg.InactiveDays), ShardName: cfg.ShardName, RowLockTimeout: 15 * time.Second},
-		Bus:        env.Bus,
-		CheckDelay: cfg.CheckDelay,
-		Now:        time.Now,
-	}
-	log.Info("marker started", "concurrency", cfg.Concurrency, "inactive_days", cfg.InactiveDays,
-		"drain_check_delay", cfg.CheckDelay.String())
-	err = env.Bus.Consume(ctx, bus.ConsumeOptions{Consumer: bus.ConsumerMarker, FilterSubject: bus.SubjectCandidate,
-		Concurrency: cfg.Concurrency}, m.Handle)
-	if err != nil {
-		log.Error("marker stopped", "error", err)
-		return 1
-	}
-	log.Info("marker stopped")
 	return 0
 }

@@ -25,6 +25,7 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -233,6 +234,9 @@ func Start(t testing.TB, opts ...Option) *SSHD {
 // requireSSHD skips or fails t when sshd is not installed.
 func requireSSHD(t testing.TB) {
 	t.Helper()
+	if runtime.GOOS != "linux" {
+		t.Skipf("bastiontest: needs Linux (it manages sshd's processes through /proc), not %s", runtime.GOOS)
+	}
 	if _, err := os.Stat(SSHDPath); err != nil {
 		if os.Getenv("CI") == "true" {
 			t.Fatalf("bastiontest: %s is required in CI (apt-get install openssh-server): %v", SSHDPath, err)

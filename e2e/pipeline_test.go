@@ -1,0 +1,294 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/csv"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tenantcleanup/tenant-cleanup/pkg/bus"
+	"github.com/tenantcleanup/tenant-cleanup/pkg/ctl"
+	"github.com/tenantcleanup/tenant-cleanup/pkg/tenant"
+	"github.com/tenantcleanup/tenant-cleanup/pkg/testenv"
+)
+
+// The mixed fleet of the end-to-end test.
+const (
+	eligibleOld      = "tenant_00000001-0000-4000-8000-000000000001" // queried 200 days ago
+	eligibleNever    = "tenant_00000001-0000-4000-8000-000000000002" // never queried
+	eligibleCraftOld = "tenant_00000001-0000-4000-8000-000000000003" // Craft 150 days ago
+	interrupted      = "tenant_00000001-0000-4000-8000-000000000004" // schema gone, rows left
+	active           = "tenant_00000002-0000-4000-8000-000000000001" // ACTIVE
+	grace            = "tenant_00000002-0000-4000-8000-000000000002" // GRACE_PERIOD
+	queriedRecently  = "tenant_00000002-0000-4000-8000-000000000003" // gated, queried 10 days ago
+	craftRecently    = "tenant_00000002-0000-4000-8000-000000000004" // gated, Craft 5 days ago
+	createdRecently  = "tenant_00000002-0000-4000-8000-000000000005" // gated, created 20 days ago
+	noControlRow     = "tenant_00000002-0000-4000-8000-000000000006" // no control-plane row
+	withPublicView   = "tenant_00000002-0000-4000-8000-000000000007" // a view in public over its documents
+	reactivated      = "tenant_00000003-0000-4000-8000-000000000001" // queries again after marking
+	ungated          = "tenant_00000003-0000-4000-8000-000000000002" // ACTIVE again after marking
+	notATenant       = "tenant_notes"                                // a schema that is not a tenant
+)
+
+func TestMixedFleetEndToEnd(t *testing.T) {
+	w := newWorld(t)
+	old, gated := testenv.DaysAgo(200), tenant.StatusGatedAccess
+	fleet := []testenv.Tenant{
+		{ID: eligibleOld, Status: gated, LastQuery: old, Pairs: 2, DocsPerPair: 30},
+		{ID: eligibleNever, Status: gated, Pairs: 1, DocsPerPair: 5},
+		{ID: eligibleCraftOld, Status: gated, LastQuery: old, LastCraft: testenv.DaysAgo(150), Pairs: 1, DocsPerPair: 12},
+		{ID: interrupted, Status: gated, LastQuery: old, NoSchema: true},
+		{ID: active, Status: "ACTIVE", LastQuery: old, Pairs: 1, DocsPerPair: 3},
+		{ID: grace, Status: "GRACE_PERIOD", LastQuery: old, Pairs: 1, DocsPerPair: 3},
+		{ID: queriedRecently, Status: gated, LastQuery: testenv.DaysAgo(10), Pairs: 1, DocsPerPair: 3},
+		{ID: craftRecently, Status: gated, LastQuery: old, LastCraft: testenv.DaysAgo(5), Pairs: 1, DocsPerPair: 3},
+		{ID: createdRecently, Status: gated, Created: testenv.DaysAgo(20), Pairs: 1, DocsPerPair: 3},
+		{ID: noControlRow, LastQuery: old, Pairs: 1, DocsPerPair: 3},
+		{ID: withPublicView, Status: gated, LastQuery: old, Pairs: 1, DocsPerPair: 3},
+		{ID: reactivated, Status: gated, LastQuery: old, Pairs: 1, DocsPerPair: 4},
+		{ID: ungated, Status: gated, LastQuery: old, Pairs: 1, DocsPerPair: 4},
+	}
+	for _, tn := range fleet {
+		tn.Filler = 3
+		w.dbs.CreateTenant(t, tn)
+	}
+	w.dbs.ExecData(t, `CREATE VIEW public.docs_of_one_tenant AS SELECT id FROM "`+withPublicView+`".document`)
+	w.dbs.ExecData(t, `CREATE SCHEMA `+notATenant+`; CREATE TABLE `+notATenant+`.notes (x text); INSERT INTO `+notATenant+`.notes VALUES ('keep me')`)
+
+	untouched := []string{active, grace, queriedRecently, craftRecently, createdRecently, noControlRow, withPublicView}
+	before := map[string]state{}
+	for _, id := range untouched {
+		before[id] = w.state(id)
+	}
+	cleaned := []string{eligibleOld, eligibleNever, eligibleCraftOld, interrupted}
+	changedMidDrain := []string{reactivated, ungated}
+
+	// Onyx deletes documents of marked tenants; the two that change mid-drain
+	// are held back until they have changed.
+	w.drainTenants(true, eligibleOld, eligibleNever, eligibleCraftOld, withPublicView,
+		active, grace, queriedRecently, craftRecently, createdRecently, noControlRow)
+	w.startServices()
+	out := w.analyze()
+
+	// The report names exactly the tenants the rule makes eligible.
+	matches, _ := filepath.Glob(filepath.Join(os.Getenv("ANALYZER_REPORT_DIR"), "gated_tenants_no_query_3mo_*.csv"))
+	if len(matches) != 1 {
+		t.Fatalf("report files %v; want one gated_tenants_no_query_3mo_<timestamp>.csv\n%s", matches, out)
+	}
+	rows := readCSV(t, matches[0])
+	if strings.Join(rows[0], ",") != "tenant_id,num_documents,num_users,last_query_time,days_since_last_query" {
+		t.Fatalf("report header %v", rows[0])
+	}
+	var reported []string
+	for _, r := range rows[1:] {
+		reported = append(reported, r[0])
+	}
+	wantReported := []string{eligibleOld, eligibleCraftOld, eligibleNever, reactivated, ungated, withPublicView, interrupted}
+	if !sameSet(reported, wantReported) {
+		t.Fatalf("report lists %v; want %v", reported, wantReported)
+	}
+	if rows[1][0] != eligibleOld || rows[1][1] != "60" {
+		t.Fatalf("report not sorted by documents, descending: first row %v", rows[1])
+	}
+	for _, want := range []string{"gated, no activity in 90 days (candidates)", "everyone else", "published 7 candidates"} {
+		if !strings.Contains(out, want) {
+			t.Fatalf("summary lacks %q:\n%s", want, out)
+		}
+	}
+
+	// Change two tenants between marking and cleaning, then let them drain.
+	w.waitFor(reactivated, tenant.OutcomeMarked, 20*time.Second)
+	w.waitFor(ungated, tenant.OutcomeMarked, 20*time.Second)
+	w.dbs.ExecData(t, `INSERT INTO "`+reactivated+`".chat_message (chat_session_id, message, message_type)
+		SELECT id, 'we are back', 'USER' FROM "`+reactivated+`".chat_session LIMIT 1`)
+	w.dbs.ExecControl(t, "UPDATE tenant SET application_status = 'ACTIVE' WHERE tenant_id = $1", ungated)
+	w.drainTenants(true, changedMidDrain...)
+
+	for _, id := range cleaned {
+		w.waitFor(id, tenant.OutcomeCleaned, 60*time.Second)
+	}
+	for _, id := range append([]string{withPublicView}, changedMidDrain...) {
+		w.waitFor(id, tenant.OutcomeRefused, 60*time.Second)
+	}
+	testenv.Eventually(t, 20*time.Second, w.workDone, "all work acknowledged")
+
+	for _, id := range cleaned {
+		w.assertCleaned(id)
+	}
+	for _, id := range untouched {
+		if got := w.state(id); got != before[id] {
+			t.Errorf("%s was changed: fingerprint or control-plane rows differ", id)
+		}
+	}
+	for _, id := range changedMidDrain {
+		if !w.dbs.SchemaExists(t, id) || w.dbs.PublicRows(t, id) == 0 ||
+			w.dbs.CountControl(t, "SELECT count(*) FROM tenant WHERE tenant_id = $1", id) != 1 {
+			t.Errorf("%s changed mid-drain but lost its schema, public rows or control-plane row", id)
+		}
+		if n := w.dbs.CountControl(t, "SELECT count(*) FROM tenant_cleanup.ledger WHERE tenant_id = $1", id); n != 0 {
+			t.Errorf("%s has a ledger row", id)
+		}
+	}
+	if n := w.dbs.CountData(t, "SELECT count(*) FROM "+notATenant+".notes"); n != 1 {
+		t.Errorf("the non-tenant schema lost its rows")
+	}
+	if n := w.dbs.CountData(t, "SELECT count(*) FROM pg_views WHERE viewname = 'docs_of_one_tenant'"); n != 1 {
+		t.Errorf("the public view is gone")
+	}
+	for _, ev := range w.eventsWith(tenant.OutcomeRefused) {
+		if ev.TenantID == withPublicView && !strings.Contains(ev.Reason, "public.docs_of_one_tenant") {
+			t.Errorf("refusal of %s does not name the view: %q", withPublicView, ev.Reason)
+		}
+	}
+
+	// A second pass publishes nothing new: the cleaned are gone, the changed
+	// no longer eligible, the refused one still within the dedup window.
+	out = w.analyze()
+	if !strings.Contains(out, "published 0 candidates (1 already published") {
+		t.Fatalf("second pass:\n%s", out)
+	}
+	w.assertLogsCarryTenant()
+}
+
+func TestHostileRequests(t *testing.T) {
+	w := newWorld(t)
+	w.dbs.CreateTenant(t, testenv.Tenant{ID: eligibleOld, Status: tenant.StatusGatedAccess, LastQuery: testenv.DaysAgo(200), Pairs: 1, DocsPerPair: 3})
+	w.dbs.ExecData(t, `CREATE SCHEMA customer_data; CREATE TABLE customer_data.t (x int); INSERT INTO customer_data.t VALUES (1)`)
+	fpBefore := w.state(eligibleOld)
+	w.startServices()
+
+	hostile := []string{
+		"public",
+		"pg_catalog",
+		"customer_data",
+		`tenant_00000001-0000-4000-8000-000000000001"; DROP SCHEMA public CASCADE; --`,
+		"tenant_x'; DROP SCHEMA public CASCADE; --",
+		strings.ToUpper(eligibleOld),
+		eligibleOld + " ",
+		"",
+		strings.Repeat("tenant_", 10<<10/7),
+	}
+	// tenantctl refuses each with a clear message, exit status 1, and publishes nothing.
+	seq := w.streamLastSeq()
+	for _, h := range hostile {
+		var stdout, stderr bytes.Buffer
+		code := ctl.Main([]string{"cleanup", h}, &stdout, &stderr)
+		if code != 1 || !strings.Contains(stderr.String(), "invalid tenant id") || !strings.Contains(stderr.String(), "nothing was published") {
+			t.Errorf("tenantctl cleanup %s: exit %d, stderr %q", tenant.QuoteInput(h), code, stderr.String())
+		}
+		if len(stderr.String()) > 1000 {
+			t.Errorf("tenantctl's refusal of a %d-byte id is %d bytes long", len(h), stderr.Len())
+		}
+	}
+	// A file with one bad id among good ones is refused as a whole.
+	csvFile := filepath.Join(t.TempDir(), "ids.csv")
+	if err := os.WriteFile(csvFile, []byte("tenant_id,note\n"+eligibleOld+",ok\npublic,bad\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	if code := ctl.Main([]string{"cleanup", "--csv", csvFile}, &bytes.Buffer{}, &stderr); code != 1 {
+		t.Errorf("tenantctl cleanup --csv with an invalid id: exit %d (%s)", code, stderr.String())
+	}
+	if got := w.streamLastSeq(); got != seq {
+		t.Fatalf("tenantctl published %d messages for refused requests", got-seq)
+	}
+
+	// Published raw, they are refused by the services, which keep running.
+	for _, h := range hostile {
+		if err := w.bus.Conn().Publish(bus.SubjectCandidate, []byte(h)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, subj := range []string{bus.DrainSubject("tenant_dev"), bus.DrainSubject(eligibleOld)} {
+		for _, body := range []string{`{"tenant_id":"public"}`, "garbage", `{"tenant_id":"tenant_dev"}`} {
+			if err := w.bus.Conn().Publish(subj, []byte(body)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	testenv.Eventually(t, 20*time.Second, func() bool {
+		return len(w.eventsWith(tenant.OutcomeRefused)) >= len(hostile)+5 && w.workDone()
+	}, "every hostile message refused (%d refusals so far)", len(w.eventsWith(tenant.OutcomeRefused)))
+	if got := w.state(eligibleOld); got != fpBefore {
+		t.Fatal("hostile messages changed a tenant")
+	}
+	for _, schema := range []string{"public", "customer_data", "fixture"} {
+		if !w.dbs.SchemaExists(t, schema) {
+			t.Fatalf("schema %s is gone", schema)
+		}
+	}
+
+	// The services still work: a valid request through tenantctl --csv is cleaned.
+	if err := os.WriteFile(csvFile, []byte("tenant_id\n"+eligibleOld+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var stdout bytes.Buffer
+	if code := ctl.Main([]string{"cleanup", "--csv", csvFile}, &stdout, &stderr); code != 0 {
+		t.Fatalf("tenantctl cleanup --csv: exit %d: %s", code, stderr.String())
+	}
+	w.drainTenants(true, eligibleOld)
+	w.waitFor(eligibleOld, tenant.OutcomeCleaned, 30*time.Second)
+	w.assertCleaned(eligibleOld)
+}
+
+func TestDuplicateDelivery(t *testing.T) {
+	w := newWorld(t)
+	w.dbs.CreateTenant(t, testenv.Tenant{ID: eligibleOld, Status: tenant.StatusGatedAccess, LastQuery: testenv.DaysAgo(200), Pairs: 2, DocsPerPair: 5})
+	w.dbs.CreateTenant(t, testenv.Tenant{ID: active, Status: "ACTIVE", Pairs: 1, DocsPerPair: 3})
+	other := w.state(active)
+	// The same request three times, in both wire forms, before anything runs.
+	ctx := context.Background()
+	for range 2 {
+		if _, err := w.bus.PublishRequest(ctx, tenant.Request{ID: eligibleOld, RequestedBy: "test"}, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.bus.Conn().Publish(bus.SubjectCandidate, []byte(eligibleOld)); err != nil {
+		t.Fatal(err)
+	}
+	w.drainTenants(true, eligibleOld, active)
+	w.startServices()
+	w.waitFor(eligibleOld, tenant.OutcomeCleaned, 30*time.Second)
+	// Duplicate drain checks after the cleanup change nothing.
+	for range 2 {
+		if err := w.bus.ScheduleDrainCheck(ctx, tenant.DrainCheck{ID: eligibleOld, MarkedAt: time.Now()}, time.Now()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	testenv.Eventually(t, 20*time.Second, w.workDone, "all work acknowledged")
+	w.assertCleaned(eligibleOld)
+	if w.state(active) != other {
+		t.Fatal("another tenant changed")
+	}
+	for _, ev := range w.eventsWith(tenant.OutcomeRefused) {
+		if ev.TenantID == eligibleOld && !strings.Contains(ev.Reason, "already cleaned") {
+			t.Errorf("duplicate request refused for another reason: %q", ev.Reason)
+		}
+	}
+}
+
+func readCSV(t *testing.T, path string) [][]string {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	rows, err := csv.NewReader(f).ReadAll()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rows
+}
+
+func sameSet(a, b []string) bool {
+	a, b = slices.Clone(a), slices.Clone(b)
+	slices.Sort(a)
+	slices.Sort(b)
+	return slices.Equal(a, b)
+}

@@ -1,0 +1,97 @@
+package service
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"time"
+
+	"github.com/tenantcleanup/tenant-cleanup/pkg/analyzer"
+	"github.com/tenantcleanup/tenant-cleanup/pkg/bus"
+	"github.com/tenantcleanup/tenant-cleanup/pkg/config"
+	"github.com/tenantcleanup/tenant-cleanup/pkg/pipeline"
+	"github.com/tenantcleanup/tenant-cleanup/pkg/tenant"
+)
+
+// rowLockTimeout bounds the wait for a control-plane tenant row held by
+// someone else (billing updating it, another replica).
+const rowLockTimeout = 15 * time.Second
+
+// RunMarker runs the marker until ctx is cancelled. It returns nil after a
+// clean shutdown (or when ctx ends while it is still waiting for its
+// dependencies) and an error when it cannot start.
+func RunMarker(ctx context.Context, cfg *config.Marker, log *slog.Logger) error {
+	env, err := Open(ctx, "marker", &cfg.Common, What{Data: true, Control: true, Bus: true}, log, true)
+	if err != nil {
+		return startErr(ctx, err)
+	}
+	defer env.Close()
+	m := &pipeline.Marker{
+		Stores:     pipeline.Stores{Data: env.Data, Control: env.Control},
+		Rules:      pipeline.Rules{Window: tenant.Window(cfg.InactiveDays), ShardName: cfg.ShardName, RowLockTimeout: rowLockTimeout},
+		Bus:        env.Bus,
+		CheckDelay: cfg.CheckDelay,
+		Now:        time.Now,
+	}
+	log.Info("marker started", "concurrency", cfg.Concurrency, "inactive_days", cfg.InactiveDays,
+		"drain_check_delay", cfg.CheckDelay.String())
+	err = env.Bus.Consume(ctx, bus.ConsumeOptions{Consumer: bus.ConsumerMarker, FilterSubject: bus.SubjectCandidate,
+		Concurrency: cfg.Concurrency}, m.Handle)
+	log.Info("marker stopped")
+	return err
+}
+
+// RunCleaner runs the cleaner until ctx is cancelled (see RunMarker).
+func RunCleaner(ctx context.Context, cfg *config.Cleaner, log *slog.Logger) error {
+	env, err := Open(ctx, "cleaner", &cfg.Common, What{Data: true, Control: true, Bus: true, LockTimeout: cfg.DDLLockTimeout}, log, true)
+	if err != nil {
+		return startErr(ctx, err)
+	}
+	defer env.Close()
+	c := &pipeline.Cleaner{
+		Stores:          pipeline.Stores{Data: env.Data, Control: env.Control},
+		Rules:           pipeline.Rules{Window: tenant.Window(cfg.InactiveDays), ShardName: cfg.ShardName, RowLockTimeout: rowLockTimeout},
+		Bus:             env.Bus,
+		CheckDelay:      cfg.CheckDelay,
+		CheckMaxDelay:   cfg.CheckMaxDelay,
+		Timeout:         cfg.Timeout,
+		MaxLeftoverDocs: cfg.MaxLeftoverDocs,
+		Identity:        Identity("cleaner"),
+		Now:             time.Now,
+		Log:             log,
+	}
+	log.Info("cleaner started", "concurrency", cfg.Concurrency, "inactive_days", cfg.InactiveDays,
+		"drain_timeout", cfg.Timeout.String(), "max_leftover_docs", cfg.MaxLeftoverDocs)
+	err = env.Bus.Consume(ctx, bus.ConsumeOptions{Consumer: bus.ConsumerCleaner, FilterSubject: bus.DrainSubjects,
+		Concurrency: cfg.Concurrency}, c.Handle)
+	log.Info("cleaner stopped")
+	return err
+}
+
+// RunAnalyzer runs analysis passes every ANALYZER_INTERVAL until ctx is
+// cancelled, or a single pass with once (whose failure it returns). The
+// summary goes to out.
+func RunAnalyzer(ctx context.Context, cfg *config.Analyzer, once bool, out io.Writer, log *slog.Logger) error {
+	env, err := Open(ctx, "analyzer", &cfg.Common, What{Data: true, Control: true, Bus: true}, log, !once)
+	if err != nil {
+		return startErr(ctx, err)
+	}
+	defer env.Close()
+	a := &analyzer.Analyzer{Data: env.Data, Control: env.Control, Bus: env.Bus, InactiveDays: cfg.InactiveDays,
+		ReportDir: cfg.ReportDir, Workers: int(cfg.DBMaxConns), Out: out, Now: time.Now, Log: log}
+	if once {
+		return a.Pass(ctx)
+	}
+	log.Info("analyzer started", "interval", cfg.Interval.String(), "inactive_days", cfg.InactiveDays)
+	err = a.Run(ctx, cfg.Interval)
+	log.Info("analyzer stopped")
+	return err
+}
+
+// startErr is nil when the start was cut short by shutdown.
+func startErr(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
+}
