@@ -141,6 +141,7 @@ func TestHostKeyMismatchIsRefused(t *testing.T) {
 		if errors.Is(err, bastion.ErrUnreachable) {
 			t.Errorf("host key error also wraps ErrUnreachable: %v", err)
 		}
+		t.Logf("error: %v", err)
 		var keyErr *knownhosts.KeyError
 		if !errors.As(err, &keyErr) || len(keyErr.Want) == 0 {
 			t.Errorf("err does not wrap a key-mismatch knownhosts.KeyError: %v", err)
@@ -174,6 +175,7 @@ func TestUnknownHostIsRefused(t *testing.T) {
 	if !errors.Is(err, bastion.ErrHostKey) {
 		t.Fatalf("err = %v, want ErrHostKey", err)
 	}
+	t.Logf("error: %v", err)
 	var keyErr *knownhosts.KeyError
 	if !errors.As(err, &keyErr) || len(keyErr.Want) != 0 {
 		t.Errorf("err does not wrap an unknown-host knownhosts.KeyError: %v", err)
@@ -223,6 +225,7 @@ func TestUnreachableBastion(t *testing.T) {
 	if !errors.Is(err, bastion.ErrUnreachable) {
 		t.Fatalf("err = %v, want ErrUnreachable", err)
 	}
+	t.Logf("error: %v", err)
 	if errors.Is(err, bastion.ErrHostKey) {
 		t.Errorf("unreachable error wraps ErrHostKey: %v", err)
 	}
@@ -438,6 +441,7 @@ func TestAuthenticationFailure(t *testing.T) {
 	if err == nil {
 		t.Fatal("dial with an unauthorized key succeeded")
 	}
+	t.Logf("error: %v", err)
 	if errors.Is(err, bastion.ErrUnreachable) || errors.Is(err, bastion.ErrHostKey) {
 		t.Errorf("authentication failure reported as %v", err)
 	}
@@ -505,6 +509,7 @@ func TestEncryptedUserKey(t *testing.T) {
 		if err == nil {
 			t.Fatal("New accepted a wrong passphrase")
 		}
+		t.Logf("error: %v", err)
 		if !strings.Contains(err.Error(), "wrong passphrase") {
 			t.Errorf("error %q does not say the passphrase is wrong", err)
 		}

@@ -269,7 +269,7 @@ func TestCleanerDrainChecks(t *testing.T) {
 	}
 	e.mu.Unlock()
 	if draining.DocumentsLeft == nil || *draining.DocumentsLeft != 6 || draining.NextCheckAt == nil ||
-		draining.NextCheckAt.Sub(time.Now()) < 7*time.Minute { // attempt 3: 1m·2³ = 8m
+		time.Until(*draining.NextCheckAt) < 7*time.Minute { // attempt 3: 1m·2³ = 8m
 		t.Fatalf("draining event %+v; want documents left (counted to 6) and the next check in about 8m", draining)
 	}
 	// Past the timeout: stuck, left in place, no further check.
