@@ -27,10 +27,10 @@ type Group int
 
 // The summary groups, in the order the original script printed them.
 const (
-	GroupInactive    Group = iota // gated and inactive: the candidates
-	GroupActiveEarly              // gated, last active 30 days to the window ago
-	GroupActiveRecent             // gated, active in the last 30 days
-	GroupOther                    // everyone else
+	GroupInactive     Group = iota // gated and inactive: the candidates
+	GroupActiveEarly               // gated, last active 30 days to the window ago
+	GroupActiveRecent              // gated, active in the last 30 days
+	GroupOther                     // everyone else
 )
 
 // recentDays is the "this month" boundary of the summary.

@@ -308,7 +308,9 @@ func TestCleanerRefusesTenantsThatChanged(t *testing.T) {
 			e.dbs.ExecData(t, `INSERT INTO "`+idA+`".chat_message (chat_session_id, message, message_type)
 				SELECT id, 'back again', 'USER' FROM "`+idA+`".chat_session LIMIT 1`)
 		}},
-		{"un-gated", func(e *env) { e.dbs.ExecControl(t, "UPDATE tenant SET application_status = 'ACTIVE' WHERE tenant_id = $1", idA) }},
+		{"un-gated", func(e *env) {
+			e.dbs.ExecControl(t, "UPDATE tenant SET application_status = 'ACTIVE' WHERE tenant_id = $1", idA)
+		}},
 		{"control-plane row gone", func(e *env) {
 			for _, table := range []string{"tenant_notification", "tenant_config", "subscription", "tenant"} {
 				e.dbs.ExecControl(t, "DELETE FROM "+table+" WHERE tenant_id = $1", idA)
