@@ -26,6 +26,7 @@ const (
 	subjectSchedulePrefix = "tenant.cleanup.schedule." // + tenant id: the one pending schedule of a tenant
 	subjectDrainPrefix    = "tenant.cleanup.drain."    // + tenant id: a due drain check
 	subjectEventPrefix    = "tenant.cleanup.event."    // + outcome
+	subjectDeadPrefix     = "tenant.cleanup.dead."     // + consumer: messages that failed too often
 )
 
 // Streams and durable consumers.
@@ -36,6 +37,9 @@ const (
 	StreamWork = "TENANT_CLEANUP"
 	// StreamEvents keeps every outcome event for EventRetention.
 	StreamEvents = "TENANT_CLEANUP_EVENTS"
+	// StreamDead keeps messages that failed too often, with the reason,
+	// until an operator replays or discards them (tenantctl dead).
+	StreamDead = "TENANT_CLEANUP_DEAD"
 
 	ConsumerMarker  = "marker"
 	ConsumerCleaner = "cleaner"
@@ -80,11 +84,16 @@ type Options struct {
 
 // Bus is a connection to JetStream with the streams in place.
 type Bus struct {
-	nc   *nats.Conn
-	js   jetstream.JetStream
-	work jetstream.Stream
-	name string
-	log  *slog.Logger
+	nc       *nats.Conn
+	js       jetstream.JetStream
+	work     jetstream.Stream
+	dead     jetstream.Stream
+	state    jetstream.KeyValue
+	failures jetstream.KeyValue
+	name     string
+	log      *slog.Logger
+	// OnReport, when set, is called with every reported event (metrics).
+	OnReport func(tenant.Event)
 }
 
 // Connect connects to the server at url, refuses a server without message
@@ -124,6 +133,10 @@ func Connect(ctx context.Context, url string, opts Options) (*Bus, error) {
 	}
 	b := &Bus{nc: nc, js: js, name: opts.Name, log: log}
 	if err := b.ensureStreams(ctx, opts.Replicas); err != nil {
+		nc.Close()
+		return nil, err
+	}
+	if err := b.ensureBuckets(ctx, opts.Replicas); err != nil {
 		nc.Close()
 		return nil, err
 	}
@@ -214,6 +227,17 @@ func (b *Bus) ensureStreams(ctx context.Context, replicas int) error {
 	}); err != nil {
 		return fmt.Errorf("create stream %s: %w", StreamEvents, err)
 	}
+	b.dead, err = b.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        StreamDead,
+		Description: "tenant cleanup: messages that failed too often (tenantctl dead list|replay)",
+		Subjects:    []string{subjectDeadPrefix + ">"},
+		Retention:   jetstream.LimitsPolicy,
+		Storage:     jetstream.FileStorage,
+		Replicas:    replicas,
+	})
+	if err != nil {
+		return fmt.Errorf("create stream %s: %w", StreamDead, err)
+	}
 	return nil
 }
 
@@ -226,7 +250,7 @@ func (b *Bus) DrainPending(ctx context.Context, id tenant.ID) (bool, error) {
 			return true, nil
 		}
 		if !errors.Is(err, jetstream.ErrMsgNotFound) {
-			return false, fmt.Errorf("look up pending drain check of %s: %w", id, err)
+			return false, fmt.Errorf("look up pending drain check of %s: %w", id, unavailable(err))
 		}
 	}
 	return false, nil

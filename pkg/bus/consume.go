@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime/debug"
+	"strconv"
 	"sync"
 	"time"
 
@@ -26,9 +27,12 @@ type Delivery struct {
 
 // Handler processes one delivery. Its error decides what happens to the
 // message: nil acknowledges it; a tenant.RefusedError or tenant.ErrInvalidID
-// terminates it (never retried) and reports it refused; a tenant.LaterError
-// redelivers it after the delay it names; any other error redelivers it with
-// backoff. A handler never acknowledges by itself and never sleeps.
+// terminates it (never retried) and reports it refused (or held); a
+// tenant.LaterError redelivers it after the delay it names; a
+// tenant.ErrUnavailable error redelivers it with a short backoff; any other
+// error redelivers it with backoff until it has failed MaxFailures times,
+// then moves it to the dead-letter stream. A handler never acknowledges by
+// itself and never sleeps.
 type Handler func(ctx context.Context, d *Delivery) error
 
 // ConsumeOptions configure a consume loop.
@@ -46,6 +50,10 @@ type ConsumeOptions struct {
 	// ShutdownGrace is how long in-flight work may continue after ctx is
 	// cancelled before it is itself cancelled and handed back. Default 20s.
 	ShutdownGrace time.Duration
+	// MaxFailures is how many times a message may fail (errors other than
+	// refusals, "later" and unavailable dependencies) before it is moved to
+	// the dead-letter stream with the reason. Default 5.
+	MaxFailures int
 }
 
 // Consume runs the consume loop until ctx is cancelled, then stops fetching,
@@ -61,6 +69,9 @@ func (b *Bus) Consume(ctx context.Context, opts ConsumeOptions, h Handler) error
 	}
 	if opts.ShutdownGrace <= 0 {
 		opts.ShutdownGrace = 20 * time.Second
+	}
+	if opts.MaxFailures <= 0 {
+		opts.MaxFailures = 5
 	}
 	cons, err := b.js.CreateOrUpdateConsumer(ctx, StreamWork, jetstream.ConsumerConfig{
 		Durable:       opts.Consumer,
@@ -143,6 +154,10 @@ func (b *Bus) process(ctx context.Context, msg jetstream.Msg, opts ConsumeOption
 	if md, err := msg.Metadata(); err == nil {
 		d.NumDelivered = md.NumDelivered
 	}
+	var streamSeq uint64
+	if md, err := msg.Metadata(); err == nil {
+		streamSeq = md.Sequence.Stream
+	}
 	stopProgress := make(chan struct{})
 	go func() {
 		t := time.NewTicker(opts.AckWait / 3)
@@ -158,7 +173,7 @@ func (b *Bus) process(ctx context.Context, msg jetstream.Msg, opts ConsumeOption
 	}()
 	err := safeCall(ctx, d, h)
 	close(stopProgress)
-	b.settle(ctx, msg, d, err)
+	b.settle(ctx, msg, d, err, opts, streamSeq)
 }
 
 func safeCall(ctx context.Context, d *Delivery, h Handler) (err error) {
@@ -172,7 +187,7 @@ func safeCall(ctx context.Context, d *Delivery, h Handler) (err error) {
 
 // settle maps the handler's error to an acknowledgement verb, and logs and
 // reports what the handler did not.
-func (b *Bus) settle(ctx context.Context, msg jetstream.Msg, d *Delivery, err error) {
+func (b *Bus) settle(ctx context.Context, msg jetstream.Msg, d *Delivery, err error, opts ConsumeOptions, seq uint64) {
 	var (
 		refused *tenant.RefusedError
 		later   *tenant.LaterError
@@ -181,9 +196,12 @@ func (b *Bus) settle(ctx context.Context, msg jetstream.Msg, d *Delivery, err er
 	case err == nil:
 		_ = msg.Ack()
 	case errors.As(err, &refused):
-		b.Report(ctx, tenant.Event{TenantID: refused.ID, Outcome: tenant.OutcomeRefused, Reason: refused.Reason,
-			RequestedBy: d.RequestedBy})
-		_ = msg.TermWithReason("refused: " + refused.Reason)
+		outcome := refused.Outcome
+		if outcome == "" {
+			outcome = tenant.OutcomeRefused
+		}
+		b.Report(ctx, tenant.Event{TenantID: refused.ID, Outcome: outcome, Reason: refused.Reason, RequestedBy: d.RequestedBy})
+		_ = msg.TermWithReason(string(outcome) + ": " + refused.Reason)
 	case errors.Is(err, tenant.ErrInvalidID):
 		b.Report(ctx, tenant.Event{Input: tenant.QuoteInput(string(d.Data)), Outcome: tenant.OutcomeRefused,
 			Reason: err.Error()})
@@ -194,19 +212,70 @@ func (b *Bus) settle(ctx context.Context, msg jetstream.Msg, d *Delivery, err er
 	case ctx.Err() != nil:
 		b.log.Info("shutting down: handing message back", "tenant_id", d.Tenant, "subject", d.Subject)
 		_ = msg.Nak()
-	default:
-		delay := retryDelay(d.NumDelivered)
-		b.log.Error("processing failed; will retry", "tenant_id", d.Tenant, "subject", d.Subject,
+	case errors.Is(err, tenant.ErrUnavailable):
+		delay := unavailableDelay(d.NumDelivered)
+		b.log.Warn("a dependency is unavailable; will retry", "tenant_id", d.Tenant, "subject", d.Subject,
 			"deliveries", d.NumDelivered, "retry_in", delay.String(), "error", err)
+		_ = msg.NakWithDelay(delay)
+	default:
+		failures := b.countFailure(ctx, opts.Consumer, seq)
+		if failures >= opts.MaxFailures {
+			if derr := b.deadLetter(ctx, opts.Consumer, d, err, failures); derr != nil {
+				b.log.Error("move message to the dead-letter stream failed; will retry", "tenant_id", d.Tenant,
+					"subject", d.Subject, "error", derr)
+				_ = msg.NakWithDelay(retryDelay(uint64(failures)))
+				return
+			}
+			_ = msg.TermWithReason("dead-lettered after " + fmt.Sprint(failures) + " failures")
+			return
+		}
+		delay := retryDelay(uint64(failures))
+		b.log.Error("processing failed; will retry", "tenant_id", d.Tenant, "subject", d.Subject,
+			"failures", failures, "max_failures", opts.MaxFailures, "retry_in", delay.String(), "error", err)
 		_ = msg.NakWithDelay(delay)
 	}
 }
 
 // retryDelay backs off failed deliveries: 2s, 4s, 8s … up to 5 minutes.
-func retryDelay(delivered uint64) time.Duration {
+func retryDelay(failures uint64) time.Duration {
 	d := 2 * time.Second
-	for i := uint64(1); i < delivered && d < 5*time.Minute; i++ {
+	for i := uint64(1); i < failures && d < 5*time.Minute; i++ {
 		d *= 2
 	}
 	return min(d, 5*time.Minute)
+}
+
+// unavailableDelay backs off while a dependency is down: 1s, 2s, 4s … up to
+// 15s, so that work resumes soon after it comes back.
+func unavailableDelay(delivered uint64) time.Duration {
+	d := time.Second
+	for i := uint64(1); i < delivered && d < 15*time.Second; i++ {
+		d *= 2
+	}
+	return min(d, 15*time.Second)
+}
+
+// countFailure adds one to the message's failure count (shared by all
+// replicas, keyed by consumer and stream sequence) and returns the new count.
+// If the count cannot be kept, it errs on the side of retrying.
+func (b *Bus) countFailure(ctx context.Context, consumer string, seq uint64) int {
+	key := fmt.Sprintf("%s.%d", consumer, seq)
+	for attempt := 0; attempt < 5; attempt++ {
+		entry, err := b.failures.Get(ctx, key)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			if _, err := b.failures.Create(ctx, key, []byte("1")); err == nil {
+				return 1
+			}
+			continue
+		}
+		if err != nil {
+			return 1
+		}
+		n, _ := strconv.Atoi(string(entry.Value()))
+		n++
+		if _, err := b.failures.Update(ctx, key, []byte(strconv.Itoa(n)), entry.Revision()); err == nil {
+			return n
+		}
+	}
+	return 1
 }

@@ -25,7 +25,7 @@ func (b *Bus) PublishRequest(ctx context.Context, req tenant.Request, msgID stri
 	}
 	ack, err := b.js.Publish(ctx, SubjectCandidate, body, opts...)
 	if err != nil {
-		return false, fmt.Errorf("publish request for %s: %w", req.ID, err)
+		return false, fmt.Errorf("publish request for %s: %w", req.ID, unavailable(err))
 	}
 	return ack.Duplicate, nil
 }
@@ -46,13 +46,14 @@ func (b *Bus) ScheduleDrainCheck(ctx context.Context, dc tenant.DrainCheck, at t
 			jetstream.WithScheduleAt(at), jetstream.WithScheduleTarget(DrainSubject(dc.ID)))
 	}
 	if err != nil {
-		return fmt.Errorf("schedule drain check of %s: %w", dc.ID, err)
+		return fmt.Errorf("schedule drain check of %s: %w", dc.ID, unavailable(err))
 	}
 	return nil
 }
 
-// Report logs an outcome (with the tenant id) and publishes it as an event.
-// A failure to publish is logged, not returned: the outcome already happened.
+// Report logs an outcome (with the tenant id), records it in the tenant's
+// state and publishes it as an event. Failures to record or publish are
+// logged, not returned: the outcome already happened.
 func (b *Bus) Report(ctx context.Context, ev tenant.Event) {
 	ev.Service = b.name
 	if ev.Time.IsZero() {
@@ -78,15 +79,21 @@ func (b *Bus) Report(ctx context.Context, ev tenant.Event) {
 		attrs = append(attrs, "requested_by", ev.RequestedBy)
 	}
 	switch ev.Outcome {
-	case tenant.OutcomeRefused, tenant.OutcomeStuck:
+	case tenant.OutcomeRefused, tenant.OutcomeStuck, tenant.OutcomeDead, tenant.OutcomePaused:
 		b.log.Warn("tenant "+string(ev.Outcome), attrs...)
 	default:
 		b.log.Info("tenant "+string(ev.Outcome), attrs...)
 	}
+	if b.OnReport != nil {
+		b.OnReport(ev)
+	}
+	pubCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if err := b.recordState(pubCtx, ev); err != nil {
+		b.log.Error("record tenant state", "tenant_id", ev.TenantID, "outcome", ev.Outcome, "error", err)
+	}
 	body, err := json.Marshal(ev)
 	if err == nil {
-		pubCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-		defer cancel()
 		_, err = b.js.Publish(pubCtx, EventSubject(ev.Outcome), body)
 	}
 	if err != nil {

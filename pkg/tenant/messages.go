@@ -92,6 +92,10 @@ const (
 	OutcomeCleaned   Outcome = "cleaned"   // schema, public rows and control-plane rows deleted, ledger written
 	OutcomeRefused   Outcome = "refused"   // left in place, with the reason
 	OutcomeStuck     Outcome = "stuck"     // not drained within DRAIN_TIMEOUT, left in place
+	OutcomeHeld      Outcome = "held"      // under an operator's hold: not marked or cleaned while it lasts
+	OutcomeCapped    Outcome = "capped"    // drained, waiting: the hourly or daily cleanup cap is reached
+	OutcomePaused    Outcome = "paused"    // drained, waiting: the circuit breaker paused cleaning
+	OutcomeDead      Outcome = "dead"      // its message failed too often and moved to the dead-letter stream
 )
 
 // Event reports one outcome for one tenant.

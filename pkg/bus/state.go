@@ -1,0 +1,236 @@
+package bus
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/tenantcleanup/tenant-cleanup/pkg/tenant"
+)
+
+// KV buckets.
+const (
+	// BucketState holds the pipeline's state: tenant.<id> (tenant.State),
+	// hold.<id> (tenant.Hold) and pause.<name> (tenant.Pause).
+	BucketState = "TENANT_CLEANUP_STATE"
+	// bucketFailures counts handler failures per message (by stream
+	// sequence) for the dead-letter rule; entries expire after a week.
+	bucketFailures = "TENANT_CLEANUP_FAILURES"
+)
+
+const (
+	keyTenant = "tenant."
+	keyHold   = "hold."
+	keyPause  = "pause."
+)
+
+func (b *Bus) ensureBuckets(ctx context.Context, replicas int) error {
+	var err error
+	b.state, err = b.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      BucketState,
+		Description: "tenant cleanup: tenant phases, holds, pauses",
+		History:     1,
+		Storage:     jetstream.FileStorage,
+		Replicas:    replicas,
+	})
+	if err != nil {
+		return fmt.Errorf("create KV bucket %s: %w", BucketState, err)
+	}
+	b.failures, err = b.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      bucketFailures,
+		Description: "tenant cleanup: failures per message, for the dead-letter rule",
+		History:     1,
+		TTL:         7 * 24 * time.Hour,
+		Storage:     jetstream.FileStorage,
+		Replicas:    replicas,
+	})
+	if err != nil {
+		return fmt.Errorf("create KV bucket %s: %w", bucketFailures, err)
+	}
+	return nil
+}
+
+// recordState applies ev to the tenant's state with compare-and-set, so that
+// concurrent writers never overwrite each other's newer state.
+func (b *Bus) recordState(ctx context.Context, ev tenant.Event) error {
+	if ev.TenantID == "" {
+		return nil
+	}
+	key := keyTenant + string(ev.TenantID)
+	for attempt := 0; attempt < 10; attempt++ {
+		var (
+			cur tenant.State
+			rev uint64
+		)
+		entry, err := b.state.Get(ctx, key)
+		switch {
+		case err == nil:
+			rev = entry.Revision()
+			if err := json.Unmarshal(entry.Value(), &cur); err != nil {
+				cur = tenant.State{}
+			}
+		case !errors.Is(err, jetstream.ErrKeyNotFound):
+			return err
+		}
+		next := cur.Apply(ev)
+		body, err := json.Marshal(next)
+		if err != nil {
+			return err
+		}
+		if rev == 0 {
+			_, err = b.state.Create(ctx, key, body)
+		} else {
+			_, err = b.state.Update(ctx, key, body, rev)
+		}
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, jetstream.ErrKeyExists) && !errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+			return err
+		}
+	}
+	return errors.New("state update kept conflicting")
+}
+
+// TenantState reads one tenant's state; found is false when the pipeline
+// never saw it.
+func (b *Bus) TenantState(ctx context.Context, id tenant.ID) (tenant.State, bool, error) {
+	var s tenant.State
+	found, err := b.getJSON(ctx, keyTenant+string(id), &s)
+	return s, found, err
+}
+
+// States reads every tenant's state.
+func (b *Bus) States(ctx context.Context) ([]tenant.State, error) {
+	var out []tenant.State
+	err := b.each(ctx, keyTenant, func(v []byte) {
+		var s tenant.State
+		if json.Unmarshal(v, &s) == nil {
+			out = append(out, s)
+		}
+	})
+	return out, err
+}
+
+// SetHold places (or replaces) a hold on a tenant.
+func (b *Bus) SetHold(ctx context.Context, h tenant.Hold) error {
+	body, err := json.Marshal(h)
+	if err != nil {
+		return err
+	}
+	if _, err := b.state.Put(ctx, keyHold+string(h.ID), body); err != nil {
+		return fmt.Errorf("hold %s: %w", h.ID, unavailable(err))
+	}
+	return nil
+}
+
+// RemoveHold lifts a tenant's hold; removed is false when it had none.
+func (b *Bus) RemoveHold(ctx context.Context, id tenant.ID) (removed bool, err error) {
+	if _, found, err := b.Hold(ctx, id); err != nil || !found {
+		return false, err
+	}
+	if err := b.state.Delete(ctx, keyHold+string(id)); err != nil {
+		return false, fmt.Errorf("unhold %s: %w", id, unavailable(err))
+	}
+	return true, nil
+}
+
+// Hold reads a tenant's hold, active or expired.
+func (b *Bus) Hold(ctx context.Context, id tenant.ID) (tenant.Hold, bool, error) {
+	var h tenant.Hold
+	found, err := b.getJSON(ctx, keyHold+string(id), &h)
+	return h, found, err
+}
+
+// ActiveHold returns the tenant's hold if one is in force at now.
+func (b *Bus) ActiveHold(ctx context.Context, id tenant.ID, now time.Time) (tenant.Hold, bool, error) {
+	h, found, err := b.Hold(ctx, id)
+	if err != nil || !found || !h.Active(now) {
+		return tenant.Hold{}, false, err
+	}
+	return h, true, nil
+}
+
+// Holds lists every hold, active or expired.
+func (b *Bus) Holds(ctx context.Context) ([]tenant.Hold, error) {
+	var out []tenant.Hold
+	err := b.each(ctx, keyHold, func(v []byte) {
+		var h tenant.Hold
+		if json.Unmarshal(v, &h) == nil {
+			out = append(out, h)
+		}
+	})
+	return out, err
+}
+
+// SetPause records that cleaning is paused or capped (name identifies the
+// replica or the cap); it is shown by status until p.Until.
+func (b *Bus) SetPause(ctx context.Context, name string, p tenant.Pause) error {
+	body, err := json.Marshal(p)
+	if err != nil {
+		return err
+	}
+	_, err = b.state.Put(ctx, keyPause+sanitizeKey(name), body)
+	return err
+}
+
+// Pauses lists the pauses in force at now.
+func (b *Bus) Pauses(ctx context.Context, now time.Time) ([]tenant.Pause, error) {
+	var out []tenant.Pause
+	err := b.each(ctx, keyPause, func(v []byte) {
+		var p tenant.Pause
+		if json.Unmarshal(v, &p) == nil && now.Before(p.Until) {
+			out = append(out, p)
+		}
+	})
+	return out, err
+}
+
+// sanitizeKey keeps only characters valid in a KV key.
+func sanitizeKey(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' {
+			return r
+		}
+		return '_'
+	}, s)
+}
+
+func (b *Bus) getJSON(ctx context.Context, key string, v any) (bool, error) {
+	entry, err := b.state.Get(ctx, key)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("read %s: %w", key, unavailable(err))
+	}
+	if err := json.Unmarshal(entry.Value(), v); err != nil {
+		return false, fmt.Errorf("read %s: %w", key, err)
+	}
+	return true, nil
+}
+
+// each calls fn with the value of every key under prefix.
+func (b *Bus) each(ctx context.Context, prefix string, fn func([]byte)) error {
+	w, err := b.state.WatchFiltered(ctx, []string{prefix + ">"}, jetstream.IgnoreDeletes())
+	if err != nil {
+		return fmt.Errorf("read %s*: %w", prefix, unavailable(err))
+	}
+	defer w.Stop()
+	for {
+		select {
+		case entry := <-w.Updates():
+			if entry == nil { // the initial values are done
+				return nil
+			}
+			fn(entry.Value())
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
