@@ -79,6 +79,9 @@ type Options struct {
 	Name string
 	// Replicas of the streams; 1 for a single server, 3 for a cluster.
 	Replicas int
+	// NoUpdate creates missing streams and buckets but leaves existing ones
+	// as they are (tenantctl: it must not change what the services set up).
+	NoUpdate bool
 	Log      *slog.Logger
 }
 
@@ -92,6 +95,7 @@ type Bus struct {
 	failures jetstream.KeyValue
 	name     string
 	log      *slog.Logger
+	noUpdate bool
 	// OnReport, when set, is called with every reported event (metrics).
 	OnReport func(tenant.Event)
 }
@@ -131,7 +135,7 @@ func Connect(ctx context.Context, url string, opts Options) (*Bus, error) {
 		nc.Close()
 		return nil, fmt.Errorf("JetStream: %w", err)
 	}
-	b := &Bus{nc: nc, js: js, name: opts.Name, log: log}
+	b := &Bus{nc: nc, js: js, name: opts.Name, log: log, noUpdate: opts.NoUpdate}
 	if err := b.ensureStreams(ctx, opts.Replicas); err != nil {
 		nc.Close()
 		return nil, err
@@ -195,7 +199,7 @@ func versionAtLeast(have, want string) bool {
 }
 
 func (b *Bus) ensureStreams(ctx context.Context, replicas int) error {
-	work, err := b.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	work, err := b.stream(ctx, jetstream.StreamConfig{
 		Name:              StreamWork,
 		Description:       "tenant cleanup: candidates, drain-check schedules and due drain checks",
 		Subjects:          []string{SubjectCandidate, subjectSchedulePrefix + "*", DrainSubjects},
@@ -216,7 +220,7 @@ func (b *Bus) ensureStreams(ctx context.Context, replicas int) error {
 			StreamWork, MinServerVersion)
 	}
 	b.work = work
-	if _, err := b.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	if _, err := b.stream(ctx, jetstream.StreamConfig{
 		Name:        StreamEvents,
 		Description: "tenant cleanup: outcome events",
 		Subjects:    []string{EventSubjects},
@@ -227,7 +231,7 @@ func (b *Bus) ensureStreams(ctx context.Context, replicas int) error {
 	}); err != nil {
 		return fmt.Errorf("create stream %s: %w", StreamEvents, err)
 	}
-	b.dead, err = b.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	b.dead, err = b.stream(ctx, jetstream.StreamConfig{
 		Name:        StreamDead,
 		Description: "tenant cleanup: messages that failed too often (tenantctl dead list|replay)",
 		Subjects:    []string{subjectDeadPrefix + ">"},
@@ -239,6 +243,32 @@ func (b *Bus) ensureStreams(ctx context.Context, replicas int) error {
 		return fmt.Errorf("create stream %s: %w", StreamDead, err)
 	}
 	return nil
+}
+
+// stream creates or updates a stream (or, with NoUpdate, creates it only
+// when missing).
+func (b *Bus) stream(ctx context.Context, cfg jetstream.StreamConfig) (jetstream.Stream, error) {
+	if !b.noUpdate {
+		return b.js.CreateOrUpdateStream(ctx, cfg)
+	}
+	s, err := b.js.CreateStream(ctx, cfg)
+	if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+		return b.js.Stream(ctx, cfg.Name)
+	}
+	return s, err
+}
+
+// bucket creates or updates a KV bucket (or, with NoUpdate, creates it only
+// when missing).
+func (b *Bus) bucket(ctx context.Context, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
+	if !b.noUpdate {
+		return b.js.CreateOrUpdateKeyValue(ctx, cfg)
+	}
+	kv, err := b.js.CreateKeyValue(ctx, cfg)
+	if errors.Is(err, jetstream.ErrBucketExists) {
+		return b.js.KeyValue(ctx, cfg.Bucket)
+	}
+	return kv, err
 }
 
 // DrainPending reports whether a drain check for the tenant is scheduled or

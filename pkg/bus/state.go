@@ -31,7 +31,7 @@ const (
 
 func (b *Bus) ensureBuckets(ctx context.Context, replicas int) error {
 	var err error
-	b.state, err = b.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	b.state, err = b.bucket(ctx, jetstream.KeyValueConfig{
 		Bucket:      BucketState,
 		Description: "tenant cleanup: tenant phases, holds, pauses",
 		History:     1,
@@ -41,7 +41,7 @@ func (b *Bus) ensureBuckets(ctx context.Context, replicas int) error {
 	if err != nil {
 		return fmt.Errorf("create KV bucket %s: %w", BucketState, err)
 	}
-	b.failures, err = b.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	b.failures, err = b.bucket(ctx, jetstream.KeyValueConfig{
 		Bucket:      bucketFailures,
 		Description: "tenant cleanup: failures per message, for the dead-letter rule",
 		History:     1,

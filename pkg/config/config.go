@@ -43,7 +43,8 @@ type Bastion struct {
 
 // NATS locates the JetStream server.
 type NATS struct {
-	NATSURL string `envconfig:"NATS_URL" default:"nats://127.0.0.1:4222" secret:"url" desc:"JetStream server (2.12 or newer)"`
+	NATSURL      string `envconfig:"NATS_URL" default:"nats://127.0.0.1:4222" secret:"url" desc:"JetStream server (2.12 or newer); several URLs comma-separated for a cluster"`
+	NATSReplicas int    `envconfig:"NATS_REPLICAS" default:"1" desc:"replicas of the streams and KV buckets (3 on a three-node cluster)"`
 }
 
 // Common is what every service reads.
@@ -55,6 +56,13 @@ type Common struct {
 	InactiveDays int    `envconfig:"INACTIVE_DAYS" default:"90" desc:"the inactivity window, in days"`
 	DBMaxConns   int32  `envconfig:"DB_MAX_CONNS" default:"4" desc:"connections per database per replica"`
 	LogLevel     string `envconfig:"LOG_LEVEL" default:"info" desc:"debug, info, warn or error"`
+	HTTPAddr     string `envconfig:"HTTP_ADDR" default:":9090" desc:"serves /metrics, /healthz and /readyz (empty: off)"`
+}
+
+// Consumer tunes how a service consumes its work.
+type Consumer struct {
+	AckWait     time.Duration `envconfig:"NATS_ACK_WAIT" default:"60s" desc:"redelivery of a message whose consumer died (progress is reported while working)"`
+	MaxFailures int           `envconfig:"DEAD_LETTER_AFTER" default:"5" desc:"failures after which a message moves to the dead-letter stream"`
 }
 
 // Drain configures the drain checks.
@@ -76,6 +84,7 @@ type Analyzer struct {
 type Marker struct {
 	Common
 	Drain
+	Consumer
 	Concurrency int `envconfig:"MARKER_CONCURRENCY" default:"2" desc:"tenants marked at once by one replica"`
 }
 
@@ -83,8 +92,16 @@ type Marker struct {
 type Cleaner struct {
 	Common
 	Drain
+	Consumer
 	Concurrency    int           `envconfig:"CLEANER_CONCURRENCY" default:"2" desc:"tenants checked or cleaned at once by one replica"`
 	DDLLockTimeout time.Duration `envconfig:"DDL_LOCK_TIMEOUT" default:"2s" desc:"lock_timeout for DROP; on timeout the tenant is retried soon"`
+	DropSlots      int           `envconfig:"DROP_CONCURRENCY" default:"2" desc:"drop transactions at once across all replicas (bounds the locks they hold)"`
+	MaxPerHour     int           `envconfig:"CLEANUP_MAX_PER_HOUR" default:"5000" desc:"tenants cleaned per hour across all replicas (0: no cap)"`
+	MaxPerDay      int           `envconfig:"CLEANUP_MAX_PER_DAY" default:"50000" desc:"tenants cleaned per day across all replicas (0: no cap)"`
+	BreakerWindow  int           `envconfig:"BREAKER_WINDOW" default:"20" desc:"recent cleanups the circuit breaker looks at"`
+	BreakerMin     int           `envconfig:"BREAKER_MIN_FAILURES" default:"5" desc:"failures in the window that can open the breaker"`
+	BreakerRate    float64       `envconfig:"BREAKER_FAILURE_RATE" default:"0.5" desc:"failure rate in the window that opens the breaker"`
+	BreakerPause   time.Duration `envconfig:"BREAKER_COOLDOWN" default:"5m" desc:"how long an open breaker pauses this replica's cleaning"`
 }
 
 // Load fills spec (a pointer to one of the structs above) from the
@@ -111,6 +128,9 @@ func (c *Common) validate() error {
 	}
 	if c.DBMaxConns < 1 {
 		errs = append(errs, fmt.Errorf("DB_MAX_CONNS must be at least 1, got %d", c.DBMaxConns))
+	}
+	if c.NATSReplicas != 1 && c.NATSReplicas != 3 && c.NATSReplicas != 5 {
+		errs = append(errs, fmt.Errorf("NATS_REPLICAS must be 1, 3 or 5, got %d", c.NATSReplicas))
 	}
 	if c.ControlPlaneURL == "" && c.RDSHost == "" {
 		errs = append(errs, errors.New("set CONTROL_PLANE_DATABASE_URL, or CONTROL_PLANE_RDS_HOST and CONTROL_PLANE_RDS_PASSWORD"))
@@ -146,21 +166,50 @@ func (a *Analyzer) validate() error {
 	return err
 }
 
-func (m *Marker) validate() error {
-	err := errors.Join(m.Common.validate(), m.Drain.validate())
-	if m.Concurrency < 1 {
-		err = errors.Join(err, errors.New("MARKER_CONCURRENCY must be at least 1"))
+func (c *Consumer) validate() error {
+	var errs []error
+	if c.AckWait < time.Second {
+		errs = append(errs, errors.New("NATS_ACK_WAIT must be at least 1s"))
 	}
-	return err
+	if c.MaxFailures < 1 {
+		errs = append(errs, errors.New("DEAD_LETTER_AFTER must be at least 1"))
+	}
+	return errors.Join(errs...)
+}
+
+// concurrency checks a service's concurrency against its pools: each
+// tenant in flight holds one connection of each database.
+func (c *Common) concurrency(name string, n int) error {
+	switch {
+	case n < 1:
+		return fmt.Errorf("%s must be at least 1", name)
+	case int(c.DBMaxConns) < n+1:
+		return fmt.Errorf("DB_MAX_CONNS (%d) must be at least %s + 1 (%d): each tenant in flight holds a connection",
+			c.DBMaxConns, name, n+1)
+	}
+	return nil
+}
+
+func (m *Marker) validate() error {
+	return errors.Join(m.Common.validate(), m.Drain.validate(), m.Consumer.validate(),
+		m.Common.concurrency("MARKER_CONCURRENCY", m.Concurrency))
 }
 
 func (c *Cleaner) validate() error {
-	err := errors.Join(c.Common.validate(), c.Drain.validate())
-	if c.Concurrency < 1 {
-		err = errors.Join(err, errors.New("CLEANER_CONCURRENCY must be at least 1"))
-	}
+	err := errors.Join(c.Common.validate(), c.Drain.validate(), c.Consumer.validate(),
+		c.Common.concurrency("CLEANER_CONCURRENCY", c.Concurrency))
 	if c.DDLLockTimeout < 10*time.Millisecond {
 		err = errors.Join(err, errors.New("DDL_LOCK_TIMEOUT must be at least 10ms"))
+	}
+	if c.DropSlots < 1 {
+		err = errors.Join(err, errors.New("DROP_CONCURRENCY must be at least 1"))
+	}
+	if c.MaxPerHour < 0 || c.MaxPerDay < 0 {
+		err = errors.Join(err, errors.New("CLEANUP_MAX_PER_HOUR and CLEANUP_MAX_PER_DAY must not be negative"))
+	}
+	if c.BreakerWindow < 1 || c.BreakerMin < 1 || c.BreakerRate <= 0 || c.BreakerRate > 1 || c.BreakerPause <= 0 {
+		err = errors.Join(err, errors.New("BREAKER_WINDOW and BREAKER_MIN_FAILURES must be at least 1, "+
+			"BREAKER_FAILURE_RATE in (0, 1], BREAKER_COOLDOWN positive"))
 	}
 	return err
 }

@@ -143,3 +143,46 @@ func TestOpenDoesNotLeakPassword(t *testing.T) {
 		t.Fatalf("error leaks the password: %s", got)
 	}
 }
+
+func TestReserveEnforcesCaps(t *testing.T) {
+	_, s := setup(t)
+	ctx := context.Background()
+	ids := []tenant.ID{"tenant_i-01", "tenant_i-02", "tenant_i-03", "tenant_i-04"}
+	for i, id := range ids[:3] {
+		r, err := s.Reserve(ctx, id, 3, 10)
+		if err != nil || !r.OK {
+			t.Fatalf("reservation %d: %+v, %v", i, r, err)
+		}
+	}
+	r, err := s.Reserve(ctx, ids[3], 3, 10)
+	if err != nil || r.OK || r.Cap != "hourly" || time.Until(r.FreeAt) < 59*time.Minute || r.LastHour != 3 {
+		t.Fatalf("fourth reservation under an hourly cap of 3: %+v, %v", r, err)
+	}
+	// A tenant that already holds a reservation (a redelivery) keeps it.
+	if r, err := s.Reserve(ctx, ids[0], 3, 10); err != nil || !r.OK {
+		t.Fatalf("repeat reservation: %+v, %v", r, err)
+	}
+	if r, err := s.Reserve(ctx, ids[3], 10, 3); err != nil || r.OK || r.Cap != "daily" {
+		t.Fatalf("under a daily cap of 3: %+v, %v", r, err)
+	}
+	if r, err := s.Reserve(ctx, ids[3], 0, 0); err != nil || !r.OK {
+		t.Fatalf("without caps: %+v, %v", r, err)
+	}
+	// Concurrent reservations never exceed the cap.
+	granted := make(chan bool, 20)
+	for i := range 20 {
+		go func() {
+			r, err := s.Reserve(ctx, tenant.ID(fmt.Sprintf("tenant_i-1%02x", i)), 8, 0)
+			granted <- err == nil && r.OK
+		}()
+	}
+	n := 0
+	for range 20 {
+		if <-granted {
+			n++
+		}
+	}
+	if n != 8-3 {
+		t.Fatalf("%d of 20 concurrent reservations granted with 3 of 8 used; want 5", n)
+	}
+}

@@ -54,7 +54,7 @@ func runCleanup(ctx context.Context, c *CLI, args []string) int {
 	if !c.loadEnv(&cfg) {
 		return 2
 	}
-	b, err := bus.Connect(ctx, cfg.NATSURL, bus.Options{Name: "tenantctl", Log: slog.New(slog.DiscardHandler)})
+	b, err := bus.Connect(ctx, cfg.NATSURL, bus.Options{Name: "tenantctl", Replicas: cfg.NATSReplicas, NoUpdate: true, Log: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		c.errorf("%v; nothing was published", err)
 		return 1

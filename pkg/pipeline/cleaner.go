@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -25,6 +26,11 @@ type Cleaner struct {
 	Timeout time.Duration
 	// MaxLeftoverDocs is DRAIN_MAX_LEFTOVER_DOCS.
 	MaxLeftoverDocs int64
+	// MaxPerHour and MaxPerDay cap cleanups across all replicas
+	// (CLEANUP_MAX_PER_HOUR, CLEANUP_MAX_PER_DAY; 0 = no cap).
+	MaxPerHour, MaxPerDay int
+	// Breaker pauses this replica's cleaning when too many cleanups fail.
+	Breaker *Breaker
 	// Identity names this replica in the ledger (host/pid).
 	Identity string
 	Now      func() time.Time
@@ -33,7 +39,9 @@ type Cleaner struct {
 	afterStep stepHook
 }
 
-// Handle performs one drain check. A tenant that no longer passes preflight
+// Handle performs one drain check. A tenant under an active hold is neither
+// checked nor cleaned: its next check is scheduled for when the hold ends (at
+// the latest after DRAIN_CHECK_MAX_DELAY). A tenant that no longer passes preflight
 // is refused and left in place. One that is not drained yet gets its next
 // check scheduled with backoff, or is reported stuck past the timeout. A
 // drained one is cleaned: with its control-plane row locked FOR UPDATE and
@@ -42,6 +50,10 @@ type Cleaner struct {
 // written in one control-plane transaction. A redelivered message finishes a
 // half-done cleanup.
 func (c *Cleaner) Handle(ctx context.Context, d *bus.Delivery) error {
+	return classify(c.handle(ctx, d))
+}
+
+func (c *Cleaner) handle(ctx context.Context, d *bus.Delivery) error {
 	dc, err := tenant.ParseDrainCheck(d.Data)
 	if err != nil {
 		return err
@@ -71,6 +83,12 @@ func (c *Cleaner) Handle(ctx context.Context, d *bus.Delivery) error {
 				MarkedAt: &dc.MarkedAt, Reason: "already cleaned at " + entry.CleanedAt.UTC().Format(time.RFC3339)})
 			return nil
 		}
+	}
+
+	if h, held, err := c.Bus.ActiveHold(ctx, id, now); err != nil {
+		return err
+	} else if held {
+		return c.held(ctx, dc, h, now)
 	}
 
 	pre, err := c.preflight(ctx, t, id, c.Rules, now)
@@ -115,6 +133,20 @@ func (c *Cleaner) notDrained(ctx context.Context, dc tenant.DrainCheck, drain te
 	return nil
 }
 
+// held schedules the next check of a held tenant for when its hold ends.
+func (c *Cleaner) held(ctx context.Context, dc tenant.DrainCheck, h tenant.Hold, now time.Time) error {
+	at := now.Add(c.CheckMaxDelay)
+	if h.Until != nil && h.Until.Before(at) {
+		at = *h.Until
+	}
+	if err := c.Bus.ScheduleDrainCheck(ctx, dc, at); err != nil {
+		return err
+	}
+	c.Bus.Report(ctx, tenant.Event{TenantID: dc.ID, Outcome: tenant.OutcomeHeld, RequestedBy: dc.RequestedBy,
+		MarkedAt: &dc.MarkedAt, NextCheckAt: &at, Reason: h.Describe() + "; not cleaned while the hold lasts"})
+	return nil
+}
+
 func docsLeft(n, max int64) string {
 	if n > max {
 		return fmt.Sprintf("more than %d", max)
@@ -123,7 +155,47 @@ func docsLeft(n, max int64) string {
 }
 
 func (c *Cleaner) clean(ctx context.Context, t *dataplane.Tenant, dc tenant.DrainCheck, pre checked) error {
+	now := c.Now()
+	if ok, until, reason := c.Breaker.Allow(now); !ok {
+		return c.wait(ctx, dc, tenant.OutcomePaused, c.Identity, until, reason)
+	}
+	err := c.cleanNow(ctx, t, dc, pre)
+	switch {
+	case errors.Is(err, tenant.ErrRefused), errors.Is(err, tenant.ErrLater):
+		c.Breaker.Skip()
+	default:
+		c.Breaker.Record(c.Now(), err)
+	}
+	return err
+}
+
+// wait reports a drained tenant waiting for a cap or the breaker, records the
+// pause for status, and hands the drain check back until then.
+func (c *Cleaner) wait(ctx context.Context, dc tenant.DrainCheck, outcome tenant.Outcome, name string, until time.Time, reason string) error {
+	kind := string(outcome)
+	if err := c.Bus.SetPause(ctx, name, tenant.Pause{Kind: kind, Reason: reason, Until: until, By: c.Identity}); err != nil {
+		c.Log.Error("record pause", "tenant_id", dc.ID, "error", err)
+	}
+	c.Bus.Report(ctx, tenant.Event{TenantID: dc.ID, Outcome: outcome, RequestedBy: dc.RequestedBy, MarkedAt: &dc.MarkedAt,
+		NextCheckAt: &until, Reason: "drained, waiting: " + reason})
+	return tenant.Later(max(time.Until(until), time.Second), reason, nil)
+}
+
+func (c *Cleaner) cleanNow(ctx context.Context, t *dataplane.Tenant, dc tenant.DrainCheck, pre checked) error {
 	id := dc.ID
+	res, err := c.Control.Reserve(ctx, id, c.MaxPerHour, c.MaxPerDay)
+	if err != nil {
+		return err
+	}
+	if !res.OK {
+		limit := c.MaxPerHour
+		if res.Cap == "daily" {
+			limit = c.MaxPerDay
+		}
+		return c.wait(ctx, dc, tenant.OutcomeCapped, "cap", res.FreeAt,
+			fmt.Sprintf("the %s cap of %d cleanups is reached (%d in the last hour, %d in the last day)",
+				res.Cap, limit, res.LastHour, res.LastDay))
+	}
 	held, err := c.Control.Hold(ctx, id, controlplane.Update, c.RowLockTimeout)
 	if err != nil {
 		return err

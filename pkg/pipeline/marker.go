@@ -23,12 +23,17 @@ type Marker struct {
 	afterStep stepHook
 }
 
-// Handle marks one requested tenant: preflight, then (with the control-plane
+// Handle marks one requested tenant: a tenant under an active hold is
+// refused as held; otherwise preflight, then (with the control-plane
 // row share-locked so its status cannot change meanwhile, and the activity
 // read again inside the marking transaction) cancel its index attempts and
 // set every connector-credential pair DELETING, then schedule its first
 // drain check unless one is already pending. Every step is idempotent.
 func (m *Marker) Handle(ctx context.Context, d *bus.Delivery) error {
+	return classify(m.handle(ctx, d))
+}
+
+func (m *Marker) handle(ctx context.Context, d *bus.Delivery) error {
 	req, err := tenant.ParseRequest(d.Data)
 	if err != nil {
 		return err
@@ -36,6 +41,12 @@ func (m *Marker) Handle(ctx context.Context, d *bus.Delivery) error {
 	id := req.ID
 	d.Tenant, d.RequestedBy = id, req.RequestedBy
 	now := m.Now()
+
+	if h, held, err := m.Bus.ActiveHold(ctx, id, now); err != nil {
+		return err
+	} else if held {
+		return tenant.RefuseHeld(id, h)
+	}
 
 	if entry, found, err := m.Control.LedgerEntry(ctx, id); err != nil {
 		return err

@@ -449,3 +449,129 @@ func TestOneWorkerPerTenant(t *testing.T) {
 		t.Fatalf("events %v for a tenant that was only retried", e.outcomes(idA))
 	}
 }
+
+func TestHolds(t *testing.T) {
+	e := setup(t)
+	e.eligible(t, idA)
+	ctx := context.Background()
+	until := time.Now().Add(30 * time.Minute)
+	if err := e.bus.SetHold(ctx, tenant.Hold{ID: idA, Reason: "legal hold", Until: &until, By: "ops", At: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	before := e.snapshot(t, idA)
+	err := e.mark(t, idA)
+	var refused *tenant.RefusedError
+	if !errors.As(err, &refused) || refused.Outcome != tenant.OutcomeHeld || !strings.Contains(refused.Reason, "legal hold") {
+		t.Fatalf("mark of a held tenant: %v; want refused as held", err)
+	}
+	if e.snapshot(t, idA) != before {
+		t.Fatal("a held tenant was marked")
+	}
+
+	// Held after marking: drained, but not cleaned; its next check is when the hold ends.
+	if _, err := e.bus.RemoveHold(ctx, idA); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.mark(t, idA); err != nil {
+		t.Fatal(err)
+	}
+	e.drain(t, idA)
+	if err := e.bus.SetHold(ctx, tenant.Hold{ID: idA, Reason: "customer in negotiation", Until: &until, By: "ops", At: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.check(t, tenant.DrainCheck{ID: idA, MarkedAt: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	if !e.dbs.SchemaExists(t, idA) {
+		t.Fatal("a held tenant was cleaned")
+	}
+	e.waitOutcome(t, idA, tenant.OutcomeHeld)
+	state, _, err := e.bus.TenantState(ctx, idA)
+	if err != nil || state.Phase != tenant.PhaseHeld || state.NextCheckAt == nil || state.NextCheckAt.Sub(until).Abs() > time.Second {
+		t.Fatalf("state of a held tenant = %+v, %v; want held, next check when the hold ends", state, err)
+	}
+	// An expired hold no longer holds.
+	past := time.Now().Add(-time.Minute)
+	if err := e.bus.SetHold(ctx, tenant.Hold{ID: idA, Reason: "over", Until: &past, By: "ops", At: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.check(t, tenant.DrainCheck{ID: idA, MarkedAt: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	e.assertCleaned(t, idA)
+}
+
+func TestCleanupCap(t *testing.T) {
+	e := setup(t)
+	e.eligible(t, idA)
+	e.eligible(t, idB)
+	e.cleaner.MaxPerHour = 1
+	for _, id := range []string{idA, idB} {
+		if err := e.mark(t, id); err != nil {
+			t.Fatal(err)
+		}
+		e.drain(t, id)
+	}
+	if err := e.check(t, tenant.DrainCheck{ID: idA, MarkedAt: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	e.assertCleaned(t, idA)
+	before := e.snapshot(t, idB)
+	err := e.check(t, tenant.DrainCheck{ID: idB, MarkedAt: time.Now()})
+	var later *tenant.LaterError
+	if !errors.As(err, &later) || later.Delay < 59*time.Minute {
+		t.Fatalf("second cleanup under a cap of 1 per hour: %v; want to wait about an hour", err)
+	}
+	if e.snapshot(t, idB) != before {
+		t.Fatal("a capped tenant was changed")
+	}
+	e.waitOutcome(t, idB, tenant.OutcomeCapped)
+	pauses, err := e.bus.Pauses(context.Background(), time.Now())
+	if err != nil || len(pauses) != 1 || pauses[0].Kind != "capped" || !strings.Contains(pauses[0].Reason, "hourly cap of 1") {
+		t.Fatalf("pauses = %+v, %v; want the cap recorded for status", pauses, err)
+	}
+	// The work is kept: with the cap lifted the same drain check cleans it.
+	e.cleaner.MaxPerHour = 0
+	if err := e.check(t, tenant.DrainCheck{ID: idB, MarkedAt: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	e.assertCleaned(t, idB)
+}
+
+func TestBreakerPausesCleaning(t *testing.T) {
+	e := setup(t)
+	ids := []string{idA, idB, "tenant_i-0c", "tenant_i-0d"}
+	for _, id := range ids {
+		e.eligible(t, id)
+		if err := e.mark(t, id); err != nil {
+			t.Fatal(err)
+		}
+		e.drain(t, id)
+	}
+	e.cleaner.Breaker = &Breaker{Window: 10, MinFailures: 2, Rate: 0.5, Cooldown: time.Hour}
+	broken := errors.New("could not delete public rows")
+	e.cleaner.afterStep = func(s string) error {
+		if s == "dropped" {
+			return broken
+		}
+		return nil
+	}
+	for _, id := range ids[:2] {
+		if err := e.check(t, tenant.DrainCheck{ID: tenant.ID(id), MarkedAt: time.Now()}); !errors.Is(err, broken) {
+			t.Fatalf("%s: %v", id, err)
+		}
+	}
+	before := e.snapshot(t, ids[2])
+	err := e.check(t, tenant.DrainCheck{ID: tenant.ID(ids[2]), MarkedAt: time.Now()})
+	var later *tenant.LaterError
+	if !errors.As(err, &later) || !strings.Contains(later.Reason, "circuit breaker open: 2 of the last 2 cleanups failed") {
+		t.Fatalf("after two failures: %v; want the breaker to hold the tenant back", err)
+	}
+	if e.snapshot(t, ids[2]) != before {
+		t.Fatal("a paused replica changed a tenant")
+	}
+	e.waitOutcome(t, tenant.ID(ids[2]), tenant.OutcomePaused)
+	if p, err := e.bus.Pauses(context.Background(), time.Now()); err != nil || len(p) != 1 || p[0].Kind != "paused" {
+		t.Fatalf("pauses = %+v, %v", p, err)
+	}
+}

@@ -36,14 +36,15 @@ func RunMarker(ctx context.Context, cfg *config.Marker, log *slog.Logger) error 
 	log.Info("marker started", "concurrency", cfg.Concurrency, "inactive_days", cfg.InactiveDays,
 		"drain_check_delay", cfg.CheckDelay.String())
 	err = env.Bus.Consume(ctx, bus.ConsumeOptions{Consumer: bus.ConsumerMarker, FilterSubject: bus.SubjectCandidate,
-		Concurrency: cfg.Concurrency}, m.Handle)
+		Concurrency: cfg.Concurrency, AckWait: cfg.AckWait, MaxFailures: cfg.MaxFailures}, m.Handle)
 	log.Info("marker stopped")
 	return err
 }
 
 // RunCleaner runs the cleaner until ctx is cancelled (see RunMarker).
 func RunCleaner(ctx context.Context, cfg *config.Cleaner, log *slog.Logger) error {
-	env, err := Open(ctx, "cleaner", &cfg.Common, What{Data: true, Control: true, Bus: true, LockTimeout: cfg.DDLLockTimeout}, log, true)
+	env, err := Open(ctx, "cleaner", &cfg.Common, What{Data: true, Control: true, Bus: true,
+		LockTimeout: cfg.DDLLockTimeout, DropSlots: cfg.DropSlots}, log, true)
 	if err != nil {
 		return startErr(ctx, err)
 	}
@@ -56,14 +57,19 @@ func RunCleaner(ctx context.Context, cfg *config.Cleaner, log *slog.Logger) erro
 		CheckMaxDelay:   cfg.CheckMaxDelay,
 		Timeout:         cfg.Timeout,
 		MaxLeftoverDocs: cfg.MaxLeftoverDocs,
-		Identity:        Identity("cleaner"),
-		Now:             time.Now,
-		Log:             log,
+		MaxPerHour:      cfg.MaxPerHour,
+		MaxPerDay:       cfg.MaxPerDay,
+		Breaker: &pipeline.Breaker{Window: cfg.BreakerWindow, MinFailures: cfg.BreakerMin, Rate: cfg.BreakerRate,
+			Cooldown: cfg.BreakerPause},
+		Identity: Identity("cleaner"),
+		Now:      time.Now,
+		Log:      log,
 	}
 	log.Info("cleaner started", "concurrency", cfg.Concurrency, "inactive_days", cfg.InactiveDays,
-		"drain_timeout", cfg.Timeout.String(), "max_leftover_docs", cfg.MaxLeftoverDocs)
+		"drain_timeout", cfg.Timeout.String(), "max_leftover_docs", cfg.MaxLeftoverDocs,
+		"max_per_hour", cfg.MaxPerHour, "max_per_day", cfg.MaxPerDay)
 	err = env.Bus.Consume(ctx, bus.ConsumeOptions{Consumer: bus.ConsumerCleaner, FilterSubject: bus.DrainSubjects,
-		Concurrency: cfg.Concurrency}, c.Handle)
+		Concurrency: cfg.Concurrency, AckWait: cfg.AckWait, MaxFailures: cfg.MaxFailures}, c.Handle)
 	log.Info("cleaner stopped")
 	return err
 }

@@ -17,9 +17,9 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/tenantcleanup/tenant-cleanup/internal/pgerr"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/bus"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/config"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/controlplane"
@@ -75,7 +75,7 @@ func Retry(ctx context.Context, log *slog.Logger, what string, fn func(context.C
 	delay := 500 * time.Millisecond
 	for {
 		err := fn(ctx)
-		if err == nil || errors.Is(err, errPermanent) || badCredentials(err) {
+		if err == nil || errors.Is(err, errPermanent) || pgerr.BadCredentials(err) {
 			return err
 		}
 		if ctx.Err() != nil {
@@ -168,7 +168,7 @@ func Open(ctx context.Context, name string, cfg *config.Common, what What, log *
 	}
 	if what.Bus {
 		if err := try("connect to JetStream", func(ctx context.Context) (err error) {
-			env.Bus, err = bus.Connect(ctx, cfg.NATSURL, bus.Options{Name: name, Log: log})
+			env.Bus, err = bus.Connect(ctx, cfg.NATSURL, bus.Options{Name: name, Replicas: cfg.NATSReplicas, Log: log})
 			if err != nil && strings.Contains(err.Error(), "needs "+bus.MinServerVersion) {
 				return errors.Join(err, errPermanent)
 			}
@@ -182,10 +182,3 @@ func Open(ctx context.Context, name string, cfg *config.Common, what What, log *
 }
 
 var errPermanent = errors.New("not retried")
-
-// badCredentials reports errors that waiting will not fix: authentication
-// failures and a database that does not exist.
-func badCredentials(err error) bool {
-	var pgErr *pgconn.PgError
-	return errors.As(err, &pgErr) && (strings.HasPrefix(pgErr.Code, "28") || pgErr.Code == "3D000")
-}

@@ -18,3 +18,9 @@ CREATE TABLE IF NOT EXISTS tenant_cleanup.ledger (
     control_rows_deleted jsonb,
     cleaned_by           text
 );
+-- Cleanup reservations for the hourly and daily caps (CLEANUP_MAX_PER_HOUR,
+-- CLEANUP_MAX_PER_DAY): one row per tenant about to be cleaned, kept two days.
+CREATE TABLE IF NOT EXISTS tenant_cleanup.quota (
+    tenant_id   text PRIMARY KEY,
+    reserved_at timestamptz NOT NULL DEFAULT now()
+);
