@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"strings"
 	"sync"
@@ -53,14 +54,40 @@ func (s *syncBuffer) String() string {
 
 func newWorld(t *testing.T) *world {
 	t.Helper()
-	w := &world{t: t, dbs: testenv.NewDatabases(t), js: testenv.StartJetStream(t), logs: &syncBuffer{}, draining: map[string]bool{}}
+	return newWorldWith(t, worldOptions{})
+}
+
+// worldOptions change where a world's parts run.
+type worldOptions struct {
+	// postgresAdmin is the PostgreSQL server (default: the machine's).
+	postgresAdmin string
+	// natsURL is an existing JetStream (default: a fresh embedded server).
+	natsURL string
+	// natsReplicas is NATS_REPLICAS for the services (default 1).
+	natsReplicas int
+}
+
+func newWorldWith(t *testing.T, o worldOptions) *world {
+	t.Helper()
+	if o.postgresAdmin == "" {
+		o.postgresAdmin = testenv.AdminURL()
+	}
+	w := &world{t: t, dbs: testenv.NewDatabasesOn(t, o.postgresAdmin), logs: &syncBuffer{}, draining: map[string]bool{}}
+	natsURL := o.natsURL
+	if natsURL == "" {
+		w.js = testenv.StartJetStream(t)
+		natsURL = w.js.URL
+	}
+	if o.natsReplicas > 1 {
+		t.Setenv("NATS_REPLICAS", fmt.Sprint(o.natsReplicas))
+	}
 	t.Setenv("DATA_PLANE_DATABASE_URL", w.dbs.DataURL)
 	t.Setenv("CONTROL_PLANE_DATABASE_URL", w.dbs.ControlURL)
-	t.Setenv("NATS_URL", w.js.URL)
+	t.Setenv("NATS_URL", natsURL)
 	t.Setenv("DRAIN_CHECK_DELAY", "1s")
 	t.Setenv("DRAIN_CHECK_MAX_DELAY", "1s")
 	t.Setenv("ANALYZER_REPORT_DIR", t.TempDir())
-	b, err := bus.Connect(context.Background(), w.js.URL, bus.Options{Name: "e2e", Log: slog.New(slog.DiscardHandler)})
+	b, err := bus.Connect(context.Background(), natsURL, bus.Options{Name: "e2e", Replicas: max(o.natsReplicas, 1), Log: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,7 +116,10 @@ func (w *world) logger(service string) *slog.Logger {
 
 // startServices runs a marker and a cleaner in this process (the same code
 // the binaries run) and the drain simulation; all stop when the test ends.
-func (w *world) startServices() {
+func (w *world) startServices() { w.startReplicas(1, 1) }
+
+// startReplicas runs that many markers and cleaners in this process.
+func (w *world) startReplicas(markers, cleaners int) {
 	w.t.Helper()
 	var (
 		mcfg config.Marker
@@ -103,10 +133,16 @@ func (w *world) startServices() {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
-	errs := make(chan error, 2)
-	wg.Add(3)
-	go func() { defer wg.Done(); errs <- service.RunMarker(ctx, &mcfg, w.logger("marker")) }()
-	go func() { defer wg.Done(); errs <- service.RunCleaner(ctx, &ccfg, w.logger("cleaner")) }()
+	errs := make(chan error, markers+cleaners)
+	for range markers {
+		wg.Add(1)
+		go func() { defer wg.Done(); errs <- service.RunMarker(ctx, &mcfg, w.logger("marker")) }()
+	}
+	for range cleaners {
+		wg.Add(1)
+		go func() { defer wg.Done(); errs <- service.RunCleaner(ctx, &ccfg, w.logger("cleaner")) }()
+	}
+	wg.Add(1)
 	go func() { defer wg.Done(); w.simulateDeletion(ctx) }()
 	w.t.Cleanup(func() {
 		cancel()

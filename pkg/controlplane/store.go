@@ -38,14 +38,15 @@ var dependentTables = []string{"tenant_notification", "tenant_config", "subscrip
 // DialFunc dials the control-plane server, e.g. through the SSH bastion.
 type DialFunc func(ctx context.Context, network, addr string) (net.Conn, error)
 
-// Open connects to the control plane. With dial set, every connection is made
+// Open connects to the control plane, naming its connections appName. With dial set, every connection is made
 // through it (and host names are resolved at the far end, not locally).
-func Open(ctx context.Context, dsn string, maxConns int32, dial DialFunc) (*Store, error) {
+func Open(ctx context.Context, dsn, appName string, maxConns int32, dial DialFunc) (*Store, error) {
 	cfg, err := pgxpool.ParseConfig(dsn)
 	if err != nil {
 		return nil, fmt.Errorf("control plane: parse connection string: %w", redactErr(err))
 	}
 	cfg.MaxConns = maxConns
+	cfg.ConnConfig.RuntimeParams["application_name"] = appName
 	cfg.ConnConfig.ConnectTimeout = 15 * time.Second
 	if dial != nil {
 		cfg.ConnConfig.DialFunc = pgconn.DialFunc(dial)

@@ -137,6 +137,7 @@ func Open(ctx context.Context, name string, cfg *config.Common, what What, log *
 			return fail(errors.New("DATA_PLANE_DATABASE_URL is not a valid connection string (not shown: it may hold a password)"))
 		}
 		pcfg.MaxConns = cfg.DBMaxConns
+		pcfg.ConnConfig.RuntimeParams["application_name"] = "tenant-cleanup-" + name
 		pool, err := pgxpool.NewWithConfig(ctx, pcfg)
 		if err != nil {
 			return fail(fmt.Errorf("data plane: %w", err))
@@ -156,7 +157,7 @@ func Open(ctx context.Context, name string, cfg *config.Common, what What, log *
 			return fail(err)
 		}
 		env.closers = append(env.closers, closeDial)
-		store, err := controlplane.Open(ctx, cfg.ControlPlaneDSN(), cfg.DBMaxConns, dial)
+		store, err := controlplane.Open(ctx, cfg.ControlPlaneDSN(), "tenant-cleanup-"+name, cfg.DBMaxConns, dial)
 		if err != nil {
 			return fail(err)
 		}

@@ -43,24 +43,40 @@ type Databases struct {
 }
 
 var (
-	templatesOnce sync.Once
-	templatesErr  error
-	dataTemplate  string
-	ctlTemplate   string
-	dbCounter     atomic.Int64
+	templatesMu sync.Mutex
+	templates   = map[string]error{} // admin URL → build result
+	dbCounter   atomic.Int64
 )
 
-// NewDatabases creates a fresh data-plane and control-plane database for t.
+// Template database names, one pair per fixture version.
+var (
+	dataTemplate = "tc_tpl_data_" + shortHash(onyx.DataPlaneSQL)
+	ctlTemplate  = "tc_tpl_control_" + shortHash(onyx.ControlPlaneSQL)
+)
+
+// NewDatabases creates a fresh data-plane and control-plane database for t
+// on the PostgreSQL server at AdminURL.
 func NewDatabases(t testing.TB) *Databases {
 	t.Helper()
-	ctx := context.Background()
-	templatesOnce.Do(func() { templatesErr = buildTemplates(ctx) })
-	if templatesErr != nil {
-		t.Fatalf("testenv: build template databases: %v", templatesErr)
+	return NewDatabasesOn(t, AdminURL())
+}
+
+// NewDatabasesOn creates them on the server whose maintenance database is admin.
+func NewDatabasesOn(t testing.TB, admin string) *Databases {
+	t.Helper()
+	templatesMu.Lock()
+	err, built := templates[admin]
+	if !built {
+		err = buildTemplates(context.Background(), admin)
+		templates[admin] = err
+	}
+	templatesMu.Unlock()
+	if err != nil {
+		t.Fatalf("testenv: build template databases: %v", err)
 	}
 	d := &Databases{
-		DataURL:    CloneDatabase(t, dataTemplate),
-		ControlURL: CloneDatabase(t, ctlTemplate),
+		DataURL:    cloneDatabase(t, admin, dataTemplate),
+		ControlURL: cloneDatabase(t, admin, ctlTemplate),
 	}
 	d.Data = Pool(t, d.DataURL)
 	d.Control = Pool(t, d.ControlURL)
@@ -87,10 +103,15 @@ func Pool(t testing.TB, url string) *pgxpool.Pool {
 // (forcibly) when the test ends. It returns the new database's URL.
 func CloneDatabase(t testing.TB, template string) string {
 	t.Helper()
+	return cloneDatabase(t, AdminURL(), template)
+}
+
+func cloneDatabase(t testing.TB, adminURL, template string) string {
+	t.Helper()
 	ctx := context.Background()
-	admin, err := pgx.Connect(ctx, AdminURL())
+	admin, err := pgx.Connect(ctx, adminURL)
 	if err != nil {
-		t.Fatalf("testenv: connect to PostgreSQL at %s: %v (is it running? pg_ctlcluster --skip-systemctl-redirect 15 main start)", AdminURL(), err)
+		t.Fatalf("testenv: connect to PostgreSQL at %s: %v (is it running? pg_ctlcluster --skip-systemctl-redirect 15 main start)", adminURL, err)
 	}
 	defer admin.Close(ctx)
 	name := fmt.Sprintf("tc_%d_%d", os.Getpid(), dbCounter.Add(1))
@@ -98,13 +119,15 @@ func CloneDatabase(t testing.TB, template string) string {
 		" TEMPLATE "+pgx.Identifier{template}.Sanitize()); err != nil {
 		t.Fatalf("testenv: create database %s from %s: %v", name, template, err)
 	}
-	t.Cleanup(func() { dropDatabase(name) })
-	return DatabaseURL(name)
+	t.Cleanup(func() { dropDatabase(adminURL, name) })
+	return databaseURL(adminURL, name)
 }
 
 // DatabaseURL is AdminURL pointed at another database.
-func DatabaseURL(name string) string {
-	u, err := url.Parse(AdminURL())
+func DatabaseURL(name string) string { return databaseURL(AdminURL(), name) }
+
+func databaseURL(admin, name string) string {
+	u, err := url.Parse(admin)
 	if err != nil {
 		panic(err)
 	}
@@ -112,10 +135,10 @@ func DatabaseURL(name string) string {
 	return u.String()
 }
 
-func dropDatabase(name string) {
+func dropDatabase(adminURL, name string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	admin, err := pgx.Connect(ctx, AdminURL())
+	admin, err := pgx.Connect(ctx, adminURL)
 	if err != nil {
 		return
 	}
@@ -126,10 +149,10 @@ func dropDatabase(name string) {
 // buildTemplates creates (once per fixture version, shared by all test
 // processes) a data-plane and a control-plane template database, and drops
 // databases left behind by test processes that died.
-func buildTemplates(ctx context.Context) error {
-	admin, err := pgx.Connect(ctx, AdminURL())
+func buildTemplates(ctx context.Context, adminURL string) error {
+	admin, err := pgx.Connect(ctx, adminURL)
 	if err != nil {
-		return fmt.Errorf("connect to PostgreSQL at %s: %w (is it running? pg_ctlcluster --skip-systemctl-redirect 15 main start)", AdminURL(), err)
+		return fmt.Errorf("connect to PostgreSQL at %s: %w (is it running? pg_ctlcluster --skip-systemctl-redirect 15 main start)", adminURL, err)
 	}
 	defer admin.Close(ctx)
 	// Serialise template building across concurrently running test binaries.
@@ -138,18 +161,15 @@ func buildTemplates(ctx context.Context) error {
 	}
 	defer admin.Exec(ctx, "SELECT pg_advisory_unlock(7417, 1)") //nolint:errcheck
 	dropOrphans(ctx, admin)
-
-	dataTemplate = "tc_tpl_data_" + shortHash(onyx.DataPlaneSQL)
-	ctlTemplate = "tc_tpl_control_" + shortHash(onyx.ControlPlaneSQL)
 	for name, sql := range map[string]string{dataTemplate: onyx.DataPlaneSQL, ctlTemplate: onyx.ControlPlaneSQL} {
-		if err := buildTemplate(ctx, admin, name, sql); err != nil {
+		if err := buildTemplate(ctx, admin, adminURL, name, sql); err != nil {
 			return fmt.Errorf("template %s: %w", name, err)
 		}
 	}
 	return nil
 }
 
-func buildTemplate(ctx context.Context, admin *pgx.Conn, name, sql string) error {
+func buildTemplate(ctx context.Context, admin *pgx.Conn, adminURL, name, sql string) error {
 	var exists bool
 	if err := admin.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)", name).Scan(&exists); err != nil {
 		return err
@@ -166,7 +186,7 @@ func buildTemplate(ctx context.Context, admin *pgx.Conn, name, sql string) error
 	if _, err := admin.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{tmp}.Sanitize()); err != nil {
 		return err
 	}
-	conn, err := pgx.Connect(ctx, DatabaseURL(tmp))
+	conn, err := pgx.Connect(ctx, databaseURL(adminURL, tmp))
 	if err != nil {
 		return err
 	}

@@ -1,0 +1,399 @@
+package e2e
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/url"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/tenantcleanup/tenant-cleanup/pkg/bus"
+	"github.com/tenantcleanup/tenant-cleanup/pkg/tenant"
+	"github.com/tenantcleanup/tenant-cleanup/pkg/testenv"
+)
+
+// fleet creates n eligible tenants and returns their ids.
+func (w *world) fleet(n, filler int, prefix string) []string {
+	w.t.Helper()
+	var ids []string
+	for i := range n {
+		id := fmt.Sprintf("tenant_%s%07x-0000-4000-8000-000000000000", prefix, i)
+		w.dbs.CreateTenant(w.t, testenv.Tenant{ID: id, Status: tenant.StatusGatedAccess, LastQuery: testenv.DaysAgo(200),
+			Filler: filler, Pairs: 1, DocsPerPair: 3})
+		ids = append(ids, id)
+	}
+	return ids
+}
+
+// bystanders creates tenants the pipeline must never touch, even when asked,
+// and returns their state.
+func (w *world) bystanders() map[string]state {
+	w.t.Helper()
+	out := map[string]state{}
+	for i, status := range []string{"ACTIVE", "GRACE_PERIOD", tenant.StatusGatedAccess} {
+		id := fmt.Sprintf("tenant_ffffffff-0000-4000-8000-%012d", i)
+		tn := testenv.Tenant{ID: id, Status: status, LastQuery: testenv.DaysAgo(200), Pairs: 1, DocsPerPair: 3}
+		if status == tenant.StatusGatedAccess {
+			tn.LastQuery = testenv.DaysAgo(2)
+		}
+		w.dbs.CreateTenant(w.t, tn)
+		out[id] = w.state(id)
+	}
+	return out
+}
+
+func (w *world) request(ids ...string) {
+	w.t.Helper()
+	for _, id := range ids {
+		if _, err := w.bus.PublishRequest(context.Background(), tenant.Request{ID: tenant.ID(id), RequestedBy: "test"}, ""); err != nil {
+			w.t.Fatal(err)
+		}
+	}
+}
+
+func (w *world) assertUntouched(before map[string]state) {
+	w.t.Helper()
+	for id, s := range before {
+		if w.state(id) != s {
+			w.t.Errorf("%s was changed", id)
+		}
+	}
+}
+
+// ledgerByCleaner counts ledger rows per cleaned_by.
+func (w *world) ledgerByCleaner() map[string]int {
+	w.t.Helper()
+	rows, err := w.dbs.Control.Query(context.Background(), "SELECT cleaned_by, count(*) FROM tenant_cleanup.ledger GROUP BY 1")
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	defer rows.Close()
+	out := map[string]int{}
+	for rows.Next() {
+		var by string
+		var n int
+		if err := rows.Scan(&by, &n); err != nil {
+			w.t.Fatal(err)
+		}
+		out[by] = n
+	}
+	return out
+}
+
+func allCleaned(w *world, ids []string) bool {
+	for _, id := range ids {
+		if !w.has(id, tenant.OutcomeCleaned) {
+			return false
+		}
+	}
+	return true
+}
+
+func dbName(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		panic(err)
+	}
+	return strings.TrimPrefix(u.Path, "/")
+}
+
+func TestReplicasShareWorkWithinConnectionBudget(t *testing.T) {
+	bin := binaries(t)
+	w := newWorld(t)
+	t.Setenv("DB_MAX_CONNS", "3")
+	t.Setenv("CLEANER_CONCURRENCY", "2")
+	t.Setenv("MARKER_CONCURRENCY", "2")
+	ids := w.fleet(24, 2, "a")
+	others := w.bystanders()
+	w.drainTenants(true, ids...)
+	go w.simulateDeletion(t.Context())
+	const markers, cleaners, perReplica = 2, 3, 3
+	for range markers {
+		start(t, filepath.Join(bin, "marker"), nil)
+	}
+	for range cleaners {
+		start(t, filepath.Join(bin, "cleaner"), nil)
+	}
+	var (
+		mu      sync.Mutex
+		maxConn = map[string]int64{}
+	)
+	watchCtx, stopWatch := context.WithCancel(context.Background())
+	defer stopWatch()
+	go func() { // the most connections the services ever held, per database
+		for watchCtx.Err() == nil {
+			rows, err := w.dbs.Data.Query(watchCtx, `SELECT datname, count(*) FROM pg_stat_activity
+				WHERE application_name LIKE 'tenant-cleanup-%' AND datname IN ($1, $2) GROUP BY 1`,
+				dbName(w.dbs.DataURL), dbName(w.dbs.ControlURL))
+			if err == nil {
+				for rows.Next() {
+					var db string
+					var n int64
+					if rows.Scan(&db, &n) == nil {
+						mu.Lock()
+						maxConn[db] = max(maxConn[db], n)
+						mu.Unlock()
+					}
+				}
+				rows.Close()
+			}
+			select {
+			case <-watchCtx.Done():
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}()
+	w.request(ids...)
+	w.request(ids[:5]...) // some twice
+	for id := range others {
+		w.request(id)
+	}
+	for _, id := range ids {
+		w.waitFor(id, tenant.OutcomeCleaned, 90*time.Second)
+	}
+	stopWatch()
+	for _, id := range ids {
+		w.assertCleaned(id)
+	}
+	w.assertUntouched(others)
+	if by := w.ledgerByCleaner(); len(by) < 2 {
+		t.Errorf("ledger rows by cleaner %v; want the work shared by several replicas", by)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	budget := int64((markers + cleaners) * perReplica)
+	for db, n := range maxConn {
+		if n > budget {
+			t.Errorf("services held %d connections to %s; the budget is %d replicas × DB_MAX_CONNS %d = %d",
+				n, db, markers+cleaners, perReplica, budget)
+		}
+	}
+	if len(maxConn) != 2 {
+		t.Errorf("connections seen on %v; want both databases watched", maxConn)
+	}
+}
+
+// TestSIGKILLAnywhere kills marker and cleaner processes with SIGKILL at
+// random instants, again and again, restarting them each time.
+func TestSIGKILLAnywhere(t *testing.T) {
+	bin := binaries(t)
+	w := newWorld(t)
+	t.Setenv("NATS_ACK_WAIT", "2s")
+	ids := w.fleet(24, 20, "b")
+	others := w.bystanders()
+	w.drainTenants(true, ids...)
+	go w.simulateDeletion(t.Context())
+	procs := map[string]*proc{}
+	names := []string{"marker-1", "marker-2", "cleaner-1", "cleaner-2"}
+	launch := func(name string) { procs[name] = start(t, filepath.Join(bin, strings.Split(name, "-")[0]), nil) }
+	for _, n := range names {
+		launch(n)
+	}
+	w.request(ids...)
+	for id := range others {
+		w.request(id)
+	}
+	seed := time.Now().UnixNano()
+	rng := rand.New(rand.NewPCG(uint64(seed), 0))
+	t.Logf("chaos seed %d", seed)
+	kills := 0
+	for kills < 40 && !allCleaned(w, ids) {
+		time.Sleep(time.Duration(50+rng.IntN(200)) * time.Millisecond) // chaos timing, not synchronisation
+		name := names[rng.IntN(len(names))]
+		_ = procs[name].cmd.Process.Signal(syscall.SIGKILL)
+		procs[name].wait(t, 10*time.Second)
+		launch(name)
+		kills++
+	}
+	t.Logf("%d processes killed", kills)
+	if kills < 6 {
+		t.Fatalf("only %d kills before the work was done; the test proved little", kills)
+	}
+	for _, id := range ids {
+		w.waitFor(id, tenant.OutcomeCleaned, 90*time.Second)
+	}
+	for _, id := range ids {
+		w.assertCleaned(id)
+	}
+	w.assertUntouched(others)
+}
+
+// TestJetStreamRestartKeepsWork restarts the JetStream server on the same
+// file store while requests, schedules and drain checks are in flight.
+func TestJetStreamRestartKeepsWork(t *testing.T) {
+	w := newWorld(t)
+	t.Setenv("DRAIN_CHECK_DELAY", "3s")
+	ids := w.fleet(12, 2, "c")
+	w.startServices()
+	w.request(ids...)
+	for _, id := range ids[:6] {
+		w.waitFor(id, tenant.OutcomeMarked, 30*time.Second)
+	}
+	w.js.Restart() // schedules pending, some requests not yet marked
+	w.drainTenants(true, ids...)
+	for _, id := range ids {
+		w.waitFor(id, tenant.OutcomeCleaned, 90*time.Second)
+	}
+	for _, id := range ids {
+		w.assertCleaned(id)
+	}
+}
+
+// TestJetStreamClusterLosesANode runs on a three-node cluster with streams
+// and buckets at three replicas and shuts down the work stream's leader
+// mid-run.
+func TestJetStreamClusterLosesANode(t *testing.T) {
+	cluster := testenv.StartJetStreamCluster(t, 3)
+	w := newWorldWith(t, worldOptions{natsURL: cluster.URL, natsReplicas: 3})
+	t.Setenv("DRAIN_CHECK_DELAY", "2s")
+	ids := w.fleet(12, 2, "d")
+	w.startServices()
+	info, err := w.bus.JetStream().Stream(context.Background(), bus.StreamWork)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := info.CachedInfo().Config.Replicas; r != 3 {
+		t.Fatalf("work stream has %d replicas; want 3", r)
+	}
+	w.request(ids...)
+	for _, id := range ids[:4] {
+		w.waitFor(id, tenant.OutcomeMarked, 30*time.Second)
+	}
+	leader := info.CachedInfo().Cluster.Leader
+	for _, s := range cluster.Nodes {
+		if s.Name() == leader {
+			s.Shutdown()
+			t.Logf("shut down %s, leader of %s", leader, bus.StreamWork)
+		}
+	}
+	w.drainTenants(true, ids...)
+	for _, id := range ids {
+		w.waitFor(id, tenant.OutcomeCleaned, 120*time.Second)
+	}
+	for _, id := range ids {
+		w.assertCleaned(id)
+	}
+}
+
+// TestPostgresRestart restarts the (private) PostgreSQL server while tenants
+// are being marked, checked and cleaned.
+func TestPostgresRestart(t *testing.T) {
+	pg := testenv.StartPostgres(t)
+	w := newWorldWith(t, worldOptions{postgresAdmin: pg.AdminURL})
+	ids := w.fleet(10, 30, "e")
+	w.drainTenants(true, ids...)
+	w.startServices()
+	w.request(ids...)
+	testenv.Eventually(t, 60*time.Second, func() bool {
+		for _, id := range ids {
+			if w.has(id, tenant.OutcomeCleaned) {
+				return true
+			}
+		}
+		return false
+	}, "a first tenant cleaned")
+	pg.Restart()
+	w.dbs.Data.Reset()
+	w.dbs.Control.Reset()
+	for _, id := range ids {
+		w.waitFor(id, tenant.OutcomeCleaned, 90*time.Second)
+	}
+	for _, id := range ids {
+		w.assertCleaned(id)
+	}
+}
+
+// TestControlPlaneOutage cuts the control plane off while drained tenants
+// wait: nothing irreversible happens without a fresh read of their status,
+// and the work resumes by itself when it comes back.
+func TestControlPlaneOutage(t *testing.T) {
+	w := newWorld(t)
+	proxy := testenv.StartProxy(t, "127.0.0.1:5432")
+	t.Setenv("CONTROL_PLANE_DATABASE_URL", strings.Replace(w.dbs.ControlURL, "127.0.0.1:5432", proxy.Addr, 1))
+	ids := w.fleet(6, 2, "f")
+	w.drainTenants(true, ids...)
+	w.startServices()
+	w.request(ids...)
+	for _, id := range ids {
+		w.waitFor(id, tenant.OutcomeMarked, 30*time.Second)
+	}
+	proxy.Cut()
+	retries := func() int { return strings.Count(w.logs.String(), "a dependency is unavailable") }
+	testenv.Eventually(t, 30*time.Second, func() bool { return retries() >= 3 }, "the services retry while the control plane is unreachable")
+	// Cleanups in flight at the cut have ended by now; from here on, with the
+	// control plane unreachable, nothing may start.
+	waiting := map[string]state{}
+	for _, id := range ids {
+		if w.dbs.SchemaExists(t, id) {
+			waiting[id] = w.state(id)
+		}
+	}
+	if len(waiting) == 0 {
+		t.Fatal("every tenant was cleaned before the outage; the test proved nothing")
+	}
+	seen := retries()
+	testenv.Eventually(t, 30*time.Second, func() bool { return retries() >= seen+3 }, "more retries during the outage")
+	for id, s := range waiting {
+		if w.state(id) != s {
+			t.Errorf("%s changed while the control plane was unreachable", id)
+		}
+	}
+	proxy.Restore()
+	for _, id := range ids {
+		w.waitFor(id, tenant.OutcomeCleaned, 90*time.Second)
+	}
+	for _, id := range ids {
+		w.assertCleaned(id)
+	}
+}
+
+// TestLockBudget cleans, with two cleaners at once, two tenants whose schemas
+// have more relations than PostgreSQL's shared lock table holds in one
+// transaction, on a server with default settings.
+func TestLockBudget(t *testing.T) {
+	pg := testenv.StartPostgres(t)
+	w := newWorldWith(t, worldOptions{postgresAdmin: pg.AdminURL})
+	big := []string{"tenant_00000b16-0000-4000-8000-000000000001", "tenant_00000b16-0000-4000-8000-000000000002"}
+	for _, id := range big {
+		w.dbs.CreateTenant(t, testenv.Tenant{ID: id, Status: tenant.StatusGatedAccess, LastQuery: testenv.DaysAgo(200), Pairs: 1, DocsPerPair: 3})
+		w.dbs.ExecData(t, "CALL fixture.add_filler_tables($1, 1, 1000)", id)
+	}
+	small := w.fleet(3, 10, "0")
+	// The premise: one DROP SCHEMA ... CASCADE of such a schema runs out of lock space.
+	tx, err := w.dbs.Data.Begin(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = tx.Exec(context.Background(), `DROP SCHEMA "`+big[0]+`" CASCADE`)
+	_ = tx.Rollback(context.Background())
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) || pgErr.Code != "53200" {
+		t.Fatalf("a single DROP SCHEMA of a 1000-table tenant: %v; want out of shared memory (53200)", err)
+	}
+	all := append(append([]string{}, big...), small...)
+	w.drainTenants(true, all...)
+	w.startReplicas(1, 2)
+	w.request(all...)
+	for _, id := range all {
+		w.waitFor(id, tenant.OutcomeCleaned, 180*time.Second)
+	}
+	for _, id := range all {
+		w.assertCleaned(id)
+	}
+	for _, ev := range w.eventsWith(tenant.OutcomeCleaned) {
+		if ev.TenantID == tenant.ID(big[0]) || ev.TenantID == tenant.ID(big[1]) {
+			var relations, txs int
+			if _, err := fmt.Sscanf(ev.Reason, "schema dropped (%d relations, %d transactions)", &relations, &txs); err != nil || txs < 10 {
+				t.Errorf("%s: %q; want the drop spread over many transactions", ev.TenantID, ev.Reason)
+			}
+		}
+	}
+}
