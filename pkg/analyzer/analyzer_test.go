@@ -1,0 +1,93 @@
+package analyzer
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tenantcleanup/tenant-cleanup/pkg/controlplane"
+	"github.com/tenantcleanup/tenant-cleanup/pkg/dataplane"
+	"github.com/tenantcleanup/tenant-cleanup/pkg/tenant"
+	"github.com/tenantcleanup/tenant-cleanup/pkg/testenv"
+)
+
+func TestCSVName(t *testing.T) {
+	at := time.Date(2026, 11, 26, 8, 5, 9, 0, time.UTC)
+	for days, want := range map[int]string{
+		90: "gated_tenants_no_query_3mo_20261126_080509.csv",
+		60: "gated_tenants_no_query_2mo_20261126_080509.csv",
+		45: "gated_tenants_no_query_45d_20261126_080509.csv",
+	} {
+		if got := CSVName(days, at); got != want {
+			t.Errorf("CSVName(%d) = %s; want %s", days, got, want)
+		}
+	}
+}
+
+func TestAnalyzeGroupsTheFleet(t *testing.T) {
+	dbs := testenv.NewDatabases(t)
+	ctx := context.Background()
+	gated := tenant.StatusGatedAccess
+	for _, tn := range []testenv.Tenant{
+		{ID: "tenant_i-01", Status: gated, LastQuery: testenv.DaysAgo(200), Pairs: 1, DocsPerPair: 5},
+		{ID: "tenant_i-02", Status: gated, Pairs: 2, DocsPerPair: 10},                                // never active, 20 docs
+		{ID: "tenant_i-03", Status: gated, LastQuery: testenv.DaysAgo(45), Pairs: 1, DocsPerPair: 1}, // 30–90 days
+		{ID: "tenant_i-04", Status: gated, LastQuery: testenv.DaysAgo(3), Pairs: 1, DocsPerPair: 1},  // this month
+		{ID: "tenant_i-05", Status: "ACTIVE", LastQuery: testenv.DaysAgo(200), Pairs: 1, DocsPerPair: 1},
+		{ID: "tenant_i-06", LastQuery: testenv.DaysAgo(200)},                                // no control-plane row
+		{ID: "tenant_i-07", Status: gated, LastQuery: testenv.DaysAgo(200), NoSchema: true}, // interrupted cleanup
+		{ID: "tenant_i-08", Status: gated, Created: testenv.DaysAgo(10)},                    // created recently
+	} {
+		dbs.CreateTenant(t, tn)
+	}
+	dbs.ExecControl(t, "SELECT fixture_control_tenant('tenant_i-09')") // on no data plane here
+	dbs.ExecData(t, `CREATE SCHEMA "tenant_NOT_VALID"`)
+	data, err := dataplane.New(ctx, dbs.Data, dataplane.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := &Analyzer{Data: data, Control: controlplane.New(dbs.Control), InactiveDays: 90, Workers: 2, Now: time.Now,
+		Log: slog.New(slog.DiscardHandler)}
+	r, err := a.Analyze(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var candidates []string
+	for _, c := range r.Candidates() {
+		candidates = append(candidates, string(c.ID))
+	}
+	if strings.Join(candidates, " ") != "tenant_i-02 tenant_i-01 tenant_i-07" {
+		t.Fatalf("candidates %v; want the three eligible, most documents first", candidates)
+	}
+	totals := r.Totals()
+	if totals[GroupInactive] != [2]int64{3, 25} || totals[GroupActiveEarly][0] != 1 || totals[GroupActiveRecent][0] != 1 ||
+		totals[GroupOther][0] != 3 {
+		t.Fatalf("group totals %v", totals)
+	}
+	if r.NotHere != 1 || len(r.SkippedSchemas) != 1 {
+		t.Fatalf("not here %d, skipped %v", r.NotHere, r.SkippedSchemas)
+	}
+	path := filepath.Join(t.TempDir(), "report.csv")
+	if err := WriteCSV(path, r); err != nil {
+		t.Fatal(err)
+	}
+	body, _ := os.ReadFile(path)
+	lines := strings.Split(strings.TrimSpace(string(body)), "\n")
+	if len(lines) != 4 || !strings.HasPrefix(lines[1], "tenant_i-02,20,2,,") || !strings.HasPrefix(lines[2], "tenant_i-01,5,2,") ||
+		!strings.HasSuffix(lines[2], ",200") {
+		t.Fatalf("CSV:\n%s", body)
+	}
+	var out bytes.Buffer
+	PrintSummary(&out, r)
+	for _, want := range []string{"gated, no activity in 90 days (candidates)  3", "gated, last active 30-90 days ago", "skipped 1 schemas",
+		"1 control-plane tenants have no schema"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("summary lacks %q:\n%s", want, out.String())
+		}
+	}
+}
