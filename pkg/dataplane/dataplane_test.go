@@ -137,6 +137,11 @@ func TestOutsideDependents(t *testing.T) {
 			CREATE TABLE public.trig (x int);
 			CREATE TRIGGER t BEFORE INSERT ON public.trig FOR EACH ROW EXECUTE FUNCTION "` + idA + `".f()`, "trig"},
 		{"default from a tenant sequence", `CREATE TABLE public.seqd (x int DEFAULT nextval('"` + idA + `".connector_credential_pair_id_seq'))`, "seqd"},
+		{"statistics object in public", `CREATE STATISTICS public.st ON id, name FROM "` + idA + `".connector`, "statistics object public.st"},
+		{"index of a public table on a tenant function", `
+			CREATE FUNCTION "` + idA + `".lower2(text) RETURNS text IMMUTABLE LANGUAGE sql AS 'SELECT lower($1)';
+			CREATE TABLE public.ix (t text);
+			CREATE INDEX ix_lower ON public.ix ("` + idA + `".lower2(t))`, "ix_lower"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -475,5 +480,48 @@ func TestListAndActivities(t *testing.T) {
 	withRows, err := s.TenantsWithPublicRows(ctx)
 	if err != nil || len(withRows) != 3 {
 		t.Fatalf("tenants with public rows: %v, %v", withRows, err)
+	}
+}
+
+func TestLaterBatchesNeverCascadeOutside(t *testing.T) {
+	dbs, s := setup(t, Options{LockBudget: 30})
+	ctx := context.Background()
+	dbs.CreateTenant(t, testenv.Tenant{ID: idA, Filler: 6, Pairs: 1, DocsPerPair: 2})
+	// After the first batch, someone creates a view over a table dropped later.
+	s.afterDropTx = func(n int) error {
+		if n == 1 {
+			_, err := dbs.Data.Exec(ctx, `CREATE VIEW public.late AS SELECT id FROM "`+idA+`"."user"`)
+			return err
+		}
+		return nil
+	}
+	_, err := locked(t, s, idA, func(tt *Tenant) (DropResult, error) { return tt.Drop(ctx, noRecheck) })
+	var refused *tenant.RefusedError
+	if !errors.As(err, &refused) || !strings.Contains(refused.Reason, "view public.late") {
+		t.Fatalf("drop with an outside view created mid-way: %v; want a refusal naming it", err)
+	}
+	if n := dbs.CountData(t, "SELECT count(*) FROM pg_views WHERE viewname = 'late'"); n != 1 {
+		t.Fatal("the outside view was dropped")
+	}
+}
+
+func TestLaterBatchesCascadeInsideTheSchema(t *testing.T) {
+	dbs, s := setup(t, Options{LockBudget: 30})
+	ctx := context.Background()
+	dbs.CreateTenant(t, testenv.Tenant{ID: idA, Filler: 6, Pairs: 1, DocsPerPair: 2})
+	dbs.CreateTenant(t, testenv.Tenant{ID: idB, Filler: 1})
+	other := dbs.Fingerprint(t, idB)
+	// A dependency that is not a foreign key: sync_record (dropped late) has
+	// a column of filler_1's row type (dropped earlier, RESTRICT fails).
+	dbs.ExecData(t, `ALTER TABLE "`+idA+`".sync_record ADD COLUMN f "`+idA+`".filler_1`)
+	res, err := locked(t, s, idA, func(tt *Tenant) (DropResult, error) { return tt.Drop(ctx, noRecheck) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if dbs.SchemaExists(t, idA) || res.Transactions < 4 {
+		t.Fatalf("drop = %+v; want the schema gone over several transactions", res)
+	}
+	if dbs.Fingerprint(t, idB) != other {
+		t.Fatal("another tenant changed")
 	}
 }

@@ -2,12 +2,14 @@ package dataplane
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/tenantcleanup/tenant-cleanup/pkg/tenant"
 )
@@ -46,12 +48,13 @@ type dropRel struct {
 // A schema with more relations than one transaction may lock is dropped in
 // batches, each its own transaction within the lock budget: views first, then
 // tables in reverse foreign-key order (so a batch never reaches into a table
-// of a later batch), then the schema itself. Every batch first locks its
-// relations and then checks that no object outside the schema depends on
-// anything in it; the first batch also locks the activity tables and calls
-// recheck with a fresh read of the tenant's activity, so nothing is dropped
-// for a tenant that became active or gained an outside dependent. DDL runs
-// under lock_timeout; a timeout returns a tenant.ErrLater error.
+// of a later batch), then the schema itself. The first batch locks the
+// activity tables and calls recheck with a fresh read of the tenant's
+// activity, locks its relations and checks that no object outside the schema
+// depends on anything in it, so nothing is dropped for a tenant that became
+// active or has an outside dependent. Later batches drop RESTRICT (see
+// dropRestrict), and the final DROP SCHEMA checks again. DDL runs under
+// lock_timeout; a timeout returns a tenant.ErrLater error.
 func (t *Tenant) Drop(ctx context.Context, recheck func(Activity) error) (DropResult, error) {
 	res, err := t.drop(ctx, recheck)
 	if err != nil {
@@ -94,16 +97,19 @@ func (t *Tenant) drop(ctx context.Context, recheck func(Activity) error) (DropRe
 			if err := lockRelations(ctx, tx, t.id, batch); err != nil {
 				return err
 			}
-			if err := t.refuseOutsideDependents(ctx, tx); err != nil {
-				return err
-			}
 			if first {
+				// The one full check: nothing is dropped if anything outside
+				// depends on the schema. Later batches drop RESTRICT.
+				if err := t.refuseOutsideDependents(ctx, tx); err != nil {
+					return err
+				}
 				if _, err := tx.Exec(ctx, "COMMENT ON SCHEMA "+schema(t.id)+" IS '"+dropStartedComment+" "+
 					time.Now().UTC().Format(time.RFC3339)+"'"); err != nil {
 					return err
 				}
+				return dropRelations(ctx, tx, t.id, batch, "CASCADE")
 			}
-			return dropRelations(ctx, tx, t.id, batch)
+			return t.dropRestrict(ctx, tx, batch)
 		})
 		if err != nil {
 			return res, err
@@ -273,7 +279,30 @@ func lockRelations(ctx context.Context, tx pgx.Tx, id tenant.ID, batch []dropRel
 	return err
 }
 
-func dropRelations(ctx context.Context, tx pgx.Tx, id tenant.ID, batch []dropRel) error {
+// dropRestrict drops a batch with RESTRICT: in reverse foreign-key order
+// nothing else depends on it, and if something does (an object of the schema
+// depending on it another way, or one outside created since the first batch)
+// the drop fails instead of cascading. Then, and only if nothing outside the
+// schema depends on it, the batch is dropped with CASCADE.
+func (t *Tenant) dropRestrict(ctx context.Context, tx pgx.Tx, batch []dropRel) error {
+	if _, err := tx.Exec(ctx, "SAVEPOINT restrict_drop"); err != nil {
+		return err
+	}
+	err := dropRelations(ctx, tx, t.id, batch, "RESTRICT")
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) || pgErr.Code != "2BP01" { // dependent_objects_still_exist
+		return err
+	}
+	if _, err := tx.Exec(ctx, "ROLLBACK TO SAVEPOINT restrict_drop"); err != nil {
+		return err
+	}
+	if err := t.refuseOutsideDependents(ctx, tx); err != nil {
+		return err
+	}
+	return dropRelations(ctx, tx, t.id, batch, "CASCADE")
+}
+
+func dropRelations(ctx context.Context, tx pgx.Tx, id tenant.ID, batch []dropRel, behavior string) error {
 	byKind := map[string][]string{}
 	for _, r := range batch {
 		byKind[r.kind] = append(byKind[r.kind], schema(id)+"."+pgx.Identifier{r.name}.Sanitize())
@@ -286,7 +315,7 @@ func dropRelations(ctx context.Context, tx pgx.Tx, id tenant.ID, batch []dropRel
 		{"p", "DROP TABLE IF EXISTS"},
 	} {
 		if names := byKind[k.kind]; len(names) > 0 {
-			if _, err := tx.Exec(ctx, k.stmt+" "+strings.Join(names, ", ")+" CASCADE"); err != nil {
+			if _, err := tx.Exec(ctx, k.stmt+" "+strings.Join(names, ", ")+" "+behavior); err != nil {
 				return err
 			}
 		}

@@ -62,8 +62,8 @@ type Options struct {
 	// concurrent drops from exhausting the shared lock table. Default 2.
 	DropSlots int
 	// LockBudget is the number of locks one drop transaction may take.
-	// Default: a quarter of the shared lock table divided by DropSlots, so
-	// that all drops together use at most a quarter of it.
+	// Default: half of the shared lock table divided by DropSlots, so that
+	// all drops together use at most half of it.
 	LockBudget int
 }
 
@@ -92,7 +92,7 @@ func New(ctx context.Context, pool *pgxpool.Pool, opts Options) (*Store, error) 
 		if err != nil {
 			return nil, fmt.Errorf("data plane: read lock table size: %w", err)
 		}
-		opts.LockBudget = max(capacity/4/opts.DropSlots, 200)
+		opts.LockBudget = max(capacity/2/opts.DropSlots, 200)
 	}
 	return &Store{pool: pool, opts: opts}, nil
 }

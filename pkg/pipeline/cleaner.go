@@ -91,7 +91,7 @@ func (c *Cleaner) handle(ctx context.Context, d *bus.Delivery) error {
 		return c.held(ctx, dc, h, now)
 	}
 
-	pre, err := c.preflight(ctx, t, id, c.Rules, now)
+	pre, err := c.preflight(ctx, t, id, c.Rules, now, false)
 	if err != nil {
 		return err
 	}

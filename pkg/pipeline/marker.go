@@ -59,7 +59,7 @@ func (m *Marker) handle(ctx context.Context, d *bus.Delivery) error {
 		return err
 	}
 	defer t.Release()
-	pre, err := m.preflight(ctx, t, id, m.Rules, now)
+	pre, err := m.preflight(ctx, t, id, m.Rules, now, true)
 	if err != nil {
 		return err
 	}

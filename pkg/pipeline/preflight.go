@@ -71,8 +71,10 @@ type checked struct {
 
 // preflight reads the tenant afresh from both planes and refuses it when any
 // rule says so: not eligible, placed on another shard, a schema we do not
-// understand, or objects outside its schema that depend on it.
-func (s Stores) preflight(ctx context.Context, t *dataplane.Tenant, id tenant.ID, r Rules, now time.Time) (checked, error) {
+// understand, or (with checkDeps) objects outside its schema that depend on
+// it. The cleaner leaves that last check to the drop, which makes it under
+// lock in its first transaction.
+func (s Stores) preflight(ctx context.Context, t *dataplane.Tenant, id tenant.ID, r Rules, now time.Time, checkDeps bool) (checked, error) {
 	snap, err := t.Inspect(ctx)
 	if err != nil {
 		return checked{}, err
@@ -92,7 +94,7 @@ func (s Stores) preflight(ctx context.Context, t *dataplane.Tenant, id tenant.ID
 		return checked{}, tenant.Refuse(id, "schema lacks table(s) %s: not a tenant schema this tool understands",
 			strings.Join(snap.MissingTables, ", "))
 	}
-	if snap.SchemaExists {
+	if checkDeps && snap.SchemaExists {
 		deps, err := t.OutsideDependents(ctx)
 		if err != nil {
 			return checked{}, err

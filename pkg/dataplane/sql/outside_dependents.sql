@@ -1,33 +1,34 @@
--- Objects outside schema $1 that depend on an object inside it: a DROP ...
--- CASCADE of the schema would drop or change them, so the tenant is refused.
--- Each dependent object is placed in the namespace of what owns it (a rule in
--- its view's, a default in its table's, a TOAST table in its table's); an object
--- whose kind is not listed has no namespace here and counts as outside.
-WITH ns AS (
+-- Objects outside schema $1 that a DROP SCHEMA ... CASCADE would drop or
+-- change: the tenant is refused when there is any.
+--
+-- reach is what the cascade would reach: the schema, everything that depends
+-- on it, and so on, walked through pg_depend's index on the referenced object
+-- (exactly how DROP finds them). Each object reached is then placed in the
+-- namespace of what owns it (a rule in its view's, a default or trigger in its
+-- table's); TOAST tables and their indexes go with their table (nothing else
+-- can depend on them); an object of a kind not listed
+-- has no namespace here and counts as outside.
+WITH RECURSIVE ns AS (
     SELECT oid FROM pg_namespace WHERE nspname = $1
-), inside AS (
-              SELECT 'pg_class'::regclass AS classid, c.oid AS objid FROM pg_class c JOIN ns ON c.relnamespace = ns.oid
-    UNION ALL SELECT 'pg_type'::regclass, t.oid FROM pg_type t JOIN ns ON t.typnamespace = ns.oid
-    UNION ALL SELECT 'pg_proc'::regclass, p.oid FROM pg_proc p JOIN ns ON p.pronamespace = ns.oid
-    UNION ALL SELECT 'pg_constraint'::regclass, k.oid FROM pg_constraint k JOIN ns ON k.connamespace = ns.oid
-    UNION ALL SELECT 'pg_collation'::regclass, x.oid FROM pg_collation x JOIN ns ON x.collnamespace = ns.oid
-    UNION ALL SELECT 'pg_operator'::regclass, x.oid FROM pg_operator x JOIN ns ON x.oprnamespace = ns.oid
-    UNION ALL SELECT 'pg_opclass'::regclass, x.oid FROM pg_opclass x JOIN ns ON x.opcnamespace = ns.oid
-    UNION ALL SELECT 'pg_opfamily'::regclass, x.oid FROM pg_opfamily x JOIN ns ON x.opfnamespace = ns.oid
-    UNION ALL SELECT 'pg_conversion'::regclass, x.oid FROM pg_conversion x JOIN ns ON x.connamespace = ns.oid
-    UNION ALL SELECT 'pg_ts_config'::regclass, x.oid FROM pg_ts_config x JOIN ns ON x.cfgnamespace = ns.oid
-    UNION ALL SELECT 'pg_ts_dict'::regclass, x.oid FROM pg_ts_dict x JOIN ns ON x.dictnamespace = ns.oid
-    UNION ALL SELECT 'pg_statistic_ext'::regclass, x.oid FROM pg_statistic_ext x JOIN ns ON x.stxnamespace = ns.oid
-    UNION ALL SELECT 'pg_namespace'::regclass, ns.oid FROM ns
-), dependents AS (
-    SELECT DISTINCT d.classid, d.objid, d.objsubid
-    FROM pg_depend d JOIN inside i ON d.refclassid = i.classid AND d.refobjid = i.objid
+), reach(classid, objid, objsubid, deptype) AS (
+    SELECT 'pg_namespace'::regclass::oid, ns.oid, 0, 'n'::"char" FROM ns
+    UNION
+    SELECT d.classid, d.objid, d.objsubid, d.deptype
+    FROM reach r JOIN pg_depend d ON d.refclassid = r.classid AND d.refobjid = r.objid
+), candidates AS (
+    -- An object that belongs to what it was reached from (an index, TOAST
+    -- table, row or array type, constraint, default, trigger, rule or policy
+    -- of a table: 'a'uto or 'i'nternal dependencies) lives where its owner
+    -- lives, so only objects reached otherwise need placing.
+    SELECT DISTINCT classid, objid, objsubid FROM reach
+    WHERE deptype NOT IN ('a', 'i') OR classid NOT IN ('pg_class'::regclass, 'pg_type'::regclass,
+        'pg_constraint'::regclass, 'pg_attrdef'::regclass, 'pg_trigger'::regclass, 'pg_rewrite'::regclass,
+        'pg_policy'::regclass)
 ), placed AS (
     SELECT x.classid, x.objid, x.objsubid, CASE x.classid
+        WHEN 'pg_namespace'::regclass THEN x.objid
         WHEN 'pg_class'::regclass THEN (
-            SELECT CASE WHEN c.relkind = 't'
-                        THEN (SELECT o.relnamespace FROM pg_class o WHERE o.reltoastrelid = c.oid)
-                        ELSE c.relnamespace END
+            SELECT CASE WHEN c.relnamespace = 'pg_toast'::regnamespace THEN (SELECT oid FROM ns) ELSE c.relnamespace END
             FROM pg_class c WHERE c.oid = x.objid)
         WHEN 'pg_type'::regclass THEN (SELECT typnamespace FROM pg_type WHERE oid = x.objid)
         WHEN 'pg_proc'::regclass THEN (SELECT pronamespace FROM pg_proc WHERE oid = x.objid)
@@ -54,7 +55,7 @@ WITH ns AS (
         WHEN 'pg_ts_dict'::regclass THEN (SELECT dictnamespace FROM pg_ts_dict WHERE oid = x.objid)
         WHEN 'pg_conversion'::regclass THEN (SELECT connamespace FROM pg_conversion WHERE oid = x.objid)
         END AS owner_ns
-    FROM dependents x
+    FROM candidates x
 )
 -- A view's rule is reported as the view itself ("view public.v").
 SELECT DISTINCT coalesce(o.type || ' ' || o.identity, p.classid::regclass::text || ' ' || p.objid)
