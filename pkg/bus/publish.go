@@ -11,9 +11,9 @@ import (
 	"github.com/tenantcleanup/tenant-cleanup/pkg/tenant"
 )
 
-// PublishRequest publishes a cleanup request on SubjectCandidate. With a
-// non-empty msgID the server drops a repeat within DedupWindow; duplicate
-// reports that it did.
+// PublishRequest publishes a cleanup request on SubjectCandidate and records
+// the tenant as requested (state and event). With a non-empty msgID the
+// server drops a repeat within DedupWindow; duplicate reports that it did.
 func (b *Bus) PublishRequest(ctx context.Context, req tenant.Request, msgID string) (duplicate bool, err error) {
 	body, err := json.Marshal(req)
 	if err != nil {
@@ -26,6 +26,9 @@ func (b *Bus) PublishRequest(ctx context.Context, req tenant.Request, msgID stri
 	ack, err := b.js.Publish(ctx, SubjectCandidate, body, opts...)
 	if err != nil {
 		return false, fmt.Errorf("publish request for %s: %w", req.ID, unavailable(err))
+	}
+	if !ack.Duplicate {
+		b.record(ctx, tenant.Event{TenantID: req.ID, Outcome: tenant.OutcomeRequested, RequestedBy: req.RequestedBy})
 	}
 	return ack.Duplicate, nil
 }
@@ -86,6 +89,16 @@ func (b *Bus) Report(ctx context.Context, ev tenant.Event) {
 	}
 	if b.OnReport != nil {
 		b.OnReport(ev)
+	}
+	b.record(ctx, ev)
+}
+
+// record stores ev in the tenant's state and publishes it as an event,
+// logging (not returning) failures.
+func (b *Bus) record(ctx context.Context, ev tenant.Event) {
+	ev.Service = b.name
+	if ev.Time.IsZero() {
+		ev.Time = time.Now().UTC()
 	}
 	pubCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()

@@ -1,0 +1,210 @@
+// Package metrics holds the Prometheus metrics of one tenant-cleanup service
+// and the small HTTP server that exposes them with the health endpoints:
+//
+//	/metrics  the Prometheus exposition of the service's registry
+//	/healthz  200 "ok" while the process runs (liveness)
+//	/readyz   200 "ready" when the service's dependencies answer, else 503 (readiness)
+//
+// Every metric is named tenant_cleanup_* and carries the constant label
+// service="<analyzer|marker|cleaner>". Each Metrics has a registry of its own
+// (with the Go and process collectors), so tests and several services in one
+// process never collide. A nil *Metrics is valid and records nothing.
+package metrics
+
+import (
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// The metric names, as they appear in the exposition (a histogram adds the
+// _bucket, _sum and _count series to its name).
+const (
+	// TenantsTotal counts tenant outcomes: counter, label outcome
+	// (marked, draining, cleaned, refused, stuck, held, capped, paused, dead, requested).
+	TenantsTotal = "tenant_cleanup_tenants_total"
+	// DrainChecksTotal counts drain checks: counter, label result
+	// (drained, not_drained, stuck, refused, error).
+	DrainChecksTotal = "tenant_cleanup_drain_checks_total"
+	// StepDurationSeconds times the steps of the pipeline: histogram, label step.
+	StepDurationSeconds = "tenant_cleanup_step_duration_seconds"
+	// TenantsInPhase is the number of tenants in each phase: gauge, label phase.
+	TenantsInPhase = "tenant_cleanup_tenants_in_phase"
+	// OldestTenantAgeSeconds is how long the oldest tenant of each phase has
+	// been in it: gauge, label phase.
+	OldestTenantAgeSeconds = "tenant_cleanup_oldest_tenant_age_seconds"
+	// Ready is 1 when the last /readyz check passed, 0 otherwise: gauge.
+	Ready = "tenant_cleanup_ready"
+)
+
+// Names lists the names of every tenant_cleanup_* metric this package defines
+// (for dashboards and the tests that check them).
+func Names() []string {
+	return []string{TenantsTotal, DrainChecksTotal, StepDurationSeconds, TenantsInPhase, OldestTenantAgeSeconds, Ready}
+}
+
+// DrainResults are the results DrainCheck is meant to be called with; their
+// series exist (at 0) from the start so that rates are defined.
+var DrainResults = []string{"drained", "not_drained", "stuck", "refused", "error"}
+
+// StepBuckets are the step-duration histogram's upper bounds, in seconds:
+// from 1ms to 10min.
+var StepBuckets = []float64{
+	0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+	1, 2.5, 5, 10, 30, 60, 120, 300, 600,
+}
+
+// Metrics are the metrics of one service. Create it with New; its methods
+// are safe for concurrent use, and do nothing on a nil *Metrics.
+type Metrics struct {
+	service  string
+	registry *prometheus.Registry
+	tenants  *prometheus.CounterVec
+	drains   *prometheus.CounterVec
+	steps    *prometheus.HistogramVec
+	inPhase  *prometheus.GaugeVec
+	oldest   *prometheus.GaugeVec
+	ready    prometheus.Gauge
+
+	mu     sync.Mutex
+	phases map[string]bool // every phase SetPhases has seen, to reset the missing ones
+}
+
+// New creates the metrics of service (analyzer, marker or cleaner) on a
+// registry of its own, with the Go and process collectors; every series
+// carries the label service=<service>.
+func New(service string) *Metrics {
+	reg := prometheus.NewRegistry()
+	r := prometheus.WrapRegistererWith(prometheus.Labels{"service": service}, reg)
+	m := &Metrics{
+		service:  service,
+		registry: reg,
+		tenants: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: TenantsTotal,
+			Help: "Tenant outcomes (marked, draining, cleaned, refused, stuck, held, ...).",
+		}, []string{"outcome"}),
+		drains: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: DrainChecksTotal,
+			Help: "Drain checks by result (drained, not_drained, stuck, refused, error).",
+		}, []string{"result"}),
+		steps: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    StepDurationSeconds,
+			Help:    "Duration of the pipeline's steps (analysis pass, mark, drain check, drop, ...).",
+			Buckets: StepBuckets,
+		}, []string{"step"}),
+		inPhase: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: TenantsInPhase,
+			Help: "Tenants in each phase of the pipeline.",
+		}, []string{"phase"}),
+		oldest: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: OldestTenantAgeSeconds,
+			Help: "Time the oldest tenant of each phase has spent in it, in seconds (0: none).",
+		}, []string{"phase"}),
+		ready: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: Ready,
+			Help: "1 when the last /readyz check passed (databases and JetStream reachable), else 0.",
+		}),
+		phases: map[string]bool{},
+	}
+	r.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		m.tenants, m.drains, m.steps, m.inPhase, m.oldest, m.ready,
+	)
+	for _, res := range DrainResults {
+		m.drains.WithLabelValues(res)
+	}
+	return m
+}
+
+// Service is the service name the metrics were created for.
+func (m *Metrics) Service() string {
+	if m == nil {
+		return ""
+	}
+	return m.service
+}
+
+// Registry is the metrics' own registry, for a caller that registers
+// collectors of its own (they then get no service label unless they add it).
+func (m *Metrics) Registry() *prometheus.Registry {
+	if m == nil {
+		return nil
+	}
+	return m.registry
+}
+
+// Outcome counts one tenant outcome (tenant_cleanup_tenants_total{outcome}):
+// marked, draining, cleaned, refused, stuck, held, capped, paused, dead, requested.
+func (m *Metrics) Outcome(outcome string) {
+	if m == nil {
+		return
+	}
+	m.tenants.WithLabelValues(outcome).Inc()
+}
+
+// DrainCheck counts one drain check (tenant_cleanup_drain_checks_total{result}),
+// result being one of DrainResults.
+func (m *Metrics) DrainCheck(result string) {
+	if m == nil {
+		return
+	}
+	m.drains.WithLabelValues(result).Inc()
+}
+
+// ObserveStep records that step took d
+// (tenant_cleanup_step_duration_seconds{step}).
+func (m *Metrics) ObserveStep(step string, d time.Duration) {
+	if m == nil {
+		return
+	}
+	m.steps.WithLabelValues(step).Observe(d.Seconds())
+}
+
+// SetPhases sets tenant_cleanup_tenants_in_phase{phase} from count and
+// tenant_cleanup_oldest_tenant_age_seconds{phase} from oldest. A phase set by
+// an earlier call and absent from both maps now is reset to 0 (it is not
+// removed, so that its series stays continuous); a phase present in only one
+// of the maps has 0 in the other gauge.
+func (m *Metrics) SetPhases(count map[string]int, oldest map[string]time.Duration) {
+	if m == nil {
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for p := range count {
+		m.phases[p] = true
+	}
+	for p := range oldest {
+		m.phases[p] = true
+	}
+	for p := range m.phases {
+		m.inPhase.WithLabelValues(p).Set(float64(count[p]))
+		m.oldest.WithLabelValues(p).Set(oldest[p].Seconds())
+	}
+}
+
+// setReady records the result of the last readiness check.
+func (m *Metrics) setReady(ok bool) {
+	if m == nil {
+		return
+	}
+	if ok {
+		m.ready.Set(1)
+	} else {
+		m.ready.Set(0)
+	}
+}
+
+// Handler serves the metrics in the Prometheus exposition formats (/metrics).
+// On a nil *Metrics it serves an empty exposition.
+func (m *Metrics) Handler() http.Handler {
+	if m == nil {
+		return promhttp.HandlerFor(prometheus.NewRegistry(), promhttp.HandlerOpts{})
+	}
+	return promhttp.HandlerFor(m.registry, promhttp.HandlerOpts{})
+}
