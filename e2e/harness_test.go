@@ -81,6 +81,7 @@ func newWorldWith(t *testing.T, o worldOptions) *world {
 	if o.natsReplicas > 1 {
 		t.Setenv("NATS_REPLICAS", fmt.Sprint(o.natsReplicas))
 	}
+	t.Setenv("HTTP_ADDR", "") // tests that want /metrics set their own port
 	t.Setenv("DATA_PLANE_DATABASE_URL", w.dbs.DataURL)
 	t.Setenv("CONTROL_PLANE_DATABASE_URL", w.dbs.ControlURL)
 	t.Setenv("NATS_URL", natsURL)

@@ -12,6 +12,7 @@
 package metrics
 
 import (
+	"context"
 	"net/http"
 	"sync"
 	"time"
@@ -70,8 +71,9 @@ type Metrics struct {
 	oldest   *prometheus.GaugeVec
 	ready    prometheus.Gauge
 
-	mu     sync.Mutex
-	phases map[string]bool // every phase SetPhases has seen, to reset the missing ones
+	mu       sync.Mutex
+	phases   map[string]bool // every phase SetPhases has seen, to reset the missing ones
+	onScrape func(context.Context)
 }
 
 // New creates the metrics of service (analyzer, marker or cleaner) on a
@@ -200,11 +202,31 @@ func (m *Metrics) setReady(ok bool) {
 	}
 }
 
+// OnScrape registers fn to run (with the request's context) before each
+// scrape of /metrics, e.g. to refresh gauges that are costly to keep current.
+func (m *Metrics) OnScrape(fn func(context.Context)) {
+	if m == nil {
+		return
+	}
+	m.mu.Lock()
+	m.onScrape = fn
+	m.mu.Unlock()
+}
+
 // Handler serves the metrics in the Prometheus exposition formats (/metrics).
 // On a nil *Metrics it serves an empty exposition.
 func (m *Metrics) Handler() http.Handler {
 	if m == nil {
 		return promhttp.HandlerFor(prometheus.NewRegistry(), promhttp.HandlerOpts{})
 	}
-	return promhttp.HandlerFor(m.registry, promhttp.HandlerOpts{})
+	h := promhttp.HandlerFor(m.registry, promhttp.HandlerOpts{})
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		m.mu.Lock()
+		fn := m.onScrape
+		m.mu.Unlock()
+		if fn != nil {
+			fn(r.Context())
+		}
+		h.ServeHTTP(w, r)
+	})
 }

@@ -35,6 +35,8 @@ type Cleaner struct {
 	Identity string
 	Now      func() time.Time
 	Log      *slog.Logger
+	// Observe receives measurements (nil: none).
+	Observe Observer
 
 	afterStep stepHook
 }
@@ -91,12 +93,19 @@ func (c *Cleaner) handle(ctx context.Context, d *bus.Delivery) error {
 		return c.held(ctx, dc, h, now)
 	}
 
-	pre, err := c.preflight(ctx, t, id, c.Rules, now, false)
+	obs := observer(c.Observe)
+	pre, err := timed(c.Observe, "preflight", func() (checked, error) { return c.preflight(ctx, t, id, c.Rules, now, false) })
 	if err != nil {
+		if errors.Is(err, tenant.ErrRefused) {
+			obs.DrainCheck("refused")
+		} else {
+			obs.DrainCheck("error")
+		}
 		return err
 	}
-	drain, err := t.Drain(ctx, c.MaxLeftoverDocs)
+	drain, err := timed(c.Observe, "drain_check", func() (tenant.Drain, error) { return t.Drain(ctx, c.MaxLeftoverDocs) })
 	if err != nil {
+		obs.DrainCheck("error")
 		return err
 	}
 	if err := c.afterStep.after("drain-checked"); err != nil {
@@ -105,6 +114,7 @@ func (c *Cleaner) handle(ctx context.Context, d *bus.Delivery) error {
 	if !drain.Drained(c.MaxLeftoverDocs) {
 		return c.notDrained(ctx, dc, drain, now)
 	}
+	obs.DrainCheck("drained")
 	return c.clean(ctx, t, dc, pre)
 }
 
@@ -112,12 +122,14 @@ func (c *Cleaner) notDrained(ctx context.Context, dc tenant.DrainCheck, drain te
 	pairs, docs := drain.Pairs, drain.Documents
 	deadline := dc.MarkedAt.Add(c.Timeout)
 	if !now.Before(deadline) {
+		observer(c.Observe).DrainCheck("stuck")
 		c.Bus.Report(ctx, tenant.Event{TenantID: dc.ID, Outcome: tenant.OutcomeStuck, RequestedBy: dc.RequestedBy,
 			MarkedAt: &dc.MarkedAt, PairsLeft: &pairs, DocumentsLeft: &docs,
 			Reason: fmt.Sprintf("not drained %s after marking; left in place: check Onyx's connector deletion "+
 				"(deletion_failure_message of its DELETING pairs), then request it again", c.Timeout)})
 		return nil
 	}
+	observer(c.Observe).DrainCheck("not_drained")
 	next := dc
 	next.Attempt++
 	at := now.Add(tenant.CheckDelay(next.Attempt, c.CheckDelay, c.CheckMaxDelay))
@@ -159,7 +171,11 @@ func (c *Cleaner) clean(ctx context.Context, t *dataplane.Tenant, dc tenant.Drai
 	if ok, until, reason := c.Breaker.Allow(now); !ok {
 		return c.wait(ctx, dc, tenant.OutcomePaused, c.Identity, until, reason)
 	}
+	start := time.Now()
 	err := c.cleanNow(ctx, t, dc, pre)
+	if err == nil {
+		observer(c.Observe).ObserveStep("cleanup", time.Since(start))
+	}
 	switch {
 	case errors.Is(err, tenant.ErrRefused), errors.Is(err, tenant.ErrLater):
 		c.Breaker.Skip()
@@ -212,30 +228,32 @@ func (c *Cleaner) cleanNow(ctx context.Context, t *dataplane.Tenant, dc tenant.D
 	if err := c.afterStep.after("held"); err != nil {
 		return err
 	}
-	drop, err := t.Drop(ctx, recheck)
+	drop, err := timed(c.Observe, "drop_schema", func() (dataplane.DropResult, error) { return t.Drop(ctx, recheck) })
 	if err != nil {
 		return err
 	}
 	if err := c.afterStep.after("dropped"); err != nil {
 		return err
 	}
-	public, err := t.DeletePublicRows(ctx)
+	public, err := timed(c.Observe, "delete_public_rows", func() (dataplane.PublicRows, error) { return t.DeletePublicRows(ctx) })
 	if err != nil {
 		return err
 	}
 	if err := c.afterStep.after("public-rows-deleted"); err != nil {
 		return err
 	}
-	deleted, err := held.DeleteTenant(ctx, controlplane.LedgerEntry{
-		RequestedBy:        dc.RequestedBy,
-		MarkedAt:           dc.MarkedAt,
-		DocumentsAtMarking: dc.Documents,
-		UsersAtMarking:     dc.Users,
-		LastActivityAt:     pre.snap.Activity.Last(),
-		SchemaExisted:      !drop.AlreadyGone,
-		RelationsDropped:   drop.Relations,
-		PublicRowsDeleted:  public.Total(),
-		CleanedBy:          c.Identity,
+	deleted, err := timed(c.Observe, "delete_control_plane_rows", func() ([]controlplane.TableRows, error) {
+		return held.DeleteTenant(ctx, controlplane.LedgerEntry{
+			RequestedBy:        dc.RequestedBy,
+			MarkedAt:           dc.MarkedAt,
+			DocumentsAtMarking: dc.Documents,
+			UsersAtMarking:     dc.Users,
+			LastActivityAt:     pre.snap.Activity.Last(),
+			SchemaExisted:      !drop.AlreadyGone,
+			RelationsDropped:   drop.Relations,
+			PublicRowsDeleted:  public.Total(),
+			CleanedBy:          c.Identity,
+		})
 	})
 	if err != nil {
 		return err

@@ -19,6 +19,8 @@ type Marker struct {
 	// CheckDelay is DRAIN_CHECK_DELAY: the first drain check after marking.
 	CheckDelay time.Duration
 	Now        func() time.Time
+	// Observe receives measurements (nil: none).
+	Observe Observer
 
 	afterStep stepHook
 }
@@ -59,7 +61,7 @@ func (m *Marker) handle(ctx context.Context, d *bus.Delivery) error {
 		return err
 	}
 	defer t.Release()
-	pre, err := m.preflight(ctx, t, id, m.Rules, now, true)
+	pre, err := timed(m.Observe, "preflight", func() (checked, error) { return m.preflight(ctx, t, id, m.Rules, now, true) })
 	if err != nil {
 		return err
 	}
@@ -71,8 +73,10 @@ func (m *Marker) handle(ctx context.Context, d *bus.Delivery) error {
 	if err != nil {
 		return err
 	}
-	res, err := t.Mark(ctx, func(a dataplane.Activity) error {
-		return eligible(id, held.Record, held.Found, a, m.Window, m.Now())
+	res, err := timed(m.Observe, "mark", func() (dataplane.MarkResult, error) {
+		return t.Mark(ctx, func(a dataplane.Activity) error {
+			return eligible(id, held.Record, held.Found, a, m.Window, m.Now())
+		})
 	})
 	held.Release()
 	if err != nil {

@@ -27,6 +27,36 @@ type Rules struct {
 	RowLockTimeout time.Duration
 }
 
+// Observer receives the handlers' measurements (the metrics); nil is fine.
+type Observer interface {
+	// DrainCheck counts a drain check by result: drained, not_drained,
+	// stuck, refused or error.
+	DrainCheck(result string)
+	// ObserveStep records how long a step took.
+	ObserveStep(step string, d time.Duration)
+}
+
+type noObserver struct{}
+
+func (noObserver) DrainCheck(string)                 {}
+func (noObserver) ObserveStep(string, time.Duration) {}
+
+// observer returns o, or one that records nothing.
+func observer(o Observer) Observer {
+	if o == nil {
+		return noObserver{}
+	}
+	return o
+}
+
+// timed runs fn and records its duration as step.
+func timed[T any](o Observer, step string, fn func() (T, error)) (T, error) {
+	start := time.Now()
+	v, err := fn()
+	observer(o).ObserveStep(step, time.Since(start))
+	return v, err
+}
+
 // Stores are the two databases.
 type Stores struct {
 	Data    *dataplane.Store

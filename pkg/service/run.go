@@ -21,17 +21,27 @@ const rowLockTimeout = 15 * time.Second
 // clean shutdown (or when ctx ends while it is still waiting for its
 // dependencies) and an error when it cannot start.
 func RunMarker(ctx context.Context, cfg *config.Marker, log *slog.Logger) error {
+	httpCtx, stopHTTP := context.WithCancel(ctx)
+	obs, err := startObservability(httpCtx, "marker", cfg.HTTPAddr, log)
+	if err != nil {
+		stopHTTP()
+		return err
+	}
+	defer obs.wait()
+	defer stopHTTP()
 	env, err := Open(ctx, "marker", &cfg.Common, What{Data: true, Control: true, Bus: true}, log, true)
 	if err != nil {
 		return startErr(ctx, err)
 	}
 	defer env.Close()
+	obs.attach(env)
 	m := &pipeline.Marker{
 		Stores:     pipeline.Stores{Data: env.Data, Control: env.Control},
 		Rules:      pipeline.Rules{Window: tenant.Window(cfg.InactiveDays), ShardName: cfg.ShardName, RowLockTimeout: rowLockTimeout},
 		Bus:        env.Bus,
 		CheckDelay: cfg.CheckDelay,
 		Now:        time.Now,
+		Observe:    obs.metrics,
 	}
 	log.Info("marker started", "concurrency", cfg.Concurrency, "inactive_days", cfg.InactiveDays,
 		"drain_check_delay", cfg.CheckDelay.String())
@@ -43,12 +53,22 @@ func RunMarker(ctx context.Context, cfg *config.Marker, log *slog.Logger) error 
 
 // RunCleaner runs the cleaner until ctx is cancelled (see RunMarker).
 func RunCleaner(ctx context.Context, cfg *config.Cleaner, log *slog.Logger) error {
+	httpCtx, stopHTTP := context.WithCancel(ctx)
+	obs, err := startObservability(httpCtx, "cleaner", cfg.HTTPAddr, log)
+	if err != nil {
+		stopHTTP()
+		return err
+	}
+	defer obs.wait()
+	defer stopHTTP()
 	env, err := Open(ctx, "cleaner", &cfg.Common, What{Data: true, Control: true, Bus: true,
 		LockTimeout: cfg.DDLLockTimeout, DropSlots: cfg.DropSlots}, log, true)
 	if err != nil {
 		return startErr(ctx, err)
 	}
 	defer env.Close()
+	obs.attach(env)
+	obs.metrics.OnScrape(phaseExporter(env.Bus, obs.metrics, 5*time.Second, log))
 	c := &pipeline.Cleaner{
 		Stores:          pipeline.Stores{Data: env.Data, Control: env.Control},
 		Rules:           pipeline.Rules{Window: tenant.Window(cfg.InactiveDays), ShardName: cfg.ShardName, RowLockTimeout: rowLockTimeout},
@@ -78,11 +98,24 @@ func RunCleaner(ctx context.Context, cfg *config.Cleaner, log *slog.Logger) erro
 // cancelled, or a single pass with once (whose failure it returns). The
 // summary goes to out.
 func RunAnalyzer(ctx context.Context, cfg *config.Analyzer, once bool, out io.Writer, log *slog.Logger) error {
+	addr := cfg.HTTPAddr
+	if once {
+		addr = "" // a single pass serves nothing
+	}
+	httpCtx, stopHTTP := context.WithCancel(ctx)
+	obs, err := startObservability(httpCtx, "analyzer", addr, log)
+	if err != nil {
+		stopHTTP()
+		return err
+	}
+	defer obs.wait()
+	defer stopHTTP()
 	env, err := Open(ctx, "analyzer", &cfg.Common, What{Data: true, Control: true, Bus: true}, log, !once)
 	if err != nil {
 		return startErr(ctx, err)
 	}
 	defer env.Close()
+	obs.attach(env)
 	a := &analyzer.Analyzer{Data: env.Data, Control: env.Control, Bus: env.Bus, InactiveDays: cfg.InactiveDays,
 		ReportDir: cfg.ReportDir, Workers: int(cfg.DBMaxConns), Out: out, Now: time.Now, Log: log}
 	if once {
