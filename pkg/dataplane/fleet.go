@@ -2,14 +2,15 @@ package dataplane
 
 import (
 	"context"
+	"encoding/binary"
+	"errors"
 	"fmt"
 	"slices"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/tenantcleanup/tenant-cleanup/pkg/tenant"
 )
@@ -65,14 +66,13 @@ type TenantActivity struct {
 	Gone bool
 }
 
-// activityBatch is how many tenant schemas one statement reads. Each
-// statement is its own short transaction, so no transaction ever spans more
-// than this many tenants or holds their locks for longer than one read.
+// activityBatch is how many tenant schemas one worker reads per round trip.
+// They are pipelined, each read its own statement and its own implicit
+// transaction (a Sync after each), so no transaction ever spans two tenants.
 const activityBatch = 50
 
 // Activities reads the activity of the given schemas (those with all
-// required tables), activityBatch tenants per statement on up to workers
-// connections at once, in the order given.
+// required tables) on up to workers connections at once, in the order given.
 func (s *Store) Activities(ctx context.Context, schemas []SchemaInfo, workers int) ([]TenantActivity, error) {
 	var readable []SchemaInfo
 	for _, sc := range schemas {
@@ -120,65 +120,105 @@ func (s *Store) Activities(ctx context.Context, schemas []SchemaInfo, workers in
 	return out, nil
 }
 
-// readBatch reads a batch with one UNION ALL statement; if a schema of the
-// batch vanished meanwhile, it reads the batch tenant by tenant instead.
+// readBatch reads a batch in one round trip: every tenant's activity query
+// is sent in pipeline mode followed by its own Sync, and the results (in
+// binary format) are read back in order. A schema that vanished meanwhile is
+// reported Gone.
 func (s *Store) readBatch(ctx context.Context, batch []SchemaInfo, out []TenantActivity) error {
-	var sb strings.Builder
-	args := make([]any, len(batch))
-	for i, sc := range batch {
-		if i > 0 {
-			sb.WriteString("\nUNION ALL\n")
-		}
-		args[i] = string(sc.ID)
-		sb.WriteString("SELECT $" + strconv.Itoa(i+1) + "::text, a.* FROM (" + activityQuery(sc.ID, sc.HasCraft) + ") a")
-	}
-	rows, err := s.pool.Query(ctx, sb.String(), args...)
-	if err == nil {
-		idx := map[tenant.ID]int{}
-		for i, sc := range batch {
-			idx[sc.ID] = i
-		}
-		err = scanActivities(rows, func(id tenant.ID, a Activity) {
-			out[idx[id]] = TenantActivity{ID: id, Activity: a}
-		})
-	}
-	if err == nil || !isGone(err) {
+	conn, err := s.pool.Acquire(ctx)
+	if err != nil {
 		return err
 	}
+	defer conn.Release()
+	p := conn.Conn().PgConn().StartPipeline(ctx)
+	binary := []int16{1}
+	for _, sc := range batch {
+		p.SendQueryParams(activityQuery(sc.ID, sc.HasCraft), nil, nil, nil, binary)
+		p.SendPipelineSync()
+	}
+	if err := p.Flush(); err != nil {
+		p.Close()
+		return err
+	}
+	var firstErr error
 	for i, sc := range batch {
-		a, err := readActivity(ctx, s.pool, sc.ID, sc.HasCraft)
+		a, gone, err := readPipelined(p)
 		switch {
-		case isGone(err):
+		case err != nil && firstErr == nil:
+			firstErr = err
+		case gone:
 			out[i] = TenantActivity{ID: sc.ID, Gone: true}
-		case err != nil:
-			return err
 		default:
 			out[i] = TenantActivity{ID: sc.ID, Activity: a}
 		}
 	}
-	return nil
+	if err := p.Close(); err != nil && firstErr == nil {
+		firstErr = err
+	}
+	return firstErr
 }
 
-func scanActivities(rows pgx.Rows, fn func(tenant.ID, Activity)) error {
-	defer rows.Close()
-	for rows.Next() {
-		var (
-			name                 string
-			a                    Activity
-			lastQuery, lastCraft *time.Time
-		)
-		if err := rows.Scan(&name, &lastQuery, &lastCraft, &a.Documents, &a.Users); err != nil {
-			return err
+// readPipelined reads one activity result and its Sync from the pipeline.
+func readPipelined(p *pgconn.Pipeline) (Activity, bool, error) {
+	var (
+		a    Activity
+		gone bool
+	)
+	res, err := p.GetResults()
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) { // the statement failed before running (e.g. its schema is gone)
+		if _, serr := p.GetResults(); serr != nil { // its Sync
+			return a, false, serr
 		}
-		if lastQuery != nil {
-			a.LastQuery = *lastQuery
+		if isGone(err) {
+			return a, true, nil
 		}
-		if lastCraft != nil {
-			a.LastCraft = *lastCraft
-		}
-		fn(tenant.ID(name), a)
+		return a, false, err
 	}
-	return rows.Err()
+	if err != nil {
+		return a, false, err
+	}
+	rr, ok := res.(*pgconn.ResultReader)
+	if !ok {
+		return a, false, fmt.Errorf("pipeline: unexpected %T", res)
+	}
+	result := rr.Read()
+	switch {
+	case isGone(result.Err):
+		gone = true
+	case result.Err != nil:
+		err = result.Err
+	case len(result.Rows) != 1 || len(result.Rows[0]) != 4:
+		err = fmt.Errorf("activity query returned %d rows", len(result.Rows))
+	default:
+		row := result.Rows[0]
+		a.LastQuery, a.LastCraft = binaryTimestamptz(row[0]), binaryTimestamptz(row[1])
+		a.Documents, a.Users = binaryInt8(row[2]), binaryInt8(row[3])
+	}
+	if _, serr := p.GetResults(); serr != nil && err == nil { // the statement's Sync
+		err = serr
+	}
+	return a, gone, err
+}
+
+// pgEpoch is where PostgreSQL's binary timestamps count from.
+var pgEpoch = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
+
+// binaryTimestamptz decodes a binary timestamptz (microseconds since 2000);
+// NULL is the zero time.
+func binaryTimestamptz(b []byte) time.Time {
+	if len(b) != 8 {
+		return time.Time{}
+	}
+	return pgEpoch.Add(time.Duration(int64(binary.BigEndian.Uint64(b))) * time.Microsecond)
+}
+
+// binaryInt8 decodes a binary bigint; NULL is 0.
+func binaryInt8(b []byte) int64 {
+	if len(b) != 8 {
+		return 0
+	}
+	return int64(binary.BigEndian.Uint64(b))
 }
 
 // TenantsWithPublicRows lists the valid tenant ids that have rows in the

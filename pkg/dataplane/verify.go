@@ -1,0 +1,82 @@
+package dataplane
+
+import (
+	"context"
+	"fmt"
+)
+
+// PublicTables are the shared public tables holding a tenant's rows, in the
+// order tenantctl verify reports them.
+var PublicTables = []string{
+	"user_tenant_mapping",
+	"user_tenant_mapping_oauth_account",
+	"tenant_shard",
+	"tenant_anonymous_user_path",
+	"tenant_invite_counter",
+	"tenant_sso_domain",
+}
+
+// Inventory is what the data plane holds of every tenant, read in bulk for
+// tenantctl verify. Tenant ids are kept as stored, valid or not: the caller
+// validates them, and they are never used to build a statement.
+type Inventory struct {
+	// Schemas maps every schema named like a tenant (tenant_…) to whether
+	// this pipeline began dropping it.
+	Schemas map[string]bool
+	// PublicRows maps a tenant id to its row count per table of PublicTables
+	// (tables without rows are absent).
+	PublicRows map[string]map[string]int64
+	// Shards maps a tenant id to the shard its public.tenant_shard row names.
+	Shards map[string]string
+}
+
+// Inventory reads the tenant schemas and, with one grouped scan per table,
+// the tenants' rows in the shared public tables.
+func (s *Store) Inventory(ctx context.Context) (*Inventory, error) {
+	inv := &Inventory{Schemas: map[string]bool{}, PublicRows: map[string]map[string]int64{}, Shards: map[string]string{}}
+	rows, err := s.pool.Query(ctx, query("verify_schemas", ""))
+	if err != nil {
+		return nil, fmt.Errorf("data plane: list tenant schemas: %w", err)
+	}
+	for rows.Next() {
+		var (
+			name        string
+			dropStarted bool
+		)
+		if err := rows.Scan(&name, &dropStarted); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("data plane: list tenant schemas: %w", err)
+		}
+		inv.Schemas[name] = dropStarted
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("data plane: list tenant schemas: %w", err)
+	}
+
+	rows, err = s.pool.Query(ctx, query("verify_public_rows", ""))
+	if err != nil {
+		return nil, fmt.Errorf("data plane: count public rows: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var (
+			table, id string
+			n         int64
+			shard     *string
+		)
+		if err := rows.Scan(&table, &id, &n, &shard); err != nil {
+			return nil, fmt.Errorf("data plane: count public rows: %w", err)
+		}
+		if inv.PublicRows[id] == nil {
+			inv.PublicRows[id] = map[string]int64{}
+		}
+		inv.PublicRows[id][table] += n
+		if shard != nil {
+			inv.Shards[id] = *shard
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("data plane: count public rows: %w", err)
+	}
+	return inv, nil
+}
