@@ -10,7 +10,10 @@
 // listening port.
 //
 // The bastion's host key is always verified against a known_hosts file; an
-// unknown or changed key is refused with an error wrapping [ErrHostKey].
+// unknown or changed key is refused with an error wrapping [ErrHostKey]. The
+// file is read again before every connection attempt, so an operator who
+// fixes it (after a bastion was rebuilt, say) does not have to restart the
+// service: the next attempt uses the corrected file.
 //
 // Use it with pgx by setting the DialFunc of a pgconn.Config, together with a
 // LookupFunc that returns the host unchanged so that the database host name is
@@ -106,7 +109,7 @@ type Dialer struct {
 	knownHostsFile string
 	keepAlive      time.Duration
 	dialTimeout    time.Duration
-	sshConfig      *ssh.ClientConfig
+	auth           []ssh.AuthMethod
 	log            *slog.Logger
 
 	// connecting is a one-slot semaphore serialising the establishment of
@@ -119,6 +122,9 @@ type Dialer struct {
 	closed            bool
 	connects          int // successful SSH connections so far
 	keepaliveFailures int // connections dropped because a keepalive failed
+	// hostKeyAlgorithms are the algorithms derived from the known_hosts
+	// file when it was last read.
+	hostKeyAlgorithms []string
 }
 
 // session is one SSH connection to the bastion together with its monitors.
@@ -131,6 +137,9 @@ type session struct {
 // New validates cfg, reads the private key and the known_hosts file and
 // returns a Dialer. It does not contact the bastion: the SSH connection is
 // opened on the first DialContext. A nil log discards log output.
+//
+// The known_hosts file is read here only to report a missing or malformed
+// file at start; every connection attempt reads it again.
 //
 // Errors name the offending file and environment variable but never contain
 // key material or the passphrase.
@@ -180,9 +189,9 @@ func New(cfg Config, log *slog.Logger) (*Dialer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("bastion: known_hosts file (BASTION_KNOWN_HOSTS): %w", err)
 	}
-	hostKeyCallback, hostKeyAlgorithms, err := loadKnownHosts(knownHostsFile, hostport)
+	_, hostKeyAlgorithms, err := loadKnownHosts(knownHostsFile, hostport)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("bastion: reading known_hosts file (BASTION_KNOWN_HOSTS): %w", err)
 	}
 
 	d := &Dialer{
@@ -191,16 +200,33 @@ func New(cfg Config, log *slog.Logger) (*Dialer, error) {
 		knownHostsFile: knownHostsFile,
 		keepAlive:      keepAlive,
 		dialTimeout:    dialTimeout,
+		auth:           []ssh.AuthMethod{ssh.PublicKeys(signer)},
 		log:            log.With("bastion", hostport),
 		connecting:     make(chan struct{}, 1),
-	}
-	d.sshConfig = &ssh.ClientConfig{
-		User:              user,
-		Auth:              []ssh.AuthMethod{ssh.PublicKeys(signer)},
-		HostKeyCallback:   d.hostKeyChecker(hostKeyCallback),
-		HostKeyAlgorithms: hostKeyAlgorithms,
+
+		hostKeyAlgorithms: hostKeyAlgorithms,
 	}
 	return d, nil
+}
+
+// clientConfig reads the known_hosts file afresh and returns the SSH client
+// configuration for one connection attempt. An unreadable or malformed file
+// is a host key verification failure (wrapping ErrHostKey): the key cannot
+// be verified, so nothing is sent to the bastion.
+func (d *Dialer) clientConfig() (*ssh.ClientConfig, error) {
+	callback, algos, err := loadKnownHosts(d.knownHostsFile, d.hostport)
+	if err != nil {
+		return nil, fmt.Errorf("%w for %s: cannot read known_hosts file (BASTION_KNOWN_HOSTS): %w", ErrHostKey, d.hostport, err)
+	}
+	d.mu.Lock()
+	d.hostKeyAlgorithms = algos
+	d.mu.Unlock()
+	return &ssh.ClientConfig{
+		User:              d.user,
+		Auth:              d.auth,
+		HostKeyCallback:   d.hostKeyChecker(callback),
+		HostKeyAlgorithms: algos,
+	}, nil
 }
 
 // DialContext connects to addr (for example "db.internal:5432") from the
@@ -309,9 +335,13 @@ func (d *Dialer) session(ctx context.Context) (s *session, fresh bool, err error
 	return s, true, nil
 }
 
-// connect dials the bastion and performs the SSH handshake, both bounded by
-// ctx and the dial timeout.
+// connect reads the known_hosts file, dials the bastion and performs the
+// SSH handshake, the last two bounded by ctx and the dial timeout.
 func (d *Dialer) connect(ctx context.Context) (*ssh.Client, error) {
+	sshConfig, err := d.clientConfig()
+	if err != nil {
+		return nil, err
+	}
 	ctx, cancel := context.WithTimeout(ctx, d.dialTimeout)
 	defer cancel()
 
@@ -325,7 +355,7 @@ func (d *Dialer) connect(ctx context.Context) (*ssh.Client, error) {
 	// Cancelling ctx interrupts the handshake by expiring the deadline.
 	stop := context.AfterFunc(ctx, func() { _ = raw.SetDeadline(time.Unix(1, 0)) })
 
-	conn, chans, reqs, err := ssh.NewClientConn(raw, d.hostport, d.sshConfig)
+	conn, chans, reqs, err := ssh.NewClientConn(raw, d.hostport, sshConfig)
 	if !stop() && err == nil {
 		// ctx ended just as the handshake completed; honour it.
 		conn.Close()

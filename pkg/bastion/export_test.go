@@ -24,7 +24,10 @@ func (d *Dialer) KeepaliveFailures() int {
 	return d.keepaliveFailures
 }
 
-// HostKeyAlgorithms returns the host key algorithms derived from known_hosts.
+// HostKeyAlgorithms returns the host key algorithms derived from known_hosts
+// when it was last read.
 func (d *Dialer) HostKeyAlgorithms() []string {
-	return d.sshConfig.HostKeyAlgorithms
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.hostKeyAlgorithms
 }

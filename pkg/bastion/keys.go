@@ -53,11 +53,12 @@ func redact(msg, secret string) string {
 
 // loadKnownHosts reads the known_hosts file and returns the host key callback
 // together with the host key algorithms matching the keys it lists for
-// hostport (nil when it lists none, leaving the library defaults).
+// hostport (nil when it lists none, leaving the library defaults). Its error
+// names the file (a known_hosts file holds only public keys).
 func loadKnownHosts(path, hostport string) (ssh.HostKeyCallback, []string, error) {
 	callback, err := knownhosts.New(path)
 	if err != nil {
-		return nil, nil, fmt.Errorf("bastion: reading known_hosts file (BASTION_KNOWN_HOSTS): %w", err)
+		return nil, nil, err
 	}
 	return callback, hostKeyAlgorithms(callback, hostport), nil
 }

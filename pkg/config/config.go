@@ -37,7 +37,7 @@ type Bastion struct {
 	PEMFile           string `envconfig:"PEM_FILE_LOCATION" desc:"private key for the bastion (ed25519, RSA or ECDSA)"`
 	BastionPort       int    `envconfig:"BASTION_PORT" default:"22" desc:"bastion SSH port"`
 	BastionUser       string `envconfig:"BASTION_USER" default:"ec2-user" desc:"bastion SSH user"`
-	BastionKnownHosts string `envconfig:"BASTION_KNOWN_HOSTS" default:"~/.ssh/known_hosts" desc:"known_hosts file; the bastion's host key is always verified"`
+	BastionKnownHosts string `envconfig:"BASTION_KNOWN_HOSTS" default:"~/.ssh/known_hosts" desc:"known_hosts file; the bastion's host key is always verified (the file is re-read on every connection attempt)"`
 	BastionPassphrase string `envconfig:"BASTION_KEY_PASSPHRASE" secret:"true" desc:"passphrase of an encrypted PEM_FILE_LOCATION key"`
 }
 

@@ -59,7 +59,8 @@ const (
 )
 
 // SSHD is a running test sshd. Its exported fields describe how to reach it
-// and are fixed for its lifetime, across Restart.
+// and are fixed for its lifetime, across Restart, except HostKey, which
+// ChangeHostKey replaces (together with the contents of KnownHostsFile).
 type SSHD struct {
 	// Addr is the address sshd listens on, "127.0.0.1:<Port>".
 	Addr string
@@ -350,6 +351,25 @@ func (s *SSHD) Restart(t testing.TB) {
 	s.Stop()
 	if err := s.start(); err != nil {
 		t.Fatalf("bastiontest: restarting sshd: %v\nsshd output:\n%s", err, s.Log())
+	}
+}
+
+// ChangeHostKey gives the server a new ed25519 host key, as when a bastion
+// is rebuilt, and restarts it on the same port. HostKey and the contents of
+// KnownHostsFile change to the new key, so a copy of KnownHostsFile taken
+// before now fails verification with a key mismatch, and copying
+// KnownHostsFile again fixes it (what an operator does after checking the
+// new fingerprint). Call it from the test's goroutine: it is not safe to
+// call concurrently with reads of HostKey.
+func (s *SSHD) ChangeHostKey(t testing.TB) {
+	t.Helper()
+	hostKey, hostPriv := mustEd25519(t)
+	s.Stop()
+	writePrivateKey(t, s.HostKeyFile, hostPriv, false, "")
+	s.HostKey = hostKey
+	writeFile(t, s.KnownHostsFile, []byte(knownhosts.Line([]string{s.Addr}, s.HostKey)+"\n"), 0o600)
+	if err := s.start(); err != nil {
+		t.Fatalf("bastiontest: restarting sshd with a new host key: %v\nsshd output:\n%s", err, s.Log())
 	}
 }
 
