@@ -168,11 +168,14 @@ func redactURL(url string) string {
 	return url
 }
 
+// ErrServerTooOld is wrapped when the NATS server lacks message scheduling.
+var ErrServerTooOld = errors.New("nats-server too old")
+
 // checkVersion refuses servers older than MinServerVersion.
 func checkVersion(v string) error {
 	if !versionAtLeast(v, MinServerVersion) {
-		return fmt.Errorf("server version is %s, but tenant cleanup needs %s or newer (JetStream message scheduling); "+
-			"run a newer nats-server", v, MinServerVersion)
+		return fmt.Errorf("%w: server version is %s, but tenant cleanup needs %s or newer (JetStream message scheduling); "+
+			"run a newer nats-server", ErrServerTooOld, v, MinServerVersion)
 	}
 	return nil
 }
@@ -216,8 +219,8 @@ func (b *Bus) ensureStreams(ctx context.Context, replicas int) error {
 	// An old server ignores settings it does not know: believe only what it
 	// reports back.
 	if info := work.CachedInfo(); info == nil || !info.Config.AllowMsgSchedules {
-		return fmt.Errorf("stream %s: the server did not enable message scheduling; it needs nats-server %s or newer",
-			StreamWork, MinServerVersion)
+		return fmt.Errorf("%w: stream %s: the server did not enable message scheduling; it needs nats-server %s or newer",
+			ErrServerTooOld, StreamWork, MinServerVersion)
 	}
 	b.work = work
 	if _, err := b.stream(ctx, jetstream.StreamConfig{

@@ -13,7 +13,6 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 	"time"
 
@@ -69,13 +68,14 @@ func Identity(service string) string {
 }
 
 // Retry calls fn until it succeeds or ctx ends, backing off up to 30s and
-// logging each failure. Services use it to wait for their dependencies at
+// logging each failure; a nats-server without message scheduling or bad
+// database credentials end it at once. Services use it to wait for their dependencies at
 // start instead of crashing while a database or JetStream is restarting.
 func Retry(ctx context.Context, log *slog.Logger, what string, fn func(context.Context) error) error {
 	delay := 500 * time.Millisecond
 	for {
 		err := fn(ctx)
-		if err == nil || errors.Is(err, errPermanent) || pgerr.BadCredentials(err) {
+		if err == nil || errors.Is(err, bus.ErrServerTooOld) || pgerr.BadCredentials(err) {
 			return err
 		}
 		if ctx.Err() != nil {
@@ -170,9 +170,6 @@ func Open(ctx context.Context, name string, cfg *config.Common, what What, log *
 	if what.Bus {
 		if err := try("connect to JetStream", func(ctx context.Context) (err error) {
 			env.Bus, err = bus.Connect(ctx, cfg.NATSURL, bus.Options{Name: name, Replicas: cfg.NATSReplicas, Log: log})
-			if err != nil && strings.Contains(err.Error(), "needs "+bus.MinServerVersion) {
-				return errors.Join(err, errPermanent)
-			}
 			return err
 		}); err != nil {
 			return fail(err)
@@ -181,5 +178,3 @@ func Open(ctx context.Context, name string, cfg *config.Common, what What, log *
 	}
 	return env, nil
 }
-
-var errPermanent = errors.New("not retried")
