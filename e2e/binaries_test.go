@@ -153,7 +153,7 @@ func TestOldNATSServerIsRefused(t *testing.T) {
 	bin := binaries(t)
 	dbs := testenv.NewDatabases(t)
 	code, _, stderr := run(t, filepath.Join(bin, "marker"), []string{"DATA_PLANE_DATABASE_URL=" + dbs.DataURL,
-		"CONTROL_PLANE_DATABASE_URL=" + dbs.ControlURL, "NATS_URL=nats://127.0.0.1:4222"})
+		"CONTROL_PLANE_DATABASE_URL=" + dbs.ControlURL, "NATS_URL=nats://127.0.0.1:4222", "HTTP_ADDR="})
 	if code != 1 || !strings.Contains(stderr, "2.12.0 or newer") || !strings.Contains(stderr, "server version is 2.") {
 		t.Errorf("marker against the 2.9 server: exit %d, %s", code, stderr)
 	}

@@ -56,7 +56,6 @@ type Common struct {
 	InactiveDays int    `envconfig:"INACTIVE_DAYS" default:"90" desc:"the inactivity window, in days"`
 	DBMaxConns   int32  `envconfig:"DB_MAX_CONNS" default:"4" desc:"connections per database per replica"`
 	LogLevel     string `envconfig:"LOG_LEVEL" default:"info" desc:"debug, info, warn or error"`
-	HTTPAddr     string `envconfig:"HTTP_ADDR" default:":9090" desc:"serves /metrics, /healthz and /readyz (empty: off)"`
 }
 
 // Consumer tunes how a service consumes its work.
@@ -76,6 +75,7 @@ type Drain struct {
 // Analyzer is the analyzer's configuration.
 type Analyzer struct {
 	Common
+	HTTPAddr  string        `envconfig:"HTTP_ADDR" default:":9090" desc:"serves /metrics, /healthz and /readyz (empty: off; --once serves nothing)"`
 	Interval  time.Duration `envconfig:"ANALYZER_INTERVAL" default:"24h" desc:"time between analysis passes"`
 	ReportDir string        `envconfig:"ANALYZER_REPORT_DIR" default:"." desc:"directory the candidate CSV report is written to"`
 }
@@ -85,7 +85,8 @@ type Marker struct {
 	Common
 	Drain
 	Consumer
-	Concurrency int `envconfig:"MARKER_CONCURRENCY" default:"2" desc:"tenants marked at once by one replica"`
+	HTTPAddr    string `envconfig:"HTTP_ADDR" default:":9091" desc:"serves /metrics, /healthz and /readyz (empty: off)"`
+	Concurrency int    `envconfig:"MARKER_CONCURRENCY" default:"2" desc:"tenants marked at once by one replica"`
 }
 
 // Cleaner is the cleaner's configuration.
@@ -93,6 +94,7 @@ type Cleaner struct {
 	Common
 	Drain
 	Consumer
+	HTTPAddr       string        `envconfig:"HTTP_ADDR" default:":9092" desc:"serves /metrics, /healthz and /readyz (empty: off)"`
 	Concurrency    int           `envconfig:"CLEANER_CONCURRENCY" default:"2" desc:"tenants checked or cleaned at once by one replica"`
 	DDLLockTimeout time.Duration `envconfig:"DDL_LOCK_TIMEOUT" default:"2s" desc:"lock_timeout for DROP; on timeout the tenant is retried soon"`
 	DropSlots      int           `envconfig:"DROP_CONCURRENCY" default:"2" desc:"drop transactions at once across all replicas (bounds the locks they hold)"`

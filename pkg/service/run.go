@@ -84,6 +84,7 @@ func RunCleaner(ctx context.Context, cfg *config.Cleaner, log *slog.Logger) erro
 		Identity: Identity("cleaner"),
 		Now:      time.Now,
 		Log:      log,
+		Observe:  obs.metrics,
 	}
 	log.Info("cleaner started", "concurrency", cfg.Concurrency, "inactive_days", cfg.InactiveDays,
 		"drain_timeout", cfg.Timeout.String(), "max_leftover_docs", cfg.MaxLeftoverDocs,
