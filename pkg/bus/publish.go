@@ -19,6 +19,7 @@ func (b *Bus) PublishRequest(ctx context.Context, req tenant.Request, msgID stri
 	if err != nil {
 		return false, err
 	}
+	at := time.Now().UTC() // before publishing: the request precedes whatever the marker reports
 	var opts []jetstream.PublishOpt
 	if msgID != "" {
 		opts = append(opts, jetstream.WithMsgID(msgID))
@@ -28,7 +29,7 @@ func (b *Bus) PublishRequest(ctx context.Context, req tenant.Request, msgID stri
 		return false, fmt.Errorf("publish request for %s: %w", req.ID, unavailable(err))
 	}
 	if !ack.Duplicate {
-		b.record(ctx, tenant.Event{TenantID: req.ID, Outcome: tenant.OutcomeRequested, RequestedBy: req.RequestedBy})
+		b.record(ctx, tenant.Event{TenantID: req.ID, Outcome: tenant.OutcomeRequested, RequestedBy: req.RequestedBy, Time: at})
 	}
 	return ack.Duplicate, nil
 }

@@ -277,28 +277,32 @@ func nullTime(t time.Time) any {
 
 // LedgerEntry reads one tenant's ledger row; found is false when it has none.
 func (s *Store) LedgerEntry(ctx context.Context, id tenant.ID) (LedgerEntry, bool, error) {
-	rows, err := s.pool.Query(ctx, query("ledger_select")+" WHERE tenant_id = $1", string(id))
-	if err != nil {
-		return LedgerEntry{}, false, fmt.Errorf("control plane: read ledger: %w", err)
-	}
-	entries, err := collectLedger(rows)
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) && pgErr.Code == "42P01" { // no ledger yet: nothing cleaned
-		return LedgerEntry{}, false, nil
-	}
+	entries, err := s.readLedger(ctx, " WHERE tenant_id = $1", string(id))
 	if err != nil || len(entries) == 0 {
 		return LedgerEntry{}, false, err
 	}
 	return entries[0], true, nil
 }
 
-// Ledger reads the whole ledger, oldest cleanup first.
+// Ledger reads the whole ledger, oldest cleanup first. A control plane
+// without a ledger table has cleaned nothing.
 func (s *Store) Ledger(ctx context.Context) ([]LedgerEntry, error) {
-	rows, err := s.pool.Query(ctx, query("ledger_select")+" ORDER BY cleaned_at, tenant_id")
+	return s.readLedger(ctx, " ORDER BY cleaned_at, tenant_id")
+}
+
+func (s *Store) readLedger(ctx context.Context, clause string, args ...any) ([]LedgerEntry, error) {
+	rows, err := s.pool.Query(ctx, query("ledger_select")+clause, args...)
+	var entries []LedgerEntry
+	if err == nil {
+		entries, err = collectLedger(rows)
+	}
+	if NoLedger(err) { // no ledger yet: nothing cleaned
+		return nil, nil
+	}
 	if err != nil {
 		return nil, fmt.Errorf("control plane: read ledger: %w", err)
 	}
-	return collectLedger(rows)
+	return entries, nil
 }
 
 func collectLedger(rows pgx.Rows) ([]LedgerEntry, error) {

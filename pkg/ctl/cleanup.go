@@ -7,41 +7,70 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/tenantcleanup/tenant-cleanup/pkg/bus"
-	"github.com/tenantcleanup/tenant-cleanup/pkg/config"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/tenant"
 )
+
+const cleanupHelp = `
+Validates every tenant id first (tenant_<lower-case uuid>, tenant_i-<hex> or
+tenant_dev); if one is invalid it says why, publishes nothing and exits 1.
+Otherwise it publishes one request per tenant (duplicates once) on
+` + bus.SubjectCandidate + `, requested by tenantctl:$USER@host, and the tenant
+is recorded as "requested". The marker and the cleaner then check and clean each one
+exactly as they do the analyzer's candidates: a tenant that is not eligible is
+refused.
+
+--wait follows the requests to their end: a progress bar (one line redrawn on
+a terminal; otherwise one line per tenant as it finishes) until every tenant is
+cleaned, refused, stuck, held or dead, then a table of each tenant's outcome
+and reason. Marked, draining, capped and paused are progress. Draining waits
+for Onyx to delete the documents, which can take hours: --timeout bounds the
+wait (0 = forever). Interrupting the wait (Ctrl-C) leaves the requests
+published and the pipeline working on them.
+
+Exit status: 0 published (with --wait: every tenant cleaned); 1 an invalid id
+(nothing published), NATS failed, or with --wait a tenant ended otherwise than
+cleaned or the timeout passed (the unfinished are listed); 2 no ids or bad
+flags or configuration; 130 interrupted.`
+
+// publishers bounds the requests published at once.
+const publishers = 16
 
 // runCleanup validates every requested id first and publishes only when all
 // are valid: an invalid request is refused with its reason, the exit status
 // is 1 and nothing is published.
-func runCleanup(ctx context.Context, c *CLI, args []string) int {
+func runCleanup(ctx context.Context, c *CLI, cmd *command, args []string) int {
 	var (
-		cfg     config.NATS
+		spec    natsSpec
 		csvPath string
+		wait    bool
+		timeout time.Duration
 	)
-	fs, code, ok := c.flags("cleanup", "TENANT_ID… | --csv FILE", &cfg, args, func(fs *flag.FlagSet) {
-		fs.StringVar(&csvPath, "csv", "", "read tenant ids from the tenant_id column of this CSV file")
+	raw, code, ok := c.parse(cmd, args, &spec, func(fs *flag.FlagSet) {
+		fs.StringVar(&csvPath, "csv", "", "read tenant ids from the tenant_id column of this CSV `FILE`")
+		fs.BoolVar(&wait, "wait", false, "follow the requests until each tenant is cleaned, refused, stuck, held or dead")
+		fs.DurationVar(&timeout, "timeout", 0, "with --wait: give up after this long, listing the unfinished (0 = wait forever)")
 	})
 	if !ok {
 		return code
 	}
-	raw := fs.Args()
+	if timeout < 0 || (timeout > 0 && !wait) {
+		return c.usageError(cmd, "--timeout must be positive and goes with --wait")
+	}
 	if csvPath != "" {
 		ids, err := readCSV(csvPath)
 		if err != nil {
 			c.errorf("%v; nothing was published", err)
-			return 1
+			return exitFailed
 		}
 		raw = append(raw, ids...)
 	}
 	if len(raw) == 0 {
-		c.errorf("no tenant ids given: tenantctl cleanup TENANT_ID… or tenantctl cleanup --csv FILE")
-		return 2
+		return c.usageError(cmd, "no tenant ids given: tenantctl cleanup TENANT_ID… or tenantctl cleanup --csv FILE")
 	}
 	ids, invalid := validate(raw)
 	if invalid > 0 {
@@ -49,27 +78,84 @@ func runCleanup(ctx context.Context, c *CLI, args []string) int {
 			c.errorf("%s", line)
 		}
 		c.errorf("refused %d of %d requests; nothing was published. Fix or remove them and run again.", invalid, len(raw))
-		return 1
+		return exitFailed
 	}
-	if !c.loadEnv(&cfg) {
-		return 2
+	if !c.loadEnv(cmd, &spec) {
+		return exitUsage
 	}
-	b, err := bus.Connect(ctx, cfg.NATSURL, bus.Options{Name: "tenantctl", Replicas: cfg.NATSReplicas, NoUpdate: true, Log: slog.New(slog.DiscardHandler)})
+	b, err := connectBus(ctx, spec.NATS)
 	if err != nil {
 		c.errorf("%v; nothing was published", err)
-		return 1
+		return exitFailed
 	}
 	defer b.Close()
-	by := requester()
-	now := time.Now().UTC()
-	for i, id := range ids.valid {
-		if _, err := b.PublishRequest(ctx, tenant.Request{ID: id, RequestedBy: by, RequestedAt: now}, ""); err != nil {
-			c.errorf("%v; published %d of %d requests (publishing the rest again is safe)", err, i, len(ids.valid))
-			return 1
+	var events *follower
+	if wait {
+		// Follow from before publishing, so that no outcome is missed.
+		if events, err = follow(ctx, b); err != nil {
+			c.errorf("%v; nothing was published", err)
+			return exitFailed
 		}
+		defer events.stop()
+	}
+	published, err := publish(ctx, b, ids.valid, requester())
+	if err != nil {
+		c.errorf("%v; published %d of %d requests (publishing them all again is safe)", err, published, len(ids.valid))
+		if ctx.Err() != nil {
+			return exitInterrupted
+		}
+		return exitFailed
 	}
 	fmt.Fprintf(c.Stdout, "published %d cleanup request(s) on %s\n", len(ids.valid), bus.SubjectCandidate)
-	return 0
+	if !wait {
+		return exitOK
+	}
+	return c.waitFor(ctx, events, ids.valid, timeout)
+}
+
+// publish publishes a request for each tenant (which records it as
+// requested), a few at a time; it stops at the first error and returns how
+// many were published.
+func publish(ctx context.Context, b *bus.Bus, ids []tenant.ID, by string) (int, error) {
+	var (
+		mu        sync.Mutex
+		published int
+		firstErr  error
+		wg        sync.WaitGroup
+		next      = make(chan tenant.ID)
+	)
+	now := time.Now().UTC()
+	for range min(publishers, len(ids)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for id := range next {
+				_, err := b.PublishRequest(ctx, tenant.Request{ID: id, RequestedBy: by, RequestedAt: now}, "")
+				mu.Lock()
+				if err == nil {
+					published++
+				} else if firstErr == nil {
+					firstErr = err
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	for _, id := range ids {
+		mu.Lock()
+		stop := firstErr != nil
+		mu.Unlock()
+		if stop || ctx.Err() != nil {
+			break
+		}
+		next <- id
+	}
+	close(next)
+	wg.Wait()
+	if firstErr == nil && ctx.Err() != nil {
+		firstErr = ctx.Err()
+	}
+	return published, firstErr
 }
 
 type validated struct {

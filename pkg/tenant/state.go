@@ -52,9 +52,11 @@ var phaseOf = map[Outcome]Phase{
 	OutcomeDead:      PhaseDead,
 }
 
-// Apply returns the state after ev. A cleaned tenant stays cleaned, and a new
-// request does not move a tenant that is already being worked on back to
-// requested; everything else follows the outcome.
+// Apply returns the state after ev. A cleaned tenant stays cleaned, and a
+// request does not move a tenant back to requested when it is already being
+// worked on or when a later outcome is recorded (a request is recorded after
+// it is published, so the marker may have answered first); everything else
+// follows the outcome.
 func (s State) Apply(ev Event) State {
 	next, ok := phaseOf[ev.Outcome]
 	if !ok || ev.TenantID == "" {
@@ -63,8 +65,9 @@ func (s State) Apply(ev Event) State {
 	if s.Phase == PhaseCleaned {
 		return s
 	}
-	if next == PhaseRequested && (s.Phase == PhaseMarked || s.Phase == PhaseDraining || s.Phase == PhaseHeld) {
-		return s
+	if next == PhaseRequested && (s.Phase == PhaseMarked || s.Phase == PhaseDraining || s.Phase == PhaseHeld ||
+		ev.Time.Before(s.Updated)) {
+		return s // being worked on, or an outcome of this request is recorded already
 	}
 	s.ID = ev.TenantID
 	if s.Phase != next {

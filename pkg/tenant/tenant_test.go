@@ -158,3 +158,37 @@ func TestErrorsClassify(t *testing.T) {
 		t.Fatalf("Later: %v is not classified as later", l)
 	}
 }
+
+func TestStateApply(t *testing.T) {
+	t0 := time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
+	at := func(s int) time.Time { return t0.Add(time.Duration(s) * time.Second) }
+	var s State
+	s = s.Apply(Event{TenantID: "tenant_dev", Outcome: OutcomeRequested, RequestedBy: "ops", Time: at(0)})
+	s = s.Apply(Event{TenantID: "tenant_dev", Outcome: OutcomeRefused, Reason: "active", Time: at(2)})
+	// The request's own record arriving after the marker's answer changes nothing.
+	if got := s.Apply(Event{TenantID: "tenant_dev", Outcome: OutcomeRequested, Time: at(1)}); got.Phase != PhaseRefused {
+		t.Fatalf("a request older than the refusal moved the tenant to %s", got.Phase)
+	}
+	// A new request after the refusal does.
+	s = s.Apply(Event{TenantID: "tenant_dev", Outcome: OutcomeRequested, Time: at(3)})
+	if s.Phase != PhaseRequested || !s.Since.Equal(at(3)) {
+		t.Fatalf("a new request: %+v", s)
+	}
+	s = s.Apply(Event{TenantID: "tenant_dev", Outcome: OutcomeMarked, Time: at(4)})
+	if got := s.Apply(Event{TenantID: "tenant_dev", Outcome: OutcomeRequested, Time: at(5)}); got.Phase != PhaseMarked {
+		t.Fatalf("a request moved a marked tenant back to %s", got.Phase)
+	}
+	s = s.Apply(Event{TenantID: "tenant_dev", Outcome: OutcomeCapped, Time: at(6)})
+	if s.Phase != PhaseDraining {
+		t.Fatalf("capped: phase %s; want draining", s.Phase)
+	}
+	s = s.Apply(Event{TenantID: "tenant_dev", Outcome: OutcomeCleaned, Time: at(7)})
+	for _, o := range []Outcome{OutcomeRefused, OutcomeRequested, OutcomeMarked} {
+		if got := s.Apply(Event{TenantID: "tenant_dev", Outcome: o, Time: at(8)}); got.Phase != PhaseCleaned {
+			t.Fatalf("%s after cleaned: phase %s", o, got.Phase)
+		}
+	}
+	if s.CleanedAt == nil || !s.CleanedAt.Equal(at(7)) {
+		t.Fatalf("cleaned at %v", s.CleanedAt)
+	}
+}

@@ -1,0 +1,176 @@
+package ctl
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+
+	"github.com/kelseyhightower/envconfig"
+
+	"github.com/tenantcleanup/tenant-cleanup/pkg/bus"
+	"github.com/tenantcleanup/tenant-cleanup/pkg/config"
+	"github.com/tenantcleanup/tenant-cleanup/pkg/controlplane"
+	"github.com/tenantcleanup/tenant-cleanup/pkg/dataplane"
+	"github.com/tenantcleanup/tenant-cleanup/pkg/service"
+)
+
+// The configuration each command reads: only what it needs, so that, say,
+// tenantctl hold runs without a database URL. Usage prints exactly these.
+type (
+	// natsSpec: cleanup, hold, unhold, dead.
+	natsSpec struct {
+		config.NATS
+	}
+	// controlSpec: ledger.
+	controlSpec struct {
+		config.ControlPlane
+		config.Bastion
+	}
+	// statusSpec: status (the control plane only when it is configured).
+	statusSpec struct {
+		config.NATS
+		config.ControlPlane
+		config.Bastion
+	}
+	// analysisSpec: report.
+	analysisSpec struct {
+		config.DataPlane
+		config.ControlPlane
+		config.Bastion
+		InactiveDays int   `envconfig:"INACTIVE_DAYS" default:"90" desc:"the inactivity window, in days"`
+		DBMaxConns   int32 `envconfig:"DB_MAX_CONNS" default:"4" desc:"connections per database (tenant schemas read at once)"`
+	}
+	// verifySpec: verify (NATS only with --repair).
+	verifySpec struct {
+		config.DataPlane
+		config.ControlPlane
+		config.Bastion
+		config.NATS
+	}
+)
+
+var discard = slog.New(slog.DiscardHandler)
+
+// loadEnv fills spec from the environment and validates what it holds.
+func (c *CLI) loadEnv(cmd *command, spec interface{ check() error }) bool {
+	err := envconfig.Process("", spec)
+	if err == nil {
+		err = spec.check()
+	}
+	if err != nil {
+		c.errorf("configuration: %v\n(tenantctl %s -h lists the variables it reads)", err, cmd.name)
+		return false
+	}
+	return true
+}
+
+func (s *natsSpec) check() error    { return checkNATS(s.NATS) }
+func (s *controlSpec) check() error { return checkControl(s.ControlPlane, s.Bastion, true) }
+
+// The control plane is optional for status: it reads the ledger only when
+// one is configured.
+func (s *statusSpec) check() error {
+	return errors.Join(checkNATS(s.NATS), checkControl(s.ControlPlane, s.Bastion, false))
+}
+
+func (s *verifySpec) check() error {
+	return errors.Join(checkData(s.DataPlane), checkControl(s.ControlPlane, s.Bastion, true), checkNATS(s.NATS))
+}
+
+func (s *analysisSpec) check() error {
+	err := errors.Join(checkData(s.DataPlane), checkControl(s.ControlPlane, s.Bastion, true))
+	if s.InactiveDays < 1 {
+		err = errors.Join(err, fmt.Errorf("INACTIVE_DAYS must be at least 1, got %d", s.InactiveDays))
+	}
+	if s.DBMaxConns < 1 {
+		err = errors.Join(err, fmt.Errorf("DB_MAX_CONNS must be at least 1, got %d", s.DBMaxConns))
+	}
+	return err
+}
+
+func checkNATS(n config.NATS) error {
+	if r := n.NATSReplicas; r != 1 && r != 3 && r != 5 {
+		return fmt.Errorf("NATS_REPLICAS must be 1, 3 or 5, got %d", r)
+	}
+	return nil
+}
+
+func checkData(d config.DataPlane) error {
+	if d.DataPlaneURL == "" {
+		return errors.New("DATA_PLANE_DATABASE_URL is empty: set it to the data-plane Postgres URL")
+	}
+	return nil
+}
+
+func checkControl(cp config.ControlPlane, b config.Bastion, required bool) error {
+	var errs []error
+	if required && !controlConfigured(cp) {
+		errs = append(errs, errors.New("set CONTROL_PLANE_DATABASE_URL, or CONTROL_PLANE_RDS_HOST and CONTROL_PLANE_RDS_PASSWORD"))
+	}
+	if b.BastionHost != "" && b.PEMFile == "" {
+		errs = append(errs, errors.New("BASTION_HOST is set but PEM_FILE_LOCATION is not"))
+	}
+	return errors.Join(errs...)
+}
+
+// controlConfigured reports whether a control plane is set at all.
+func controlConfigured(cp config.ControlPlane) bool {
+	return cp.ControlPlaneURL != "" || cp.RDSHost != ""
+}
+
+// connectBus connects to JetStream as tenantctl, leaving the streams the
+// services set up as they are.
+func connectBus(ctx context.Context, n config.NATS) (*bus.Bus, error) {
+	b, err := bus.Connect(ctx, n.NATSURL, bus.Options{Name: "tenantctl", Replicas: n.NATSReplicas, NoUpdate: true, Log: discard})
+	if err != nil {
+		return nil, fmt.Errorf("%w\n(check NATS_URL: a nats-server %s or newer with JetStream must be listening there)",
+			err, bus.MinServerVersion)
+	}
+	return b, nil
+}
+
+// openControl opens the control plane the way the services do: through the
+// SSH bastion when BASTION_HOST is set, never directly then. It reads only;
+// it does not create the ledger.
+func openControl(ctx context.Context, cp config.ControlPlane, b config.Bastion) (*controlplane.Store, func(), error) {
+	common := &config.Common{ControlPlane: cp, Bastion: b}
+	dial, closeDial, err := service.ControlPlaneDialer(common, discard)
+	if err != nil {
+		return nil, nil, fmt.Errorf("control plane: %w\n(check BASTION_HOST, BASTION_PORT, BASTION_USER, PEM_FILE_LOCATION, BASTION_KNOWN_HOSTS)", err)
+	}
+	store, err := controlplane.Open(ctx, common.ControlPlaneDSN(), "tenant-cleanup-tenantctl", 2, dial)
+	if err == nil {
+		err = store.Ping(ctx)
+		if err != nil {
+			store.Close()
+			err = fmt.Errorf("control plane: %w", err)
+		}
+	}
+	if err != nil {
+		closeDial()
+		return nil, nil, fmt.Errorf("%w\n(check CONTROL_PLANE_DATABASE_URL or CONTROL_PLANE_RDS_*, and BASTION_* when the control plane is behind the bastion)", err)
+	}
+	return store, func() { store.Close(); closeDial() }, nil
+}
+
+// openData opens the data plane with service.Open, as the services do.
+func openData(ctx context.Context, d config.DataPlane, maxConns int32) (*dataplane.Store, func(), error) {
+	env, err := service.Open(ctx, "tenantctl", &config.Common{DataPlane: d, DBMaxConns: max(maxConns, 1)},
+		service.What{Data: true}, discard, false)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w\n(check DATA_PLANE_DATABASE_URL)", err)
+	}
+	return env.Data, env.Close, nil
+}
+
+// fail reports err and returns exitFailed, or exitInterrupted when the
+// command was interrupted.
+func (c *CLI) fail(ctx context.Context, err error) int {
+	if ctx.Err() != nil {
+		c.errorf("interrupted")
+		return exitInterrupted
+	}
+	c.errorf("%v", err)
+	return exitFailed
+}

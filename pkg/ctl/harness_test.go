@@ -1,0 +1,283 @@
+package ctl
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tenantcleanup/tenant-cleanup/pkg/bus"
+	"github.com/tenantcleanup/tenant-cleanup/pkg/config"
+	"github.com/tenantcleanup/tenant-cleanup/pkg/controlplane"
+	"github.com/tenantcleanup/tenant-cleanup/pkg/service"
+	"github.com/tenantcleanup/tenant-cleanup/pkg/tenant"
+	"github.com/tenantcleanup/tenant-cleanup/pkg/testenv"
+)
+
+// Tenant ids of the tests.
+const (
+	idA = "tenant_0aef62e7-9fbf-4bb6-8894-f1441fca6745"
+	idB = "tenant_1bcd62e7-9fbf-4bb6-8894-f1441fca6745"
+	idC = "tenant_2cde62e7-9fbf-4bb6-8894-f1441fca6745"
+	idD = "tenant_3def62e7-9fbf-4bb6-8894-f1441fca6745"
+	idE = "tenant_4ef062e7-9fbf-4bb6-8894-f1441fca6745"
+	idF = "tenant_5f0162e7-9fbf-4bb6-8894-f1441fca6745"
+	idG = "tenant_60a262e7-9fbf-4bb6-8894-f1441fca6745"
+	idH = "tenant_i-0ab1"
+)
+
+// world is one test's databases, JetStream server and environment, and,
+// when started, a marker, a cleaner and the simulation of Onyx's deletion.
+type world struct {
+	t    *testing.T
+	dbs  *testenv.Databases
+	js   *testenv.JetStream
+	bus  *bus.Bus
+	logs *syncBuffer
+
+	mu       sync.Mutex
+	draining map[string]bool
+}
+
+func newWorld(t *testing.T) *world {
+	t.Helper()
+	w := &world{t: t, dbs: testenv.NewDatabases(t), js: testenv.StartJetStream(t), logs: &syncBuffer{}, draining: map[string]bool{}}
+	for k, v := range map[string]string{
+		"DATA_PLANE_DATABASE_URL":    w.dbs.DataURL,
+		"CONTROL_PLANE_DATABASE_URL": w.dbs.ControlURL,
+		"NATS_URL":                   w.js.URL,
+		"DRAIN_CHECK_DELAY":          "1s",
+		"DRAIN_CHECK_MAX_DELAY":      "1s",
+		"HTTP_ADDR":                  "",
+		"DATA_PLANE_SHARD_NAME":      "",
+		"CONTROL_PLANE_RDS_HOST":     "",
+		"BASTION_HOST":               "",
+		"NATS_REPLICAS":              "1",
+		"INACTIVE_DAYS":              "90",
+	} {
+		t.Setenv(k, v)
+	}
+	b, err := bus.Connect(context.Background(), w.js.URL, bus.Options{Name: "test", Log: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.Close)
+	w.bus = b
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("service logs:\n%s", w.logs.String())
+		}
+	})
+	return w
+}
+
+// run runs tenantctl as the binary does and returns its exit status and output.
+func run(t *testing.T, args ...string) (int, string, string) {
+	t.Helper()
+	var stdout, stderr bytes.Buffer
+	code := Main(args, &stdout, &stderr)
+	return code, stdout.String(), stderr.String()
+}
+
+// mustRun runs tenantctl and fails the test unless it exits with want.
+func mustRun(t *testing.T, want int, args ...string) (string, string) {
+	t.Helper()
+	code, stdout, stderr := run(t, args...)
+	if code != want {
+		t.Fatalf("tenantctl %s: exit %d, want %d\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), code, want, stdout, stderr)
+	}
+	return stdout, stderr
+}
+
+// contains fails the test unless s contains every want.
+func contains(t *testing.T, what, s string, wants ...string) {
+	t.Helper()
+	for _, want := range wants {
+		if !strings.Contains(s, want) {
+			t.Errorf("%s lacks %q:\n%s", what, want, s)
+		}
+	}
+}
+
+// lineWith returns the first line of s containing every part ("" if none).
+func lineWith(s string, parts ...string) string {
+	for _, line := range strings.Split(s, "\n") {
+		ok := true
+		for _, p := range parts {
+			ok = ok && strings.Contains(line, p)
+		}
+		if ok {
+			return line
+		}
+	}
+	return ""
+}
+
+// gated creates a GATED_ACCESS tenant inactive for 200 days.
+func (w *world) gated(id string, pairs, docsPerPair int) {
+	w.dbs.CreateTenant(w.t, testenv.Tenant{ID: id, Status: tenant.StatusGatedAccess, LastQuery: testenv.DaysAgo(200),
+		Pairs: pairs, DocsPerPair: docsPerPair})
+}
+
+// startServices runs a marker and a cleaner in this process (the code the
+// binaries run) and the simulation of Onyx's deletion; all stop when the
+// test ends.
+func (w *world) startServices() {
+	w.t.Helper()
+	var (
+		mcfg config.Marker
+		ccfg config.Cleaner
+	)
+	if err := config.Load(&mcfg); err != nil {
+		w.t.Fatal(err)
+	}
+	if err := config.Load(&ccfg); err != nil {
+		w.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	errs := make(chan error, 2)
+	log := slog.New(slog.NewJSONHandler(w.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	wg.Add(3)
+	go func() { defer wg.Done(); errs <- service.RunMarker(ctx, &mcfg, log.With("service", "marker")) }()
+	go func() { defer wg.Done(); errs <- service.RunCleaner(ctx, &ccfg, log.With("service", "cleaner")) }()
+	go func() { defer wg.Done(); w.simulateDeletion(ctx) }()
+	w.t.Cleanup(func() {
+		cancel()
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			if err != nil {
+				w.t.Errorf("service stopped with %v", err)
+			}
+		}
+	})
+}
+
+// simulateDeletion is Onyx's background deletion: a drain step for every
+// tenant in w.draining, ten times a second.
+func (w *world) simulateDeletion(ctx context.Context) {
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		w.mu.Lock()
+		var ids []string
+		for id, on := range w.draining {
+			if on {
+				ids = append(ids, id)
+			}
+		}
+		w.mu.Unlock()
+		for _, id := range ids {
+			_, _ = w.dbs.Data.Exec(ctx, "SELECT fixture.drain_step($1, 1000)", id)
+		}
+	}
+}
+
+func (w *world) drain(ids ...string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, id := range ids {
+		w.draining[id] = true
+	}
+}
+
+// ensureLedger creates the ledger table, as the services do at start.
+func (w *world) ensureLedger() {
+	w.t.Helper()
+	if err := controlplane.New(w.dbs.Control).EnsureLedger(context.Background()); err != nil {
+		w.t.Fatal(err)
+	}
+}
+
+// inLedger reports whether the tenant has a ledger row.
+func (w *world) inLedger(id string) bool {
+	return w.dbs.CountControl(w.t, "SELECT count(*) FROM tenant_cleanup.ledger WHERE tenant_id = $1", id) == 1
+}
+
+// report publishes an event as the services do, recording the tenant's state.
+func (w *world) report(ev tenant.Event) { w.bus.Report(context.Background(), ev) }
+
+// deadLetter dead-letters a cleanup request for id: a consume loop whose
+// handler always fails, with MaxFailures 1, until the message is moved. It
+// returns the dead letter.
+func (w *world) deadLetter(id tenant.ID) bus.DeadLetter {
+	w.t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = w.bus.Consume(ctx, bus.ConsumeOptions{Consumer: bus.ConsumerMarker, FilterSubject: bus.SubjectCandidate, MaxFailures: 1},
+			func(_ context.Context, d *bus.Delivery) error {
+				req, err := tenant.ParseRequest(d.Data)
+				if err != nil {
+					return err
+				}
+				d.Tenant, d.RequestedBy = req.ID, req.RequestedBy
+				return errFixture
+			})
+	}()
+	// Published raw: bus.PublishRequest records the tenant as requested after
+	// publishing, which can land after the dead-letter report.
+	body, _ := json.Marshal(tenant.Request{ID: id, RequestedBy: "ops"})
+	if _, err := w.bus.JetStream().Publish(context.Background(), bus.SubjectCandidate, body); err != nil {
+		w.t.Fatal(err)
+	}
+	var found bus.DeadLetter
+	testenv.Eventually(w.t, 20*time.Second, func() bool {
+		dead, err := w.bus.DeadLetters(context.Background())
+		for _, d := range dead {
+			if d.Tenant == id {
+				found = d
+				return err == nil
+			}
+		}
+		return false
+	}, "the request for %s dead-lettered", id)
+	cancel()
+	<-done
+	return found
+}
+
+var errFixture = errors.New(`relation "document" does not exist`)
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// streamLastSeq is the work stream's last sequence number: it moves with every publish.
+func (w *world) streamLastSeq() uint64 {
+	w.t.Helper()
+	s, err := w.bus.JetStream().Stream(context.Background(), bus.StreamWork)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	info, err := s.Info(context.Background())
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	return info.State.LastSeq
+}

@@ -1,0 +1,158 @@
+package ctl
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/tenantcleanup/tenant-cleanup/pkg/tenant"
+)
+
+const holdHelp = `
+Places a hold on the tenant (or replaces its hold) in the pipeline's KV bucket.
+While it lasts the marker refuses the tenant (outcome "held") and the cleaner
+neither checks nor cleans it (its next drain check waits for the hold to end).
+The tenant need not exist yet: a hold can be placed before any request.
+
+--until ends the hold by itself. It accepts
+  an RFC 3339 time      2026-12-01T09:00:00Z, 2026-12-01T10:00:00+01:00
+  a date (UTC)          2026-12-01: the hold lasts through that day, until
+                        2026-12-02T00:00:00Z
+  a duration from now   72h, 90m (Go syntax: h, m, s)
+and must be in the future. Without --until the hold lasts until tenantctl unhold.
+The hold records who placed it (tenantctl:$USER@host) and when.
+
+Exit status: 0 placed; 1 NATS could not be reached; 2 invalid tenant id, no
+--reason, a bad or past --until, or bad configuration.`
+
+const unholdHelp = `
+Lifts the tenant's hold, active or expired. The pipeline then treats the tenant
+as usual: a pending drain check cleans it if it is still eligible and drained;
+a tenant refused as held must be requested again (tenantctl cleanup TENANT_ID).
+
+Exit status: 0 lifted; 1 the tenant has no hold, or NATS could not be reached;
+2 invalid tenant id or bad configuration.`
+
+func runHold(ctx context.Context, c *CLI, cmd *command, args []string) int {
+	var (
+		spec          natsSpec
+		reason, until string
+	)
+	pos, code, ok := c.parse(cmd, args, &spec, func(fs *flag.FlagSet) {
+		fs.StringVar(&reason, "reason", "", "why the tenant must not be cleaned (required)")
+		fs.StringVar(&until, "until", "", "when the hold ends by itself: RFC 3339 time, YYYY-MM-DD (through that day, UTC) or a duration like 72h")
+	})
+	if !ok {
+		return code
+	}
+	if len(pos) != 1 {
+		return c.usageError(cmd, "hold takes one tenant id, got %d arguments", len(pos))
+	}
+	id, err := tenant.ParseID(pos[0])
+	if err != nil {
+		c.errorf("%v", err)
+		return exitUsage
+	}
+	reason = strings.TrimSpace(reason)
+	if reason == "" {
+		return c.usageError(cmd, "--reason is required: say why %s must not be cleaned", id)
+	}
+	now := c.clock()
+	h := tenant.Hold{ID: id, Reason: reason, By: requester(), At: now.UTC()}
+	if until != "" {
+		end, err := parseUntil(until, now)
+		if err != nil {
+			return c.usageError(cmd, "--until: %v", err)
+		}
+		h.Until = &end
+	}
+	if !c.loadEnv(cmd, &spec) {
+		return exitUsage
+	}
+	b, err := connectBus(ctx, spec.NATS)
+	if err != nil {
+		return c.fail(ctx, err)
+	}
+	defer b.Close()
+	previous, hadHold, err := b.Hold(ctx, id)
+	if err != nil {
+		return c.fail(ctx, err)
+	}
+	if err := b.SetHold(ctx, h); err != nil {
+		return c.fail(ctx, err)
+	}
+	ends := "until tenantctl unhold " + string(id)
+	if h.Until != nil {
+		ends = "until " + when(now, *h.Until)
+	}
+	fmt.Fprintf(c.Stdout, "held %s %s: %s (by %s)\n", id, ends, reason, h.By)
+	if hadHold {
+		fmt.Fprintf(c.Stdout, "replaced the earlier hold: %s\n", previous.Describe())
+	}
+	fmt.Fprintln(c.Stdout, "the marker and the cleaner leave it alone while the hold lasts")
+	return exitOK
+}
+
+// parseUntil reads --until: an RFC 3339 time, a date (the hold lasts through
+// that day, UTC) or a duration from now. The end must be in the future.
+func parseUntil(s string, now time.Time) (time.Time, error) {
+	var end time.Time
+	if t, err := time.Parse(time.RFC3339, s); err == nil {
+		end = t
+	} else if d, err := time.Parse(time.DateOnly, s); err == nil {
+		end = d.AddDate(0, 0, 1) // through that day: until the next midnight UTC
+	} else if dur, err := time.ParseDuration(s); err == nil {
+		end = now.Add(dur)
+	} else {
+		return time.Time{}, fmt.Errorf("%q is not an RFC 3339 time (2026-12-01T09:00:00Z), a date (2026-12-01) or a duration (72h)", s)
+	}
+	if !end.After(now) {
+		return time.Time{}, fmt.Errorf("%s is not in the future", end.UTC().Format(time.RFC3339))
+	}
+	return end.UTC(), nil
+}
+
+func runUnhold(ctx context.Context, c *CLI, cmd *command, args []string) int {
+	var spec natsSpec
+	pos, code, ok := c.parse(cmd, args, &spec, nil)
+	if !ok {
+		return code
+	}
+	if len(pos) != 1 {
+		return c.usageError(cmd, "unhold takes one tenant id, got %d arguments", len(pos))
+	}
+	id, err := tenant.ParseID(pos[0])
+	if err != nil {
+		c.errorf("%v", err)
+		return exitUsage
+	}
+	if !c.loadEnv(cmd, &spec) {
+		return exitUsage
+	}
+	b, err := connectBus(ctx, spec.NATS)
+	if err != nil {
+		return c.fail(ctx, err)
+	}
+	defer b.Close()
+	h, found, err := b.Hold(ctx, id)
+	if err != nil {
+		return c.fail(ctx, err)
+	}
+	removed, err := b.RemoveHold(ctx, id)
+	if err != nil {
+		return c.fail(ctx, err)
+	}
+	if !found || !removed {
+		return c.fail(ctx, errors.New(string(id)+" has no hold; nothing to lift (tenantctl status lists the holds)"))
+	}
+	state := "active"
+	if !h.Active(c.clock()) {
+		state = "expired"
+	}
+	fmt.Fprintf(c.Stdout, "lifted the hold on %s (%s, %s)\n", id, state, h.Describe())
+	fmt.Fprintf(c.Stdout, "if it was refused as held, request it again: tenantctl cleanup %s\n", id)
+	return exitOK
+}

@@ -1,0 +1,305 @@
+package ctl
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/tenantcleanup/tenant-cleanup/pkg/bus"
+	"github.com/tenantcleanup/tenant-cleanup/pkg/tenant"
+)
+
+// follower delivers the events published after it started.
+type follower struct {
+	events chan tenant.Event
+	done   chan struct{}
+	once   sync.Once
+	cc     jetstream.ConsumeContext
+}
+
+// follow starts following the event stream right after its current last
+// message. Starting from a stream sequence rather than a time means no event
+// is missed or replayed whatever the clocks of this machine and the server.
+func follow(ctx context.Context, b *bus.Bus) (*follower, error) {
+	js := b.JetStream()
+	stream, err := js.Stream(ctx, bus.StreamEvents)
+	if err != nil {
+		return nil, fmt.Errorf("follow events: %w", err)
+	}
+	info, err := stream.Info(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("follow events: %w", err)
+	}
+	cons, err := js.OrderedConsumer(ctx, bus.StreamEvents, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{bus.EventSubjects},
+		DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
+		OptStartSeq:    info.State.LastSeq + 1,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("follow events: %w", err)
+	}
+	f := &follower{events: make(chan tenant.Event, 256), done: make(chan struct{})}
+	f.cc, err = cons.Consume(func(msg jetstream.Msg) {
+		var ev tenant.Event
+		if json.Unmarshal(msg.Data(), &ev) != nil || ev.TenantID == "" {
+			return
+		}
+		select {
+		case f.events <- ev:
+		case <-f.done:
+		}
+	})
+	if err != nil {
+		return nil, fmt.Errorf("follow events: %w", err)
+	}
+	return f, nil
+}
+
+func (f *follower) stop() {
+	f.once.Do(func() {
+		close(f.done)
+		f.cc.Stop()
+	})
+}
+
+// finalForWait are the outcomes that end a tenant's wait; marked, draining,
+// capped and paused are progress.
+var finalForWait = map[tenant.Outcome]bool{
+	tenant.OutcomeCleaned: true,
+	tenant.OutcomeRefused: true,
+	tenant.OutcomeStuck:   true,
+	tenant.OutcomeHeld:    true,
+	tenant.OutcomeDead:    true,
+}
+
+// progress tracks the requested tenants through their events.
+type progress struct {
+	ids      []tenant.ID
+	index    map[tenant.ID]int
+	last     []tenant.Event // the latest event of each tenant (zero: none yet)
+	final    []bool
+	finished int
+}
+
+func newProgress(ids []tenant.ID) *progress {
+	p := &progress{ids: ids, index: map[tenant.ID]int{}, last: make([]tenant.Event, len(ids)), final: make([]bool, len(ids))}
+	for i, id := range ids {
+		p.index[id] = i
+	}
+	return p
+}
+
+// apply records ev; it returns the tenant's index and whether this event
+// finished it.
+func (p *progress) apply(ev tenant.Event) (int, bool) {
+	i, ok := p.index[ev.TenantID]
+	if !ok || p.final[i] {
+		return -1, false
+	}
+	p.last[i] = ev
+	if finalForWait[ev.Outcome] {
+		p.final[i] = true
+		p.finished++
+		return i, true
+	}
+	return i, false
+}
+
+func (p *progress) done() bool { return p.finished == len(p.ids) }
+
+// tally counts the tenants per outcome, finished ones and the rest apart,
+// in pipeline order.
+func (p *progress) tally(final bool) string {
+	order := []tenant.Outcome{tenant.OutcomeCleaned, tenant.OutcomeRefused, tenant.OutcomeStuck, tenant.OutcomeHeld,
+		tenant.OutcomeDead, tenant.OutcomeDraining, tenant.OutcomeCapped, tenant.OutcomePaused, tenant.OutcomeMarked,
+		tenant.OutcomeRequested, ""}
+	n := map[tenant.Outcome]int{}
+	for i, ev := range p.last {
+		if p.final[i] == final {
+			n[ev.Outcome]++
+		}
+	}
+	var parts []string
+	for _, o := range order {
+		if n[o] > 0 {
+			name := string(o)
+			if o == "" {
+				name = "published"
+			}
+			parts = append(parts, fmt.Sprintf("%d %s", n[o], name))
+		}
+	}
+	return strings.Join(parts, ", ")
+}
+
+// line is the progress bar: [#####-----] 3/10 finished (2 cleaned, 1 refused) | 7 in progress (…) | 12s
+func (p *progress) line(elapsed time.Duration) string {
+	const width = 24
+	filled := 0
+	if len(p.ids) > 0 {
+		filled = p.finished * width / len(p.ids)
+	}
+	s := fmt.Sprintf("[%s%s] %d/%d finished", strings.Repeat("#", filled), strings.Repeat("-", width-filled), p.finished, len(p.ids))
+	if t := p.tally(true); t != "" {
+		s += " (" + t + ")"
+	}
+	if rest := len(p.ids) - p.finished; rest > 0 {
+		s += fmt.Sprintf(" | %d in progress (%s)", rest, p.tally(false))
+	}
+	return s + " | " + short(elapsed)
+}
+
+// isTerminal reports whether w is a terminal (a character device).
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}
+
+// screen shows the progress: one line redrawn with \r on a terminal, one
+// line per finished tenant otherwise.
+type screen struct {
+	w        io.Writer
+	terminal bool
+	width    int // of the line drawn last
+}
+
+func (s *screen) redraw(p *progress, elapsed time.Duration) {
+	if !s.terminal {
+		return
+	}
+	line := p.line(elapsed)
+	pad := max(s.width-len(line), 0)
+	fmt.Fprintf(s.w, "\r%s%s", line, strings.Repeat(" ", pad))
+	s.width = len(line)
+}
+
+func (s *screen) finished(p *progress, i int, elapsed time.Duration) {
+	if s.terminal {
+		s.redraw(p, elapsed)
+		return
+	}
+	ev := p.last[i]
+	line := fmt.Sprintf("[%d/%d] %s %s", p.finished, len(p.ids), p.ids[i], ev.Outcome)
+	if ev.Reason != "" {
+		line += ": " + ev.Reason
+	}
+	fmt.Fprintln(s.w, line)
+}
+
+// end leaves the progress line.
+func (s *screen) end() {
+	if s.terminal && s.width > 0 {
+		fmt.Fprintln(s.w)
+	}
+}
+
+// waitFor shows the progress of the requested tenants until each one
+// finished, the timeout passed or ctx was cancelled, then the summary.
+func (c *CLI) waitFor(ctx context.Context, f *follower, ids []tenant.ID, timeout time.Duration) int {
+	p := newProgress(ids)
+	terminal := isTerminal(c.Stdout)
+	if c.terminal != nil {
+		terminal = *c.terminal
+	}
+	scr := &screen{w: c.Stdout, terminal: terminal}
+	start := time.Now()
+	var deadline <-chan time.Time
+	if timeout > 0 {
+		t := time.NewTimer(timeout)
+		defer t.Stop()
+		deadline = t.C
+	}
+	var tick <-chan time.Time
+	if terminal {
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		tick = t.C
+	}
+	if !terminal {
+		fmt.Fprintf(c.Stdout, "waiting for %s (marked and draining are progress; Ctrl-C stops waiting, not the cleanup)\n",
+			plural(len(ids), "tenant"))
+	}
+	scr.redraw(p, 0)
+	for !p.done() {
+		select {
+		case ev := <-f.events:
+			if i, fin := p.apply(ev); fin {
+				scr.finished(p, i, time.Since(start))
+			} else if i >= 0 {
+				scr.redraw(p, time.Since(start))
+			}
+		case <-tick:
+			scr.redraw(p, time.Since(start))
+		case <-deadline:
+			scr.end()
+			c.summary(p)
+			c.errorf("timed out after %s: %s unfinished (follow them with tenantctl status TENANT_ID):\n  %s",
+				timeout, plural(len(ids)-p.finished, "tenant"), strings.Join(p.unfinished(), "\n  "))
+			return exitFailed
+		case <-ctx.Done():
+			scr.end()
+			c.summary(p)
+			c.errorf("interrupted: %d of %d finished; the requests stay published and the pipeline goes on (tenantctl status)",
+				p.finished, len(ids))
+			return exitInterrupted
+		}
+	}
+	scr.end()
+	return c.summary(p)
+}
+
+func (p *progress) unfinished() []string {
+	var out []string
+	for i, id := range p.ids {
+		if !p.final[i] {
+			out = append(out, string(id))
+		}
+	}
+	return out
+}
+
+// summary prints each tenant's outcome and reason and returns exitOK if all
+// were cleaned.
+func (c *CLI) summary(p *progress) int {
+	fmt.Fprintln(c.Stdout)
+	tw := table(c.Stdout)
+	row(tw, "TENANT", "OUTCOME", "REASON")
+	cleaned := 0
+	for i, id := range p.ids {
+		ev := p.last[i]
+		outcome := string(ev.Outcome)
+		switch {
+		case !p.final[i] && ev.Outcome == "":
+			outcome = "unfinished (no event yet)"
+		case !p.final[i]:
+			outcome = "unfinished (" + outcome + ")"
+		case ev.Outcome == tenant.OutcomeCleaned:
+			cleaned++
+		}
+		row(tw, id, outcome, orDash(ev.Reason))
+	}
+	tw.Flush()
+	fmt.Fprintf(c.Stdout, "\n%d of %d cleaned", cleaned, len(p.ids))
+	if t := p.tally(true); t != "" && cleaned != p.finished {
+		fmt.Fprintf(c.Stdout, " (%s)", t)
+	}
+	if rest := len(p.ids) - p.finished; rest > 0 {
+		fmt.Fprintf(c.Stdout, "; %d unfinished", rest)
+	}
+	fmt.Fprintln(c.Stdout)
+	if cleaned == len(p.ids) {
+		return exitOK
+	}
+	return exitFailed
+}

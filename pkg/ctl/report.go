@@ -1,0 +1,194 @@
+package ctl
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/tenantcleanup/tenant-cleanup/pkg/analyzer"
+)
+
+const reportHelp = `
+Runs the analyzer's analysis (both planes, the same rule, the same grouping)
+and prints it; it publishes nothing and does not need NATS. The output is what
+the original analyze script printed:
+  - the summary by group (candidates, gated and active 30-INACTIVE_DAYS days
+    ago, gated and active in the last 30 days, everyone else);
+  - the top 100 tenants by documents: documents, users, last activity, days
+    since, control-plane status, and whether it is eligible (or why not);
+  - the distribution of documents per tenant (median, 75th, 90th, 95th, 99th
+    percentile, max; the value at index floor(n*p) of the sorted counts, as
+    the script computed it), over all tenants and over the candidates;
+  - the tenants with no documents and with no users (count, share, and the
+    first 50 of each).
+
+--csv writes the candidate CSV the analyzer writes
+(tenant_id,num_documents,num_users,last_query_time,days_since_last_query) to
+FILE, or to gated_tenants_no_query_<span>_<YYYYMMDD_HHMMSS>.csv in the current
+directory, and prints its path. Give the file as --csv=FILE or --csv FILE.
+
+Exit status: 0 done; 1 a database could not be read or the CSV not written;
+2 bad arguments or configuration.`
+
+// reportTop and listCap bound the report's lists.
+const (
+	reportTop = 100
+	listCap   = 50
+)
+
+// csvOption is --csv[=FILE]: a flag that may stand alone or take a value.
+type csvOption struct {
+	set  bool
+	path string
+}
+
+func (o *csvOption) String() string { return o.path }
+
+func (o *csvOption) Set(s string) error {
+	o.set = true
+	if s != "true" {
+		o.path = s
+	}
+	return nil
+}
+
+func (o *csvOption) IsBoolFlag() bool { return true }
+
+func runReport(ctx context.Context, c *CLI, cmd *command, args []string) int {
+	var (
+		spec   analysisSpec
+		csvOut csvOption
+	)
+	pos, code, ok := c.parse(cmd, args, &spec, func(fs *flag.FlagSet) {
+		fs.Var(&csvOut, "csv", "write the candidate CSV, to `FILE` (--csv=FILE) or to the analyzer's file name in the current directory")
+	})
+	if !ok {
+		return code
+	}
+	switch {
+	case len(pos) == 1 && csvOut.set && csvOut.path == "":
+		csvOut.path = pos[0] // --csv FILE
+	case len(pos) > 0:
+		return c.usageError(cmd, "report takes no arguments, got %q", pos)
+	}
+	if !c.loadEnv(cmd, &spec) {
+		return exitUsage
+	}
+	data, closeData, err := openData(ctx, spec.DataPlane, spec.DBMaxConns)
+	if err != nil {
+		return c.fail(ctx, err)
+	}
+	defer closeData()
+	control, closeControl, err := openControl(ctx, spec.ControlPlane, spec.Bastion)
+	if err != nil {
+		return c.fail(ctx, err)
+	}
+	defer closeControl()
+	a := &analyzer.Analyzer{Data: data, Control: control, InactiveDays: spec.InactiveDays,
+		Workers: int(spec.DBMaxConns), Now: c.clock, Log: discard}
+	r, err := a.Analyze(ctx)
+	if err != nil {
+		return c.fail(ctx, err)
+	}
+	printReport(c.Stdout, r)
+	if !csvOut.set {
+		return exitOK
+	}
+	path := csvOut.path
+	if path == "" {
+		path = analyzer.CSVName(spec.InactiveDays, r.At)
+	}
+	if err := analyzer.WriteCSV(path, r); err != nil {
+		return c.fail(ctx, err)
+	}
+	abs, _ := filepath.Abs(path)
+	fmt.Fprintf(c.Stdout, "\nreport: %s (%s)\n", abs, plural(len(r.Candidates()), "candidate"))
+	return exitOK
+}
+
+func printReport(w io.Writer, r *analyzer.Report) {
+	analyzer.PrintSummary(w, r)
+	fmt.Fprintln(w, "dry run: nothing was published")
+
+	var totalDocs int64
+	for _, t := range r.Tenants {
+		totalDocs += t.Activity.Documents
+	}
+	top := r.TopByDocuments(reportTop)
+	fmt.Fprintf(w, "\nTop %d tenants by documents:\n", len(top))
+	tw := table(w)
+	row(tw, "RANK", "TENANT", "DOCUMENTS", "USERS", "LAST ACTIVITY", "DAYS SINCE", "STATUS", "ELIGIBLE")
+	var topDocs int64
+	for i, t := range top {
+		topDocs += t.Activity.Documents
+		last, days := "never", "-"
+		if l := t.Activity.Last(); !l.IsZero() {
+			last = l.UTC().Format(time.DateOnly)
+			days = strconv.Itoa(int(r.At.Sub(l).Hours() / 24))
+		}
+		status := t.Status
+		if !t.InControlPlane {
+			status = "(no control-plane row)"
+		}
+		eligible := "yes"
+		if !t.Eligible {
+			eligible = "no: " + t.Reason
+		}
+		row(tw, i+1, t.ID, t.Activity.Documents, t.Activity.Users, last, days, status, eligible)
+	}
+	tw.Flush()
+	fmt.Fprintf(w, "these %d hold %d of %d documents (%s)\n", len(top), topDocs, totalDocs, percent(topDocs, totalDocs))
+
+	candidates := r.Candidates()
+	fmt.Fprintln(w, "\nDocuments per tenant:")
+	tw = table(w)
+	row(tw, "", "TENANTS", "MEDIAN", "P75", "P90", "P95", "P99", "MAX")
+	for _, set := range []struct {
+		name    string
+		tenants []analyzer.Tenant
+	}{{"all tenants", r.Tenants}, {"candidates", candidates}} {
+		d := analyzer.Documents(set.tenants)
+		row(tw, set.name, d.Tenants, d.Median, d.P75, d.P90, d.P95, d.P99, d.Max)
+	}
+	tw.Flush()
+
+	for _, list := range []struct {
+		what    string
+		tenants []analyzer.Tenant
+	}{{"no documents", r.WithoutDocuments()}, {"no users", r.WithoutUsers()}} {
+		fmt.Fprintf(w, "\nTenants with %s: %d (%s)\n", list.what, len(list.tenants),
+			percent(int64(len(list.tenants)), int64(len(r.Tenants))))
+		ids := make([]string, len(list.tenants))
+		for i, t := range list.tenants {
+			ids[i] = describeBrief(t)
+		}
+		listCapped(w, "  ", ids, listCap)
+	}
+}
+
+// describeBrief is a tenant id with its status and eligibility, for lists.
+func describeBrief(t analyzer.Tenant) string {
+	status := t.Status
+	if !t.InControlPlane {
+		status = "no control-plane row"
+	}
+	s := string(t.ID) + "\t" + status
+	if t.Eligible {
+		s += ", candidate"
+	}
+	if !t.SchemaExists {
+		s += ", schema gone"
+	}
+	return s
+}
+
+func percent(part, whole int64) string {
+	if whole == 0 {
+		return "0.00%"
+	}
+	return fmt.Sprintf("%.2f%%", float64(part)*100/float64(whole))
+}

@@ -1,0 +1,447 @@
+package ctl
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/tenantcleanup/tenant-cleanup/pkg/bus"
+	"github.com/tenantcleanup/tenant-cleanup/pkg/controlplane"
+	"github.com/tenantcleanup/tenant-cleanup/pkg/tenant"
+)
+
+const statusHelp = `
+Reads the pipeline's own state: the tenant phases, holds and pauses in the
+JetStream KV bucket ` + bus.BucketState + `, the dead-letter stream ` + bus.StreamDead + `, and the
+ledger (tenant_cleanup.ledger in the control plane) when CONTROL_PLANE_DATABASE_URL
+or CONTROL_PLANE_RDS_HOST is set; otherwise it says the ledger was not consulted.
+
+With TENANT_ID: the tenant's phase (requested, marked, draining with the
+documents left and the next check, cleaned and when, refused and why, stuck and
+since when, held and why, dead), since when, the reason, who requested it, when
+it was marked, its hold (active or expired) and its ledger row.
+
+Without: a table of every phase with the number of tenants in it and the one
+that has been in it longest, then the holds (active and expired), the pauses in
+force (cleanup caps reached, circuit breakers open), the number of dead
+letters, and the ledger's size.
+
+--json prints the same as one JSON document.
+
+Exit status: 0 shown; 1 the pipeline, the holds and the ledger know nothing of
+TENANT_ID, or NATS or the control plane could not be read; 2 TENANT_ID is not a
+valid tenant id, or bad arguments or configuration.`
+
+func runStatus(ctx context.Context, c *CLI, cmd *command, args []string) int {
+	var (
+		spec   statusSpec
+		asJSON bool
+	)
+	pos, code, ok := c.parse(cmd, args, &spec, func(fs *flag.FlagSet) {
+		fs.BoolVar(&asJSON, "json", false, "print one JSON document instead of tables")
+	})
+	if !ok {
+		return code
+	}
+	if len(pos) > 1 {
+		return c.usageError(cmd, "status takes at most one tenant id, got %d arguments", len(pos))
+	}
+	var id tenant.ID
+	if len(pos) == 1 {
+		var err error
+		if id, err = tenant.ParseID(pos[0]); err != nil {
+			c.errorf("%v", err)
+			return exitUsage
+		}
+	}
+	if !c.loadEnv(cmd, &spec) {
+		return exitUsage
+	}
+	b, err := connectBus(ctx, spec.NATS)
+	if err != nil {
+		return c.fail(ctx, err)
+	}
+	defer b.Close()
+	var control *controlplane.Store
+	if controlConfigured(spec.ControlPlane) {
+		store, closeControl, err := openControl(ctx, spec.ControlPlane, spec.Bastion)
+		if err != nil {
+			return c.fail(ctx, err)
+		}
+		defer closeControl()
+		control = store
+	}
+	if id != "" {
+		return c.tenantStatus(ctx, b, control, id, asJSON)
+	}
+	return c.fleetStatus(ctx, b, control, asJSON)
+}
+
+// holdView is a hold with whether it is in force.
+type holdView struct {
+	tenant.Hold
+	Active bool `json:"active"`
+}
+
+// tenantView is the status of one tenant (--json).
+type tenantView struct {
+	TenantID tenant.ID `json:"tenant_id"`
+	// Known is false when neither the pipeline, the holds nor the ledger know it.
+	Known bool `json:"known"`
+	// State is null when the pipeline never saw the tenant.
+	State           *tenant.State `json:"state"`
+	Hold            *holdView     `json:"hold"`
+	LedgerConsulted bool          `json:"ledger_consulted"`
+	Ledger          *ledgerRow    `json:"ledger"`
+}
+
+func (c *CLI) tenantStatus(ctx context.Context, b *bus.Bus, control *controlplane.Store, id tenant.ID, asJSON bool) int {
+	now := c.clock()
+	v := tenantView{TenantID: id, LedgerConsulted: control != nil}
+	state, found, err := b.TenantState(ctx, id)
+	if err != nil {
+		return c.fail(ctx, err)
+	}
+	if found {
+		v.State = &state
+	}
+	h, held, err := b.Hold(ctx, id)
+	if err != nil {
+		return c.fail(ctx, err)
+	}
+	if held {
+		v.Hold = &holdView{Hold: h, Active: h.Active(now)}
+	}
+	if control != nil {
+		e, inLedger, err := control.LedgerEntry(ctx, id)
+		if err != nil && !controlplane.NoLedger(err) { // no ledger table: nothing cleaned yet
+			return c.fail(ctx, err)
+		}
+		if inLedger {
+			r := newLedgerRow(e)
+			v.Ledger = &r
+		}
+	}
+	v.Known = v.State != nil || v.Hold != nil || v.Ledger != nil
+	code := exitOK
+	if !v.Known {
+		code = exitFailed
+	}
+	if asJSON {
+		return c.printJSON(ctx, v, code)
+	}
+
+	tw := table(c.Stdout)
+	row(tw, "tenant", id)
+	switch {
+	case v.State == nil && v.Ledger != nil:
+		row(tw, "phase", "cleaned at "+when(now, v.Ledger.CleanedAt)+", per the ledger (the pipeline has no state for it)")
+	case v.State == nil:
+		row(tw, "phase", "unknown: the pipeline has no state for it (never requested, or requested before state was kept)")
+	default:
+		s := v.State
+		row(tw, "phase", describePhase(now, s))
+		row(tw, "since", when(now, s.Since))
+		if s.Reason != "" && s.Phase != tenant.PhaseRefused && s.Phase != tenant.PhaseHeld { // those say it already
+			row(tw, "reason", s.Reason)
+		}
+		row(tw, "requested by", orDash(s.RequestedBy))
+		marked := s.MarkedAt
+		if marked == nil && s.Phase == tenant.PhaseMarked {
+			marked = &s.Since
+		}
+		if marked != nil {
+			row(tw, "marked at", when(now, *marked))
+		}
+		if s.NextCheckAt != nil && s.Phase != tenant.PhaseCleaned {
+			row(tw, "next check", when(now, *s.NextCheckAt))
+		}
+		if s.DocumentsLeft != nil || s.PairsLeft != nil {
+			row(tw, "left", docsLeft(s))
+		}
+		row(tw, "updated", when(now, s.Updated))
+	}
+	if v.Hold == nil {
+		row(tw, "hold", "none")
+	} else {
+		row(tw, "hold", describeHold(now, *v.Hold))
+	}
+	switch {
+	case control == nil:
+		row(tw, "ledger", "not consulted (set CONTROL_PLANE_DATABASE_URL or CONTROL_PLANE_RDS_HOST to read it)")
+	case v.Ledger == nil:
+		row(tw, "ledger", "no row")
+	default:
+		row(tw, "ledger", describeLedger(now, *v.Ledger))
+	}
+	tw.Flush()
+	if !v.Known {
+		fmt.Fprintf(c.Stdout, "\n%s is unknown: no pipeline state, no hold, no ledger row.\n", id)
+	}
+	return code
+}
+
+// describePhase says what the tenant's phase means, with the phase's details.
+func describePhase(now time.Time, s *tenant.State) string {
+	switch s.Phase {
+	case tenant.PhaseRequested:
+		return "requested: waiting for the marker"
+	case tenant.PhaseMarked:
+		out := "marked: waiting for Onyx to delete its documents"
+		if s.NextCheckAt != nil {
+			out += "; first drain check " + when(now, *s.NextCheckAt)
+		}
+		return out
+	case tenant.PhaseDraining:
+		out := "draining"
+		if s.DocumentsLeft != nil || s.PairsLeft != nil {
+			out += ": " + docsLeft(s) + " left"
+		}
+		if s.NextCheckAt != nil {
+			out += "; next check " + when(now, *s.NextCheckAt)
+		}
+		return out
+	case tenant.PhaseCleaned:
+		at := s.Since
+		if s.CleanedAt != nil {
+			at = *s.CleanedAt
+		}
+		return "cleaned at " + when(now, at)
+	case tenant.PhaseRefused:
+		return "refused: " + s.Reason
+	case tenant.PhaseStuck:
+		out := "stuck since " + when(now, s.Since)
+		if s.DocumentsLeft != nil || s.PairsLeft != nil {
+			out += ": " + docsLeft(s) + " left"
+		}
+		return out
+	case tenant.PhaseHeld:
+		if strings.HasPrefix(s.Reason, "held by ") {
+			return s.Reason
+		}
+		return "held: " + s.Reason
+	case tenant.PhaseDead:
+		return "dead: its message failed too often (tenantctl dead list, then tenantctl dead replay SEQ)"
+	}
+	return string(s.Phase)
+}
+
+func docsLeft(s *tenant.State) string {
+	var parts []string
+	if s.DocumentsLeft != nil {
+		parts = append(parts, plural(int(*s.DocumentsLeft), "document"))
+	}
+	if s.PairsLeft != nil {
+		parts = append(parts, plural(int(*s.PairsLeft), "connector-credential pair"))
+	}
+	return strings.Join(parts, " and ")
+}
+
+func describeHold(now time.Time, h holdView) string {
+	out := h.Describe() + ", placed " + when(now, h.At)
+	switch {
+	case !h.Active:
+		out += "; expired " + relative(now, *h.Until)
+	case h.Until != nil:
+		out += "; active, ends " + relative(now, *h.Until)
+	default:
+		out += "; active until tenantctl unhold"
+	}
+	return out
+}
+
+func describeLedger(now time.Time, r ledgerRow) string {
+	out := fmt.Sprintf("cleaned %s by %s, requested by %s; at marking %s, %s",
+		when(now, r.CleanedAt), orDash(r.CleanedBy), orDash(r.RequestedBy),
+		plural(int(r.DocumentsAtMarking), "document"), plural(int(r.UsersAtMarking), "user"))
+	if r.SchemaExisted {
+		out += fmt.Sprintf("; %d relations dropped", r.RelationsDropped)
+	} else {
+		out += "; schema was already gone"
+	}
+	out += fmt.Sprintf("; %d public rows deleted; control plane: %s", r.PublicRowsDeleted,
+		counts(controlplane.ControlTables, r.ControlRowsDeleted))
+	return out
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// phaseView is one line of the phase table (--json).
+type phaseView struct {
+	Phase   tenant.Phase `json:"phase"`
+	Tenants int          `json:"tenants"`
+	// Oldest is the tenant longest in the phase (by since), with its age.
+	Oldest           tenant.ID  `json:"oldest_tenant,omitempty"`
+	OldestSince      *time.Time `json:"oldest_since,omitempty"`
+	OldestAgeSeconds *int64     `json:"oldest_age_seconds,omitempty"`
+}
+
+// fleetView is the status of the whole pipeline (--json).
+type fleetView struct {
+	At          time.Time      `json:"at"`
+	Tenants     int            `json:"tenants"`
+	Phases      []phaseView    `json:"phases"`
+	Holds       []holdView     `json:"holds"`
+	Pauses      []tenant.Pause `json:"pauses"`
+	DeadLetters int            `json:"dead_letters"`
+	// Ledger is null when the control plane was not consulted.
+	LedgerConsulted bool        `json:"ledger_consulted"`
+	Ledger          *ledgerInfo `json:"ledger"`
+}
+
+type ledgerInfo struct {
+	Tenants       int64      `json:"tenants"`
+	LastCleanedAt *time.Time `json:"last_cleaned_at"`
+}
+
+func (c *CLI) fleetStatus(ctx context.Context, b *bus.Bus, control *controlplane.Store, asJSON bool) int {
+	now := c.clock()
+	states, err := b.States(ctx)
+	if err != nil {
+		return c.fail(ctx, err)
+	}
+	holds, err := b.Holds(ctx)
+	if err != nil {
+		return c.fail(ctx, err)
+	}
+	pauses, err := b.Pauses(ctx, now)
+	if err != nil {
+		return c.fail(ctx, err)
+	}
+	dead, err := b.DeadLetters(ctx)
+	if err != nil {
+		return c.fail(ctx, err)
+	}
+	v := fleetView{At: now.UTC(), Tenants: len(states), DeadLetters: len(dead), LedgerConsulted: control != nil,
+		Holds: []holdView{}, Pauses: pauses}
+	if v.Pauses == nil {
+		v.Pauses = []tenant.Pause{}
+	}
+	for _, p := range tenant.Phases {
+		pv := phaseView{Phase: p}
+		for _, s := range states {
+			if s.Phase != p {
+				continue
+			}
+			pv.Tenants++
+			if pv.OldestSince == nil || s.Since.Before(*pv.OldestSince) ||
+				(s.Since.Equal(*pv.OldestSince) && s.ID < pv.Oldest) {
+				since := s.Since
+				pv.Oldest, pv.OldestSince = s.ID, &since
+			}
+		}
+		if pv.OldestSince != nil {
+			age := int64(now.Sub(*pv.OldestSince) / time.Second)
+			pv.OldestAgeSeconds = &age
+		}
+		v.Phases = append(v.Phases, pv)
+	}
+	sort.Slice(holds, func(i, j int) bool { return holds[i].ID < holds[j].ID })
+	for _, h := range holds {
+		v.Holds = append(v.Holds, holdView{Hold: h, Active: h.Active(now)})
+	}
+	sort.Slice(v.Pauses, func(i, j int) bool { return v.Pauses[i].Until.Before(v.Pauses[j].Until) })
+	if control != nil {
+		n, last, err := control.LedgerStats(ctx)
+		if err != nil {
+			return c.fail(ctx, err)
+		}
+		v.Ledger = &ledgerInfo{Tenants: n}
+		if !last.IsZero() {
+			v.Ledger.LastCleanedAt = &last
+		}
+	}
+	if asJSON {
+		return c.printJSON(ctx, v, exitOK)
+	}
+	c.printFleet(c.Stdout, now, v)
+	return exitOK
+}
+
+func (c *CLI) printFleet(w io.Writer, now time.Time, v fleetView) {
+	fmt.Fprintf(w, "Pipeline status at %s: %s known to the pipeline\n\n", stamp(now), plural(v.Tenants, "tenant"))
+	tw := table(w)
+	row(tw, "PHASE", "TENANTS", "LONGEST IN PHASE", "SINCE")
+	for _, p := range v.Phases {
+		if p.Tenants == 0 {
+			row(tw, p.Phase, 0, "-", "-")
+			continue
+		}
+		row(tw, p.Phase, p.Tenants, p.Oldest, when(now, *p.OldestSince))
+	}
+	tw.Flush()
+
+	active := 0
+	for _, h := range v.Holds {
+		if h.Active {
+			active++
+		}
+	}
+	fmt.Fprintf(w, "\nHolds: %d active, %d expired\n", active, len(v.Holds)-active)
+	if len(v.Holds) > 0 {
+		tw = table(w)
+		row(tw, "TENANT", "STATE", "UNTIL", "BY", "PLACED", "REASON")
+		for _, h := range v.Holds {
+			state, until := "active", "until unhold"
+			if h.Until != nil {
+				until = when(now, *h.Until)
+			}
+			if !h.Active {
+				state = "expired"
+			}
+			row(tw, h.ID, state, until, h.By, when(now, h.At), h.Reason)
+		}
+		tw.Flush()
+	}
+
+	fmt.Fprintf(w, "\nPauses in force: %d\n", len(v.Pauses))
+	if len(v.Pauses) > 0 {
+		tw = table(w)
+		row(tw, "KIND", "UNTIL", "BY", "WHY")
+		for _, p := range v.Pauses {
+			kind := p.Kind
+			switch p.Kind {
+			case string(tenant.OutcomeCapped):
+				kind = "capped (cleanup cap reached)"
+			case string(tenant.OutcomePaused):
+				kind = "paused (circuit breaker open)"
+			}
+			row(tw, kind, when(now, p.Until), orDash(p.By), p.Reason)
+		}
+		tw.Flush()
+	}
+
+	fmt.Fprintf(w, "\nDead letters: %d", v.DeadLetters)
+	if v.DeadLetters > 0 {
+		fmt.Fprint(w, " (tenantctl dead list shows them, tenantctl dead replay re-publishes them)")
+	}
+	fmt.Fprintln(w)
+	switch {
+	case v.Ledger == nil:
+		fmt.Fprintln(w, "Ledger: not consulted (set CONTROL_PLANE_DATABASE_URL or CONTROL_PLANE_RDS_HOST to read it)")
+	case v.Ledger.LastCleanedAt == nil:
+		fmt.Fprintln(w, "Ledger: no tenant cleaned yet")
+	default:
+		fmt.Fprintf(w, "Ledger: %s cleaned, the latest %s\n", plural(int(v.Ledger.Tenants), "tenant"), when(now, *v.Ledger.LastCleanedAt))
+	}
+}
+
+// printJSON writes v as indented JSON and returns code.
+func (c *CLI) printJSON(ctx context.Context, v any, code int) int {
+	enc := json.NewEncoder(c.Stdout)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(v); err != nil {
+		return c.fail(ctx, err)
+	}
+	return code
+}

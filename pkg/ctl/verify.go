@@ -1,0 +1,385 @@
+package ctl
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"maps"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/tenantcleanup/tenant-cleanup/pkg/controlplane"
+	"github.com/tenantcleanup/tenant-cleanup/pkg/dataplane"
+	"github.com/tenantcleanup/tenant-cleanup/pkg/tenant"
+)
+
+const verifyHelp = `
+Reconciles what operators used to check by hand, with one grouped query per
+table: the tenant schemas (pg_namespace), the tenants' public rows
+(user_tenant_mapping, user_tenant_mapping_oauth_account, tenant_shard,
+tenant_anonymous_user_path, tenant_invite_counter, tenant_sso_domain), their
+control-plane rows (tenant, subscription, tenant_config, tenant_notification)
+and the ledger (tenant_cleanup.ledger; a missing table is an empty ledger).
+It lists every inconsistent tenant with what is left of it, per table:
+
+  (a) half-done cleanups: the schema is gone (or its drop by this pipeline
+      began) but public or control-plane rows are left, and the ledger has no
+      row for it;
+  (b) in the ledger, yet its schema, public rows or control-plane rows are left;
+  (c) orphans: public rows with neither a schema nor a control-plane row.
+
+and every invalid tenant id found in those tables (shown quoted, never used
+in a statement). A tenant with its schema and no ledger row is live: fine.
+
+Shards: when DATA_PLANE_SHARD_NAME is set, a tenant whose public.tenant_shard
+row names another shard lives elsewhere; its missing schema is not an
+inconsistency and it is only counted. When DATA_PLANE_SHARD_NAME is empty, a
+tenant with a tenant_shard row and no schema here may live on another shard: it
+is listed apart, under "on another shard?", and not counted as inconsistent.
+Schemas named tenant_… that are not tenant ids are listed for information.
+
+--repair publishes a cleanup request (requested_by "tenantctl verify --repair")
+for each tenant of (a) that has a control-plane tenant row in GATED_ACCESS: the
+pipeline checks it again and completes its cleanup. It says what it published
+and what needs a human: (b), (c), and (a) without a control-plane row or in
+another status (the pipeline would refuse those). Run verify again once the
+pipeline has cleaned them.
+
+Exit status: 0 consistent; 1 inconsistent (also after --repair: re-run verify
+later), or a database or NATS could not be read; 2 bad arguments or
+configuration.`
+
+// repairedBy is the requested_by of verify --repair's requests.
+const repairedBy = "tenantctl verify --repair"
+
+// Problem categories.
+const (
+	halfCleaned = "a"
+	inLedger    = "b"
+	orphan      = "c"
+)
+
+// leftover is one tenant with what is left of it.
+type leftover struct {
+	id          tenant.ID
+	category    string
+	schema      string // "present", "gone" or "partly dropped"
+	public      map[string]int64
+	control     map[string]int64
+	status      string // control-plane application_status, "" without a tenant row
+	shard       string
+	cleanedAt   time.Time
+	repairable  bool
+	needsHuman  string
+	publishedOK bool
+}
+
+// invalidID is a tenant id found in a table that is not a valid tenant id.
+type invalidID struct {
+	raw  string
+	rows map[string]int64 // table → rows
+}
+
+// reconciliation is the result of comparing both planes and the ledger.
+type reconciliation struct {
+	shardName                                     string
+	schemas, withPublic, inControl, ledgerTenants int
+	problems                                      []leftover // (a), (b), (c), by category then id
+	invalid                                       []invalidID
+	elsewhere                                     int        // on another shard per tenant_shard (DATA_PLANE_SHARD_NAME set)
+	maybeElsewhere                                []leftover // tenant_shard row, no schema, DATA_PLANE_SHARD_NAME empty
+	oddSchemas                                    []string   // tenant_… schemas that are not tenant ids
+}
+
+func (r *reconciliation) inconsistent() bool { return len(r.problems) > 0 || len(r.invalid) > 0 }
+
+func (r *reconciliation) count(category string) int {
+	n := 0
+	for _, p := range r.problems {
+		if p.category == category {
+			n++
+		}
+	}
+	return n
+}
+
+// reconcile classifies every tenant id found in either plane or the ledger.
+func reconcile(data *dataplane.Inventory, control *controlplane.Inventory, shardName string) *reconciliation {
+	r := &reconciliation{shardName: shardName, ledgerTenants: len(control.Ledger)}
+	keys := map[string]bool{}
+	for k := range data.Schemas {
+		keys[k] = true
+	}
+	for k := range data.PublicRows {
+		keys[k] = true
+	}
+	for k := range control.Rows {
+		keys[k] = true
+	}
+	for k := range control.Ledger {
+		keys[k] = true
+	}
+	for _, key := range slices.Sorted(maps.Keys(keys)) {
+		_, hasSchema := data.Schemas[key]
+		id, err := tenant.ParseID(key)
+		if err != nil {
+			rows := map[string]int64{}
+			maps.Copy(rows, data.PublicRows[key])
+			for t, n := range control.Rows[key] {
+				rows["control-plane "+t] += n
+			}
+			if _, ok := control.Ledger[key]; ok {
+				rows["tenant_cleanup.ledger"] = 1
+			}
+			if len(rows) > 0 {
+				r.invalid = append(r.invalid, invalidID{raw: key, rows: rows})
+			}
+			if hasSchema {
+				r.oddSchemas = append(r.oddSchemas, key)
+			}
+			continue
+		}
+		dropStarted := data.Schemas[key]
+		public, ctl := data.PublicRows[key], control.Rows[key]
+		if hasSchema {
+			r.schemas++
+		}
+		if total(public) > 0 {
+			r.withPublic++
+		}
+		if ctl["tenant"] > 0 {
+			r.inControl++
+		}
+		l := leftover{id: id, public: public, control: ctl, status: control.Status[key], shard: data.Shards[key], schema: "gone"}
+		switch {
+		case dropStarted:
+			l.schema = "partly dropped"
+		case hasSchema:
+			l.schema = "present"
+		}
+		if cleaned, ok := control.Ledger[key]; ok {
+			if hasSchema || total(public) > 0 || total(ctl) > 0 {
+				l.category, l.cleanedAt = inLedger, cleaned
+				l.needsHuman = "the ledger says it was cleaned, so the pipeline refuses it: see what is left and delete it by hand"
+				r.problems = append(r.problems, l)
+			}
+			continue
+		}
+		if hasSchema && !dropStarted {
+			continue // a live tenant
+		}
+		if !dropStarted && l.shard != "" {
+			if shardName != "" && l.shard != shardName {
+				r.elsewhere++
+				continue
+			}
+			if shardName == "" {
+				r.maybeElsewhere = append(r.maybeElsewhere, l)
+				continue
+			}
+		}
+		switch {
+		case ctl["tenant"] > 0:
+			l.category = halfCleaned
+			if l.status == tenant.StatusGatedAccess {
+				l.repairable = true
+			} else {
+				l.needsHuman = fmt.Sprintf("control-plane status is %q, not %s: the pipeline would refuse it", l.status, tenant.StatusGatedAccess)
+			}
+		case total(public) > 0 && !dropStarted:
+			l.category = orphan
+			l.needsHuman = "no control-plane row, so the pipeline refuses it: delete its public rows by hand if the tenant is gone"
+		default:
+			l.category = halfCleaned
+			l.needsHuman = "no control-plane tenant row, so the pipeline refuses it: finish it by hand"
+		}
+		r.problems = append(r.problems, l)
+	}
+	slices.SortStableFunc(r.problems, func(x, y leftover) int { return strings.Compare(x.category, y.category) })
+	return r
+}
+
+func runVerify(ctx context.Context, c *CLI, cmd *command, args []string) int {
+	var (
+		spec   verifySpec
+		repair bool
+	)
+	pos, code, ok := c.parse(cmd, args, &spec, func(fs *flag.FlagSet) {
+		fs.BoolVar(&repair, "repair", false, "request the cleanup of the half-done cleanups the pipeline can complete (needs NATS)")
+	})
+	if !ok {
+		return code
+	}
+	if len(pos) > 0 {
+		return c.usageError(cmd, "verify takes no arguments, got %q", pos)
+	}
+	if !c.loadEnv(cmd, &spec) {
+		return exitUsage
+	}
+	data, closeData, err := openData(ctx, spec.DataPlane, 2)
+	if err != nil {
+		return c.fail(ctx, err)
+	}
+	defer closeData()
+	control, closeControl, err := openControl(ctx, spec.ControlPlane, spec.Bastion)
+	if err != nil {
+		return c.fail(ctx, err)
+	}
+	defer closeControl()
+	dataInv, err := data.Inventory(ctx)
+	if err != nil {
+		return c.fail(ctx, err)
+	}
+	controlInv, err := control.Inventory(ctx)
+	if err != nil {
+		return c.fail(ctx, err)
+	}
+	r := reconcile(dataInv, controlInv, spec.ShardName)
+
+	var published []tenant.ID
+	if repair {
+		var todo []tenant.ID
+		for _, p := range r.problems {
+			if p.repairable {
+				todo = append(todo, p.id)
+			}
+		}
+		if len(todo) > 0 {
+			b, err := connectBus(ctx, spec.NATS)
+			if err != nil {
+				return c.fail(ctx, fmt.Errorf("%w; nothing was repaired", err))
+			}
+			defer b.Close()
+			n, err := publish(ctx, b, todo, repairedBy)
+			if err != nil {
+				return c.fail(ctx, fmt.Errorf("%w; published %d of %d repair requests (running verify --repair again is safe)", err, n, len(todo)))
+			}
+			published = todo
+			for i := range r.problems {
+				r.problems[i].publishedOK = r.problems[i].repairable
+			}
+		}
+	}
+	printReconciliation(c.Stdout, r, repair, published)
+	if r.inconsistent() {
+		return exitFailed
+	}
+	return exitOK
+}
+
+func printReconciliation(w io.Writer, r *reconciliation, repair bool, published []tenant.ID) {
+	shard := "DATA_PLANE_SHARD_NAME not set"
+	if r.shardName != "" {
+		shard = "DATA_PLANE_SHARD_NAME=" + r.shardName
+	}
+	fmt.Fprintf(w, "Verified %d tenant schemas, %d tenants with public rows, %d control-plane tenants, %d ledger rows (%s)\n",
+		r.schemas, r.withPublic, r.inControl, r.ledgerTenants, shard)
+
+	section := func(category, title string, header []any, cols func(leftover) []any) {
+		n := r.count(category)
+		if n == 0 {
+			return
+		}
+		fmt.Fprintf(w, "\n(%s) %s: %d\n", category, title, n)
+		tw := table(w)
+		row(tw, header...)
+		for _, p := range r.problems {
+			if p.category == category {
+				row(tw, cols(p)...)
+			}
+		}
+		tw.Flush()
+	}
+	section(halfCleaned, "schema gone but rows left, no ledger row (half-done cleanups)",
+		[]any{"TENANT", "SCHEMA", "PUBLIC ROWS", "CONTROL-PLANE ROWS", "STATUS", "NEXT STEP"},
+		func(p leftover) []any {
+			next := "tenantctl verify --repair requests it"
+			switch {
+			case p.publishedOK:
+				next = "requested: the pipeline completes it"
+			case !p.repairable:
+				next = "needs a human: " + p.needsHuman
+			}
+			return []any{p.id, p.schema, counts(dataplane.PublicTables, p.public), counts(controlplane.ControlTables, p.control),
+				orDash(p.status), next}
+		})
+	section(inLedger, "in the ledger but rows left",
+		[]any{"TENANT", "CLEANED AT", "SCHEMA", "PUBLIC ROWS", "CONTROL-PLANE ROWS", "NEXT STEP"},
+		func(p leftover) []any {
+			return []any{p.id, stamp(p.cleanedAt), p.schema, counts(dataplane.PublicTables, p.public),
+				counts(controlplane.ControlTables, p.control), "needs a human: " + p.needsHuman}
+		})
+	section(orphan, "public rows with neither schema nor control-plane row (orphans)",
+		[]any{"TENANT", "PUBLIC ROWS", "NEXT STEP"},
+		func(p leftover) []any {
+			return []any{p.id, counts(dataplane.PublicTables, p.public), "needs a human: " + p.needsHuman}
+		})
+	if len(r.invalid) > 0 {
+		fmt.Fprintf(w, "\nInvalid tenant ids in tenant tables (never used in a statement; need a human): %d\n", len(r.invalid))
+		tw := table(w)
+		row(tw, "TENANT ID (quoted)", "ROWS")
+		for _, inv := range r.invalid {
+			row(tw, tenant.QuoteInput(inv.raw), counts(nil, inv.rows))
+		}
+		tw.Flush()
+	}
+	if len(r.maybeElsewhere) > 0 {
+		fmt.Fprintf(w, "\nOn another shard? %d tenants have a tenant_shard row but no schema here; not counted as inconsistent "+
+			"(set DATA_PLANE_SHARD_NAME to tell)\n", len(r.maybeElsewhere))
+		tw := table(w)
+		row(tw, "TENANT", "SHARD", "PUBLIC ROWS", "CONTROL-PLANE ROWS")
+		for i, p := range r.maybeElsewhere {
+			if i == listCap {
+				row(tw, fmt.Sprintf("… and %d more", len(r.maybeElsewhere)-i), "", "", "")
+				break
+			}
+			row(tw, p.id, p.shard, counts(dataplane.PublicTables, p.public), counts(controlplane.ControlTables, p.control))
+		}
+		tw.Flush()
+	}
+	if r.elsewhere > 0 {
+		fmt.Fprintf(w, "\n%d tenants live on other shards (public.tenant_shard); not checked here\n", r.elsewhere)
+	}
+	if len(r.oddSchemas) > 0 {
+		quoted := make([]string, len(r.oddSchemas))
+		for i, s := range r.oddSchemas {
+			quoted[i] = tenant.QuoteInput(s)
+		}
+		fmt.Fprintf(w, "\nSchemas named like tenants that are not tenant ids (never touched): %d\n", len(quoted))
+		listCapped(w, "  ", quoted, listCap)
+	}
+
+	if !r.inconsistent() {
+		fmt.Fprintln(w, "\nconsistent: no cleanup left anything behind")
+		return
+	}
+	repairable, human := 0, 0
+	for _, p := range r.problems {
+		if p.repairable {
+			repairable++
+		} else {
+			human++
+		}
+	}
+	human += len(r.invalid)
+	fmt.Fprintf(w, "\ninconsistent: %s (a %d, b %d, c %d), %s\n", plural(len(r.problems), "tenant"),
+		r.count(halfCleaned), r.count(inLedger), r.count(orphan), plural(len(r.invalid), "invalid tenant id"))
+	switch {
+	case len(published) > 0:
+		ids := make([]string, len(published))
+		for i, id := range published {
+			ids[i] = string(id)
+		}
+		fmt.Fprintf(w, "published %s (requested_by %q): %s\n", plural(len(published), "cleanup request"), repairedBy, strings.Join(ids, ", "))
+		fmt.Fprintln(w, "the pipeline checks each again and completes it; run tenantctl verify again once they are cleaned (tenantctl status TENANT_ID)")
+	case repairable > 0 && !repair:
+		fmt.Fprintf(w, "tenantctl verify --repair requests the cleanup of %s the pipeline can complete\n", plural(repairable, "tenant"))
+	case repair:
+		fmt.Fprintln(w, "nothing the pipeline can complete: no cleanup request published")
+	}
+	if human > 0 {
+		fmt.Fprintf(w, "needs a human: %d (see NEXT STEP)\n", human)
+	}
+}
