@@ -127,7 +127,7 @@ func run() error {
 	}
 	env := append(os.Environ(), "DATA_PLANE_DATABASE_URL="+dataURL, "CONTROL_PLANE_DATABASE_URL="+controlURL,
 		"NATS_URL="+natsURL, "DRAIN_CHECK_DELAY=2s", "DRAIN_CHECK_MAX_DELAY=4s", "ANALYZER_REPORT_DIR="+reportDir,
-		"LOG_LEVEL=warn")
+		"LOG_LEVEL=warn", "HTTP_ADDR=") // the demo serves no metrics: nothing to collide with on this machine
 
 	nc, err := nats.Connect(natsURL)
 	if err != nil {
