@@ -64,6 +64,9 @@ type Consumer struct {
 	MaxFailures int           `envconfig:"DEAD_LETTER_AFTER" default:"5" desc:"failures after which a message moves to the dead-letter stream"`
 }
 
+// Level is LOG_LEVEL.
+func (c *Common) Level() string { return c.LogLevel }
+
 // Drain configures the drain checks.
 type Drain struct {
 	CheckDelay      time.Duration `envconfig:"DRAIN_CHECK_DELAY" default:"10m" desc:"first drain check after marking"`

@@ -5,39 +5,21 @@
 package main
 
 import (
-	"errors"
+	"context"
 	"flag"
-	"fmt"
+	"log/slog"
 	"os"
 
 	"github.com/tenantcleanup/tenant-cleanup/pkg/config"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/service"
 )
 
-func main() { os.Exit(run(os.Args[1:])) }
-
-func run(args []string) int {
+func main() {
 	var (
 		cfg  config.Analyzer
 		once bool
 	)
-	_, err := service.Flags("analyzer", "publishes gated, inactive tenants as cleanup candidates", &cfg, args, os.Stdout,
-		func(fs *flag.FlagSet) { fs.BoolVar(&once, "once", false, "run a single analysis pass and exit") })
-	if errors.Is(err, flag.ErrHelp) {
-		return 0
-	} else if err != nil {
-		return 2
-	}
-	if err := config.Load(&cfg); err != nil {
-		fmt.Fprintln(os.Stderr, "analyzer:", err)
-		return 2
-	}
-	log := service.Logger("analyzer", cfg.LogLevel)
-	ctx, stop := service.SignalContext()
-	defer stop()
-	if err := service.RunAnalyzer(ctx, &cfg, once, os.Stdout, log); err != nil {
-		log.Error("analyzer failed", "error", err)
-		return 1
-	}
-	return 0
+	os.Exit(service.Main("analyzer", "publishes gated, inactive tenants as cleanup candidates", os.Args[1:], &cfg,
+		func(fs *flag.FlagSet) { fs.BoolVar(&once, "once", false, "run a single analysis pass and exit") },
+		func(ctx context.Context, log *slog.Logger) error { return service.RunAnalyzer(ctx, &cfg, once, os.Stdout, log) }))
 }

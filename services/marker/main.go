@@ -4,35 +4,16 @@
 package main
 
 import (
-	"errors"
-	"flag"
-	"fmt"
+	"context"
+	"log/slog"
 	"os"
 
 	"github.com/tenantcleanup/tenant-cleanup/pkg/config"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/service"
 )
 
-func main() { os.Exit(run(os.Args[1:])) }
-
-func run(args []string) int {
+func main() {
 	var cfg config.Marker
-	_, err := service.Flags("marker", "marks cleanup candidates and schedules their drain checks", &cfg, args, os.Stdout, nil)
-	if errors.Is(err, flag.ErrHelp) {
-		return 0
-	} else if err != nil {
-		return 2
-	}
-	if err := config.Load(&cfg); err != nil {
-		fmt.Fprintln(os.Stderr, "marker:", err)
-		return 2
-	}
-	log := service.Logger("marker", cfg.LogLevel)
-	ctx, stop := service.SignalContext()
-	defer stop()
-	if err := service.RunMarker(ctx, &cfg, log); err != nil {
-		log.Error("marker failed", "error", err)
-		return 1
-	}
-	return 0
+	os.Exit(service.Main("marker", "marks cleanup candidates and schedules their drain checks", os.Args[1:], &cfg, nil,
+		func(ctx context.Context, log *slog.Logger) error { return service.RunMarker(ctx, &cfg, log) }))
 }

@@ -1,0 +1,38 @@
+package service
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+
+	"github.com/tenantcleanup/tenant-cleanup/pkg/config"
+)
+
+// Main is the whole of a service's main: it parses args (-h prints the
+// summary, the flags and the configuration), loads spec from the
+// environment, and runs run with a JSON logger until SIGTERM or SIGINT. It
+// returns the exit status: 0 after a clean stop, 1 when run fails, 2 for bad
+// flags or configuration.
+func Main(name, summary string, args []string, spec interface{ Level() string },
+	define func(*flag.FlagSet), run func(ctx context.Context, log *slog.Logger) error) int {
+	if _, err := Flags(name, summary, spec, args, os.Stdout, define); errors.Is(err, flag.ErrHelp) {
+		return 0
+	} else if err != nil {
+		return 2
+	}
+	if err := config.Load(spec); err != nil {
+		fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
+		return 2
+	}
+	log := Logger(name, spec.Level())
+	ctx, stop := SignalContext()
+	defer stop()
+	if err := run(ctx, log); err != nil {
+		log.Error(name+" failed", "error", err)
+		return 1
+	}
+	return 0
+}
