@@ -21,5 +21,7 @@ func main() {
 	)
 	os.Exit(service.Main("analyzer", "publishes gated, inactive tenants as cleanup candidates", os.Args[1:], &cfg,
 		func(fs *flag.FlagSet) { fs.BoolVar(&once, "once", false, "run a single analysis pass and exit") },
-		func(ctx context.Context, log *slog.Logger) error { return service.RunAnalyzer(ctx, &cfg, once, os.Stdout, log) }))
+		func(ctx context.Context, log *slog.Logger) error {
+			return service.RunAnalyzer(ctx, &cfg, once, os.Stdout, log)
+		}))
 }
