@@ -294,7 +294,7 @@ func TestDrop(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.AlreadyGone || res.Relations < 20*4 || res.Transactions != 2 {
+	if res.AlreadyGone || res.Relations < 20*4 || res.Transactions != 1 {
 		t.Fatalf("drop = %+v", res)
 	}
 	if seen.Documents != 6 || seen.LastCraft.IsZero() {

@@ -45,16 +45,17 @@ type dropRel struct {
 
 // Drop removes the tenant's schema and everything in it, and nothing else.
 //
-// A schema with more relations than one transaction may lock is dropped in
-// batches, each its own transaction within the lock budget: views first, then
-// tables in reverse foreign-key order (so a batch never reaches into a table
-// of a later batch), then the schema itself. The first batch locks the
-// activity tables and calls recheck with a fresh read of the tenant's
-// activity, locks its relations and checks that no object outside the schema
-// depends on anything in it, so nothing is dropped for a tenant that became
-// active or has an outside dependent. Later batches drop RESTRICT (see
-// dropRestrict), and the final DROP SCHEMA checks again. DDL runs under
-// lock_timeout; a timeout returns a tenant.ErrLater error.
+// A schema whose relations fit the lock budget is dropped in one
+// transaction: the activity tables are locked and recheck is called with a
+// fresh read of the tenant's activity, every relation is locked, nothing
+// outside the schema may depend on anything in it, then DROP SCHEMA CASCADE.
+// A larger schema is dropped in batches, each its own transaction within the
+// budget: views first, then tables in reverse foreign-key order (so a batch
+// never reaches into a table of a later batch). The first batch makes the
+// same checks and marks the schema as being dropped; later batches drop
+// RESTRICT (see dropRestrict); the last one checks for outside dependents
+// again and drops the schema. DDL runs under lock_timeout; a timeout returns
+// a tenant.ErrLater error.
 func (t *Tenant) Drop(ctx context.Context, recheck func(Activity) error) (DropResult, error) {
 	res, err := t.drop(ctx, recheck)
 	if err != nil {
@@ -86,30 +87,47 @@ func (t *Tenant) drop(ctx context.Context, recheck func(Activity) error) (DropRe
 		return res, err
 	}
 	batches := planBatches(rels, t.store.opts.LockBudget)
+	if len(batches) == 0 {
+		batches = [][]dropRel{nil} // an empty schema: one transaction for the checks and the drop
+	}
 	for i, batch := range batches {
-		first := i == 0
+		first, last := i == 0, i == len(batches)-1
 		err := t.inDropTx(ctx, func(tx pgx.Tx) error {
 			if first {
-				if err := t.recheckLocked(ctx, tx, recheck); err != nil {
+				if err := t.recheckLocked(ctx, tx, snap, recheck); err != nil {
 					return err
 				}
 			}
 			if err := lockRelations(ctx, tx, t.id, batch); err != nil {
 				return err
 			}
-			if first {
-				// The one full check: nothing is dropped if anything outside
-				// depends on the schema. Later batches drop RESTRICT.
+			switch {
+			case first:
+				// The one full check before anything is dropped: nothing is
+				// dropped if anything outside depends on the schema.
 				if err := t.refuseOutsideDependents(ctx, tx); err != nil {
 					return err
 				}
-				if _, err := tx.Exec(ctx, "COMMENT ON SCHEMA "+schema(t.id)+" IS '"+dropStartedComment+" "+
-					time.Now().UTC().Format(time.RFC3339)+"'"); err != nil {
+				if !last {
+					if _, err := tx.Exec(ctx, "COMMENT ON SCHEMA "+schema(t.id)+" IS '"+dropStartedComment+" "+
+						time.Now().UTC().Format(time.RFC3339)+"'"); err != nil {
+						return err
+					}
+					return dropRelations(ctx, tx, t.id, batch, "CASCADE")
+				}
+			default:
+				if err := t.dropRestrict(ctx, tx, batch); err != nil {
 					return err
 				}
-				return dropRelations(ctx, tx, t.id, batch, "CASCADE")
+				if !last {
+					return nil
+				}
+				if err := t.refuseOutsideDependents(ctx, tx); err != nil {
+					return err
+				}
 			}
-			return t.dropRestrict(ctx, tx, batch)
+			_, err := tx.Exec(ctx, "DROP SCHEMA IF EXISTS "+schema(t.id)+" CASCADE")
+			return err
 		})
 		if err != nil {
 			return res, err
@@ -124,55 +142,54 @@ func (t *Tenant) drop(ctx context.Context, recheck func(Activity) error) (DropRe
 			}
 		}
 	}
-	err = t.inDropTx(ctx, func(tx pgx.Tx) error {
-		if len(batches) == 0 {
-			if err := t.recheckLocked(ctx, tx, recheck); err != nil {
-				return err
-			}
-		}
-		if err := t.refuseOutsideDependents(ctx, tx); err != nil {
-			return err
-		}
-		_, err := tx.Exec(ctx, "DROP SCHEMA IF EXISTS "+schema(t.id)+" CASCADE")
-		return err
-	})
-	if err != nil {
-		return res, err
-	}
-	res.Transactions++
 	return res, nil
 }
 
-// recheckLocked locks the activity tables against writes, then reads the
-// activity afresh and hands it to recheck. A schema whose drop already began
-// has no activity to check.
-func (t *Tenant) recheckLocked(ctx context.Context, tx pgx.Tx, recheck func(Activity) error) error {
-	snap, err := inspect(ctx, tx, t.id)
-	if err != nil {
-		return err
+// recheckLocked locks the activity tables against writes (those that first,
+// the read before the transaction, found), then reads the activity afresh
+// and hands it to recheck. A schema whose drop already began has no activity
+// to check.
+func (t *Tenant) recheckLocked(ctx context.Context, tx pgx.Tx, first Snapshot, recheck func(Activity) error) error {
+	if len(first.MissingTables) > 0 {
+		return tenant.Refuse(t.id, "schema lacks table(s) %s", strings.Join(first.MissingTables, ", "))
 	}
-	if !snap.SchemaExists || snap.DropStarted {
-		return recheck(Activity{})
-	}
-	if len(snap.MissingTables) > 0 {
-		return tenant.Refuse(t.id, "schema lacks table(s) %s", strings.Join(snap.MissingTables, ", "))
-	}
-	var activityTables []string
-	for _, name := range []string{"chat_message", "build_session"} {
-		if name == "build_session" && !snap.HasCraft {
+	hasCraft := first.HasCraft
+	for {
+		if !first.DropStarted {
+			if err := lockActivityTables(ctx, tx, t.id, hasCraft); isGone(err) {
+				return tenant.Later(time.Second, "a table of the schema vanished while it was checked", err)
+			} else if err != nil {
+				return err
+			}
+		}
+		snap, err := inspect(ctx, tx, t.id)
+		if err != nil {
+			return err
+		}
+		if !snap.SchemaExists || snap.DropStarted {
+			return recheck(Activity{})
+		}
+		if first.DropStarted { // cannot happen: only this pipeline sets or clears the mark
+			return fmt.Errorf("schema %s lost its drop-started mark", t.id)
+		}
+		if len(snap.MissingTables) > 0 {
+			return tenant.Refuse(t.id, "schema lacks table(s) %s", strings.Join(snap.MissingTables, ", "))
+		}
+		if snap.HasCraft && !hasCraft { // build_session appeared since the first read: lock it too
+			hasCraft = true
 			continue
 		}
-		activityTables = append(activityTables, schema(t.id)+"."+pgx.Identifier{name}.Sanitize())
+		return recheck(snap.Activity)
 	}
-	if len(activityTables) > 0 {
-		if _, err := tx.Exec(ctx, "LOCK TABLE "+strings.Join(activityTables, ", ")+" IN SHARE MODE"); err != nil {
-			return err
-		}
-		if snap, err = inspect(ctx, tx, t.id); err != nil {
-			return err
-		}
+}
+
+func lockActivityTables(ctx context.Context, tx pgx.Tx, id tenant.ID, hasCraft bool) error {
+	tables := schema(id) + ".chat_message"
+	if hasCraft {
+		tables += ", " + schema(id) + ".build_session"
 	}
-	return recheck(snap.Activity)
+	_, err := tx.Exec(ctx, "LOCK TABLE "+tables+" IN SHARE MODE")
+	return err
 }
 
 func (t *Tenant) refuseOutsideDependents(ctx context.Context, tx pgx.Tx) error {
@@ -271,6 +288,9 @@ func planBatches(rels []dropRel, budget int) [][]dropRel {
 }
 
 func lockRelations(ctx context.Context, tx pgx.Tx, id tenant.ID, batch []dropRel) error {
+	if len(batch) == 0 {
+		return nil
+	}
 	names := make([]string, len(batch))
 	for i, r := range batch {
 		names[i] = schema(id) + "." + pgx.Identifier{r.name}.Sanitize()

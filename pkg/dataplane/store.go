@@ -130,14 +130,20 @@ func lockKey(id tenant.ID) int32 {
 // Tenant is one locked tenant: every method runs on the connection holding
 // the tenant's advisory lock.
 type Tenant struct {
-	id    tenant.ID
-	conn  *pgxpool.Conn
-	store *Store
+	id       tenant.ID
+	conn     *pgxpool.Conn
+	store    *Store
+	released bool
 }
 
 // Release unlocks the tenant and returns the connection. If the unlock cannot
-// be confirmed the connection is closed, which releases the lock.
+// be confirmed the connection is closed, which releases the lock. Releasing
+// twice is harmless; the Tenant is unusable afterwards.
 func (t *Tenant) Release() {
+	if t.released {
+		return
+	}
+	t.released = true
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if _, err := t.conn.Exec(ctx, "SELECT pg_advisory_unlock($1, $2)", lockKeyTenant, lockKey(t.id)); err != nil {

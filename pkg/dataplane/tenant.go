@@ -101,7 +101,7 @@ func readActivity(ctx context.Context, q querier, id tenant.ID, hasCraft bool) (
 		a                    Activity
 		lastQuery, lastCraft *time.Time
 	)
-	err := q.QueryRow(ctx, activityQuery(id, hasCraft)).Scan(&lastQuery, &lastCraft, &a.Documents, &a.Users)
+	err := q.QueryRow(ctx, activityQuery(id, hasCraft), oneShot).Scan(&lastQuery, &lastCraft, &a.Documents, &a.Users)
 	if lastQuery != nil {
 		a.LastQuery = *lastQuery
 	}
@@ -174,7 +174,7 @@ func (t *Tenant) Mark(ctx context.Context, recheck func(Activity) error) (MarkRe
 		if err := recheck(snap.Activity); err != nil {
 			return err
 		}
-		return tx.QueryRow(ctx, query("mark", t.id)).Scan(
+		return tx.QueryRow(ctx, query("mark", t.id), oneShot).Scan(
 			&res.CanceledAttempts, &res.StoppingAttempts, &res.DeletingPairs, &res.Pairs)
 	})
 	if isGone(err) {
@@ -186,6 +186,11 @@ func (t *Tenant) Mark(ctx context.Context, recheck func(Activity) error) (MarkRe
 	return res, nil
 }
 
+// oneShot runs a statement whose text names one tenant's schema (so it is
+// never sent twice) in one round trip, without preparing it and without
+// filling the connection's statement cache.
+const oneShot = pgx.QueryExecModeExec
+
 func lockTimeoutSQL(d time.Duration) string {
 	return fmt.Sprintf("SET LOCAL lock_timeout = %d", d.Milliseconds())
 }
@@ -194,7 +199,7 @@ func lockTimeoutSQL(d time.Duration) string {
 // documents left (counted up to maxLeftoverDocs+1).
 func (t *Tenant) Drain(ctx context.Context, maxLeftoverDocs int64) (tenant.Drain, error) {
 	d := tenant.Drain{SchemaExists: true}
-	err := t.conn.QueryRow(ctx, query("drain", t.id), maxLeftoverDocs+1).Scan(&d.Pairs, &d.Documents)
+	err := t.conn.QueryRow(ctx, query("drain", t.id), oneShot, maxLeftoverDocs+1).Scan(&d.Pairs, &d.Documents)
 	if isGone(err) {
 		return tenant.Drain{}, nil
 	}

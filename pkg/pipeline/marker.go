@@ -79,6 +79,9 @@ func (m *Marker) handle(ctx context.Context, d *bus.Delivery) error {
 		})
 	})
 	held.Release()
+	// Unlock before scheduling, so that a cleaner that picks the drain check
+	// up at once does not find the tenant still locked.
+	t.Release()
 	if err != nil {
 		return err
 	}

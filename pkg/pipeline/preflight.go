@@ -88,7 +88,7 @@ func classify(err error) error {
 func (s Stores) lockTenant(ctx context.Context, id tenant.ID) (*dataplane.Tenant, error) {
 	t, err := s.Data.Lock(ctx, id)
 	if errors.Is(err, dataplane.ErrBusy) {
-		return nil, tenant.Later(5*time.Second, "another worker is processing the tenant", nil)
+		return nil, tenant.Later(time.Second, "another worker is processing the tenant", nil)
 	}
 	return t, err
 }

@@ -2,18 +2,34 @@
 -- indexes go with their table): kind, name, how many relations it brings along
 -- (indexes, TOAST table and index, owned sequences), and the relations of the
 -- same schema that reference it by foreign key.
-SELECT c.relname::text,
-       c.relkind::text,
-       1 + (SELECT count(*) FROM pg_index i WHERE i.indrelid = c.oid)
-         + CASE WHEN c.reltoastrelid <> 0 THEN 2 ELSE 0 END
+--
+-- Every lookup goes through an index, so the cost depends on the tenant, not
+-- on the size of the fleet: the schema's relations through pg_depend's index
+-- on the referenced namespace (not a scan of pg_class), and the foreign keys
+-- from the referencing side (pg_constraint is indexed on conrelid, not on
+-- confrelid).
+WITH ns AS (
+    SELECT oid FROM pg_namespace WHERE nspname = $1
+), rels AS (
+    SELECT c.oid, c.relname, c.relkind, c.reltoastrelid
+    FROM pg_depend d JOIN pg_class c ON c.oid = d.objid
+    WHERE d.refclassid = 'pg_namespace'::regclass AND d.refobjid = (SELECT oid FROM ns)
+      AND d.classid = 'pg_class'::regclass AND d.deptype = 'n'
+      AND c.relnamespace = (SELECT oid FROM ns)
+      AND c.relkind IN ('r', 'p', 'v', 'm', 'f') AND NOT c.relispartition
+), fk AS (
+    SELECT k.confrelid, array_agg(DISTINCT f.relname::text) AS refs
+    FROM rels f JOIN pg_constraint k ON k.conrelid = f.oid AND k.contype = 'f'
+    WHERE k.confrelid <> f.oid
+    GROUP BY k.confrelid
+)
+SELECT r.relname::text,
+       r.relkind::text,
+       1 + (SELECT count(*) FROM pg_index i WHERE i.indrelid = r.oid)
+         + CASE WHEN r.reltoastrelid <> 0 THEN 2 ELSE 0 END
          + (SELECT count(*) FROM pg_depend d JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S'
             WHERE d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_class'::regclass
-              AND d.refobjid = c.oid AND d.deptype IN ('a', 'i')) AS relations,
-       coalesce((SELECT array_agg(DISTINCT r.relname::text)
-                 FROM pg_constraint k JOIN pg_class r ON r.oid = k.conrelid
-                 WHERE k.contype = 'f' AND k.confrelid = c.oid AND k.conrelid <> c.oid
-                   AND r.relnamespace = c.relnamespace), '{}') AS referenced_by
-FROM pg_class c
-JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE n.nspname = $1 AND c.relkind IN ('r', 'p', 'v', 'm', 'f') AND NOT c.relispartition
-ORDER BY c.relname
+              AND d.refobjid = r.oid AND d.deptype IN ('a', 'i')) AS relations,
+       coalesce(fk.refs, '{}') AS referenced_by
+FROM rels r LEFT JOIN fk ON fk.confrelid = r.oid
+ORDER BY r.relname
