@@ -54,7 +54,7 @@ type Common struct {
 	Bastion
 	NATS
 	InactiveDays int    `envconfig:"INACTIVE_DAYS" default:"90" desc:"the inactivity window, in days"`
-	DBMaxConns   int32  `envconfig:"DB_MAX_CONNS" default:"4" desc:"connections per database per replica"`
+	DBMaxConns   int32  `envconfig:"DB_MAX_CONNS" default:"6" desc:"connections per database per replica"`
 	LogLevel     string `envconfig:"LOG_LEVEL" default:"info" desc:"debug, info, warn or error"`
 }
 
@@ -98,7 +98,7 @@ type Cleaner struct {
 	Drain
 	Consumer
 	HTTPAddr       string        `envconfig:"HTTP_ADDR" default:":9092" desc:"serves /metrics, /healthz and /readyz (empty: off)"`
-	Concurrency    int           `envconfig:"CLEANER_CONCURRENCY" default:"2" desc:"tenants checked or cleaned at once by one replica"`
+	Concurrency    int           `envconfig:"CLEANER_CONCURRENCY" default:"4" desc:"tenants checked or cleaned at once by one replica"`
 	DDLLockTimeout time.Duration `envconfig:"DDL_LOCK_TIMEOUT" default:"2s" desc:"lock_timeout for DROP; on timeout the tenant is retried soon"`
 	DropSlots      int           `envconfig:"DROP_CONCURRENCY" default:"2" desc:"drop transactions at once across all replicas (bounds the locks they hold)"`
 	MaxPerHour     int           `envconfig:"CLEANUP_MAX_PER_HOUR" default:"5000" desc:"tenants cleaned per hour across all replicas (0: no cap)"`

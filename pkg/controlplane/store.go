@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -187,12 +188,9 @@ type Held struct {
 // must end it with Release or, for Update, DeleteTenant. A row locked by
 // someone else for longer than lockTimeout is a tenant.ErrLater error.
 func (s *Store) Hold(ctx context.Context, id tenant.ID, mode LockMode, lockTimeout time.Duration) (*Held, error) {
-	tx, err := s.pool.Begin(ctx)
+	tx, err := s.pool.BeginTx(ctx, pgx.TxOptions{
+		BeginQuery: fmt.Sprintf("BEGIN; SET LOCAL lock_timeout = %d", lockTimeout.Milliseconds())})
 	if err != nil {
-		return nil, fmt.Errorf("control plane: %w", err)
-	}
-	if _, err := tx.Exec(ctx, fmt.Sprintf("SET LOCAL lock_timeout = %d", lockTimeout.Milliseconds())); err != nil {
-		_ = tx.Rollback(ctx)
 		return nil, fmt.Errorf("control plane: %w", err)
 	}
 	r, found, err := readTenant(ctx, tx, id, mode)
@@ -245,15 +243,27 @@ type TableRows struct {
 // the held record. It returns the rows deleted per table, in deletion order.
 func (h *Held) DeleteTenant(ctx context.Context, e LedgerEntry) ([]TableRows, error) {
 	defer h.Release() // no-op after a commit
+	// The deletes (dependent tables first, the tenant row last) and the
+	// ledger row go to the server in one round trip, run in order.
+	tables := append(slices.Clone(dependentTables), "tenant")
+	batch := &pgx.Batch{}
+	for _, table := range tables {
+		batch.Queue("DELETE FROM public."+pgx.Identifier{table}.Sanitize()+" WHERE tenant_id = $1", string(h.Record.ID))
+	}
+	results := h.tx.SendBatch(ctx, batch)
 	var deleted []TableRows
 	counts := map[string]int64{}
-	for _, table := range append(dependentTables, "tenant") {
-		tag, err := h.tx.Exec(ctx, "DELETE FROM public."+pgx.Identifier{table}.Sanitize()+" WHERE tenant_id = $1", string(h.Record.ID))
+	for _, table := range tables {
+		tag, err := results.Exec()
 		if err != nil {
+			_ = results.Close()
 			return nil, fmt.Errorf("control plane: delete %s rows of %s: %w", table, h.Record.ID, err)
 		}
 		deleted = append(deleted, TableRows{Table: table, Rows: tag.RowsAffected()})
 		counts[table] = tag.RowsAffected()
+	}
+	if err := results.Close(); err != nil {
+		return nil, fmt.Errorf("control plane: delete rows of %s: %w", h.Record.ID, err)
 	}
 	countsJSON, _ := json.Marshal(counts)
 	_, err := h.tx.Exec(ctx, query("ledger_insert"), string(h.Record.ID), e.RequestedBy, nullTime(e.MarkedAt),
@@ -358,10 +368,8 @@ func (s *Store) Reserve(ctx context.Context, id tenant.ID, perHour, perDay int) 
 	if perHour <= 0 && perDay <= 0 {
 		return Reservation{OK: true}, nil
 	}
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", quotaLockKey); err != nil {
-			return err
-		}
+	begin := pgx.TxOptions{BeginQuery: fmt.Sprintf("BEGIN; SELECT pg_advisory_xact_lock(%d)", quotaLockKey)}
+	err := pgx.BeginTxFunc(ctx, s.pool, begin, func(tx pgx.Tx) error {
 		var freeAt *time.Time
 		if err := tx.QueryRow(ctx, query("reserve"), string(id), perHour, perDay).Scan(
 			&r.OK, &r.Cap, &freeAt, &r.LastHour, &r.LastDay); err != nil {
@@ -370,14 +378,7 @@ func (s *Store) Reserve(ctx context.Context, id tenant.ID, perHour, perDay int) 
 		if freeAt != nil {
 			r.FreeAt = *freeAt
 		}
-		if !r.OK {
-			return nil
-		}
-		_, err := tx.Exec(ctx, `INSERT INTO tenant_cleanup.quota (tenant_id, reserved_at) VALUES ($1, now())
-			ON CONFLICT (tenant_id) DO UPDATE SET reserved_at = CASE
-			    WHEN tenant_cleanup.quota.reserved_at > now() - interval '1 day' THEN tenant_cleanup.quota.reserved_at
-			    ELSE now() END`, string(id))
-		return err
+		return nil
 	})
 	if err != nil {
 		return Reservation{}, fmt.Errorf("control plane: reserve a cleanup for %s: %w", id, err)

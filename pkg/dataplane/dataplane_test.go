@@ -3,6 +3,7 @@ package dataplane
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -177,7 +178,7 @@ func TestMark(t *testing.T) {
 
 	tt := lock(t, s, idA)
 	defer tt.Release()
-	res, err := tt.Mark(ctx, noRecheck)
+	res, err := tt.Mark(ctx, snapOf(t, tt), noRecheck)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -201,7 +202,7 @@ func TestMark(t *testing.T) {
 	}
 
 	// Idempotent: marking again changes nothing.
-	res, err = tt.Mark(ctx, noRecheck)
+	res, err = tt.Mark(ctx, snapOf(t, tt), noRecheck)
 	if err != nil || res != (MarkResult{Pairs: 3}) {
 		t.Fatalf("second mark = %+v, %v; want no changes", res, err)
 	}
@@ -221,7 +222,7 @@ func TestMark(t *testing.T) {
 	tb := lock(t, s, idB)
 	defer tb.Release()
 	refusal := tenant.Refuse(idB, "active")
-	if _, err := tb.Mark(ctx, func(Activity) error { return refusal }); !errors.Is(err, tenant.ErrRefused) {
+	if _, err := tb.Mark(ctx, snapOf(t, tb), func(Activity) error { return refusal }); !errors.Is(err, tenant.ErrRefused) {
 		t.Fatalf("mark with refusing recheck: %v", err)
 	}
 	if after := dbs.Fingerprint(t, idB); after != before {
@@ -288,7 +289,7 @@ func TestDrop(t *testing.T) {
 
 	var seen Activity
 	drop := func(recheck func(Activity) error) (DropResult, error) {
-		return locked(t, s, idA, func(tt *Tenant) (DropResult, error) { return tt.Drop(ctx, recheck) })
+		return locked(t, s, idA, func(tt *Tenant) (DropResult, error) { return tt.Drop(ctx, snapOf(t, tt), recheck) })
 	}
 	res, err := drop(func(a Activity) error { seen = a; return nil })
 	if err != nil {
@@ -321,7 +322,7 @@ func TestDropRefusesOutsideDependents(t *testing.T) {
 	dbs.CreateTenant(t, testenv.Tenant{ID: idA, Filler: 2, Pairs: 1, DocsPerPair: 3})
 	dbs.ExecData(t, `CREATE VIEW public.tenant_docs AS SELECT id FROM "`+idA+`".document`)
 	before := dbs.Fingerprint(t, idA)
-	_, err := locked(t, s, idA, func(tt *Tenant) (DropResult, error) { return tt.Drop(ctx, noRecheck) })
+	_, err := locked(t, s, idA, func(tt *Tenant) (DropResult, error) { return tt.Drop(ctx, snapOf(t, tt), noRecheck) })
 	var refused *tenant.RefusedError
 	if !errors.As(err, &refused) || !strings.Contains(refused.Reason, "view public.tenant_docs") {
 		t.Fatalf("drop with a public view over the tenant: %v; want a refusal naming the view", err)
@@ -340,7 +341,7 @@ func TestDropRecheckRefusal(t *testing.T) {
 	dbs.CreateTenant(t, testenv.Tenant{ID: idA, Pairs: 1, DocsPerPair: 3, LastQuery: testenv.DaysAgo(1)})
 	before := dbs.Fingerprint(t, idA)
 	_, err := locked(t, s, idA, func(tt *Tenant) (DropResult, error) {
-		return tt.Drop(ctx, func(a Activity) error {
+		return tt.Drop(ctx, snapOf(t, tt), func(a Activity) error {
 			if time.Since(a.Last()) < 90*24*time.Hour {
 				return tenant.Refuse(idA, "active")
 			}
@@ -362,7 +363,7 @@ func TestDropInBatchesAndResume(t *testing.T) {
 	dbs, s := setup(t, Options{LockBudget: 60})
 	ctx := context.Background()
 	dbs.CreateTenant(t, testenv.Tenant{ID: idA, Filler: 30, Pairs: 2, DocsPerPair: 3})
-	if _, err := locked(t, s, idA, func(tt *Tenant) (MarkResult, error) { return tt.Mark(ctx, noRecheck) }); err != nil {
+	if _, err := locked(t, s, idA, func(tt *Tenant) (MarkResult, error) { return tt.Mark(ctx, snapOf(t, tt), noRecheck) }); err != nil {
 		t.Fatal(err)
 	}
 	for i := 0; i < 10 && dbs.DrainStep(t, idA, 1000) > 0; i++ {
@@ -374,7 +375,7 @@ func TestDropInBatchesAndResume(t *testing.T) {
 		}
 		return nil
 	}
-	if _, err := locked(t, s, idA, func(tt *Tenant) (DropResult, error) { return tt.Drop(ctx, noRecheck) }); !errors.Is(err, crash) {
+	if _, err := locked(t, s, idA, func(tt *Tenant) (DropResult, error) { return tt.Drop(ctx, snapOf(t, tt), noRecheck) }); !errors.Is(err, crash) {
 		t.Fatalf("interrupted drop: %v", err)
 	}
 	if !dbs.SchemaExists(t, idA) {
@@ -390,7 +391,7 @@ func TestDropInBatchesAndResume(t *testing.T) {
 	if d, err := tt.Drain(ctx, 5); err != nil || !d.Drained(5) {
 		t.Fatalf("half-dropped schema drain: %+v, %v; want drained", d, err)
 	}
-	res, err := tt.Drop(ctx, noRecheck)
+	res, err := tt.Drop(ctx, snapOf(t, tt), noRecheck)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -495,7 +496,7 @@ func TestLaterBatchesNeverCascadeOutside(t *testing.T) {
 		}
 		return nil
 	}
-	_, err := locked(t, s, idA, func(tt *Tenant) (DropResult, error) { return tt.Drop(ctx, noRecheck) })
+	_, err := locked(t, s, idA, func(tt *Tenant) (DropResult, error) { return tt.Drop(ctx, snapOf(t, tt), noRecheck) })
 	var refused *tenant.RefusedError
 	if !errors.As(err, &refused) || !strings.Contains(refused.Reason, "view public.late") {
 		t.Fatalf("drop with an outside view created mid-way: %v; want a refusal naming it", err)
@@ -514,12 +515,80 @@ func TestLaterBatchesCascadeInsideTheSchema(t *testing.T) {
 	// A dependency that is not a foreign key: sync_record (dropped late) has
 	// a column of filler_1's row type (dropped earlier, RESTRICT fails).
 	dbs.ExecData(t, `ALTER TABLE "`+idA+`".sync_record ADD COLUMN f "`+idA+`".filler_1`)
-	res, err := locked(t, s, idA, func(tt *Tenant) (DropResult, error) { return tt.Drop(ctx, noRecheck) })
+	res, err := locked(t, s, idA, func(tt *Tenant) (DropResult, error) { return tt.Drop(ctx, snapOf(t, tt), noRecheck) })
 	if err != nil {
 		t.Fatal(err)
 	}
 	if dbs.SchemaExists(t, idA) || res.Transactions < 4 {
 		t.Fatalf("drop = %+v; want the schema gone over several transactions", res)
+	}
+	if dbs.Fingerprint(t, idB) != other {
+		t.Fatal("another tenant changed")
+	}
+}
+
+// snapOf is the tenant as Inspect reads it, which Mark and Drop start from.
+func snapOf(t *testing.T, tt *Tenant) Snapshot {
+	t.Helper()
+	snap, err := tt.Inspect(context.Background())
+	if err != nil {
+		t.Fatalf("inspect %s: %v", tt.id, err)
+	}
+	return snap
+}
+
+// TestDropPlanCostIgnoresTheFleet guards the drop plan's cost: it must reach
+// the tenant's relations and foreign keys through catalog indexes, so that
+// the catalog pages it reads do not grow with the number of other tenants
+// (scanning pg_class, or pg_constraint once per table, made it take seconds
+// per tenant on a large data plane).
+func TestDropPlanCostIgnoresTheFleet(t *testing.T) {
+	dbs, _ := setup(t, Options{})
+	ctx := context.Background()
+	dbs.CreateTenant(t, testenv.Tenant{ID: idA, Filler: 5})
+	pages := func() int {
+		t.Helper()
+		var plan []struct {
+			Plan struct {
+				Hit  int `json:"Shared Hit Blocks"`
+				Read int `json:"Shared Read Blocks"`
+			} `json:"Plan"`
+		}
+		if err := dbs.Data.QueryRow(ctx, "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) "+query("drop_plan", ""), idA).Scan(&plan); err != nil {
+			t.Fatal(err)
+		}
+		return plan[0].Plan.Hit + plan[0].Plan.Read
+	}
+	pages() // warm the caches
+	alone := pages()
+	for i := range 15 {
+		dbs.CreateTenant(t, testenv.Tenant{ID: fmt.Sprintf("tenant_%08d-0000-4000-8000-000000000000", i), Filler: 5})
+	}
+	dbs.ExecData(t, "ANALYZE pg_catalog.pg_class, pg_catalog.pg_constraint, pg_catalog.pg_depend")
+	pages()
+	inFleet := pages()
+	if inFleet > alone*3/2 {
+		t.Fatalf("the drop plan of one tenant read %d catalog pages alone and %d among 15 more tenants: its cost grows with the fleet", alone, inFleet)
+	}
+}
+
+// TestBatchedDropLeavesNothing drops, in batches, a schema that also holds a
+// sequence no table owns (as Onyx's connector_credential_pair_id_seq) and a
+// type: the sequence goes with the last batch, and the type, which the last
+// batch's DROP SCHEMA RESTRICT finds, is dropped after a fresh check.
+func TestBatchedDropLeavesNothing(t *testing.T) {
+	dbs, s := setup(t, Options{LockBudget: 60})
+	ctx := context.Background()
+	dbs.CreateTenant(t, testenv.Tenant{ID: idA, Filler: 8})
+	dbs.CreateTenant(t, testenv.Tenant{ID: idB, Filler: 1})
+	other := dbs.Fingerprint(t, idB)
+	dbs.ExecData(t, `CREATE TYPE "`+idA+`".mood AS ENUM ('happy', 'sad')`)
+	res, err := locked(t, s, idA, func(tt *Tenant) (DropResult, error) { return tt.Drop(ctx, snapOf(t, tt), noRecheck) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Transactions < 3 || dbs.SchemaExists(t, idA) {
+		t.Fatalf("drop = %+v, schema exists %v; want it gone over several transactions", res, dbs.SchemaExists(t, idA))
 	}
 	if dbs.Fingerprint(t, idB) != other {
 		t.Fatal("another tenant changed")

@@ -48,6 +48,17 @@ type Snapshot struct {
 	// of it is completed without reading its (partly dropped) tables.
 	DropStarted bool
 	Activity    Activity
+	// Pairs is the number of connector-credential pairs left.
+	Pairs int64
+}
+
+// Drain is what the drain check looks at, from the same read: a schema whose
+// drop began has nothing left to drain.
+func (s Snapshot) Drain() tenant.Drain {
+	if !s.SchemaExists || s.DropStarted {
+		return tenant.Drain{}
+	}
+	return tenant.Drain{SchemaExists: true, Pairs: s.Pairs, Documents: s.Activity.Documents}
 }
 
 // Inspect reads the tenant's schema, activity and shard placement.
@@ -91,27 +102,41 @@ func inspect(ctx context.Context, q querier, id tenant.ID) (Snapshot, error) {
 	if len(snap.MissingTables) > 0 {
 		return snap, nil
 	}
-	a, err := readActivity(ctx, q, id, snap.HasCraft)
-	snap.Activity = a
+	a, pairs, err := readActivity(ctx, q, id, snap.HasCraft)
+	snap.Activity, snap.Pairs = a, pairs
 	return snap, err
 }
 
-func readActivity(ctx context.Context, q querier, id tenant.ID, hasCraft bool) (Activity, error) {
+// readActivity reads one tenant's activity and its connector-credential
+// pairs in one statement.
+func readActivity(ctx context.Context, q querier, id tenant.ID, hasCraft bool) (Activity, int64, error) {
 	var (
 		a                    Activity
+		pairs                int64
 		lastQuery, lastCraft *time.Time
 	)
-	err := q.QueryRow(ctx, activityQuery(id, hasCraft), oneShot).Scan(&lastQuery, &lastCraft, &a.Documents, &a.Users)
+	err := q.QueryRow(ctx, tenantActivityQuery(id, hasCraft), oneShot).Scan(&lastQuery, &lastCraft, &a.Documents, &a.Users, &pairs)
 	if lastQuery != nil {
 		a.LastQuery = *lastQuery
 	}
 	if lastCraft != nil {
 		a.LastCraft = *lastCraft
 	}
-	return a, err
+	return a, pairs, err
 }
 
+// activityQuery is the analyzer's activity read of one tenant (four columns).
 func activityQuery(id tenant.ID, hasCraft bool) string {
+	return strings.ReplaceAll(activityTemplate(id, hasCraft), "{{pairs}}", "")
+}
+
+// tenantActivityQuery adds the tenant's pair count as a fifth column.
+func tenantActivityQuery(id tenant.ID, hasCraft bool) string {
+	return strings.ReplaceAll(activityTemplate(id, hasCraft), "{{pairs}}",
+		", (SELECT count(*) FROM "+schema(id)+".connector_credential_pair)")
+}
+
+func activityTemplate(id tenant.ID, hasCraft bool) string {
 	craft := "NULL::timestamptz"
 	if hasCraft {
 		craft = "(SELECT max(last_activity_at) FROM " + schema(id) + ".build_session)"
@@ -152,26 +177,24 @@ type MarkResult struct {
 }
 
 // Mark marks the tenant for Onyx's background deletion in one transaction.
-// recheck runs inside that transaction on a fresh read of the tenant's
-// activity; an error from it aborts the transaction and is returned. A tenant
-// whose schema is gone has nothing to mark (zero result, no error).
-func (t *Tenant) Mark(ctx context.Context, recheck func(Activity) error) (MarkResult, error) {
+// pre is the tenant as Inspect read it (under this same lock); recheck runs
+// inside the transaction on a fresh read of the tenant's activity, and an
+// error from it aborts the transaction and is returned. A tenant whose schema
+// is gone, or whose drop began, has nothing to mark (zero result, no error).
+func (t *Tenant) Mark(ctx context.Context, pre Snapshot, recheck func(Activity) error) (MarkResult, error) {
 	var res MarkResult
-	err := pgx.BeginFunc(ctx, t.conn, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, lockTimeoutSQL(t.store.opts.LockTimeout)); err != nil {
-			return err
-		}
-		snap, err := inspect(ctx, tx, t.id)
+	if !pre.SchemaExists || pre.DropStarted {
+		return res, nil
+	}
+	if len(pre.MissingTables) > 0 {
+		return res, tenant.Refuse(t.id, "schema lacks table(s) %s", strings.Join(pre.MissingTables, ", "))
+	}
+	err := pgx.BeginTxFunc(ctx, t.conn, t.beginWithLockTimeout(), func(tx pgx.Tx) error {
+		a, _, err := readActivity(ctx, tx, t.id, pre.HasCraft)
 		if err != nil {
 			return err
 		}
-		if !snap.SchemaExists || snap.DropStarted {
-			return nil
-		}
-		if len(snap.MissingTables) > 0 {
-			return tenant.Refuse(t.id, "schema lacks table(s) %s", strings.Join(snap.MissingTables, ", "))
-		}
-		if err := recheck(snap.Activity); err != nil {
+		if err := recheck(a); err != nil {
 			return err
 		}
 		return tx.QueryRow(ctx, query("mark", t.id), oneShot).Scan(
@@ -184,6 +207,12 @@ func (t *Tenant) Mark(ctx context.Context, recheck func(Activity) error) (MarkRe
 		return MarkResult{}, fmt.Errorf("mark %s: %w", t.id, later(err, "mark"))
 	}
 	return res, nil
+}
+
+// beginWithLockTimeout begins a transaction and sets its lock_timeout in one
+// round trip.
+func (t *Tenant) beginWithLockTimeout() pgx.TxOptions {
+	return pgx.TxOptions{BeginQuery: "BEGIN; " + lockTimeoutSQL(t.store.opts.LockTimeout)}
 }
 
 // oneShot runs a statement whose text names one tenant's schema (so it is
@@ -218,10 +247,7 @@ type PublicRows struct {
 // one transaction. Deleting rows that are already gone is not an error.
 func (t *Tenant) DeletePublicRows(ctx context.Context) (PublicRows, error) {
 	var r PublicRows
-	err := pgx.BeginFunc(ctx, t.conn, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, lockTimeoutSQL(t.store.opts.LockTimeout)); err != nil {
-			return err
-		}
+	err := pgx.BeginTxFunc(ctx, t.conn, t.beginWithLockTimeout(), func(tx pgx.Tx) error {
 		return tx.QueryRow(ctx, query("delete_public_rows", ""), string(t.id)).Scan(
 			&r.OAuthAccounts, &r.UserMappings, &r.Shard, &r.AnonymousPath, &r.InviteCounter, &r.SSODomains)
 	})

@@ -103,11 +103,8 @@ func (c *Cleaner) handle(ctx context.Context, d *bus.Delivery) error {
 		}
 		return err
 	}
-	drain, err := timed(c.Observe, "drain_check", func() (tenant.Drain, error) { return t.Drain(ctx, c.MaxLeftoverDocs) })
-	if err != nil {
-		obs.DrainCheck("error")
-		return err
-	}
+	// The drain check reads what preflight read: pairs and documents left.
+	drain := pre.snap.Drain()
 	if err := c.afterStep.after("drain-checked"); err != nil {
 		return err
 	}
@@ -141,7 +138,7 @@ func (c *Cleaner) notDrained(ctx context.Context, dc tenant.DrainCheck, drain te
 	}
 	c.Bus.Report(ctx, tenant.Event{TenantID: dc.ID, Outcome: tenant.OutcomeDraining, RequestedBy: dc.RequestedBy,
 		MarkedAt: &dc.MarkedAt, PairsLeft: &pairs, DocumentsLeft: &docs, NextCheckAt: &at,
-		Reason: fmt.Sprintf("drain check %d: %d pairs and %s documents left", next.Attempt, pairs, docsLeft(docs, c.MaxLeftoverDocs))})
+		Reason: fmt.Sprintf("drain check %d: %d pairs and %d documents left", next.Attempt, pairs, docs)})
 	return nil
 }
 
@@ -157,13 +154,6 @@ func (c *Cleaner) held(ctx context.Context, dc tenant.DrainCheck, h tenant.Hold,
 	c.Bus.Report(ctx, tenant.Event{TenantID: dc.ID, Outcome: tenant.OutcomeHeld, RequestedBy: dc.RequestedBy,
 		MarkedAt: &dc.MarkedAt, NextCheckAt: &at, Reason: h.Describe() + "; not cleaned while the hold lasts"})
 	return nil
-}
-
-func docsLeft(n, max int64) string {
-	if n > max {
-		return fmt.Sprintf("more than %d", max)
-	}
-	return fmt.Sprint(n)
 }
 
 func (c *Cleaner) clean(ctx context.Context, t *dataplane.Tenant, dc tenant.DrainCheck, pre checked) error {
@@ -228,7 +218,7 @@ func (c *Cleaner) cleanNow(ctx context.Context, t *dataplane.Tenant, dc tenant.D
 	if err := c.afterStep.after("held"); err != nil {
 		return err
 	}
-	drop, err := timed(c.Observe, "drop_schema", func() (dataplane.DropResult, error) { return t.Drop(ctx, recheck) })
+	drop, err := timed(c.Observe, "drop_schema", func() (dataplane.DropResult, error) { return t.Drop(ctx, pre.snap, recheck) })
 	if err != nil {
 		return err
 	}

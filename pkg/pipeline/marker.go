@@ -74,7 +74,7 @@ func (m *Marker) handle(ctx context.Context, d *bus.Delivery) error {
 		return err
 	}
 	res, err := timed(m.Observe, "mark", func() (dataplane.MarkResult, error) {
-		return t.Mark(ctx, func(a dataplane.Activity) error {
+		return t.Mark(ctx, pre.snap, func(a dataplane.Activity) error {
 			return eligible(id, held.Record, held.Found, a, m.Window, m.Now())
 		})
 	})

@@ -268,9 +268,13 @@ func TestCleanerDrainChecks(t *testing.T) {
 		}
 	}
 	e.mu.Unlock()
-	if draining.DocumentsLeft == nil || *draining.DocumentsLeft != 6 || draining.NextCheckAt == nil ||
+	docs := e.dbs.CountData(t, `SELECT count(*) FROM "`+idA+`".document`)
+	if draining.DocumentsLeft == nil || *draining.DocumentsLeft != docs || draining.NextCheckAt == nil ||
 		time.Until(*draining.NextCheckAt) < 7*time.Minute { // attempt 3: 1m·2³ = 8m
-		t.Fatalf("draining event %+v; want documents left (counted to 6) and the next check in about 8m", draining)
+		t.Fatalf("draining event %+v; want the %d documents left and the next check in about 8m", draining, docs)
+	}
+	if want := fmt.Sprintf("%d documents left", docs); !strings.Contains(draining.Reason, want) {
+		t.Fatalf("draining reason %q; want it to say %q", draining.Reason, want)
 	}
 	// Past the timeout: stuck, left in place, no further check.
 	before := e.snapshot(t, idA)

@@ -1,5 +1,6 @@
--- The relations of schema $1 a drop has to remove, one row each (partitions and
--- indexes go with their table): kind, name, how many relations it brings along
+-- The relations of schema $1 a drop has to remove, one row each (partitions,
+-- indexes and owned sequences go with their table; sequences no table owns
+-- have a row of their own): kind, name, how many relations it brings along
 -- (indexes, TOAST table and index, owned sequences), and the relations of the
 -- same schema that reference it by foreign key.
 --
@@ -16,7 +17,13 @@ WITH ns AS (
     WHERE d.refclassid = 'pg_namespace'::regclass AND d.refobjid = (SELECT oid FROM ns)
       AND d.classid = 'pg_class'::regclass AND d.deptype = 'n'
       AND c.relnamespace = (SELECT oid FROM ns)
-      AND c.relkind IN ('r', 'p', 'v', 'm', 'f') AND NOT c.relispartition
+      AND NOT c.relispartition
+      AND (c.relkind IN ('r', 'p', 'v', 'm', 'f')
+           -- a sequence no table owns (owned ones go with their table)
+           OR c.relkind = 'S' AND NOT EXISTS (
+               SELECT FROM pg_depend o
+               WHERE o.classid = 'pg_class'::regclass AND o.objid = c.oid
+                 AND o.refclassid = 'pg_class'::regclass AND o.deptype IN ('a', 'i')))
 ), fk AS (
     SELECT k.confrelid, array_agg(DISTINCT f.relname::text) AS refs
     FROM rels f JOIN pg_constraint k ON k.conrelid = f.oid AND k.contype = 'f'
