@@ -46,7 +46,7 @@ func TestLoadDefaultsAndValidation(t *testing.T) {
 	for env, want := range map[string]string{
 		"INACTIVE_DAYS":       "INACTIVE_DAYS must be at least 1",
 		"DRAIN_TIMEOUT":       "DRAIN_TIMEOUT must be positive",
-		"CLEANER_CONCURRENCY": "DB_MAX_CONNS (4) must be at least CLEANER_CONCURRENCY + 1",
+		"CLEANER_CONCURRENCY": "DB_MAX_CONNS (6) must be at least CLEANER_CONCURRENCY + 1",
 	} {
 		t.Run(env, func(t *testing.T) {
 			value := map[string]string{"INACTIVE_DAYS": "0", "DRAIN_TIMEOUT": "0s", "CLEANER_CONCURRENCY": "8"}[env]
