@@ -391,7 +391,7 @@ func TestLockBudget(t *testing.T) {
 	for _, ev := range w.eventsWith(tenant.OutcomeCleaned) {
 		if ev.TenantID == tenant.ID(big[0]) || ev.TenantID == tenant.ID(big[1]) {
 			var relations, txs int
-			if _, err := fmt.Sscanf(ev.Reason, "schema dropped (%d relations, %d transactions)", &relations, &txs); err != nil || txs < 10 {
+			if _, err := fmt.Sscanf(ev.Reason, "schema dropped (%d relations, %d transactions)", &relations, &txs); err != nil || txs < 4 {
 				t.Errorf("%s: %q; want the drop spread over many transactions", ev.TenantID, ev.Reason)
 			}
 		}
