@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/tenantcleanup/tenant-cleanup/pkg/bus"
@@ -32,6 +33,16 @@ const (
 	GroupActiveRecent              // gated, active in the last 30 days
 	GroupOther                     // everyone else
 )
+
+// maxReaders caps the connections reading activity at once. Each read is
+// pipelined (50 tenants per round trip), so one connection already keeps a
+// server core busy; the cost of a tenant's read is PostgreSQL opening its
+// tables for the first time in the session (relation cache, catalog and
+// index pages). On the 2-core bench machine a third and fourth connection
+// made the pass slower (they contend for the same buffers and catalog
+// pages), and the analyzer should not take every core of a data plane that
+// serves traffic.
+const maxReaders = 2
 
 // recentDays is the "this month" boundary of the summary.
 const recentDays = 30
@@ -88,7 +99,8 @@ type Analyzer struct {
 	InactiveDays int
 	// ReportDir is where a pass writes the candidate CSV.
 	ReportDir string
-	// Workers is the number of data-plane connections reading at once.
+	// Workers is the number of data-plane connections reading at once (at
+	// most maxReaders).
 	Workers int
 	// Out receives the printed summary of a pass.
 	Out io.Writer
@@ -100,15 +112,28 @@ type Analyzer struct {
 func (a *Analyzer) Analyze(ctx context.Context) (*Report, error) {
 	now := a.Now()
 	window := tenant.Window(a.InactiveDays)
+	// The two planes are listed at once; the public rows are read after the
+	// activity, so that a tenant whose schema is dropped meanwhile is seen
+	// as an interrupted cleanup only if its public rows outlive the read.
+	var (
+		control    map[tenant.ID]controlplane.Record
+		controlErr error
+		wg         sync.WaitGroup
+	)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		control, _, controlErr = a.Control.Tenants(ctx)
+	}()
 	schemas, skipped, err := a.Data.ListTenantSchemas(ctx)
+	wg.Wait()
 	if err != nil {
 		return nil, err
 	}
-	control, _, err := a.Control.Tenants(ctx)
-	if err != nil {
-		return nil, err
+	if controlErr != nil {
+		return nil, controlErr
 	}
-	activities, err := a.Data.Activities(ctx, schemas, a.Workers)
+	activities, err := a.Data.Activities(ctx, schemas, min(a.Workers, maxReaders))
 	if err != nil {
 		return nil, err
 	}
@@ -186,20 +211,27 @@ func (a *Analyzer) Pass(ctx context.Context) error {
 		return fmt.Errorf("analysis: %w", err)
 	}
 	candidates := r.Candidates()
+	reqs := make([]tenant.Request, len(candidates))
+	byID := make(map[tenant.ID]*Tenant, len(candidates))
+	for i := range candidates {
+		t := &candidates[i]
+		reqs[i] = tenant.Request{ID: t.ID, RequestedBy: "analyzer", RequestedAt: r.At}
+		byID[t.ID] = t
+	}
 	published, duplicates := 0, 0
-	for _, t := range candidates {
-		dup, err := a.Bus.PublishRequest(ctx, tenant.Request{ID: t.ID, RequestedBy: "analyzer", RequestedAt: r.At},
-			"analyzer:"+string(t.ID))
-		if err != nil {
-			return fmt.Errorf("publish candidates (%d of %d published): %w", published, len(candidates), err)
-		}
-		if dup {
-			duplicates++
-			continue
-		}
-		published++
-		a.Log.Info("candidate published", "tenant_id", t.ID, "documents", t.Activity.Documents,
-			"users", t.Activity.Users, "last_activity", formatTime(t.Activity.Last()))
+	err = a.Bus.PublishRequests(ctx, reqs, func(req tenant.Request) string { return "analyzer:" + string(req.ID) },
+		func(p bus.Published) {
+			if p.Duplicate {
+				duplicates++
+				return
+			}
+			published++
+			t := byID[p.Request.ID]
+			a.Log.Info("candidate published", "tenant_id", t.ID, "documents", t.Activity.Documents,
+				"users", t.Activity.Users, "last_activity", formatTime(t.Activity.Last()))
+		})
+	if err != nil {
+		return fmt.Errorf("publish candidates (%d of %d published): %w", published, len(candidates), err)
 	}
 	path := filepath.Join(a.ReportDir, CSVName(a.InactiveDays, r.At))
 	if err := WriteCSV(path, r); err != nil {

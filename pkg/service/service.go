@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
 	"time"
 
@@ -112,69 +113,114 @@ func (e *Env) Close() {
 // What Open should open.
 type What struct {
 	Data, Control, Bus bool
+	// NoLedger: the service never touches the ledger, so the control plane
+	// is only checked (a ping), not given the ledger table.
+	NoLedger bool
 	// DropSlots and LockTimeout tune the data-plane store (0: defaults).
 	DropSlots   int
 	LockTimeout time.Duration
 }
 
-// Open opens what is asked for. With retry, each dependency is retried until
-// it is reachable or ctx ends; without, the first failure is returned.
+// Open opens what is asked for, the three at once. With retry, each
+// dependency is retried until it is reachable or ctx ends; without, the
+// first failure is returned. When one fails for good, the others stop and
+// its error is returned.
 func Open(ctx context.Context, name string, cfg *config.Common, what What, log *slog.Logger, retry bool) (*Env, error) {
-	env := &Env{}
+	parent := ctx // the pools outlive Open
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	try := func(desc string, fn func(context.Context) error) error {
 		if retry {
 			return Retry(ctx, log, desc, fn)
 		}
 		return fn(ctx)
 	}
-	fail := func(err error) (*Env, error) {
-		env.Close()
-		return nil, err
+	var (
+		data, control, bus opened
+		wg                 sync.WaitGroup
+		mu                 sync.Mutex
+		failed             error // the first failure, which stops the others
+	)
+	start := func(o *opened, want bool, fn func(o *opened) error) {
+		if !want {
+			return
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := fn(o); err != nil {
+				mu.Lock()
+				if failed == nil {
+					failed = err
+				}
+				mu.Unlock()
+				cancel() // the others need not go on
+			}
+		}()
 	}
-	if what.Data {
+	env := &Env{}
+	start(&data, what.Data, func(o *opened) error {
 		pcfg, err := pgxpool.ParseConfig(cfg.DataPlaneURL)
 		if err != nil {
-			return fail(errors.New("DATA_PLANE_DATABASE_URL is not a valid connection string (not shown: it may hold a password)"))
+			return errors.New("DATA_PLANE_DATABASE_URL is not a valid connection string (not shown: it may hold a password)")
 		}
 		pcfg.MaxConns = cfg.DBMaxConns
 		pcfg.ConnConfig.RuntimeParams["application_name"] = "tenant-cleanup-" + name
-		pool, err := pgxpool.NewWithConfig(ctx, pcfg)
+		pool, err := pgxpool.NewWithConfig(parent, pcfg)
 		if err != nil {
-			return fail(fmt.Errorf("data plane: %w", err))
+			return fmt.Errorf("data plane: %w", err)
 		}
 		env.DataPool = pool
-		env.closers = append(env.closers, pool.Close)
-		if err := try("connect to the data plane", func(ctx context.Context) (err error) {
+		o.closers = append(o.closers, pool.Close)
+		return try("connect to the data plane", func(ctx context.Context) (err error) {
 			env.Data, err = dataplane.New(ctx, pool, dataplane.Options{DropSlots: what.DropSlots, LockTimeout: what.LockTimeout})
 			return err
-		}); err != nil {
-			return fail(err)
-		}
-	}
-	if what.Control {
+		})
+	})
+	start(&control, what.Control, func(o *opened) error {
 		dial, closeDial, err := ControlPlaneDialer(cfg, log)
 		if err != nil {
-			return fail(err)
+			return err
 		}
-		env.closers = append(env.closers, closeDial)
-		store, err := controlplane.Open(ctx, cfg.ControlPlaneDSN(), "tenant-cleanup-"+name, cfg.DBMaxConns, dial)
+		o.closers = append(o.closers, closeDial)
+		store, err := controlplane.Open(parent, cfg.ControlPlaneDSN(), "tenant-cleanup-"+name, cfg.DBMaxConns, dial)
 		if err != nil {
-			return fail(err)
+			return err
 		}
 		env.Control = store
-		env.closers = append(env.closers, store.Close)
-		if err := try("connect to the control plane", store.EnsureLedger); err != nil {
-			return fail(err)
+		o.closers = append(o.closers, store.Close)
+		check := store.EnsureLedger
+		if what.NoLedger {
+			check = store.Ping
 		}
-	}
-	if what.Bus {
-		if err := try("connect to JetStream", func(ctx context.Context) (err error) {
-			env.Bus, err = bus.Connect(ctx, cfg.NATSURL, bus.Options{Name: name, Replicas: cfg.NATSReplicas, Log: log})
+		return try("connect to the control plane", check)
+	})
+	start(&bus, what.Bus, func(o *opened) error {
+		err := try("connect to JetStream", func(ctx context.Context) (err error) {
+			env.Bus, err = busConnect(ctx, cfg.NATSURL, name, cfg.NATSReplicas, log)
 			return err
-		}); err != nil {
-			return fail(err)
+		})
+		if err == nil {
+			o.closers = append(o.closers, env.Bus.Close)
 		}
-		env.closers = append(env.closers, env.Bus.Close)
+		return err
+	})
+	wg.Wait()
+	for _, o := range []*opened{&data, &control, &bus} {
+		env.closers = append(env.closers, o.closers...)
+	}
+	if failed != nil {
+		env.Close()
+		return nil, failed
 	}
 	return env, nil
+}
+
+// opened is what one dependency's opening left to close.
+type opened struct {
+	closers []func()
+}
+
+func busConnect(ctx context.Context, url, name string, replicas int, log *slog.Logger) (*bus.Bus, error) {
+	return bus.Connect(ctx, url, bus.Options{Name: name, Replicas: replicas, Log: log})
 }
