@@ -1,11 +1,12 @@
 -- Every schema that looks like a tenant (the caller validates the names), with
--- the tables the cleanup reads that it has.
+-- the tables the cleanup reads that it has. Each schema's tables are found by
+-- index lookups (pg_class by name and namespace), so only the catalog pages
+-- holding those tables are read, not every page of pg_class.
 SELECT n.nspname::text,
-       coalesce(array_agg(c.relname::text) FILTER (WHERE c.relname IS NOT NULL), '{}')
+       ARRAY(SELECT c.relname::text FROM pg_class c
+             WHERE c.relnamespace = n.oid AND c.relkind IN ('r', 'p')
+               AND c.relname IN ('chat_message', 'build_session', 'document', 'user',
+                                 'connector_credential_pair', 'index_attempt'))
 FROM pg_namespace n
-LEFT JOIN pg_class c ON c.relnamespace = n.oid AND c.relkind IN ('r', 'p')
-    AND c.relname IN ('chat_message', 'build_session', 'document', 'user',
-                      'connector_credential_pair', 'index_attempt')
 WHERE n.nspname LIKE 'tenant\_%'
-GROUP BY n.nspname
 ORDER BY n.nspname
