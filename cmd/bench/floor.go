@@ -170,6 +170,14 @@ func (b *bench) runFloor(ctx context.Context) error {
 		}
 	}
 	r.StatementsPer = float64(stmts) / float64(len(b.fleet.ids))
+	// This round's figures are logged; the results keep the best round.
+	info("%d tenants in %s: %.0f tenants/min (%.1f statements per tenant, %d DROP retries)",
+		r.Tenants, took.Round(100*time.Millisecond), r.PerMinute, r.StatementsPer, r.DropRetries)
+	info("CPU: machine %.0f%% busy; PostgreSQL backends %.1f s, other PostgreSQL processes %.1f s, bench %.1f s, other %.1f s", cpu.BusyPercent,
+		cpu.PostgresSeconds, cpu.PostgresOtherSeconds, cpu.BenchSeconds, cpu.OtherSeconds)
+	for _, k := range sortedKeys(r.StatementSeconds) {
+		info("  %-8s %6.1f s  (%.1f ms per tenant)", k, r.StatementSeconds[k], r.StatementSeconds[k]*1000/float64(r.Tenants))
+	}
 	r.RoundsPerMinute = []float64{r.PerMinute}
 	if best := b.res.Floor; best != nil { // an earlier round: keep the better one
 		r.RoundsPerMinute = append(best.RoundsPerMinute, r.PerMinute)
@@ -179,13 +187,6 @@ func (b *bench) runFloor(ctx context.Context) error {
 		}
 	}
 	b.res.Floor = r
-	info("%d tenants in %s: %.0f tenants/min (%.1f statements per tenant, %d DROP retries)",
-		r.Tenants, took.Round(100*time.Millisecond), r.PerMinute, r.StatementsPer, r.DropRetries)
-	info("CPU: machine %.0f%% busy; PostgreSQL backends %.1f s, other PostgreSQL processes %.1f s, bench %.1f s, other %.1f s", cpu.BusyPercent,
-		cpu.PostgresSeconds, cpu.PostgresOtherSeconds, cpu.BenchSeconds, cpu.OtherSeconds)
-	for _, k := range sortedKeys(r.StatementSeconds) {
-		info("  %-8s %6.1f s  (%.1f ms per tenant)", k, r.StatementSeconds[k], r.StatementSeconds[k]*1000/float64(r.Tenants))
-	}
 	return nil
 }
 

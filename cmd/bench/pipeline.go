@@ -527,22 +527,7 @@ func (b *bench) runPipeline(ctx context.Context, cleaners int) error {
 	if b.res.Floor != nil {
 		r.RatioToFloor = r.PerMinute / b.res.Floor.PerMinute
 	}
-	r.RoundsPerMinute = []float64{r.PerMinute}
-	replaced := false
-	for i, best := range b.res.Pipeline { // an earlier round: keep the better one
-		if best.Cleaners == n {
-			r.RoundsPerMinute = append(best.RoundsPerMinute, r.PerMinute)
-			if best.PerMinute > r.PerMinute {
-				best.RoundsPerMinute = r.RoundsPerMinute
-			} else {
-				b.res.Pipeline[i] = r
-			}
-			replaced = true
-		}
-	}
-	if !replaced {
-		b.res.Pipeline = append(b.res.Pipeline, r)
-	}
+	b.res.Pipeline = keepBestRound(b.res.Pipeline, r)
 	info("%d tenants in %s: %.0f tenants/min (ratio to the floor %s); published in %.1f s, all marked after %.1f s",
 		n, took.Round(100*time.Millisecond), r.PerMinute, ratioText(r.RatioToFloor), r.PublishSeconds, r.MarkedSeconds)
 	for _, k := range sortedKeys(r.Notable) {
@@ -551,6 +536,27 @@ func (b *bench) runPipeline(ctx context.Context, cleaners int) error {
 	info("drop transactions per tenant %v; CPU: machine %.0f%% busy; PostgreSQL backends %.1f s, other PostgreSQL processes %.1f s, services %s, bench (JetStream) %.1f s, other %.1f s",
 		r.DropTx, cpu.BusyPercent, cpu.PostgresSeconds, cpu.PostgresOtherSeconds, fmtSeconds(cpu.ServiceSeconds), cpu.BenchSeconds, cpu.OtherSeconds)
 	return nil
+}
+
+// keepBestRound adds the round r to the results: the first round with its
+// number of cleaners is kept as it is; a later one replaces the earlier
+// result when it is faster. Either way the kept result lists every round's
+// tenants per minute.
+func keepBestRound(results []*pipelineResult, r *pipelineResult) []*pipelineResult {
+	r.RoundsPerMinute = []float64{r.PerMinute}
+	for i, best := range results {
+		if best.Cleaners != r.Cleaners {
+			continue
+		}
+		r.RoundsPerMinute = append(best.RoundsPerMinute, r.PerMinute)
+		if best.PerMinute > r.PerMinute {
+			best.RoundsPerMinute = r.RoundsPerMinute
+		} else {
+			results[i] = r
+		}
+		return results
+	}
+	return append(results, r)
 }
 
 func ratioText(r float64) string {
