@@ -253,6 +253,25 @@ func TestConsumeMapsErrorsToAcks(t *testing.T) {
 	}
 }
 
+func TestConsumeStoppedBeforeItStartsIsCleanShutdown(t *testing.T) {
+	srv := testenv.StartJetStream(t)
+	b := connect(t, srv.URL)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel() // SIGTERM while the service was still starting
+	if err := b.nc.Publish(SubjectCandidate, []byte(idA)); err != nil {
+		t.Fatal(err)
+	}
+	var handled atomic.Int32
+	err := b.Consume(ctx, ConsumeOptions{Consumer: ConsumerMarker, FilterSubject: SubjectCandidate},
+		func(context.Context, *Delivery) error { handled.Add(1); return nil })
+	if err != nil {
+		t.Fatalf("Consume after shutdown = %v; want nil (a clean stop)", err)
+	}
+	if handled.Load() != 0 {
+		t.Fatal("a message was handled after shutdown")
+	}
+}
+
 func TestConsumeShutdownHandsBackSlowWork(t *testing.T) {
 	srv := testenv.StartJetStream(t)
 	b := connect(t, srv.URL)

@@ -58,8 +58,8 @@ type ConsumeOptions struct {
 
 // Consume runs the consume loop until ctx is cancelled, then stops fetching,
 // lets in-flight handlers finish (or hands their messages back after the
-// grace period) and returns nil. It returns an error only if the consumer
-// cannot be set up.
+// grace period) and returns nil, also when ctx ends while the consumer is
+// being set up. It returns an error only if the consumer cannot be set up.
 func (b *Bus) Consume(ctx context.Context, opts ConsumeOptions, h Handler) error {
 	if opts.Concurrency < 1 {
 		opts.Concurrency = 1
@@ -82,6 +82,9 @@ func (b *Bus) Consume(ctx context.Context, opts ConsumeOptions, h Handler) error
 		MaxAckPending: 10000,
 	})
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped before it began: nothing is in flight
+		}
 		return fmt.Errorf("create consumer %s: %w", opts.Consumer, err)
 	}
 
