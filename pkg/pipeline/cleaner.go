@@ -207,6 +207,13 @@ func (c *Cleaner) cleanNow(ctx context.Context, t *dataplane.Tenant, dc tenant.D
 		return err
 	}
 	defer held.Release()
+	// A hold placed since the first look wins: it is read again now, right
+	// before the irreversible step.
+	if h, isHeld, err := c.Bus.ActiveHold(ctx, id, c.Now()); err != nil {
+		return err
+	} else if isHeld {
+		return c.held(ctx, dc, h, c.Now())
+	}
 	// The last check before the irreversible step: status and age from the
 	// locked row, activity read under lock inside the first drop transaction.
 	recheck := func(a dataplane.Activity) error {

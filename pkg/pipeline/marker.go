@@ -73,6 +73,14 @@ func (m *Marker) handle(ctx context.Context, d *bus.Delivery) error {
 	if err != nil {
 		return err
 	}
+	// A hold placed since the first look wins: read again right before marking.
+	if h, isHeld, err := m.Bus.ActiveHold(ctx, id, m.Now()); err != nil {
+		held.Release()
+		return err
+	} else if isHeld {
+		held.Release()
+		return tenant.RefuseHeld(id, h)
+	}
 	res, err := timed(m.Observe, "mark", func() (dataplane.MarkResult, error) {
 		return t.Mark(ctx, pre.snap, func(a dataplane.Activity) error {
 			return eligible(id, held.Record, held.Found, a, m.Window, m.Now())

@@ -505,6 +505,53 @@ func TestHolds(t *testing.T) {
 	e.assertCleaned(t, idA)
 }
 
+func TestHoldPlacedMidwayIsHonoured(t *testing.T) {
+	e := setup(t)
+	e.eligible(t, idA)
+	ctx := context.Background()
+	until := time.Now().Add(30 * time.Minute)
+	holdNow := func(step string) func(string) error {
+		return func(s string) error {
+			if s != step {
+				return nil
+			}
+			return e.bus.SetHold(ctx, tenant.Hold{ID: idA, Reason: "legal hold", Until: &until, By: "ops", At: time.Now()})
+		}
+	}
+
+	// The marker saw no hold at first; the hold arrives after its preflight.
+	before := e.snapshot(t, idA)
+	e.marker.afterStep = holdNow("preflight")
+	err := e.mark(t, idA)
+	e.marker.afterStep = nil
+	var refused *tenant.RefusedError
+	if !errors.As(err, &refused) || refused.Outcome != tenant.OutcomeHeld {
+		t.Fatalf("mark with a hold placed after preflight: %v; want refused as held", err)
+	}
+	if e.snapshot(t, idA) != before {
+		t.Fatal("a tenant held before its marking was marked")
+	}
+
+	// The cleaner saw no hold at first; the hold arrives after the drain check.
+	if _, err := e.bus.RemoveHold(ctx, idA); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.mark(t, idA); err != nil {
+		t.Fatal(err)
+	}
+	e.drain(t, idA)
+	e.cleaner.afterStep = holdNow("drain-checked")
+	err = e.check(t, tenant.DrainCheck{ID: idA, MarkedAt: time.Now()})
+	e.cleaner.afterStep = nil
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !e.dbs.SchemaExists(t, idA) {
+		t.Fatal("a tenant held before its drop was cleaned")
+	}
+	e.waitOutcome(t, idA, tenant.OutcomeHeld)
+}
+
 func TestCleanupCap(t *testing.T) {
 	e := setup(t)
 	e.eligible(t, idA)
