@@ -594,3 +594,54 @@ func TestBatchedDropLeavesNothing(t *testing.T) {
 		t.Fatal("another tenant changed")
 	}
 }
+
+func TestDropSlotsBoundConcurrentDrops(t *testing.T) {
+	dbs, s := setup(t, Options{DropSlots: 2})
+	ctx := context.Background()
+	dbs.CreateTenant(t, testenv.Tenant{ID: idA, Filler: 2})
+	// Other replicas' drops hold both slots.
+	others, err := dbs.Data.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer others.Release()
+	if _, err := others.Exec(ctx, "SELECT pg_advisory_lock($1, 0), pg_advisory_lock($1, 1)", lockKeyDropSlot); err != nil {
+		t.Fatal(err)
+	}
+	tt := lock(t, s, idA)
+	defer tt.Release()
+	snap := snapOf(t, tt)
+	done := make(chan error, 1)
+	go func() {
+		_, err := tt.Drop(ctx, snap, noRecheck)
+		done <- err
+	}()
+	// The drop waits for a slot: its backend's advisory lock request is not granted.
+	testenv.Eventually(t, 10*time.Second, func() bool {
+		return dbs.CountData(t, `SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted
+			AND classid = $1::bigint::oid`, int64(lockKeyDropSlot)) == 1
+	}, "the drop waits for a drop slot")
+	select {
+	case err := <-done:
+		t.Fatalf("the drop finished (%v) while every drop slot was taken", err)
+	default:
+	}
+	if !dbs.SchemaExists(t, idA) {
+		t.Fatal("the schema was dropped while every drop slot was taken")
+	}
+	// A slot frees up: the drop goes ahead.
+	if _, err := others.Exec(ctx, "SELECT pg_advisory_unlock_all()"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the drop did not go ahead once a slot was free")
+	}
+	if dbs.SchemaExists(t, idA) {
+		t.Fatal("schema still exists")
+	}
+}
