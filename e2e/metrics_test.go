@@ -102,6 +102,19 @@ func TestMetricsAndHealth(t *testing.T) {
 			t.Errorf("marker /metrics lacks %s:\n%s", want, grepMetrics(marker))
 		}
 	}
+
+	// The analyzer, running continuously (not --once), serves the same
+	// endpoints. Started last, it finds nothing left to publish.
+	analyzerAddr := freeAddr(t)
+	start(t, filepath.Join(bin, "analyzer"), []string{"HTTP_ADDR=" + analyzerAddr, "ANALYZER_REPORT_DIR=" + t.TempDir()})
+	testenv.Eventually(t, 20*time.Second, func() bool { code, _ := httpGet("http://" + analyzerAddr + "/readyz"); return code == 200 },
+		"the analyzer is ready")
+	if code, _ := httpGet("http://" + analyzerAddr + "/healthz"); code != 200 {
+		t.Errorf("analyzer /healthz = %d", code)
+	}
+	if code, analyzer := httpGet("http://" + analyzerAddr + "/metrics"); code != 200 || !strings.Contains(analyzer, `tenant_cleanup_ready{service="analyzer"} 1`) {
+		t.Errorf("analyzer /metrics = %d, lacks tenant_cleanup_ready{service=\"analyzer\"} 1:\n%s", code, grepMetrics(analyzer))
+	}
 }
 
 func grepMetrics(exposition string) string {
