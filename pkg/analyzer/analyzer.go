@@ -106,7 +106,13 @@ type Analyzer struct {
 	Out io.Writer
 	Now func() time.Time
 	Log *slog.Logger
+	// RetryDelay is Run's first wait after a failed pass; it doubles after
+	// each further failure, up to the interval (0: defaultRetryDelay).
+	RetryDelay time.Duration
 }
+
+// defaultRetryDelay is the first wait after a failed pass.
+const defaultRetryDelay = 30 * time.Second
 
 // Analyze reads both planes and applies the rule; it changes nothing.
 func (a *Analyzer) Analyze(ctx context.Context) (*Report, error) {
@@ -247,14 +253,28 @@ func (a *Analyzer) Pass(ctx context.Context) error {
 }
 
 // Run runs a pass now and then every interval until ctx is cancelled. A
-// failed pass is logged and retried at the next interval.
+// failed pass is logged and retried after RetryDelay, doubling up to the
+// interval while passes keep failing.
 func (a *Analyzer) Run(ctx context.Context, interval time.Duration) error {
+	first := a.RetryDelay
+	if first <= 0 {
+		first = defaultRetryDelay
+	}
+	retry := first
 	for {
+		wait := interval
 		if err := a.Pass(ctx); err != nil && ctx.Err() == nil {
-			a.Log.Error("analysis pass failed; next attempt at the next interval", "error", err,
-				"next", time.Now().Add(interval).UTC().Format(time.RFC3339))
+			// A failed pass (a database or the bastion away for a while) is
+			// tried again soon, backing off up to the interval, so that one
+			// failure does not cost a whole interval.
+			wait = min(retry, interval)
+			retry *= 2
+			a.Log.Error("analysis pass failed; retrying", "error", err, "retry_in", wait.String(),
+				"next", time.Now().Add(wait).UTC().Format(time.RFC3339))
+		} else {
+			retry = first
 		}
-		t := time.NewTimer(interval)
+		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
 			t.Stop()

@@ -3,13 +3,16 @@ package analyzer
 import (
 	"bytes"
 	"context"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/tenantcleanup/tenant-cleanup/pkg/bus"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/controlplane"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/dataplane"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/tenant"
@@ -90,4 +93,61 @@ func TestAnalyzeGroupsTheFleet(t *testing.T) {
 			t.Errorf("summary lacks %q:\n%s", want, out.String())
 		}
 	}
+}
+
+func TestRunRetriesAFailedPassSoon(t *testing.T) {
+	dbs := testenv.NewDatabases(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	dbs.CreateTenant(t, testenv.Tenant{ID: "tenant_i-01", Status: tenant.StatusGatedAccess, LastQuery: testenv.DaysAgo(200)})
+	data, err := dataplane.New(ctx, dbs.Data, dataplane.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The control plane is away when the first pass runs.
+	proxy := testenv.StartProxy(t, "127.0.0.1:5432")
+	proxy.Cut()
+	control := controlplane.New(testenv.Pool(t, strings.Replace(dbs.ControlURL, "127.0.0.1:5432", proxy.Addr, 1)))
+	js := testenv.StartJetStream(t)
+	b, err := bus.Connect(ctx, js.URL, bus.Options{Name: "test", Log: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	var logs syncBuffer
+	dir := t.TempDir()
+	a := &Analyzer{Data: data, Control: control, Bus: b, InactiveDays: 90, ReportDir: dir, Workers: 2, Out: io.Discard,
+		Now: time.Now, Log: slog.New(slog.NewJSONHandler(&logs, nil)), RetryDelay: 50 * time.Millisecond}
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx, time.Hour) }()
+	testenv.Eventually(t, 20*time.Second, func() bool { return strings.Contains(logs.String(), "analysis pass failed; retrying") },
+		"the first pass fails")
+	proxy.Restore()
+	// The retry comes long before the hour-long interval: the report is written.
+	testenv.Eventually(t, 20*time.Second, func() bool {
+		csvs, _ := filepath.Glob(filepath.Join(dir, "*.csv"))
+		return len(csvs) == 1
+	}, "a pass succeeds once the control plane is back")
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run after shutdown: %v", err)
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for the logger and the test at once.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
