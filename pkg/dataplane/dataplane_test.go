@@ -645,3 +645,44 @@ func TestDropSlotsBoundConcurrentDrops(t *testing.T) {
 		t.Fatal("schema still exists")
 	}
 }
+
+func TestLockTimeoutMeansLater(t *testing.T) {
+	dbs, s := setup(t, Options{LockTimeout: 200 * time.Millisecond})
+	ctx := context.Background()
+	dbs.CreateTenant(t, testenv.Tenant{ID: idA, Pairs: 1, DocsPerPair: 2})
+	before := dbs.Fingerprint(t, idA)
+	tt := lock(t, s, idA)
+	defer tt.Release()
+	snap := snapOf(t, tt)
+	// Live traffic (or anything else) holds a lock on one of the tenant's tables.
+	traffic, err := dbs.Data.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = traffic.Rollback(ctx) }()
+	if _, err := traffic.Exec(ctx, `LOCK TABLE "`+idA+`".connector_credential_pair IN ACCESS EXCLUSIVE MODE`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tt.Mark(ctx, snap, noRecheck); !errors.Is(err, tenant.ErrLater) {
+		t.Fatalf("mark while a table is locked: %v; want try again later", err)
+	}
+	if _, err := tt.Drop(ctx, snap, noRecheck); !errors.Is(err, tenant.ErrLater) {
+		t.Fatalf("drop while a table is locked: %v; want try again later", err)
+	}
+	// The lock goes away: nothing changed, and the retry goes through.
+	if err := traffic.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if !dbs.SchemaExists(t, idA) || dbs.Fingerprint(t, idA) != before {
+		t.Fatal("a mark or drop that timed out on a lock changed the tenant")
+	}
+	if _, err := tt.Mark(ctx, snap, noRecheck); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tt.Drop(ctx, snapOf(t, tt), noRecheck); err != nil {
+		t.Fatal(err)
+	}
+	if dbs.SchemaExists(t, idA) {
+		t.Fatal("schema still exists")
+	}
+}
