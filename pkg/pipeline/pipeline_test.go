@@ -320,6 +320,9 @@ func TestCleanerRefusesTenantsThatChanged(t *testing.T) {
 				e.dbs.ExecControl(t, "DELETE FROM "+table+" WHERE tenant_id = $1", idA)
 			}
 		}},
+		{"outside dependency added", func(e *env) {
+			e.dbs.ExecData(t, `CREATE VIEW public.late_report AS SELECT id FROM "`+idA+`".document`)
+		}},
 	} {
 		t.Run(change.name, func(t *testing.T) {
 			e := setup(t)
