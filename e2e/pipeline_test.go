@@ -211,9 +211,23 @@ func TestHostileRequests(t *testing.T) {
 			}
 		}
 	}
+	sent := len(hostile) + 6
 	testenv.Eventually(t, 20*time.Second, func() bool {
-		return len(w.eventsWith(tenant.OutcomeRefused)) >= len(hostile)+5 && w.workDone()
+		return len(w.eventsWith(tenant.OutcomeRefused)) >= sent && w.workDone()
 	}, "every hostile message refused (%d refusals so far)", len(w.eventsWith(tenant.OutcomeRefused)))
+	refused := w.eventsWith(tenant.OutcomeRefused)
+	if len(refused) != sent {
+		t.Errorf("%d refusals for %d hostile messages", len(refused), sent)
+	}
+	for _, h := range hostile { // each raw candidate is refused by name
+		found := false
+		for _, ev := range refused {
+			found = found || ev.Input == tenant.QuoteInput(h)
+		}
+		if !found {
+			t.Errorf("no refused event names the input %s", tenant.QuoteInput(h))
+		}
+	}
 	if got := w.state(eligibleOld); got != fpBefore {
 		t.Fatal("hostile messages changed a tenant")
 	}
@@ -221,6 +235,9 @@ func TestHostileRequests(t *testing.T) {
 		if !w.dbs.SchemaExists(t, schema) {
 			t.Fatalf("schema %s is gone", schema)
 		}
+	}
+	if n := w.dbs.CountData(t, "SELECT count(*) FROM customer_data.t"); n != 1 {
+		t.Fatalf("customer_data.t has %d rows; want its 1", n)
 	}
 
 	// The services still work: a valid request through tenantctl --csv is cleaned.
