@@ -67,6 +67,26 @@ func TestMixedFleetEndToEnd(t *testing.T) {
 	}
 	cleaned := []string{eligibleOld, eligibleNever, eligibleCraftOld, interrupted}
 	changedMidDrain := []string{reactivated, ungated}
+	// Their control-plane rows other than the tenant row (which the test
+	// itself changes for one of them) must survive unchanged.
+	otherControlRows := func(id string) string {
+		var digest string
+		if err := w.dbs.Control.QueryRow(context.Background(), `SELECT
+			(SELECT count(*) FROM subscription WHERE tenant_id = $1) || '/' ||
+			(SELECT count(*) FROM tenant_config WHERE tenant_id = $1) || '/' ||
+			(SELECT count(*) FROM tenant_notification WHERE tenant_id = $1) || '/' ||
+			coalesce((SELECT md5(string_agg(x::text, '|' ORDER BY x::text)) FROM subscription x WHERE tenant_id = $1), '-') ||
+			coalesce((SELECT md5(string_agg(x::text, '|' ORDER BY x::text)) FROM tenant_config x WHERE tenant_id = $1), '-') ||
+			coalesce((SELECT md5(string_agg(x::text, '|' ORDER BY x::text)) FROM tenant_notification x WHERE tenant_id = $1), '-')`,
+			id).Scan(&digest); err != nil {
+			t.Fatal(err)
+		}
+		return digest
+	}
+	controlBefore := map[string]string{}
+	for _, id := range changedMidDrain {
+		controlBefore[id] = otherControlRows(id)
+	}
 
 	// Onyx deletes documents of marked tenants; the two that change mid-drain
 	// are held back until they have changed.
@@ -129,6 +149,10 @@ func TestMixedFleetEndToEnd(t *testing.T) {
 		if !w.dbs.SchemaExists(t, id) || w.dbs.PublicRows(t, id) == 0 ||
 			w.dbs.CountControl(t, "SELECT count(*) FROM tenant WHERE tenant_id = $1", id) != 1 {
 			t.Errorf("%s changed mid-drain but lost its schema, public rows or control-plane row", id)
+		}
+		if got := otherControlRows(id); got != controlBefore[id] {
+			t.Errorf("%s changed mid-drain but its subscription, tenant_config or tenant_notification rows changed: %s, was %s",
+				id, got, controlBefore[id])
 		}
 		if n := w.dbs.CountControl(t, "SELECT count(*) FROM tenant_cleanup.ledger WHERE tenant_id = $1", id); n != 0 {
 			t.Errorf("%s has a ledger row", id)
