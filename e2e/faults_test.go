@@ -181,8 +181,10 @@ func TestReplicasShareWorkWithinConnectionBudget(t *testing.T) {
 	}
 }
 
-// TestSIGKILLAnywhere kills marker and cleaner processes with SIGKILL at
-// random instants, again and again, restarting them each time.
+// TestSIGKILLAnywhere kills analyzer, marker and cleaner processes with
+// SIGKILL at random instants, again and again, restarting them each time (a
+// restarted analyzer runs a pass at once, so passes are cut at any point,
+// publishing included).
 func TestSIGKILLAnywhere(t *testing.T) {
 	bin := binaries(t)
 	w := newWorld(t)
@@ -192,7 +194,7 @@ func TestSIGKILLAnywhere(t *testing.T) {
 	w.drainTenants(true, ids...)
 	go w.simulateDeletion(t.Context())
 	procs := map[string]*proc{}
-	names := []string{"marker-1", "marker-2", "cleaner-1", "cleaner-2"}
+	names := []string{"analyzer-1", "marker-1", "marker-2", "cleaner-1", "cleaner-2"}
 	launch := func(name string) { procs[name] = start(t, filepath.Join(bin, strings.Split(name, "-")[0]), nil) }
 	for _, n := range names {
 		launch(n)
@@ -224,6 +226,15 @@ func TestSIGKILLAnywhere(t *testing.T) {
 		w.assertCleaned(id)
 	}
 	w.assertUntouched(others)
+	analyzerRequests := 0
+	for _, ev := range w.eventsWith(tenant.OutcomeRequested) {
+		if ev.RequestedBy == "analyzer" {
+			analyzerRequests++
+		}
+	}
+	if analyzerRequests == 0 {
+		t.Error("the analyzer published no candidate: its passes were not part of the chaos")
+	}
 }
 
 // TestJetStreamRestartKeepsWork restarts the JetStream server on the same
