@@ -31,7 +31,10 @@ func binaries(t *testing.T) string {
 		if buildErr != nil {
 			return
 		}
-		cmd := exec.Command("go", "build", "-o", binDir+"/", "./services/analyzer", "./services/marker", "./services/cleaner", "./cmd/tenantctl")
+		// nats-server too (the version go.mod embeds), for the tests that
+		// kill JetStream as a process.
+		cmd := exec.Command("go", "build", "-o", binDir+"/", "./services/analyzer", "./services/marker", "./services/cleaner", "./cmd/tenantctl",
+			"github.com/nats-io/nats-server/v2")
 		cmd.Dir = ".."
 		out, err := cmd.CombinedOutput()
 		if err != nil {

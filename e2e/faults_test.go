@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"net/url"
 	"path/filepath"
 	"strings"
@@ -234,6 +235,49 @@ func TestSIGKILLAnywhere(t *testing.T) {
 	}
 	if analyzerRequests == 0 {
 		t.Error("the analyzer published no candidate: its passes were not part of the chaos")
+	}
+}
+
+// TestJetStreamKilledKeepsWork kills the JetStream server (a nats-server
+// v2.15 process) with SIGKILL mid-run, with requests, schedules and drain
+// checks in flight, and starts it again on the same file store.
+func TestJetStreamKilledKeepsWork(t *testing.T) {
+	bin := binaries(t)
+	addr := freeAddr(t)
+	_, port, _ := strings.Cut(addr, ":")
+	store := t.TempDir()
+	startNATS := func() *proc {
+		p := start(t, filepath.Join(bin, "nats-server"), nil, "-a", "127.0.0.1", "-p", port, "-js", "-sd", store)
+		testenv.Eventually(t, 20*time.Second, func() bool {
+			c, err := net.Dial("tcp", addr)
+			if err == nil {
+				c.Close()
+			}
+			return err == nil
+		}, "nats-server listening on %s", addr)
+		return p
+	}
+	server := startNATS()
+	w := newWorldWith(t, worldOptions{natsURL: "nats://" + addr})
+	t.Setenv("DRAIN_CHECK_DELAY", "3s")
+	ids := w.fleet(12, 2, "e")
+	w.startServices()
+	w.request(ids...)
+	for _, id := range ids[:6] {
+		w.waitFor(id, tenant.OutcomeMarked, 30*time.Second)
+	}
+	// Schedules pending, some requests not yet marked.
+	if err := server.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	server.wait(t, 10*time.Second)
+	startNATS()
+	w.drainTenants(true, ids...)
+	for _, id := range ids {
+		w.waitFor(id, tenant.OutcomeCleaned, 90*time.Second)
+	}
+	for _, id := range ids {
+		w.assertCleaned(id)
 	}
 }
 
