@@ -311,23 +311,36 @@ func TestJetStreamClusterLosesANode(t *testing.T) {
 	t.Setenv("DRAIN_CHECK_DELAY", "2s")
 	ids := w.fleet(12, 2, "d")
 	w.startServices()
+	// Every stream, and the streams behind the KV buckets, at replicas 3.
+	for _, name := range []string{bus.StreamWork, bus.StreamEvents, bus.StreamDead,
+		"KV_" + bus.BucketState, "KV_TENANT_CLEANUP_FAILURES"} {
+		s, err := w.bus.JetStream().Stream(context.Background(), name)
+		if err != nil {
+			t.Fatalf("stream %s: %v", name, err)
+		}
+		if r := s.CachedInfo().Config.Replicas; r != 3 {
+			t.Fatalf("stream %s has %d replicas; want 3", name, r)
+		}
+	}
 	info, err := w.bus.JetStream().Stream(context.Background(), bus.StreamWork)
 	if err != nil {
 		t.Fatal(err)
-	}
-	if r := info.CachedInfo().Config.Replicas; r != 3 {
-		t.Fatalf("work stream has %d replicas; want 3", r)
 	}
 	w.request(ids...)
 	for _, id := range ids[:4] {
 		w.waitFor(id, tenant.OutcomeMarked, 30*time.Second)
 	}
 	leader := info.CachedInfo().Cluster.Leader
+	stopped := false
 	for _, s := range cluster.Nodes {
 		if s.Name() == leader {
 			s.Shutdown()
+			stopped = true
 			t.Logf("shut down %s, leader of %s", leader, bus.StreamWork)
 		}
+	}
+	if !stopped {
+		t.Fatalf("no node is the leader %q of %s", leader, bus.StreamWork)
 	}
 	w.drainTenants(true, ids...)
 	for _, id := range ids {
