@@ -501,6 +501,15 @@ func TestK8sWorkloads(t *testing.T) {
 					t.Errorf("%s container %s: no memory %s", d, name, r)
 				}
 			}
+			if str(c, "resources", "requests", "cpu") == "" {
+				t.Errorf("%s container %s: no cpu request", d, name)
+			}
+			if kind == "CronJob" {
+				args := fmt.Sprint(append(cmd, listOf(c["args"])...))
+				if !strings.Contains(args, "--once") {
+					t.Errorf("%s container %s: %s does not run a single pass (--once)", d, name, args)
+				}
+			}
 			// Files the configuration points at are mounted from a Secret that has them.
 			env := podEnv(t, d, c, objs)
 			for _, v := range []string{"PEM_FILE_LOCATION", "BASTION_KNOWN_HOSTS"} {
