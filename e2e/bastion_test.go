@@ -225,6 +225,25 @@ func TestBastionFullCleanup(t *testing.T) {
 	if n := w.bastionLogCount(`"msg":"bastion connected"`, r.sshd.Addr); n < 2 {
 		t.Errorf("%d bastion connected log lines, want one per service", n)
 	}
+
+	// The analyzer and tenantctl reach the control plane the same way.
+	logins := strings.Count(r.sshd.Log(), "Accepted publickey for "+r.sshd.User())
+	if out := w.analyze(); !strings.Contains(out, "published 0 candidates") {
+		t.Errorf("analyzer pass through the bastion:\n%s", out)
+	}
+	var stdout, stderr bytes.Buffer
+	if code := ctl.Main([]string{"status", viaBastionA}, &stdout, &stderr); code != 0 || !strings.Contains(stdout.String(), "cleaned") {
+		t.Errorf("tenantctl status through the bastion: exit %d\n%s%s", code, stdout.String(), stderr.String())
+	}
+	stdout.Reset()
+	stderr.Reset()
+	if code := ctl.Main([]string{"verify"}, &stdout, &stderr); code != 0 {
+		t.Errorf("tenantctl verify through the bastion: exit %d\n%s%s", code, stdout.String(), stderr.String())
+	}
+	if n := strings.Count(r.sshd.Log(), "Accepted publickey for "+r.sshd.User()); n < logins+3 {
+		t.Errorf("sshd logged %d more logins, want one each for the analyzer, tenantctl status and tenantctl verify", n-logins)
+	}
+	r.assertNoDirectConnection()
 }
 
 // A wrong host key: first at start (a wrong known_hosts entry), then while
