@@ -28,28 +28,11 @@ type world struct {
 	dbs    *testenv.Databases
 	js     *testenv.JetStream
 	bus    *bus.Bus
-	logs   *syncBuffer
+	logs   *testenv.SyncBuffer
 	mu     sync.Mutex
 	events []tenant.Event
 	// draining lists the tenants whose background deletion is simulated.
 	draining map[string]bool
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func newWorld(t *testing.T) *world {
@@ -72,7 +55,7 @@ func newWorldWith(t *testing.T, o worldOptions) *world {
 	if o.postgresAdmin == "" {
 		o.postgresAdmin = testenv.AdminURL()
 	}
-	w := &world{t: t, dbs: testenv.NewDatabasesOn(t, o.postgresAdmin), logs: &syncBuffer{}, draining: map[string]bool{}}
+	w := &world{t: t, dbs: testenv.NewDatabasesOn(t, o.postgresAdmin), logs: &testenv.SyncBuffer{}, draining: map[string]bool{}}
 	natsURL := o.natsURL
 	if natsURL == "" {
 		w.js = testenv.StartJetStream(t)

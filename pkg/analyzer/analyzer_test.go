@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -114,7 +113,7 @@ func TestRunRetriesAFailedPassSoon(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer b.Close()
-	var logs syncBuffer
+	var logs testenv.SyncBuffer
 	dir := t.TempDir()
 	a := &Analyzer{Data: data, Control: control, Bus: b, InactiveDays: 90, ReportDir: dir, Workers: 2, Out: io.Discard,
 		Now: time.Now, Log: slog.New(slog.NewJSONHandler(&logs, nil)), RetryDelay: 50 * time.Millisecond}
@@ -132,22 +131,4 @@ func TestRunRetriesAFailedPassSoon(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatalf("Run after shutdown: %v", err)
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for the logger and the test at once.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

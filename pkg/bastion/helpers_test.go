@@ -1,7 +1,6 @@
 package bastion_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
@@ -12,7 +11,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -20,31 +18,14 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/tenantcleanup/tenant-cleanup/pkg/bastion"
+	"github.com/tenantcleanup/tenant-cleanup/pkg/testenv"
 )
-
-// logBuffer captures the dialer's slog output.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // newDialer creates a dialer logging to the returned buffer and closes it
 // when the test ends.
-func newDialer(t *testing.T, cfg bastion.Config) (*bastion.Dialer, *logBuffer) {
+func newDialer(t *testing.T, cfg bastion.Config) (*bastion.Dialer, *testenv.SyncBuffer) {
 	t.Helper()
-	logs := &logBuffer{}
+	logs := &testenv.SyncBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	d, err := bastion.New(cfg, log)
 	if err != nil {

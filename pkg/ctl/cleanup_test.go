@@ -64,7 +64,7 @@ func TestCleanupWaitInterrupted(t *testing.T) {
 	w := newWorld(t)
 	w.gated(idA, 1, 10) // not drained: stays draining
 	w.startServices()
-	var stdout, stderr syncBuffer
+	var stdout, stderr testenv.SyncBuffer
 	done := make(chan int)
 	go func() { done <- Main([]string{"cleanup", idA, "--wait"}, &stdout, &stderr) }()
 	testenv.Eventually(t, 20*time.Second, func() bool { return strings.Contains(stdout.String(), "waiting for 1 tenant") },

@@ -38,7 +38,7 @@ type world struct {
 	dbs  *testenv.Databases
 	js   *testenv.JetStream
 	bus  *bus.Bus
-	logs *syncBuffer
+	logs *testenv.SyncBuffer
 
 	mu       sync.Mutex
 	draining map[string]bool
@@ -46,7 +46,7 @@ type world struct {
 
 func newWorld(t *testing.T) *world {
 	t.Helper()
-	w := &world{t: t, dbs: testenv.NewDatabases(t), js: testenv.StartJetStream(t), logs: &syncBuffer{}, draining: map[string]bool{}}
+	w := &world{t: t, dbs: testenv.NewDatabases(t), js: testenv.StartJetStream(t), logs: &testenv.SyncBuffer{}, draining: map[string]bool{}}
 	for k, v := range map[string]string{
 		"DATA_PLANE_DATABASE_URL":    w.dbs.DataURL,
 		"CONTROL_PLANE_DATABASE_URL": w.dbs.ControlURL,
@@ -250,23 +250,6 @@ func (w *world) deadLetter(id tenant.ID) bus.DeadLetter {
 }
 
 var errFixture = errors.New(`relation "document" does not exist`)
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // streamLastSeq is the work stream's last sequence number: it moves with every publish.
 func (w *world) streamLastSeq() uint64 {

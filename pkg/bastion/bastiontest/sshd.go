@@ -9,7 +9,6 @@
 package bastiontest
 
 import (
-	"bytes"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
@@ -36,6 +35,7 @@ import (
 	"golang.org/x/crypto/ssh/knownhosts"
 
 	"github.com/tenantcleanup/tenant-cleanup/pkg/bastion"
+	"github.com/tenantcleanup/tenant-cleanup/pkg/testenv"
 )
 
 // SSHDPath is the OpenSSH server binary Start runs.
@@ -85,7 +85,7 @@ type SSHD struct {
 
 	configFile string
 	user       string
-	log        *syncBuffer
+	log        *testenv.SyncBuffer
 
 	mu     sync.Mutex
 	cmd    *exec.Cmd
@@ -162,7 +162,7 @@ func Start(t testing.TB, opts ...Option) *SSHD {
 		Dir:           dir,
 		KeyPassphrase: o.passphrase,
 		user:          u.Username,
-		log:           &syncBuffer{},
+		log:           &testenv.SyncBuffer{},
 		configFile:    filepath.Join(dir, "sshd_config"),
 	}
 
@@ -526,23 +526,4 @@ func writeFile(t testing.TB, path string, data []byte, mode os.FileMode) {
 	if err := os.WriteFile(path, data, mode); err != nil {
 		t.Fatalf("bastiontest: %v", err)
 	}
-}
-
-// syncBuffer collects sshd's output; sshd's stdout and stderr goroutines
-// and the test read it concurrently.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
