@@ -259,40 +259,36 @@ func TestJetStreamKilledKeepsWork(t *testing.T) {
 	}
 	server := startNATS()
 	w := newWorldWith(t, worldOptions{natsURL: "nats://" + addr})
-	t.Setenv("DRAIN_CHECK_DELAY", "3s")
-	ids := w.fleet(12, 2, "e")
-	w.startServices()
-	w.request(ids...)
-	for _, id := range ids[:6] {
-		w.waitFor(id, tenant.OutcomeMarked, 30*time.Second)
-	}
-	// Schedules pending, some requests not yet marked.
-	if err := server.cmd.Process.Signal(syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	server.wait(t, 10*time.Second)
-	startNATS()
-	w.drainTenants(true, ids...)
-	for _, id := range ids {
-		w.waitFor(id, tenant.OutcomeCleaned, 90*time.Second)
-	}
-	for _, id := range ids {
-		w.assertCleaned(id)
-	}
+	w.survivesJetStreamOutage("e", func() {
+		if err := server.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		server.wait(t, 10*time.Second)
+		startNATS()
+	})
 }
 
 // TestJetStreamRestartKeepsWork restarts the JetStream server on the same
 // file store while requests, schedules and drain checks are in flight.
 func TestJetStreamRestartKeepsWork(t *testing.T) {
 	w := newWorld(t)
-	t.Setenv("DRAIN_CHECK_DELAY", "3s")
-	ids := w.fleet(12, 2, "c")
+	w.survivesJetStreamOutage("c", func() { w.js.Restart() })
+}
+
+// survivesJetStreamOutage requests the cleanup of 12 tenants (ids starting
+// with prefix), runs outage once half of them are marked (their drain checks
+// scheduled, the other requests not yet marked), and checks that every
+// tenant is still cleaned.
+func (w *world) survivesJetStreamOutage(prefix string, outage func()) {
+	w.t.Helper()
+	w.t.Setenv("DRAIN_CHECK_DELAY", "3s")
+	ids := w.fleet(12, 2, prefix)
 	w.startServices()
 	w.request(ids...)
 	for _, id := range ids[:6] {
 		w.waitFor(id, tenant.OutcomeMarked, 30*time.Second)
 	}
-	w.js.Restart() // schedules pending, some requests not yet marked
+	outage()
 	w.drainTenants(true, ids...)
 	for _, id := range ids {
 		w.waitFor(id, tenant.OutcomeCleaned, 90*time.Second)
