@@ -161,7 +161,7 @@ func publishDrainChecks(ctx context.Context, url string, ids []string) error {
 		if err != nil {
 			return err
 		}
-		if err := bs.ScheduleDrainCheck(ctx, tenant.DrainCheck{ID: id, MarkedAt: now, RequestedBy: "bench"}, now); err != nil {
+		if err := bs.ScheduleDrainCheck(ctx, tenant.DrainCheck{ID: id}, now); err != nil {
 			return err
 		}
 	}

@@ -44,6 +44,12 @@ const (
 // serves traffic.
 const maxReaders = 2
 
+// RepublishAfter is how long after its latest marking a candidate is
+// published again (its drain checks are scheduled meanwhile; a stuck tenant
+// is tried again after this). The pipeline's own record of the marking
+// decides, not anything a publisher on the bus can influence.
+const RepublishAfter = 7 * 24 * time.Hour
+
 // recentDays is the "this month" boundary of the summary.
 const recentDays = 30
 
@@ -56,6 +62,9 @@ type Tenant struct {
 	CreatedAt      time.Time
 	Activity       dataplane.Activity
 	Eligible       bool
+	// InPipeline is true for a candidate this pipeline marked within
+	// RepublishAfter (it is not published again).
+	InPipeline bool
 	// Reason says why the tenant is not eligible.
 	Reason string
 	Group  Group
@@ -71,6 +80,14 @@ type Report struct {
 	// NotHere counts control-plane tenants with neither a schema nor public
 	// rows on this data plane.
 	NotHere int
+	// ForReview lists tenants whose schema is gone but whose rows remain,
+	// without evidence that a cleanup of theirs began (a schema renamed for
+	// maintenance, a restore, another shard): never selected, left for an
+	// operator to look at.
+	ForReview []tenant.ID
+	// InPipeline lists candidates this pipeline marked within
+	// RepublishAfter: they are not published again.
+	InPipeline []tenant.ID
 }
 
 // Candidates returns the eligible tenants, most documents first.
@@ -139,7 +156,25 @@ func (a *Analyzer) Analyze(ctx context.Context) (*Report, error) {
 	if controlErr != nil {
 		return nil, controlErr
 	}
-	activities, err := a.Data.Activities(ctx, schemas, min(a.Workers, maxReaders))
+	records, err := a.Data.Records(ctx)
+	if err != nil {
+		return nil, err
+	}
+	recordOf := make(map[tenant.ID]dataplane.Record, len(records))
+	for _, rec := range records {
+		if id, err := tenant.ParseID(rec.ID); err == nil {
+			recordOf[id] = rec.Record
+		}
+	}
+	// A schema whose drop this pipeline began is an interrupted cleanup: its
+	// (partly dropped) tables are not read.
+	var readable []dataplane.SchemaInfo
+	for _, sc := range schemas {
+		if !recordOf[sc.ID].DropStarted() {
+			readable = append(readable, sc)
+		}
+	}
+	activities, err := a.Data.Activities(ctx, readable, min(a.Workers, maxReaders))
 	if err != nil {
 		return nil, err
 	}
@@ -161,17 +196,32 @@ func (a *Analyzer) Analyze(ctx context.Context) (*Report, error) {
 		}
 		seen[sc.ID] = true
 		t := Tenant{ID: sc.ID, SchemaExists: true, Activity: ta.Activity}
-		if len(sc.MissingTables) > 0 {
+		if len(sc.MissingTables) > 0 && !recordOf[sc.ID].DropStarted() {
 			t.Reason = "schema lacks table(s) " + strings.Join(sc.MissingTables, ", ")
 		}
 		r.Tenants = append(r.Tenants, classify(t, control, now, window))
 	}
-	// Interrupted cleanups: gated tenants whose schema is gone but whose
-	// public rows remain on this data plane.
+	// Interrupted cleanups: tenants whose schema is gone but whose public
+	// rows remain on this data plane, and whose cleanup by this pipeline
+	// began (or an operator confirmed it). Without that evidence a tenant is
+	// never selected: it is listed for review.
 	for _, id := range withPublicRows {
-		if !seen[id] {
-			seen[id] = true
-			r.Tenants = append(r.Tenants, classify(Tenant{ID: id}, control, now, window))
+		if seen[id] {
+			continue
+		}
+		seen[id] = true
+		t := Tenant{ID: id}
+		if recordOf[id].Evidence() == "" {
+			t.Reason = "schema gone, and nothing shows that a cleanup of it began: left for review"
+			r.ForReview = append(r.ForReview, id)
+		}
+		r.Tenants = append(r.Tenants, classify(t, control, now, window))
+	}
+	for i, t := range r.Tenants {
+		rec := recordOf[t.ID]
+		if t.Eligible && rec.Marked() && now.Sub(rec.LastMarkedAt) < RepublishAfter && !rec.DropStarted() {
+			r.InPipeline = append(r.InPipeline, t.ID)
+			r.Tenants[i].InPipeline = true
 		}
 	}
 	for id := range control {
@@ -217,11 +267,14 @@ func (a *Analyzer) Pass(ctx context.Context) error {
 		return fmt.Errorf("analysis: %w", err)
 	}
 	candidates := r.Candidates()
-	reqs := make([]tenant.Request, len(candidates))
+	var reqs []tenant.Request
 	byID := make(map[tenant.ID]*Tenant, len(candidates))
 	for i := range candidates {
 		t := &candidates[i]
-		reqs[i] = tenant.Request{ID: t.ID, RequestedBy: "analyzer", RequestedAt: r.At}
+		if t.InPipeline {
+			continue
+		}
+		reqs = append(reqs, tenant.Request{ID: t.ID, RequestedBy: "analyzer", RequestedAt: r.At})
 		byID[t.ID] = t
 	}
 	published, duplicates := 0, 0

@@ -101,6 +101,14 @@ func PrintSummary(w io.Writer, r *Report) {
 	if len(r.SkippedSchemas) > 0 {
 		fmt.Fprintf(w, "skipped %d schemas named like tenants that are not valid tenant ids\n", len(r.SkippedSchemas))
 	}
+	if len(r.ForReview) > 0 {
+		fmt.Fprintf(w, "%d tenants have no schema but rows left, and nothing shows that a cleanup of them began: "+
+			"left for review (tenantctl verify lists them)\n", len(r.ForReview))
+	}
+	if len(r.InPipeline) > 0 {
+		fmt.Fprintf(w, "%d candidates are in the pipeline already (marked within %s): not published again\n",
+			len(r.InPipeline), RepublishAfter)
+	}
 	if r.NotHere > 0 {
 		fmt.Fprintf(w, "%d control-plane tenants have no schema or public rows on this data plane\n", r.NotHere)
 	}

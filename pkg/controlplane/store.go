@@ -1,23 +1,24 @@
 // Package controlplane runs every SQL statement the pipeline sends to the
 // control-plane database: tenant status reads, the row lock that makes the
-// final eligibility check stick, the deletion of a tenant's rows and the
-// ledger. The connection may go through the SSH bastion (see Open).
+// final look stick (lock.go), the deletion of a tenant's rows, the ledger
+// (ledger.go), operators' holds (hold.go) and the cleanup caps (quota.go).
+// The connection may go through the SSH bastion (see Open).
 package controlplane
 
 import (
 	"context"
 	"embed"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
-	"slices"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/tenantcleanup/tenant-cleanup/internal/pgschema"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/tenant"
 )
 
@@ -32,22 +33,24 @@ func query(name string) string {
 	return string(b)
 }
 
-// dependentTables reference public.tenant and are deleted first, in this
-// order; public.tenant goes last.
-var dependentTables = []string{"tenant_notification", "tenant_config", "subscription"}
-
 // DialFunc dials the control-plane server, e.g. through the SSH bastion.
 type DialFunc func(ctx context.Context, network, addr string) (net.Conn, error)
 
 // Open connects to the control plane, naming its connections appName. With dial set, every connection is made
 // through it (and host names are resolved at the far end, not locally).
-func Open(ctx context.Context, dsn, appName string, maxConns int32, dial DialFunc) (*Store, error) {
+//
+// waits sets runtime parameters of every connection (lock_timeout,
+// statement_timeout, …) to the given durations.
+func Open(ctx context.Context, dsn, appName string, maxConns int32, dial DialFunc, waits map[string]time.Duration) (*Store, error) {
 	cfg, err := pgxpool.ParseConfig(dsn)
 	if err != nil {
 		return nil, fmt.Errorf("control plane: parse connection string: %w", redactErr(err))
 	}
 	cfg.MaxConns = maxConns
 	cfg.ConnConfig.RuntimeParams["application_name"] = appName
+	for k, d := range waits {
+		cfg.ConnConfig.RuntimeParams[k] = fmt.Sprint(d.Milliseconds())
+	}
 	cfg.ConnConfig.ConnectTimeout = 15 * time.Second
 	if dial != nil {
 		cfg.ConnConfig.DialFunc = pgconn.DialFunc(dial)
@@ -90,26 +93,60 @@ type Record struct {
 	Status           string
 	CreatedAt        time.Time
 	StripeCustomerID string
+	// Problem says why the row cannot be judged (a NULL status or
+	// created_at); such a tenant is never eligible.
+	Problem string
 }
 
-// EnsureLedger creates the ledger schema and table when they are missing.
-func (s *Store) EnsureLedger(ctx context.Context) error {
+// Facts returns what the eligibility rule looks at, with lastActivity from
+// the data plane.
+func (r Record) Facts(found bool, lastActivity time.Time) tenant.Facts {
+	return tenant.Facts{InControlPlane: found, Status: r.Status, CreatedAt: r.CreatedAt,
+		LastActivity: lastActivity, Problem: r.Problem}
+}
+
+// lockKeySchema serialises concurrent first starts of several replicas.
+const lockKeySchema = 2082340867
+
+// Ensure creates this pipeline's tables (the ledger, the cap reservations,
+// the holds) when they are missing, adds the ledger columns newer versions
+// write, and checks their shape: a table someone created differently (a
+// ledger without a unique tenant_id, say) is an error naming the problem.
+func (s *Store) Ensure(ctx context.Context) error {
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		// Serialise concurrent first starts of several replicas.
-		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock(2082340867)"); err != nil {
+		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", lockKeySchema); err != nil {
 			return err
 		}
-		_, err := tx.Exec(ctx, query("ledger_schema"))
-		return err
+		if _, err := tx.Exec(ctx, query("schema")); err != nil {
+			return err
+		}
+		for _, t := range []struct {
+			name string
+			cols []pgschema.Column
+		}{{"tenant_cleanup.ledger", ledgerColumns}, {"tenant_cleanup.quota", quotaColumns}, {"tenant_cleanup.hold", holdColumns}} {
+			if err := pgschema.Verify(ctx, tx, t.name, "tenant_id", t.cols); err != nil {
+				return err
+			}
+		}
+		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("control plane: create ledger: %w", err)
+		return fmt.Errorf("control plane: prepare this pipeline's tables: %w", err)
 	}
 	return nil
 }
 
+// Unreadable is a control-plane row the analysis could not judge.
+type Unreadable struct {
+	// ID is the tenant id as stored (valid).
+	ID     tenant.ID
+	Reason string
+}
+
 // Tenants reads every control-plane tenant whose id is a valid tenant id;
-// invalid ids are counted in skipped and otherwise ignored.
+// invalid ids are counted in skipped and otherwise ignored. A row that
+// cannot be judged (a NULL status or created_at) is returned with its
+// Problem set: one bad row never stops the pass.
 func (s *Store) Tenants(ctx context.Context) (tenants map[tenant.ID]Record, skipped int, err error) {
 	rows, err := s.pool.Query(ctx, query("tenants"))
 	if err != nil {
@@ -119,22 +156,50 @@ func (s *Store) Tenants(ctx context.Context) (tenants map[tenant.ID]Record, skip
 	tenants = map[tenant.ID]Record{}
 	for rows.Next() {
 		var (
-			name string
-			r    Record
+			name, status *string
+			created      *time.Time
 		)
-		if err := rows.Scan(&name, &r.Status, &r.CreatedAt); err != nil {
+		if err := rows.Scan(&name, &status, &created); err != nil {
 			return nil, 0, fmt.Errorf("control plane: read tenants: %w", err)
 		}
-		if r.ID, err = tenant.ParseID(name); err != nil {
+		if name == nil {
 			skipped++
 			continue
 		}
-		tenants[r.ID] = r
+		id, err := tenant.ParseID(*name)
+		if err != nil {
+			skipped++
+			continue
+		}
+		tenants[id] = record(id, status, created, nil)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, 0, fmt.Errorf("control plane: read tenants: %w", err)
 	}
 	return tenants, skipped, nil
+}
+
+// record builds a Record from nullable columns.
+func record(id tenant.ID, status *string, created *time.Time, stripe *string) Record {
+	r := Record{ID: id}
+	var problems []string
+	if status == nil {
+		problems = append(problems, "application_status is NULL")
+	} else {
+		r.Status = *status
+	}
+	if created == nil {
+		problems = append(problems, "created_at is NULL")
+	} else {
+		r.CreatedAt = *created
+	}
+	if stripe != nil {
+		r.StripeCustomerID = *stripe
+	}
+	if len(problems) > 0 {
+		r.Problem = "control-plane row cannot be judged: " + strings.Join(problems, ", ")
+	}
+	return r
 }
 
 // Tenant reads one tenant; found is false when it has no row.
@@ -150,238 +215,22 @@ func (s *Store) Tenant(ctx context.Context, id tenant.ID) (r Record, found bool,
 func readTenant(ctx context.Context, q interface {
 	QueryRow(context.Context, string, ...any) pgx.Row
 }, id tenant.ID, lock LockMode) (Record, bool, error) {
-	r := Record{ID: id}
-	var stripe *string
-	err := q.QueryRow(ctx, query("tenant")+" "+string(lock), string(id)).Scan(&r.Status, &r.CreatedAt, &stripe)
+	var (
+		status, stripe *string
+		created        *time.Time
+	)
+	err := q.QueryRow(ctx, query("tenant")+" "+string(lock), string(id)).Scan(&status, &created, &stripe)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Record{ID: id}, false, nil
 	}
 	if err != nil {
 		return Record{}, false, err
 	}
-	if stripe != nil {
-		r.StripeCustomerID = *stripe
-	}
-	return r, true, nil
+	return record(id, status, created, stripe), true, nil
 }
 
-// LockMode says how Hold locks the tenant row.
-type LockMode string
-
-// Lock modes: Share keeps the status from changing while the marker marks;
-// Update also lets the holder delete the row.
-const (
-	Share  LockMode = "FOR SHARE"
-	Update LockMode = "FOR UPDATE"
-)
-
-// Held is a control-plane transaction holding one tenant's row locked: the
-// status read through it cannot change until the transaction ends.
-type Held struct {
-	tx     pgx.Tx
-	Record Record
-	// Found is false when the tenant has no control-plane row.
-	Found bool
-}
-
-// Hold opens a transaction, locks the tenant's row and reads it. The caller
-// must end it with Release or, for Update, DeleteTenant. A row locked by
-// someone else for longer than lockTimeout is a tenant.ErrLater error.
-func (s *Store) Hold(ctx context.Context, id tenant.ID, mode LockMode, lockTimeout time.Duration) (*Held, error) {
-	tx, err := s.pool.BeginTx(ctx, pgx.TxOptions{
-		BeginQuery: fmt.Sprintf("BEGIN; SET LOCAL lock_timeout = %d", lockTimeout.Milliseconds())})
-	if err != nil {
-		return nil, fmt.Errorf("control plane: %w", err)
-	}
-	r, found, err := readTenant(ctx, tx, id, mode)
-	if err != nil {
-		_ = tx.Rollback(ctx)
-		var pgErr *pgconn.PgError
-		if errors.As(err, &pgErr) && pgErr.Code == "55P03" {
-			return nil, tenant.Later(15*time.Second, "control-plane tenant row is locked", err)
-		}
-		return nil, fmt.Errorf("control plane: lock tenant %s: %w", id, err)
-	}
-	return &Held{tx: tx, Record: r, Found: found}, nil
-}
-
-// Release ends the transaction without changes.
-func (h *Held) Release() {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	_ = h.tx.Rollback(ctx)
-}
-
-// LedgerEntry is one row of tenant_cleanup.ledger.
-type LedgerEntry struct {
-	ID                 tenant.ID
-	CleanedAt          time.Time
-	RequestedBy        string
-	MarkedAt           time.Time
-	DocumentsAtMarking int64
-	UsersAtMarking     int64
-	LastActivityAt     time.Time
-	TenantCreatedAt    time.Time
-	ApplicationStatus  string
-	StripeCustomerID   string
-	SchemaExisted      bool
-	RelationsDropped   int
-	PublicRowsDeleted  int64
-	ControlRowsDeleted map[string]int64
-	CleanedBy          string
-}
-
-// TableRows is the number of rows deleted from one control-plane table.
-type TableRows struct {
-	Table string
-	Rows  int64
-}
-
-// DeleteTenant deletes the tenant's control-plane rows (dependent tables
-// first, the tenant row last) and inserts its ledger row, in the held
-// transaction, and commits. The entry's control-plane fields are filled from
-// the held record. It returns the rows deleted per table, in deletion order.
-func (h *Held) DeleteTenant(ctx context.Context, e LedgerEntry) ([]TableRows, error) {
-	defer h.Release() // no-op after a commit
-	// The deletes (dependent tables first, the tenant row last) and the
-	// ledger row go to the server in one round trip, run in order.
-	tables := append(slices.Clone(dependentTables), "tenant")
-	batch := &pgx.Batch{}
-	for _, table := range tables {
-		batch.Queue("DELETE FROM public."+pgx.Identifier{table}.Sanitize()+" WHERE tenant_id = $1", string(h.Record.ID))
-	}
-	results := h.tx.SendBatch(ctx, batch)
-	var deleted []TableRows
-	counts := map[string]int64{}
-	for _, table := range tables {
-		tag, err := results.Exec()
-		if err != nil {
-			_ = results.Close()
-			return nil, fmt.Errorf("control plane: delete %s rows of %s: %w", table, h.Record.ID, err)
-		}
-		deleted = append(deleted, TableRows{Table: table, Rows: tag.RowsAffected()})
-		counts[table] = tag.RowsAffected()
-	}
-	if err := results.Close(); err != nil {
-		return nil, fmt.Errorf("control plane: delete rows of %s: %w", h.Record.ID, err)
-	}
-	countsJSON, _ := json.Marshal(counts)
-	_, err := h.tx.Exec(ctx, query("ledger_insert"), string(h.Record.ID), e.RequestedBy, nullTime(e.MarkedAt),
-		e.DocumentsAtMarking, e.UsersAtMarking, nullTime(e.LastActivityAt), h.Record.CreatedAt, h.Record.Status,
-		h.Record.StripeCustomerID, e.SchemaExisted, e.RelationsDropped, e.PublicRowsDeleted, string(countsJSON), e.CleanedBy)
-	if err != nil {
-		return nil, fmt.Errorf("control plane: write ledger row of %s: %w", h.Record.ID, err)
-	}
-	if err := h.tx.Commit(ctx); err != nil {
-		return nil, fmt.Errorf("control plane: commit cleanup of %s: %w", h.Record.ID, err)
-	}
-	return deleted, nil
-}
-
-func nullTime(t time.Time) any {
-	if t.IsZero() {
-		return nil
-	}
-	return t
-}
-
-// LedgerEntry reads one tenant's ledger row; found is false when it has none.
-func (s *Store) LedgerEntry(ctx context.Context, id tenant.ID) (LedgerEntry, bool, error) {
-	entries, err := s.readLedger(ctx, " WHERE tenant_id = $1", string(id))
-	if err != nil || len(entries) == 0 {
-		return LedgerEntry{}, false, err
-	}
-	return entries[0], true, nil
-}
-
-// Ledger reads the whole ledger, oldest cleanup first. A control plane
-// without a ledger table has cleaned nothing.
-func (s *Store) Ledger(ctx context.Context) ([]LedgerEntry, error) {
-	return s.readLedger(ctx, " ORDER BY cleaned_at, tenant_id")
-}
-
-func (s *Store) readLedger(ctx context.Context, clause string, args ...any) ([]LedgerEntry, error) {
-	rows, err := s.pool.Query(ctx, query("ledger_select")+clause, args...)
-	var entries []LedgerEntry
-	if err == nil {
-		entries, err = collectLedger(rows)
-	}
-	if NoLedger(err) { // no ledger yet: nothing cleaned
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("control plane: read ledger: %w", err)
-	}
-	return entries, nil
-}
-
-func collectLedger(rows pgx.Rows) ([]LedgerEntry, error) {
-	entries, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (LedgerEntry, error) {
-		var (
-			e                            LedgerEntry
-			id, counts                   string
-			marked, lastActivity, create *time.Time
-		)
-		err := r.Scan(&id, &e.CleanedAt, &e.RequestedBy, &marked, &e.DocumentsAtMarking, &e.UsersAtMarking,
-			&lastActivity, &create, &e.ApplicationStatus, &e.StripeCustomerID, &e.SchemaExisted,
-			&e.RelationsDropped, &e.PublicRowsDeleted, &counts, &e.CleanedBy)
-		if err != nil {
-			return e, err
-		}
-		e.ID = tenant.ID(id)
-		for dst, src := range map[*time.Time]*time.Time{&e.MarkedAt: marked, &e.LastActivityAt: lastActivity, &e.TenantCreatedAt: create} {
-			if src != nil {
-				*dst = *src
-			}
-		}
-		_ = json.Unmarshal([]byte(counts), &e.ControlRowsDeleted)
-		return e, nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("control plane: read ledger: %w", err)
-	}
-	return entries, nil
-}
-
-// Reservation is the answer of the cleanup caps.
-type Reservation struct {
-	// OK is true when the tenant may be cleaned now.
-	OK bool
-	// Cap names the cap reached ("hourly" or "daily") when not OK, and
-	// FreeAt is when a place frees up.
-	Cap    string
-	FreeAt time.Time
-	// LastHour and LastDay count the cleanups reserved in each window.
-	LastHour, LastDay int64
-}
-
-// quotaLockKey serialises reservations across replicas.
-const quotaLockKey = 2082340868
-
-// Reserve claims a place for the tenant's cleanup under the hourly and daily
-// caps (0 = no cap), shared by every replica: the count is the reservations
-// made in the last hour and day, a crash after reserving still counts (it
-// errs on the side of cleaning less), and a redelivery of the same tenant
-// reuses its reservation.
-func (s *Store) Reserve(ctx context.Context, id tenant.ID, perHour, perDay int) (Reservation, error) {
-	var r Reservation
-	if perHour <= 0 && perDay <= 0 {
-		return Reservation{OK: true}, nil
-	}
-	begin := pgx.TxOptions{BeginQuery: fmt.Sprintf("BEGIN; SELECT pg_advisory_xact_lock(%d)", quotaLockKey)}
-	err := pgx.BeginTxFunc(ctx, s.pool, begin, func(tx pgx.Tx) error {
-		var freeAt *time.Time
-		if err := tx.QueryRow(ctx, query("reserve"), string(id), perHour, perDay).Scan(
-			&r.OK, &r.Cap, &freeAt, &r.LastHour, &r.LastDay); err != nil {
-			return err
-		}
-		if freeAt != nil {
-			r.FreeAt = *freeAt
-		}
-		return nil
-	})
-	if err != nil {
-		return Reservation{}, fmt.Errorf("control plane: reserve a cleanup for %s: %w", id, err)
-	}
-	return r, nil
+// isLockTimeout reports whether err is a lock_timeout.
+func isLockTimeout(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "55P03"
 }

@@ -139,7 +139,7 @@ func openControl(ctx context.Context, cp config.ControlPlane, b config.Bastion) 
 	if err != nil {
 		return nil, nil, fmt.Errorf("control plane: %w\n(check BASTION_HOST, BASTION_PORT, BASTION_USER, PEM_FILE_LOCATION, BASTION_KNOWN_HOSTS)", err)
 	}
-	store, err := controlplane.Open(ctx, common.ControlPlaneDSN(), "tenant-cleanup-tenantctl", 2, dial)
+	store, err := controlplane.Open(ctx, common.ControlPlaneDSN(), "tenant-cleanup-tenantctl", 2, dial, service.ControlPlaneWaits)
 	if err == nil {
 		err = store.Ping(ctx)
 		if err != nil {
@@ -157,7 +157,7 @@ func openControl(ctx context.Context, cp config.ControlPlane, b config.Bastion) 
 // openData opens the data plane with service.Open, as the services do.
 func openData(ctx context.Context, d config.DataPlane, maxConns int32) (*dataplane.Store, func(), error) {
 	env, err := service.Open(ctx, "tenantctl", &config.Common{DataPlane: d, DBMaxConns: max(maxConns, 1)},
-		service.What{Data: true}, discard, false)
+		service.What{Data: true, ReadOnly: true}, discard, false)
 	if err != nil {
 		return nil, nil, fmt.Errorf("%w\n(check DATA_PLANE_DATABASE_URL)", err)
 	}

@@ -5,17 +5,18 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/tenantcleanup/tenant-cleanup/pkg/tenant"
 )
 
 const holdHelp = `
-Places a hold on the tenant (or replaces its hold) in the pipeline's KV bucket.
-While it lasts the marker refuses the tenant (outcome "held") and the cleaner
-neither checks nor cleans it (its next drain check waits for the hold to end).
-The tenant need not exist yet: a hold can be placed before any request.
+Places a hold on the tenant (or replaces its hold) in the control plane
+(tenant_cleanup.hold). While it lasts the marker refuses the tenant (outcome
+"held") and the cleaner neither checks nor cleans it (its next drain check
+waits for the hold to end). The tenant need not exist yet: a hold can be placed
+before any request. Placing it waits (up to 15 s) for a marking or cleanup of
+the tenant under way: a hold and a cleanup never overlap.
 
 --until ends the hold by itself. It accepts
   an RFC 3339 time      2026-12-01T09:00:00Z, 2026-12-01T10:00:00+01:00
@@ -25,20 +26,20 @@ The tenant need not exist yet: a hold can be placed before any request.
 and must be in the future. Without --until the hold lasts until tenantctl unhold.
 The hold records who placed it (tenantctl:$USER@host) and when.
 
-Exit status: 0 placed; 1 NATS could not be reached; 2 invalid tenant id, no
---reason, a bad or past --until, or bad configuration.`
+Exit status: 0 placed; 1 the control plane could not be reached; 2 invalid
+tenant id, no --reason, a bad or past --until, or bad configuration.`
 
 const unholdHelp = `
 Lifts the tenant's hold, active or expired. The pipeline then treats the tenant
 as usual: a pending drain check cleans it if it is still eligible and drained;
 a tenant refused as held must be requested again (tenantctl cleanup TENANT_ID).
 
-Exit status: 0 lifted; 1 the tenant has no hold, or NATS could not be reached;
-2 invalid tenant id or bad configuration.`
+Exit status: 0 lifted; 1 the tenant has no hold, or the control plane could not
+be reached; 2 invalid tenant id or bad configuration.`
 
 func runHold(ctx context.Context, c *CLI, cmd *command, args []string) int {
 	var (
-		spec          natsSpec
+		spec          controlSpec
 		reason, until string
 	)
 	pos, code, ok := c.parse(cmd, args, &spec, func(fs *flag.FlagSet) {
@@ -56,7 +57,7 @@ func runHold(ctx context.Context, c *CLI, cmd *command, args []string) int {
 		c.errorf("%v", err)
 		return exitUsage
 	}
-	reason = strings.TrimSpace(reason)
+	reason = tenant.CleanText(reason, 500)
 	if reason == "" {
 		return c.usageError(cmd, "--reason is required: say why %s must not be cleaned", id)
 	}
@@ -72,16 +73,16 @@ func runHold(ctx context.Context, c *CLI, cmd *command, args []string) int {
 	if !c.loadEnv(cmd, &spec) {
 		return exitUsage
 	}
-	b, err := connectBus(ctx, spec.NATS)
+	control, closeControl, err := openControl(ctx, spec.ControlPlane, spec.Bastion)
 	if err != nil {
 		return c.fail(ctx, err)
 	}
-	defer b.Close()
-	previous, hadHold, err := b.Hold(ctx, id)
-	if err != nil {
+	defer closeControl()
+	if err := control.Ensure(ctx); err != nil {
 		return c.fail(ctx, err)
 	}
-	if err := b.SetHold(ctx, h); err != nil {
+	previous, inControl, err := control.PlaceHold(ctx, h, 15*time.Second)
+	if err != nil {
 		return c.fail(ctx, err)
 	}
 	ends := "until tenantctl unhold " + string(id)
@@ -89,8 +90,11 @@ func runHold(ctx context.Context, c *CLI, cmd *command, args []string) int {
 		ends = "until " + when(now, *h.Until)
 	}
 	fmt.Fprintf(c.Stdout, "held %s %s: %s (by %s)\n", id, ends, reason, h.By)
-	if hadHold {
+	if previous != nil {
 		fmt.Fprintf(c.Stdout, "replaced the earlier hold: %s\n", previous.Describe())
+	}
+	if !inControl {
+		fmt.Fprintf(c.Stdout, "note: the control plane has no tenant %s (not created yet, or already cleaned: tenantctl status %s)\n", id, id)
 	}
 	fmt.Fprintln(c.Stdout, "the marker and the cleaner leave it alone while the hold lasts")
 	return exitOK
@@ -116,7 +120,7 @@ func parseUntil(s string, now time.Time) (time.Time, error) {
 }
 
 func runUnhold(ctx context.Context, c *CLI, cmd *command, args []string) int {
-	var spec natsSpec
+	var spec controlSpec
 	pos, code, ok := c.parse(cmd, args, &spec, nil)
 	if !ok {
 		return code
@@ -132,20 +136,16 @@ func runUnhold(ctx context.Context, c *CLI, cmd *command, args []string) int {
 	if !c.loadEnv(cmd, &spec) {
 		return exitUsage
 	}
-	b, err := connectBus(ctx, spec.NATS)
+	control, closeControl, err := openControl(ctx, spec.ControlPlane, spec.Bastion)
 	if err != nil {
 		return c.fail(ctx, err)
 	}
-	defer b.Close()
-	h, found, err := b.Hold(ctx, id)
+	defer closeControl()
+	h, removed, err := control.RemoveHold(ctx, id)
 	if err != nil {
 		return c.fail(ctx, err)
 	}
-	removed, err := b.RemoveHold(ctx, id)
-	if err != nil {
-		return c.fail(ctx, err)
-	}
-	if !found || !removed {
+	if !removed {
 		return c.fail(ctx, errors.New(string(id)+" has no hold; nothing to lift (tenantctl status lists the holds)"))
 	}
 	state := "active"

@@ -68,7 +68,7 @@ func newLedgerRow(e controlplane.LedgerEntry) ledgerRow {
 	return ledgerRow{TenantID: e.ID, CleanedAt: e.CleanedAt.UTC(), RequestedBy: e.RequestedBy, MarkedAt: opt(e.MarkedAt),
 		DocumentsAtMarking: e.DocumentsAtMarking, UsersAtMarking: e.UsersAtMarking, LastActivityAt: opt(e.LastActivityAt),
 		TenantCreatedAt: opt(e.TenantCreatedAt), ApplicationStatus: e.ApplicationStatus, StripeCustomerID: e.StripeCustomerID,
-		SchemaExisted: e.SchemaExisted, RelationsDropped: e.RelationsDropped, PublicRowsDeleted: e.PublicRowsDeleted,
+		SchemaExisted: e.SchemaExisted, RelationsDropped: int(e.RelationsDropped), PublicRowsDeleted: e.PublicRowsDeleted,
 		ControlRowsDeleted: e.ControlRowsDeleted, CleanedBy: e.CleanedBy}
 }
 

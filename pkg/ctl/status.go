@@ -110,14 +110,14 @@ func (c *CLI) tenantStatus(ctx context.Context, b *bus.Bus, control *controlplan
 	if found {
 		v.State = &state
 	}
-	h, held, err := b.Hold(ctx, id)
-	if err != nil {
-		return c.fail(ctx, err)
-	}
-	if held {
-		v.Hold = &holdView{Hold: h, Active: h.Active(now)}
-	}
 	if control != nil {
+		h, held, err := control.Hold(ctx, id)
+		if err != nil && !controlplane.NoLedger(err) {
+			return c.fail(ctx, err)
+		}
+		if held {
+			v.Hold = &holdView{Hold: h, Active: h.Active(now)}
+		}
 		e, inLedger, err := control.LedgerEntry(ctx, id)
 		if err != nil && !controlplane.NoLedger(err) { // no ledger table: nothing cleaned yet
 			return c.fail(ctx, err)
@@ -310,9 +310,11 @@ func (c *CLI) fleetStatus(ctx context.Context, b *bus.Bus, control *controlplane
 	if err != nil {
 		return c.fail(ctx, err)
 	}
-	holds, err := b.Holds(ctx)
-	if err != nil {
-		return c.fail(ctx, err)
+	var holds []tenant.Hold
+	if control != nil {
+		if holds, err = control.Holds(ctx); err != nil {
+			return c.fail(ctx, err)
+		}
 	}
 	pauses, err := b.Pauses(ctx, now)
 	if err != nil {

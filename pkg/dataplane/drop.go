@@ -2,23 +2,15 @@ package dataplane
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/tenantcleanup/tenant-cleanup/pkg/tenant"
 )
-
-// dropStartedComment marks a schema whose drop has begun (written in the
-// first drop transaction, inside the tenant's own schema), so that a cleanup
-// interrupted part-way is recognised and completed rather than refused for
-// the tables it already dropped.
-const dropStartedComment = "tenant-cleanup: drop started"
 
 // locksPerRelation estimates the lock-table entries dropping one relation
 // takes: the relation itself plus its row and array types, constraints,
@@ -30,10 +22,15 @@ type DropResult struct {
 	// AlreadyGone is true when the schema did not exist.
 	AlreadyGone bool
 	// Relations is the number of tables, views and their indexes, TOAST
-	// tables and sequences dropped.
+	// tables and sequences dropped by this call.
 	Relations int
 	// Transactions is the number of drop transactions it took.
 	Transactions int
+	// Facts are what the final look read under lock; Looked is false when
+	// there was no final look because the drop was already under way (the
+	// tenant passed its final look then).
+	Facts  Facts
+	Looked bool
 }
 
 type dropRel struct {
@@ -44,34 +41,52 @@ type dropRel struct {
 }
 
 // Drop removes the tenant's schema and everything in it, and nothing else.
-// pre is the tenant as Inspect read it under this same lock.
 //
 // A schema whose relations fit the lock budget is dropped in one
-// transaction: its activity tables and relations are locked, recheck is
-// called with a fresh read of the tenant's activity, nothing outside the
-// schema may depend on anything in it, then DROP SCHEMA CASCADE. A larger
-// schema is dropped in batches, each its own transaction within the budget:
-// views first, then tables in reverse foreign-key order (so a batch never
-// reaches into a table of a later batch). The first batch makes the same
-// checks and marks the schema as being dropped; later batches drop RESTRICT
-// (see dropRestrict), the last one the schema too. DDL runs under
-// lock_timeout; a timeout returns a tenant.ErrLater error.
-func (t *Tenant) Drop(ctx context.Context, pre Snapshot, recheck func(Activity) error) (DropResult, error) {
-	res, err := t.drop(ctx, pre, recheck)
+// transaction; a larger one in batches, each its own transaction within the
+// budget: views first, then tables in reverse foreign-key order (so that a
+// batch never reaches into a table of a later batch), the last batch with
+// the schema. Every drop transaction takes one of the drop slots, runs its
+// DDL under lock_timeout (a timeout returns a tenant.ErrLater error), locks
+// its relations, walks the closure of the schema and refuses the tenant if
+// anything outside it would be reached (guard.go), records what it drops in
+// the tenant's record, drops, and checks the net before it commits.
+//
+// The first transaction of a drop that has not begun also makes the final
+// look: with the tables it reads locked against writes (chat_message,
+// build_session, connector_credential_pair, document, …), it reads the
+// activity, documents and pairs and hands them to check, whose error aborts
+// it. A table, row or dependency created before that transaction commits is
+// therefore either read by the look or makes the transaction fail (the net,
+// or a fresh listing of the activity tables): never dropped unseen. A drop
+// that already began (the record says so) is completed without a look.
+func (t *Tenant) Drop(ctx context.Context, check func(Facts) error) (DropResult, error) {
+	res, err := t.drop(ctx, check)
 	if err != nil {
 		return res, fmt.Errorf("drop schema %s: %w", t.id, later(err, "drop schema"))
 	}
 	return res, nil
 }
 
-func (t *Tenant) drop(ctx context.Context, pre Snapshot, recheck func(Activity) error) (DropResult, error) {
+func (t *Tenant) drop(ctx context.Context, check func(Facts) error) (DropResult, error) {
 	var res DropResult
-	if !pre.SchemaExists {
+	exists, tables, err := schemaTables(ctx, t.conn, t.id)
+	if err != nil {
+		return res, err
+	}
+	if !exists {
 		res.AlreadyGone = true
 		return res, nil
 	}
-	if len(pre.MissingTables) > 0 {
-		return res, tenant.Refuse(t.id, "schema lacks table(s) %s", strings.Join(pre.MissingTables, ", "))
+	rec, err := readRecord(ctx, t.conn, t.id)
+	if err != nil {
+		return res, err
+	}
+	underway := rec.DropStarted()
+	if !underway {
+		if m := missing(tables); len(m) > 0 {
+			return res, tenant.Refuse(t.id, "schema lacks table(s) %s: not a tenant schema this tool understands", strings.Join(m, ", "))
+		}
 	}
 	rows, err := t.conn.Query(ctx, query("drop_plan", ""), string(t.id))
 	if err != nil {
@@ -90,28 +105,13 @@ func (t *Tenant) drop(ctx context.Context, pre Snapshot, recheck func(Activity) 
 		batches = [][]dropRel{nil} // an empty schema: one transaction for the checks and the drop
 	}
 	for i, batch := range batches {
-		first, last := i == 0, i == len(batches)-1
+		look := i == 0 && !underway
+		last := i == len(batches)-1
 		err := t.inDropTx(ctx, func(tx pgx.Tx) error {
-			if !first {
-				if err := lockRelations(ctx, tx, t.id, batch, ""); err != nil {
-					return err
-				}
-				return t.dropRestrict(ctx, tx, batch, last)
+			facts, err := t.dropBatch(ctx, tx, batch, tables, look, last, check)
+			if look {
+				res.Facts, res.Looked = facts, true
 			}
-			if err := t.recheckLocked(ctx, tx, pre, batch, recheck); err != nil {
-				return err
-			}
-			// The one full check before anything is dropped: nothing is
-			// dropped if anything outside depends on the schema.
-			if err := t.refuseOutsideDependents(ctx, tx); err != nil {
-				return err
-			}
-			if last {
-				_, err := tx.Exec(ctx, "DROP SCHEMA IF EXISTS "+schema(t.id)+" CASCADE")
-				return err
-			}
-			_, err := tx.Exec(ctx, "COMMENT ON SCHEMA "+schema(t.id)+" IS '"+dropStartedComment+" "+
-				time.Now().UTC().Format(time.RFC3339)+"'; "+dropStatements(t.id, batch, "CASCADE"))
 			return err
 		})
 		if err != nil {
@@ -130,60 +130,98 @@ func (t *Tenant) drop(ctx context.Context, pre Snapshot, recheck func(Activity) 
 	return res, nil
 }
 
-// recheckLocked locks the batch's relations, and the activity tables against
-// writes, in one round trip, then reads the activity afresh and hands it to
-// recheck. A schema whose drop already began has no activity to check.
-func (t *Tenant) recheckLocked(ctx context.Context, tx pgx.Tx, pre Snapshot, batch []dropRel, recheck func(Activity) error) error {
-	if pre.DropStarted {
-		if err := lockRelations(ctx, tx, t.id, batch, ""); err != nil {
-			return err
+// dropBatch is one drop transaction (see Drop); tables are the activity
+// tables the schema had when the drop was planned.
+func (t *Tenant) dropBatch(ctx context.Context, tx pgx.Tx, batch []dropRel, tables []string, look, last bool,
+	check func(Facts) error) (Facts, error) {
+	var facts Facts
+	lock := lockRelationsSQL(t.id, batch)
+	if look {
+		lock = append(lock, lockActivitySQL(t.id, tables, "SHARE"))
+	}
+	if len(lock) > 0 {
+		if _, err := tx.Exec(ctx, strings.Join(lock, "; ")); err != nil {
+			if isGone(err) {
+				return facts, tenant.Later(time.Second, "a table of the schema vanished while it was being locked", err)
+			}
+			return facts, err
 		}
-		return recheck(Activity{})
 	}
-	activity := []string{"chat_message"}
-	if pre.HasCraft {
-		activity = append(activity, "build_session")
-	}
-	var share strings.Builder
-	share.WriteString("LOCK TABLE ")
-	for i, name := range activity {
-		if i > 0 {
-			share.WriteString(", ")
-		}
-		share.WriteString(schema(t.id) + "." + pgx.Identifier{name}.Sanitize())
-	}
-	share.WriteString(" IN SHARE MODE")
-	if err := lockRelations(ctx, tx, t.id, batch, share.String()+"; "); isGone(err) {
-		return tenant.Later(time.Second, "a table of the schema vanished while it was checked", err)
-	} else if err != nil {
-		return err
-	}
-	a, _, err := readActivity(ctx, tx, t.id, pre.HasCraft)
+	c, err := walkClosure(ctx, tx, t.id)
 	if err != nil {
-		return err
+		return facts, err
 	}
-	return recheck(a)
+	if err := c.refusal(t.id); err != nil {
+		return facts, err
+	}
+	var lastActivity any // NULL: no look in this transaction
+	if look {
+		hasCraft := isTable(c.relations["build_session"])
+		if hasCraft && !slices.Contains(tables, "build_session") { // created since the plan
+			if _, err := tx.Exec(ctx, lockActivitySQL(t.id, []string{"build_session"}, "SHARE")); err != nil {
+				return facts, err
+			}
+		}
+		a, pairs, err := readActivity(ctx, tx, t.id, hasCraft)
+		if err != nil {
+			return facts, err
+		}
+		facts = Facts{Activity: a, Pairs: pairs}
+		if err := check(facts); err != nil {
+			return facts, err
+		}
+		if last := a.Last(); !last.IsZero() {
+			lastActivity = last
+		}
+	}
+	relations := 0
+	for _, r := range batch {
+		relations += r.relations
+	}
+	if _, err := tx.Exec(ctx, query("record_dropped", ""), string(t.id), relations, lastActivity, last); err != nil {
+		return facts, err
+	}
+	if err := armGuard(ctx, tx, t.id); err != nil {
+		return facts, err
+	}
+	drop := dropStatements(t.id, batch)
+	if last {
+		drop += "DROP SCHEMA " + schema(t.id) + " CASCADE"
+	}
+	if _, err := tx.Exec(ctx, drop); err != nil {
+		if isGuardTrigger(err) {
+			return facts, fmt.Errorf("%w: %v", errNet, err)
+		}
+		return facts, err
+	}
+	if err := checkNet(ctx, tx, c); err != nil {
+		return facts, err
+	}
+	if look && !last {
+		// The schema survives this transaction: an activity table created
+		// since the look would be dropped unseen by a later batch.
+		_, after, err := schemaTables(ctx, tx, t.id)
+		if err != nil {
+			return facts, err
+		}
+		if !isTable(c.relations["build_session"]) && slices.Contains(after, "build_session") {
+			return facts, tenant.Later(time.Second, "a build_session table was created while the tenant was being dropped", nil)
+		}
+	}
+	return facts, nil
 }
 
-func (t *Tenant) refuseOutsideDependents(ctx context.Context, tx pgx.Tx) error {
-	deps, err := outsideDependents(ctx, tx, t.id)
-	if err != nil {
-		return err
-	}
-	if len(deps) > 0 {
-		return tenant.Refuse(t.id, "objects outside its schema depend on it: %s", strings.Join(deps, "; "))
-	}
-	return nil
-}
+// isTable reports whether relkind is a table's (plain or partitioned).
+func isTable(relkind string) bool { return relkind == "r" || relkind == "p" }
 
 // inDropTx runs fn in a transaction that first takes one of the drop slots
-// (waiting for one if all are busy) and then sets lock_timeout, in one round
-// trip, so that at most DropSlots drop transactions hold their locks at any
-// time.
+// (waiting up to SlotWait for one if all are busy: a wait that ends is a
+// tenant.ErrLater error) and then sets lock_timeout, so that at most
+// DropSlots drop transactions hold their locks at any time.
 func (t *Tenant) inDropTx(ctx context.Context, fn func(pgx.Tx) error) error {
-	return pgx.BeginFunc(ctx, t.conn, func(tx pgx.Tx) error {
-		// Any free slot, else wait for the tenant's own (the wait is not
-		// bounded by lock_timeout, which is set only once a slot is held).
+	begin := pgx.TxOptions{BeginQuery: "BEGIN; " + lockTimeoutSQL(t.store.opts.SlotWait)}
+	return pgx.BeginTxFunc(ctx, t.conn, begin, func(tx pgx.Tx) error {
+		// Any free slot, else wait for the tenant's own.
 		_, err := tx.Exec(ctx, `SELECT set_config('lock_timeout', $4, true) FROM (
 			SELECT coalesce(
 				(SELECT s FROM generate_series(0, $2 - 1) s WHERE pg_try_advisory_xact_lock($1, s) LIMIT 1),
@@ -191,6 +229,9 @@ func (t *Tenant) inDropTx(ctx context.Context, fn func(pgx.Tx) error) error {
 			OFFSET 0) slot`,
 			lockKeyDropSlot, int32(t.store.opts.DropSlots), int32(uint32(lockKey(t.id))%uint32(t.store.opts.DropSlots)),
 			fmt.Sprint(t.store.opts.LockTimeout.Milliseconds()))
+		if isLockTimeout(err) {
+			return tenant.Later(5*time.Second, "every drop slot stayed busy", err)
+		}
 		if err != nil {
 			return err
 		}
@@ -260,57 +301,26 @@ func planBatches(rels []dropRel, budget int) [][]dropRel {
 	return batches
 }
 
-// lockRelations locks the batch's tables and views ACCESS EXCLUSIVE, after running
-// prefix (more statements for the same round trip) if any.
-func lockRelations(ctx context.Context, tx pgx.Tx, id tenant.ID, batch []dropRel, prefix string) error {
-	sql := prefix
+// lockRelationsSQL locks the batch's tables and views ACCESS EXCLUSIVE (LOCK
+// TABLE takes no materialized view, foreign table or sequence: their DROP
+// locks them).
+func lockRelationsSQL(id tenant.ID, batch []dropRel) []string {
 	var names []string
 	for _, r := range batch {
-		if r.kind != "S" { // LOCK TABLE cannot lock a sequence; the DROP locks it
+		if r.kind == "r" || r.kind == "p" || r.kind == "v" {
 			names = append(names, schema(id)+"."+pgx.Identifier{r.name}.Sanitize())
 		}
 	}
-	if len(names) > 0 {
-		sql += "LOCK TABLE " + strings.Join(names, ", ") + " IN ACCESS EXCLUSIVE MODE"
-	}
-	if sql == "" {
+	if len(names) == 0 {
 		return nil
 	}
-	_, err := tx.Exec(ctx, sql)
-	return err
+	return []string{"LOCK TABLE " + strings.Join(names, ", ") + " IN ACCESS EXCLUSIVE MODE"}
 }
 
-// dropRestrict drops a batch (and with last, then the schema) with RESTRICT:
-// in reverse foreign-key order nothing else depends on it, and if something
-// does (an object of the schema depending on it another way, or one outside
-// created since the first batch) the drop fails instead of cascading. Then,
-// and only if nothing outside the schema depends on it, the batch (and the
-// schema) is dropped with CASCADE.
-func (t *Tenant) dropRestrict(ctx context.Context, tx pgx.Tx, batch []dropRel, last bool) error {
-	drop := func(behavior string) string {
-		sql := dropStatements(t.id, batch, behavior)
-		if last {
-			sql += "DROP SCHEMA IF EXISTS " + schema(t.id) + " " + behavior
-		}
-		return sql
-	}
-	_, err := tx.Exec(ctx, "SAVEPOINT restrict_drop; "+drop("RESTRICT"))
-	var pgErr *pgconn.PgError
-	if !errors.As(err, &pgErr) || pgErr.Code != "2BP01" { // dependent_objects_still_exist
-		return err
-	}
-	if _, err := tx.Exec(ctx, "ROLLBACK TO SAVEPOINT restrict_drop"); err != nil {
-		return err
-	}
-	if err := t.refuseOutsideDependents(ctx, tx); err != nil {
-		return err
-	}
-	_, err = tx.Exec(ctx, drop("CASCADE"))
-	return err
-}
-
-// dropStatements is the DROP statements of a batch, each ending in "; ".
-func dropStatements(id tenant.ID, batch []dropRel, behavior string) string {
+// dropStatements is the DROP … CASCADE statements of a batch, each ending in
+// "; ". CASCADE is safe here: the closure of the whole schema was walked in
+// the same transaction and lies inside it, and the net checks the result.
+func dropStatements(id tenant.ID, batch []dropRel) string {
 	byKind := map[string][]string{}
 	for _, r := range batch {
 		byKind[r.kind] = append(byKind[r.kind], schema(id)+"."+pgx.Identifier{r.name}.Sanitize())
@@ -325,7 +335,7 @@ func dropStatements(id tenant.ID, batch []dropRel, behavior string) string {
 		{"S", "DROP SEQUENCE IF EXISTS"},
 	} {
 		if names := byKind[k.kind]; len(names) > 0 {
-			sql.WriteString(k.stmt + " " + strings.Join(names, ", ") + " " + behavior + "; ")
+			sql.WriteString(k.stmt + " " + strings.Join(names, ", ") + " CASCADE; ")
 		}
 	}
 	return sql.String()

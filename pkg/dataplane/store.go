@@ -46,6 +46,7 @@ func schema(id tenant.ID) string { return pgx.Identifier{string(id)}.Sanitize() 
 const (
 	lockKeyTenant   = 0x7c1e0001 // (key, hash(tenant id)): one worker at a time per tenant
 	lockKeyDropSlot = 0x7c1e0002 // (key, slot): bounds concurrent drop transactions
+	// lockKeySchema (record.go) serialises the creation of this pipeline's tables.
 )
 
 // ErrBusy means another worker holds the tenant's lock.
@@ -61,6 +62,8 @@ type Options struct {
 	// replicas sharing the database; together with the lock budget it keeps
 	// concurrent drops from exhausting the shared lock table. Default 2.
 	DropSlots int
+	// SlotWait bounds the wait for a drop slot. Default 30s.
+	SlotWait time.Duration
 	// LockBudget is the number of locks one drop transaction may take.
 	// Default: dropLockShare of the shared lock table divided by DropSlots,
 	// so that all drops together leave the rest of it to live traffic.
@@ -82,6 +85,8 @@ var dropLockShare = struct{ num, den int }{4, 5}
 type Store struct {
 	pool *pgxpool.Pool
 	opts Options
+	// guarded is true when the sql_drop event trigger is in force (Ensure).
+	guarded bool
 	// afterDropTx, when set (by tests), runs after each committed drop
 	// transaction; an error stops the drop there, as a crash would.
 	afterDropTx func(n int) error
@@ -95,6 +100,9 @@ func New(ctx context.Context, pool *pgxpool.Pool, opts Options) (*Store, error) 
 	}
 	if opts.DropSlots <= 0 {
 		opts.DropSlots = 2
+	}
+	if opts.SlotWait <= 0 {
+		opts.SlotWait = 30 * time.Second
 	}
 	if opts.LockBudget <= 0 {
 		var capacity int

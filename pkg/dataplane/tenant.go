@@ -43,32 +43,35 @@ type Snapshot struct {
 	HasCraft bool
 	// ShardName is the tenant's public.tenant_shard row, "" when it has none.
 	ShardName string
-	// DropStarted is true when this pipeline began dropping the schema and
-	// was interrupted: the tenant passed every check then, and what is left
-	// of it is completed without reading its (partly dropped) tables.
-	DropStarted bool
-	Activity    Activity
+	// Record is this pipeline's record of the tenant.
+	Record   Record
+	Activity Activity
 	// Pairs is the number of connector-credential pairs left.
 	Pairs int64
 }
 
+// DropUnderway is true when this pipeline began dropping the schema and was
+// interrupted: the tenant passed the final check then, and what is left of
+// it is completed without reading its (partly dropped) tables.
+func (s Snapshot) DropUnderway() bool { return s.SchemaExists && s.Record.DropStarted() }
+
 // Drain is what the drain check looks at, from the same read: a schema whose
 // drop began has nothing left to drain.
 func (s Snapshot) Drain() tenant.Drain {
-	if !s.SchemaExists || s.DropStarted {
+	if !s.SchemaExists || s.DropUnderway() {
 		return tenant.Drain{}
 	}
 	return tenant.Drain{SchemaExists: true, Pairs: s.Pairs, Documents: s.Activity.Documents}
 }
 
-// Inspect reads the tenant's schema, activity and shard placement.
+// Inspect reads the tenant's schema, activity, shard placement and record.
 func (t *Tenant) Inspect(ctx context.Context) (Snapshot, error) {
 	snap, err := inspect(ctx, t.conn, t.id)
 	if isGone(err) { // dropped between the catalog read and the activity read
 		snap, err = inspect(ctx, t.conn, t.id)
 	}
 	if err != nil {
-		return Snapshot{}, fmt.Errorf("inspect %s: %w", t.id, err)
+		return Snapshot{}, fmt.Errorf("inspect %s: %w", t.id, later(err, "inspect"))
 	}
 	return snap, nil
 }
@@ -77,34 +80,47 @@ type querier interface {
 	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
 }
 
-func inspect(ctx context.Context, q querier, id tenant.ID) (Snapshot, error) {
+func inspect(ctx context.Context, q interface {
+	querier
+	rowsQuerier
+}, id tenant.ID) (Snapshot, error) {
 	var (
 		snap   Snapshot
 		tables []string
 		shard  *string
+		err    error
 	)
-	if err := q.QueryRow(ctx, query("catalog", ""), string(id)).Scan(
-		&snap.SchemaExists, &tables, &shard, &snap.DropStarted); err != nil {
+	if err := q.QueryRow(ctx, query("catalog", ""), string(id)).Scan(&snap.SchemaExists, &tables, &shard); err != nil {
 		return Snapshot{}, err
 	}
 	if shard != nil {
 		snap.ShardName = *shard
 	}
-	if !snap.SchemaExists || snap.DropStarted {
+	if snap.Record, err = readRecord(ctx, q, id); err != nil {
+		return Snapshot{}, err
+	}
+	if !snap.SchemaExists || snap.DropUnderway() {
 		return snap, nil
 	}
 	snap.HasCraft = slices.Contains(tables, "build_session")
-	for _, r := range requiredTables {
-		if !slices.Contains(tables, r) {
-			snap.MissingTables = append(snap.MissingTables, r)
-		}
-	}
+	snap.MissingTables = missing(tables)
 	if len(snap.MissingTables) > 0 {
 		return snap, nil
 	}
 	a, pairs, err := readActivity(ctx, q, id, snap.HasCraft)
 	snap.Activity, snap.Pairs = a, pairs
 	return snap, err
+}
+
+// missing lists the required tables that tables lacks.
+func missing(tables []string) []string {
+	var out []string
+	for _, r := range requiredTables {
+		if !slices.Contains(tables, r) {
+			out = append(out, r)
+		}
+	}
+	return out
 }
 
 // readActivity reads one tenant's activity and its connector-credential
@@ -144,28 +160,19 @@ func activityTemplate(id tenant.ID, hasCraft bool) string {
 	return strings.ReplaceAll(query("activity", id), "{{craft}}", craft)
 }
 
-// OutsideDependents lists (up to 20) objects outside the tenant's schema that
-// depend on something inside it, described as Postgres describes them
-// ("view public.v", "constraint x on table public.t"). Such a tenant is never
-// marked or dropped: a DROP ... CASCADE would take those objects with it.
-func (t *Tenant) OutsideDependents(ctx context.Context) ([]string, error) {
-	deps, err := outsideDependents(ctx, t.conn, t.id)
+// CheckContained refuses the tenant (a tenant.RefusedError naming them) if
+// a DROP SCHEMA … CASCADE would remove or change objects outside its schema
+// (see guard.go). It takes no lock: every drop transaction checks again.
+func (t *Tenant) CheckContained(ctx context.Context) error {
+	c, err := walkClosure(ctx, t.conn, t.id)
 	if err != nil {
-		return nil, fmt.Errorf("dependencies of %s: %w", t.id, err)
+		return fmt.Errorf("dependencies of %s: %w", t.id, later(err, "read dependencies"))
 	}
-	return deps, nil
+	return c.refusal(t.id)
 }
 
 type rowsQuerier interface {
 	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
-}
-
-func outsideDependents(ctx context.Context, q rowsQuerier, id tenant.ID) ([]string, error) {
-	rows, err := q.Query(ctx, query("outside_dependents", ""), string(id))
-	if err != nil {
-		return nil, err
-	}
-	return pgx.CollectRows(rows, pgx.RowTo[string])
 }
 
 // MarkResult counts what marking changed.
@@ -174,39 +181,95 @@ type MarkResult struct {
 	StoppingAttempts int64 // IN_PROGRESS, cancellation requested
 	DeletingPairs    int64 // pairs newly set to DELETING
 	Pairs            int64 // pairs in the tenant
+	// Facts are what the final look read under lock.
+	Facts Facts
+	// SchemaGone is true when there was no schema to mark.
+	SchemaGone bool
 }
 
-// Mark marks the tenant for Onyx's background deletion in one transaction.
-// pre is the tenant as Inspect read it (under this same lock); recheck runs
-// inside the transaction on a fresh read of the tenant's activity, and an
-// error from it aborts the transaction and is returned. A tenant whose schema
-// is gone, or whose drop began, has nothing to mark (zero result, no error).
-func (t *Tenant) Mark(ctx context.Context, pre Snapshot, recheck func(Activity) error) (MarkResult, error) {
+// Facts are what a final look reads, under locks that keep them from
+// changing until the step it guards commits.
+type Facts struct {
+	Activity Activity
+	// Pairs is the number of connector-credential pairs.
+	Pairs int64
+}
+
+// activityTables are the tables whose rows the final look reads: locked in
+// SHARE mode (no writes until commit) by marking and by the first drop
+// transaction, build_session only where it exists.
+var activityTables = []string{"chat_message", "build_session", "connector_credential_pair", "document", "index_attempt", "user"}
+
+// Mark marks the tenant for Onyx's background deletion, in one transaction
+// that makes its final look atomic with the marking: it lists the schema's
+// tables afresh, locks the tables it reads against writes, reads the
+// activity, documents and pairs, and hands them to check (an error from it
+// aborts the transaction and is returned); then it marks, records the marking
+// (requested by requestedBy) in the tenant's record, and lists the tables
+// again: an activity table created meanwhile (say build_session) was not
+// looked at, so the transaction is rolled back and "later" returned. A tenant
+// whose schema is gone has nothing to mark (SchemaGone, no error).
+func (t *Tenant) Mark(ctx context.Context, requestedBy string, check func(Facts) error) (MarkResult, error) {
 	var res MarkResult
-	if !pre.SchemaExists || pre.DropStarted {
-		return res, nil
-	}
-	if len(pre.MissingTables) > 0 {
-		return res, tenant.Refuse(t.id, "schema lacks table(s) %s", strings.Join(pre.MissingTables, ", "))
-	}
 	err := pgx.BeginTxFunc(ctx, t.conn, t.beginWithLockTimeout(), func(tx pgx.Tx) error {
-		a, _, err := readActivity(ctx, tx, t.id, pre.HasCraft)
+		exists, tables, err := schemaTables(ctx, tx, t.id)
+		if err != nil || !exists {
+			res.SchemaGone = !exists
+			return err
+		}
+		if m := missing(tables); len(m) > 0 {
+			return tenant.Refuse(t.id, "schema lacks table(s) %s: not a tenant schema this tool understands", strings.Join(m, ", "))
+		}
+		hasCraft := slices.Contains(tables, "build_session")
+		if _, err := tx.Exec(ctx, lockActivitySQL(t.id, tables, "SHARE")); err != nil {
+			return err
+		}
+		a, pairs, err := readActivity(ctx, tx, t.id, hasCraft)
 		if err != nil {
 			return err
 		}
-		if err := recheck(a); err != nil {
+		res.Facts = Facts{Activity: a, Pairs: pairs}
+		if err := check(res.Facts); err != nil {
 			return err
 		}
-		return tx.QueryRow(ctx, query("mark", t.id), oneShot).Scan(
-			&res.CanceledAttempts, &res.StoppingAttempts, &res.DeletingPairs, &res.Pairs)
+		if err := tx.QueryRow(ctx, query("mark", t.id), oneShot).Scan(
+			&res.CanceledAttempts, &res.StoppingAttempts, &res.DeletingPairs, &res.Pairs); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, query("record_marked", ""), string(t.id), requestedBy, a.Documents, a.Users); err != nil {
+			return err
+		}
+		_, after, err := schemaTables(ctx, tx, t.id)
+		if err != nil {
+			return err
+		}
+		if !hasCraft && slices.Contains(after, "build_session") {
+			return tenant.Later(time.Second, "a build_session table was created while the tenant was being marked", nil)
+		}
+		return nil
 	})
-	if isGone(err) {
-		return MarkResult{}, nil
-	}
 	if err != nil {
 		return MarkResult{}, fmt.Errorf("mark %s: %w", t.id, later(err, "mark"))
 	}
 	return res, nil
+}
+
+// schemaTables lists which of the tables the cleanup reads the schema has.
+func schemaTables(ctx context.Context, q querier, id tenant.ID) (exists bool, tables []string, err error) {
+	var shard *string
+	err = q.QueryRow(ctx, query("catalog", ""), string(id)).Scan(&exists, &tables, &shard)
+	return exists, tables, err
+}
+
+// lockActivitySQL locks, in mode, the activity tables among tables.
+func lockActivitySQL(id tenant.ID, tables []string, mode string) string {
+	var names []string
+	for _, name := range activityTables {
+		if slices.Contains(tables, name) {
+			names = append(names, schema(id)+"."+pgx.Identifier{name}.Sanitize())
+		}
+	}
+	return "LOCK TABLE " + strings.Join(names, ", ") + " IN " + mode + " MODE"
 }
 
 // beginWithLockTimeout begins a transaction and sets its lock_timeout in one
@@ -224,27 +287,14 @@ func lockTimeoutSQL(d time.Duration) string {
 	return fmt.Sprintf("SET LOCAL lock_timeout = %d", d.Milliseconds())
 }
 
-// Drain reads how far Onyx's background deletion has got: pairs left and
-// documents left (counted up to maxLeftoverDocs+1).
-func (t *Tenant) Drain(ctx context.Context, maxLeftoverDocs int64) (tenant.Drain, error) {
-	d := tenant.Drain{SchemaExists: true}
-	err := t.conn.QueryRow(ctx, query("drain", t.id), oneShot, maxLeftoverDocs+1).Scan(&d.Pairs, &d.Documents)
-	if isGone(err) {
-		return tenant.Drain{}, nil
-	}
-	if err != nil {
-		return tenant.Drain{}, fmt.Errorf("drain check %s: %w", t.id, err)
-	}
-	return d, nil
-}
-
 // PublicRows counts the rows deleted from each public table.
 type PublicRows struct {
 	OAuthAccounts, UserMappings, Shard, AnonymousPath, InviteCounter, SSODomains int64
 }
 
 // DeletePublicRows deletes the tenant's rows from the shared public tables in
-// one transaction. Deleting rows that are already gone is not an error.
+// one transaction, and adds their number to the tenant's record in the same
+// statement. Deleting rows that are already gone is not an error.
 func (t *Tenant) DeletePublicRows(ctx context.Context) (PublicRows, error) {
 	var r PublicRows
 	err := pgx.BeginTxFunc(ctx, t.conn, t.beginWithLockTimeout(), func(tx pgx.Tx) error {

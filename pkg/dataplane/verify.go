@@ -23,6 +23,8 @@ type Inventory struct {
 	// Schemas maps every schema named like a tenant (tenant_…) to whether
 	// this pipeline began dropping it.
 	Schemas map[string]bool
+	// Records maps a tenant id to this pipeline's record of it.
+	Records map[string]Record
 	// PublicRows maps a tenant id to its row count per table of PublicTables
 	// (tables without rows are absent).
 	PublicRows map[string]map[string]int64
@@ -33,21 +35,26 @@ type Inventory struct {
 // Inventory reads the tenant schemas and, with one grouped scan per table,
 // the tenants' rows in the shared public tables.
 func (s *Store) Inventory(ctx context.Context) (*Inventory, error) {
-	inv := &Inventory{Schemas: map[string]bool{}, PublicRows: map[string]map[string]int64{}, Shards: map[string]string{}}
+	inv := &Inventory{Schemas: map[string]bool{}, Records: map[string]Record{},
+		PublicRows: map[string]map[string]int64{}, Shards: map[string]string{}}
+	recs, err := s.Records(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range recs {
+		inv.Records[r.ID] = r.Record
+	}
 	rows, err := s.pool.Query(ctx, query("verify_schemas", ""))
 	if err != nil {
 		return nil, fmt.Errorf("data plane: list tenant schemas: %w", err)
 	}
 	for rows.Next() {
-		var (
-			name        string
-			dropStarted bool
-		)
-		if err := rows.Scan(&name, &dropStarted); err != nil {
+		var name string
+		if err := rows.Scan(&name); err != nil {
 			rows.Close()
 			return nil, fmt.Errorf("data plane: list tenant schemas: %w", err)
 		}
-		inv.Schemas[name] = dropStarted
+		inv.Schemas[name] = inv.Records[name].DropStarted()
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("data plane: list tenant schemas: %w", err)

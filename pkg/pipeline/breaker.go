@@ -2,26 +2,33 @@ package pipeline
 
 import (
 	"fmt"
+	"slices"
 	"sync"
 	"time"
+
+	"github.com/tenantcleanup/tenant-cleanup/pkg/tenant"
 )
 
-// Breaker pauses one replica's cleaning when too many of its recent
-// cleanups failed: a systemic problem (a database misbehaving, a bug) then
-// stops after a handful of tenants instead of running through the backlog.
+// Breaker pauses one replica's cleaning when too many distinct tenants among
+// its recent cleanups failed: a systemic problem (a database misbehaving, a
+// bug) then stops after a handful of tenants instead of running through the
+// backlog, while one poison tenant failing again and again counts once and
+// pauses nobody (its message is dead-lettered after DEAD_LETTER_AFTER
+// failures).
 // While open, drained tenants wait (their drain checks are retried when it
 // closes); after Cooldown one cleanup is let through, and its result closes
 // or reopens the breaker.
 type Breaker struct {
-	// Window is how many recent cleanups are looked at; MinFailures and Rate
-	// (failures / cleanups in the window) must both be reached to open.
+	// Window is how many recent tenants are looked at (each with the result
+	// of its latest cleanup); MinFailures failing tenants and Rate (failing
+	// tenants / tenants in the window) must both be reached to open.
 	Window      int
 	MinFailures int
 	Rate        float64
 	Cooldown    time.Duration
 
 	mu        sync.Mutex
-	results   []bool // true = failed, newest last
+	results   []result // one per tenant, newest last
 	openUntil time.Time
 	probing   bool
 	lastErr   string
@@ -45,8 +52,15 @@ func (b *Breaker) Allow(now time.Time) (ok bool, until time.Time, reason string)
 	return true, time.Time{}, ""
 }
 
-// Record adds the result of a cleanup that Allow let through.
-func (b *Breaker) Record(now time.Time, err error) {
+// result is the latest cleanup of one tenant.
+type result struct {
+	id     tenant.ID
+	failed bool
+}
+
+// Record adds the result of a cleanup of tenant id that Allow let through; it
+// replaces that tenant's earlier result.
+func (b *Breaker) Record(now time.Time, id tenant.ID, err error) {
 	if b == nil {
 		return
 	}
@@ -65,16 +79,12 @@ func (b *Breaker) Record(now time.Time, err error) {
 		}
 		return
 	}
-	b.results = append(b.results, failed)
+	b.results = slices.DeleteFunc(b.results, func(r result) bool { return r.id == id })
+	b.results = append(b.results, result{id: id, failed: failed})
 	if len(b.results) > b.Window {
 		b.results = b.results[len(b.results)-b.Window:]
 	}
-	failures := 0
-	for _, f := range b.results {
-		if f {
-			failures++
-		}
-	}
+	failures := b.failures()
 	if failures >= b.MinFailures && float64(failures) >= b.Rate*float64(len(b.results)) {
 		b.openUntil = now.Add(b.Cooldown)
 	}
@@ -91,13 +101,17 @@ func (b *Breaker) Skip() {
 	b.mu.Unlock()
 }
 
-func (b *Breaker) reason() string {
-	failures := 0
-	for _, f := range b.results {
-		if f {
-			failures++
+func (b *Breaker) failures() int {
+	n := 0
+	for _, r := range b.results {
+		if r.failed {
+			n++
 		}
 	}
-	return fmt.Sprintf("circuit breaker open: %d of the last %d cleanups failed (last error: %s)",
-		failures, len(b.results), b.lastErr)
+	return n
+}
+
+func (b *Breaker) reason() string {
+	return fmt.Sprintf("circuit breaker open: the latest cleanup of %d of the last %d tenants failed (last error: %s)",
+		b.failures(), len(b.results), b.lastErr)
 }

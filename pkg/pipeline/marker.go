@@ -26,11 +26,16 @@ type Marker struct {
 }
 
 // Handle marks one requested tenant: a tenant under an active hold is
-// refused as held; otherwise preflight, then (with the control-plane
-// row share-locked so its status cannot change meanwhile, and the activity
-// read again inside the marking transaction) cancel its index attempts and
-// set every connector-credential pair DELETING, then schedule its first
-// drain check unless one is already pending. Every step is idempotent.
+// refused as held; otherwise preflight, then the final look atomic with the
+// marking: with the control-plane row locked (its status cannot change and
+// no hold can be placed meanwhile) and the hold read again under that lock,
+// the marking transaction locks the tables it reads, reads the activity and
+// applies the rule, cancels the index attempts, sets every
+// connector-credential pair DELETING and records the marking (see
+// dataplane.Tenant.Mark). Then it schedules the first drain check unless one
+// is already pending. Every step is idempotent. A tenant whose schema is gone
+// (or whose drop began) has nothing to mark: with evidence that its cleanup
+// began, its drain check is scheduled so that the cleaner completes it.
 func (m *Marker) Handle(ctx context.Context, d *bus.Delivery) error {
 	return classify(m.handle(ctx, d))
 }
@@ -43,19 +48,16 @@ func (m *Marker) handle(ctx context.Context, d *bus.Delivery) error {
 	id := req.ID
 	d.Tenant, d.RequestedBy = id, req.RequestedBy
 	now := m.Now()
-
-	if h, held, err := m.Bus.ActiveHold(ctx, id, now); err != nil {
+	if h, held, err := m.Control.ActiveHold(ctx, id, now); err != nil {
 		return err
 	} else if held {
 		return tenant.RefuseHeld(id, h)
 	}
-
 	if entry, found, err := m.Control.LedgerEntry(ctx, id); err != nil {
 		return err
 	} else if found {
 		return tenant.Refuse(id, "already cleaned at %s", entry.CleanedAt.UTC().Format(time.RFC3339))
 	}
-
 	t, err := m.lockTenant(ctx, id)
 	if err != nil {
 		return err
@@ -68,40 +70,41 @@ func (m *Marker) handle(ctx context.Context, d *bus.Delivery) error {
 	if err := m.afterStep.after("preflight"); err != nil {
 		return err
 	}
-
-	held, err := m.Control.Hold(ctx, id, controlplane.Share, m.RowLockTimeout)
+	locked, err := m.Control.LockTenant(ctx, id, controlplane.NoKeyUpdate, m.RowLockTimeout, m.Now())
 	if err != nil {
 		return err
 	}
-	// A hold placed since the first look wins: read again right before marking.
-	if h, isHeld, err := m.Bus.ActiveHold(ctx, id, m.Now()); err != nil {
-		held.Release()
-		return err
-	} else if isHeld {
-		held.Release()
-		return tenant.RefuseHeld(id, h)
+	defer locked.Release()
+	// A hold placed since the first look wins: read again under the lock.
+	if locked.Hold != nil {
+		return tenant.RefuseHeld(id, *locked.Hold)
 	}
-	res, err := timed(m.Observe, "mark", func() (dataplane.MarkResult, error) {
-		return t.Mark(ctx, pre.snap, func(a dataplane.Activity) error {
-			return eligible(id, held.Record, held.Found, a, m.Window, m.Now())
+	var res dataplane.MarkResult
+	if pre.snap.SchemaExists && !pre.snap.DropUnderway() {
+		res, err = timed(m.Observe, "mark", func() (dataplane.MarkResult, error) {
+			return t.Mark(ctx, req.RequestedBy, func(f dataplane.Facts) error {
+				return eligible(id, locked.Record, locked.Found, f.Activity, m.Window, m.Now())
+			})
 		})
-	})
-	held.Release()
+	}
+	locked.Release()
 	// Unlock before scheduling, so that a cleaner that picks the drain check
 	// up at once does not find the tenant still locked.
 	t.Release()
 	if err != nil {
 		return err
 	}
+	if res.SchemaGone { // dropped by someone since preflight: look again
+		return tenant.Later(time.Second, "the schema vanished while the tenant was being marked", nil)
+	}
 	if err := m.afterStep.after("marked"); err != nil {
 		return err
 	}
-
 	ev := tenant.Event{TenantID: id, Outcome: tenant.OutcomeMarked, RequestedBy: req.RequestedBy,
 		Reason: fmt.Sprintf("%d attempts canceled, %d asked to stop, %d of %d pairs set DELETING",
 			res.CanceledAttempts, res.StoppingAttempts, res.DeletingPairs, res.Pairs)}
-	if !pre.snap.SchemaExists {
-		ev.Reason = "schema already gone: an interrupted cleanup, to be completed"
+	if !pre.snap.SchemaExists || pre.snap.DropUnderway() {
+		ev.Reason = "an interrupted cleanup, to be completed: " + pre.snap.Record.Evidence()
 	}
 	pending, err := m.Bus.DrainPending(ctx, id)
 	if err != nil {
@@ -111,9 +114,7 @@ func (m *Marker) handle(ctx context.Context, d *bus.Delivery) error {
 		ev.Reason += "; a drain check is already scheduled"
 	} else {
 		at := now.Add(m.CheckDelay)
-		dc := tenant.DrainCheck{ID: id, MarkedAt: now, RequestedBy: req.RequestedBy,
-			Documents: pre.snap.Activity.Documents, Users: pre.snap.Activity.Users}
-		if err := m.Bus.ScheduleDrainCheck(ctx, dc, at); err != nil {
+		if err := m.Bus.ScheduleDrainCheck(ctx, tenant.DrainCheck{ID: id}, at); err != nil {
 			return err
 		}
 		ev.NextCheckAt = &at

@@ -100,10 +100,12 @@ type checked struct {
 }
 
 // preflight reads the tenant afresh from both planes and refuses it when any
-// rule says so: not eligible, placed on another shard, a schema we do not
-// understand, or (with checkDeps) objects outside its schema that depend on
-// it. The cleaner leaves that last check to the drop, which makes it under
-// lock in its first transaction.
+// rule says so: not eligible, placed on another shard, a schema whose
+// cleanup cannot be completed without evidence, a schema we do not
+// understand, or (with checkDeps) objects outside its schema that a drop
+// would reach. The cleaner leaves that last check to the drop, which makes it
+// under lock in every drop transaction. These reads take no lock: the final
+// look, under lock, comes right before each irreversible step.
 func (s Stores) preflight(ctx context.Context, t *dataplane.Tenant, id tenant.ID, r Rules, now time.Time, checkDeps bool) (checked, error) {
 	snap, err := t.Inspect(ctx)
 	if err != nil {
@@ -120,17 +122,21 @@ func (s Stores) preflight(ctx context.Context, t *dataplane.Tenant, id tenant.ID
 		return checked{}, tenant.Refuse(id, "public.tenant_shard places it on shard %q, this data plane is %q",
 			snap.ShardName, r.ShardName)
 	}
-	if len(snap.MissingTables) > 0 {
+	switch {
+	case !snap.SchemaExists:
+		if snap.Record.Evidence() == "" {
+			return checked{}, tenant.Refuse(id, "its schema is not on this data plane and nothing shows that a cleanup of it began "+
+				"(renamed for maintenance? being restored? placed on another shard?): left for review. If it is an "+
+				"interrupted cleanup, confirm it with tenantctl cleanup %s", id)
+		}
+	case snap.DropUnderway():
+		// Its drop began: the tenant passed the final look then.
+	case len(snap.MissingTables) > 0:
 		return checked{}, tenant.Refuse(id, "schema lacks table(s) %s: not a tenant schema this tool understands",
 			strings.Join(snap.MissingTables, ", "))
-	}
-	if checkDeps && snap.SchemaExists {
-		deps, err := t.OutsideDependents(ctx)
-		if err != nil {
+	case checkDeps:
+		if err := t.CheckContained(ctx); err != nil {
 			return checked{}, err
-		}
-		if len(deps) > 0 {
-			return checked{}, tenant.Refuse(id, "objects outside its schema depend on it: %s", strings.Join(deps, "; "))
 		}
 	}
 	return checked{snap: snap, record: rec}, nil
@@ -139,12 +145,7 @@ func (s Stores) preflight(ctx context.Context, t *dataplane.Tenant, id tenant.ID
 // eligible applies the contract's rule to fresh reads; a tenant that fails it
 // is refused with the rule's reason.
 func eligible(id tenant.ID, rec controlplane.Record, found bool, a dataplane.Activity, window time.Duration, now time.Time) error {
-	v := tenant.Eligibility(tenant.Facts{
-		InControlPlane: found,
-		Status:         rec.Status,
-		CreatedAt:      rec.CreatedAt,
-		LastActivity:   a.Last(),
-	}, now, window)
+	v := tenant.Eligibility(rec.Facts(found, a.Last()), now, window)
 	if !v.Eligible {
 		return tenant.Refuse(id, "%s", v.Reason)
 	}

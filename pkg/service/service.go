@@ -113,9 +113,9 @@ func (e *Env) Close() {
 // What Open should open.
 type What struct {
 	Data, Control, Bus bool
-	// NoLedger: the service never touches the ledger, so the control plane
-	// is only checked (a ping), not given the ledger table.
-	NoLedger bool
+	// ReadOnly: the caller changes nothing, so the databases are only
+	// checked (a ping), not given this pipeline's tables.
+	ReadOnly bool
 	// DropSlots and LockTimeout tune the data-plane store (0: defaults).
 	DropSlots   int
 	LockTimeout time.Duration
@@ -166,6 +166,7 @@ func Open(ctx context.Context, name string, cfg *config.Common, what What, log *
 		}
 		pcfg.MaxConns = cfg.DBMaxConns
 		pcfg.ConnConfig.RuntimeParams["application_name"] = "tenant-cleanup-" + name
+		boundWaits(pcfg.ConnConfig.RuntimeParams, dataPlaneWaits)
 		pool, err := pgxpool.NewWithConfig(parent, pcfg)
 		if err != nil {
 			return fmt.Errorf("data plane: %w", err)
@@ -174,6 +175,14 @@ func Open(ctx context.Context, name string, cfg *config.Common, what What, log *
 		o.closers = append(o.closers, pool.Close)
 		return try("connect to the data plane", func(ctx context.Context) (err error) {
 			env.Data, err = dataplane.New(ctx, pool, dataplane.Options{DropSlots: what.DropSlots, LockTimeout: what.LockTimeout})
+			if err != nil || what.ReadOnly {
+				return err
+			}
+			guarded, err := env.Data.Ensure(ctx, true)
+			if err == nil && !guarded {
+				log.Info("the sql_drop event trigger net is not installed (the data-plane role is not a superuser); " +
+					"every drop is still checked against its own locks")
+			}
 			return err
 		})
 	})
@@ -183,14 +192,14 @@ func Open(ctx context.Context, name string, cfg *config.Common, what What, log *
 			return err
 		}
 		o.closers = append(o.closers, closeDial)
-		store, err := controlplane.Open(parent, cfg.ControlPlaneDSN(), "tenant-cleanup-"+name, cfg.DBMaxConns, dial)
+		store, err := controlplane.Open(parent, cfg.ControlPlaneDSN(), "tenant-cleanup-"+name, cfg.DBMaxConns, dial, ControlPlaneWaits)
 		if err != nil {
 			return err
 		}
 		env.Control = store
 		o.closers = append(o.closers, store.Close)
-		check := store.EnsureLedger
-		if what.NoLedger {
+		check := store.Ensure
+		if what.ReadOnly {
 			check = store.Ping
 		}
 		return try("connect to the control plane", check)
@@ -214,6 +223,31 @@ func Open(ctx context.Context, name string, cfg *config.Common, what What, log *
 		return nil, failed
 	}
 	return env, nil
+}
+
+// Every wait on a database is bounded: a lock held by someone else, a
+// statement that runs too long, a transaction left idle (runtime parameters
+// of every connection; steps that need other bounds set them locally).
+var (
+	dataPlaneWaits = map[string]time.Duration{
+		"lock_timeout":                        5 * time.Second,
+		"statement_timeout":                   5 * time.Minute,
+		"idle_in_transaction_session_timeout": 10 * time.Minute,
+	}
+	// ControlPlaneWaits bound the waits on the control plane; the
+	// transaction of a cleanup stays open while the data-plane steps run.
+	ControlPlaneWaits = map[string]time.Duration{
+		"lock_timeout":                        15 * time.Second,
+		"statement_timeout":                   time.Minute,
+		"idle_in_transaction_session_timeout": 30 * time.Minute,
+	}
+)
+
+// boundWaits sets the runtime parameters of waits.
+func boundWaits(params map[string]string, waits map[string]time.Duration) {
+	for k, d := range waits {
+		params[k] = fmt.Sprint(d.Milliseconds())
+	}
 }
 
 // opened is what one dependency's opening left to close.

@@ -42,24 +42,21 @@ func ParseRequest(body []byte) (Request, error) {
 	if err != nil {
 		return Request{}, err
 	}
-	if len(raw.RequestedBy) > 200 {
-		raw.RequestedBy = raw.RequestedBy[:200]
-	}
-	return Request{ID: id, RequestedBy: raw.RequestedBy, RequestedAt: raw.RequestedAt}, nil
+	return Request{ID: id, RequestedBy: CleanText(raw.RequestedBy, maxRequestedBy), RequestedAt: raw.RequestedAt}, nil
 }
 
+// maxRequestedBy bounds who-requested texts, in bytes.
+const maxRequestedBy = 200
+
 // DrainCheck is the delayed message the marker schedules and the cleaner
-// consumes: check whether the tenant is drained, then clean it or check again.
+// consumes: check whether the tenant is drained, then clean it or check
+// again. It names the tenant and nothing else the cleaner relies on: who
+// requested it, when it was marked and what it held then come from the
+// pipeline's own record of the marking, never from the message.
 type DrainCheck struct {
 	ID ID `json:"tenant_id"`
-	// MarkedAt is when the tenant was first marked; DRAIN_TIMEOUT counts from here.
-	MarkedAt time.Time `json:"marked_at"`
-	// Attempt counts drain checks done so far; it drives the backoff.
-	Attempt     int    `json:"attempt"`
-	RequestedBy string `json:"requested_by,omitempty"`
-	// Documents and Users were counted at marking time, for the ledger.
-	Documents int64 `json:"documents_at_marking"`
-	Users     int64 `json:"users_at_marking"`
+	// Attempt counts drain checks done so far; it only drives the backoff.
+	Attempt int `json:"attempt"`
 }
 
 // ParseDrainCheck decodes a drain check and validates its tenant id.
@@ -77,6 +74,7 @@ func ParseDrainCheck(body []byte) (DrainCheck, error) {
 	if err := json.Unmarshal(body, &dc); err != nil {
 		return DrainCheck{}, fmt.Errorf("%w: drain check is not valid JSON: %v", ErrInvalidID, err)
 	}
+	dc.Attempt = min(max(dc.Attempt, 0), 1000)
 	return dc, nil
 }
 

@@ -21,6 +21,9 @@ type Facts struct {
 	// Craft build session; zero when the tenant never did either (or its
 	// schema is gone).
 	LastActivity time.Time
+	// Problem, when set, says why the control-plane row cannot be judged (a
+	// NULL status or created_at): such a tenant is never eligible.
+	Problem string
 }
 
 // Verdict is the result of applying the eligibility rule.
@@ -43,6 +46,8 @@ func Eligibility(f Facts, now time.Time, window time.Duration) Verdict {
 	switch {
 	case !f.InControlPlane:
 		return Verdict{Reason: "no control-plane tenant row"}
+	case f.Problem != "":
+		return Verdict{Reason: f.Problem}
 	case f.Status != StatusGatedAccess:
 		return Verdict{Reason: fmt.Sprintf("control-plane status is %q, not %s", f.Status, StatusGatedAccess)}
 	case !f.CreatedAt.Before(cutoff):

@@ -87,16 +87,17 @@ func TestEligibility(t *testing.T) {
 		f    Facts
 		want bool
 	}{
-		{"gated, queried long ago", Facts{true, StatusGatedAccess, old, now.Add(-200 * 24 * time.Hour)}, true},
-		{"gated, never active", Facts{true, StatusGatedAccess, old, time.Time{}}, true},
-		{"gated, active just outside the window", Facts{true, StatusGatedAccess, old, now.Add(-window - time.Second)}, true},
-		{"gated, active exactly at the window edge", Facts{true, StatusGatedAccess, old, now.Add(-window)}, false},
-		{"gated, active recently", Facts{true, StatusGatedAccess, old, now.Add(-24 * time.Hour)}, false},
-		{"gated, created inside the window", Facts{true, StatusGatedAccess, now.Add(-10 * 24 * time.Hour), time.Time{}}, false},
-		{"active status", Facts{true, "ACTIVE", old, time.Time{}}, false},
-		{"grace period", Facts{true, "GRACE_PERIOD", old, time.Time{}}, false},
-		{"lower-case gated", Facts{true, "gated_access", old, time.Time{}}, false},
-		{"no control-plane row", Facts{false, "", time.Time{}, time.Time{}}, false},
+		{"gated, queried long ago", Facts{true, StatusGatedAccess, old, now.Add(-200 * 24 * time.Hour), ""}, true},
+		{"gated, never active", Facts{true, StatusGatedAccess, old, time.Time{}, ""}, true},
+		{"gated, active just outside the window", Facts{true, StatusGatedAccess, old, now.Add(-window - time.Second), ""}, true},
+		{"gated, active exactly at the window edge", Facts{true, StatusGatedAccess, old, now.Add(-window), ""}, false},
+		{"gated, active recently", Facts{true, StatusGatedAccess, old, now.Add(-24 * time.Hour), ""}, false},
+		{"gated, created inside the window", Facts{true, StatusGatedAccess, now.Add(-10 * 24 * time.Hour), time.Time{}, ""}, false},
+		{"active status", Facts{true, "ACTIVE", old, time.Time{}, ""}, false},
+		{"grace period", Facts{true, "GRACE_PERIOD", old, time.Time{}, ""}, false},
+		{"lower-case gated", Facts{true, "gated_access", old, time.Time{}, ""}, false},
+		{"no control-plane row", Facts{false, "", time.Time{}, time.Time{}, ""}, false},
+		{"a row that cannot be judged", Facts{true, StatusGatedAccess, old, time.Time{}, "created_at is NULL"}, false},
 	}
 	for _, tt := range tests {
 		v := Eligibility(tt.f, now, window)
@@ -190,5 +191,26 @@ func TestStateApply(t *testing.T) {
 	}
 	if s.CleanedAt == nil || !s.CleanedAt.Equal(at(7)) {
 		t.Fatalf("cleaned at %v", s.CleanedAt)
+	}
+}
+
+func TestCleanText(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{"ops@vm", "ops@vm"},
+		{"a\x00b", "ab"},
+		{"red \x1b[31mALERT\x1b[0m", "red [31mALERT[0m"},
+		{"  two\t\nlines  ", "two lines"},
+		{"bidi \u202egnp.exe", "bidi gnp.exe"},
+		{"bad \xff utf8", "bad \uFFFD utf8"},
+		{strings.Repeat("é", 150), strings.Repeat("é", 100)}, // 200 bytes, never half a character
+	}
+	for _, tt := range tests {
+		if got := CleanText(tt.in, 200); got != tt.want {
+			t.Errorf("CleanText(%q) = %q; want %q", tt.in, got, tt.want)
+		}
+	}
+	req, err := ParseRequest([]byte(`{"tenant_id":"tenant_dev","requested_by":"x\u0000y\u001b[2J"}`))
+	if err != nil || req.RequestedBy != "xy[2J" {
+		t.Fatalf("ParseRequest kept control characters: %q, %v", req.RequestedBy, err)
 	}
 }

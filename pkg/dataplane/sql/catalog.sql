@@ -1,11 +1,10 @@
--- What the catalog says about one tenant schema ($1): whether it exists, which
--- of the tables the cleanup reads are present, its public.tenant_shard row, and
--- whether a drop by this pipeline already began (see dropStartedComment).
+-- What the catalog says about one tenant schema ($1): whether it exists,
+-- which of the tables the cleanup reads are present, and its
+-- public.tenant_shard row.
 SELECT
     n.oid IS NOT NULL                                                   AS schema_exists,
     coalesce(array_agg(c.relname::text) FILTER (WHERE c.relname IS NOT NULL), '{}') AS tables,
-    (SELECT shard_name FROM public.tenant_shard WHERE tenant_id = $1)   AS shard_name,
-    coalesce(obj_description(n.oid, 'pg_namespace') LIKE 'tenant-cleanup: drop started%', false) AS drop_started
+    (SELECT shard_name FROM public.tenant_shard WHERE tenant_id = $1)   AS shard_name
 FROM (SELECT 1) one
 LEFT JOIN pg_namespace n ON n.nspname = $1
 LEFT JOIN pg_class c ON c.relnamespace = n.oid AND c.relkind IN ('r', 'p')

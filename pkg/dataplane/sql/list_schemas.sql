@@ -8,5 +8,5 @@ SELECT n.nspname::text,
                AND c.relname IN ('chat_message', 'build_session', 'document', 'user',
                                  'connector_credential_pair', 'index_attempt'))
 FROM pg_namespace n
-WHERE n.nspname LIKE 'tenant\_%'
+WHERE n.nspname LIKE 'tenant\_%' AND n.nspname <> 'tenant_cleanup' -- this pipeline's own (ensure.sql)
 ORDER BY n.nspname

@@ -1,8 +1,6 @@
--- Every schema named like a tenant (the caller validates the names), and
--- whether this pipeline began dropping it (see dropStartedComment), for
--- tenantctl verify.
-SELECT n.nspname::text,
-       coalesce(obj_description(n.oid, 'pg_namespace') LIKE 'tenant-cleanup: drop started%', false)
+-- Every schema named like a tenant (the caller validates the names), for
+-- tenantctl verify; tenant_cleanup is this pipeline's own (ensure.sql).
+SELECT n.nspname::text
 FROM pg_namespace n
-WHERE n.nspname LIKE 'tenant\_%'
+WHERE n.nspname LIKE 'tenant\_%' AND n.nspname <> 'tenant_cleanup'
 ORDER BY n.nspname

@@ -1,0 +1,88 @@
+// Package pgschema checks that a table this pipeline keeps (the ledger, the
+// holds, its own records) has the shape the code relies on, so that a table
+// someone created differently is a startup error that names the problem,
+// never a failure after an irreversible step.
+package pgschema
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// Column is a column the code reads or writes, with the types it accepts (as
+// PostgreSQL's format_type names them: "text", "bigint",
+// "timestamp with time zone", …).
+type Column struct {
+	Name  string
+	Types []string
+}
+
+// Querier runs a query (a pool, a connection or a transaction).
+type Querier interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+// Verify checks that table (schema-qualified) exists, has every column with
+// an accepted type, and that key alone is unique (a primary key or a unique
+// index without predicate), which ON CONFLICT (key) needs. The error lists
+// every problem and what to do.
+func Verify(ctx context.Context, q Querier, table, key string, cols []Column) error {
+	have := map[string]string{}
+	rows, err := q.Query(ctx, `SELECT a.attname::text, format_type(a.atttypid, a.atttypmod)
+		FROM pg_attribute a WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped`, table)
+	if err != nil {
+		return fmt.Errorf("check %s: %w", table, err)
+	}
+	var name, typ string
+	if _, err := pgx.ForEachRow(rows, []any{&name, &typ}, func() error { have[name] = typ; return nil }); err != nil {
+		return fmt.Errorf("check %s: %w", table, err)
+	}
+	if len(have) == 0 {
+		return fmt.Errorf("table %s does not exist", table)
+	}
+	var problems []string
+	for _, c := range cols {
+		t, ok := have[c.Name]
+		switch {
+		case !ok:
+			problems = append(problems, fmt.Sprintf("column %s is missing", c.Name))
+		case !slices.Contains(c.Types, t):
+			problems = append(problems, fmt.Sprintf("column %s is %s, want %s", c.Name, t, strings.Join(c.Types, " or ")))
+		}
+	}
+	var unique bool
+	err = q.QueryRow(ctx, `SELECT EXISTS (
+		SELECT 1 FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+		WHERE i.indrelid = to_regclass($1) AND i.indisunique AND i.indnkeyatts = 1
+		  AND i.indpred IS NULL AND i.indexprs IS NULL AND a.attname = $2)`, table, key).Scan(&unique)
+	if err != nil {
+		return fmt.Errorf("check %s: %w", table, err)
+	}
+	if !unique {
+		problems = append(problems, fmt.Sprintf("%s is not unique (no primary key or unique index on it alone)", key))
+	}
+	if len(problems) > 0 {
+		return fmt.Errorf("%w: %s: %s; fix or rename the table (this pipeline creates it when it is missing)",
+			ErrShape, table, strings.Join(problems, "; "))
+	}
+	return nil
+}
+
+// ErrShape is wrapped by Verify's errors about a table's shape.
+var ErrShape = errors.New("table has the wrong shape")
+
+// Common type sets.
+var (
+	Text        = []string{"text", "character varying"}
+	BigInt      = []string{"bigint"}
+	Int         = []string{"integer", "bigint"}
+	Bool        = []string{"boolean"}
+	Timestamptz = []string{"timestamp with time zone"}
+	JSONB       = []string{"jsonb"}
+)

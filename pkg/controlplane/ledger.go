@@ -1,0 +1,124 @@
+package controlplane
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/tenantcleanup/tenant-cleanup/internal/pgschema"
+	"github.com/tenantcleanup/tenant-cleanup/pkg/tenant"
+)
+
+// LedgerEntry is one row of tenant_cleanup.ledger.
+type LedgerEntry struct {
+	ID                 tenant.ID
+	CleanedAt          time.Time
+	RequestedBy        string
+	MarkedAt           time.Time
+	DocumentsAtMarking int64
+	UsersAtMarking     int64
+	LastActivityAt     time.Time
+	TenantCreatedAt    time.Time
+	ApplicationStatus  string
+	StripeCustomerID   string
+	SchemaExisted      bool
+	RelationsDropped   int64
+	PublicRowsDeleted  int64
+	ControlRowsDeleted map[string]int64
+	CleanedBy          string
+	// DropStartedAt, SchemaDroppedAt and PublicRowsDeletedAt are when each
+	// data-plane step happened (zero: not by this pipeline).
+	DropStartedAt, SchemaDroppedAt, PublicRowsDeletedAt time.Time
+	// Evidence says why a tenant whose schema was already gone was completed
+	// (empty when this cleanup dropped it).
+	Evidence string
+}
+
+// ledgerColumns is the shape of tenant_cleanup.ledger the code relies on.
+var ledgerColumns = []pgschema.Column{
+	{Name: "tenant_id", Types: pgschema.Text},
+	{Name: "cleaned_at", Types: pgschema.Timestamptz},
+	{Name: "requested_by", Types: pgschema.Text},
+	{Name: "marked_at", Types: pgschema.Timestamptz},
+	{Name: "documents_at_marking", Types: pgschema.Int},
+	{Name: "users_at_marking", Types: pgschema.Int},
+	{Name: "last_activity_at", Types: pgschema.Timestamptz},
+	{Name: "tenant_created_at", Types: pgschema.Timestamptz},
+	{Name: "application_status", Types: pgschema.Text},
+	{Name: "stripe_customer_id", Types: pgschema.Text},
+	{Name: "schema_existed", Types: pgschema.Bool},
+	{Name: "relations_dropped", Types: pgschema.Int},
+	{Name: "public_rows_deleted", Types: pgschema.Int},
+	{Name: "control_rows_deleted", Types: pgschema.JSONB},
+	{Name: "cleaned_by", Types: pgschema.Text},
+	{Name: "drop_started_at", Types: pgschema.Timestamptz},
+	{Name: "schema_dropped_at", Types: pgschema.Timestamptz},
+	{Name: "public_rows_deleted_at", Types: pgschema.Timestamptz},
+	{Name: "evidence", Types: pgschema.Text},
+}
+
+// LedgerEntry reads one tenant's ledger row; found is false when it has none.
+func (s *Store) LedgerEntry(ctx context.Context, id tenant.ID) (LedgerEntry, bool, error) {
+	entries, err := s.readLedger(ctx, " WHERE tenant_id = $1", string(id))
+	if err != nil || len(entries) == 0 {
+		return LedgerEntry{}, false, err
+	}
+	return entries[0], true, nil
+}
+
+// Ledger reads the whole ledger, oldest cleanup first. A control plane
+// without a ledger table has cleaned nothing.
+func (s *Store) Ledger(ctx context.Context) ([]LedgerEntry, error) {
+	return s.readLedger(ctx, " ORDER BY cleaned_at, tenant_id")
+}
+
+func (s *Store) readLedger(ctx context.Context, clause string, args ...any) ([]LedgerEntry, error) {
+	rows, err := s.pool.Query(ctx, query("ledger_select")+clause, args...)
+	var entries []LedgerEntry
+	if err == nil {
+		entries, err = collectLedger(rows)
+	}
+	if NoLedger(err) { // no ledger yet: nothing cleaned
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("control plane: read ledger: %w", err)
+	}
+	return entries, nil
+}
+
+func collectLedger(rows pgx.Rows) ([]LedgerEntry, error) {
+	entries, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (LedgerEntry, error) {
+		var (
+			e                                   LedgerEntry
+			id, counts                          string
+			marked, lastActivity, create        *time.Time
+			dropStarted, schemaDropped, pubRows *time.Time
+		)
+		err := r.Scan(&id, &e.CleanedAt, &e.RequestedBy, &marked, &e.DocumentsAtMarking, &e.UsersAtMarking,
+			&lastActivity, &create, &e.ApplicationStatus, &e.StripeCustomerID, &e.SchemaExisted,
+			&e.RelationsDropped, &e.PublicRowsDeleted, &counts, &e.CleanedBy,
+			&dropStarted, &schemaDropped, &pubRows, &e.Evidence)
+		if err != nil {
+			return e, err
+		}
+		e.ID = tenant.ID(id)
+		for dst, src := range map[*time.Time]*time.Time{&e.MarkedAt: marked, &e.LastActivityAt: lastActivity,
+			&e.TenantCreatedAt: create, &e.DropStartedAt: dropStarted, &e.SchemaDroppedAt: schemaDropped,
+			&e.PublicRowsDeletedAt: pubRows} {
+			if src != nil {
+				*dst = *src
+			}
+		}
+		_ = json.Unmarshal([]byte(counts), &e.ControlRowsDeleted)
+		return e, nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("control plane: read ledger: %w", err)
+	}
+	return entries, nil
+}
+

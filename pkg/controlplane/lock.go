@@ -1,0 +1,222 @@
+package controlplane
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/tenantcleanup/tenant-cleanup/pkg/tenant"
+)
+
+// LockMode says how LockTenant locks the tenant's row.
+type LockMode string
+
+// Lock modes. NoKeyUpdate (the marker) keeps the status from changing and
+// holds from being placed (tenantctl hold share-locks the row) while the
+// tenant is marked, without blocking rows that merely reference it. Update
+// (the cleaner) also lets the holder delete the row.
+const (
+	NoKeyUpdate LockMode = "FOR NO KEY UPDATE"
+	Update      LockMode = "FOR UPDATE"
+)
+
+// dependentTables reference public.tenant and are deleted first, in this
+// order; public.tenant goes last.
+var dependentTables = []string{"tenant_notification", "tenant_config", "subscription"}
+
+// Locked is a control-plane transaction holding one tenant's row locked:
+// what was read through it (the status, the hold) cannot change until the
+// transaction ends, and nobody can place a hold meanwhile.
+type Locked struct {
+	tx     pgx.Tx
+	Record Record
+	// Found is false when the tenant has no control-plane row.
+	Found bool
+	// Hold is the tenant's hold in force, read under the lock; nil if none.
+	Hold *tenant.Hold
+}
+
+// LockTenant opens a transaction (constraints checked at once, not at
+// commit), locks the tenant's row, and reads it and its hold in force at
+// now. The caller ends it with Release or Finish. A row locked by someone
+// else for longer than lockTimeout is a tenant.ErrLater error.
+func (s *Store) LockTenant(ctx context.Context, id tenant.ID, mode LockMode, lockTimeout time.Duration, now time.Time) (*Locked, error) {
+	tx, err := s.pool.BeginTx(ctx, pgx.TxOptions{BeginQuery: fmt.Sprintf(
+		"BEGIN; SET LOCAL lock_timeout = %d; SET CONSTRAINTS ALL IMMEDIATE", lockTimeout.Milliseconds())})
+	if err != nil {
+		return nil, fmt.Errorf("control plane: %w", err)
+	}
+	l := &Locked{tx: tx}
+	l.Record, l.Found, err = readTenant(ctx, tx, id, mode)
+	if err == nil {
+		var h tenant.Hold
+		var held bool
+		h, held, err = readHold(ctx, tx, id)
+		if held && h.Active(now) {
+			l.Hold = &h
+		}
+	}
+	if err != nil {
+		_ = tx.Rollback(ctx)
+		if isLockTimeout(err) {
+			return nil, tenant.Later(15*time.Second, "control-plane tenant row is locked", err)
+		}
+		return nil, fmt.Errorf("control plane: lock tenant %s: %w", id, err)
+	}
+	return l, nil
+}
+
+// Release ends the transaction without changes (a no-op once it ended).
+func (l *Locked) Release() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = l.tx.Rollback(ctx)
+}
+
+// TableRows is the number of rows deleted from one control-plane table.
+type TableRows struct {
+	Table string
+	Rows  int64
+}
+
+// PrepareDelete deletes the tenant's control-plane rows (dependent tables
+// first, the tenant row last) and inserts its ledger row, in the locked
+// transaction, without committing: everything the cleanup's last step needs
+// is proven possible before the first irreversible step. Rows of tables the
+// pipeline does not know that reference the tenant's rows (a billing table,
+// say) refuse the tenant, naming them; so does a delete that fails (a
+// trigger, a restrictive constraint). It returns the rows deleted per table.
+func (l *Locked) PrepareDelete(ctx context.Context, e LedgerEntry) ([]TableRows, error) {
+	id := l.Record.ID
+	if err := l.refuseForeignReferences(ctx); err != nil {
+		return nil, err
+	}
+	tables := append(append([]string{}, dependentTables...), "tenant")
+	batch := &pgx.Batch{}
+	for _, table := range tables {
+		batch.Queue("DELETE FROM public."+pgx.Identifier{table}.Sanitize()+" WHERE tenant_id = $1", string(id))
+	}
+	results := l.tx.SendBatch(ctx, batch)
+	var deleted []TableRows
+	counts := map[string]int64{}
+	for _, table := range tables {
+		tag, err := results.Exec()
+		if err != nil {
+			_ = results.Close()
+			return nil, deleteError(id, "delete its "+table+" rows", err)
+		}
+		deleted = append(deleted, TableRows{Table: table, Rows: tag.RowsAffected()})
+		counts[table] = tag.RowsAffected()
+	}
+	if err := results.Close(); err != nil {
+		return nil, deleteError(id, "delete its rows", err)
+	}
+	countsJSON, _ := json.Marshal(counts)
+	_, err := l.tx.Exec(ctx, query("ledger_insert"), string(id), e.RequestedBy, nullTime(e.MarkedAt),
+		e.DocumentsAtMarking, e.UsersAtMarking, nullTime(e.LastActivityAt), nullTime(l.Record.CreatedAt), l.Record.Status,
+		l.Record.StripeCustomerID, e.SchemaExisted, e.RelationsDropped, e.PublicRowsDeleted, string(countsJSON), e.CleanedBy,
+		nullTime(e.DropStartedAt), nullTime(e.SchemaDroppedAt), nullTime(e.PublicRowsDeletedAt), e.Evidence)
+	if err != nil {
+		return nil, deleteError(id, "write its ledger row", err)
+	}
+	return deleted, nil
+}
+
+// Finish completes the ledger row with the data-plane facts of e and commits
+// the transaction: the tenant's control-plane rows are gone and its ledger
+// row written, at once.
+func (l *Locked) Finish(ctx context.Context, e LedgerEntry) error {
+	defer l.Release() // no-op after a commit
+	id := l.Record.ID
+	_, err := l.tx.Exec(ctx, query("ledger_finish"), string(id), nullTime(e.LastActivityAt), e.SchemaExisted,
+		e.RelationsDropped, e.PublicRowsDeleted, nullTime(e.DropStartedAt), nullTime(e.SchemaDroppedAt),
+		nullTime(e.PublicRowsDeletedAt), e.Evidence)
+	if err != nil {
+		return fmt.Errorf("control plane: complete the ledger row of %s: %w", id, err)
+	}
+	if err := l.tx.Commit(ctx); err != nil {
+		return fmt.Errorf("control plane: commit the cleanup of %s: %w", id, err)
+	}
+	return nil
+}
+
+// refuseForeignReferences refuses the tenant when a table the pipeline does
+// not know holds rows referencing the rows a cleanup deletes.
+func (l *Locked) refuseForeignReferences(ctx context.Context) error {
+	tables := append(append([]string{}, dependentTables...), "tenant")
+	rows, err := l.tx.Query(ctx, query("foreign_references"), tables)
+	if err != nil {
+		return fmt.Errorf("control plane: read foreign keys: %w", err)
+	}
+	type ref struct {
+		name, schema, table, target string
+		cols, targetCols              []string
+	}
+	refs, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (ref, error) {
+		var f ref
+		err := r.Scan(&f.name, &f.schema, &f.table, &f.cols, &f.target, &f.targetCols)
+		return f, err
+	})
+	if err != nil {
+		return fmt.Errorf("control plane: read foreign keys: %w", err)
+	}
+	var found []string
+	for _, f := range refs {
+		sql := fmt.Sprintf("SELECT EXISTS (SELECT 1 FROM ONLY %s r WHERE (%s) IN (SELECT %s FROM ONLY public.%s t WHERE t.tenant_id = $1))",
+			pgx.Identifier{f.schema, f.table}.Sanitize(), columns("r", f.cols), columns("t", f.targetCols),
+			pgx.Identifier{f.target}.Sanitize())
+		var exists bool
+		if err := l.tx.QueryRow(ctx, sql, string(l.Record.ID)).Scan(&exists); err != nil {
+			return fmt.Errorf("control plane: look for rows referencing %s: %w", l.Record.ID, err)
+		}
+		if exists {
+			found = append(found, tenant.CleanText(fmt.Sprintf("%s.%s (foreign key %s to %s)", f.schema, f.table, f.name, f.target), 300))
+		}
+	}
+	if len(found) > 0 {
+		return tenant.Refuse(l.Record.ID, "control-plane table(s) this pipeline does not know hold rows referencing the tenant: %s; "+
+			"it deletes only %s and tenant: review those rows, then request the tenant again",
+			strings.Join(found, ", "), strings.Join(dependentTables, ", "))
+	}
+	return nil
+}
+
+// columns is a quoted, qualified column list.
+func columns(alias string, names []string) string {
+	out := make([]string, len(names))
+	for i, n := range names {
+		out[i] = alias + "." + pgx.Identifier{n}.Sanitize()
+	}
+	return strings.Join(out, ", ")
+}
+
+// deleteError classifies a failed control-plane delete: a lock held by
+// someone else is "later"; a statement the database rejects (a trigger, a
+// constraint, a ledger that does not take the row) refuses the tenant with
+// the database's words, before anything irreversible; anything else (a lost
+// connection) is returned as it is.
+func deleteError(id tenant.ID, what string, err error) error {
+	var pgErr *pgconn.PgError
+	switch {
+	case isLockTimeout(err):
+		return tenant.Later(15*time.Second, "control plane: "+what+": a lock is held", err)
+	case errors.As(err, &pgErr) && !strings.HasPrefix(pgErr.Code, "08") && !strings.HasPrefix(pgErr.Code, "57") &&
+		!strings.HasPrefix(pgErr.Code, "53") && pgErr.Code != "40001" && pgErr.Code != "40P01":
+		return tenant.Refuse(id, "the control plane rejects the cleanup (%s: %s, SQLSTATE %s); nothing was deleted",
+			what, pgErr.Message, pgErr.Code)
+	}
+	return fmt.Errorf("control plane: %s of %s: %w", what, id, err)
+}
+
+func nullTime(t time.Time) any {
+	if t.IsZero() {
+		return nil
+	}
+	return t
+}

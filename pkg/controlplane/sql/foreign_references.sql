@@ -1,0 +1,19 @@
+-- Foreign keys that point at the tables whose rows a cleanup deletes ($1:
+-- their names) from any other table: rows there that reference the tenant's
+-- rows would make the delete fail, cascade or set NULL. For each, the
+-- referencing table and columns, the referenced table and columns, as names
+-- to quote.
+SELECT k.conname::text,
+       rn.nspname::text, r.relname::text,
+       ARRAY(SELECT a.attname::text FROM unnest(k.conkey) WITH ORDINALITY u(n, i)
+             JOIN pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = u.n ORDER BY u.i),
+       t.relname::text,
+       ARRAY(SELECT a.attname::text FROM unnest(k.confkey) WITH ORDINALITY u(n, i)
+             JOIN pg_attribute a ON a.attrelid = k.confrelid AND a.attnum = u.n ORDER BY u.i)
+FROM pg_constraint k
+JOIN pg_class t ON t.oid = k.confrelid AND t.relnamespace = 'public'::regnamespace AND t.relname = ANY ($1)
+JOIN pg_class r ON r.oid = k.conrelid
+JOIN pg_namespace rn ON rn.oid = r.relnamespace
+WHERE k.contype = 'f'
+  AND NOT (r.relnamespace = 'public'::regnamespace AND r.relname = ANY ($1))
+ORDER BY 1

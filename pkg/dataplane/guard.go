@@ -1,0 +1,143 @@
+package dataplane
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/tenantcleanup/tenant-cleanup/pkg/tenant"
+)
+
+// The cleanup never removes or changes anything outside the tenant's schema.
+// Two protections enforce it, neither depending on a list of object kinds:
+//
+//   - the guard (closure): before anything is dropped, the objects a
+//     DROP SCHEMA … CASCADE would reach are walked in pg_depend the way
+//     PostgreSQL's CASCADE walks it (sql/closure.sql); the tenant is refused,
+//     naming them, if any lives outside the schema;
+//   - the net, inside every drop transaction, after its DROP: PostgreSQL
+//     locks every object it deletes and every table it changes, so the
+//     transaction's own ACCESS EXCLUSIVE locks (sql/net.sql) must all be on
+//     objects the guard walked; anything else (an object created since, a path
+//     the walk would not know) aborts the transaction, and nothing is dropped.
+//     Where the role may create event triggers (a superuser), an sql_drop
+//     event trigger (sql/guard_trigger.sql) makes the same check with
+//     pg_event_trigger_dropped_objects(), enforced by PostgreSQL itself.
+
+// objectKey names an object as a lock names it: its catalog and oid.
+type objectKey struct{ classid, objid int64 }
+
+// closure is what a DROP SCHEMA … CASCADE of the tenant's schema would reach.
+type closure struct {
+	objects map[objectKey]bool
+	// outside describes the objects outside the schema (sorted, unique).
+	outside []string
+	// relations maps each relation of the schema to its kind (pg_class.relkind).
+	relations map[string]string
+}
+
+// walkClosure walks the schema's closure (sql/closure.sql) in tx.
+func walkClosure(ctx context.Context, q rowsQuerier, id tenant.ID) (closure, error) {
+	c := closure{objects: map[objectKey]bool{}, relations: map[string]string{}}
+	rows, err := q.Query(ctx, query("closure", ""), string(id))
+	if err != nil {
+		return c, err
+	}
+	var (
+		k                objectKey
+		inside           bool
+		relname, relkind *string
+		description      *string
+		outside          = map[string]bool{}
+	)
+	_, err = pgx.ForEachRow(rows, []any{&k.classid, &k.objid, &inside, &relname, &relkind, &description}, func() error {
+		c.objects[k] = true
+		if !inside && description != nil {
+			outside[*description] = true
+		}
+		if relname != nil && relkind != nil {
+			c.relations[*relname] = *relkind
+		}
+		return nil
+	})
+	for d := range outside {
+		c.outside = append(c.outside, d)
+	}
+	slices.Sort(c.outside)
+	return c, err
+}
+
+// refusal is the tenant's refusal when objects outside its schema would be
+// reached, nil when none would.
+func (c closure) refusal(id tenant.ID) error {
+	if len(c.outside) == 0 {
+		return nil
+	}
+	return tenant.Refuse(id, "objects outside its schema depend on it, and a DROP SCHEMA … CASCADE would remove or change them: %s",
+		listSome(c.outside, 20))
+}
+
+// listSome joins up to n items, saying how many more there are.
+func listSome(items []string, n int) string {
+	if len(items) <= n {
+		return strings.Join(items, "; ")
+	}
+	return strings.Join(items[:n], "; ") + fmt.Sprintf("; … and %d more", len(items)-n)
+}
+
+// errNet is wrapped when a DROP reached objects the guard did not walk.
+var errNet = errors.New("the drop reached objects the check did not see")
+
+// checkNet compares, after a DROP in tx, the objects the transaction holds
+// ACCESS EXCLUSIVE with the closure walked before it; the caller rolls back
+// on error, so nothing is dropped.
+func checkNet(ctx context.Context, tx pgx.Tx, c closure) error {
+	rows, err := tx.Query(ctx, query("net", ""))
+	if err != nil {
+		return err
+	}
+	var (
+		k           objectKey
+		description *string
+		extra       []string
+	)
+	_, err = pgx.ForEachRow(rows, []any{&k.classid, &k.objid, &description}, func() error {
+		if c.objects[k] {
+			return nil
+		}
+		if description != nil {
+			extra = append(extra, *description)
+		} else {
+			extra = append(extra, fmt.Sprintf("object %d of catalog %d (now gone)", k.objid, k.classid))
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if len(extra) > 0 {
+		slices.Sort(extra)
+		return fmt.Errorf("%w: %s; nothing was dropped (rolled back). Something was created or attached while "+
+			"the tenant was being dropped, or a dependency path the check does not know: it is retried, "+
+			"and moved to the dead-letter stream if it persists", errNet, listSome(slices.Compact(extra), 20))
+	}
+	return nil
+}
+
+// isGuardTrigger reports whether err is the sql_drop event trigger's refusal.
+func isGuardTrigger(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "TCG01"
+}
+
+// armGuard makes the event trigger (if installed) check the DROPs that
+// follow in tx against the tenant's schema.
+func armGuard(ctx context.Context, tx pgx.Tx, id tenant.ID) error {
+	_, err := tx.Exec(ctx, "SELECT set_config('tenant_cleanup.dropping', $1, true)", string(id))
+	return err
+}

@@ -1,0 +1,229 @@
+package dataplane
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/tenantcleanup/tenant-cleanup/internal/pgschema"
+	"github.com/tenantcleanup/tenant-cleanup/pkg/tenant"
+)
+
+// Record is this pipeline's own record of one tenant on this database
+// (tenant_cleanup.progress, see sql/ensure.sql). Each field is written in the
+// same transaction as the step it records, so it is true however many
+// attempts and crashes the cleanup took.
+type Record struct {
+	// Found is false when the pipeline never recorded anything of the tenant.
+	Found bool
+	// RequestedBy is who requested the first marking.
+	RequestedBy string
+	// MarkedAt is the first marking by this pipeline, LastMarkedAt the
+	// latest (DRAIN_TIMEOUT counts from it); zero when never marked.
+	MarkedAt, LastMarkedAt time.Time
+	// DocumentsAtMarking and UsersAtMarking were counted at the first marking.
+	DocumentsAtMarking, UsersAtMarking int64
+	// DropStartedAt is when the first drop transaction committed; zero when
+	// no drop began. DropFinishedAt is when the schema was dropped.
+	DropStartedAt, DropFinishedAt time.Time
+	// RelationsDropped counts the relations the drop transactions removed.
+	RelationsDropped int64
+	// LastActivityAt is the last activity the final check read under lock.
+	LastActivityAt time.Time
+	// PublicRowsDeleted counts the public rows deleted, over all attempts.
+	PublicRowsDeleted   int64
+	PublicRowsDeletedAt time.Time
+	// CompletionRequestedBy is the operator who confirmed completing the
+	// cleanup of a tenant whose schema is gone (tenantctl cleanup).
+	CompletionRequestedBy string
+	CompletionRequestedAt time.Time
+}
+
+// Marked reports whether this pipeline marked the tenant.
+func (r Record) Marked() bool { return !r.MarkedAt.IsZero() }
+
+// DropStarted reports whether this pipeline began dropping the schema.
+func (r Record) DropStarted() bool { return !r.DropStartedAt.IsZero() }
+
+// Evidence says why a tenant whose schema is gone may be completed as an
+// interrupted cleanup: this pipeline began dropping its schema, or an
+// operator confirmed it. Empty when there is no evidence: the schema may have
+// been renamed, be restored, or live on another shard.
+func (r Record) Evidence() string {
+	switch {
+	case r.DropStarted():
+		return "this pipeline began dropping its schema at " + r.DropStartedAt.UTC().Format(time.RFC3339)
+	case !r.CompletionRequestedAt.IsZero():
+		return "completion confirmed by " + r.CompletionRequestedBy + " at " +
+			r.CompletionRequestedAt.UTC().Format(time.RFC3339)
+	}
+	return ""
+}
+
+// recordColumns is the shape of tenant_cleanup.progress the code relies on.
+var recordColumns = []pgschema.Column{
+	{Name: "tenant_id", Types: pgschema.Text},
+	{Name: "requested_by", Types: pgschema.Text},
+	{Name: "marked_at", Types: pgschema.Timestamptz},
+	{Name: "last_marked_at", Types: pgschema.Timestamptz},
+	{Name: "documents_at_marking", Types: pgschema.BigInt},
+	{Name: "users_at_marking", Types: pgschema.BigInt},
+	{Name: "drop_started_at", Types: pgschema.Timestamptz},
+	{Name: "drop_finished_at", Types: pgschema.Timestamptz},
+	{Name: "relations_dropped", Types: pgschema.BigInt},
+	{Name: "last_activity_at", Types: pgschema.Timestamptz},
+	{Name: "public_rows_deleted", Types: pgschema.BigInt},
+	{Name: "public_rows_deleted_at", Types: pgschema.Timestamptz},
+	{Name: "completion_requested_by", Types: pgschema.Text},
+	{Name: "completion_requested_at", Types: pgschema.Timestamptz},
+	{Name: "updated_at", Types: pgschema.Timestamptz},
+}
+
+// lockKeySchema serialises the creation of this pipeline's tables.
+const lockKeySchema = 0x7c1e0003
+
+// Ensure creates this pipeline's table on the data plane when it is missing
+// and checks its shape; with guard, it also installs the sql_drop event
+// trigger (sql/guard_trigger.sql) when the role may create one. It reports
+// whether the trigger is in force.
+func (s *Store) Ensure(ctx context.Context, guard bool) (guarded bool, err error) {
+	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1, 0)", lockKeySchema); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, query("ensure", "")); err != nil {
+			return err
+		}
+		if err := pgschema.Verify(ctx, tx, "tenant_cleanup.progress", "tenant_id", recordColumns); err != nil {
+			return err
+		}
+		if !guard {
+			return nil
+		}
+		var superuser bool
+		if err := tx.QueryRow(ctx, "SELECT rolsuper FROM pg_roles WHERE rolname = current_user").Scan(&superuser); err != nil {
+			return err
+		}
+		if !superuser {
+			return nil
+		}
+		if _, err := tx.Exec(ctx, query("guard_trigger", "")); err != nil {
+			return err
+		}
+		var exists bool
+		if err := tx.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_event_trigger WHERE evtname = 'tenant_cleanup_guard')").Scan(&exists); err != nil {
+			return err
+		}
+		if !exists {
+			if _, err := tx.Exec(ctx, "CREATE EVENT TRIGGER tenant_cleanup_guard ON sql_drop EXECUTE FUNCTION tenant_cleanup.guard_drop()"); err != nil {
+				return err
+			}
+		}
+		guarded = true
+		return nil
+	})
+	if err != nil {
+		return false, fmt.Errorf("data plane: prepare tenant_cleanup.progress: %w", err)
+	}
+	s.guarded = guarded
+	return guarded, nil
+}
+
+// Guarded reports whether the sql_drop event trigger is in force (Ensure).
+func (s *Store) Guarded() bool { return s.guarded }
+
+// readRecord reads one tenant's record; a database where the pipeline never
+// created its table has no records.
+func readRecord(ctx context.Context, q rowsQuerier, id tenant.ID) (Record, error) {
+	recs, err := readRecords(ctx, q, " WHERE tenant_id = $1", string(id))
+	if err != nil || len(recs) == 0 {
+		return Record{}, err
+	}
+	return recs[0].Record, nil
+}
+
+// TenantRecord is a Record with its tenant id, as stored.
+type TenantRecord struct {
+	ID string
+	Record
+}
+
+func readRecords(ctx context.Context, q rowsQuerier, clause string, args ...any) ([]TenantRecord, error) {
+	rows, err := q.Query(ctx, query("record", "")+clause, args...)
+	if err != nil {
+		if noTable(err) {
+			return nil, nil
+		}
+		return nil, err
+	}
+	recs, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (TenantRecord, error) {
+		var (
+			r                                     TenantRecord
+			marked, lastMarked, started, finished *time.Time
+			activity, publicAt, completionAt      *time.Time
+		)
+		err := row.Scan(&r.ID, &r.RequestedBy, &marked, &lastMarked, &r.DocumentsAtMarking, &r.UsersAtMarking,
+			&started, &finished, &r.RelationsDropped, &activity, &r.PublicRowsDeleted, &publicAt,
+			&r.CompletionRequestedBy, &completionAt)
+		r.Found = true
+		for dst, src := range map[*time.Time]*time.Time{&r.MarkedAt: marked, &r.LastMarkedAt: lastMarked,
+			&r.DropStartedAt: started, &r.DropFinishedAt: finished, &r.LastActivityAt: activity,
+			&r.PublicRowsDeletedAt: publicAt, &r.CompletionRequestedAt: completionAt} {
+			if src != nil {
+				*dst = *src
+			}
+		}
+		return r, err
+	})
+	if noTable(err) {
+		return nil, nil
+	}
+	return recs, err
+}
+
+// Records reads every tenant's record (empty when the table does not exist).
+func (s *Store) Records(ctx context.Context) ([]TenantRecord, error) {
+	recs, err := readRecords(ctx, s.pool, " ORDER BY tenant_id")
+	if err != nil {
+		return nil, fmt.Errorf("data plane: read tenant_cleanup.progress: %w", err)
+	}
+	return recs, nil
+}
+
+// Record reads one tenant's record.
+func (s *Store) Record(ctx context.Context, id tenant.ID) (Record, error) {
+	r, err := readRecord(ctx, s.pool, id)
+	if err != nil {
+		return Record{}, fmt.Errorf("data plane: read the record of %s: %w", id, err)
+	}
+	return r, nil
+}
+
+// ConfirmCompletion records that an operator (by) confirmed completing the
+// cleanup of a tenant whose schema is gone: the evidence the marker and the
+// cleaner require before they complete it.
+func (s *Store) ConfirmCompletion(ctx context.Context, id tenant.ID, by string) error {
+	if _, err := s.pool.Exec(ctx, query("record_completion", ""), string(id), by); err != nil {
+		return fmt.Errorf("data plane: record the confirmation for %s: %w", id, err)
+	}
+	return nil
+}
+
+// noTable reports whether err says a table does not exist.
+func noTable(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "42P01"
+}
+
+// Record reads the tenant's record, on its locked connection.
+func (t *Tenant) Record(ctx context.Context) (Record, error) {
+	r, err := readRecord(ctx, t.conn, t.id)
+	if err != nil {
+		return Record{}, fmt.Errorf("data plane: read the record of %s: %w", t.id, err)
+	}
+	return r, nil
+}

@@ -1,0 +1,25 @@
+-- This pipeline's own record of each tenant it works on, on every data-plane
+-- database it changes: written in the same transaction as each step it
+-- records (marking, each drop transaction, the deletion of the public rows),
+-- so that it is true whatever crashed in between. It is the evidence that a
+-- cleanup began (a schema gone without it is never completed by itself), the
+-- source of the facts a drain check and the ledger report, and survives the
+-- loss of the JetStream store. Created when missing.
+CREATE SCHEMA IF NOT EXISTS tenant_cleanup;
+CREATE TABLE IF NOT EXISTS tenant_cleanup.progress (
+    tenant_id               text PRIMARY KEY,
+    requested_by            text,
+    marked_at               timestamptz,  -- first marked by this pipeline
+    last_marked_at          timestamptz,  -- marked (again) last: DRAIN_TIMEOUT counts from here
+    documents_at_marking    bigint,
+    users_at_marking        bigint,
+    drop_started_at         timestamptz,  -- the first drop transaction committed
+    drop_finished_at        timestamptz,  -- the schema is gone
+    relations_dropped       bigint NOT NULL DEFAULT 0,
+    last_activity_at        timestamptz,  -- as the final check read it, under lock
+    public_rows_deleted     bigint NOT NULL DEFAULT 0,
+    public_rows_deleted_at  timestamptz,
+    completion_requested_by text,         -- an operator confirmed completing an interrupted cleanup
+    completion_requested_at timestamptz,
+    updated_at              timestamptz NOT NULL DEFAULT now()
+);

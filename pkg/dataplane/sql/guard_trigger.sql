@@ -1,0 +1,25 @@
+-- The net PostgreSQL itself enforces inside every drop transaction of this
+-- pipeline (installed only where the role may create event triggers, i.e. a
+-- superuser): at the end of each DROP, if the transaction set
+-- tenant_cleanup.dropping to a schema name, every object the DROP removed must
+-- be in that schema (or be the schema itself, or a TOAST table or index of one
+-- of its tables); anything else aborts the transaction, and so the drop. For
+-- every other DROP in the database (Onyx's migrations, say) the setting is
+-- empty and the function returns at once.
+CREATE OR REPLACE FUNCTION tenant_cleanup.guard_drop() RETURNS event_trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    target text := current_setting('tenant_cleanup.dropping', true);
+    o record;
+BEGIN
+    IF target IS NULL OR target = '' THEN
+        RETURN;
+    END IF;
+    FOR o IN SELECT * FROM pg_event_trigger_dropped_objects() LOOP
+        CONTINUE WHEN o.schema_name = target OR o.schema_name = 'pg_toast';
+        CONTINUE WHEN o.object_type = 'schema' AND o.object_identity = quote_ident(target);
+        RAISE EXCEPTION 'tenant-cleanup guard: the drop of schema % reached % %, which is outside it; nothing was dropped',
+            quote_ident(target), o.object_type, o.object_identity
+            USING ERRCODE = 'TCG01';
+    END LOOP;
+END $$;
