@@ -136,4 +136,3 @@ func ptrTime(t *time.Time) time.Time {
 	}
 	return *t
 }
-

@@ -121,4 +121,3 @@ func collectLedger(rows pgx.Rows) ([]LedgerEntry, error) {
 	}
 	return entries, nil
 }
-

@@ -156,7 +156,7 @@ func (l *Locked) refuseForeignReferences(ctx context.Context) error {
 	}
 	type ref struct {
 		name, schema, table, target string
-		cols, targetCols              []string
+		cols, targetCols            []string
 	}
 	refs, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (ref, error) {
 		var f ref
