@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/tenantcleanup/tenant-cleanup/internal/redact"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/tenant"
 )
 
@@ -77,6 +78,10 @@ const MinServerVersion = "2.12.0"
 type Options struct {
 	// Name identifies the client to the server (service name).
 	Name string
+	// Creds is the path of a NATS credentials file (user JWT and nkey
+	// seed), NkeySeed the path of an nkey seed file; empty: not used. Their
+	// contents, like the secrets in the URL, never appear in logs or errors.
+	Creds, NkeySeed string
 	// Replicas of the streams; 1 for a single server, 3 for a cluster.
 	Replicas int
 	// NoUpdate creates missing streams and buckets but leaves existing ones
@@ -111,24 +116,33 @@ func Connect(ctx context.Context, url string, opts Options) (*Bus, error) {
 	if opts.Replicas < 1 {
 		opts.Replicas = 1
 	}
-	nc, err := nats.Connect(url,
+	secrets := redact.NATSSecrets(url)
+	auth, err := authOptions(opts)
+	if err != nil {
+		return nil, fmt.Errorf("connect to NATS at %s: %w", redactURL(url), err)
+	}
+	nc, err := nats.Connect(url, append(auth,
 		nats.Name(opts.Name),
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(500*time.Millisecond),
 		nats.RetryOnFailedConnect(false),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			if err != nil {
-				log.Warn("disconnected from NATS; reconnecting", "error", err)
+				log.Warn("disconnected from NATS; reconnecting", "error", secrets.Hide(err.Error()))
 			}
 		}),
-		nats.ReconnectHandler(func(c *nats.Conn) { log.Info("reconnected to NATS", "server", c.ConnectedUrlRedacted()) }),
-	)
+		nats.ReconnectHandler(func(c *nats.Conn) { log.Info("reconnected to NATS", "server", redactURL(c.ConnectedUrl())) }),
+		// Instead of nats.go's default, which prints to stderr.
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			log.Warn("NATS error", "error", secrets.Hide(err.Error()))
+		}),
+	)...)
 	if err != nil {
-		return nil, fmt.Errorf("connect to NATS at %s: %w", redactURL(url), err)
+		return nil, fmt.Errorf("connect to NATS at %s: %w", redactURL(url), secrets.Error(err))
 	}
 	if err := checkVersion(nc.ConnectedServerVersion()); err != nil {
 		nc.Close()
-		return nil, fmt.Errorf("NATS server at %s: %w", nc.ConnectedUrlRedacted(), err)
+		return nil, fmt.Errorf("NATS server at %s: %w", redactURL(nc.ConnectedUrl()), err)
 	}
 	js, err := jetstream.New(nc)
 	if err != nil {
@@ -159,14 +173,11 @@ func (b *Bus) JetStream() jetstream.JetStream { return b.js }
 // Conn exposes the core NATS connection for tests and tools.
 func (b *Bus) Conn() *nats.Conn { return b.nc }
 
-func redactURL(url string) string {
-	if at := strings.LastIndex(url, "@"); at >= 0 {
-		if scheme := strings.Index(url, "://"); scheme >= 0 && scheme < at {
-			return url[:scheme+3] + "xxxxx" + url[at:]
-		}
-	}
-	return url
-}
+// redactURL hides the secrets of every URL of a NATS URL list (url may be
+// a comma-separated list): the password of user:password@, and a bare
+// TOKEN@ (a token, an nkey or a JWT) whole. Connect logs and returns URLs
+// only through it, and connection errors through redact.Secrets.
+func redactURL(url string) string { return redact.NATS(url) }
 
 // ErrServerTooOld is wrapped when the NATS server lacks message scheduling.
 var ErrServerTooOld = errors.New("nats-server too old")

@@ -3,15 +3,16 @@ package config
 import (
 	"fmt"
 	"io"
-	"net/url"
 	"os"
 	"reflect"
-	"regexp"
 	"text/tabwriter"
+
+	"github.com/tenantcleanup/tenant-cleanup/internal/redact"
 )
 
 // Usage writes the environment variables spec reads: name, default, meaning
-// and the value currently set, with passwords and keys redacted.
+// with the allowed range, and the value currently set, with passwords,
+// tokens and keys redacted.
 func Usage(w io.Writer, spec any) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "VARIABLE\tDEFAULT\tCURRENT\tMEANING")
@@ -29,22 +30,34 @@ func Usage(w io.Writer, spec any) {
 			cur = "-"
 		case f.Tag.Get("secret") == "true":
 			cur = "(set, hidden)"
-		case f.Tag.Get("secret") == "url":
+		case f.Tag.Get("secret") == "postgres":
+			cur = redact.Postgres(cur)
+		case f.Tag.Get("secret") == "nats":
+			cur = redact.NATS(cur)
+		case f.Tag.Get("secret") != "":
 			cur = Redact(cur)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", f.Tag.Get("envconfig"), def, cur, f.Tag.Get("desc"))
+		desc := f.Tag.Get("desc")
+		if r := rangeText(f); r != "" {
+			desc += " (" + r + ")"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", f.Tag.Get("envconfig"), def, cur, desc)
 	}
 	tw.Flush()
 }
 
 // fields lists the struct fields carrying an envconfig tag, flattening
-// embedded structs in declaration order.
+// embedded structs in declaration order. Each field's Index is its path
+// from t (for reflect.Value.FieldByIndex).
 func fields(t reflect.Type) []reflect.StructField {
 	var out []reflect.StructField
 	for i := range t.NumField() {
 		f := t.Field(i)
 		if f.Anonymous && f.Type.Kind() == reflect.Struct {
-			out = append(out, fields(f.Type)...)
+			for _, g := range fields(f.Type) {
+				g.Index = append([]int{i}, g.Index...)
+				out = append(out, g)
+			}
 			continue
 		}
 		if f.Tag.Get("envconfig") != "" {
@@ -54,28 +67,9 @@ func fields(t reflect.Type) []reflect.StructField {
 	return out
 }
 
-var (
-	dsnPassword = regexp.MustCompile(`(?i)(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)`)
-	urlPassword = regexp.MustCompile(`(://[^:/@]*:)([^@]*)@`)
-)
-
-// Redact hides the password in a connection string, in URL
-// (postgres://user:secret@host/db, nats://user:secret@host) or keyword/value
-// (host=... password=secret) form, so that it can be printed or logged.
-func Redact(dsn string) string {
-	if u, err := url.Parse(dsn); err == nil && u.Scheme != "" && u.Host != "" {
-		if _, has := u.User.Password(); has {
-			u.User = url.UserPassword(u.User.Username(), "xxxxx")
-		}
-		q := u.Query()
-		for k := range q {
-			if k == "password" || k == "sslpassword" {
-				q.Set(k, "xxxxx")
-			}
-		}
-		u.RawQuery = q.Encode()
-		return u.String()
-	}
-	dsn = urlPassword.ReplaceAllString(dsn, "${1}xxxxx@")
-	return dsnPassword.ReplaceAllString(dsn, "${1}xxxxx")
-}
+// Redact hides the secrets of a connection string so that it can be printed
+// or logged: the password of a PostgreSQL URL (postgres://user:secret@host/db,
+// ?password=secret) or keyword/value string (password=secret,
+// password='se cret'), and in every URL of a comma-separated NATS URL list
+// the password of user:secret@ and a bare TOKEN@ (a token, an nkey or a JWT).
+func Redact(s string) string { return redact.Any(s) }

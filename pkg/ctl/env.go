@@ -38,8 +38,8 @@ type (
 		config.DataPlane
 		config.ControlPlane
 		config.Bastion
-		InactiveDays int   `envconfig:"INACTIVE_DAYS" default:"90" desc:"the inactivity window, in days"`
-		DBMaxConns   int32 `envconfig:"DB_MAX_CONNS" default:"4" desc:"connections per database (tenant schemas read at once)"`
+		config.Inactivity
+		DBMaxConns int32 `envconfig:"DB_MAX_CONNS" default:"4" range:"1..1000" desc:"connections per database (tenant schemas read at once)"`
 	}
 	// verifySpec: verify (NATS only with --repair).
 	verifySpec struct {
@@ -52,11 +52,12 @@ type (
 
 var discard = slog.New(slog.DiscardHandler)
 
-// loadEnv fills spec from the environment and validates what it holds.
+// loadEnv fills spec from the environment and validates what it holds:
+// the bounds of its variables (config.CheckBounds), then spec.check.
 func (c *CLI) loadEnv(cmd *command, spec interface{ check() error }) bool {
 	err := envconfig.Process("", spec)
 	if err == nil {
-		err = spec.check()
+		err = errors.Join(config.CheckBounds(spec), spec.check())
 	}
 	if err != nil {
 		c.errorf("configuration: %v\n(tenantctl %s -h lists the variables it reads)", err, cmd.name)
@@ -79,22 +80,12 @@ func (s *verifySpec) check() error {
 }
 
 func (s *analysisSpec) check() error {
-	err := errors.Join(checkData(s.DataPlane), checkControl(s.ControlPlane, s.Bastion, true))
-	if s.InactiveDays < 1 {
-		err = errors.Join(err, fmt.Errorf("INACTIVE_DAYS must be at least 1, got %d", s.InactiveDays))
-	}
-	if s.DBMaxConns < 1 {
-		err = errors.Join(err, fmt.Errorf("DB_MAX_CONNS must be at least 1, got %d", s.DBMaxConns))
-	}
-	return err
+	return errors.Join(checkData(s.DataPlane), checkControl(s.ControlPlane, s.Bastion, true))
 }
 
-func checkNATS(n config.NATS) error {
-	if r := n.NATSReplicas; r != 1 && r != 3 && r != 5 {
-		return fmt.Errorf("NATS_REPLICAS must be 1, 3 or 5, got %d", r)
-	}
-	return nil
-}
+// checkNATS: NATS_REPLICAS is checked by its bounds; the rest by the NATS
+// client when tenantctl connects.
+func checkNATS(config.NATS) error { return nil }
 
 func checkData(d config.DataPlane) error {
 	if d.DataPlaneURL == "" {
@@ -122,7 +113,8 @@ func controlConfigured(cp config.ControlPlane) bool {
 // connectBus connects to JetStream as tenantctl, leaving the streams the
 // services set up as they are.
 func connectBus(ctx context.Context, n config.NATS) (*bus.Bus, error) {
-	b, err := bus.Connect(ctx, n.NATSURL, bus.Options{Name: "tenantctl", Replicas: n.NATSReplicas, NoUpdate: true, Log: discard})
+	b, err := bus.Connect(ctx, n.NATSURL, bus.Options{Name: "tenantctl", Replicas: n.NATSReplicas, NoUpdate: true, Log: discard,
+		Creds: n.NATSCreds, NkeySeed: n.NATSNkeySeed})
 	if err != nil {
 		return nil, fmt.Errorf("%w\n(check NATS_URL: a nats-server %s or newer with JetStream must be listening there)",
 			err, bus.MinServerVersion)

@@ -206,7 +206,7 @@ func Open(ctx context.Context, name string, cfg *config.Common, what What, log *
 	})
 	start(&bus, what.Bus, func(o *opened) error {
 		err := try("connect to JetStream", func(ctx context.Context) (err error) {
-			env.Bus, err = busConnect(ctx, cfg.NATSURL, name, cfg.NATSReplicas, log)
+			env.Bus, err = busConnect(ctx, cfg.NATS, name, log)
 			return err
 		})
 		if err == nil {
@@ -255,6 +255,7 @@ type opened struct {
 	closers []func()
 }
 
-func busConnect(ctx context.Context, url, name string, replicas int, log *slog.Logger) (*bus.Bus, error) {
-	return bus.Connect(ctx, url, bus.Options{Name: name, Replicas: replicas, Log: log})
+func busConnect(ctx context.Context, n config.NATS, name string, log *slog.Logger) (*bus.Bus, error) {
+	return bus.Connect(ctx, n.NATSURL, bus.Options{Name: name, Replicas: n.NATSReplicas, Log: log,
+		Creds: n.NATSCreds, NkeySeed: n.NATSNkeySeed})
 }

@@ -2,6 +2,7 @@ package tenant
 
 import (
 	"fmt"
+	"math"
 	"time"
 )
 
@@ -33,8 +34,19 @@ type Verdict struct {
 	Reason string
 }
 
-// Window converts INACTIVE_DAYS into the inactivity window.
+// MaxWindowDays is the longest inactivity window, in days, that a
+// time.Duration holds (106,751 days, about 292 years).
+const MaxWindowDays = int(math.MaxInt64 / int64(24*time.Hour))
+
+// Window converts INACTIVE_DAYS into the inactivity window. It never
+// overflows: a number of days that cannot be a window (below 1, or above
+// MaxWindowDays; the configuration refuses both) gives the longest window,
+// MaxWindowDays, under which no tenant is eligible. A longer window only
+// makes fewer tenants eligible, so that is the safe side to err on.
 func Window(inactiveDays int) time.Duration {
+	if inactiveDays < 1 || inactiveDays > MaxWindowDays {
+		inactiveDays = MaxWindowDays
+	}
 	return time.Duration(inactiveDays) * 24 * time.Hour
 }
 

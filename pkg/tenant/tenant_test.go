@@ -2,6 +2,7 @@ package tenant
 
 import (
 	"errors"
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -212,5 +213,62 @@ func TestCleanText(t *testing.T) {
 	req, err := ParseRequest([]byte(`{"tenant_id":"tenant_dev","requested_by":"x\u0000y\u001b[2J"}`))
 	if err != nil || req.RequestedBy != "xy[2J" {
 		t.Fatalf("ParseRequest kept control characters: %q, %v", req.RequestedBy, err)
+	}
+}
+
+// TestWindowNeverOverflows: no number of days, however large or nonsensical,
+// makes the window wrap around; a bigger number never gives a smaller window;
+// and under the window of a huge INACTIVE_DAYS (someone "disabling"
+// cleanup) a tenant created ten days ago and active yesterday is not
+// eligible. INACTIVE_DAYS=1000000 used to overflow into a negative window
+// that made every gated tenant eligible.
+func TestWindowNeverOverflows(t *testing.T) {
+	now := time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
+	recent := Facts{true, StatusGatedAccess, now.Add(-10 * 24 * time.Hour), now.Add(-24 * time.Hour), ""}
+	ancient := Facts{true, StatusGatedAccess, time.Date(1990, 1, 1, 0, 0, 0, 0, time.UTC), time.Time{}, ""}
+	longest := time.Duration(MaxWindowDays) * 24 * time.Hour
+	if longest <= 0 || time.Duration(math.MaxInt64)-longest >= 24*time.Hour {
+		t.Fatalf("MaxWindowDays = %d gives %s", MaxWindowDays, longest)
+	}
+	tests := []struct {
+		days int
+		want time.Duration
+	}{
+		{1, 24 * time.Hour},
+		{90, 90 * 24 * time.Hour},
+		{3650, 3650 * 24 * time.Hour},
+		{MaxWindowDays, longest},
+		{MaxWindowDays + 1, longest},
+		{1000000, longest},
+		{math.MaxInt32, longest},
+		{math.MaxInt, longest},
+		{0, longest},
+		{-1, longest},
+		{-1000000, longest},
+		{math.MinInt, longest},
+	}
+	prev := time.Duration(0)
+	for _, tt := range tests {
+		w := Window(tt.days)
+		if w != tt.want {
+			t.Errorf("Window(%d) = %s; want %s", tt.days, w, tt.want)
+		}
+		if w <= 0 {
+			t.Errorf("Window(%d) = %s: not positive", tt.days, w)
+		}
+		if tt.days > 0 && w < prev {
+			t.Errorf("Window(%d) = %s is shorter than the window of fewer days (%s)", tt.days, w, prev)
+		}
+		if tt.days > 0 {
+			prev = w
+		}
+		if tt.days < 1 || tt.days > 3650 {
+			if v := Eligibility(recent, now, w); v.Eligible {
+				t.Errorf("Window(%d): a tenant created ten days ago and active yesterday is eligible", tt.days)
+			}
+			if v := Eligibility(ancient, now, w); v.Eligible {
+				t.Errorf("Window(%d) = %s: a tenant created in 1990 is eligible under a window that cannot be meant", tt.days, w)
+			}
+		}
 	}
 }
