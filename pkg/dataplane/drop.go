@@ -184,6 +184,11 @@ func (t *Tenant) dropBatch(ctx context.Context, tx pgx.Tx, batch []dropRel, tabl
 	if err := armGuard(ctx, tx, t.id); err != nil {
 		return facts, err
 	}
+	if t.store.beforeDrop != nil {
+		if err := t.store.beforeDrop(); err != nil {
+			return facts, err
+		}
+	}
 	drop := dropStatements(t.id, batch)
 	if last {
 		drop += "DROP SCHEMA " + schema(t.id) + " CASCADE"

@@ -113,7 +113,7 @@ func checkNet(ctx context.Context, tx pgx.Tx, c closure) error {
 		if description != nil {
 			extra = append(extra, *description)
 		} else {
-			extra = append(extra, fmt.Sprintf("object %d of catalog %d (now gone)", k.objid, k.classid))
+			extra = append(extra, fmt.Sprintf("%s %d created after the check", catalogNames[k.classid], k.objid))
 		}
 		return nil
 	})
@@ -128,6 +128,11 @@ func checkNet(ctx context.Context, tx pgx.Tx, c closure) error {
 	}
 	return nil
 }
+
+// catalogNames names the catalogs of objects a DROP may reach, for messages
+// about objects that are gone (an unknown catalog prints as an empty name).
+var catalogNames = map[int64]string{1259: "relation", 1247: "type", 1255: "function", 2604: "default",
+	2606: "constraint", 2620: "trigger", 2618: "rule", 3256: "policy", 2615: "schema", 3381: "statistics object"}
 
 // isGuardTrigger reports whether err is the sql_drop event trigger's refusal.
 func isGuardTrigger(err error) bool {

@@ -90,6 +90,10 @@ type Store struct {
 	// afterDropTx, when set (by tests), runs after each committed drop
 	// transaction; an error stops the drop there, as a crash would.
 	afterDropTx func(n int) error
+	// beforeDrop, when set (by tests), runs in each drop transaction after
+	// its checks, right before its DROP: what it does from another session
+	// happens between the look and the drop.
+	beforeDrop func() error
 }
 
 // New wraps an open pool. It reads the server's lock table size to derive

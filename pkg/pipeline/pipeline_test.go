@@ -49,8 +49,11 @@ func setup(t *testing.T) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if _, err := data.Ensure(ctx, true); err != nil {
+		t.Fatal(err)
+	}
 	control := controlplane.New(dbs.Control)
-	if err := control.EnsureLedger(ctx); err != nil {
+	if err := control.Ensure(ctx); err != nil {
 		t.Fatal(err)
 	}
 	stores := Stores{Data: data, Control: control}
@@ -146,6 +149,13 @@ type snapshot struct{ fingerprint, control string }
 
 func (e *env) snapshot(t *testing.T, id string) snapshot {
 	return snapshot{e.dbs.Fingerprint(t, id), e.dbs.ControlRows(t, id)}
+}
+
+// placeHold places a hold as tenantctl hold does.
+func (e *env) placeHold(t *testing.T, h tenant.Hold) error {
+	t.Helper()
+	_, _, err := e.cleaner.Control.PlaceHold(context.Background(), h, time.Second)
+	return err
 }
 
 func pendingChecks(t *testing.T, e *env, id tenant.ID) bool {
@@ -254,9 +264,8 @@ func TestCleanerDrainChecks(t *testing.T) {
 	if err := e.mark(t, idA); err != nil {
 		t.Fatal(err)
 	}
-	marked := time.Now()
 	// Not drained: reported, and the next check scheduled with backoff.
-	if err := e.check(t, tenant.DrainCheck{ID: idA, MarkedAt: marked, Attempt: 2}); err != nil {
+	if err := e.check(t, tenant.DrainCheck{ID: idA, Attempt: 2}); err != nil {
 		t.Fatal(err)
 	}
 	e.waitOutcome(t, idA, tenant.OutcomeDraining)
@@ -276,9 +285,11 @@ func TestCleanerDrainChecks(t *testing.T) {
 	if want := fmt.Sprintf("%d documents left", docs); !strings.Contains(draining.Reason, want) {
 		t.Fatalf("draining reason %q; want it to say %q", draining.Reason, want)
 	}
-	// Past the timeout: stuck, left in place, no further check.
+	// Past the timeout (counted from the latest marking in the pipeline's
+	// record): stuck, left in place, no further check.
+	e.dbs.ExecData(t, "UPDATE tenant_cleanup.progress SET last_marked_at = now() - interval '25 hours' WHERE tenant_id = $1", idA)
 	before := e.snapshot(t, idA)
-	if err := e.check(t, tenant.DrainCheck{ID: idA, MarkedAt: marked.Add(-25 * time.Hour)}); err != nil {
+	if err := e.check(t, tenant.DrainCheck{ID: idA}); err != nil {
 		t.Fatal(err)
 	}
 	e.waitOutcome(t, idA, tenant.OutcomeStuck)
@@ -286,18 +297,20 @@ func TestCleanerDrainChecks(t *testing.T) {
 		t.Fatal("a stuck tenant was changed")
 	}
 	// Drained: cleaned.
+	e.dbs.ExecData(t, "UPDATE tenant_cleanup.progress SET last_marked_at = now() WHERE tenant_id = $1", idA)
 	e.drain(t, idA)
-	if err := e.check(t, tenant.DrainCheck{ID: idA, MarkedAt: marked, Documents: 20, Users: 2, RequestedBy: "ops"}); err != nil {
+	if err := e.check(t, tenant.DrainCheck{ID: idA}); err != nil {
 		t.Fatal(err)
 	}
 	e.assertCleaned(t, idA)
 	e.waitOutcome(t, idA, tenant.OutcomeCleaned)
 	entry, found, err := e.cleaner.Control.LedgerEntry(context.Background(), idA)
-	if err != nil || !found || entry.RequestedBy != "ops" || entry.DocumentsAtMarking != 20 || !entry.SchemaExisted {
+	if err != nil || !found || entry.RequestedBy != "nats" || entry.DocumentsAtMarking != 20 || !entry.SchemaExisted ||
+		entry.RelationsDropped == 0 || entry.PublicRowsDeleted != 5 || entry.LastActivityAt.IsZero() || entry.MarkedAt.IsZero() {
 		t.Fatalf("ledger entry %+v, %v, %v", entry, found, err)
 	}
 	// A duplicate drain check after the cleanup is a no-op.
-	if err := e.check(t, tenant.DrainCheck{ID: idA, MarkedAt: marked}); err != nil {
+	if err := e.check(t, tenant.DrainCheck{ID: idA}); err != nil {
 		t.Fatalf("duplicate drain check: %v", err)
 	}
 	e.assertCleaned(t, idA)
@@ -333,7 +346,7 @@ func TestCleanerRefusesTenantsThatChanged(t *testing.T) {
 			e.drain(t, idA)
 			change.do(e)
 			publicBefore := e.dbs.PublicRows(t, idA)
-			err := e.check(t, tenant.DrainCheck{ID: idA, MarkedAt: time.Now()})
+			err := e.check(t, tenant.DrainCheck{ID: idA})
 			if !errors.Is(err, tenant.ErrRefused) {
 				t.Fatalf("drain check of a tenant that changed: %v; want refused", err)
 			}
@@ -344,16 +357,43 @@ func TestCleanerRefusesTenantsThatChanged(t *testing.T) {
 	}
 }
 
-func TestInterruptedCleanupIsCompleted(t *testing.T) {
+// A tenant whose schema is gone is completed only with evidence that its
+// cleanup began: this pipeline's record of its drop, or an operator's
+// confirmation. Without it (a schema renamed for maintenance, say) it is
+// refused and left as it is.
+func TestSchemaGoneNeedsEvidence(t *testing.T) {
 	e := setup(t)
-	e.dbs.CreateTenant(t, testenv.Tenant{ID: idA, Pairs: 1, DocsPerPair: 3, Status: tenant.StatusGatedAccess, NoSchema: true})
-	if err := e.mark(t, idA); err != nil {
+	e.dbs.CreateTenant(t, testenv.Tenant{ID: idA, Pairs: 1, DocsPerPair: 3, Status: tenant.StatusGatedAccess, LastQuery: testenv.DaysAgo(5)})
+	e.dbs.ExecData(t, `ALTER SCHEMA "`+idA+`" RENAME TO maintenance_copy`)
+	before := e.snapshot(t, idA)
+	public := e.dbs.PublicRows(t, idA)
+	err := e.mark(t, idA)
+	if !errors.Is(err, tenant.ErrRefused) || !strings.Contains(err.Error(), "nothing shows that a cleanup of it began") {
+		t.Fatalf("mark of a tenant whose schema was renamed: %v; want refused for review", err)
+	}
+	if err := e.check(t, tenant.DrainCheck{ID: idA}); !errors.Is(err, tenant.ErrRefused) {
+		t.Fatalf("a drain check of it: %v; want refused", err)
+	}
+	if e.snapshot(t, idA) != before || e.dbs.PublicRows(t, idA) != public || pendingChecks(t, e, idA) {
+		t.Fatal("a tenant without evidence was changed")
+	}
+
+	// An operator confirms it (tenantctl cleanup does this after asking): completed.
+	e.dbs.CreateTenant(t, testenv.Tenant{ID: idB, Pairs: 1, DocsPerPair: 3, Status: tenant.StatusGatedAccess, NoSchema: true})
+	if err := e.cleaner.Data.ConfirmCompletion(context.Background(), idB, "tenantctl:ops@vm"); err != nil {
 		t.Fatal(err)
 	}
-	if err := e.check(t, tenant.DrainCheck{ID: idA, MarkedAt: time.Now()}); err != nil {
+	if err := e.mark(t, idB); err != nil {
 		t.Fatal(err)
 	}
-	e.assertCleaned(t, idA)
+	if err := e.check(t, tenant.DrainCheck{ID: idB}); err != nil {
+		t.Fatal(err)
+	}
+	e.assertCleaned(t, idB)
+	entry, _, err := e.cleaner.Control.LedgerEntry(context.Background(), idB)
+	if err != nil || entry.SchemaExisted || !strings.Contains(entry.Evidence, "tenantctl:ops@vm") || entry.RequestedBy != "tenantctl:ops@vm" {
+		t.Fatalf("ledger entry %+v, %v; want no schema and the operator's confirmation as evidence", entry, err)
+	}
 }
 
 // TestStopBetweenSteps stops the handlers after each step (as a crash there
@@ -382,13 +422,13 @@ func TestStopBetweenSteps(t *testing.T) {
 				t.Fatal("no drain check scheduled after redelivery")
 			}
 			e.drain(t, idA)
-			if err := e.check(t, tenant.DrainCheck{ID: idA, MarkedAt: time.Now()}); err != nil {
+			if err := e.check(t, tenant.DrainCheck{ID: idA}); err != nil {
 				t.Fatal(err)
 			}
 			e.assertCleaned(t, idA)
 		})
 	}
-	for _, step := range []string{"drain-checked", "held", "dropped", "public-rows-deleted", "control-plane-deleted", "reported"} {
+	for _, step := range []string{"drain-checked", "control-plane-prepared", "dropped", "public-rows-deleted", "control-plane-deleted", "reported"} {
 		t.Run("cleaner after "+step, func(t *testing.T) {
 			e := setup(t)
 			e.eligible(t, idA)
@@ -404,7 +444,7 @@ func TestStopBetweenSteps(t *testing.T) {
 				}
 				return nil
 			}
-			dc := tenant.DrainCheck{ID: idA, MarkedAt: time.Now(), Documents: 20}
+			dc := tenant.DrainCheck{ID: idA}
 			if err := e.check(t, dc); !errors.Is(err, crash) {
 				t.Fatalf("first delivery: %v", err)
 			}
@@ -413,6 +453,13 @@ func TestStopBetweenSteps(t *testing.T) {
 				t.Fatalf("redelivery: %v", err)
 			}
 			e.assertCleaned(t, idA)
+			// The ledger says what was removed, whichever attempt removed it.
+			entry, _, err := e.cleaner.Control.LedgerEntry(context.Background(), idA)
+			if err != nil || !entry.SchemaExisted || entry.RelationsDropped == 0 || entry.PublicRowsDeleted != 5 ||
+				entry.DocumentsAtMarking != 20 || entry.UsersAtMarking != 2 || entry.LastActivityAt.IsZero() ||
+				entry.SchemaDroppedAt.IsZero() || entry.PublicRowsDeletedAt.IsZero() || entry.RequestedBy != "nats" {
+				t.Fatalf("ledger entry after a crash %s: %+v, %v", step, entry, err)
+			}
 			if e.snapshot(t, idB) != other {
 				t.Fatal("another tenant changed")
 			}
@@ -462,7 +509,7 @@ func TestHolds(t *testing.T) {
 	e.eligible(t, idA)
 	ctx := context.Background()
 	until := time.Now().Add(30 * time.Minute)
-	if err := e.bus.SetHold(ctx, tenant.Hold{ID: idA, Reason: "legal hold", Until: &until, By: "ops", At: time.Now()}); err != nil {
+	if err := e.placeHold(t, tenant.Hold{ID: idA, Reason: "legal hold", Until: &until, By: "ops", At: time.Now()}); err != nil {
 		t.Fatal(err)
 	}
 	before := e.snapshot(t, idA)
@@ -476,17 +523,17 @@ func TestHolds(t *testing.T) {
 	}
 
 	// Held after marking: drained, but not cleaned; its next check is when the hold ends.
-	if _, err := e.bus.RemoveHold(ctx, idA); err != nil {
+	if _, _, err := e.cleaner.Control.RemoveHold(ctx, idA); err != nil {
 		t.Fatal(err)
 	}
 	if err := e.mark(t, idA); err != nil {
 		t.Fatal(err)
 	}
 	e.drain(t, idA)
-	if err := e.bus.SetHold(ctx, tenant.Hold{ID: idA, Reason: "customer in negotiation", Until: &until, By: "ops", At: time.Now()}); err != nil {
+	if err := e.placeHold(t, tenant.Hold{ID: idA, Reason: "customer in negotiation", Until: &until, By: "ops", At: time.Now()}); err != nil {
 		t.Fatal(err)
 	}
-	if err := e.check(t, tenant.DrainCheck{ID: idA, MarkedAt: time.Now()}); err != nil {
+	if err := e.check(t, tenant.DrainCheck{ID: idA}); err != nil {
 		t.Fatal(err)
 	}
 	if !e.dbs.SchemaExists(t, idA) {
@@ -499,10 +546,10 @@ func TestHolds(t *testing.T) {
 	}
 	// An expired hold no longer holds.
 	past := time.Now().Add(-time.Minute)
-	if err := e.bus.SetHold(ctx, tenant.Hold{ID: idA, Reason: "over", Until: &past, By: "ops", At: time.Now()}); err != nil {
+	if err := e.placeHold(t, tenant.Hold{ID: idA, Reason: "over", Until: &past, By: "ops", At: time.Now()}); err != nil {
 		t.Fatal(err)
 	}
-	if err := e.check(t, tenant.DrainCheck{ID: idA, MarkedAt: time.Now()}); err != nil {
+	if err := e.check(t, tenant.DrainCheck{ID: idA}); err != nil {
 		t.Fatal(err)
 	}
 	e.assertCleaned(t, idA)
@@ -518,7 +565,7 @@ func TestHoldPlacedMidwayIsHonoured(t *testing.T) {
 			if s != step {
 				return nil
 			}
-			return e.bus.SetHold(ctx, tenant.Hold{ID: idA, Reason: "legal hold", Until: &until, By: "ops", At: time.Now()})
+			return e.placeHold(t, tenant.Hold{ID: idA, Reason: "legal hold", Until: &until, By: "ops", At: time.Now()})
 		}
 	}
 
@@ -536,7 +583,7 @@ func TestHoldPlacedMidwayIsHonoured(t *testing.T) {
 	}
 
 	// The cleaner saw no hold at first; the hold arrives after the drain check.
-	if _, err := e.bus.RemoveHold(ctx, idA); err != nil {
+	if _, _, err := e.cleaner.Control.RemoveHold(ctx, idA); err != nil {
 		t.Fatal(err)
 	}
 	if err := e.mark(t, idA); err != nil {
@@ -544,7 +591,7 @@ func TestHoldPlacedMidwayIsHonoured(t *testing.T) {
 	}
 	e.drain(t, idA)
 	e.cleaner.afterStep = holdNow("drain-checked")
-	err = e.check(t, tenant.DrainCheck{ID: idA, MarkedAt: time.Now()})
+	err = e.check(t, tenant.DrainCheck{ID: idA})
 	e.cleaner.afterStep = nil
 	if err != nil {
 		t.Fatal(err)
@@ -566,12 +613,12 @@ func TestCleanupCap(t *testing.T) {
 		}
 		e.drain(t, id)
 	}
-	if err := e.check(t, tenant.DrainCheck{ID: idA, MarkedAt: time.Now()}); err != nil {
+	if err := e.check(t, tenant.DrainCheck{ID: idA}); err != nil {
 		t.Fatal(err)
 	}
 	e.assertCleaned(t, idA)
 	before := e.snapshot(t, idB)
-	err := e.check(t, tenant.DrainCheck{ID: idB, MarkedAt: time.Now()})
+	err := e.check(t, tenant.DrainCheck{ID: idB})
 	var later *tenant.LaterError
 	if !errors.As(err, &later) || later.Delay < 59*time.Minute {
 		t.Fatalf("second cleanup under a cap of 1 per hour: %v; want to wait about an hour", err)
@@ -586,7 +633,7 @@ func TestCleanupCap(t *testing.T) {
 	}
 	// The work is kept: with the cap lifted the same drain check cleans it.
 	e.cleaner.MaxPerHour = 0
-	if err := e.check(t, tenant.DrainCheck{ID: idB, MarkedAt: time.Now()}); err != nil {
+	if err := e.check(t, tenant.DrainCheck{ID: idB}); err != nil {
 		t.Fatal(err)
 	}
 	e.assertCleaned(t, idB)
@@ -611,14 +658,14 @@ func TestBreakerPausesCleaning(t *testing.T) {
 		return nil
 	}
 	for _, id := range ids[:2] {
-		if err := e.check(t, tenant.DrainCheck{ID: tenant.ID(id), MarkedAt: time.Now()}); !errors.Is(err, broken) {
+		if err := e.check(t, tenant.DrainCheck{ID: tenant.ID(id)}); !errors.Is(err, broken) {
 			t.Fatalf("%s: %v", id, err)
 		}
 	}
 	before := e.snapshot(t, ids[2])
-	err := e.check(t, tenant.DrainCheck{ID: tenant.ID(ids[2]), MarkedAt: time.Now()})
+	err := e.check(t, tenant.DrainCheck{ID: tenant.ID(ids[2])})
 	var later *tenant.LaterError
-	if !errors.As(err, &later) || !strings.Contains(later.Reason, "circuit breaker open: 2 of the last 2 cleanups failed") {
+	if !errors.As(err, &later) || !strings.Contains(later.Reason, "circuit breaker open: the latest cleanup of 2 of the last 2 tenants failed") {
 		t.Fatalf("after two failures: %v; want the breaker to hold the tenant back", err)
 	}
 	if e.snapshot(t, ids[2]) != before {

@@ -82,7 +82,7 @@ FROM placed p
 LEFT JOIN pg_class c ON p.classid = 'pg_class'::regclass AND c.oid = p.objid AND p.objsubid = 0
     AND c.relnamespace = (SELECT oid FROM ns)
 -- A view's rule is reported as the view.
-LEFT JOIN pg_rewrite r ON p.classid = 'pg_rewrite'::regclass AND r.oid = p.objid
+LEFT JOIN pg_rewrite r ON p.classid = 'pg_rewrite'::regclass AND r.oid = p.objid AND r.rulename = '_RETURN' 
 UNION ALL
 -- A relation of the schema that is a partition or an inheritance child of a
 -- table outside it: dropping it changes that table (its partitions, the rows
