@@ -1,0 +1,258 @@
+package pipeline
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/tenantcleanup/tenant-cleanup/pkg/bus"
+	"github.com/tenantcleanup/tenant-cleanup/pkg/tenant"
+	"github.com/tenantcleanup/tenant-cleanup/pkg/testenv"
+)
+
+// lockRow holds the tenant's control-plane row FOR UPDATE in a session of
+// its own (as billing updating it would), until the returned function
+// commits that session.
+func (e *env) lockRow(t *testing.T, id string) (tx pgx.Tx, release func()) {
+	t.Helper()
+	ctx := context.Background()
+	tx, err := e.dbs.Control.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, "SELECT 1 FROM tenant WHERE tenant_id = $1 FOR UPDATE", id); err != nil {
+		t.Fatal(err)
+	}
+	done := false
+	release = func() {
+		if !done {
+			done = true
+			if err := tx.Commit(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	t.Cleanup(release)
+	return tx, release
+}
+
+// waitForRowLock waits until a session of the pipeline waits for a row lock
+// on the control plane.
+func (e *env) waitForRowLock(t *testing.T) {
+	t.Helper()
+	testenv.Eventually(t, 5*time.Second, func() bool {
+		return e.dbs.CountControl(t, `SELECT count(*) FROM pg_stat_activity
+			WHERE datname = current_database() AND wait_event_type = 'Lock'`) > 0
+	}, "the handler waits for the tenant's control-plane row")
+}
+
+// race runs handle while the tenant's control-plane row is locked by
+// another session, makes change (from yet another session) once handle
+// waits for that row, releases the row, and returns handle's error. The
+// change therefore happens after every earlier look of the handler and
+// before its final look.
+func (e *env) race(t *testing.T, id string, handle func() error, change func(row pgx.Tx)) error {
+	t.Helper()
+	row, release := e.lockRow(t, id)
+	result := make(chan error, 1)
+	go func() { result <- handle() }()
+	e.waitForRowLock(t)
+	change(row)
+	release()
+	select {
+	case err := <-result:
+		return err
+	case <-time.After(30 * time.Second):
+		t.Fatal("the handler did not finish")
+		return nil
+	}
+}
+
+// Changes that make a marked, drained tenant not cleanable, made while the
+// cleaner waits for the tenant's control-plane row: after its earlier looks,
+// before its final one. The tenant must be left in place.
+func TestCleanerFinalLookIsAtomicWithTheDrop(t *testing.T) {
+	q := func(id string) string { return `"` + id + `"` }
+	for _, c := range []struct {
+		name    string
+		change  func(e *env, id string, row pgx.Tx)
+		outcome tenant.Outcome
+	}{
+		{"Craft started: build_session created now", func(e *env, id string, _ pgx.Tx) {
+			e.dbs.ExecData(t, `CREATE TABLE `+q(id)+`.build_session (id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+				user_id uuid REFERENCES `+q(id)+`."user" (id), last_activity_at timestamptz NOT NULL DEFAULT now());
+				INSERT INTO `+q(id)+`.build_session DEFAULT VALUES`)
+		}, tenant.OutcomeRefused},
+		{"a question asked now", func(e *env, id string, _ pgx.Tx) {
+			e.dbs.ExecData(t, `INSERT INTO `+q(id)+`.chat_session DEFAULT VALUES;
+				INSERT INTO `+q(id)+`.chat_message (chat_session_id, message, message_type)
+				SELECT id, 'back again', 'USER' FROM `+q(id)+`.chat_session LIMIT 1`)
+		}, tenant.OutcomeRefused},
+		{"a new connector", func(e *env, id string, _ pgx.Tx) {
+			e.dbs.ExecData(t, `INSERT INTO `+q(id)+`.connector (id, name) VALUES (77, 'new');
+				INSERT INTO `+q(id)+`.credential (id, name) VALUES (77, 'new');
+				INSERT INTO `+q(id)+`.connector_credential_pair (name, status, connector_id, credential_id) VALUES ('new', 'ACTIVE', 77, 77)`)
+		}, tenant.OutcomeDraining},
+		{"new documents", func(e *env, id string, _ pgx.Tx) {
+			e.dbs.ExecData(t, `INSERT INTO `+q(id)+`.document (id) SELECT 'late-' || g FROM generate_series(1, 50) g`)
+		}, tenant.OutcomeDraining},
+		{"status changed", func(e *env, id string, row pgx.Tx) {
+			// Billing, in the session holding the row, reactivates the tenant.
+			if _, err := row.Exec(context.Background(), "UPDATE tenant SET application_status = 'ACTIVE' WHERE tenant_id = $1", id); err != nil {
+				t.Fatal(err)
+			}
+		}, tenant.OutcomeRefused},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			e := setup(t)
+			e.eligible(t, idA)
+			if err := e.mark(t, idA); err != nil {
+				t.Fatal(err)
+			}
+			e.drain(t, idA)
+			public := e.dbs.PublicRows(t, idA)
+			err := e.race(t, idA, func() error { return e.check(t, tenant.DrainCheck{ID: idA}) }, func(row pgx.Tx) { c.change(e, idA, row) })
+			if c.outcome == tenant.OutcomeRefused && !errors.Is(err, tenant.ErrRefused) {
+				t.Fatalf("drain check: %v; want refused", err)
+			}
+			if c.outcome == tenant.OutcomeDraining {
+				if err != nil {
+					t.Fatal(err)
+				}
+				e.waitOutcome(t, idA, tenant.OutcomeDraining)
+			}
+			if !e.dbs.SchemaExists(t, idA) || e.dbs.PublicRows(t, idA) != public ||
+				e.dbs.CountControl(t, "SELECT count(*) FROM tenant WHERE tenant_id = $1", idA) != 1 ||
+				e.dbs.CountControl(t, "SELECT count(*) FROM tenant_cleanup.ledger") != 0 {
+				t.Fatal("a tenant that changed at the last moment was cleaned")
+			}
+		})
+	}
+}
+
+// The marker's irreversible step gets the same treatment: a tenant that
+// starts using the product while the marker waits for its row is not marked.
+func TestMarkerFinalLookIsAtomicWithTheMarking(t *testing.T) {
+	for _, craft := range []bool{true, false} {
+		t.Run(map[bool]string{true: "build_session created now", false: "a question asked now"}[craft], func(t *testing.T) {
+			e := setup(t)
+			e.eligible(t, idA)
+			before := e.dbs.CountData(t, `SELECT count(*) FROM "`+idA+`".connector_credential_pair WHERE status = 'DELETING'`)
+			err := e.race(t, idA, func() error { return e.mark(t, idA) }, func(pgx.Tx) {
+				if craft {
+					e.dbs.ExecData(t, `CREATE TABLE "`+idA+`".build_session (id int, last_activity_at timestamptz DEFAULT now());
+						INSERT INTO "`+idA+`".build_session (id) VALUES (1)`)
+				} else {
+					e.dbs.ExecData(t, `INSERT INTO "`+idA+`".chat_message (chat_session_id, message, message_type)
+						SELECT id, 'back again', 'USER' FROM "`+idA+`".chat_session LIMIT 1`)
+				}
+			})
+			if !errors.Is(err, tenant.ErrRefused) || !strings.Contains(err.Error(), "active") {
+				t.Fatalf("mark: %v; want refused as active", err)
+			}
+			if n := e.dbs.CountData(t, `SELECT count(*) FROM "`+idA+`".connector_credential_pair WHERE status = 'DELETING'`); n != before {
+				t.Fatalf("%d pairs DELETING after a refused marking; want %d", n, before)
+			}
+			if rec, err := e.cleaner.Data.Record(context.Background(), idA); err != nil || rec.Marked() {
+				t.Fatalf("a refused marking was recorded: %+v, %v", rec, err)
+			}
+		})
+	}
+}
+
+// A drain check nobody scheduled (published by hand on an internal subject)
+// cleans nothing; one carrying forged facts for a tenant the pipeline did
+// mark is honoured only as a request to check, and the ledger reports the
+// pipeline's own record, not the message.
+func TestForgedDrainChecks(t *testing.T) {
+	e := setup(t)
+	e.eligible(t, idA)
+	e.eligible(t, idB)
+	before := e.snapshot(t, idA)
+	forged := func(id string, extra string) error {
+		body := `{"tenant_id":"` + id + `","attempt":0` + extra + `}`
+		return e.cleaner.Handle(context.Background(), &bus.Delivery{Subject: bus.DrainSubject(tenant.ID(id)), Data: []byte(body)})
+	}
+	err := forged(idA, `,"marked_at":"2020-01-01T00:00:00Z","requested_by":"attacker"`)
+	if !errors.Is(err, tenant.ErrRefused) || !strings.Contains(err.Error(), "no record that this pipeline marked it") {
+		t.Fatalf("a drain check for a tenant never marked: %v; want refused", err)
+	}
+	if e.snapshot(t, idA) != before {
+		t.Fatal("a forged drain check changed the tenant")
+	}
+
+	if err := e.mark(t, idB); err != nil {
+		t.Fatal(err)
+	}
+	e.drain(t, idB)
+	err = forged(idB, `,"marked_at":"2020-01-01T00:00:00Z","requested_by":"attacker","documents_at_marking":999999,"users_at_marking":7`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.assertCleaned(t, idB)
+	entry, _, err := e.cleaner.Control.LedgerEntry(context.Background(), idB)
+	if err != nil || entry.RequestedBy != "nats" || entry.DocumentsAtMarking != 20 || entry.UsersAtMarking != 2 ||
+		entry.MarkedAt.Before(time.Now().Add(-time.Hour)) {
+		t.Fatalf("ledger entry %+v, %v; want the facts of the pipeline's record", entry, err)
+	}
+}
+
+// A control-plane table the pipeline does not know, holding rows that
+// reference the tenant, refuses the tenant before anything irreversible: its
+// schema and public rows stay.
+func TestUnknownControlPlaneTableRefusesBeforeTheDrop(t *testing.T) {
+	e := setup(t)
+	e.eligible(t, idA)
+	if err := e.mark(t, idA); err != nil {
+		t.Fatal(err)
+	}
+	e.drain(t, idA)
+	e.dbs.ExecControl(t, "CREATE TABLE invoice (id serial PRIMARY KEY, tenant_id varchar REFERENCES tenant (tenant_id) ON DELETE RESTRICT)")
+	e.dbs.ExecControl(t, "INSERT INTO invoice (tenant_id) VALUES ($1)", idA)
+	public := e.dbs.PublicRows(t, idA)
+	err := e.check(t, tenant.DrainCheck{ID: idA})
+	if !errors.Is(err, tenant.ErrRefused) || !strings.Contains(err.Error(), "public.invoice") {
+		t.Fatalf("drain check: %v; want refused naming public.invoice", err)
+	}
+	if !e.dbs.SchemaExists(t, idA) || e.dbs.PublicRows(t, idA) != public ||
+		e.dbs.CountControl(t, "SELECT count(*) FROM tenant WHERE tenant_id = $1", idA) != 1 {
+		t.Fatal("a refused tenant was half-deleted")
+	}
+	if rec, _ := e.cleaner.Data.Record(context.Background(), idA); rec.DropStarted() {
+		t.Fatal("the drop began")
+	}
+}
+
+// A tenant with a materialized view (and other relation kinds) is cleaned
+// like any other: LOCK TABLE takes no materialized view, and must not be
+// asked to.
+func TestTenantWithMaterializedViewIsCleaned(t *testing.T) {
+	e := setup(t)
+	e.eligible(t, idA)
+	e.dbs.ExecData(t, `CREATE MATERIALIZED VIEW "`+idA+`".stats AS SELECT count(*) FROM "`+idA+`".document;
+		CREATE TABLE "`+idA+`".events (id int, at date) PARTITION BY RANGE (at);
+		CREATE TABLE "`+idA+`".events_2026 PARTITION OF "`+idA+`".events FOR VALUES FROM ('2026-01-01') TO ('2027-01-01')`)
+	if err := e.mark(t, idA); err != nil {
+		t.Fatal(err)
+	}
+	e.drain(t, idA)
+	if err := e.check(t, tenant.DrainCheck{ID: idA}); err != nil {
+		t.Fatal(err)
+	}
+	e.assertCleaned(t, idA)
+}
+
+// The message body of a drain check is parsed for its tenant id and attempt
+// only: the old fields are ignored, never trusted.
+func TestDrainCheckCarriesNoFacts(t *testing.T) {
+	body, _ := json.Marshal(tenant.DrainCheck{ID: idA, Attempt: 3})
+	var fields map[string]any
+	if err := json.Unmarshal(body, &fields); err != nil || len(fields) != 2 {
+		t.Fatalf("a drain check carries %v; want the tenant id and the attempt only", fields)
+	}
+}
