@@ -1,6 +1,7 @@
 package ctl
 
 import (
+	"bufio"
 	"context"
 	"encoding/csv"
 	"errors"
@@ -8,10 +9,12 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/tenantcleanup/tenant-cleanup/pkg/bus"
+	"github.com/tenantcleanup/tenant-cleanup/pkg/config"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/tenant"
 )
 
@@ -23,6 +26,15 @@ Otherwise it publishes one request per tenant (duplicates once) on
 is recorded as "requested". The marker and the cleaner then check and clean each one
 exactly as they do the analyzer's candidates: a tenant that is not eligible is
 refused.
+
+A tenant whose schema is gone but whose rows remain is completed by the
+pipeline only with evidence that its cleanup began. When
+DATA_PLANE_DATABASE_URL is set, cleanup looks each tenant up first; for such a
+tenant without evidence (its schema may have been renamed, be restored, or
+live on another shard) it says what completing it deletes and asks; --force
+confirms without asking. The confirmation is recorded on the data plane
+(tenant_cleanup.progress), where the pipeline looks for it. Without a terminal
+and without --force, nothing is published.
 
 --wait follows the requests to their end: a progress bar (one line redrawn on
 a terminal; otherwise one line per tenant as it finishes) until every tenant is
@@ -45,15 +57,17 @@ const publishers = 16
 // is 1 and nothing is published.
 func runCleanup(ctx context.Context, c *CLI, cmd *command, args []string) int {
 	var (
-		spec    natsSpec
+		spec    cleanupSpec
 		csvPath string
 		wait    bool
+		force   bool
 		timeout time.Duration
 	)
 	raw, code, ok := c.parse(cmd, args, &spec, func(fs *flag.FlagSet) {
 		fs.StringVar(&csvPath, "csv", "", "read tenant ids from the tenant_id column of this CSV `FILE`")
 		fs.BoolVar(&wait, "wait", false, "follow the requests until each tenant is cleaned, refused, stuck, held or dead")
 		fs.DurationVar(&timeout, "timeout", 0, "with --wait: give up after this long, listing the unfinished (0 = wait forever)")
+		fs.BoolVar(&force, "force", false, "confirm without asking the completion of tenants whose schema is gone")
 	})
 	if !ok {
 		return code
@@ -83,6 +97,11 @@ func runCleanup(ctx context.Context, c *CLI, cmd *command, args []string) int {
 	if !c.loadEnv(cmd, &spec) {
 		return exitUsage
 	}
+	if spec.DataPlaneURL != "" {
+		if code := c.confirmCompletions(ctx, spec.DataPlaneURL, ids.valid, force); code != exitOK {
+			return code
+		}
+	}
 	b, err := connectBus(ctx, spec.NATS)
 	if err != nil {
 		c.errorf("%v; nothing was published", err)
@@ -111,6 +130,63 @@ func runCleanup(ctx context.Context, c *CLI, cmd *command, args []string) int {
 		return exitOK
 	}
 	return c.waitFor(ctx, events, ids.valid, timeout)
+}
+
+// confirmCompletions looks up each tenant on the data plane; for a tenant
+// whose schema is gone, whose rows remain and whose cleanup has no evidence,
+// it says what completing it deletes, asks (or takes --force), and records
+// the confirmation. It publishes nothing; a tenant not confirmed stops the
+// command before anything is published.
+func (c *CLI) confirmCompletions(ctx context.Context, dataURL string, ids []tenant.ID, force bool) int {
+	data, closeData, err := openData(ctx, config.DataPlane{DataPlaneURL: dataURL}, 2)
+	if err != nil {
+		c.errorf("%v; nothing was published", err)
+		return exitFailed
+	}
+	defer closeData()
+	var todo []tenant.ID
+	for _, id := range ids {
+		fp, err := data.Footprint(ctx, id)
+		if err != nil {
+			c.errorf("%v; nothing was published", err)
+			return exitFailed
+		}
+		if fp.SchemaExists || fp.PublicRows == 0 || fp.Record.Evidence() != "" {
+			continue
+		}
+		fmt.Fprintf(c.Stdout, "%s: its schema is not on the data plane, and nothing shows that a cleanup of it began.\n"+
+			"  Completing it deletes its %d public rows and, if it is GATED_ACCESS and inactive, its control-plane rows.\n"+
+			"  If its schema was renamed, is being restored or lives on another shard, do not complete it.\n",
+			id, fp.PublicRows)
+		todo = append(todo, id)
+	}
+	if len(todo) == 0 {
+		return exitOK
+	}
+	if !force {
+		if !c.stdinTerminal() {
+			c.errorf("%d tenant(s) need your confirmation and this is not a terminal: run again with --force to confirm; nothing was published", len(todo))
+			return exitFailed
+		}
+		fmt.Fprintf(c.Stdout, "Complete the cleanup of %d tenant(s) whose schema is gone? [y/N] ", len(todo))
+		answer, _ := bufio.NewReader(c.stdin()).ReadString('\n')
+		if a := strings.ToLower(strings.TrimSpace(answer)); a != "y" && a != "yes" {
+			c.errorf("not confirmed; nothing was published")
+			return exitFailed
+		}
+	}
+	if _, err := data.Ensure(ctx, false); err != nil {
+		c.errorf("%v; nothing was published", err)
+		return exitFailed
+	}
+	for _, id := range todo {
+		if err := data.ConfirmCompletion(ctx, id, requester()); err != nil {
+			c.errorf("%v; nothing was published", err)
+			return exitFailed
+		}
+	}
+	fmt.Fprintf(c.Stdout, "recorded your confirmation for %d tenant(s)\n", len(todo))
+	return exitOK
 }
 
 // publish publishes a request for each tenant (which records it as

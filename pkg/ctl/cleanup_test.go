@@ -142,3 +142,28 @@ func TestProgressOnATerminal(t *testing.T) {
 		t.Errorf("summary:\n%s", s)
 	}
 }
+
+// A tenant whose schema is gone, with nothing to show that a cleanup of it
+// began, is completed only once an operator confirms it: without a terminal
+// and without --force nothing is published; with --force the confirmation is
+// recorded and the pipeline completes it.
+func TestCleanupAsksBeforeCompletingATenantWithoutSchema(t *testing.T) {
+	w := newWorld(t)
+	w.dbs.CreateTenant(t, testenv.Tenant{ID: idA, Status: tenant.StatusGatedAccess, LastQuery: testenv.DaysAgo(200), NoSchema: true})
+	w.startServices()
+	seq := w.streamLastSeq()
+	stdout, stderr := mustRun(t, 1, "cleanup", idA)
+	contains(t, "cleanup of a tenant without schema", stdout, idA+": its schema is not on the data plane", "deletes its 5 public rows")
+	contains(t, "cleanup without a terminal", stderr, "run again with --force", "nothing was published")
+	if w.streamLastSeq() != seq || w.dbs.PublicRows(t, idA) != 5 {
+		t.Fatal("an unconfirmed completion published or deleted something")
+	}
+	stdout, _ = mustRun(t, 0, "cleanup", "--force", "--wait", "--timeout", "60s", idA)
+	contains(t, "cleanup --force", stdout, "recorded your confirmation for 1 tenant(s)", "1 of 1 cleaned")
+	if !w.inLedger(idA) || w.dbs.PublicRows(t, idA) != 0 {
+		t.Fatal("the confirmed tenant was not completed")
+	}
+	if e := w.dbs.CountControl(t, "SELECT count(*) FROM tenant_cleanup.ledger WHERE evidence LIKE 'completion confirmed by tenantctl:%'"); e != 1 {
+		t.Fatal("the ledger does not record the operator's confirmation")
+	}
+}

@@ -15,6 +15,8 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/term"
+
 	"github.com/tenantcleanup/tenant-cleanup/pkg/config"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/service"
 )
@@ -74,6 +76,8 @@ func lookup(name string) *command {
 // CLI carries the streams a command writes to.
 type CLI struct {
 	Stdout, Stderr io.Writer
+	// Stdin is where answers to questions are read (os.Stdin when nil).
+	Stdin io.Reader
 	// terminal forces the progress display of cleanup --wait on or off
 	// (nil: on when Stdout is a terminal).
 	terminal *bool
@@ -200,6 +204,20 @@ func (c *CLI) usageError(cmd *command, format string, args ...any) int {
 
 func (c *CLI) errorf(format string, args ...any) {
 	fmt.Fprintf(c.Stderr, "tenantctl: "+format+"\n", args...)
+}
+
+func (c *CLI) stdin() io.Reader {
+	if c.Stdin != nil {
+		return c.Stdin
+	}
+	return os.Stdin
+}
+
+// stdinTerminal reports whether questions can be asked: standard input is a
+// terminal.
+func (c *CLI) stdinTerminal() bool {
+	f, ok := c.stdin().(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
 }
 
 // requester names the operator in requests and holds: tenantctl:user@host.

@@ -24,8 +24,8 @@ func TestHelp(t *testing.T) {
 		"report":  {"--csv[=FILE]", "floor(n*p)", "DATA_PLANE_DATABASE_URL", "INACTIVE_DAYS", "DB_MAX_CONNS"},
 		"verify":  {"-repair", "(a)", "(b)", "(c)", "DATA_PLANE_SHARD_NAME", "on another shard?", "tenantctl verify --repair"},
 		"ledger":  {"-csv", "-o", "cleaned_tenants.csv", "tenant_id,cleaned_at,requested_by,marked_at", "CONTROL_PLANE_RDS_HOST"},
-		"hold":    {"-reason", "-until", "2026-12-02T00:00:00Z", "72h", "NATS_URL"},
-		"unhold":  {"has no hold", "NATS_URL"},
+		"hold":    {"-reason", "-until", "2026-12-02T00:00:00Z", "72h", "CONTROL_PLANE_DATABASE_URL", "never overlap"},
+		"unhold":  {"has no hold", "CONTROL_PLANE_DATABASE_URL"},
 		"dead":    {"dead list", "dead replay SEQ", "-all", "NATS_URL"},
 	} {
 		stdout, _ := mustRun(t, 0, name, "-h")
@@ -58,12 +58,14 @@ func TestConfigurationErrors(t *testing.T) {
 	_, stderr := mustRun(t, 2, "report")
 	contains(t, "report without a data plane", stderr, "DATA_PLANE_DATABASE_URL", "tenantctl report -h")
 	t.Setenv("NATS_REPLICAS", "2")
-	_, stderr = mustRun(t, 2, "hold", idA, "--reason", "x")
-	contains(t, "hold with NATS_REPLICAS=2", stderr, "NATS_REPLICAS must be 1, 3 or 5")
+	_, stderr = mustRun(t, 2, "dead", "list")
+	contains(t, "dead list with NATS_REPLICAS=2", stderr, "NATS_REPLICAS must be 1, 3 or 5")
 	t.Setenv("NATS_REPLICAS", "1")
 	t.Setenv("NATS_URL", "nats://127.0.0.1:1")
+	_, stderr = mustRun(t, 1, "dead", "list")
+	contains(t, "dead list without NATS", stderr, "connect to NATS at nats://127.0.0.1:1", "check NATS_URL")
 	_, stderr = mustRun(t, 1, "unhold", idA)
-	contains(t, "unhold without NATS", stderr, "connect to NATS at nats://127.0.0.1:1", "check NATS_URL")
+	contains(t, "unhold without a control plane", stderr, "control plane:", "check CONTROL_PLANE_DATABASE_URL")
 	t.Setenv("CONTROL_PLANE_DATABASE_URL", "postgres://app:pw-secret@127.0.0.1:1/control?connect_timeout=2")
 	_, stderr = mustRun(t, 1, "ledger")
 	contains(t, "ledger without a control plane", stderr, "control plane:", "check CONTROL_PLANE_DATABASE_URL")

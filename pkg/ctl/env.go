@@ -18,9 +18,14 @@ import (
 // The configuration each command reads: only what it needs, so that, say,
 // tenantctl hold runs without a database URL. Usage prints exactly these.
 type (
-	// natsSpec: cleanup, hold, unhold, dead.
+	// natsSpec: dead.
 	natsSpec struct {
 		config.NATS
+	}
+	// cleanupSpec: cleanup (the data plane only when it is configured).
+	cleanupSpec struct {
+		config.NATS
+		DataPlaneURL string `envconfig:"DATA_PLANE_DATABASE_URL" secret:"postgres" desc:"when set, each tenant is looked up first: one whose schema is gone is completed only once you confirm it"`
 	}
 	// controlSpec: ledger.
 	controlSpec struct {
@@ -67,6 +72,7 @@ func (c *CLI) loadEnv(cmd *command, spec interface{ check() error }) bool {
 }
 
 func (s *natsSpec) check() error    { return checkNATS(s.NATS) }
+func (s *cleanupSpec) check() error { return checkNATS(s.NATS) }
 func (s *controlSpec) check() error { return checkControl(s.ControlPlane, s.Bastion, true) }
 
 // The control plane is optional for status: it reads the ledger only when

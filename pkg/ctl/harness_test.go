@@ -14,6 +14,7 @@ import (
 	"github.com/tenantcleanup/tenant-cleanup/pkg/bus"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/config"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/controlplane"
+	"github.com/tenantcleanup/tenant-cleanup/pkg/dataplane"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/service"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/tenant"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/testenv"
@@ -192,12 +193,38 @@ func (w *world) drain(ids ...string) {
 	}
 }
 
-// ensureLedger creates the ledger table, as the services do at start.
+// ensureLedger creates this pipeline's tables on both planes (the ledger,
+// the holds, the records), as the services do at start.
 func (w *world) ensureLedger() {
 	w.t.Helper()
-	if err := controlplane.New(w.dbs.Control).EnsureLedger(context.Background()); err != nil {
+	if err := controlplane.New(w.dbs.Control).Ensure(context.Background()); err != nil {
 		w.t.Fatal(err)
 	}
+	data, err := dataplane.New(context.Background(), w.dbs.Data, dataplane.Options{})
+	if err == nil {
+		_, err = data.Ensure(context.Background(), false)
+	}
+	if err != nil {
+		w.t.Fatal(err)
+	}
+}
+
+// dropRecorded records, as an interrupted cleanup would have, that this
+// pipeline dropped the tenant's schema: the evidence that lets it complete
+// a tenant whose schema is gone.
+func (w *world) dropRecorded(id string) {
+	w.t.Helper()
+	w.ensureLedger()
+	w.dbs.ExecData(w.t, `INSERT INTO tenant_cleanup.progress (tenant_id, requested_by, marked_at, last_marked_at,
+		drop_started_at, drop_finished_at, relations_dropped) VALUES ($1, 'analyzer', now(), now(), now(), now(), 40)`, id)
+}
+
+// placeHold writes a hold as tenantctl hold does, placed at h.At.
+func (w *world) placeHold(h tenant.Hold) {
+	w.t.Helper()
+	w.ensureLedger()
+	w.dbs.ExecControl(w.t, "INSERT INTO tenant_cleanup.hold (tenant_id, reason, until, placed_by, placed_at) VALUES ($1, $2, $3, $4, $5)",
+		string(h.ID), h.Reason, h.Until, h.By, h.At)
 }
 
 // inLedger reports whether the tenant has a ledger row.

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tenantcleanup/tenant-cleanup/pkg/controlplane"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/testenv"
 )
 
@@ -20,7 +21,7 @@ func TestHoldKeepsATenantUntilUnhold(t *testing.T) {
 	t.Setenv("USER", "ops")
 	stdout, _ := mustRun(t, 0, "hold", idA, "--reason", "legal review")
 	contains(t, "hold", stdout, "held "+idA+" until tenantctl unhold "+idA+": legal review (by tenantctl:ops@")
-	h, found, err := w.bus.Hold(context.Background(), idA)
+	h, found, err := controlplane.New(w.dbs.Control).Hold(context.Background(), idA)
 	if err != nil || !found || h.Reason != "legal review" || h.Until != nil || h.By[:14] != "tenantctl:ops@" {
 		t.Fatalf("hold = %+v, %v, %v", h, found, err)
 	}
@@ -50,7 +51,7 @@ func TestHoldKeepsATenantUntilUnhold(t *testing.T) {
 	// A hold with --until expires by itself.
 	stdout, _ = mustRun(t, 0, "hold", "--until", "2s", idB, "--reason", "brief")
 	contains(t, "hold --until", stdout, "held "+idB+" until 20", "(in 2s): brief")
-	h, _, _ = w.bus.Hold(context.Background(), idB)
+	h, _, _ = controlplane.New(w.dbs.Control).Hold(context.Background(), idB)
 	testenv.Eventually(t, 10*time.Second, func() bool { return time.Now().After(*h.Until) }, "the hold expires")
 	stdout, _ = mustRun(t, 0, "status", "--json")
 	var v fleetView

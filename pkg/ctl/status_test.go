@@ -34,9 +34,7 @@ func TestStatusOfOneTenantInEachPhase(t *testing.T) {
 	} {
 		w.report(ev)
 	}
-	if err := w.bus.SetHold(context.Background(), tenant.Hold{ID: idF, Reason: "legal review", By: "tenantctl:ops@host", At: ago(2 * time.Hour)}); err != nil {
-		t.Fatal(err)
-	}
+	w.placeHold(tenant.Hold{ID: idF, Reason: "legal review", By: "tenantctl:ops@host", At: ago(2 * time.Hour)})
 	w.dbs.ExecControl(t, `INSERT INTO tenant_cleanup.ledger (tenant_id, cleaned_at, requested_by, marked_at, documents_at_marking,
 		users_at_marking, schema_existed, relations_dropped, public_rows_deleted, control_rows_deleted, cleaned_by)
 		VALUES ($1, $2, 'analyzer', $3, 60, 2, true, 40, 6, '{"tenant": 1, "subscription": 1}', 'cleaner@host/7')`,
@@ -117,9 +115,7 @@ func TestStatusTable(t *testing.T) {
 		{ID: idE, Reason: "legal review", By: "tenantctl:ops@host", At: ago(time.Hour), Until: &until},
 		{ID: idF, Reason: "migration", By: "tenantctl:ops@host", At: ago(48 * time.Hour), Until: &expired},
 	} {
-		if err := w.bus.SetHold(ctx, h); err != nil {
-			t.Fatal(err)
-		}
+		w.placeHold(h)
 	}
 	if err := w.bus.SetPause(ctx, "cap", tenant.Pause{Kind: "capped", Reason: "the hourly cap of 5 cleanups is reached",
 		Until: now.Add(40 * time.Minute), By: "cleaner@host/1"}); err != nil {

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tenantcleanup/tenant-cleanup/pkg/config"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/controlplane"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/dataplane"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/tenant"
@@ -28,7 +29,10 @@ It lists every inconsistent tenant with what is left of it, per table:
       began) but public or control-plane rows are left, and the ledger has no
       row for it;
   (b) in the ledger, yet its schema, public rows or control-plane rows are left;
-  (c) orphans: public rows with neither a schema nor a control-plane row.
+  (c) orphans: public rows with neither a schema nor a control-plane row;
+  (d) lost work: marked by this pipeline (its record on the data plane), not
+      cleaned, and no drain check is scheduled or due for it (the JetStream
+      store was lost or purged): nothing would ever check it again.
 
 and every invalid tenant id found in those tables (shown quoted, never used
 in a statement). A tenant with its schema and no ledger row is live: fine.
@@ -40,12 +44,18 @@ tenant with a tenant_shard row and no schema here may live on another shard: it
 is listed apart, under "on another shard?", and not counted as inconsistent.
 Schemas named tenant_… that are not tenant ids are listed for information.
 
+A tenant of (a) is completed by the pipeline only with evidence that its
+cleanup began: this pipeline's record of its drop, or an operator's
+confirmation (tenantctl cleanup TENANT_ID asks for it). Without it the schema
+may have been renamed, be restored or live on another shard: it needs a human.
+
 --repair publishes a cleanup request (requested_by "tenantctl verify --repair")
-for each tenant of (a) that has a control-plane tenant row in GATED_ACCESS: the
-pipeline checks it again and completes its cleanup. It says what it published
-and what needs a human: (b), (c), and (a) without a control-plane row or in
-another status (the pipeline would refuse those). Run verify again once the
-pipeline has cleaned them.
+for each tenant of (a) with evidence and a control-plane tenant row in
+GATED_ACCESS, and of (d): the pipeline checks it again and completes its
+cleanup (for (d), the marker schedules its drain check again). It says what it
+published and what needs a human: (b), (c), and (a) without evidence, without a
+control-plane row or in another status (the pipeline would refuse those). Run
+verify again once the pipeline has cleaned them.
 
 Exit status: 0 consistent; 1 inconsistent (also after --repair: re-run verify
 later), or a database or NATS could not be read; 2 bad arguments or
@@ -59,6 +69,7 @@ const (
 	halfCleaned = "a"
 	inLedger    = "b"
 	orphan      = "c"
+	lostWork    = "d"
 )
 
 // leftover is one tenant with what is left of it.
@@ -71,6 +82,7 @@ type leftover struct {
 	status      string // control-plane application_status, "" without a tenant row
 	shard       string
 	cleanedAt   time.Time
+	marked      time.Time // (d): the latest marking
 	repairable  bool
 	needsHuman  string
 	publishedOK bool
@@ -105,8 +117,10 @@ func (r *reconciliation) count(category string) int {
 	return n
 }
 
-// reconcile classifies every tenant id found in either plane or the ledger.
-func reconcile(data *dataplane.Inventory, control *controlplane.Inventory, shardName string) *reconciliation {
+// reconcile classifies every tenant id found in either plane or the ledger;
+// pending reports whether a drain check of a marked tenant is scheduled or
+// due.
+func reconcile(data *dataplane.Inventory, control *controlplane.Inventory, shardName string, pending map[tenant.ID]bool) *reconciliation {
 	r := &reconciliation{shardName: shardName, ledgerTenants: len(control.Ledger)}
 	keys := map[string]bool{}
 	for k := range data.Schemas {
@@ -168,6 +182,11 @@ func reconcile(data *dataplane.Inventory, control *controlplane.Inventory, shard
 			continue
 		}
 		if hasSchema && !dropStarted {
+			if rec := data.Records[key]; rec.Marked() && ctl["tenant"] > 0 && !pending[id] {
+				l.category, l.repairable = lostWork, true
+				l.marked = rec.LastMarkedAt
+				r.problems = append(r.problems, l)
+			}
 			continue // a live tenant
 		}
 		if !dropStarted && l.shard != "" {
@@ -180,13 +199,18 @@ func reconcile(data *dataplane.Inventory, control *controlplane.Inventory, shard
 				continue
 			}
 		}
+		evidence := data.Records[key].Evidence()
 		switch {
 		case ctl["tenant"] > 0:
 			l.category = halfCleaned
-			if l.status == tenant.StatusGatedAccess {
-				l.repairable = true
-			} else {
+			switch {
+			case l.status != tenant.StatusGatedAccess:
 				l.needsHuman = fmt.Sprintf("control-plane status is %q, not %s: the pipeline would refuse it", l.status, tenant.StatusGatedAccess)
+			case evidence == "":
+				l.needsHuman = "nothing shows that a cleanup of it began (schema renamed? being restored? on another shard?): " +
+					"if it is an interrupted cleanup, confirm it with tenantctl cleanup " + string(id)
+			default:
+				l.repairable = true
 			}
 		case total(public) > 0 && !dropStarted:
 			l.category = orphan
@@ -236,7 +260,11 @@ func runVerify(ctx context.Context, c *CLI, cmd *command, args []string) int {
 	if err != nil {
 		return c.fail(ctx, err)
 	}
-	r := reconcile(dataInv, controlInv, spec.ShardName)
+	pending, err := pendingDrainChecks(ctx, spec.NATS, dataInv, controlInv)
+	if err != nil {
+		return c.fail(ctx, err)
+	}
+	r := reconcile(dataInv, controlInv, spec.ShardName, pending)
 
 	var published []tenant.ID
 	if repair {
@@ -267,6 +295,38 @@ func runVerify(ctx context.Context, c *CLI, cmd *command, args []string) int {
 		return exitFailed
 	}
 	return exitOK
+}
+
+// pendingDrainChecks looks up, for every tenant this pipeline marked and did
+// not clean, whether a drain check of it is scheduled or due.
+func pendingDrainChecks(ctx context.Context, n config.NATS, data *dataplane.Inventory, control *controlplane.Inventory) (map[tenant.ID]bool, error) {
+	var marked []tenant.ID
+	for key, rec := range data.Records {
+		id, err := tenant.ParseID(key)
+		if err != nil || !rec.Marked() {
+			continue
+		}
+		if _, cleaned := control.Ledger[key]; !cleaned && control.Rows[key]["tenant"] > 0 {
+			marked = append(marked, id)
+		}
+	}
+	pending := map[tenant.ID]bool{}
+	if len(marked) == 0 {
+		return pending, nil
+	}
+	b, err := connectBus(ctx, n)
+	if err != nil {
+		return nil, fmt.Errorf("%w (verify looks up the drain checks of the %d marked tenants)", err, len(marked))
+	}
+	defer b.Close()
+	for _, id := range marked {
+		p, err := b.DrainPending(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		pending[id] = p
+	}
+	return pending, nil
 }
 
 func printReconciliation(w io.Writer, r *reconciliation, repair bool, published []tenant.ID) {
@@ -310,6 +370,15 @@ func printReconciliation(w io.Writer, r *reconciliation, repair bool, published 
 		func(p leftover) []any {
 			return []any{p.id, stamp(p.cleanedAt), p.schema, counts(dataplane.PublicTables, p.public),
 				counts(controlplane.ControlTables, p.control), "needs a human: " + p.needsHuman}
+		})
+	section(lostWork, "marked, not cleaned, and no drain check scheduled (lost work)",
+		[]any{"TENANT", "MARKED", "CONTROL-PLANE ROWS", "STATUS", "NEXT STEP"},
+		func(p leftover) []any {
+			next := "tenantctl verify --repair requests it (the marker schedules its drain check again)"
+			if p.publishedOK {
+				next = "requested: the marker schedules its drain check again"
+			}
+			return []any{p.id, stamp(p.marked), counts(controlplane.ControlTables, p.control), orDash(p.status), next}
 		})
 	section(orphan, "public rows with neither schema nor control-plane row (orphans)",
 		[]any{"TENANT", "PUBLIC ROWS", "NEXT STEP"},
@@ -364,8 +433,8 @@ func printReconciliation(w io.Writer, r *reconciliation, repair bool, published 
 		}
 	}
 	human += len(r.invalid)
-	fmt.Fprintf(w, "\ninconsistent: %s (a %d, b %d, c %d), %s\n", plural(len(r.problems), "tenant"),
-		r.count(halfCleaned), r.count(inLedger), r.count(orphan), plural(len(r.invalid), "invalid tenant id"))
+	fmt.Fprintf(w, "\ninconsistent: %s (a %d, b %d, c %d, d %d), %s\n", plural(len(r.problems), "tenant"),
+		r.count(halfCleaned), r.count(inLedger), r.count(orphan), r.count(lostWork), plural(len(r.invalid), "invalid tenant id"))
 	switch {
 	case len(published) > 0:
 		ids := make([]string, len(published))

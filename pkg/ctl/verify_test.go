@@ -33,7 +33,11 @@ func TestVerify(t *testing.T) {
 
 	// Each kind of inconsistency.
 	w.dbs.CreateTenant(t, testenv.Tenant{ID: idC, Status: gated, LastQuery: old, NoSchema: true}) // (a), repairable
+	w.dropRecorded(idC)
+	w.dbs.CreateTenant(t, testenv.Tenant{ID: idH, Status: gated, LastQuery: old, NoSchema: true}) // (a), no evidence
 	w.dbs.CreateTenant(t, testenv.Tenant{ID: idD, Status: "ACTIVE", LastQuery: old, NoSchema: true})
+	// (d): marked by the pipeline, but its drain check was lost.
+	w.dbs.ExecData(t, "INSERT INTO tenant_cleanup.progress (tenant_id, marked_at, last_marked_at) VALUES ($1, now(), now())", idA)
 	w.dbs.ExecControl(t, "INSERT INTO tenant_cleanup.ledger (tenant_id, cleaned_at) VALUES ($1, now() - interval '2 days')", idB) // (b)
 	w.dbs.CreateTenant(t, testenv.Tenant{ID: idE, LastQuery: old, NoSchema: true})                                                // (c)
 	w.dbs.CreateTenant(t, testenv.Tenant{ID: idF, Status: gated, LastQuery: old, NoSchema: true})                                 // on another shard?
@@ -42,19 +46,22 @@ func TestVerify(t *testing.T) {
 
 	stdout, _ = mustRun(t, 1, "verify")
 	contains(t, "verify", stdout,
-		"(a) schema gone but rows left, no ledger row (half-done cleanups): 2",
+		"(a) schema gone but rows left, no ledger row (half-done cleanups): 3",
 		"(b) in the ledger but rows left: 1",
 		"(c) public rows with neither schema nor control-plane row (orphans): 1",
+		"(d) marked, not cleaned, and no drain check scheduled (lost work): 1",
 		"Invalid tenant ids in tenant tables (never used in a statement; need a human): 1",
 		`"Tenant_X\"; DROP TABLE x; --"  tenant_invite_counter 1`,
 		"On another shard? 1 tenants have a tenant_shard row but no schema here",
-		"inconsistent: 4 tenants (a 2, b 1, c 1), 1 invalid tenant id",
-		"tenantctl verify --repair requests the cleanup of 1 tenant the pipeline can complete",
-		"needs a human: 4 (see NEXT STEP)")
+		"inconsistent: 6 tenants (a 3, b 1, c 1, d 1), 1 invalid tenant id",
+		"tenantctl verify --repair requests the cleanup of 2 tenants the pipeline can complete",
+		"needs a human: 5 (see NEXT STEP)")
 	for _, want := range [][]string{
 		{idC, "gone", "user_tenant_mapping 2, user_tenant_mapping_oauth_account 1, tenant_anonymous_user_path 1, tenant_invite_counter 1",
 			"tenant 1, subscription 1, tenant_config 1, tenant_notification 1", "GATED_ACCESS", "tenantctl verify --repair requests it"},
 		{idD, "gone", "ACTIVE", `needs a human: control-plane status is "ACTIVE", not GATED_ACCESS`},
+		{idH, "gone", "GATED_ACCESS", "needs a human: nothing shows that a cleanup of it began", "tenantctl cleanup " + idH},
+		{idA, "tenant 1", "GATED_ACCESS", "tenantctl verify --repair requests it (the marker schedules its drain check again)"},
 		{idB, "present", "user_tenant_mapping 2", "tenant 1, subscription 1", "needs a human: the ledger says it was cleaned"},
 		{idE, "user_tenant_mapping 2", "needs a human: no control-plane row"},
 		{idF, "shard-2", "user_tenant_mapping 2", "tenant 1"},
@@ -63,10 +70,8 @@ func TestVerify(t *testing.T) {
 			t.Errorf("verify has no line with %q:\n%s", want, stdout)
 		}
 	}
-	for _, id := range []string{idA, idG} {
-		if strings.Contains(stdout, id) {
-			t.Errorf("verify lists the consistent %s:\n%s", id, stdout)
-		}
+	if strings.Contains(stdout, idG) {
+		t.Errorf("verify lists the consistent %s:\n%s", idG, stdout)
 	}
 
 	// With DATA_PLANE_SHARD_NAME set, a tenant placed on another shard is
@@ -84,27 +89,31 @@ func TestVerify(t *testing.T) {
 	seq := w.streamLastSeq()
 	stdout, _ = mustRun(t, 1, "verify", "--repair")
 	contains(t, "verify --repair", stdout,
-		`published 1 cleanup request (requested_by "tenantctl verify --repair"): `+idC,
-		"run tenantctl verify again once they are cleaned", "needs a human: 4")
+		`published 2 cleanup requests (requested_by "tenantctl verify --repair"): `,
+		"run tenantctl verify again once they are cleaned", "needs a human: 5")
 	if lineWith(stdout, idC, "requested: the pipeline completes it") == "" {
 		t.Errorf("verify --repair:\n%s", stdout)
 	}
-	if got := w.streamLastSeq() - seq; got != 1 {
-		t.Errorf("verify --repair published %d messages; want 1", got)
+	if got := w.streamLastSeq() - seq; got != 2 {
+		t.Errorf("verify --repair published %d messages; want 2", got)
 	}
 	testenv.Eventually(t, 30*time.Second, func() bool { return w.inLedger(idC) }, "%s cleaned after verify --repair", idC)
+	testenv.Eventually(t, 30*time.Second, func() bool {
+		return w.dbs.CountData(t, `SELECT count(*) FROM "`+idA+`".connector_credential_pair WHERE status <> 'DELETING'`) == 0 &&
+			w.dbs.CountData(t, "SELECT count(*) FROM tenant_cleanup.progress WHERE tenant_id = $1 AND last_marked_at > now() - interval '1 minute'", idA) == 1
+	}, "%s marked again after verify --repair", idA)
 	if n := w.dbs.PublicRows(t, idC); n != 0 {
 		t.Errorf("%s: %d public rows left after the repair", idC, n)
 	}
 
 	// What needs a human, done by hand; then verify is happy.
 	w.dbs.ExecControl(t, "DELETE FROM tenant_cleanup.ledger WHERE tenant_id = $1", idB)
-	w.dbs.ExecData(t, "DELETE FROM public.user_tenant_mapping_oauth_account WHERE tenant_id = ANY($1)", []string{idD, idE})
+	w.dbs.ExecData(t, "DELETE FROM public.user_tenant_mapping_oauth_account WHERE tenant_id = ANY($1)", []string{idD, idE, idH})
 	for _, table := range []string{"user_tenant_mapping", "tenant_anonymous_user_path", "tenant_invite_counter"} {
-		w.dbs.ExecData(t, "DELETE FROM public."+table+" WHERE tenant_id = ANY($1)", []string{idD, idE})
+		w.dbs.ExecData(t, "DELETE FROM public."+table+" WHERE tenant_id = ANY($1)", []string{idD, idE, idH})
 	}
 	for _, table := range []string{"tenant_notification", "tenant_config", "subscription", "tenant"} {
-		w.dbs.ExecControl(t, "DELETE FROM "+table+" WHERE tenant_id = $1", idD)
+		w.dbs.ExecControl(t, "DELETE FROM "+table+" WHERE tenant_id = ANY($1)", []string{idD, idH})
 	}
 	w.dbs.ExecData(t, "DELETE FROM public.tenant_invite_counter WHERE tenant_id LIKE 'Tenant_X%'")
 	stdout, _ = mustRun(t, 0, "verify")
@@ -118,6 +127,7 @@ func TestVerifyWithoutLedgerTable(t *testing.T) {
 	w := newWorld(t)
 	w.gated(idA, 1, 1)
 	w.dbs.CreateTenant(t, testenv.Tenant{ID: idB, Status: tenant.StatusGatedAccess, NoSchema: true})
+	w.dbs.ExecControl(t, "DROP SCHEMA IF EXISTS tenant_cleanup CASCADE")
 	stdout, _ := mustRun(t, 1, "verify")
 	contains(t, "verify without a ledger table", stdout, "0 ledger rows", "(a) schema gone but rows left")
 	if lineWith(stdout, idB, "gone") == "" || strings.Contains(stdout, idA) {
@@ -129,8 +139,10 @@ func TestVerifyWithoutLedgerTable(t *testing.T) {
 }
 
 func TestReconcileEdgeCases(t *testing.T) {
+	dropped := dataplane.Record{Found: true, DropStartedAt: time.Now()}
 	data := &dataplane.Inventory{
 		Schemas: map[string]bool{idA: true, idB: false, "tenant_Bad": false},
+		Records: map[string]dataplane.Record{idA: dropped, idC: dropped, idE: dropped},
 		PublicRows: map[string]map[string]int64{
 			idA: {"user_tenant_mapping": 1},
 			idD: {"tenant_shard": 1},
@@ -146,7 +158,7 @@ func TestReconcileEdgeCases(t *testing.T) {
 		Status: map[string]string{idA: "GATED_ACCESS", idB: "ACTIVE", idC: "GATED_ACCESS", idE: "GATED_ACCESS", "TENANT_Y": "ACTIVE"},
 		Ledger: map[string]time.Time{idF: time.Now(), "tenant_BAD2": time.Now()},
 	}
-	r := reconcile(data, control, "here")
+	r := reconcile(data, control, "here", nil)
 	got := map[string]string{}
 	for _, p := range r.problems {
 		got[string(p.id)] = fmt.Sprintf("%s %s repairable=%v", p.category, p.schema, p.repairable)

@@ -227,3 +227,30 @@ func (t *Tenant) Record(ctx context.Context) (Record, error) {
 	}
 	return r, nil
 }
+
+// Footprint is what the data plane holds of one tenant, for an operator's
+// decision.
+type Footprint struct {
+	SchemaExists bool
+	// PublicRows counts its rows in the shared public tables.
+	PublicRows int64
+	Record     Record
+}
+
+// Footprint reads whether the tenant's schema exists, how many public rows
+// it has and this pipeline's record of it, without locking anything.
+func (s *Store) Footprint(ctx context.Context, id tenant.ID) (Footprint, error) {
+	var fp Footprint
+	exists, _, err := schemaTables(ctx, s.pool, id)
+	if err == nil {
+		fp.SchemaExists = exists
+		err = s.pool.QueryRow(ctx, query("public_row_count", ""), string(id)).Scan(&fp.PublicRows)
+	}
+	if err == nil {
+		fp.Record, err = readRecord(ctx, s.pool, id)
+	}
+	if err != nil {
+		return Footprint{}, fmt.Errorf("data plane: look up %s: %w", id, err)
+	}
+	return fp, nil
+}
