@@ -30,7 +30,7 @@ func TestReport(t *testing.T) {
 		w.dbs.CreateTenant(t, tn)
 	}
 	w.dbs.ExecData(t, `DELETE FROM "`+idC+`".chat_message; DELETE FROM "`+idC+`".chat_session; DELETE FROM "`+idC+`"."user"`)
-	w.dropRecorded(idH) // an interrupted cleanup: its schema is gone, its drop recorded
+	w.dropRecorded(idH)                        // an interrupted cleanup: its schema is gone, its drop recorded
 	t.Setenv("NATS_URL", "nats://127.0.0.1:1") // report does not need NATS
 	seqBefore := w.streamLastSeq()
 
