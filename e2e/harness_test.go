@@ -16,6 +16,8 @@ import (
 
 	"github.com/tenantcleanup/tenant-cleanup/pkg/bus"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/config"
+	"github.com/tenantcleanup/tenant-cleanup/pkg/controlplane"
+	"github.com/tenantcleanup/tenant-cleanup/pkg/dataplane"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/service"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/tenant"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/testenv"
@@ -92,6 +94,23 @@ func newWorldWith(t *testing.T, o worldOptions) *world {
 		}
 	})
 	return w
+}
+
+// prepare creates this pipeline's tables on both planes, as the services do
+// at start.
+func (w *world) prepare() {
+	w.t.Helper()
+	ctx := context.Background()
+	data, err := dataplane.New(ctx, w.dbs.Data, dataplane.Options{})
+	if err == nil {
+		_, err = data.Ensure(ctx, true)
+	}
+	if err == nil {
+		err = controlplane.New(w.dbs.Control).Ensure(ctx)
+	}
+	if err != nil {
+		w.t.Fatal(err)
+	}
 }
 
 func (w *world) logger(service string) *slog.Logger {

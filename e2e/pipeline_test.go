@@ -22,7 +22,8 @@ const (
 	eligibleOld      = "tenant_00000001-0000-4000-8000-000000000001" // queried 200 days ago
 	eligibleNever    = "tenant_00000001-0000-4000-8000-000000000002" // never queried
 	eligibleCraftOld = "tenant_00000001-0000-4000-8000-000000000003" // Craft 150 days ago
-	interrupted      = "tenant_00000001-0000-4000-8000-000000000004" // schema gone, rows left
+	interrupted      = "tenant_00000001-0000-4000-8000-000000000004" // schema gone (its drop recorded), rows left
+	renamed          = "tenant_00000002-0000-4000-8000-000000000008" // gated, active 5 days ago, schema renamed for maintenance
 	active           = "tenant_00000002-0000-4000-8000-000000000001" // ACTIVE
 	grace            = "tenant_00000002-0000-4000-8000-000000000002" // GRACE_PERIOD
 	queriedRecently  = "tenant_00000002-0000-4000-8000-000000000003" // gated, queried 10 days ago
@@ -52,15 +53,19 @@ func TestMixedFleetEndToEnd(t *testing.T) {
 		{ID: withPublicView, Status: gated, LastQuery: old, Pairs: 1, DocsPerPair: 3},
 		{ID: reactivated, Status: gated, LastQuery: old, Pairs: 1, DocsPerPair: 4},
 		{ID: ungated, Status: gated, LastQuery: old, Pairs: 1, DocsPerPair: 4},
+		{ID: renamed, Status: gated, LastQuery: testenv.DaysAgo(5), Pairs: 1, DocsPerPair: 3},
 	}
 	for _, tn := range fleet {
 		tn.Filler = 3
 		w.dbs.CreateTenant(t, tn)
 	}
+	w.prepare()
+	w.dbs.RecordDroppedSchema(t, interrupted)
+	w.dbs.ExecData(t, `ALTER SCHEMA "`+renamed+`" RENAME TO maintenance_copy`)
 	w.dbs.ExecData(t, `CREATE VIEW public.docs_of_one_tenant AS SELECT id FROM "`+withPublicView+`".document`)
 	w.dbs.ExecData(t, `CREATE SCHEMA `+notATenant+`; CREATE TABLE `+notATenant+`.notes (x text); INSERT INTO `+notATenant+`.notes VALUES ('keep me')`)
 
-	untouched := []string{active, grace, queriedRecently, craftRecently, createdRecently, noControlRow, withPublicView}
+	untouched := []string{active, grace, queriedRecently, craftRecently, createdRecently, noControlRow, withPublicView, renamed}
 	before := map[string]state{}
 	for _, id := range untouched {
 		before[id] = w.state(id)
@@ -170,10 +175,17 @@ func TestMixedFleetEndToEnd(t *testing.T) {
 		}
 	}
 
-	// A second pass publishes nothing new: the cleaned are gone, the changed
-	// no longer eligible, the refused one still within the dedup window.
+	if n := w.dbs.CountData(t, "SELECT count(*) FROM maintenance_copy.document"); n != 3 {
+		t.Errorf("the renamed schema lost its rows")
+	}
+	if !strings.Contains(out, "1 tenants have no schema but rows left, and nothing shows that a cleanup of them began") {
+		t.Errorf("the first pass does not report the renamed tenant for review:\n%s", out)
+	}
+
+	// A second pass publishes only the refused one again: the cleaned are
+	// gone, the changed no longer eligible.
 	out = w.analyze()
-	if !strings.Contains(out, "published 0 candidates (1 already published") {
+	if !strings.Contains(out, "published 1 candidates") {
 		t.Fatalf("second pass:\n%s", out)
 	}
 	w.assertLogsCarryTenant()
@@ -297,7 +309,7 @@ func TestDuplicateDelivery(t *testing.T) {
 	w.waitFor(eligibleOld, tenant.OutcomeCleaned, 30*time.Second)
 	// Duplicate drain checks after the cleanup change nothing.
 	for range 2 {
-		if err := w.bus.ScheduleDrainCheck(ctx, tenant.DrainCheck{ID: eligibleOld, MarkedAt: time.Now()}, time.Now()); err != nil {
+		if err := w.bus.ScheduleDrainCheck(ctx, tenant.DrainCheck{ID: eligibleOld}, time.Now()); err != nil {
 			t.Fatal(err)
 		}
 	}

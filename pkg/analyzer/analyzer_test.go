@@ -3,6 +3,7 @@ package analyzer
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -53,6 +54,14 @@ func TestAnalyzeGroupsTheFleet(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if _, err := data.Ensure(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	dbs.RecordDroppedSchema(t, "tenant_i-07") // an interrupted cleanup: its drop is on record
+	// A gated tenant whose schema was renamed for maintenance: no evidence,
+	// never selected, listed for review.
+	dbs.CreateTenant(t, testenv.Tenant{ID: "tenant_i-0a", Status: gated, LastQuery: testenv.DaysAgo(5), Pairs: 1, DocsPerPair: 1})
+	dbs.ExecData(t, `ALTER SCHEMA "tenant_i-0a" RENAME TO maintenance`)
 	a := &Analyzer{Data: data, Control: controlplane.New(dbs.Control), InactiveDays: 90, Workers: 2, Now: time.Now,
 		Log: slog.New(slog.DiscardHandler)}
 	r, err := a.Analyze(ctx)
@@ -68,8 +77,11 @@ func TestAnalyzeGroupsTheFleet(t *testing.T) {
 	}
 	totals := r.Totals()
 	if totals[GroupInactive] != [2]int64{3, 25} || totals[GroupActiveEarly][0] != 1 || totals[GroupActiveRecent][0] != 1 ||
-		totals[GroupOther][0] != 3 {
+		totals[GroupOther][0] != 4 {
 		t.Fatalf("group totals %v", totals)
+	}
+	if fmt.Sprint(r.ForReview) != "[tenant_i-0a]" {
+		t.Fatalf("for review: %v; want the tenant whose schema was renamed", r.ForReview)
 	}
 	if r.NotHere != 1 || len(r.SkippedSchemas) != 1 {
 		t.Fatalf("not here %d, skipped %v", r.NotHere, r.SkippedSchemas)
@@ -87,7 +99,7 @@ func TestAnalyzeGroupsTheFleet(t *testing.T) {
 	var out bytes.Buffer
 	PrintSummary(&out, r)
 	for _, want := range []string{"gated, no activity in 90 days (candidates)  3", "gated, last active 30-90 days ago", "skipped 1 schemas",
-		"1 control-plane tenants have no schema"} {
+		"1 control-plane tenants have no schema", "1 tenants have no schema but rows left, and nothing shows that a cleanup of them began"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("summary lacks %q:\n%s", want, out.String())
 		}

@@ -215,8 +215,7 @@ func (w *world) ensureLedger() {
 func (w *world) dropRecorded(id string) {
 	w.t.Helper()
 	w.ensureLedger()
-	w.dbs.ExecData(w.t, `INSERT INTO tenant_cleanup.progress (tenant_id, requested_by, marked_at, last_marked_at,
-		drop_started_at, drop_finished_at, relations_dropped) VALUES ($1, 'analyzer', now(), now(), now(), now(), 40)`, id)
+	w.dbs.RecordDroppedSchema(w.t, id)
 }
 
 // placeHold writes a hold as tenantctl hold does, placed at h.At.

@@ -152,3 +152,15 @@ func (d *Databases) SchemaExists(t testing.TB, id string) bool {
 	t.Helper()
 	return d.CountData(t, "SELECT count(*) FROM pg_namespace WHERE nspname = $1", id) == 1
 }
+
+// RecordDroppedSchema writes, as this pipeline does when it drops a schema,
+// the tenant's record of a drop on the data plane: the evidence that lets
+// the pipeline complete a tenant whose schema is gone. Use it with
+// Tenant.NoSchema for an interrupted cleanup; the pipeline's table must
+// exist (dataplane.Store.Ensure, as the services run at start).
+func (d *Databases) RecordDroppedSchema(t testing.TB, id string) {
+	t.Helper()
+	d.ExecData(t, `INSERT INTO tenant_cleanup.progress (tenant_id, requested_by, marked_at, last_marked_at,
+		documents_at_marking, users_at_marking, drop_started_at, drop_finished_at, relations_dropped)
+		VALUES ($1, 'analyzer', now() - interval '1 hour', now() - interval '1 hour', 0, 2, now(), now(), 40)`, id)
+}
