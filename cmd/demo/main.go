@@ -29,6 +29,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/tenantcleanup/tenant-cleanup/fixtures/onyx"
+	"github.com/tenantcleanup/tenant-cleanup/pkg/dataplane"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/tenant"
 )
 
@@ -39,7 +40,8 @@ type demoTenant struct {
 	query    int    // days since last USER query; 0 = never
 	craft    int    // days since last Craft session; 0 = none
 	filler   int
-	noSchema bool
+	noSchema bool // schema dropped by an interrupted cleanup (its drop on record)
+	renamed  bool // schema renamed for maintenance: gone, without evidence
 	expect   tenant.Outcome
 }
 
@@ -56,6 +58,7 @@ var fleet = []demoTenant{
 	{id: "tenant_d0000002-0000-4000-8000-000000000005", kind: "gated, created 20 days ago", status: "GATED_ACCESS", created: 20, filler: 20},
 	{id: "tenant_d0000002-0000-4000-8000-000000000006", kind: "no control-plane row", created: 400, query: 200, filler: 20},
 	{id: "tenant_d0000002-0000-4000-8000-000000000007", kind: "gated, a public view depends on it", status: "GATED_ACCESS", created: 400, query: 200, filler: 20, expect: tenant.OutcomeRefused},
+	{id: "tenant_d0000002-0000-4000-8000-000000000008", kind: "gated, schema renamed for maintenance", status: "GATED_ACCESS", created: 400, query: 5, filler: 20, renamed: true},
 }
 
 func main() {
@@ -287,6 +290,13 @@ func daysAgo(n int) any {
 }
 
 func seed(ctx context.Context, data, control *pgxpool.Pool) error {
+	store, err := dataplane.New(ctx, data, dataplane.Options{})
+	if err == nil {
+		_, err = store.Ensure(ctx, false)
+	}
+	if err != nil {
+		return err
+	}
 	for _, t := range fleet {
 		if _, err := data.Exec(ctx, "SELECT fixture.create_tenant($1, $2)", t.id, t.filler); err != nil {
 			return err
@@ -294,8 +304,17 @@ func seed(ctx context.Context, data, control *pgxpool.Pool) error {
 		if _, err := data.Exec(ctx, "SELECT fixture.seed_tenant($1, 3, 2, 25, $2, $3)", t.id, daysAgo(t.query), daysAgo(t.craft)); err != nil {
 			return err
 		}
-		if t.noSchema {
+		if t.noSchema { // dropped by this pipeline, which crashed before deleting the rest
 			if _, err := data.Exec(ctx, "DROP SCHEMA "+pgx.Identifier{t.id}.Sanitize()+" CASCADE"); err != nil {
+				return err
+			}
+			if _, err := data.Exec(ctx, `INSERT INTO tenant_cleanup.progress (tenant_id, requested_by, marked_at, last_marked_at,
+				drop_started_at, drop_finished_at, relations_dropped) VALUES ($1, 'analyzer', now(), now(), now(), now(), 143)`, t.id); err != nil {
+				return err
+			}
+		}
+		if t.renamed {
+			if _, err := data.Exec(ctx, "ALTER SCHEMA "+pgx.Identifier{t.id}.Sanitize()+" RENAME TO maintenance_copy"); err != nil {
 				return err
 			}
 		}
@@ -305,7 +324,7 @@ func seed(ctx context.Context, data, control *pgxpool.Pool) error {
 			}
 		}
 	}
-	_, err := data.Exec(ctx, `CREATE VIEW public.one_tenants_documents AS SELECT id FROM `+pgx.Identifier{fleet[11].id}.Sanitize()+`.document;
+	_, err = data.Exec(ctx, `CREATE VIEW public.one_tenants_documents AS SELECT id FROM `+pgx.Identifier{fleet[11].id}.Sanitize()+`.document;
 		CREATE SCHEMA tenant_notes; CREATE TABLE tenant_notes.notes (note text); INSERT INTO tenant_notes.notes VALUES ('not a tenant')`)
 	return err
 }
@@ -436,5 +455,9 @@ func shorten(s string, n int) string {
 	if len(s) <= n {
 		return s
 	}
-	return s[:n] + "…"
+	r := []rune(s)
+	if len(r) <= n {
+		return s
+	}
+	return string(r[:n]) + "…"
 }
