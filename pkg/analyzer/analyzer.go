@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -80,6 +79,10 @@ type Report struct {
 	// NotHere counts control-plane tenants with neither a schema nor public
 	// rows on this data plane.
 	NotHere int
+	// Unreadable lists tenants the pass skipped: a schema it could not read
+	// in time (a lock held on one of its tables), a control-plane row it
+	// cannot judge (a NULL created_at). One bad tenant never stops the pass.
+	Unreadable []Unreadable
 	// ForReview lists tenants whose schema is gone but whose rows remain,
 	// without evidence that a cleanup of theirs began (a schema renamed for
 	// maintenance, a restore, another shard): never selected, left for an
@@ -88,6 +91,12 @@ type Report struct {
 	// InPipeline lists candidates this pipeline marked within
 	// RepublishAfter: they are not published again.
 	InPipeline []tenant.ID
+}
+
+// Unreadable is a tenant a pass skipped, and why.
+type Unreadable struct {
+	ID     tenant.ID
+	Reason string
 }
 
 // Candidates returns the eligible tenants, most documents first.
@@ -194,6 +203,11 @@ func (a *Analyzer) Analyze(ctx context.Context) (*Report, error) {
 		if read && ta.Gone {
 			continue // dropped while we read it
 		}
+		if ta.Unreadable != "" {
+			r.Unreadable = append(r.Unreadable, Unreadable{ID: sc.ID, Reason: ta.Unreadable})
+			seen[sc.ID] = true
+			continue
+		}
 		seen[sc.ID] = true
 		t := Tenant{ID: sc.ID, SchemaExists: true, Activity: ta.Activity}
 		if len(sc.MissingTables) > 0 && !recordOf[sc.ID].DropStarted() {
@@ -217,6 +231,12 @@ func (a *Analyzer) Analyze(ctx context.Context) (*Report, error) {
 		}
 		r.Tenants = append(r.Tenants, classify(t, control, now, window))
 	}
+	for id, rec := range control {
+		if rec.Problem != "" && seen[id] {
+			r.Unreadable = append(r.Unreadable, Unreadable{ID: id, Reason: rec.Problem})
+		}
+	}
+	slices.SortFunc(r.Unreadable, func(x, y Unreadable) int { return strings.Compare(string(x.ID), string(y.ID)) })
 	for i, t := range r.Tenants {
 		rec := recordOf[t.ID]
 		if t.Eligible && rec.Marked() && now.Sub(rec.LastMarkedAt) < RepublishAfter && !rec.DropStarted() {
@@ -237,8 +257,7 @@ func classify(t Tenant, control map[tenant.ID]controlplane.Record, now time.Time
 	rec, found := control[t.ID]
 	t.InControlPlane, t.Status, t.CreatedAt = found, rec.Status, rec.CreatedAt
 	if t.Reason == "" {
-		v := tenant.Eligibility(tenant.Facts{InControlPlane: found, Status: rec.Status, CreatedAt: rec.CreatedAt,
-			LastActivity: t.Activity.Last()}, now, window)
+		v := tenant.Eligibility(rec.Facts(found, t.Activity.Last()), now, window)
 		t.Eligible, t.Reason = v.Eligible, v.Reason
 	}
 	last := t.Activity.Last()
@@ -292,8 +311,8 @@ func (a *Analyzer) Pass(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("publish candidates (%d of %d published): %w", published, len(candidates), err)
 	}
-	path := filepath.Join(a.ReportDir, CSVName(a.InactiveDays, r.At))
-	if err := WriteCSV(path, r); err != nil {
+	path, err := WriteCSVIn(a.ReportDir, a.InactiveDays, r)
+	if err != nil {
 		return err
 	}
 	PrintSummary(a.Out, r)

@@ -2,9 +2,14 @@ package analyzer
 
 import (
 	"encoding/csv"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
 	"strconv"
 	"text/tabwriter"
 	"time"
@@ -24,13 +29,15 @@ func CSVName(inactiveDays int, at time.Time) string {
 // CSVHeader is the report's header row.
 var CSVHeader = []string{"tenant_id", "num_documents", "num_users", "last_query_time", "days_since_last_query"}
 
-// WriteCSV writes the candidates, most documents first. last_query_time is
-// the tenant's last activity (USER chat message or Craft session), empty if
-// it never had any.
+// WriteCSV writes the candidates, most documents first, to a new file at
+// path. last_query_time is the tenant's last activity (USER chat message or
+// Craft session), empty if it never had any. The file is created with mode
+// 0600 and only if nothing exists at path: never over an existing file and
+// never through a symbolic link planted there.
 func WriteCSV(path string, r *Report) error {
-	f, err := os.Create(path)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
 	if err != nil {
-		return fmt.Errorf("write report: %w", err)
+		return fmt.Errorf("write report: %w (it is never overwritten: remove it or choose another name)", err)
 	}
 	if err := writeCSV(f, r); err != nil {
 		f.Close()
@@ -40,6 +47,23 @@ func WriteCSV(path string, r *Report) error {
 		return fmt.Errorf("write report %s: %w", path, err)
 	}
 	return nil
+}
+
+// WriteCSVIn writes the report to a new file in dir named after CSVName,
+// adding -2, -3, … to the name if a file (or anything else) is there
+// already, and returns its path.
+func WriteCSVIn(dir string, inactiveDays int, r *Report) (string, error) {
+	name := CSVName(inactiveDays, r.At)
+	base := strings.TrimSuffix(name, ".csv")
+	for i := 1; i <= 100; i++ {
+		path := filepath.Join(dir, name)
+		err := WriteCSV(path, r)
+		if !errors.Is(err, fs.ErrExist) {
+			return path, err
+		}
+		name = fmt.Sprintf("%s-%d.csv", base, i+1)
+	}
+	return "", fmt.Errorf("write report: 100 files named %s* exist in %s already", base, dir)
 }
 
 func writeCSV(w io.Writer, r *Report) error {
@@ -100,6 +124,16 @@ func PrintSummary(w io.Writer, r *Report) {
 	tw.Flush()
 	if len(r.SkippedSchemas) > 0 {
 		fmt.Fprintf(w, "skipped %d schemas named like tenants that are not valid tenant ids\n", len(r.SkippedSchemas))
+	}
+	if len(r.Unreadable) > 0 {
+		fmt.Fprintf(w, "%d tenants skipped, they could not be read or judged (tried again next pass):\n", len(r.Unreadable))
+		for i, u := range r.Unreadable {
+			if i == 20 {
+				fmt.Fprintf(w, "  … and %d more\n", len(r.Unreadable)-i)
+				break
+			}
+			fmt.Fprintf(w, "  %s: %s\n", u.ID, u.Reason)
+		}
 	}
 	if len(r.ForReview) > 0 {
 		fmt.Fprintf(w, "%d tenants have no schema but rows left, and nothing shows that a cleanup of them began: "+

@@ -7,21 +7,29 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/tenantcleanup/tenant-cleanup/pkg/tenant"
 )
 
 // table writes aligned columns; end it with Flush.
 func table(w io.Writer) *tabwriter.Writer { return tabwriter.NewWriter(w, 0, 4, 2, ' ', 0) }
 
-// row writes one tab-separated row.
+// row writes one tab-separated row. Every cell is made safe for a terminal
+// first: what the pipeline stored (reasons, who requested, hold reasons) may
+// have come from outside, and an escape sequence or a tab in it must not
+// reach the screen.
 func row(tw *tabwriter.Writer, cols ...any) {
 	for i, c := range cols {
 		if i > 0 {
 			fmt.Fprint(tw, "\t")
 		}
-		fmt.Fprint(tw, c)
+		fmt.Fprint(tw, safe(fmt.Sprint(c)))
 	}
 	fmt.Fprintln(tw)
 }
+
+// safe is s without control or formatting characters, for a terminal.
+func safe(s string) string { return tenant.CleanText(s, 4096) }
 
 // stamp is a time in RFC 3339, UTC; "-" for the zero time.
 func stamp(t time.Time) string {

@@ -190,7 +190,7 @@ func (s *screen) finished(p *progress, i int, elapsed time.Duration) {
 	ev := p.last[i]
 	line := fmt.Sprintf("[%d/%d] %s %s", p.finished, len(p.ids), p.ids[i], ev.Outcome)
 	if ev.Reason != "" {
-		line += ": " + ev.Reason
+		line += ": " + safe(ev.Reason)
 	}
 	fmt.Fprintln(s.w, line)
 }

@@ -100,9 +100,11 @@ func runReport(ctx context.Context, c *CLI, cmd *command, args []string) int {
 	}
 	path := csvOut.path
 	if path == "" {
-		path = analyzer.CSVName(spec.InactiveDays, r.At)
+		path, err = analyzer.WriteCSVIn(".", spec.InactiveDays, r)
+	} else {
+		err = analyzer.WriteCSV(path, r)
 	}
-	if err := analyzer.WriteCSV(path, r); err != nil {
+	if err != nil {
 		return c.fail(ctx, err)
 	}
 	abs, _ := filepath.Abs(path)

@@ -186,3 +186,18 @@ func TestStatusTable(t *testing.T) {
 		t.Errorf("status --json without a control plane: %+v, %v", v, err)
 	}
 }
+
+// Text the pipeline stored may have come from outside: status never prints
+// an escape sequence or another control character.
+func TestStatusPrintsNoControlCharacters(t *testing.T) {
+	w := newWorld(t)
+	w.report(tenant.Event{TenantID: idA, Outcome: tenant.OutcomeRefused, RequestedBy: "ops\x1b[2J\x1b[31m",
+		Reason: "bad\x07 reason\x00 \u202eevil", Time: time.Now()})
+	stdout, _ := mustRun(t, 0, "status", idA)
+	for _, c := range stdout {
+		if c != '\n' && (c < 0x20 || c == 0x7f || c == '\u202e') {
+			t.Fatalf("status printed control character %U:\n%q", c, stdout)
+		}
+	}
+	contains(t, "status", stdout, "ops[2J[31m", "bad reason evil")
+}

@@ -64,6 +64,9 @@ type TenantActivity struct {
 	Activity Activity
 	// Gone is true when the schema disappeared while it was being read.
 	Gone bool
+	// Unreadable says why the tenant could not be read in time (a lock held
+	// on one of its tables, a statement timeout); empty when it was read.
+	Unreadable string
 }
 
 // activityBatch is how many tenant schemas one worker reads per round trip.
@@ -144,6 +147,9 @@ func (s *Store) readBatch(ctx context.Context, batch []SchemaInfo, out []TenantA
 	for i, sc := range batch {
 		a, gone, err := readPipelined(p)
 		switch {
+		case isLockTimeout(err) || isStatementTimeout(err):
+			// One tenant that cannot be read in time never stops the pass.
+			out[i] = TenantActivity{ID: sc.ID, Unreadable: "could not be read in time: " + err.Error()}
 		case err != nil && firstErr == nil:
 			firstErr = err
 		case gone:

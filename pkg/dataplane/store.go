@@ -188,6 +188,12 @@ func isLockTimeout(err error) bool {
 	return errors.As(err, &pgErr) && pgErr.Code == "55P03"
 }
 
+// isStatementTimeout reports whether err is a statement_timeout.
+func isStatementTimeout(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "57014"
+}
+
 // later turns a lock timeout into "try again soon".
 func later(err error, what string) error {
 	if isLockTimeout(err) {
