@@ -297,7 +297,9 @@ func (a *Analyzer) Pass(ctx context.Context) error {
 		byID[t.ID] = t
 	}
 	published, duplicates := 0, 0
-	err = a.Bus.PublishRequests(ctx, reqs, func(req tenant.Request) string { return "analyzer:" + r.At.Format(time.RFC3339Nano) + ":" + string(req.ID) },
+	err = a.Bus.PublishRequests(ctx, reqs, func(req tenant.Request) string {
+		return "analyzer:" + r.At.Format(time.RFC3339Nano) + ":" + string(req.ID)
+	},
 		func(p bus.Published) {
 			if p.Duplicate {
 				duplicates++
