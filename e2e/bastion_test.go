@@ -142,7 +142,7 @@ func (r *bastionRoute) assertTunnelled() {
 func (w *world) bastionRequest(ids ...string) {
 	w.t.Helper()
 	for _, id := range ids {
-		if _, err := w.bus.PublishRequest(context.Background(), tenant.Request{ID: tenant.ID(id), RequestedBy: "bastion-test"}, ""); err != nil {
+		if err := w.bus.PublishRequest(context.Background(), tenant.Request{ID: tenant.ID(id), RequestedBy: "bastion-test"}); err != nil {
 			w.t.Fatal(err)
 		}
 	}

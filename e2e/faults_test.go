@@ -54,7 +54,7 @@ func (w *world) bystanders() map[string]state {
 func (w *world) request(ids ...string) {
 	w.t.Helper()
 	for _, id := range ids {
-		if _, err := w.bus.PublishRequest(context.Background(), tenant.Request{ID: tenant.ID(id), RequestedBy: "test"}, ""); err != nil {
+		if err := w.bus.PublishRequest(context.Background(), tenant.Request{ID: tenant.ID(id), RequestedBy: "test"}); err != nil {
 			w.t.Fatal(err)
 		}
 	}
@@ -308,7 +308,7 @@ func TestJetStreamClusterLosesANode(t *testing.T) {
 	ids := w.fleet(12, 2, "d")
 	w.startServices()
 	// Every stream, and the streams behind the KV buckets, at replicas 3.
-	for _, name := range []string{bus.StreamWork, bus.StreamEvents, bus.StreamDead,
+	for _, name := range []string{bus.StreamRequests, bus.StreamWork, bus.StreamEvents, bus.StreamDead,
 		"KV_" + bus.BucketState, "KV_TENANT_CLEANUP_FAILURES"} {
 		s, err := w.bus.JetStream().Stream(context.Background(), name)
 		if err != nil {

@@ -268,10 +268,10 @@ func (w *world) state(id string) state {
 	return state{w.dbs.Fingerprint(w.t, id), w.dbs.ControlRows(w.t, id)}
 }
 
-// streamLastSeq is the work stream's last sequence number: it moves with every publish.
+// streamLastSeq is the requests stream's last sequence number: it moves with every request published.
 func (w *world) streamLastSeq() uint64 {
 	w.t.Helper()
-	s, err := w.bus.JetStream().Stream(context.Background(), bus.StreamWork)
+	s, err := w.bus.JetStream().Stream(context.Background(), bus.StreamRequests)
 	if err != nil {
 		w.t.Fatal(err)
 	}
@@ -285,7 +285,7 @@ func (w *world) streamLastSeq() uint64 {
 // workDone reports whether both consumers have nothing pending or in flight.
 func (w *world) workDone() bool {
 	for _, name := range []string{bus.ConsumerMarker, bus.ConsumerCleaner} {
-		c, err := w.bus.JetStream().Consumer(context.Background(), bus.StreamWork, name)
+		c, err := w.bus.JetStream().Consumer(context.Background(), bus.ConsumerStream(name), name)
 		if err != nil {
 			return false
 		}

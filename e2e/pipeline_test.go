@@ -297,7 +297,7 @@ func TestDuplicateDelivery(t *testing.T) {
 	// The same request three times, in both wire forms, before anything runs.
 	ctx := context.Background()
 	for range 2 {
-		if _, err := w.bus.PublishRequest(ctx, tenant.Request{ID: eligibleOld, RequestedBy: "test"}, ""); err != nil {
+		if err := w.bus.PublishRequest(ctx, tenant.Request{ID: eligibleOld, RequestedBy: "test"}); err != nil {
 			t.Fatal(err)
 		}
 	}

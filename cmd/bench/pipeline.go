@@ -334,7 +334,7 @@ func waitReady(ctx context.Context, js *jetStream, nc *nats.Conn, clients int, c
 			if !ok {
 				break
 			}
-			if _, err := jsc.Consumer(ctx, bus.StreamWork, c); err != nil {
+			if _, err := jsc.Consumer(ctx, bus.ConsumerStream(c), c); err != nil {
 				ok = false
 			}
 		}

@@ -169,20 +169,22 @@ func publishDrainChecks(ctx context.Context, url string, ids []string) error {
 	return nil
 }
 
-// workMessages is the number of messages in the work stream (requests,
-// schedules and due drain checks in flight).
+// workMessages is the number of messages in the requests and work streams
+// (requests, schedules and due drain checks in flight).
 func workMessages(ctx context.Context, nc *nats.Conn) uint64 {
 	jsc, err := jetstream.New(nc)
 	if err != nil {
 		return 0
 	}
-	st, err := jsc.Stream(ctx, bus.StreamWork)
-	if err != nil {
-		return 0
+	var n uint64
+	for _, name := range []string{bus.StreamRequests, bus.StreamWork} {
+		st, err := jsc.Stream(ctx, name)
+		if err != nil {
+			continue
+		}
+		if si, err := st.Info(ctx); err == nil {
+			n += si.State.Msgs
+		}
 	}
-	si, err := st.Info(ctx)
-	if err != nil {
-		return 0
-	}
-	return si.State.Msgs
+	return n
 }

@@ -20,8 +20,9 @@ import (
 	"github.com/tenantcleanup/tenant-cleanup/pkg/tenant"
 )
 
-// Subjects. SubjectCandidate is public API: operators publish bare tenant ids
-// on it with `nats pub`.
+// Subjects. SubjectCandidate is public API, and the only subject anybody
+// outside the pipeline may publish to: operators publish bare tenant ids on
+// it with `nats pub`. Everything else is the services' own (docs/bus.md).
 const (
 	SubjectCandidate      = "tenant.cleanup.candidate"
 	subjectSchedulePrefix = "tenant.cleanup.schedule." // + tenant id: the one pending schedule of a tenant
@@ -30,13 +31,19 @@ const (
 	subjectDeadPrefix     = "tenant.cleanup.dead."     // + consumer: messages that failed too often
 )
 
-// Streams and durable consumers.
+// Streams and durable consumers (their configuration is in streams.go).
 const (
-	// StreamWork holds the work: candidates (consumed by marker), drain-check
-	// schedules and due drain checks (consumed by cleaner). Work-queue
-	// retention: a message is gone once acknowledged.
+	// StreamRequests holds the cleanup requests published on
+	// SubjectCandidate until the marker has handled them (work-queue
+	// retention). It is the only stream a message from outside can reach,
+	// and it honours no header that could touch another message.
+	StreamRequests = "TENANT_CLEANUP_REQUESTS"
+	// StreamWork holds the pipeline's own work: drain-check schedules and due
+	// drain checks (consumed by cleaner). Work-queue retention: a message is
+	// gone once acknowledged.
 	StreamWork = "TENANT_CLEANUP"
-	// StreamEvents keeps every outcome event for EventRetention.
+	// StreamEvents keeps outcome events for EventRetention (and within a
+	// size bound).
 	StreamEvents = "TENANT_CLEANUP_EVENTS"
 	// StreamDead keeps messages that failed too often, with the reason,
 	// until an operator replays or discards them (tenantctl dead).
@@ -46,15 +53,13 @@ const (
 	ConsumerCleaner = "cleaner"
 )
 
-// Tunables of the streams.
-const (
-	// DedupWindow is how long the server remembers a Nats-Msg-Id: the
-	// analyzer publishes each eligible tenant at most once per window, so
-	// that consecutive passes do not re-publish a tenant that is draining.
-	DedupWindow = 7 * 24 * time.Hour
-	// EventRetention is how long outcome events are kept.
-	EventRetention = 30 * 24 * time.Hour
-)
+// EventRetention is how long outcome events are kept.
+const EventRetention = 30 * 24 * time.Hour
+
+// RefusedStateTTL is how long the state of a refused tenant is kept after
+// its last refusal (anybody may request any id, so these would otherwise
+// accumulate).
+const RefusedStateTTL = 24 * time.Hour
 
 // ScheduleSubject is the subject of the tenant's pending drain-check schedule.
 func ScheduleSubject(id tenant.ID) string { return subjectSchedulePrefix + string(id) }
@@ -87,27 +92,36 @@ type Options struct {
 	// NoUpdate creates missing streams and buckets but leaves existing ones
 	// as they are (tenantctl: it must not change what the services set up).
 	NoUpdate bool
-	Log      *slog.Logger
+	// RefusedStateTTL overrides RefusedStateTTL (tests; at least 1s).
+	RefusedStateTTL time.Duration
+	Log             *slog.Logger
 }
 
-// Bus is a connection to JetStream with the streams in place.
+// Bus is a connection to JetStream with the streams in place. Whatever
+// vanishes later (a stream, a bucket, a consumer) it recreates when it next
+// needs it.
 type Bus struct {
-	nc       *nats.Conn
-	js       jetstream.JetStream
-	work     jetstream.Stream
-	dead     jetstream.Stream
-	state    jetstream.KeyValue
-	failures jetstream.KeyValue
-	name     string
-	log      *slog.Logger
-	noUpdate bool
+	nc         *nats.Conn
+	js         jetstream.JetStream
+	work       jetstream.Stream
+	dead       jetstream.Stream
+	state      jetstream.KeyValue
+	failures   jetstream.KeyValue
+	name       string
+	log        *slog.Logger
+	noUpdate   bool
+	replicas   int
+	refusedTTL time.Duration
+	heal       healer
+	loops      loops
 	// OnReport, when set, is called with every reported event (metrics).
 	OnReport func(tenant.Event)
 }
 
 // Connect connects to the server at url, refuses a server without message
-// scheduling, and creates or updates the streams. The connection reconnects
-// by itself for as long as the process runs.
+// scheduling, and creates or updates the streams and buckets (moving the
+// requests an older version kept in the work stream to their own stream).
+// The connection reconnects by itself for as long as the process runs.
 func Connect(ctx context.Context, url string, opts Options) (*Bus, error) {
 	log := opts.Log
 	if log == nil {
@@ -149,12 +163,12 @@ func Connect(ctx context.Context, url string, opts Options) (*Bus, error) {
 		nc.Close()
 		return nil, fmt.Errorf("JetStream: %w", err)
 	}
-	b := &Bus{nc: nc, js: js, name: opts.Name, log: log, noUpdate: opts.NoUpdate}
-	if err := b.ensureStreams(ctx, opts.Replicas); err != nil {
-		nc.Close()
-		return nil, err
+	b := &Bus{nc: nc, js: js, name: opts.Name, log: log, noUpdate: opts.NoUpdate, replicas: opts.Replicas,
+		refusedTTL: opts.RefusedStateTTL, heal: healer{recreated: make(chan struct{})}}
+	if b.refusedTTL <= 0 {
+		b.refusedTTL = RefusedStateTTL
 	}
-	if err := b.ensureBuckets(ctx, opts.Replicas); err != nil {
+	if err := b.ensure(ctx); err != nil {
 		nc.Close()
 		return nil, err
 	}
@@ -164,8 +178,18 @@ func Connect(ctx context.Context, url string, opts Options) (*Bus, error) {
 // Close drains nothing and closes the connection.
 func (b *Bus) Close() { b.nc.Close() }
 
-// Connected reports whether the connection is up (for readiness).
+// Connected reports whether the connection is up.
 func (b *Bus) Connected() bool { return b.nc.IsConnected() }
+
+// Ready says why the bus cannot do its work, or nil when it can: the
+// connection is up and every consume loop running on it is consuming (its
+// consumer exists and answers). For readiness probes.
+func (b *Bus) Ready() error {
+	if !b.nc.IsConnected() {
+		return errors.New("not connected")
+	}
+	return b.loops.ready()
+}
 
 // JetStream exposes the JetStream context for tests and tools.
 func (b *Bus) JetStream() jetstream.JetStream { return b.js }
@@ -212,84 +236,11 @@ func versionAtLeast(have, want string) bool {
 	return true
 }
 
-func (b *Bus) ensureStreams(ctx context.Context, replicas int) error {
-	work, err := b.stream(ctx, jetstream.StreamConfig{
-		Name:              StreamWork,
-		Description:       "tenant cleanup: candidates, drain-check schedules and due drain checks",
-		Subjects:          []string{SubjectCandidate, subjectSchedulePrefix + "*", DrainSubjects},
-		Retention:         jetstream.WorkQueuePolicy,
-		Storage:           jetstream.FileStorage,
-		Replicas:          replicas,
-		Duplicates:        DedupWindow,
-		AllowMsgSchedules: true,
-		AllowRollup:       true,
-	})
-	if err != nil {
-		return fmt.Errorf("create stream %s: %w", StreamWork, err)
-	}
-	// An old server ignores settings it does not know: believe only what it
-	// reports back.
-	if info := work.CachedInfo(); info == nil || !info.Config.AllowMsgSchedules {
-		return fmt.Errorf("%w: stream %s: the server did not enable message scheduling; it needs nats-server %s or newer",
-			ErrServerTooOld, StreamWork, MinServerVersion)
-	}
-	b.work = work
-	if _, err := b.stream(ctx, jetstream.StreamConfig{
-		Name:        StreamEvents,
-		Description: "tenant cleanup: outcome events",
-		Subjects:    []string{EventSubjects},
-		Retention:   jetstream.LimitsPolicy,
-		Storage:     jetstream.FileStorage,
-		Replicas:    replicas,
-		MaxAge:      EventRetention,
-	}); err != nil {
-		return fmt.Errorf("create stream %s: %w", StreamEvents, err)
-	}
-	b.dead, err = b.stream(ctx, jetstream.StreamConfig{
-		Name:        StreamDead,
-		Description: "tenant cleanup: messages that failed too often (tenantctl dead list|replay)",
-		Subjects:    []string{subjectDeadPrefix + ">"},
-		Retention:   jetstream.LimitsPolicy,
-		Storage:     jetstream.FileStorage,
-		Replicas:    replicas,
-	})
-	if err != nil {
-		return fmt.Errorf("create stream %s: %w", StreamDead, err)
-	}
-	return nil
-}
-
-// stream creates or updates a stream (or, with NoUpdate, creates it only
-// when missing).
-func (b *Bus) stream(ctx context.Context, cfg jetstream.StreamConfig) (jetstream.Stream, error) {
-	if !b.noUpdate {
-		return b.js.CreateOrUpdateStream(ctx, cfg)
-	}
-	s, err := b.js.CreateStream(ctx, cfg)
-	if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
-		return b.js.Stream(ctx, cfg.Name)
-	}
-	return s, err
-}
-
-// bucket creates or updates a KV bucket (or, with NoUpdate, creates it only
-// when missing).
-func (b *Bus) bucket(ctx context.Context, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
-	if !b.noUpdate {
-		return b.js.CreateOrUpdateKeyValue(ctx, cfg)
-	}
-	kv, err := b.js.CreateKeyValue(ctx, cfg)
-	if errors.Is(err, jetstream.ErrBucketExists) {
-		return b.js.KeyValue(ctx, cfg.Bucket)
-	}
-	return kv, err
-}
-
 // DrainPending reports whether a drain check for the tenant is scheduled or
 // due (delivered but not yet acknowledged).
 func (b *Bus) DrainPending(ctx context.Context, id tenant.ID) (bool, error) {
 	for _, subj := range []string{ScheduleSubject(id), DrainSubject(id)} {
-		_, err := b.work.GetLastMsgForSubject(ctx, subj)
+		err := b.healed(ctx, func() error { _, err := b.work.GetLastMsgForSubject(ctx, subj); return err })
 		if err == nil {
 			return true, nil
 		}

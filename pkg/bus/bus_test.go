@@ -146,24 +146,6 @@ func TestScheduleReplacesPendingSchedule(t *testing.T) {
 	}
 }
 
-func TestRequestDeduplication(t *testing.T) {
-	srv := testenv.StartJetStream(t)
-	b := connect(t, srv.URL)
-	ctx := context.Background()
-	dup, err := b.PublishRequest(ctx, tenant.Request{ID: idA}, "analyzer:"+string(idA))
-	if err != nil || dup {
-		t.Fatalf("first publish: dup=%v, %v", dup, err)
-	}
-	dup, err = b.PublishRequest(ctx, tenant.Request{ID: idA}, "analyzer:"+string(idA))
-	if err != nil || !dup {
-		t.Fatalf("second publish with the same id: dup=%v, %v; want a duplicate", dup, err)
-	}
-	dup, err = b.PublishRequest(ctx, tenant.Request{ID: idA}, "")
-	if err != nil || dup {
-		t.Fatalf("publish without id: dup=%v, %v", dup, err)
-	}
-}
-
 func TestConsumeMapsErrorsToAcks(t *testing.T) {
 	srv := testenv.StartJetStream(t)
 	b := connect(t, srv.URL)
@@ -239,7 +221,7 @@ func TestConsumeMapsErrorsToAcks(t *testing.T) {
 		t.Errorf("refused events %v do not quote the invalid input", inputs)
 	}
 	// Nothing is left on the work queue.
-	cons, err := b.js.Consumer(context.Background(), StreamWork, ConsumerMarker)
+	cons, err := b.js.Consumer(context.Background(), StreamRequests, ConsumerMarker)
 	if err != nil {
 		t.Fatal(err)
 	}

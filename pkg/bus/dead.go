@@ -48,7 +48,7 @@ func (b *Bus) deadLetter(ctx context.Context, consumer string, d *Delivery, caus
 	msg.Header.Set(hdrFailures, strconv.Itoa(failures))
 	msg.Header.Set(hdrTenant, string(d.Tenant))
 	msg.Header.Set(hdrTime, time.Now().UTC().Format(time.RFC3339))
-	if _, err := b.js.PublishMsg(ctx, msg); err != nil {
+	if err := b.healed(ctx, func() error { _, err := b.js.PublishMsg(ctx, msg); return err }); err != nil {
 		return unavailable(err)
 	}
 	ev := tenant.Event{TenantID: d.Tenant, Outcome: tenant.OutcomeDead, RequestedBy: d.RequestedBy,
@@ -62,7 +62,8 @@ func (b *Bus) deadLetter(ctx context.Context, consumer string, d *Delivery, caus
 
 // DeadLetters lists the dead-letter stream, oldest first.
 func (b *Bus) DeadLetters(ctx context.Context) ([]DeadLetter, error) {
-	info, err := b.dead.Info(ctx)
+	var info *jetstream.StreamInfo
+	err := b.healed(ctx, func() (err error) { info, err = b.dead.Info(ctx); return err })
 	if err != nil {
 		return nil, fmt.Errorf("read %s: %w", StreamDead, unavailable(err))
 	}
@@ -81,7 +82,8 @@ func (b *Bus) DeadLetters(ctx context.Context) ([]DeadLetter, error) {
 }
 
 func (b *Bus) deadLetterAt(ctx context.Context, seq uint64) (DeadLetter, error) {
-	raw, err := b.dead.GetMsg(ctx, seq)
+	var raw *jetstream.RawStreamMsg
+	err := b.healed(ctx, func() (err error) { raw, err = b.dead.GetMsg(ctx, seq); return err })
 	if err != nil {
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
 			return DeadLetter{}, err
@@ -106,7 +108,7 @@ func (b *Bus) Replay(ctx context.Context, seq uint64) (DeadLetter, error) {
 	if dl.Subject != SubjectCandidate && !strings.HasPrefix(dl.Subject, subjectDrainPrefix) {
 		return DeadLetter{}, fmt.Errorf("dead letter %d came from %q, which is not a subject of this pipeline", seq, dl.Subject)
 	}
-	if _, err := b.js.Publish(ctx, dl.Subject, dl.Data); err != nil {
+	if err := b.healed(ctx, func() error { _, err := b.js.Publish(ctx, dl.Subject, dl.Data); return err }); err != nil {
 		return DeadLetter{}, fmt.Errorf("replay dead letter %d: %w", seq, unavailable(err))
 	}
 	if err := b.dead.DeleteMsg(ctx, seq); err != nil {

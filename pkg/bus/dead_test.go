@@ -49,7 +49,7 @@ func TestPoisonMessageIsDeadLetteredAndReplayed(t *testing.T) {
 		_ = b.Consume(ctx, ConsumeOptions{Consumer: ConsumerMarker, FilterSubject: SubjectCandidate, MaxFailures: 3}, handler)
 	}()
 	for _, id := range []tenant.ID{"tenant_i-0bad", "tenant_i-0ff1"} {
-		if _, err := b.PublishRequest(context.Background(), tenant.Request{ID: id}, ""); err != nil {
+		if err := b.PublishRequest(context.Background(), tenant.Request{ID: id}); err != nil {
 			t.Fatal(err)
 		}
 	}

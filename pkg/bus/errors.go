@@ -31,3 +31,17 @@ func unavailable(err error) error {
 	}
 	return err
 }
+
+// missing reports whether err says that a stream, bucket or consumer is gone:
+// a publish no stream stored, a direct get nobody answered (a deleted
+// bucket), or the API's "not found". JetStream restarted on an empty store,
+// or an operator deleted it.
+func missing(err error) bool {
+	for _, target := range []error{jetstream.ErrNoStreamResponse, nats.ErrNoResponders, jetstream.ErrStreamNotFound,
+		jetstream.ErrConsumerNotFound, jetstream.ErrBucketNotFound} {
+		if errors.Is(err, target) {
+			return true
+		}
+	}
+	return false
+}

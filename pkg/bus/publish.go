@@ -2,6 +2,7 @@ package bus
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"fmt"
 	"time"
@@ -12,27 +13,32 @@ import (
 )
 
 // PublishRequest publishes a cleanup request on SubjectCandidate and records
-// the tenant as requested (state and event). With a non-empty msgID the
-// server drops a repeat within DedupWindow; duplicate reports that it did.
-func (b *Bus) PublishRequest(ctx context.Context, req tenant.Request, msgID string) (duplicate bool, err error) {
+// the tenant as requested (state and event). The message id is a random
+// nonce: a retry of this publish is stored once, and nobody can forge an id
+// that would make the server drop it.
+func (b *Bus) PublishRequest(ctx context.Context, req tenant.Request) error {
 	body, err := json.Marshal(req)
 	if err != nil {
-		return false, err
+		return err
 	}
 	at := time.Now().UTC() // before publishing: the request precedes whatever the marker reports
-	var opts []jetstream.PublishOpt
-	if msgID != "" {
-		opts = append(opts, jetstream.WithMsgID(msgID))
-	}
-	ack, err := b.js.Publish(ctx, SubjectCandidate, body, opts...)
+	id := newNonce()
+	var ack *jetstream.PubAck
+	err = b.healed(ctx, func() (err error) {
+		ack, err = b.js.Publish(ctx, SubjectCandidate, body, jetstream.WithMsgID(id))
+		return err
+	})
 	if err != nil {
-		return false, fmt.Errorf("publish request for %s: %w", req.ID, unavailable(err))
+		return fmt.Errorf("publish request for %s: %w", req.ID, unavailable(err))
 	}
 	if !ack.Duplicate {
 		b.record(ctx, tenant.Event{TenantID: req.ID, Outcome: tenant.OutcomeRequested, RequestedBy: req.RequestedBy, Time: at})
 	}
-	return ack.Duplicate, nil
+	return nil
 }
+
+// newNonce is a random message id nobody can guess (128 bits).
+func newNonce() string { return rand.Text() }
 
 // ScheduleDrainCheck has the server deliver dc on the tenant's drain subject
 // at the given time. The tenant has one schedule subject, so a new schedule
@@ -43,12 +49,15 @@ func (b *Bus) ScheduleDrainCheck(ctx context.Context, dc tenant.DrainCheck, at t
 	if err != nil {
 		return err
 	}
-	if !at.After(time.Now()) {
-		_, err = b.js.Publish(ctx, DrainSubject(dc.ID), body)
-	} else {
-		_, err = b.js.Publish(ctx, ScheduleSubject(dc.ID), body,
-			jetstream.WithScheduleAt(at), jetstream.WithScheduleTarget(DrainSubject(dc.ID)))
-	}
+	err = b.healed(ctx, func() (err error) {
+		if !at.After(time.Now()) {
+			_, err = b.js.Publish(ctx, DrainSubject(dc.ID), body)
+		} else {
+			_, err = b.js.Publish(ctx, ScheduleSubject(dc.ID), body,
+				jetstream.WithScheduleAt(at), jetstream.WithScheduleTarget(DrainSubject(dc.ID)))
+		}
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("schedule drain check of %s: %w", dc.ID, unavailable(err))
 	}
@@ -103,12 +112,12 @@ func (b *Bus) record(ctx context.Context, ev tenant.Event) {
 	}
 	pubCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
-	if err := b.recordState(pubCtx, ev); err != nil {
+	if err := b.healed(pubCtx, func() error { return b.recordState(pubCtx, ev) }); err != nil {
 		b.log.Error("record tenant state", "tenant_id", ev.TenantID, "outcome", ev.Outcome, "error", err)
 	}
 	body, err := json.Marshal(ev)
 	if err == nil {
-		_, err = b.js.Publish(pubCtx, EventSubject(ev.Outcome), body)
+		err = b.healed(pubCtx, func() error { _, err := b.js.Publish(pubCtx, EventSubject(ev.Outcome), body); return err })
 	}
 	if err != nil {
 		b.log.Error("publish event", "tenant_id", ev.TenantID, "outcome", ev.Outcome, "error", err)
@@ -123,7 +132,8 @@ func (b *Bus) WatchEvents(ctx context.Context, since time.Time, fn func(tenant.E
 		cfg.DeliverPolicy = jetstream.DeliverByStartTimePolicy
 		cfg.OptStartTime = &since
 	}
-	cons, err := b.js.OrderedConsumer(ctx, StreamEvents, cfg)
+	var cons jetstream.Consumer
+	err = b.healed(ctx, func() (err error) { cons, err = b.js.OrderedConsumer(ctx, StreamEvents, cfg); return err })
 	if err != nil {
 		return nil, fmt.Errorf("watch events: %w", err)
 	}

@@ -27,28 +27,47 @@ var errAckTimeout = fmt.Errorf("no acknowledgement within %s: %w", ackTimeout, c
 // Published is the outcome of one request of PublishRequests.
 type Published struct {
 	Request tenant.Request
-	// Duplicate: the server had the message id within DedupWindow and
-	// dropped the request; it is not recorded as requested.
+	// Duplicate: the server already had this request from this same call
+	// (a retried publish) and dropped the copy; it is not recorded again.
 	Duplicate bool
 }
 
 // PublishRequests does what PublishRequest does for each request, in order,
 // without waiting for each round trip: the requests are published
-// asynchronously with up to publishWindow unacknowledged at once, each with
-// the message id msgID(request) when that is not empty. As each is
-// acknowledged (in order), done is called with it, and a request that was not
-// a duplicate is recorded as requested (state and event), also
+// asynchronously with up to publishWindow unacknowledged at once. Their
+// message ids are a random nonce of this call and the tenant id: a retry
+// within the call is stored once, nobody can forge an id that would make the
+// server drop one, and the next call publishes every request again. As each
+// is acknowledged (in order), done is called with it, and a request that was
+// not a duplicate is recorded as requested (state and event), also
 // asynchronously, with the time taken before it was published, so that the
 // state never overwrites a later outcome. A request whose state changed
 // meanwhile is recorded with the compare-and-set loop of PublishRequest.
 //
 // The first failed (or unacknowledged) publish stops it: nothing more is
 // published, the requests already sent are waited for (and those acknowledged
-// passed to done and recorded), and the error is returned. It returns once
+// passed to done and recorded), and the error is returned; when it failed
+// because the requests stream is gone, the stream is recreated and the
+// requests not acknowledged are published once more first. It returns once
 // every acknowledged request is recorded. Failures to record are logged, not
 // returned, as for PublishRequest.
-func (b *Bus) PublishRequests(ctx context.Context, reqs []tenant.Request, msgID func(tenant.Request) string,
-	done func(Published)) error {
+func (b *Bus) PublishRequests(ctx context.Context, reqs []tenant.Request, done func(Published)) error {
+	nonce := newNonce()
+	left, err := b.publishRequests(ctx, reqs, nonce, done)
+	if err != nil && missing(err) && ctx.Err() == nil {
+		if rerr := b.restore(ctx); rerr != nil {
+			b.log.Warn("recreate the missing streams and buckets", "error", rerr, "cause", err)
+			return err
+		}
+		_, err = b.publishRequests(ctx, left, nonce, done)
+	}
+	return err
+}
+
+// publishRequests is one attempt of PublishRequests; it returns the requests
+// it did not see acknowledged.
+func (b *Bus) publishRequests(ctx context.Context, reqs []tenant.Request, nonce string, done func(Published)) (
+	left []tenant.Request, firstErr error) {
 	type pending struct {
 		req tenant.Request
 		at  time.Time // when it was sent
@@ -56,8 +75,8 @@ func (b *Bus) PublishRequests(ctx context.Context, reqs []tenant.Request, msgID 
 	}
 	rec := &recorder{b: b, ctx: context.WithoutCancel(ctx)}
 	var (
-		inflight []pending // requests sent, oldest first
-		firstErr error
+		inflight []pending        // requests sent, oldest first
+		unsent   []tenant.Request // requests not sent, after a failure
 	)
 	// settle waits for the oldest request's acknowledgement.
 	settle := func() {
@@ -65,6 +84,7 @@ func (b *Bus) PublishRequests(ctx context.Context, reqs []tenant.Request, msgID 
 		inflight = inflight[1:]
 		ack, err := waitAck(ctx, p.ack, p.at)
 		if err != nil {
+			left = append(left, p.req)
 			if firstErr == nil {
 				firstErr = fmt.Errorf("publish request for %s: %w", p.req.ID, unavailable(err))
 			}
@@ -77,30 +97,28 @@ func (b *Bus) PublishRequests(ctx context.Context, reqs []tenant.Request, msgID 
 			rec.add(tenant.Event{TenantID: p.req.ID, Outcome: tenant.OutcomeRequested, RequestedBy: p.req.RequestedBy, Time: p.at})
 		}
 	}
-	for _, req := range reqs {
+	for i, req := range reqs {
 		for len(inflight) > 0 && (len(inflight)+rec.inflight() >= publishWindow || firstErr != nil) {
 			settle()
 		}
-		if firstErr != nil {
-			break
+		if firstErr == nil {
+			firstErr = ctx.Err()
 		}
-		if err := ctx.Err(); err != nil {
-			firstErr = err
+		if firstErr != nil {
+			unsent = reqs[i:]
 			break
 		}
 		body, err := json.Marshal(req)
 		if err != nil {
 			firstErr = err
+			unsent = reqs[i:]
 			break
 		}
-		var opts []jetstream.PublishOpt
-		if id := msgID(req); id != "" {
-			opts = append(opts, jetstream.WithMsgID(id))
-		}
 		at := time.Now().UTC() // before publishing: the request precedes whatever the marker reports
-		ack, err := b.js.PublishAsync(SubjectCandidate, body, opts...)
+		ack, err := b.js.PublishAsync(SubjectCandidate, body, jetstream.WithMsgID(nonce+"."+string(req.ID)))
 		if err != nil {
 			firstErr = fmt.Errorf("publish request for %s: %w", req.ID, unavailable(err))
+			unsent = reqs[i:]
 			break
 		}
 		inflight = append(inflight, pending{req: req, at: at, ack: ack})
@@ -110,7 +128,7 @@ func (b *Bus) PublishRequests(ctx context.Context, reqs []tenant.Request, msgID 
 		settle()
 	}
 	rec.finish()
-	return firstErr
+	return append(left, unsent...), firstErr
 }
 
 // waitAck waits for the acknowledgement of an asynchronous publish sent at
@@ -209,7 +227,7 @@ func (r *recorder) settle() {
 	}
 	ctx, cancel := context.WithTimeout(r.ctx, 10*time.Second)
 	defer cancel()
-	if err := b.recordState(ctx, s.ev); err != nil {
+	if err := b.healed(ctx, func() error { return b.recordState(ctx, s.ev) }); err != nil {
 		b.log.Error("record tenant state", "tenant_id", s.ev.TenantID, "outcome", s.ev.Outcome, "error", err)
 	}
 }

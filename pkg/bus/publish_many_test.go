@@ -13,8 +13,9 @@ import (
 
 // TestPublishRequestsInBulk publishes more requests than the window, one of
 // them for a tenant the marker already answered: every request is published
-// once (a second pass finds them all duplicates and records nothing), the
-// new ones are recorded as requested, and the marker's later answer is kept.
+// once, in order, the new ones are recorded as requested, and the marker's
+// later answer is kept. A second call publishes them all again: its message
+// ids are its own.
 func TestPublishRequestsInBulk(t *testing.T) {
 	srv := testenv.StartJetStream(t)
 	b := connect(t, srv.URL)
@@ -28,10 +29,8 @@ func TestPublishRequestsInBulk(t *testing.T) {
 	answered := reqs[7].ID
 	b.Report(ctx, tenant.Event{TenantID: answered, Outcome: tenant.OutcomeRefused, Reason: "not gated",
 		Time: time.Now().Add(time.Hour)})
-	msgID := func(r tenant.Request) string { return "analyzer:" + string(r.ID) }
-
 	var got []Published
-	if err := b.PublishRequests(ctx, reqs, msgID, func(p Published) { got = append(got, p) }); err != nil {
+	if err := b.PublishRequests(ctx, reqs, func(p Published) { got = append(got, p) }); err != nil {
 		t.Fatal(err)
 	}
 	if len(got) != n {
@@ -42,12 +41,15 @@ func TestPublishRequestsInBulk(t *testing.T) {
 			t.Fatalf("acknowledgement %d: %+v; want %s, not a duplicate, in order", i, p, reqs[i].ID)
 		}
 	}
-	info, err := b.work.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
+	requests := func() uint64 {
+		s, err := b.js.Stream(ctx, StreamRequests)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s.CachedInfo().State.Msgs
 	}
-	if info.State.Msgs != uint64(n) {
-		t.Fatalf("%d messages in %s; want %d", info.State.Msgs, StreamWork, n)
+	if got := requests(); got != uint64(n) {
+		t.Fatalf("%d messages in %s; want %d", got, StreamRequests, n)
 	}
 	for i, r := range reqs {
 		s, found, err := b.TenantState(ctx, r.ID)
@@ -66,17 +68,21 @@ func TestPublishRequestsInBulk(t *testing.T) {
 		"%d requested events; want %d", len(ev.find(tenant.OutcomeRequested)), n)
 
 	got = nil
-	if err := b.PublishRequests(ctx, reqs, msgID, func(p Published) { got = append(got, p) }); err != nil {
+	if err := b.PublishRequests(ctx, reqs, func(p Published) { got = append(got, p) }); err != nil {
 		t.Fatal(err)
 	}
 	for _, p := range got {
-		if !p.Duplicate {
-			t.Fatalf("second pass: %s not a duplicate", p.Request.ID)
+		if p.Duplicate {
+			t.Fatalf("second call: %s taken for a duplicate of the first call's", p.Request.ID)
 		}
 	}
-	time.Sleep(200 * time.Millisecond)
-	if k := len(ev.find(tenant.OutcomeRequested)); k != n || len(got) != n {
-		t.Fatalf("second pass: %d acknowledged, %d requested events; want %d and %d", len(got), k, n, n)
+	if k := requests(); len(got) != n || k != uint64(2*n) {
+		t.Fatalf("second call: %d acknowledged, %d messages in %s; want %d and %d", len(got), k, StreamRequests, n, 2*n)
+	}
+	testenv.Eventually(t, 5*time.Second, func() bool { return len(ev.find(tenant.OutcomeRequested)) == 2*n },
+		"%d requested events; want %d", len(ev.find(tenant.OutcomeRequested)), 2*n)
+	if s, _, err := b.TenantState(ctx, answered); err != nil || s.Phase != tenant.PhaseRefused {
+		t.Fatalf("state of %s after the second call: %+v, %v; want the marker's later answer kept", answered, s, err)
 	}
 }
 
@@ -89,8 +95,7 @@ func TestPublishRequestsFailure(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	published := 0
-	err := b.PublishRequests(ctx, []tenant.Request{{ID: idA}}, func(tenant.Request) string { return "" },
-		func(p Published) { published++ })
+	err := b.PublishRequests(ctx, []tenant.Request{{ID: idA}}, func(p Published) { published++ })
 	if err == nil || published != 0 {
 		t.Fatalf("publish with the server down: %d published, error %v; want an error", published, err)
 	}

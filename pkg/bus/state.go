@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/tenantcleanup/tenant-cleanup/pkg/tenant"
@@ -29,34 +30,10 @@ const (
 	keyPause  = "pause."
 )
 
-func (b *Bus) ensureBuckets(ctx context.Context, replicas int) error {
-	var err error
-	b.state, err = b.bucket(ctx, jetstream.KeyValueConfig{
-		Bucket:      BucketState,
-		Description: "tenant cleanup: tenant phases, holds, pauses",
-		History:     1,
-		Storage:     jetstream.FileStorage,
-		Replicas:    replicas,
-	})
-	if err != nil {
-		return fmt.Errorf("create KV bucket %s: %w", BucketState, err)
-	}
-	b.failures, err = b.bucket(ctx, jetstream.KeyValueConfig{
-		Bucket:      bucketFailures,
-		Description: "tenant cleanup: failures per message, for the dead-letter rule",
-		History:     1,
-		TTL:         7 * 24 * time.Hour,
-		Storage:     jetstream.FileStorage,
-		Replicas:    replicas,
-	})
-	if err != nil {
-		return fmt.Errorf("create KV bucket %s: %w", bucketFailures, err)
-	}
-	return nil
-}
-
 // recordState applies ev to the tenant's state with compare-and-set, so that
-// concurrent writers never overwrite each other's newer state.
+// concurrent writers never overwrite each other's newer state. A refused
+// tenant's state expires RefusedStateTTL after it is written: anybody may
+// request any id, and what the pipeline keeps about them must stay bounded.
 func (b *Bus) recordState(ctx context.Context, ev tenant.Event) error {
 	if ev.TenantID == "" {
 		return nil
@@ -82,9 +59,18 @@ func (b *Bus) recordState(ctx context.Context, ev tenant.Event) error {
 		if err != nil {
 			return err
 		}
-		if rev == 0 {
+		var ttl time.Duration
+		if next.Phase == tenant.PhaseRefused {
+			ttl = b.refusedTTL
+		}
+		switch {
+		case rev == 0 && ttl > 0:
+			_, err = b.state.Create(ctx, key, body, jetstream.KeyTTL(ttl))
+		case rev == 0:
 			_, err = b.state.Create(ctx, key, body)
-		} else {
+		case ttl > 0:
+			err = b.updateWithTTL(ctx, key, body, rev, ttl)
+		default:
 			_, err = b.state.Update(ctx, key, body, rev)
 		}
 		if err == nil {
@@ -95,6 +81,20 @@ func (b *Bus) recordState(ctx context.Context, ev tenant.Event) error {
 		}
 	}
 	return errors.New("state update kept conflicting")
+}
+
+// updateWithTTL is KeyValue.Update for a value that expires after ttl, which
+// the key-value API (nats.go 1.55) offers for Create only: the same
+// compare-and-set publish on the key's subject, with a message TTL.
+func (b *Bus) updateWithTTL(ctx context.Context, key string, value []byte, rev uint64, ttl time.Duration) error {
+	msg := &nats.Msg{Subject: kvSubjectPrefix + BucketState + "." + key, Data: value}
+	_, err := b.js.PublishMsg(ctx, msg, jetstream.WithExpectLastSequencePerSubject(rev), jetstream.WithMsgTTL(ttl))
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant) {
+		return fmt.Errorf("%w: %w", err, jetstream.ErrKeyRevisionMismatch)
+	}
+	return err
 }
 
 // TenantState reads one tenant's state; found is false when the pipeline
@@ -123,7 +123,7 @@ func (b *Bus) SetHold(ctx context.Context, h tenant.Hold) error {
 	if err != nil {
 		return err
 	}
-	if _, err := b.state.Put(ctx, keyHold+string(h.ID), body); err != nil {
+	if err := b.healed(ctx, func() error { _, err := b.state.Put(ctx, keyHold+string(h.ID), body); return err }); err != nil {
 		return fmt.Errorf("hold %s: %w", h.ID, unavailable(err))
 	}
 	return nil
@@ -134,7 +134,7 @@ func (b *Bus) RemoveHold(ctx context.Context, id tenant.ID) (removed bool, err e
 	if _, found, err := b.Hold(ctx, id); err != nil || !found {
 		return false, err
 	}
-	if err := b.state.Delete(ctx, keyHold+string(id)); err != nil {
+	if err := b.healed(ctx, func() error { return b.state.Delete(ctx, keyHold+string(id)) }); err != nil {
 		return false, fmt.Errorf("unhold %s: %w", id, unavailable(err))
 	}
 	return true, nil
@@ -175,8 +175,7 @@ func (b *Bus) SetPause(ctx context.Context, name string, p tenant.Pause) error {
 	if err != nil {
 		return err
 	}
-	_, err = b.state.Put(ctx, keyPause+sanitizeKey(name), body)
-	return err
+	return b.healed(ctx, func() error { _, err := b.state.Put(ctx, keyPause+sanitizeKey(name), body); return err })
 }
 
 // Pauses lists the pauses in force at now.
@@ -202,7 +201,8 @@ func sanitizeKey(s string) string {
 }
 
 func (b *Bus) getJSON(ctx context.Context, key string, v any) (bool, error) {
-	entry, err := b.state.Get(ctx, key)
+	var entry jetstream.KeyValueEntry
+	err := b.healed(ctx, func() (err error) { entry, err = b.state.Get(ctx, key); return err })
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return false, nil
 	}
@@ -217,7 +217,11 @@ func (b *Bus) getJSON(ctx context.Context, key string, v any) (bool, error) {
 
 // each calls fn with the value of every key under prefix.
 func (b *Bus) each(ctx context.Context, prefix string, fn func([]byte)) error {
-	w, err := b.state.WatchFiltered(ctx, []string{prefix + ">"}, jetstream.IgnoreDeletes())
+	var w jetstream.KeyWatcher
+	err := b.healed(ctx, func() (err error) {
+		w, err = b.state.WatchFiltered(ctx, []string{prefix + ">"}, jetstream.IgnoreDeletes())
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("read %s*: %w", prefix, unavailable(err))
 	}

@@ -206,7 +206,7 @@ func publish(ctx context.Context, b *bus.Bus, ids []tenant.ID, by string) (int, 
 		go func() {
 			defer wg.Done()
 			for id := range next {
-				_, err := b.PublishRequest(ctx, tenant.Request{ID: id, RequestedBy: by, RequestedAt: now}, "")
+				err := b.PublishRequest(ctx, tenant.Request{ID: id, RequestedBy: by, RequestedAt: now})
 				mu.Lock()
 				if err == nil {
 					published++

@@ -32,7 +32,7 @@ func TestDeadListAndReplay(t *testing.T) {
 	if w.streamLastSeq() != seq+1 {
 		t.Errorf("dead replay did not re-publish the request")
 	}
-	stream, err := w.bus.JetStream().Stream(context.Background(), bus.StreamWork)
+	stream, err := w.bus.JetStream().Stream(context.Background(), bus.StreamRequests)
 	if err != nil {
 		t.Fatal(err)
 	}

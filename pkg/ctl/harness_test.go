@@ -277,10 +277,10 @@ func (w *world) deadLetter(id tenant.ID) bus.DeadLetter {
 
 var errFixture = errors.New(`relation "document" does not exist`)
 
-// streamLastSeq is the work stream's last sequence number: it moves with every publish.
+// streamLastSeq is the requests stream's last sequence number: it moves with every request published.
 func (w *world) streamLastSeq() uint64 {
 	w.t.Helper()
-	s, err := w.bus.JetStream().Stream(context.Background(), bus.StreamWork)
+	s, err := w.bus.JetStream().Stream(context.Background(), bus.StreamRequests)
 	if err != nil {
 		w.t.Fatal(err)
 	}

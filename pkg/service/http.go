@@ -15,8 +15,10 @@ import (
 	"github.com/tenantcleanup/tenant-cleanup/pkg/tenant"
 )
 
-// Ready checks the service's dependencies: the databases it opened answer
-// and JetStream is connected.
+// Ready checks the service's dependencies: the databases it opened answer,
+// JetStream is connected, and the service's consume loop (marker, cleaner)
+// is consuming: false while its consumer or stream is gone and being
+// recreated.
 func (e *Env) Ready(ctx context.Context) error {
 	if e.Data != nil {
 		if err := e.Data.Ping(ctx); err != nil {
@@ -28,8 +30,10 @@ func (e *Env) Ready(ctx context.Context) error {
 			return fmt.Errorf("control plane: %w", err)
 		}
 	}
-	if e.Bus != nil && !e.Bus.Connected() {
-		return errors.New("JetStream: not connected")
+	if e.Bus != nil {
+		if err := e.Bus.Ready(); err != nil {
+			return fmt.Errorf("JetStream: %w", err)
+		}
 	}
 	return nil
 }
