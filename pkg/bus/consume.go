@@ -58,9 +58,9 @@ type ConsumeOptions struct {
 	MaxFailures int
 }
 
-// checkEvery is how often a consume loop checks that its consumer still
-// exists, besides the server's own signals (a deleted consumer, missing
-// heartbeats, no responders).
+// checkEvery is how often a consume loop checks that its consumer and the
+// pipeline's streams and buckets still exist, besides the server's own
+// signals (a deleted consumer, missing heartbeats, no responders).
 const checkEvery = 2 * time.Second
 
 // Consume runs the consume loop until ctx is cancelled, then stops taking
@@ -184,6 +184,11 @@ func (b *Bus) consumeFrom(ctx, workCtx context.Context, cons jetstream.Consumer,
 			return errConsumeStopped
 		case signal = <-signals:
 		case <-tick.C:
+			// Whatever else vanished is recreated too, used or not, so that
+			// Recreated fires soon after a loss.
+			if err := b.restore(ctx); err != nil && ctx.Err() == nil {
+				b.log.Debug("recreate the missing streams and buckets", "error", err)
+			}
 		}
 		if errors.Is(signal, jetstream.ErrConsumerDeleted) || errors.Is(signal, jetstream.ErrBadRequest) {
 			cc.Stop()

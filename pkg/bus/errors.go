@@ -38,7 +38,8 @@ func unavailable(err error) error {
 // or an operator deleted it.
 func missing(err error) bool {
 	for _, target := range []error{jetstream.ErrNoStreamResponse, nats.ErrNoResponders, jetstream.ErrStreamNotFound,
-		jetstream.ErrConsumerNotFound, jetstream.ErrBucketNotFound} {
+		jetstream.ErrConsumerNotFound, jetstream.ErrBucketNotFound,
+		nats.ErrStreamNotFound, nats.ErrConsumerNotFound, nats.ErrBucketNotFound} { // KV watches use the older API
 		if errors.Is(err, target) {
 			return true
 		}

@@ -37,9 +37,21 @@ const (
 )
 
 // streamConfigs is every stream of the pipeline, the one place subjects are
-// bound to streams.
+// bound to streams. The work stream comes first: an older version has
+// SubjectCandidate in it, and updating it frees the subject for the requests
+// stream.
 func streamConfigs(replicas int) []jetstream.StreamConfig {
 	return []jetstream.StreamConfig{{
+		Name:              StreamWork,
+		Description:       "tenant cleanup: drain-check schedules and due drain checks (consumed by cleaner)",
+		Subjects:          []string{subjectSchedulePrefix + "*", DrainSubjects},
+		Retention:         jetstream.WorkQueuePolicy,
+		Storage:           jetstream.FileStorage,
+		Replicas:          replicas,
+		Duplicates:        dedupWindow,
+		AllowMsgSchedules: true,
+		AllowRollup:       true, // a schedule replaces the tenant's pending one
+	}, {
 		// The public subject, alone in a stream that can do nothing but
 		// queue requests: no rollup, purge, delete, per-message TTL,
 		// schedules, counters or batches, so no header on a request can reach
@@ -57,16 +69,6 @@ func streamConfigs(replicas int) []jetstream.StreamConfig {
 		Discard:     jetstream.DiscardNew,
 		DenyDelete:  true,
 		DenyPurge:   true,
-	}, {
-		Name:              StreamWork,
-		Description:       "tenant cleanup: drain-check schedules and due drain checks (consumed by cleaner)",
-		Subjects:          []string{subjectSchedulePrefix + "*", DrainSubjects},
-		Retention:         jetstream.WorkQueuePolicy,
-		Storage:           jetstream.FileStorage,
-		Replicas:          replicas,
-		Duplicates:        dedupWindow,
-		AllowMsgSchedules: true,
-		AllowRollup:       true, // a schedule replaces the tenant's pending one
 	}, {
 		Name:        StreamEvents,
 		Description: "tenant cleanup: outcome events",
@@ -147,8 +149,6 @@ func subjectWithin(filter, pattern string) bool {
 // moves what an older version left where it no longer belongs.
 func (b *Bus) ensure(ctx context.Context) error {
 	for _, cfg := range streamConfigs(b.replicas) {
-		// The work stream comes before the requests stream: an older version
-		// has SubjectCandidate in it, and updating it frees the subject.
 		s, err := b.stream(ctx, cfg)
 		if err != nil && b.noUpdate && cfg.Name == StreamRequests && isSubjectOverlap(err) {
 			// The services have not moved the subject out of the work stream
@@ -363,8 +363,8 @@ func (b *Bus) healed(ctx context.Context, op func() error) error {
 		return err
 	}
 	if rerr := b.restore(ctx); rerr != nil {
-		b.log.Warn("recreate the missing streams and buckets", "error", rerr, "cause", err)
-		return err
+		b.log.Debug("recreate the missing streams and buckets", "error", rerr, "cause", err)
+		return err // the caller reports it
 	}
 	return op()
 }
