@@ -17,7 +17,10 @@ import (
 	"github.com/tenantcleanup/tenant-cleanup/pkg/testenv"
 )
 
-const idA tenant.ID = "tenant_0aef62e7-9fbf-4bb6-8894-f1441fca6745"
+const (
+	idA tenant.ID = "tenant_0aef62e7-9fbf-4bb6-8894-f1441fca6745"
+	idB tenant.ID = "tenant_1bf073f8-0ac0-4cc7-9905-025250db7856"
+)
 
 func connect(t *testing.T, url string) *Bus {
 	t.Helper()
