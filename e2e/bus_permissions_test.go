@@ -19,7 +19,6 @@ import (
 	"github.com/tenantcleanup/tenant-cleanup/pkg/bus"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/config"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/ctl"
-	"github.com/tenantcleanup/tenant-cleanup/pkg/service"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/tenant"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/testenv"
 )
@@ -106,40 +105,6 @@ func (a *accountsServer) violationsBy(user string) []string {
 	return out
 }
 
-// runAs runs a marker and a cleaner in this process as the users "marker" and
-// "cleaner" of a, until the test ends.
-func (w *world) runAs(a *accountsServer) {
-	w.t.Helper()
-	var (
-		mcfg config.Marker
-		ccfg config.Cleaner
-	)
-	if err := config.Load(&mcfg); err != nil {
-		w.t.Fatal(err)
-	}
-	if err := config.Load(&ccfg); err != nil {
-		w.t.Fatal(err)
-	}
-	mcfg.NATSURL, ccfg.NATSURL = a.url("marker"), a.url("cleaner")
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	errs := make(chan error, 2)
-	wg.Add(3)
-	go func() { defer wg.Done(); errs <- service.RunMarker(ctx, &mcfg, w.logger("marker")) }()
-	go func() { defer wg.Done(); errs <- service.RunCleaner(ctx, &ccfg, w.logger("cleaner")) }()
-	go func() { defer wg.Done(); w.simulateDeletion(ctx) }()
-	w.t.Cleanup(func() {
-		cancel()
-		wg.Wait()
-		close(errs)
-		for err := range errs {
-			if err != nil {
-				w.t.Errorf("service stopped with %v", err)
-			}
-		}
-	})
-}
-
 // TestBusPermissions runs the pipeline with docs/nats-accounts.conf: the
 // analyzer, marker, cleaner and tenantctl do all their work within their
 // permissions, and a requester (account REQUESTERS) can request a cleanup
@@ -152,7 +117,7 @@ func TestBusPermissions(t *testing.T) {
 	t.Setenv("DRAIN_CHECK_DELAY", "2s")
 	ids := w.fleet(3, 2, "9")
 	held := ids[2]
-	w.runAs(a)
+	w.startServed(func(m *config.Marker, c *config.Cleaner) { m.NATSURL, c.NATSURL = a.url("marker"), a.url("cleaner") })
 
 	// tenantctl holds one tenant; the analyzer publishes all three.
 	t.Setenv("NATS_URL", a.url("tenantctl"))
