@@ -3,7 +3,7 @@ GO      ?= go
 BIN     := bin
 SERVICES := ./services/analyzer ./services/marker ./services/cleaner ./cmd/tenantctl
 
-.PHONY: build test lint demo bench clean
+.PHONY: build test lint demo bench flood clean
 
 ## build: bin/analyzer, bin/marker, bin/cleaner, bin/tenantctl
 build:
@@ -27,6 +27,10 @@ demo: build
 ## bench: the performance benchmarks (long; not part of make test)
 bench: build
 	$(GO) run ./cmd/bench -bin $(BIN)
+
+## flood: 100,000 hostile requests against a running marker: memory and stored bytes (docs/flood.md; not part of make test)
+flood:
+	$(GO) test -tags flood -count=1 -timeout 40m -run TestFlood -v ./e2e/
 
 clean:
 	rm -rf $(BIN)
