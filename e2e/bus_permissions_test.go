@@ -213,13 +213,20 @@ func TestBusPermissions(t *testing.T) {
 		t.Errorf("dead letters: %+v, %v", dead, err)
 	}
 
-	// The requester's plain request works, and the pipeline finishes.
-	extra := w.fleet(1, 2, "8")[0]
-	if err := ops.Publish(bus.SubjectCandidate, []byte(extra)); err != nil {
+	// The requester's plain request works, so does tenantctl's, and the
+	// pipeline finishes.
+	extra := w.fleet(2, 2, "8")
+	all := append(extra, ids[:2]...)
+	w.drainTenants(true, all...)
+	if err := ops.Publish(bus.SubjectCandidate, []byte(extra[0])); err != nil {
 		t.Fatal(err)
 	}
-	all := append([]string{extra}, ids[:2]...)
-	w.drainTenants(true, all...)
+	t.Setenv("NATS_URL", a.url("tenantctl"))
+	stdout.Reset()
+	stderr.Reset()
+	if code := ctl.Main([]string{"cleanup", "--wait", extra[1]}, &stdout, &stderr); code != 0 {
+		t.Errorf("tenantctl cleanup --wait: exit %d: %s%s", code, stdout.String(), stderr.String())
+	}
 	for _, id := range all {
 		w.waitFor(id, tenant.OutcomeCleaned, 60*time.Second)
 		w.assertCleaned(id)
@@ -229,7 +236,6 @@ func TestBusPermissions(t *testing.T) {
 	}
 
 	// tenantctl reads what it shows within its permissions.
-	t.Setenv("NATS_URL", a.url("tenantctl"))
 	for _, args := range [][]string{{"status"}, {"status", ids[0]}, {"dead", "list"}, {"unhold", held}} {
 		stdout.Reset()
 		stderr.Reset()
