@@ -137,6 +137,7 @@ func (b *Bus) Consume(ctx context.Context, opts ConsumeOptions, h Handler) error
 		}
 		state.set(fmt.Errorf("not consuming: %w", lost))
 		b.log.Warn("consumer lost; recreating it", "consumer", opts.Consumer, "stream", stream, "error", lost)
+		wait(ctx, recreateAfter) // until the server has removed it for good
 	}
 	return nil
 }
@@ -181,6 +182,7 @@ func (b *Bus) consumeFrom(ctx, workCtx context.Context, cons jetstream.Consumer,
 			waitClosed(cc)
 			return nil
 		case <-cc.Closed():
+			state.set(errConsumeStopped)
 			return errConsumeStopped
 		case signal = <-signals:
 		case <-tick.C:
@@ -191,6 +193,7 @@ func (b *Bus) consumeFrom(ctx, workCtx context.Context, cons jetstream.Consumer,
 			}
 		}
 		if errors.Is(signal, jetstream.ErrConsumerDeleted) || errors.Is(signal, jetstream.ErrBadRequest) {
+			state.set(signal)
 			cc.Stop()
 			waitClosed(cc)
 			return signal
@@ -203,6 +206,7 @@ func (b *Bus) consumeFrom(ctx, workCtx context.Context, cons jetstream.Consumer,
 		case err == nil:
 			state.set(nil)
 		case missing(err):
+			state.set(err)
 			cc.Stop()
 			waitClosed(cc)
 			return err

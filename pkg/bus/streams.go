@@ -309,19 +309,28 @@ func (b *Bus) signalRecreated() {
 	b.heal.recreated = make(chan struct{})
 }
 
-// restore creates every stream and bucket that is missing, with the
-// configuration ensure gives it, and signals Recreated when it created
-// any. It changes nothing that exists.
+// recreateAfter is how long what vanished must stay gone before it is
+// recreated: the server says a deleted stream or consumer is not found (and
+// tells its consumers) before it has removed its files, and one recreated
+// meanwhile under the same name loses its files and stops storing.
+const recreateAfter = time.Second
+
+// restore creates every stream and bucket that is missing (still missing
+// recreateAfter later), with the configuration ensure gives it, and signals
+// Recreated when it created any. It changes nothing that exists.
 func (b *Bus) restore(ctx context.Context) error {
 	b.heal.mu.Lock()
 	defer b.heal.mu.Unlock()
-	have := map[string]bool{}
-	names := b.js.StreamNames(ctx)
-	for name := range names.Name() {
-		have[name] = true
+	have, err := b.streamNames(ctx)
+	if err != nil {
+		return err
 	}
-	if err := names.Err(); err != nil {
-		return fmt.Errorf("list streams: %w", unavailable(err))
+	if len(have) == len(streamConfigs(0))+len(bucketConfigs(0)) {
+		return nil
+	}
+	wait(ctx, recreateAfter)
+	if have, err = b.streamNames(ctx); err != nil {
+		return err
 	}
 	var created []string
 	for _, cfg := range streamConfigs(b.replicas) {
@@ -353,6 +362,28 @@ func (b *Bus) restore(ctx context.Context) error {
 		b.signalRecreated()
 	}
 	return nil
+}
+
+// streamNames lists the pipeline's streams (its buckets' included) that exist.
+func (b *Bus) streamNames(ctx context.Context) (map[string]bool, error) {
+	ours := map[string]bool{}
+	for _, cfg := range streamConfigs(0) {
+		ours[cfg.Name] = true
+	}
+	for _, cfg := range bucketConfigs(0) {
+		ours["KV_"+cfg.Bucket] = true
+	}
+	have := map[string]bool{}
+	names := b.js.StreamNames(ctx)
+	for name := range names.Name() {
+		if ours[name] {
+			have[name] = true
+		}
+	}
+	if err := names.Err(); err != nil {
+		return nil, fmt.Errorf("list streams: %w", unavailable(err))
+	}
+	return have, nil
 }
 
 // healed runs op and, when it failed because a stream, bucket or consumer it
