@@ -139,10 +139,19 @@ func TestServicesRecreateWhatWasDeleted(t *testing.T) {
 
 	// Another stream takes the public subject: the marker cannot consume
 	// until it is gone, and says so; the cleaner is unaffected.
-	if err := js.DeleteStream(ctx, bus.StreamRequests); err != nil {
+	requests, err := js.Stream(ctx, bus.StreamRequests)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := requests.CachedInfo().Config
+	cfg.Subjects = []string{"squatted"}
+	if _, err := js.UpdateStream(ctx, cfg); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "SQUATTER", Subjects: []string{bus.SubjectCandidate}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := js.DeleteStream(ctx, bus.StreamRequests); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, 10*time.Second, func() bool { return !ready(s.marker) }, "marker not ready without its stream")

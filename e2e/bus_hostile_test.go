@@ -37,7 +37,7 @@ func TestHostileHeadersLeaveTheWorkIntact(t *testing.T) {
 	}
 
 	past := time.Now().Add(-time.Minute).UTC().Format(time.RFC3339)
-	forged, _ := json.Marshal(tenant.DrainCheck{ID: tenant.ID(target), MarkedAt: time.Now().Add(-30 * 24 * time.Hour)})
+	forged, _ := json.Marshal(map[string]any{"tenant_id": target, "attempt": 1, "marked_at": time.Now().Add(-30 * 24 * time.Hour)})
 	schedule := bus.ScheduleSubject(tenant.ID(ids[0]))
 	headers := []nats.Header{
 		{"Nats-Rollup": {"all"}},

@@ -18,6 +18,7 @@ import (
 
 	"github.com/tenantcleanup/tenant-cleanup/pkg/bus"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/config"
+	"github.com/tenantcleanup/tenant-cleanup/pkg/controlplane"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/ctl"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/tenant"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/testenv"
@@ -109,8 +110,9 @@ func (a *accountsServer) violationsBy(user string) []string {
 // analyzer, marker, cleaner and tenantctl do all their work within their
 // permissions, and a requester (account REQUESTERS) can request a cleanup
 // and nothing else: its reply subjects, trace destinations and direct
-// publishes never reach a drain check, a schedule, a hold, the state, the
-// events or the JetStream API of the pipeline's account.
+// publishes never reach a drain check, a schedule, the state, the
+// events or the JetStream API of the pipeline's account; a hold placed
+// with tenantctl stays.
 func TestBusPermissions(t *testing.T) {
 	a := startAccountsServer(t)
 	w := newWorldWith(t, worldOptions{natsURL: a.url("admin")})
@@ -125,7 +127,8 @@ func TestBusPermissions(t *testing.T) {
 	if code := ctl.Main([]string{"hold", held, "--reason", "legal"}, &stdout, &stderr); code != 0 {
 		t.Fatalf("tenantctl hold: exit %d: %s", code, stderr.String())
 	}
-	holdBefore, found, err := w.bus.Hold(context.Background(), tenant.ID(held))
+	control := controlplane.New(w.dbs.Control)
+	holdBefore, found, err := control.Hold(context.Background(), tenant.ID(held))
 	if err != nil || !found {
 		t.Fatalf("hold of %s: %v, %v", held, found, err)
 	}
@@ -149,7 +152,7 @@ func TestBusPermissions(t *testing.T) {
 		bus.EventSubject(tenant.OutcomeCleaned), "tenant.cleanup.dead.marker", bus.SubjectCandidate,
 		"$JS.API.STREAM.PURGE." + bus.StreamWork, "$JS.API.STREAM.DELETE." + bus.StreamRequests,
 		"$JS.API.CONSUMER.DELETE." + bus.StreamWork + "." + bus.ConsumerCleaner}
-	forged, _ := json.Marshal(tenant.DrainCheck{ID: tenant.ID(held), MarkedAt: time.Now().Add(-30 * 24 * time.Hour)})
+	forged, _ := json.Marshal(map[string]any{"tenant_id": held, "attempt": 1, "marked_at": time.Now().Add(-30 * 24 * time.Hour)})
 	for _, subj := range internal {
 		// The acknowledgement aimed at an internal subject.
 		if err := ops.PublishMsg(&nats.Msg{Subject: bus.SubjectCandidate, Reply: subj, Data: []byte("tenant_dev")}); err != nil {
@@ -186,9 +189,18 @@ func TestBusPermissions(t *testing.T) {
 
 	// Nothing of the pipeline's changed but the requests.
 	testenv.Eventually(t, 20*time.Second, w.workDone, "requests handled")
-	holdAfter, found, err := w.bus.Hold(context.Background(), tenant.ID(held))
+	holdAfter, found, err := control.Hold(context.Background(), tenant.ID(held))
 	if err != nil || !found || holdAfter != holdBefore {
 		t.Fatalf("hold of %s after the hostile messages: %+v, %v, %v; was %+v", held, holdAfter, found, err, holdBefore)
+	}
+	states, err := w.bus.States(context.Background())
+	if err != nil || len(states) == 0 {
+		t.Fatalf("states: %v, %v", states, err)
+	}
+	for _, s := range states {
+		if s.ID == "" || s.Phase == "" {
+			t.Errorf("a tenant state was overwritten: %+v", s)
+		}
 	}
 	work, err := w.bus.JetStream().Stream(context.Background(), bus.StreamWork)
 	if err != nil {

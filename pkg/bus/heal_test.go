@@ -59,6 +59,9 @@ func requestHandled(t *testing.T, b *Bus, seen func() []tenant.ID, id tenant.ID,
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
 		_, err := b.JetStream().Publish(ctx, SubjectCandidate, []byte(id))
+		if err != nil {
+			t.Logf("publish %s: %v", id, err)
+		}
 		return err == nil
 	}, "request for %s stored (%s)", id, what)
 	testenv.Eventually(t, 10*time.Second, func() bool { return slices.Contains(seen(), id) }, "%s handled (%s)", id, what)
@@ -128,12 +131,7 @@ func TestNotReadyWhileTheStreamCannotBeRecreated(t *testing.T) {
 	ctx := context.Background()
 	seen := consumed(t, b)
 	requestHandled(t, b, seen, "tenant_i-01", "at the start")
-	if err := js.DeleteStream(ctx, StreamRequests); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "SQUATTER", Subjects: []string{SubjectCandidate}}); err != nil {
-		t.Fatal(err)
-	}
+	squat(t, js)
 	testenv.Eventually(t, 10*time.Second, func() bool { return b.Ready() != nil }, "not ready without its stream")
 	t.Logf("not ready: %v", b.Ready())
 	if err := js.DeleteStream(ctx, "SQUATTER"); err != nil {
@@ -141,6 +139,28 @@ func TestNotReadyWhileTheStreamCannotBeRecreated(t *testing.T) {
 	}
 	requestHandled(t, b, seen, "tenant_i-02", "squatter gone")
 	testenv.Eventually(t, 5*time.Second, func() bool { return b.Ready() == nil }, "ready again")
+}
+
+// squat gives the public subject to a stream SQUATTER and then deletes the
+// requests stream, which can then not be recreated until SQUATTER is gone.
+func squat(t *testing.T, js jetstream.JetStream) {
+	t.Helper()
+	ctx := context.Background()
+	s, err := js.Stream(ctx, StreamRequests)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := s.CachedInfo().Config
+	cfg.Subjects = []string{"squatted"}
+	if _, err := js.UpdateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "SQUATTER", Subjects: []string{SubjectCandidate}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := js.DeleteStream(ctx, StreamRequests); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // TestCallsRecreateWhatTheyNeed: a publish, a KV read or write and a stream

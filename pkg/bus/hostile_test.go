@@ -34,7 +34,9 @@ type hostile struct {
 // schedules, tenant_dev a due drain check.
 func hostileMessages() []hostile {
 	past := time.Now().Add(-time.Minute).UTC().Format(time.RFC3339)
-	forged, _ := json.Marshal(tenant.DrainCheck{ID: idA, MarkedAt: time.Now().Add(-30 * 24 * time.Hour), RequestedBy: "attacker"})
+	// A drain check as an attacker would write one, with the facts it wants.
+	forged, _ := json.Marshal(map[string]any{"tenant_id": idA, "attempt": 1, "requested_by": "attacker",
+		"marked_at": time.Now().Add(-30 * 24 * time.Hour)})
 	schedA, drainA := ScheduleSubject(idA), DrainSubject(idA)
 	return []hostile{
 		{name: "rollup all", header: map[string]string{"Nats-Rollup": "all"}, body: "tenant_dev", refused: true},
@@ -103,9 +105,9 @@ func TestHostileMessagesOnThePublicSubject(t *testing.T) {
 
 	// Pending work: two schedules, one due drain check, two requests.
 	checks := map[tenant.ID]tenant.DrainCheck{
-		idA:          {ID: idA, Attempt: 1, RequestedBy: "ops"},
-		idB:          {ID: idB, Attempt: 2, RequestedBy: "ops"},
-		"tenant_dev": {ID: "tenant_dev", Attempt: 3, RequestedBy: "ops"},
+		idA:          {ID: idA, Attempt: 1},
+		idB:          {ID: idB, Attempt: 2},
+		"tenant_dev": {ID: "tenant_dev", Attempt: 3},
 	}
 	for id, dc := range checks {
 		at := time.Now().Add(time.Hour)
