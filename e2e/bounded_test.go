@@ -44,7 +44,7 @@ func TestALockedTenantHoldsUpNobody(t *testing.T) {
 
 	// A request for the locked tenant, then for the others: each other
 	// tenant is marked while the locked one waits.
-	if _, err := w.bus.PublishRequest(ctx, tenant.Request{ID: tenant.ID(locked), RequestedBy: "test"}, ""); err != nil {
+	if err := w.bus.PublishRequest(ctx, tenant.Request{ID: tenant.ID(locked), RequestedBy: "test"}); err != nil {
 		t.Fatal(err)
 	}
 	w.startServices()
@@ -76,7 +76,7 @@ func TestOneBadRowNeverStopsThePass(t *testing.T) {
 	}
 	// The marker refuses it with the same reason, and keeps going.
 	w.startServices()
-	if _, err := w.bus.PublishRequest(context.Background(), tenant.Request{ID: eligibleNever, RequestedBy: "test"}, ""); err != nil {
+	if err := w.bus.PublishRequest(context.Background(), tenant.Request{ID: eligibleNever, RequestedBy: "test"}); err != nil {
 		t.Fatal(err)
 	}
 	w.waitFor(eligibleNever, tenant.OutcomeRefused, 20*time.Second)
