@@ -86,3 +86,52 @@ var (
 	Timestamptz = []string{"timestamp with time zone"}
 	JSONB       = []string{"jsonb"}
 )
+
+// ErrNotOurs is wrapped by CheckOwned's errors.
+var ErrNotOurs = errors.New("owned by another role")
+
+// CheckOwned checks that schema and everything in it (tables, functions,
+// types) belong to the current role or to a superuser, and takes every
+// privilege on them away from PUBLIC. A schema someone else created first
+// (to put their own code or records where the pipeline looks) is an error
+// naming the owner: the pipeline refuses to start on it.
+func CheckOwned(ctx context.Context, q Querier, schema string) error {
+	rows, err := q.Query(ctx, `
+		SELECT kind, name, owner FROM (
+			SELECT 'schema' AS kind, n.nspname::text AS name, n.nspowner AS ownerid FROM pg_catalog.pg_namespace n WHERE n.nspname = $1
+			UNION ALL
+			SELECT 'relation', c.relname::text, c.relowner FROM pg_catalog.pg_class c
+			JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1
+			UNION ALL
+			SELECT 'function', p.proname::text, p.proowner FROM pg_catalog.pg_proc p
+			JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = $1
+			UNION ALL
+			SELECT 'type', t.typname::text, t.typowner FROM pg_catalog.pg_type t
+			JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace WHERE n.nspname = $1
+		) o CROSS JOIN LATERAL (SELECT r.rolname::text AS owner, r.rolsuper FROM pg_catalog.pg_roles r WHERE r.oid = o.ownerid) r
+		WHERE r.owner <> current_user AND NOT r.rolsuper`, schema)
+	if err != nil {
+		return fmt.Errorf("check the owners in %s: %w", schema, err)
+	}
+	var kind, name, owner string
+	var foreign []string
+	if _, err := pgx.ForEachRow(rows, []any{&kind, &name, &owner}, func() error {
+		foreign = append(foreign, fmt.Sprintf("%s %s (owner %s)", kind, name, owner))
+		return nil
+	}); err != nil {
+		return fmt.Errorf("check the owners in %s: %w", schema, err)
+	}
+	if len(foreign) > 0 {
+		return fmt.Errorf("%w: in schema %s, %s: this pipeline keeps its records and code there and trusts only its own "+
+			"role or a superuser with them; drop or re-own them after checking who created them",
+			ErrNotOurs, schema, strings.Join(foreign, ", "))
+	}
+	return nil
+}
+
+// RevokeSQL takes every privilege on schema and the tables in it away from
+// PUBLIC (the pipeline's own role keeps its owner's rights).
+func RevokeSQL(schema string) string {
+	s := pgx.Identifier{schema}.Sanitize()
+	return "REVOKE ALL ON SCHEMA " + s + " FROM PUBLIC; REVOKE ALL ON ALL TABLES IN SCHEMA " + s + " FROM PUBLIC"
+}

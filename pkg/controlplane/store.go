@@ -19,6 +19,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tenantcleanup/tenant-cleanup/internal/pgschema"
+	"github.com/tenantcleanup/tenant-cleanup/internal/pgsession"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/tenant"
 )
 
@@ -36,31 +37,34 @@ func query(name string) string {
 // DialFunc dials the control-plane server, e.g. through the SSH bastion.
 type DialFunc func(ctx context.Context, network, addr string) (net.Conn, error)
 
-// Open connects to the control plane, naming its connections appName. With dial set, every connection is made
-// through it (and host names are resolved at the far end, not locally).
-//
-// waits sets runtime parameters of every connection (lock_timeout,
-// statement_timeout, …) to the given durations.
-func Open(ctx context.Context, dsn, appName string, maxConns int32, dial DialFunc, waits map[string]time.Duration) (*Store, error) {
+// Open connects to the control plane, naming its connections appName. With
+// dial set, every connection is made through it (and host names are
+// resolved at the far end, not locally).
+func Open(ctx context.Context, dsn, appName string, maxConns int32, dial DialFunc) (*Store, error) {
 	cfg, err := pgxpool.ParseConfig(dsn)
 	if err != nil {
 		return nil, fmt.Errorf("control plane: parse connection string: %w", redactErr(err))
 	}
 	cfg.MaxConns = maxConns
 	cfg.ConnConfig.RuntimeParams["application_name"] = appName
-	for k, d := range waits {
-		cfg.ConnConfig.RuntimeParams[k] = fmt.Sprint(d.Milliseconds())
-	}
 	cfg.ConnConfig.ConnectTimeout = 15 * time.Second
 	if dial != nil {
 		cfg.ConnConfig.DialFunc = pgconn.DialFunc(dial)
 		cfg.ConnConfig.LookupFunc = func(_ context.Context, host string) ([]string, error) { return []string{host}, nil }
 	}
-	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	return open(ctx, cfg)
+}
+
+// sessionWaits bound every wait of the store's connections; the transaction
+// of a cleanup stays open while the data-plane steps run.
+var sessionWaits = pgsession.Waits{Lock: 15 * time.Second, Statement: time.Minute, IdleInTransaction: 30 * time.Minute}
+
+func open(ctx context.Context, cfg *pgxpool.Config) (*Store, error) {
+	pool, err := pgsession.Pool(ctx, cfg, sessionWaits)
 	if err != nil {
 		return nil, fmt.Errorf("control plane: %w", redactErr(err))
 	}
-	return New(pool), nil
+	return &Store{pool: pool}, nil
 }
 
 // redactErr drops the wrapped error text of a connection-string parse error,
@@ -78,8 +82,16 @@ type Store struct {
 	pool *pgxpool.Pool
 }
 
-// New wraps an open pool.
-func New(pool *pgxpool.Pool) *Store { return &Store{pool: pool} }
+// New opens the store's own pool, configured like pool's (its server,
+// credentials and size) but with the pipeline's session settings (see
+// pgsession). Close it when done.
+func New(pool *pgxpool.Pool) *Store {
+	s, err := open(context.Background(), pool.Config())
+	if err != nil { // pgxpool.NewWithConfig connects lazily: only a bad configuration fails
+		panic(err)
+	}
+	return s
+}
 
 // Close closes the pool.
 func (s *Store) Close() { s.pool.Close() }
@@ -118,6 +130,12 @@ func (s *Store) Ensure(ctx context.Context) error {
 			return err
 		}
 		if _, err := tx.Exec(ctx, query("schema")); err != nil {
+			return err
+		}
+		if err := pgschema.CheckOwned(ctx, tx, "tenant_cleanup"); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, pgschema.RevokeSQL("tenant_cleanup")); err != nil {
 			return err
 		}
 		for _, t := range []struct {

@@ -305,7 +305,7 @@ func TestEnsureConcurrently(t *testing.T) {
 }
 
 func TestOpenDoesNotLeakPassword(t *testing.T) {
-	_, err := Open(context.Background(), "postgres://u:s3cret-pass@127.0.0.1:1/x?connect_timeout=bad", "test", 1, nil, nil)
+	_, err := Open(context.Background(), "postgres://u:s3cret-pass@127.0.0.1:1/x?connect_timeout=bad", "test", 1, nil)
 	if err == nil {
 		t.Fatal("want an error")
 	}

@@ -137,7 +137,7 @@ func openControl(ctx context.Context, cp config.ControlPlane, b config.Bastion) 
 	if err != nil {
 		return nil, nil, fmt.Errorf("control plane: %w\n(check BASTION_HOST, BASTION_PORT, BASTION_USER, PEM_FILE_LOCATION, BASTION_KNOWN_HOSTS)", err)
 	}
-	store, err := controlplane.Open(ctx, common.ControlPlaneDSN(), "tenant-cleanup-tenantctl", 2, dial, service.ControlPlaneWaits)
+	store, err := controlplane.Open(ctx, common.ControlPlaneDSN(), "tenant-cleanup-tenantctl", 2, dial)
 	if err == nil {
 		err = store.Ping(ctx)
 		if err != nil {

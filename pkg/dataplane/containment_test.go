@@ -3,6 +3,8 @@ package dataplane
 import (
 	"context"
 	"errors"
+	"fmt"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -289,4 +291,49 @@ func TestGuardTriggerLeavesOtherDropsAlone(t *testing.T) {
 	}
 	dbs.ExecData(t, "CREATE TABLE public.scratch (x int); CREATE SCHEMA other; CREATE TABLE other.t (x int)")
 	dbs.ExecData(t, "DROP TABLE public.scratch; DROP SCHEMA other CASCADE")
+}
+
+// The pipeline's statements resolve nothing through a schema someone else
+// can write to: an operator planted in public that would be picked for the
+// closure's comparisons (and run as the pipeline's role) is never called.
+func TestPlantedOperatorIsNeverCalled(t *testing.T) {
+	dbs, s := setup(t, Options{})
+	ctx := context.Background()
+	dbs.CreateTenant(t, testenv.Tenant{ID: idA, Filler: 2, Pairs: 1, DocsPerPair: 2})
+	dbs.ExecData(t, `CREATE TABLE public.calls (at timestamptz DEFAULT now());
+		CREATE FUNCTION public.trap(oid, regclass) RETURNS bool LANGUAGE plpgsql AS $$
+			BEGIN INSERT INTO public.calls DEFAULT VALUES; RETURN $1 = $2::oid; END $$;
+		CREATE OPERATOR public.= (LEFTARG = oid, RIGHTARG = regclass, FUNCTION = public.trap);
+		CREATE FUNCTION public.trap2(name, text) RETURNS bool LANGUAGE plpgsql AS $$
+			BEGIN INSERT INTO public.calls DEFAULT VALUES; RETURN $1::text = $2; END $$;
+		CREATE OPERATOR public.= (LEFTARG = name, RIGHTARG = text, FUNCTION = public.trap2)`)
+	if _, err := locked(t, s, idA, func(tt *Tenant) (bool, error) { return true, tt.CheckContained(ctx) }); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := locked(t, s, idA, func(tt *Tenant) (DropResult, error) { return tt.Drop(ctx, noCheck) }); err != nil {
+		t.Fatal(err)
+	}
+	if n := dbs.CountData(t, "SELECT count(*) FROM public.calls"); n != 0 {
+		t.Fatalf("a planted operator was called %d times by the pipeline's statements", n)
+	}
+}
+
+// A tenant_cleanup schema created first by another role (to plant its own
+// records or event-trigger code there) stops the pipeline at start.
+func TestSchemaOfAnotherRoleIsRefused(t *testing.T) {
+	dbs := testenv.NewDatabases(t)
+	ctx := context.Background()
+	role := fmt.Sprintf("tc_squatter_%d_%d", os.Getpid(), time.Now().UnixNano())
+	dbs.ExecData(t, `CREATE ROLE `+role+` NOLOGIN`)
+	t.Cleanup(func() { _, _ = dbs.Data.Exec(context.Background(), "DROP OWNED BY "+role+"; DROP ROLE "+role) })
+	dbs.ExecData(t, `CREATE SCHEMA tenant_cleanup AUTHORIZATION `+role)
+	s, err := New(ctx, dbs.Data, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	_, err = s.Ensure(ctx, true)
+	if err == nil || !strings.Contains(err.Error(), "owner "+role) {
+		t.Fatalf("Ensure on a schema another role owns: %v; want a refusal naming the owner", err)
+	}
 }

@@ -98,6 +98,12 @@ func (s *Store) Ensure(ctx context.Context, guard bool) (guarded bool, err error
 		if _, err := tx.Exec(ctx, query("ensure", "")); err != nil {
 			return err
 		}
+		if err := pgschema.CheckOwned(ctx, tx, "tenant_cleanup"); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, pgschema.RevokeSQL("tenant_cleanup")); err != nil {
+			return err
+		}
 		if err := pgschema.Verify(ctx, tx, "tenant_cleanup.progress", "tenant_id", recordColumns); err != nil {
 			return err
 		}
@@ -112,6 +118,9 @@ func (s *Store) Ensure(ctx context.Context, guard bool) (guarded bool, err error
 			return nil
 		}
 		if _, err := tx.Exec(ctx, query("guard_trigger", "")); err != nil {
+			return err
+		}
+		if err := pgschema.CheckOwned(ctx, tx, "tenant_cleanup"); err != nil { // the function too
 			return err
 		}
 		var exists bool

@@ -19,6 +19,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/tenantcleanup/tenant-cleanup/internal/pgsession"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/tenant"
 )
 
@@ -96,9 +97,20 @@ type Store struct {
 	beforeDrop func() error
 }
 
-// New wraps an open pool. It reads the server's lock table size to derive
-// the default lock budget.
+// sessionWaits bound every wait of the store's connections; steps that need
+// other bounds (the DDL's lock_timeout, the drop slot wait) set them locally.
+var sessionWaits = pgsession.Waits{Lock: 5 * time.Second, Statement: 5 * time.Minute, IdleInTransaction: 10 * time.Minute}
+
+// New opens a store like Open, configured like pool (its server,
+// credentials and size).
 func New(ctx context.Context, pool *pgxpool.Pool, opts Options) (*Store, error) {
+	return Open(ctx, pool.Config(), opts)
+}
+
+// Open opens the store's own pool as cfg says, with the pipeline's session
+// settings (see pgsession). It reads the server's lock table size to derive
+// the default lock budget. Close it when done.
+func Open(ctx context.Context, cfg *pgxpool.Config, opts Options) (*Store, error) {
 	if opts.LockTimeout <= 0 {
 		opts.LockTimeout = 2 * time.Second
 	}
@@ -108,17 +120,25 @@ func New(ctx context.Context, pool *pgxpool.Pool, opts Options) (*Store, error) 
 	if opts.SlotWait <= 0 {
 		opts.SlotWait = 30 * time.Second
 	}
+	pool, err := pgsession.Pool(ctx, cfg, sessionWaits)
+	if err != nil {
+		return nil, fmt.Errorf("data plane: %w", err)
+	}
 	if opts.LockBudget <= 0 {
 		var capacity int
 		err := pool.QueryRow(ctx, `SELECT current_setting('max_locks_per_transaction')::int
 			* (current_setting('max_connections')::int + current_setting('max_prepared_transactions')::int)`).Scan(&capacity)
 		if err != nil {
+			pool.Close()
 			return nil, fmt.Errorf("data plane: read lock table size: %w", err)
 		}
 		opts.LockBudget = max(capacity*dropLockShare.num/dropLockShare.den/opts.DropSlots, 200)
 	}
 	return &Store{pool: pool, opts: opts}, nil
 }
+
+// Close closes the store's pool.
+func (s *Store) Close() { s.pool.Close() }
 
 // Ping checks the connection.
 func (s *Store) Ping(ctx context.Context) error { return s.pool.Ping(ctx) }

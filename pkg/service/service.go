@@ -96,11 +96,10 @@ func Retry(ctx context.Context, log *slog.Logger, what string, fn func(context.C
 
 // Env is an opened environment: the stores and the bus a service works with.
 type Env struct {
-	Data     *dataplane.Store
-	DataPool *pgxpool.Pool
-	Control  *controlplane.Store
-	Bus      *bus.Bus
-	closers  []func()
+	Data    *dataplane.Store
+	Control *controlplane.Store
+	Bus     *bus.Bus
+	closers []func()
 }
 
 // Close closes everything Open opened, in reverse order.
@@ -166,17 +165,14 @@ func Open(ctx context.Context, name string, cfg *config.Common, what What, log *
 		}
 		pcfg.MaxConns = cfg.DBMaxConns
 		pcfg.ConnConfig.RuntimeParams["application_name"] = "tenant-cleanup-" + name
-		boundWaits(pcfg.ConnConfig.RuntimeParams, dataPlaneWaits)
-		pool, err := pgxpool.NewWithConfig(parent, pcfg)
-		if err != nil {
-			return fmt.Errorf("data plane: %w", err)
-		}
-		env.DataPool = pool
-		o.closers = append(o.closers, pool.Close)
 		return try("connect to the data plane", func(ctx context.Context) (err error) {
-			env.Data, err = dataplane.New(ctx, pool, dataplane.Options{DropSlots: what.DropSlots, LockTimeout: what.LockTimeout})
-			if err != nil || what.ReadOnly {
+			env.Data, err = dataplane.Open(ctx, pcfg, dataplane.Options{DropSlots: what.DropSlots, LockTimeout: what.LockTimeout})
+			if err != nil {
 				return err
+			}
+			o.closers = append(o.closers, env.Data.Close)
+			if what.ReadOnly {
+				return nil
 			}
 			guarded, err := env.Data.Ensure(ctx, true)
 			if err == nil && !guarded {
@@ -192,7 +188,7 @@ func Open(ctx context.Context, name string, cfg *config.Common, what What, log *
 			return err
 		}
 		o.closers = append(o.closers, closeDial)
-		store, err := controlplane.Open(parent, cfg.ControlPlaneDSN(), "tenant-cleanup-"+name, cfg.DBMaxConns, dial, ControlPlaneWaits)
+		store, err := controlplane.Open(parent, cfg.ControlPlaneDSN(), "tenant-cleanup-"+name, cfg.DBMaxConns, dial)
 		if err != nil {
 			return err
 		}
@@ -223,31 +219,6 @@ func Open(ctx context.Context, name string, cfg *config.Common, what What, log *
 		return nil, failed
 	}
 	return env, nil
-}
-
-// Every wait on a database is bounded: a lock held by someone else, a
-// statement that runs too long, a transaction left idle (runtime parameters
-// of every connection; steps that need other bounds set them locally).
-var (
-	dataPlaneWaits = map[string]time.Duration{
-		"lock_timeout":                        5 * time.Second,
-		"statement_timeout":                   5 * time.Minute,
-		"idle_in_transaction_session_timeout": 10 * time.Minute,
-	}
-	// ControlPlaneWaits bound the waits on the control plane; the
-	// transaction of a cleanup stays open while the data-plane steps run.
-	ControlPlaneWaits = map[string]time.Duration{
-		"lock_timeout":                        15 * time.Second,
-		"statement_timeout":                   time.Minute,
-		"idle_in_transaction_session_timeout": 30 * time.Minute,
-	}
-)
-
-// boundWaits sets the runtime parameters of waits.
-func boundWaits(params map[string]string, waits map[string]time.Duration) {
-	for k, d := range waits {
-		params[k] = fmt.Sprint(d.Milliseconds())
-	}
 }
 
 // opened is what one dependency's opening left to close.

@@ -8,7 +8,7 @@
 -- every other DROP in the database (Onyx's migrations, say) the setting is
 -- empty and the function returns at once.
 CREATE OR REPLACE FUNCTION tenant_cleanup.guard_drop() RETURNS event_trigger
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     target text := current_setting('tenant_cleanup.dropping', true);
     o record;
