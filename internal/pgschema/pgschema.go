@@ -6,6 +6,7 @@ package pgschema
 
 import (
 	"context"
+	_ "embed"
 	"errors"
 	"fmt"
 	"slices"
@@ -134,4 +135,54 @@ func CheckOwned(ctx context.Context, q Querier, schema string) error {
 func RevokeSQL(schema string) string {
 	s := pgx.Identifier{schema}.Sanitize()
 	return "REVOKE ALL ON SCHEMA " + s + " FROM PUBLIC; REVOKE ALL ON ALL TABLES IN SCHEMA " + s + " FROM PUBLIC"
+}
+
+//go:embed foreign_references.sql
+var foreignReferencesSQL string
+
+// ForeignRows lists the tables outside tables (all in public) that hold
+// rows referencing, by a foreign key, the rows of tables whose tenant_id is
+// id: the rows a cleanup of id deletes. Deleting them would fail (RESTRICT),
+// cascade into those tables or set their columns NULL, so such a tenant is
+// refused. Each is described as "schema.table (foreign key name to table)".
+func ForeignRows(ctx context.Context, q Querier, tables []string, id string) ([]string, error) {
+	rows, err := q.Query(ctx, foreignReferencesSQL, tables)
+	if err != nil {
+		return nil, fmt.Errorf("read foreign keys: %w", err)
+	}
+	type ref struct {
+		name, schema, table, target string
+		cols, targetCols              []string
+	}
+	refs, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (ref, error) {
+		var f ref
+		err := r.Scan(&f.name, &f.schema, &f.table, &f.cols, &f.target, &f.targetCols)
+		return f, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read foreign keys: %w", err)
+	}
+	var found []string
+	for _, f := range refs {
+		sql := fmt.Sprintf("SELECT EXISTS (SELECT 1 FROM ONLY %s r WHERE (%s) IN (SELECT %s FROM ONLY %s t WHERE t.tenant_id = $1))",
+			pgx.Identifier{f.schema, f.table}.Sanitize(), columns("r", f.cols), columns("t", f.targetCols),
+			pgx.Identifier{"public", f.target}.Sanitize())
+		var exists bool
+		if err := q.QueryRow(ctx, sql, id).Scan(&exists); err != nil {
+			return nil, fmt.Errorf("look for rows referencing %s: %w", id, err)
+		}
+		if exists {
+			found = append(found, fmt.Sprintf("%s.%s (foreign key %s to %s)", f.schema, f.table, f.name, f.target))
+		}
+	}
+	return found, nil
+}
+
+// columns is a quoted, qualified column list.
+func columns(alias string, names []string) string {
+	out := make([]string, len(names))
+	for i, n := range names {
+		out[i] = alias + "." + pgx.Identifier{n}.Sanitize()
+	}
+	return strings.Join(out, ", ")
 }

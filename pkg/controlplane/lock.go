@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/tenantcleanup/tenant-cleanup/internal/pgschema"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/tenant"
 )
 
@@ -72,6 +73,17 @@ func (s *Store) LockTenant(ctx context.Context, id tenant.ID, mode LockMode, loc
 	return l, nil
 }
 
+// Alive checks that the locked transaction is still open on the server
+// (and resets its idle timer): a connection that died (a bastion tunnel cut,
+// a failover, idle_in_transaction_session_timeout) released the row lock, so
+// a hold or a status change may have come in. It is a tenant.ErrLater error.
+func (l *Locked) Alive(ctx context.Context) error {
+	if _, err := l.tx.Exec(ctx, "SELECT 1"); err != nil {
+		return tenant.Later(5*time.Second, "the control-plane transaction holding the tenant's row ended", err)
+	}
+	return nil
+}
+
 // Release ends the transaction without changes (a no-op once it ended).
 func (l *Locked) Release() {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -117,6 +129,16 @@ func (l *Locked) PrepareDelete(ctx context.Context, e LedgerEntry) ([]TableRows,
 	if err := results.Close(); err != nil {
 		return nil, deleteError(id, "delete its rows", err)
 	}
+	// A trigger or rule may keep a row it was asked to delete (a soft
+	// delete): the tenant is then not deleted, and must not be recorded so.
+	var kept int64
+	if err := l.tx.QueryRow(ctx, query("rows_left"), string(id)).Scan(&kept); err != nil {
+		return nil, deleteError(id, "count its rows", err)
+	}
+	if kept > 0 {
+		return nil, tenant.Refuse(id, "the control plane kept %d of the tenant's rows it was asked to delete (a trigger or rule "+
+			"on %s or tenant?); nothing was deleted", kept, strings.Join(dependentTables, ", "))
+	}
 	countsJSON, _ := json.Marshal(counts)
 	_, err := l.tx.Exec(ctx, query("ledger_insert"), string(id), e.RequestedBy, nullTime(e.MarkedAt),
 		e.DocumentsAtMarking, e.UsersAtMarking, nullTime(e.LastActivityAt), nullTime(l.Record.CreatedAt), l.Record.Status,
@@ -149,51 +171,16 @@ func (l *Locked) Finish(ctx context.Context, e LedgerEntry) error {
 // refuseForeignReferences refuses the tenant when a table the pipeline does
 // not know holds rows referencing the rows a cleanup deletes.
 func (l *Locked) refuseForeignReferences(ctx context.Context) error {
-	tables := append(append([]string{}, dependentTables...), "tenant")
-	rows, err := l.tx.Query(ctx, query("foreign_references"), tables)
+	found, err := pgschema.ForeignRows(ctx, l.tx, append(append([]string{}, dependentTables...), "tenant"), string(l.Record.ID))
 	if err != nil {
-		return fmt.Errorf("control plane: read foreign keys: %w", err)
-	}
-	type ref struct {
-		name, schema, table, target string
-		cols, targetCols            []string
-	}
-	refs, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (ref, error) {
-		var f ref
-		err := r.Scan(&f.name, &f.schema, &f.table, &f.cols, &f.target, &f.targetCols)
-		return f, err
-	})
-	if err != nil {
-		return fmt.Errorf("control plane: read foreign keys: %w", err)
-	}
-	var found []string
-	for _, f := range refs {
-		sql := fmt.Sprintf("SELECT EXISTS (SELECT 1 FROM ONLY %s r WHERE (%s) IN (SELECT %s FROM ONLY public.%s t WHERE t.tenant_id = $1))",
-			pgx.Identifier{f.schema, f.table}.Sanitize(), columns("r", f.cols), columns("t", f.targetCols),
-			pgx.Identifier{f.target}.Sanitize())
-		var exists bool
-		if err := l.tx.QueryRow(ctx, sql, string(l.Record.ID)).Scan(&exists); err != nil {
-			return fmt.Errorf("control plane: look for rows referencing %s: %w", l.Record.ID, err)
-		}
-		if exists {
-			found = append(found, tenant.CleanText(fmt.Sprintf("%s.%s (foreign key %s to %s)", f.schema, f.table, f.name, f.target), 300))
-		}
+		return fmt.Errorf("control plane: %w", err)
 	}
 	if len(found) > 0 {
 		return tenant.Refuse(l.Record.ID, "control-plane table(s) this pipeline does not know hold rows referencing the tenant: %s; "+
 			"it deletes only %s and tenant: review those rows, then request the tenant again",
-			strings.Join(found, ", "), strings.Join(dependentTables, ", "))
+			tenant.CleanText(strings.Join(found, ", "), 1000), strings.Join(dependentTables, ", "))
 	}
 	return nil
-}
-
-// columns is a quoted, qualified column list.
-func columns(alias string, names []string) string {
-	out := make([]string, len(names))
-	for i, n := range names {
-		out[i] = alias + "." + pgx.Identifier{n}.Sanitize()
-	}
-	return strings.Join(out, ", ")
 }
 
 // deleteError classifies a failed control-plane delete: a lock held by

@@ -356,3 +356,28 @@ func TestReserveEnforcesCaps(t *testing.T) {
 		t.Fatalf("%d of 20 concurrent reservations granted with 3 of 8 used; want 5", n)
 	}
 }
+
+// A trigger or rule that keeps a row it was asked to delete (a soft delete)
+// refuses the tenant: a ledger row must never stand beside a tenant row.
+func TestPrepareDeleteRefusesKeptRows(t *testing.T) {
+	for name, ddl := range map[string]string{
+		"trigger": `CREATE FUNCTION soft() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$;
+			CREATE TRIGGER soft BEFORE DELETE ON tenant FOR EACH ROW EXECUTE FUNCTION soft()`,
+		"rule": `CREATE RULE keep AS ON DELETE TO tenant DO INSTEAD NOTHING`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			dbs, s := setup(t)
+			ctx := context.Background()
+			dbs.ExecControl(t, "SELECT fixture_control_tenant($1)", idA)
+			dbs.ExecControl(t, ddl)
+			l, err := s.LockTenant(ctx, idA, Update, time.Second, time.Now())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer l.Release()
+			if _, err := l.PrepareDelete(ctx, LedgerEntry{}); !errors.Is(err, tenant.ErrRefused) || !strings.Contains(err.Error(), "kept") {
+				t.Fatalf("PrepareDelete under a soft delete: %v; want refused", err)
+			}
+		})
+	}
+}

@@ -37,7 +37,9 @@ func TestVerify(t *testing.T) {
 	w.dbs.CreateTenant(t, testenv.Tenant{ID: idH, Status: gated, LastQuery: old, NoSchema: true}) // (a), no evidence
 	w.dbs.CreateTenant(t, testenv.Tenant{ID: idD, Status: "ACTIVE", LastQuery: old, NoSchema: true})
 	// (d): marked by the pipeline, but its drain check was lost.
-	w.dbs.ExecData(t, "INSERT INTO tenant_cleanup.progress (tenant_id, marked_at, last_marked_at) VALUES ($1, now(), now())", idA)
+	const lost = "tenant_i-0ab2"
+	w.gated(lost, 1, 3)
+	w.dbs.ExecData(t, "INSERT INTO tenant_cleanup.progress (tenant_id, marked_at, last_marked_at) VALUES ($1, now(), now())", lost)
 	w.dbs.ExecControl(t, "INSERT INTO tenant_cleanup.ledger (tenant_id, cleaned_at) VALUES ($1, now() - interval '2 days')", idB) // (b)
 	w.dbs.CreateTenant(t, testenv.Tenant{ID: idE, LastQuery: old, NoSchema: true})                                                // (c)
 	w.dbs.CreateTenant(t, testenv.Tenant{ID: idF, Status: gated, LastQuery: old, NoSchema: true})                                 // on another shard?
@@ -61,7 +63,7 @@ func TestVerify(t *testing.T) {
 			"tenant 1, subscription 1, tenant_config 1, tenant_notification 1", "GATED_ACCESS", "tenantctl verify --repair requests it"},
 		{idD, "gone", "ACTIVE", `needs a human: control-plane status is "ACTIVE", not GATED_ACCESS`},
 		{idH, "gone", "GATED_ACCESS", "needs a human: nothing shows that a cleanup of it began", "tenantctl cleanup " + idH},
-		{idA, "tenant 1", "GATED_ACCESS", "tenantctl verify --repair requests it (the marker schedules its drain check again)"},
+		{lost, "tenant 1", "GATED_ACCESS", "tenantctl verify --repair requests it (the marker schedules its drain check again)"},
 		{idB, "present", "user_tenant_mapping 2", "tenant 1, subscription 1", "needs a human: the ledger says it was cleaned"},
 		{idE, "user_tenant_mapping 2", "needs a human: no control-plane row"},
 		{idF, "shard-2", "user_tenant_mapping 2", "tenant 1"},
@@ -70,8 +72,10 @@ func TestVerify(t *testing.T) {
 			t.Errorf("verify has no line with %q:\n%s", want, stdout)
 		}
 	}
-	if strings.Contains(stdout, idG) {
-		t.Errorf("verify lists the consistent %s:\n%s", idG, stdout)
+	for _, id := range []string{idA, idG} {
+		if strings.Contains(stdout, id) {
+			t.Errorf("verify lists the consistent %s:\n%s", id, stdout)
+		}
 	}
 
 	// With DATA_PLANE_SHARD_NAME set, a tenant placed on another shard is
@@ -99,9 +103,9 @@ func TestVerify(t *testing.T) {
 	}
 	testenv.Eventually(t, 30*time.Second, func() bool { return w.inLedger(idC) }, "%s cleaned after verify --repair", idC)
 	testenv.Eventually(t, 30*time.Second, func() bool {
-		return w.dbs.CountData(t, `SELECT count(*) FROM "`+idA+`".connector_credential_pair WHERE status <> 'DELETING'`) == 0 &&
-			w.dbs.CountData(t, "SELECT count(*) FROM tenant_cleanup.progress WHERE tenant_id = $1 AND last_marked_at > now() - interval '1 minute'", idA) == 1
-	}, "%s marked again after verify --repair", idA)
+		return w.dbs.CountData(t, `SELECT count(*) FROM "`+lost+`".connector_credential_pair WHERE status <> 'DELETING'`) == 0 &&
+			w.dbs.CountData(t, "SELECT count(*) FROM tenant_cleanup.progress WHERE tenant_id = $1 AND last_marked_at > now() - interval '1 minute'", lost) == 1
+	}, "%s marked again after verify --repair", lost)
 	if n := w.dbs.PublicRows(t, idC); n != 0 {
 		t.Errorf("%s: %d public rows left after the repair", idC, n)
 	}

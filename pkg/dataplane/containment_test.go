@@ -94,9 +94,10 @@ func TestContainmentRefusesEveryPath(t *testing.T) {
 			`DROP TABLE public.fx`, "index public.fx_i"},
 		{"extension member", `CREATE TABLE ` + a + `.ext_t (x int); ALTER EXTENSION pgcrypto ADD TABLE ` + a + `.ext_t`,
 			`ALTER EXTENSION pgcrypto DROP TABLE ` + a + `.ext_t`, "extension pgcrypto"},
-		{"cast", `CREATE TYPE ` + a + `.ct AS (v int); CREATE FUNCTION ` + a + `.cf(` + a + `.ct) RETURNS int LANGUAGE sql AS 'SELECT 1';
-			CREATE CAST (` + a + `.ct AS int) WITH FUNCTION ` + a + `.cf(` + a + `.ct)`,
-			`DROP CAST (` + a + `.ct AS int)`, "cast ("},
+		{"cast between outside types by a tenant function", `CREATE TYPE public.pt AS (v int);
+			CREATE FUNCTION ` + a + `.cf(public.pt) RETURNS int LANGUAGE sql AS 'SELECT 1';
+			CREATE CAST (public.pt AS int) WITH FUNCTION ` + a + `.cf(public.pt)`,
+			`DROP CAST (public.pt AS int)`, "cast (public.pt AS integer)"},
 		{"operator", `CREATE FUNCTION ` + a + `.op(int, int) RETURNS bool LANGUAGE sql AS 'SELECT true';
 			CREATE OPERATOR public.=== (LEFTARG = int, RIGHTARG = int, FUNCTION = ` + a + `.op)`,
 			`DROP OPERATOR public.=== (int, int)`, "operator public.==="},
@@ -132,7 +133,7 @@ func TestContainmentRefusesEveryPath(t *testing.T) {
 					dbs.ExecData(t, c.create)
 					before, catalog, other := dbs.Fingerprint(t, idA), catalogDigest(t, dbs), dbs.Fingerprint(t, idB)
 
-					_, err := locked(t, s, idA, func(tt *Tenant) (DropResult, error) { return tt.Drop(ctx, noCheck) })
+					_, err := locked(t, s, idA, func(tt *Tenant) (DropResult, error) { return tt.Drop(ctx, DropChecks{Look: noCheck}) })
 					var refused *tenant.RefusedError
 					if !errors.As(err, &refused) || !strings.Contains(refused.Reason, c.want) {
 						t.Fatalf("drop: %v; want a refusal naming %q", err, c.want)
@@ -146,7 +147,7 @@ func TestContainmentRefusesEveryPath(t *testing.T) {
 
 					dbs.ExecData(t, c.remove)
 					other = dbs.Fingerprint(t, idB)
-					if _, err := locked(t, s, idA, func(tt *Tenant) (DropResult, error) { return tt.Drop(ctx, noCheck) }); err != nil {
+					if _, err := locked(t, s, idA, func(tt *Tenant) (DropResult, error) { return tt.Drop(ctx, DropChecks{Look: noCheck}) }); err != nil {
 						t.Fatalf("drop once the outside object is gone: %v", err)
 					}
 					if dbs.SchemaExists(t, idA) || dbs.Fingerprint(t, idB) != other {
@@ -181,17 +182,27 @@ func TestContainedKindsAreCleaned(t *testing.T) {
 		ALTER TABLE ` + a + `.typed ENABLE ROW LEVEL SECURITY; CREATE POLICY p ON ` + a + `.typed USING (d > 0);
 		CREATE STATISTICS ` + a + `.st ON id, semantic_id FROM ` + a + `.document;
 		CREATE SEQUENCE ` + a + `.loose;
+		CREATE TYPE ` + a + `.span AS RANGE (subtype = int);
+		CREATE TYPE ` + a + `.t1 AS (v int); CREATE TYPE ` + a + `.t2 AS (v int);
+		CREATE CAST (` + a + `.t1 AS ` + a + `.t2) WITH INOUT;
+		CREATE FUNCTION ` + a + `.cf(` + a + `.t1) RETURNS int LANGUAGE sql AS 'SELECT 1';
+		CREATE CAST (` + a + `.t1 AS int) WITH FUNCTION ` + a + `.cf(` + a + `.t1);
+		CREATE FUNCTION ` + a + `.cmp(int, int) RETURNS int LANGUAGE sql IMMUTABLE AS 'SELECT CASE WHEN $1 < $2 THEN -1 WHEN $1 > $2 THEN 1 ELSE 0 END';
+		CREATE OPERATOR CLASS ` + a + `.myops FOR TYPE int USING btree AS OPERATOR 1 <, OPERATOR 3 =, OPERATOR 5 >, FUNCTION 1 ` + a + `.cmp(int, int);
 		CREATE EXTENSION IF NOT EXISTS file_fdw; CREATE SERVER IF NOT EXISTS files FOREIGN DATA WRAPPER file_fdw;
 		CREATE FOREIGN TABLE ` + a + `.ft (x int) SERVER files OPTIONS (filename '/dev/null');`
 	for _, budget := range []int{0, 60} {
 		t.Run(map[int]string{0: "one transaction", 60: "batched"}[budget], func(t *testing.T) {
 			dbs, s := setup(t, Options{LockBudget: budget})
 			ctx := context.Background()
+			if _, err := s.Ensure(ctx, true); err != nil { // the event trigger checks the drop too
+				t.Fatal(err)
+			}
 			dbs.CreateTenant(t, testenv.Tenant{ID: idA, Filler: 6, Pairs: 1, DocsPerPair: 2})
 			dbs.CreateTenant(t, testenv.Tenant{ID: idB, Filler: 1})
 			dbs.ExecData(t, kinds)
 			other := dbs.Fingerprint(t, idB)
-			res, err := locked(t, s, idA, func(tt *Tenant) (DropResult, error) { return tt.Drop(ctx, noCheck) })
+			res, err := locked(t, s, idA, func(tt *Tenant) (DropResult, error) { return tt.Drop(ctx, DropChecks{Look: noCheck}) })
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -254,7 +265,7 @@ func TestNetCatchesWhatTheLookDidNot(t *testing.T) {
 				}
 				return nil
 			}
-			_, err := locked(t, s, idA, func(tt *Tenant) (DropResult, error) { return tt.Drop(ctx, check) })
+			_, err := locked(t, s, idA, func(tt *Tenant) (DropResult, error) { return tt.Drop(ctx, DropChecks{Look: check}) })
 			if err == nil || errors.Is(err, tenant.ErrRefused) || !strings.Contains(err.Error(), c.want) {
 				t.Fatalf("drop with %s created between the look and the DROP: %v; want the net to name it", c.name, err)
 			}
@@ -266,7 +277,7 @@ func TestNetCatchesWhatTheLookDidNot(t *testing.T) {
 				t.Fatal("a rolled-back drop was recorded")
 			}
 			// The next attempt's look sees it: the new activity refuses the tenant.
-			_, err = locked(t, s, idA, func(tt *Tenant) (DropResult, error) { return tt.Drop(ctx, check) })
+			_, err = locked(t, s, idA, func(tt *Tenant) (DropResult, error) { return tt.Drop(ctx, DropChecks{Look: check}) })
 			if strings.Contains(c.late, "build_session") {
 				if !errors.Is(err, tenant.ErrRefused) {
 					t.Fatalf("the next attempt: %v; want refused for the new activity", err)
@@ -310,7 +321,7 @@ func TestPlantedOperatorIsNeverCalled(t *testing.T) {
 	if _, err := locked(t, s, idA, func(tt *Tenant) (bool, error) { return true, tt.CheckContained(ctx) }); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := locked(t, s, idA, func(tt *Tenant) (DropResult, error) { return tt.Drop(ctx, noCheck) }); err != nil {
+	if _, err := locked(t, s, idA, func(tt *Tenant) (DropResult, error) { return tt.Drop(ctx, DropChecks{Look: noCheck}) }); err != nil {
 		t.Fatal(err)
 	}
 	if n := dbs.CountData(t, "SELECT count(*) FROM public.calls"); n != 0 {
@@ -335,5 +346,80 @@ func TestSchemaOfAnotherRoleIsRefused(t *testing.T) {
 	_, err = s.Ensure(ctx, true)
 	if err == nil || !strings.Contains(err.Error(), "owner "+role) {
 		t.Fatalf("Ensure on a schema another role owns: %v; want a refusal naming the owner", err)
+	}
+}
+
+// A batched drop quarantines the schema in its look transaction: from then
+// on nothing reaches the tenant's data under its name, and an activity table
+// that appears in the quarantined schema anyway (created in the instant
+// before the rename) stops the drop instead of being dropped unseen. A
+// schema that takes the tenant's name meanwhile is not the one being dropped.
+func TestBatchedDropQuarantinesTheSchema(t *testing.T) {
+	dbs, s := setup(t, Options{LockBudget: 60})
+	ctx := context.Background()
+	dbs.CreateTenant(t, testenv.Tenant{ID: idA, Filler: 12, Pairs: 1, DocsPerPair: 2, LastQuery: testenv.DaysAgo(200)})
+	dbs.CreateTenant(t, testenv.Tenant{ID: idB, Filler: 2, Pairs: 1, DocsPerPair: 2})
+	quarantined := func() (name string) {
+		_ = dbs.Data.QueryRow(ctx, `SELECT nspname FROM pg_namespace WHERE nspname LIKE 'tenant\_cleanup\_dropping\_%'`).Scan(&name)
+		return name
+	}
+	s.afterDropTx = func(n int) error {
+		if n != 1 {
+			return nil
+		}
+		// The application can no longer write to the tenant.
+		if _, err := dbs.Data.Exec(ctx, `INSERT INTO "`+idA+`".chat_message (chat_session_id, message, message_type)
+			VALUES (gen_random_uuid(), 'late', 'USER')`); err == nil {
+			return errors.New("a chat message was written to a tenant after its look")
+		}
+		// Another schema takes the tenant's name.
+		if _, err := dbs.Data.Exec(ctx, `ALTER SCHEMA "`+idB+`" RENAME TO "`+idA+`"`); err != nil {
+			return err
+		}
+		return nil
+	}
+	res, err := locked(t, s, idA, func(tt *Tenant) (DropResult, error) { return tt.Drop(ctx, DropChecks{Look: noCheck}) })
+	if err != nil || res.Transactions < 3 {
+		t.Fatalf("batched drop = %+v, %v", res, err)
+	}
+	if quarantined() != "" || !dbs.SchemaExists(t, idA) || dbs.CountData(t, `SELECT count(*) FROM "`+idA+`".document`) != 2 {
+		t.Fatal("the drop did not end with its own schema, or it touched the schema that took the tenant's name")
+	}
+
+	// The race the quarantine closes: an activity table created in the
+	// instant before the rename is found by the next transaction.
+	dbs.ExecData(t, `ALTER SCHEMA "`+idA+`" RENAME TO "`+idB+`"`)
+	dbs.CreateTenant(t, testenv.Tenant{ID: idC, Filler: 12, Pairs: 1, DocsPerPair: 2})
+	s.afterDropTx = func(n int) error {
+		if n == 1 {
+			_, err := dbs.Data.Exec(ctx, `DO $$ BEGIN EXECUTE format('CREATE TABLE %I.build_session (last_activity_at timestamptz DEFAULT now())',
+				(SELECT nspname FROM pg_namespace WHERE nspname LIKE 'tenant\_cleanup\_dropping\_%')); END $$`)
+			return err
+		}
+		return nil
+	}
+	_, err = locked(t, s, idC, func(tt *Tenant) (DropResult, error) { return tt.Drop(ctx, DropChecks{Look: noCheck}) })
+	if !errors.Is(err, tenant.ErrRefused) || !strings.Contains(err.Error(), "build_session appeared in its schema") {
+		t.Fatalf("drop with an activity table created after the look: %v; want the rest left for review", err)
+	}
+	if name := quarantined(); name == "" || dbs.CountData(t, `SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+		WHERE n.nspname = $1 AND c.relname = 'build_session'`, name) != 1 {
+		t.Fatal("the late activity table was dropped")
+	}
+}
+
+// A partition tree larger than the lock budget is dropped leaves first, a
+// batch at a time, instead of failing "out of shared memory" for ever.
+func TestHugePartitionTreeIsDroppedInBatches(t *testing.T) {
+	dbs, s := setup(t, Options{LockBudget: 120})
+	ctx := context.Background()
+	dbs.CreateTenant(t, testenv.Tenant{ID: idA, Pairs: 1, DocsPerPair: 2})
+	dbs.ExecData(t, `CREATE TABLE "`+idA+`".events (id int, k int) PARTITION BY LIST (k);
+		DO $$ BEGIN FOR i IN 1..60 LOOP
+			EXECUTE format('CREATE TABLE %I.events_%s PARTITION OF %I.events FOR VALUES IN (%s)', '`+idA+`', i, '`+idA+`', i);
+		END LOOP; END $$`)
+	res, err := locked(t, s, idA, func(tt *Tenant) (DropResult, error) { return tt.Drop(ctx, DropChecks{Look: noCheck}) })
+	if err != nil || res.Transactions < 3 || dbs.SchemaExists(t, idA) {
+		t.Fatalf("drop of a partition tree beyond the budget = %+v, %v", res, err)
 	}
 }

@@ -156,7 +156,13 @@ func TestOutsideDependents(t *testing.T) {
 			if _, err := tx.Exec(ctx, c.sql); err != nil {
 				t.Fatal(err)
 			}
-			c1, err := walkClosure(ctx, tx, idA)
+			oid := func(id string) (n int64) {
+				if err := tx.QueryRow(ctx, "SELECT oid::int8 FROM pg_namespace WHERE nspname = $1", id).Scan(&n); err != nil {
+					t.Fatal(err)
+				}
+				return n
+			}
+			c1, err := walkClosure(ctx, tx, oid(idA))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -164,7 +170,7 @@ func TestOutsideDependents(t *testing.T) {
 				t.Fatalf("outside dependents = %q; want one mentioning %q", c1.outside, c.want)
 			}
 			// The dependency is on idA only.
-			if c2, _ := walkClosure(ctx, tx, idB); len(c2.outside) != 0 && c.name != "view in another tenant" {
+			if c2, _ := walkClosure(ctx, tx, oid(idB)); len(c2.outside) != 0 && c.name != "view in another tenant" {
 				t.Fatalf("%s has outside dependents %q", idB, c2.outside)
 			}
 		})
@@ -300,7 +306,7 @@ func TestDrop(t *testing.T) {
 
 	var seen Activity
 	drop := func(check func(Facts) error) (DropResult, error) {
-		return locked(t, s, idA, func(tt *Tenant) (DropResult, error) { return tt.Drop(ctx, check) })
+		return locked(t, s, idA, func(tt *Tenant) (DropResult, error) { return tt.Drop(ctx, DropChecks{Look: check}) })
 	}
 	res, err := drop(func(f Facts) error { seen = f.Activity; return nil })
 	if err != nil {
@@ -338,7 +344,7 @@ func TestDropRefusesOutsideDependents(t *testing.T) {
 	dbs.CreateTenant(t, testenv.Tenant{ID: idA, Filler: 2, Pairs: 1, DocsPerPair: 3})
 	dbs.ExecData(t, `CREATE VIEW public.tenant_docs AS SELECT id FROM "`+idA+`".document`)
 	before := dbs.Fingerprint(t, idA)
-	_, err := locked(t, s, idA, func(tt *Tenant) (DropResult, error) { return tt.Drop(ctx, noCheck) })
+	_, err := locked(t, s, idA, func(tt *Tenant) (DropResult, error) { return tt.Drop(ctx, DropChecks{Look: noCheck}) })
 	var refused *tenant.RefusedError
 	if !errors.As(err, &refused) || !strings.Contains(refused.Reason, "view public.tenant_docs") {
 		t.Fatalf("drop with a public view over the tenant: %v; want a refusal naming the view", err)
@@ -357,12 +363,12 @@ func TestDropRecheckRefusal(t *testing.T) {
 	dbs.CreateTenant(t, testenv.Tenant{ID: idA, Pairs: 1, DocsPerPair: 3, LastQuery: testenv.DaysAgo(1)})
 	before := dbs.Fingerprint(t, idA)
 	_, err := locked(t, s, idA, func(tt *Tenant) (DropResult, error) {
-		return tt.Drop(ctx, func(f Facts) error {
+		return tt.Drop(ctx, DropChecks{Look: func(f Facts) error {
 			if time.Since(f.Activity.Last()) < 90*24*time.Hour {
 				return tenant.Refuse(idA, "active")
 			}
 			return nil
-		})
+		}})
 	})
 	if !errors.Is(err, tenant.ErrRefused) {
 		t.Fatalf("drop of an active tenant: %v; want refused", err)
@@ -392,24 +398,26 @@ func TestDropInBatchesAndResume(t *testing.T) {
 		}
 		return nil
 	}
-	if _, err := locked(t, s, idA, func(tt *Tenant) (DropResult, error) { return tt.Drop(ctx, noCheck) }); !errors.Is(err, crash) {
+	if _, err := locked(t, s, idA, func(tt *Tenant) (DropResult, error) { return tt.Drop(ctx, DropChecks{Look: noCheck}) }); !errors.Is(err, crash) {
 		t.Fatalf("interrupted drop: %v", err)
 	}
-	if !dbs.SchemaExists(t, idA) {
-		t.Fatal("schema gone after two batches")
+	// After its look transaction the schema is quarantined: out of reach
+	// under the tenant's name, found by its oid.
+	if dbs.SchemaExists(t, idA) || dbs.CountData(t, "SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'tenant\\_cleanup\\_dropping\\_%'") != 1 {
+		t.Fatal("after two batches, the schema is not quarantined")
 	}
 	s.afterDropTx = nil
 	tt := lock(t, s, idA)
 	defer tt.Release()
 	snap, err := tt.Inspect(ctx)
-	if err != nil || !snap.DropUnderway() {
+	if err != nil || !snap.DropUnderway() || snap.SchemaExists {
 		t.Fatalf("half-dropped schema: %+v, %v; want its drop under way", snap, err)
 	}
 	if d := snap.Drain(); !d.Drained(5) {
 		t.Fatalf("half-dropped schema drain: %+v; want drained", d)
 	}
 	looked := false
-	res, err := tt.Drop(ctx, func(Facts) error { looked = true; return nil })
+	res, err := tt.Drop(ctx, DropChecks{Look: func(Facts) error { looked = true; return nil }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -420,7 +428,7 @@ func TestDropInBatchesAndResume(t *testing.T) {
 	if err != nil || rec.RelationsDropped < int64(res.Relations)+10 || rec.DropFinishedAt.IsZero() {
 		t.Fatalf("record = %+v, %v; want the relations of both attempts", rec, err)
 	}
-	if dbs.SchemaExists(t, idA) {
+	if dbs.SchemaExists(t, idA) || dbs.CountData(t, "SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'tenant\\_cleanup\\_dropping\\_%'") != 0 {
 		t.Fatal("schema still exists")
 	}
 }
@@ -435,7 +443,7 @@ func TestPlanBatches(t *testing.T) {
 		{name: "x", kind: "r", relations: 1, referencedBy: []string{"y"}},
 		{name: "y", kind: "r", relations: 1, referencedBy: []string{"x"}},
 	}
-	batches := planBatches(rels, 7)
+	batches := planBatches(rels, 7, nil)
 	var order []string
 	for _, b := range batches {
 		cost := 0
@@ -510,15 +518,17 @@ func TestLaterBatchesNeverCascadeOutside(t *testing.T) {
 	dbs, s := setup(t, Options{LockBudget: 30})
 	ctx := context.Background()
 	dbs.CreateTenant(t, testenv.Tenant{ID: idA, Filler: 6, Pairs: 1, DocsPerPair: 2})
-	// After the first batch, someone creates a view over a table dropped later.
+	// After the first batch, someone creates a view over a table dropped
+	// later (the schema is quarantined by then: found by its new name).
 	s.afterDropTx = func(n int) error {
 		if n == 1 {
-			_, err := dbs.Data.Exec(ctx, `CREATE VIEW public.late AS SELECT id FROM "`+idA+`"."user"`)
+			_, err := dbs.Data.Exec(ctx, `DO $$ BEGIN EXECUTE format('CREATE VIEW public.late AS SELECT id FROM %I."user"',
+				(SELECT nspname FROM pg_namespace WHERE nspname LIKE 'tenant\_cleanup\_dropping\_%')); END $$`)
 			return err
 		}
 		return nil
 	}
-	_, err := locked(t, s, idA, func(tt *Tenant) (DropResult, error) { return tt.Drop(ctx, noCheck) })
+	_, err := locked(t, s, idA, func(tt *Tenant) (DropResult, error) { return tt.Drop(ctx, DropChecks{Look: noCheck}) })
 	var refused *tenant.RefusedError
 	if !errors.As(err, &refused) || !strings.Contains(refused.Reason, "view public.late") {
 		t.Fatalf("drop with an outside view created mid-way: %v; want a refusal naming it", err)
@@ -537,7 +547,7 @@ func TestLaterBatchesCascadeInsideTheSchema(t *testing.T) {
 	// A dependency that is not a foreign key: sync_record (dropped late) has
 	// a column of filler_1's row type (dropped earlier, RESTRICT fails).
 	dbs.ExecData(t, `ALTER TABLE "`+idA+`".sync_record ADD COLUMN f "`+idA+`".filler_1`)
-	res, err := locked(t, s, idA, func(tt *Tenant) (DropResult, error) { return tt.Drop(ctx, noCheck) })
+	res, err := locked(t, s, idA, func(tt *Tenant) (DropResult, error) { return tt.Drop(ctx, DropChecks{Look: noCheck}) })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -576,7 +586,8 @@ func TestDropPlanCostIgnoresTheFleet(t *testing.T) {
 				Read int `json:"Shared Read Blocks"`
 			} `json:"Plan"`
 		}
-		if err := dbs.Data.QueryRow(ctx, "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) "+query("drop_plan", ""), idA).Scan(&plan); err != nil {
+		if err := dbs.Data.QueryRow(ctx, "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) "+query("drop_plan", ""),
+			dbs.CountData(t, "SELECT oid::int8 FROM pg_namespace WHERE nspname = $1", idA)).Scan(&plan); err != nil {
 			t.Fatal(err)
 		}
 		return plan[0].Plan.Hit + plan[0].Plan.Read
@@ -605,7 +616,7 @@ func TestBatchedDropLeavesNothing(t *testing.T) {
 	dbs.CreateTenant(t, testenv.Tenant{ID: idB, Filler: 1})
 	other := dbs.Fingerprint(t, idB)
 	dbs.ExecData(t, `CREATE TYPE "`+idA+`".mood AS ENUM ('happy', 'sad')`)
-	res, err := locked(t, s, idA, func(tt *Tenant) (DropResult, error) { return tt.Drop(ctx, noCheck) })
+	res, err := locked(t, s, idA, func(tt *Tenant) (DropResult, error) { return tt.Drop(ctx, DropChecks{Look: noCheck}) })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -634,7 +645,7 @@ func TestDropSlotsBoundConcurrentDrops(t *testing.T) {
 	defer tt.Release()
 	done := make(chan error, 1)
 	go func() {
-		_, err := tt.Drop(ctx, noCheck)
+		_, err := tt.Drop(ctx, DropChecks{Look: noCheck})
 		done <- err
 	}()
 	// The drop waits for a slot: its backend's advisory lock request is not granted.
@@ -686,7 +697,7 @@ func TestLockTimeoutMeansLater(t *testing.T) {
 	if _, err := tt.Mark(ctx, "test", noCheck); !errors.Is(err, tenant.ErrLater) {
 		t.Fatalf("mark while a table is locked: %v; want try again later", err)
 	}
-	if _, err := tt.Drop(ctx, noCheck); !errors.Is(err, tenant.ErrLater) {
+	if _, err := tt.Drop(ctx, DropChecks{Look: noCheck}); !errors.Is(err, tenant.ErrLater) {
 		t.Fatalf("drop while a table is locked: %v; want try again later", err)
 	}
 	// The lock goes away: nothing changed, and the retry goes through.
@@ -699,10 +710,35 @@ func TestLockTimeoutMeansLater(t *testing.T) {
 	if _, err := tt.Mark(ctx, "test", noCheck); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := tt.Drop(ctx, noCheck); err != nil {
+	if _, err := tt.Drop(ctx, DropChecks{Look: noCheck}); err != nil {
 		t.Fatal(err)
 	}
 	if dbs.SchemaExists(t, idA) {
 		t.Fatal("schema still exists")
+	}
+}
+
+func TestPlanBatchesTreesAndFirst(t *testing.T) {
+	rels := []dropRel{
+		{name: "big", kind: "p", relations: 1},
+		{name: "big_1", kind: "p", relations: 1, parent: "big"},
+		{name: "big_1_a", kind: "r", relations: 5, parent: "big_1"},
+		{name: "big_1_b", kind: "r", relations: 5, parent: "big_1"},
+		{name: "big_2", kind: "r", relations: 5, parent: "big"},
+		{name: "small", kind: "p", relations: 1},
+		{name: "small_1", kind: "r", relations: 1, parent: "small"},
+		{name: "chat_message", kind: "r", relations: 2},
+	}
+	var order []string
+	for _, b := range planBatches(rels, 6*locksPerRelation, []string{"chat_message"}) {
+		for _, r := range b {
+			order = append(order, fmt.Sprintf("%s:%d", r.name, r.relations))
+		}
+	}
+	// The first table comes first; a tree that fits goes whole (its
+	// partitions counted in); a tree that does not is dropped leaves first.
+	want := "[chat_message:2 big_1_a:5 big_1_b:5 big_1:1 big_2:5 big:1 small:2]"
+	if fmt.Sprint(order) != want {
+		t.Fatalf("order %v; want %s", order, want)
 	}
 }

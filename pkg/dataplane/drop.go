@@ -2,7 +2,9 @@ package dataplane
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -19,7 +21,7 @@ const locksPerRelation = 3
 
 // DropResult says what Drop did.
 type DropResult struct {
-	// AlreadyGone is true when the schema did not exist.
+	// AlreadyGone is true when there was no schema to drop.
 	AlreadyGone bool
 	// Relations is the number of tables, views and their indexes, TOAST
 	// tables and sequences dropped by this call.
@@ -31,46 +33,90 @@ type DropResult struct {
 	// tenant passed its final look then).
 	Facts  Facts
 	Looked bool
+	// PublicRows are the public rows the look transaction deleted.
+	PublicRows PublicRows
+}
+
+// DropChecks are the caller's part of a drop.
+type DropChecks struct {
+	// Look judges the final look's facts, read in the first drop transaction
+	// under locks that keep them from changing until it commits; an error
+	// aborts it and is returned.
+	Look func(Facts) error
+	// Before, when set, runs before each drop transaction: the cleaner
+	// checks there that its control-plane transaction, which holds the
+	// tenant's row (its status and hold), is still alive.
+	Before func(context.Context) error
 }
 
 type dropRel struct {
 	name         string
 	kind         string // pg_class.relkind: r, p, v, m, f, S
 	relations    int
+	parent       string // the table of the schema it is a partition or child of
 	referencedBy []string
 }
 
-// Drop removes the tenant's schema and everything in it, and nothing else.
+// target is the schema a drop works on, found by its oid: a drop that began
+// carries on with the schema it began with, whatever it is called now.
+type target struct {
+	oid  int64
+	name string // its name now: the tenant id, or its quarantine name
+}
+
+// Drop removes the tenant's schema and everything in it, its rows in the
+// shared public tables, and nothing else.
 //
 // A schema whose relations fit the lock budget is dropped in one
 // transaction; a larger one in batches, each its own transaction within the
-// budget: views first, then tables in reverse foreign-key order (so that a
-// batch never reaches into a table of a later batch), the last batch with
-// the schema. Every drop transaction takes one of the drop slots, runs its
-// DDL under lock_timeout (a timeout returns a tenant.ErrLater error), locks
-// its relations, walks the closure of the schema and refuses the tenant if
-// anything outside it would be reached (guard.go), records what it drops in
-// the tenant's record, drops, and checks the net before it commits.
+// budget: views first, then tables in reverse foreign-key order (a partition
+// tree too big for one batch leaves first), the last batch with the schema.
+// Every drop transaction runs checks.Before, takes one of the drop slots,
+// runs its DDL under lock_timeout (a timeout returns a tenant.ErrLater
+// error), locks its relations, walks the closure of the schema and refuses
+// the tenant if anything outside it would be reached (guard.go), records
+// what it drops in the tenant's record, drops, and checks the net before it
+// commits.
 //
 // The first transaction of a drop that has not begun also makes the final
 // look: with the tables it reads locked against writes (chat_message,
 // build_session, connector_credential_pair, document, …), it reads the
-// activity, documents and pairs and hands them to check, whose error aborts
-// it. A table, row or dependency created before that transaction commits is
-// therefore either read by the look or makes the transaction fail (the net,
-// or a fresh listing of the activity tables): never dropped unseen. A drop
-// that already began (the record says so) is completed without a look.
-func (t *Tenant) Drop(ctx context.Context, check func(Facts) error) (DropResult, error) {
-	res, err := t.drop(ctx, check)
+// activity, documents and pairs and hands them to checks.Look, whose error
+// aborts it; it deletes the tenant's public rows (refusing the tenant if a
+// table this pipeline does not know references them). A table, row or
+// dependency created before that transaction commits is therefore either
+// read by the look or makes the transaction fail (the net, or a fresh
+// listing of the activity tables): never dropped unseen. When more
+// transactions follow, the look transaction also renames the schema to a
+// quarantine name, so that from its commit nothing (Onyx, a user) can reach
+// the tenant's data any more; the later transactions find the schema by its
+// oid. A drop that began (the record holds the schema's oid) is completed
+// without a look, and the call ends there; a schema of the tenant's name with
+// another oid (restored after an earlier cleanup) is a new schema and gets
+// its own look.
+func (t *Tenant) Drop(ctx context.Context, checks DropChecks) (DropResult, error) {
+	res, err := t.drop(ctx, checks)
 	if err != nil {
 		return res, fmt.Errorf("drop schema %s: %w", t.id, later(err, "drop schema"))
 	}
 	return res, nil
 }
 
-func (t *Tenant) drop(ctx context.Context, check func(Facts) error) (DropResult, error) {
+func (t *Tenant) drop(ctx context.Context, checks DropChecks) (DropResult, error) {
 	var res DropResult
-	exists, tables, err := schemaTables(ctx, t.conn, t.id)
+	rec, err := readRecord(ctx, t.conn, t.id)
+	if err != nil {
+		return res, err
+	}
+	// A drop that began and did not finish is completed, and nothing else:
+	// a schema that has taken the tenant's name meanwhile is looked at
+	// afresh by the next drain check, from the start.
+	if underway, err := t.underway(ctx, rec); err != nil {
+		return res, err
+	} else if underway.oid != 0 {
+		return res, t.dropSchema(ctx, underway, false, checks, &res)
+	}
+	exists, oid, tables, err := liveSchema(ctx, t.conn, t.id)
 	if err != nil {
 		return res, err
 	}
@@ -78,44 +124,83 @@ func (t *Tenant) drop(ctx context.Context, check func(Facts) error) (DropResult,
 		res.AlreadyGone = true
 		return res, nil
 	}
-	rec, err := readRecord(ctx, t.conn, t.id)
-	if err != nil {
-		return res, err
+	if m := missing(tables); len(m) > 0 {
+		return res, tenant.Refuse(t.id, "schema lacks table(s) %s: not a tenant schema this tool understands", strings.Join(m, ", "))
 	}
-	underway := rec.DropStarted()
-	if !underway {
-		if m := missing(tables); len(m) > 0 {
-			return res, tenant.Refuse(t.id, "schema lacks table(s) %s: not a tenant schema this tool understands", strings.Join(m, ", "))
-		}
+	return res, t.dropSchema(ctx, target{oid: oid, name: string(t.id)}, true, checks, &res)
+}
+
+// underway is the schema whose drop this pipeline began and did not finish,
+// if it still exists (zero target otherwise).
+func (t *Tenant) underway(ctx context.Context, rec Record) (target, error) {
+	if !rec.DropStarted() || !rec.DropFinishedAt.IsZero() || rec.SchemaOID == 0 {
+		return target{}, nil
 	}
-	rows, err := t.conn.Query(ctx, query("drop_plan", ""), string(t.id))
+	var name string
+	err := t.conn.QueryRow(ctx, "SELECT nspname::text FROM pg_namespace WHERE oid = $1::oid", rec.SchemaOID).Scan(&name)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return target{}, nil
+	}
+	return target{oid: rec.SchemaOID, name: name}, err
+}
+
+// liveSchema is the schema named after the tenant: whether it exists, its
+// oid, and which of the tables the cleanup reads it has.
+func liveSchema(ctx context.Context, q querier, id tenant.ID) (exists bool, oid int64, tables []string, err error) {
+	var shard *string
+	err = q.QueryRow(ctx, query("catalog", ""), string(id)).Scan(&exists, &oid, &tables, &shard)
+	return exists, oid, tables, err
+}
+
+// dropSchema drops the schema s in one or more transactions (see Drop);
+// with look, the first one makes the final look.
+func (t *Tenant) dropSchema(ctx context.Context, s target, look bool, checks DropChecks, res *DropResult) error {
+	rows, err := t.conn.Query(ctx, query("drop_plan", ""), s.oid)
 	if err != nil {
-		return res, err
+		return err
 	}
 	rels, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (dropRel, error) {
-		var d dropRel
-		err := r.Scan(&d.name, &d.kind, &d.relations, &d.referencedBy)
+		var (
+			d      dropRel
+			parent *string
+		)
+		err := r.Scan(&d.name, &d.kind, &d.relations, &parent, &d.referencedBy)
+		if parent != nil {
+			d.parent = *parent
+		}
 		return d, err
 	})
 	if err != nil {
-		return res, err
+		return err
 	}
-	batches := planBatches(rels, t.store.opts.LockBudget)
+	var first []string
+	if look { // the look transaction drops the activity tables itself
+		first = lookedTables
+	}
+	batches := planBatches(rels, t.store.opts.LockBudget, first)
 	if len(batches) == 0 {
 		batches = [][]dropRel{nil} // an empty schema: one transaction for the checks and the drop
 	}
-	for i, batch := range batches {
-		look := i == 0 && !underway
-		last := i == len(batches)-1
-		err := t.inDropTx(ctx, func(tx pgx.Tx) error {
-			facts, err := t.dropBatch(ctx, tx, batch, tables, look, last, check)
-			if look {
-				res.Facts, res.Looked = facts, true
-			}
-			return err
-		})
+	var tables []string
+	if look {
+		_, _, tables, err = liveSchema(ctx, t.conn, t.id)
 		if err != nil {
-			return res, err
+			return err
+		}
+	}
+	for i, batch := range batches {
+		b := dropBatch{t: t, schema: s, rels: batch, tables: tables, look: look && i == 0, last: i == len(batches)-1}
+		if checks.Before != nil {
+			if err := checks.Before(ctx); err != nil {
+				return err
+			}
+		}
+		err := t.inDropTx(ctx, func(tx pgx.Tx) error { return b.run(ctx, tx, checks.Look, res) })
+		if err != nil {
+			return err
+		}
+		if b.look {
+			s.name = b.schema.name // quarantined
 		}
 		res.Transactions++
 		for _, r := range batch {
@@ -123,97 +208,158 @@ func (t *Tenant) drop(ctx context.Context, check func(Facts) error) (DropResult,
 		}
 		if t.store.afterDropTx != nil {
 			if err := t.store.afterDropTx(res.Transactions); err != nil {
-				return res, err
+				return err
 			}
 		}
 	}
-	return res, nil
+	return nil
 }
 
-// dropBatch is one drop transaction (see Drop); tables are the activity
-// tables the schema had when the drop was planned.
-func (t *Tenant) dropBatch(ctx context.Context, tx pgx.Tx, batch []dropRel, tables []string, look, last bool,
-	check func(Facts) error) (Facts, error) {
-	var facts Facts
-	lock := lockRelationsSQL(t.id, batch)
-	if look {
-		lock = append(lock, lockActivitySQL(t.id, tables, "SHARE"))
+// lookedTables are the activity tables: a batched drop drops them in its
+// look transaction, so that one found in the schema later was created after
+// the look.
+var lookedTables = []string{"chat_message", "build_session"}
+
+// quarantinePrefix starts the name a batched drop gives the schema in its
+// look transaction.
+const quarantinePrefix = "tenant_cleanup_dropping_"
+
+// dropBatch is one drop transaction (see Drop).
+type dropBatch struct {
+	t      *Tenant
+	schema target
+	rels   []dropRel
+	// tables are the activity tables the schema had when the drop was
+	// planned (for the look).
+	tables     []string
+	look, last bool
+}
+
+func (b *dropBatch) run(ctx context.Context, tx pgx.Tx, judge func(Facts) error, res *DropResult) error {
+	t := b.t
+	// The schema is the one the drop began with: found by its oid, under
+	// whatever name it has now (a schema that took its name is not it).
+	var name string
+	if err := tx.QueryRow(ctx, "SELECT nspname::text FROM pg_namespace WHERE oid = $1::oid", b.schema.oid).Scan(&name); err != nil {
+		if errors.Is(err, pgx.ErrNoRows) {
+			return tenant.Later(time.Second, "the schema vanished while it was being dropped", err)
+		}
+		return err
+	}
+	b.schema.name = name
+	if !b.look && strings.HasPrefix(name, quarantinePrefix) {
+		// Its look dropped the activity tables: one here now was created
+		// after the look (before the schema was quarantined), unseen.
+		if late, err := activityTablesIn(ctx, tx, b.schema.oid); err != nil {
+			return err
+		} else if len(late) > 0 {
+			return tenant.Refuse(t.id, "activity table(s) %s appeared in its schema (now %s) after the final look, while it was "+
+				"being dropped: the rest of it is left for review", strings.Join(late, ", "), name)
+		}
+	}
+	lock := lockRelationsSQL(name, b.rels)
+	if b.look {
+		lock = append(lock, lockActivitySQL(name, b.tables, "SHARE"))
 	}
 	if len(lock) > 0 {
 		if _, err := tx.Exec(ctx, strings.Join(lock, "; ")); err != nil {
 			if isGone(err) {
-				return facts, tenant.Later(time.Second, "a table of the schema vanished while it was being locked", err)
+				return tenant.Later(time.Second, "a table of the schema vanished while it was being locked", err)
 			}
-			return facts, err
+			return err
 		}
 	}
-	c, err := walkClosure(ctx, tx, t.id)
+	c, err := walkClosure(ctx, tx, b.schema.oid)
 	if err != nil {
-		return facts, err
+		return err
 	}
 	if err := c.refusal(t.id); err != nil {
-		return facts, err
+		return err
 	}
 	var lastActivity any // NULL: no look in this transaction
-	if look {
-		hasCraft := isTable(c.relations["build_session"])
-		if hasCraft && !slices.Contains(tables, "build_session") { // created since the plan
-			if _, err := tx.Exec(ctx, lockActivitySQL(t.id, []string{"build_session"}, "SHARE")); err != nil {
-				return facts, err
-			}
-		}
-		a, pairs, err := readActivity(ctx, tx, t.id, hasCraft)
+	if b.look {
+		facts, err := b.finalLook(ctx, tx, c, judge)
 		if err != nil {
-			return facts, err
+			return err
 		}
-		facts = Facts{Activity: a, Pairs: pairs}
-		if err := check(facts); err != nil {
-			return facts, err
+		res.Facts, res.Looked = facts, true
+		if l := facts.Activity.Last(); !l.IsZero() {
+			lastActivity = l
 		}
-		if last := a.Last(); !last.IsZero() {
-			lastActivity = last
+		if res.PublicRows, err = deletePublicRows(ctx, tx, t.id); err != nil {
+			return err
 		}
 	}
 	relations := 0
-	for _, r := range batch {
+	for _, r := range b.rels {
 		relations += r.relations
 	}
-	if _, err := tx.Exec(ctx, query("record_dropped", ""), string(t.id), relations, lastActivity, last); err != nil {
-		return facts, err
+	if _, err := tx.Exec(ctx, query("record_dropped", ""), string(t.id), relations, lastActivity, b.last, b.schema.oid); err != nil {
+		return err
 	}
-	if err := armGuard(ctx, tx, t.id); err != nil {
-		return facts, err
+	if err := armGuard(ctx, tx, name); err != nil {
+		return err
 	}
 	if t.store.beforeDrop != nil {
 		if err := t.store.beforeDrop(); err != nil {
-			return facts, err
+			return err
 		}
 	}
-	drop := dropStatements(t.id, batch)
-	if last {
-		drop += "DROP SCHEMA " + schema(t.id) + " CASCADE"
+	drop := dropStatements(name, b.rels)
+	if b.last {
+		drop += "DROP SCHEMA " + pgx.Identifier{name}.Sanitize() + " CASCADE"
+	} else if b.look {
+		// From this commit on, nothing can reach the tenant's data under its
+		// name; the next transactions find the schema by its oid.
+		b.schema.name = fmt.Sprintf("%s%d", quarantinePrefix, b.schema.oid)
+		drop += "ALTER SCHEMA " + pgx.Identifier{name}.Sanitize() + " RENAME TO " + pgx.Identifier{b.schema.name}.Sanitize()
 	}
 	if _, err := tx.Exec(ctx, drop); err != nil {
 		if isGuardTrigger(err) {
-			return facts, fmt.Errorf("%w: %v", errNet, err)
+			return fmt.Errorf("%w: %v", errNet, err)
 		}
-		return facts, err
+		return err
 	}
 	if err := checkNet(ctx, tx, c); err != nil {
-		return facts, err
+		return err
 	}
-	if look && !last {
-		// The schema survives this transaction: an activity table created
-		// since the look would be dropped unseen by a later batch.
-		_, after, err := schemaTables(ctx, tx, t.id)
-		if err != nil {
-			return facts, err
-		}
-		if !isTable(c.relations["build_session"]) && slices.Contains(after, "build_session") {
-			return facts, tenant.Later(time.Second, "a build_session table was created while the tenant was being dropped", nil)
+	if b.look && !b.last {
+		// This transaction dropped the activity tables: one in the schema now
+		// was created while it ran, and the look did not read it.
+		if late, err := activityTablesIn(ctx, tx, b.schema.oid); err != nil {
+			return err
+		} else if len(late) > 0 {
+			return tenant.Later(time.Second, "activity table(s) "+strings.Join(late, ", ")+" created while the tenant was being dropped", nil)
 		}
 	}
-	return facts, nil
+	return nil
+}
+
+// activityTablesIn lists the activity tables of the schema whose oid is nsOID.
+func activityTablesIn(ctx context.Context, tx pgx.Tx, nsOID int64) ([]string, error) {
+	rows, err := tx.Query(ctx, "SELECT relname::text FROM pg_class WHERE relnamespace = $1::oid AND relname = ANY ($2) ORDER BY 1",
+		nsOID, lookedTables)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, pgx.RowTo[string])
+}
+
+// finalLook reads, under the locks of the look transaction, what the rules
+// depend on and hands it to judge.
+func (b *dropBatch) finalLook(ctx context.Context, tx pgx.Tx, c closure, judge func(Facts) error) (Facts, error) {
+	hasCraft := isTable(c.relations["build_session"])
+	if hasCraft && !slices.Contains(b.tables, "build_session") { // created since the plan
+		if _, err := tx.Exec(ctx, lockActivitySQL(b.schema.name, []string{"build_session"}, "SHARE")); err != nil {
+			return Facts{}, err
+		}
+	}
+	a, pairs, err := readActivity(ctx, tx, tenant.ID(b.schema.name), hasCraft)
+	if err != nil {
+		return Facts{}, err
+	}
+	facts := Facts{Activity: a, Pairs: pairs}
+	return facts, judge(facts)
 }
 
 // isTable reports whether relkind is a table's (plain or partitioned).
@@ -247,16 +393,50 @@ func (t *Tenant) inDropTx(ctx context.Context, fn func(pgx.Tx) error) error {
 // planBatches orders the relations for dropping (views first, then tables
 // that no remaining table references, then sequences no table owns) and cuts
 // them into batches whose estimated lock count stays within budget. Tables in
-// a foreign-key cycle share a batch.
-func planBatches(rels []dropRel, budget int) [][]dropRel {
+// a foreign-key cycle share a batch. A partition tree or inheritance tree
+// goes with its table (one DROP takes it all) when it fits the budget;
+// otherwise its leaves are dropped first, a batch at a time. The tables
+// named in first (with what hangs from them) come before everything else.
+func planBatches(rels []dropRel, budget int, first []string) [][]dropRel {
+	children := map[string][]dropRel{}
+	for _, r := range rels {
+		if r.parent != "" {
+			children[r.parent] = append(children[r.parent], r)
+		}
+	}
+	var treeCost func(r dropRel) int
+	treeCost = func(r dropRel) int {
+		n := r.relations
+		for _, c := range children[r.name] {
+			n += treeCost(c)
+		}
+		return n
+	}
+	// unitsOf is how a table and what hangs from it are dropped.
+	var unitsOf func(r dropRel) [][]dropRel
+	unitsOf = func(r dropRel) [][]dropRel {
+		whole := r
+		whole.relations = treeCost(r)
+		if whole.relations*locksPerRelation <= budget || len(children[r.name]) == 0 {
+			return [][]dropRel{{whole}}
+		}
+		var units [][]dropRel
+		for _, c := range children[r.name] {
+			units = append(units, unitsOf(c)...)
+		}
+		return append(units, []dropRel{r})
+	}
+
 	var units [][]dropRel // each dropped in one batch, in this order
 	remaining := map[string]dropRel{}
 	var sequences [][]dropRel
 	for _, r := range rels {
-		switch r.kind {
-		case "v", "m":
+		switch {
+		case r.parent != "":
+			// dropped with (or before) its parent
+		case r.kind == "v", r.kind == "m":
 			units = append(units, []dropRel{r})
-		case "S": // after the tables whose defaults may use them
+		case r.kind == "S": // after the tables whose defaults may use them
 			sequences = append(sequences, []dropRel{r})
 		default:
 			remaining[r.name] = r
@@ -271,19 +451,28 @@ func planBatches(rels []dropRel, budget int) [][]dropRel {
 		}
 		if len(ready) == 0 { // a foreign-key cycle: drop what is left together
 			var cycle []dropRel
-			for _, r := range remaining {
-				cycle = append(cycle, r)
+			for _, name := range slices.Sorted(maps.Keys(remaining)) {
+				cycle = append(cycle, remaining[name])
 			}
 			units = append(units, cycle)
 			break
 		}
 		slices.Sort(ready)
 		for _, name := range ready {
-			units = append(units, []dropRel{remaining[name]})
+			units = append(units, unitsOf(remaining[name])...)
 			delete(remaining, name)
 		}
 	}
 	units = append(units, sequences...)
+	var front, rest [][]dropRel
+	for _, u := range units {
+		if slices.ContainsFunc(u, func(r dropRel) bool { return slices.Contains(first, r.name) }) {
+			front = append(front, u)
+		} else {
+			rest = append(rest, u)
+		}
+	}
+	units = append(front, rest...)
 
 	var batches [][]dropRel
 	var cur []dropRel
@@ -306,14 +495,14 @@ func planBatches(rels []dropRel, budget int) [][]dropRel {
 	return batches
 }
 
-// lockRelationsSQL locks the batch's tables and views ACCESS EXCLUSIVE (LOCK
-// TABLE takes no materialized view, foreign table or sequence: their DROP
-// locks them).
-func lockRelationsSQL(id tenant.ID, batch []dropRel) []string {
+// lockRelationsSQL locks the batch's tables and views (of the schema named
+// schemaName) ACCESS EXCLUSIVE (LOCK TABLE takes no materialized view,
+// foreign table or sequence: their DROP locks them).
+func lockRelationsSQL(schemaName string, batch []dropRel) []string {
 	var names []string
 	for _, r := range batch {
 		if r.kind == "r" || r.kind == "p" || r.kind == "v" {
-			names = append(names, schema(id)+"."+pgx.Identifier{r.name}.Sanitize())
+			names = append(names, pgx.Identifier{schemaName, r.name}.Sanitize())
 		}
 	}
 	if len(names) == 0 {
@@ -325,10 +514,10 @@ func lockRelationsSQL(id tenant.ID, batch []dropRel) []string {
 // dropStatements is the DROP … CASCADE statements of a batch, each ending in
 // "; ". CASCADE is safe here: the closure of the whole schema was walked in
 // the same transaction and lies inside it, and the net checks the result.
-func dropStatements(id tenant.ID, batch []dropRel) string {
+func dropStatements(schemaName string, batch []dropRel) string {
 	byKind := map[string][]string{}
 	for _, r := range batch {
-		byKind[r.kind] = append(byKind[r.kind], schema(id)+"."+pgx.Identifier{r.name}.Sanitize())
+		byKind[r.kind] = append(byKind[r.kind], pgx.Identifier{schemaName, r.name}.Sanitize())
 	}
 	var sql strings.Builder
 	for _, k := range []struct{ kind, stmt string }{

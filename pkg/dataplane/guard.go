@@ -41,10 +41,11 @@ type closure struct {
 	relations map[string]string
 }
 
-// walkClosure walks the schema's closure (sql/closure.sql) in tx.
-func walkClosure(ctx context.Context, q rowsQuerier, id tenant.ID) (closure, error) {
+// walkClosure walks the closure of the schema whose oid is nsOID
+// (sql/closure.sql).
+func walkClosure(ctx context.Context, q rowsQuerier, nsOID int64) (closure, error) {
 	c := closure{objects: map[objectKey]bool{}, relations: map[string]string{}}
-	rows, err := q.Query(ctx, query("closure", ""), string(id))
+	rows, err := q.Query(ctx, query("closure", ""), nsOID)
 	if err != nil {
 		return c, err
 	}
@@ -113,7 +114,7 @@ func checkNet(ctx context.Context, tx pgx.Tx, c closure) error {
 		if description != nil {
 			extra = append(extra, *description)
 		} else {
-			extra = append(extra, fmt.Sprintf("%s %d created after the check", catalogNames[k.classid], k.objid))
+			extra = append(extra, fmt.Sprintf("%s %d (gone now)", catalogNames[k.classid], k.objid))
 		}
 		return nil
 	})
@@ -141,8 +142,8 @@ func isGuardTrigger(err error) bool {
 }
 
 // armGuard makes the event trigger (if installed) check the DROPs that
-// follow in tx against the tenant's schema.
-func armGuard(ctx context.Context, tx pgx.Tx, id tenant.ID) error {
-	_, err := tx.Exec(ctx, "SELECT set_config('tenant_cleanup.dropping', $1, true)", string(id))
+// follow in tx against the schema named schemaName.
+func armGuard(ctx context.Context, tx pgx.Tx, schemaName string) error {
+	_, err := tx.Exec(ctx, "SELECT set_config('tenant_cleanup.dropping', $1, true)", schemaName)
 	return err
 }

@@ -27,6 +27,9 @@ type Record struct {
 	MarkedAt, LastMarkedAt time.Time
 	// DocumentsAtMarking and UsersAtMarking were counted at the first marking.
 	DocumentsAtMarking, UsersAtMarking int64
+	// SchemaOID is the schema (pg_namespace oid) whose drop began: a schema
+	// of the tenant's name with another oid is not the one that was dropped.
+	SchemaOID int64
 	// DropStartedAt is when the first drop transaction committed; zero when
 	// no drop began. DropFinishedAt is when the schema was dropped.
 	DropStartedAt, DropFinishedAt time.Time
@@ -72,6 +75,7 @@ var recordColumns = []pgschema.Column{
 	{Name: "last_marked_at", Types: pgschema.Timestamptz},
 	{Name: "documents_at_marking", Types: pgschema.BigInt},
 	{Name: "users_at_marking", Types: pgschema.BigInt},
+	{Name: "schema_oid", Types: pgschema.BigInt},
 	{Name: "drop_started_at", Types: pgschema.Timestamptz},
 	{Name: "drop_finished_at", Types: pgschema.Timestamptz},
 	{Name: "relations_dropped", Types: pgschema.BigInt},
@@ -176,7 +180,7 @@ func readRecords(ctx context.Context, q rowsQuerier, clause string, args ...any)
 			activity, publicAt, completionAt      *time.Time
 		)
 		err := row.Scan(&r.ID, &r.RequestedBy, &marked, &lastMarked, &r.DocumentsAtMarking, &r.UsersAtMarking,
-			&started, &finished, &r.RelationsDropped, &activity, &r.PublicRowsDeleted, &publicAt,
+			&r.SchemaOID, &started, &finished, &r.RelationsDropped, &activity, &r.PublicRowsDeleted, &publicAt,
 			&r.CompletionRequestedBy, &completionAt)
 		r.Found = true
 		for dst, src := range map[*time.Time]*time.Time{&r.MarkedAt: marked, &r.LastMarkedAt: lastMarked,
@@ -250,7 +254,7 @@ type Footprint struct {
 // it has and this pipeline's record of it, without locking anything.
 func (s *Store) Footprint(ctx context.Context, id tenant.ID) (Footprint, error) {
 	var fp Footprint
-	exists, _, err := schemaTables(ctx, s.pool, id)
+	exists, _, _, err := liveSchema(ctx, s.pool, id)
 	if err == nil {
 		fp.SchemaExists = exists
 		err = s.pool.QueryRow(ctx, query("public_row_count", ""), string(id)).Scan(&fp.PublicRows)

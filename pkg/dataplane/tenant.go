@@ -9,6 +9,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/tenantcleanup/tenant-cleanup/internal/pgschema"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/tenant"
 )
 
@@ -36,7 +37,10 @@ func (a Activity) Last() time.Time {
 
 // Snapshot is one tenant as the data plane has it.
 type Snapshot struct {
+	// SchemaExists is true when a schema named after the tenant exists;
+	// SchemaOID is its oid.
 	SchemaExists bool
+	SchemaOID    int64
 	// MissingTables lists required tables the schema lacks.
 	MissingTables []string
 	// HasCraft is true when the schema has a build_session table.
@@ -44,21 +48,24 @@ type Snapshot struct {
 	// ShardName is the tenant's public.tenant_shard row, "" when it has none.
 	ShardName string
 	// Record is this pipeline's record of the tenant.
-	Record   Record
+	Record Record
+	// Underway is true when a schema whose drop this pipeline began (under
+	// its quarantine name, or an old version's) still exists: the tenant
+	// passed the final look then, and its drop is completed without one.
+	Underway bool
 	Activity Activity
 	// Pairs is the number of connector-credential pairs left.
 	Pairs int64
 }
 
-// DropUnderway is true when this pipeline began dropping the schema and was
-// interrupted: the tenant passed the final check then, and what is left of
-// it is completed without reading its (partly dropped) tables.
-func (s Snapshot) DropUnderway() bool { return s.SchemaExists && s.Record.DropStarted() }
+// DropUnderway reports whether a drop of this tenant began and did not
+// finish (see Underway).
+func (s Snapshot) DropUnderway() bool { return s.Underway }
 
-// Drain is what the drain check looks at, from the same read: a schema whose
-// drop began has nothing left to drain.
+// Drain is what the drain check looks at, from the same read: a tenant
+// without a schema has nothing left to drain.
 func (s Snapshot) Drain() tenant.Drain {
-	if !s.SchemaExists || s.DropUnderway() {
+	if !s.SchemaExists {
 		return tenant.Drain{}
 	}
 	return tenant.Drain{SchemaExists: true, Pairs: s.Pairs, Documents: s.Activity.Documents}
@@ -90,7 +97,7 @@ func inspect(ctx context.Context, q interface {
 		shard  *string
 		err    error
 	)
-	if err := q.QueryRow(ctx, query("catalog", ""), string(id)).Scan(&snap.SchemaExists, &tables, &shard); err != nil {
+	if err := q.QueryRow(ctx, query("catalog", ""), string(id)).Scan(&snap.SchemaExists, &snap.SchemaOID, &tables, &shard); err != nil {
 		return Snapshot{}, err
 	}
 	if shard != nil {
@@ -99,8 +106,13 @@ func inspect(ctx context.Context, q interface {
 	if snap.Record, err = readRecord(ctx, q, id); err != nil {
 		return Snapshot{}, err
 	}
-	if !snap.SchemaExists || snap.DropUnderway() {
-		return snap, nil
+	if r := snap.Record; r.DropStarted() && r.DropFinishedAt.IsZero() && r.SchemaOID != 0 {
+		if err := q.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE oid = $1::oid)", r.SchemaOID).Scan(&snap.Underway); err != nil {
+			return Snapshot{}, err
+		}
+	}
+	if !snap.SchemaExists || (snap.Underway && snap.Record.SchemaOID == snap.SchemaOID) {
+		return snap, nil // nothing live to read (an old version's drop under way keeps its name)
 	}
 	snap.HasCraft = slices.Contains(tables, "build_session")
 	snap.MissingTables = missing(tables)
@@ -164,7 +176,11 @@ func activityTemplate(id tenant.ID, hasCraft bool) string {
 // a DROP SCHEMA … CASCADE would remove or change objects outside its schema
 // (see guard.go). It takes no lock: every drop transaction checks again.
 func (t *Tenant) CheckContained(ctx context.Context) error {
-	c, err := walkClosure(ctx, t.conn, t.id)
+	exists, oid, _, err := liveSchema(ctx, t.conn, t.id)
+	if err != nil || !exists {
+		return err
+	}
+	c, err := walkClosure(ctx, t.conn, oid)
 	if err != nil {
 		return fmt.Errorf("dependencies of %s: %w", t.id, later(err, "read dependencies"))
 	}
@@ -212,7 +228,7 @@ var activityTables = []string{"chat_message", "build_session", "connector_creden
 func (t *Tenant) Mark(ctx context.Context, requestedBy string, check func(Facts) error) (MarkResult, error) {
 	var res MarkResult
 	err := pgx.BeginTxFunc(ctx, t.conn, t.beginWithLockTimeout(), func(tx pgx.Tx) error {
-		exists, tables, err := schemaTables(ctx, tx, t.id)
+		exists, _, tables, err := liveSchema(ctx, tx, t.id)
 		if err != nil || !exists {
 			res.SchemaGone = !exists
 			return err
@@ -221,7 +237,7 @@ func (t *Tenant) Mark(ctx context.Context, requestedBy string, check func(Facts)
 			return tenant.Refuse(t.id, "schema lacks table(s) %s: not a tenant schema this tool understands", strings.Join(m, ", "))
 		}
 		hasCraft := slices.Contains(tables, "build_session")
-		if _, err := tx.Exec(ctx, lockActivitySQL(t.id, tables, "SHARE")); err != nil {
+		if _, err := tx.Exec(ctx, lockActivitySQL(string(t.id), tables, "SHARE")); err != nil {
 			return err
 		}
 		a, pairs, err := readActivity(ctx, tx, t.id, hasCraft)
@@ -239,7 +255,7 @@ func (t *Tenant) Mark(ctx context.Context, requestedBy string, check func(Facts)
 		if _, err := tx.Exec(ctx, query("record_marked", ""), string(t.id), requestedBy, a.Documents, a.Users); err != nil {
 			return err
 		}
-		_, after, err := schemaTables(ctx, tx, t.id)
+		_, _, after, err := liveSchema(ctx, tx, t.id)
 		if err != nil {
 			return err
 		}
@@ -254,19 +270,13 @@ func (t *Tenant) Mark(ctx context.Context, requestedBy string, check func(Facts)
 	return res, nil
 }
 
-// schemaTables lists which of the tables the cleanup reads the schema has.
-func schemaTables(ctx context.Context, q querier, id tenant.ID) (exists bool, tables []string, err error) {
-	var shard *string
-	err = q.QueryRow(ctx, query("catalog", ""), string(id)).Scan(&exists, &tables, &shard)
-	return exists, tables, err
-}
-
-// lockActivitySQL locks, in mode, the activity tables among tables.
-func lockActivitySQL(id tenant.ID, tables []string, mode string) string {
+// lockActivitySQL locks, in mode, the activity tables among tables (of the
+// schema named schemaName).
+func lockActivitySQL(schemaName string, tables []string, mode string) string {
 	var names []string
 	for _, name := range activityTables {
 		if slices.Contains(tables, name) {
-			names = append(names, schema(id)+"."+pgx.Identifier{name}.Sanitize())
+			names = append(names, pgx.Identifier{schemaName, name}.Sanitize())
 		}
 	}
 	return "LOCK TABLE " + strings.Join(names, ", ") + " IN " + mode + " MODE"
@@ -294,17 +304,36 @@ type PublicRows struct {
 
 // DeletePublicRows deletes the tenant's rows from the shared public tables in
 // one transaction, and adds their number to the tenant's record in the same
-// statement. Deleting rows that are already gone is not an error.
+// statement. Deleting rows that are already gone is not an error. (A drop
+// deletes them in its look transaction; this completes a tenant whose
+// schema is gone.)
 func (t *Tenant) DeletePublicRows(ctx context.Context) (PublicRows, error) {
 	var r PublicRows
-	err := pgx.BeginTxFunc(ctx, t.conn, t.beginWithLockTimeout(), func(tx pgx.Tx) error {
-		return tx.QueryRow(ctx, query("delete_public_rows", ""), string(t.id)).Scan(
-			&r.OAuthAccounts, &r.UserMappings, &r.Shard, &r.AnonymousPath, &r.InviteCounter, &r.SSODomains)
+	err := pgx.BeginTxFunc(ctx, t.conn, t.beginWithLockTimeout(), func(tx pgx.Tx) (err error) {
+		r, err = deletePublicRows(ctx, tx, t.id)
+		return err
 	})
 	if err != nil {
 		return PublicRows{}, fmt.Errorf("delete public rows of %s: %w", t.id, later(err, "delete public rows"))
 	}
 	return r, nil
+}
+
+// deletePublicRows deletes the tenant's public rows in tx, refusing the
+// tenant first if a table this pipeline does not know references them.
+func deletePublicRows(ctx context.Context, tx pgx.Tx, id tenant.ID) (PublicRows, error) {
+	var r PublicRows
+	found, err := pgschema.ForeignRows(ctx, tx, PublicTables, string(id))
+	if err != nil {
+		return r, err
+	}
+	if len(found) > 0 {
+		return r, tenant.Refuse(id, "data-plane table(s) this pipeline does not know hold rows referencing the tenant's public rows: %s; "+
+			"review those rows, then request the tenant again", tenant.CleanText(strings.Join(found, ", "), 1000))
+	}
+	err = tx.QueryRow(ctx, query("delete_public_rows", ""), string(id)).Scan(
+		&r.OAuthAccounts, &r.UserMappings, &r.Shard, &r.AnonymousPath, &r.InviteCounter, &r.SSODomains)
+	return r, err
 }
 
 // Total is the number of public rows deleted.

@@ -253,8 +253,12 @@ func (c *Cleaner) cleanNow(ctx context.Context, t *dataplane.Tenant, dc tenant.D
 		locked.Release()
 		return c.held(ctx, dc, rec, *locked.Hold, c.Now())
 	}
-	if err := eligible(id, locked.Record, locked.Found, pre.snap.Activity, c.Window, c.Now()); err != nil {
-		return err
+	// A tenant whose drop began passed its final look then: it is completed
+	// whatever its status is now (its schema is gone).
+	if !begun(pre.snap) {
+		if err := eligible(id, locked.Record, locked.Found, pre.snap.Activity, c.Window, c.Now()); err != nil {
+			return err
+		}
 	}
 	entry := controlplane.LedgerEntry{
 		RequestedBy:        requester(rec),
@@ -274,15 +278,20 @@ func (c *Cleaner) cleanNow(ctx context.Context, t *dataplane.Tenant, dc tenant.D
 		return err
 	}
 	drop, err := timed(c.Observe, "drop_schema", func() (dataplane.DropResult, error) {
-		return t.Drop(ctx, func(f dataplane.Facts) error {
-			if err := eligible(id, locked.Record, locked.Found, f.Activity, c.Window, c.Now()); err != nil {
-				return err
-			}
-			d := tenant.Drain{SchemaExists: true, Pairs: f.Pairs, Documents: f.Activity.Documents}
-			if !d.Drained(c.MaxLeftoverDocs) {
-				return &notDrainedError{drain: d}
-			}
-			return nil
+		return t.Drop(ctx, dataplane.DropChecks{
+			Look: func(f dataplane.Facts) error {
+				if err := eligible(id, locked.Record, locked.Found, f.Activity, c.Window, c.Now()); err != nil {
+					return err
+				}
+				d := tenant.Drain{SchemaExists: true, Pairs: f.Pairs, Documents: f.Activity.Documents}
+				if !d.Drained(c.MaxLeftoverDocs) {
+					return &notDrainedError{drain: d}
+				}
+				return nil
+			},
+			// The tenant's row (its status, its hold) stays locked until the
+			// end: if its transaction died, stop before the next drop.
+			Before: locked.Alive,
 		})
 	})
 	var nd *notDrainedError
@@ -294,6 +303,9 @@ func (c *Cleaner) cleanNow(ctx context.Context, t *dataplane.Tenant, dc tenant.D
 		return err
 	}
 	if err := c.afterStep.after("dropped"); err != nil {
+		return err
+	}
+	if err := locked.Alive(ctx); err != nil {
 		return err
 	}
 	public, err := timed(c.Observe, "delete_public_rows", func() (dataplane.PublicRows, error) { return t.DeletePublicRows(ctx) })
@@ -318,11 +330,12 @@ func (c *Cleaner) cleanNow(ctx context.Context, t *dataplane.Tenant, dc tenant.D
 	for _, d := range deleted {
 		counts = append(counts, fmt.Sprintf("%s %d", d.Table, d.Rows))
 	}
+	publicRows := drop.PublicRows.Total() + public.Total()
 	reason := fmt.Sprintf("schema dropped (%d relations, %d transactions); %d public rows; control plane: %s",
-		drop.Relations, drop.Transactions, public.Total(), strings.Join(counts, ", "))
+		drop.Relations, drop.Transactions, publicRows, strings.Join(counts, ", "))
 	if drop.AlreadyGone {
 		reason = fmt.Sprintf("schema was already gone (%s); %d public rows; control plane: %s",
-			rec.Evidence(), public.Total(), strings.Join(counts, ", "))
+			rec.Evidence(), publicRows, strings.Join(counts, ", "))
 	}
 	c.Bus.Report(ctx, tenant.Event{TenantID: id, Outcome: tenant.OutcomeCleaned, RequestedBy: requester(rec),
 		MarkedAt: markedAt(rec), Reason: reason})

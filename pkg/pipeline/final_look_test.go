@@ -256,3 +256,154 @@ func TestDrainCheckCarriesNoFacts(t *testing.T) {
 		t.Fatalf("a drain check carries %v; want the tenant id and the attempt only", fields)
 	}
 }
+
+// A schema restored after an interrupted cleanup (its drop committed, then
+// a crash; then someone restores the tenant) is a new schema: it gets a full
+// look, and a tenant active again is refused, not dropped without a look.
+func TestRestoredSchemaGetsItsOwnLook(t *testing.T) {
+	e := setup(t)
+	e.eligible(t, idA)
+	if err := e.mark(t, idA); err != nil {
+		t.Fatal(err)
+	}
+	e.drain(t, idA)
+	crash := errors.New("crash")
+	e.cleaner.afterStep = func(s string) error {
+		if s == "dropped" {
+			return crash
+		}
+		return nil
+	}
+	if err := e.check(t, tenant.DrainCheck{ID: idA}); !errors.Is(err, crash) {
+		t.Fatalf("first delivery: %v", err)
+	}
+	e.cleaner.afterStep = nil
+	// Restored, and in use again (a question an hour ago); still GATED_ACCESS.
+	e.dbs.ExecData(t, "SELECT fixture.create_tenant($1, 2)", idA)
+	e.dbs.ExecData(t, "SELECT fixture.seed_tenant($1, 2, 2, 10, now() - interval '1 hour', NULL)", idA)
+	err := e.check(t, tenant.DrainCheck{ID: idA})
+	if !errors.Is(err, tenant.ErrRefused) || !strings.Contains(err.Error(), "active") {
+		t.Fatalf("drain check of a restored tenant in use: %v; want refused as active", err)
+	}
+	if !e.dbs.SchemaExists(t, idA) {
+		t.Fatal("the restored schema was dropped")
+	}
+}
+
+// The control-plane transaction that holds the tenant's row dies during the
+// cleanup (a bastion cut, a failover, an idle timeout): the row lock is gone,
+// so a hold or a status change may come in; nothing more is dropped.
+func TestControlPlaneSessionLostMidCleanup(t *testing.T) {
+	e := setup(t)
+	e.eligible(t, idA)
+	if err := e.mark(t, idA); err != nil {
+		t.Fatal(err)
+	}
+	e.drain(t, idA)
+	e.cleaner.afterStep = func(s string) error {
+		if s == "control-plane-prepared" { // kill the cleaner's control-plane session
+			_, err := e.dbs.Control.Exec(context.Background(), `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+				WHERE datname = current_database() AND pid <> pg_backend_pid() AND state = 'idle in transaction'`)
+			return err
+		}
+		return nil
+	}
+	err := e.check(t, tenant.DrainCheck{ID: idA})
+	e.cleaner.afterStep = nil
+	if !errors.Is(err, tenant.ErrLater) && !errors.Is(err, tenant.ErrUnavailable) {
+		t.Fatalf("cleanup with its control-plane session gone: %v; want later", err)
+	}
+	if !e.dbs.SchemaExists(t, idA) {
+		t.Fatal("the schema was dropped after the tenant's row lock was lost")
+	}
+	until := time.Now().Add(time.Hour)
+	if err := e.placeHold(t, tenant.Hold{ID: idA, Reason: "legal", By: "ops", Until: &until}); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.check(t, tenant.DrainCheck{ID: idA}); err != nil {
+		t.Fatal(err)
+	}
+	if !e.dbs.SchemaExists(t, idA) {
+		t.Fatal("a tenant held after the lost session was dropped")
+	}
+	e.waitOutcome(t, idA, tenant.OutcomeHeld)
+}
+
+// Once its drop began, a tenant is completed whatever happens to its status:
+// its data is gone, and the ledger must say so.
+func TestStatusChangeAfterTheDropDoesNotStrandTheTenant(t *testing.T) {
+	for _, step := range []string{"dropped", "public-rows-deleted"} {
+		t.Run(step, func(t *testing.T) {
+			e := setup(t)
+			e.eligible(t, idA)
+			if err := e.mark(t, idA); err != nil {
+				t.Fatal(err)
+			}
+			e.drain(t, idA)
+			crash := errors.New("crash")
+			e.cleaner.afterStep = func(s string) error {
+				if s == step {
+					return crash
+				}
+				return nil
+			}
+			if err := e.check(t, tenant.DrainCheck{ID: idA}); !errors.Is(err, crash) {
+				t.Fatalf("first delivery: %v", err)
+			}
+			e.cleaner.afterStep = nil
+			e.dbs.ExecControl(t, "UPDATE tenant SET application_status = 'ACTIVE' WHERE tenant_id = $1", idA)
+			if err := e.check(t, tenant.DrainCheck{ID: idA}); err != nil {
+				t.Fatalf("redelivery after the status changed: %v", err)
+			}
+			e.assertCleaned(t, idA)
+			entry, _, err := e.cleaner.Control.LedgerEntry(context.Background(), idA)
+			if err != nil || entry.ApplicationStatus != "ACTIVE" || !entry.SchemaExisted || entry.PublicRowsDeleted != 5 {
+				t.Fatalf("ledger entry %+v, %v; want the status at completion and what was removed", entry, err)
+			}
+		})
+	}
+}
+
+// A data-plane table the pipeline does not know, holding rows that
+// reference the tenant's public rows, refuses the tenant before anything is
+// dropped (its foreign key would make the delete fail after the drop, or
+// cascade into it).
+func TestUnknownDataPlaneTableRefusesBeforeTheDrop(t *testing.T) {
+	for _, action := range []string{"RESTRICT", "CASCADE"} {
+		t.Run(action, func(t *testing.T) {
+			e := setup(t)
+			e.eligible(t, idA)
+			if err := e.mark(t, idA); err != nil {
+				t.Fatal(err)
+			}
+			e.drain(t, idA)
+			e.dbs.ExecData(t, `CREATE TABLE public.user_audit (email varchar, tenant_id varchar,
+				FOREIGN KEY (email, tenant_id) REFERENCES public.user_tenant_mapping (email, tenant_id) ON DELETE `+action+`)`)
+			e.dbs.ExecData(t, `INSERT INTO public.user_audit SELECT email, tenant_id FROM public.user_tenant_mapping WHERE tenant_id = $1`, idA)
+			err := e.check(t, tenant.DrainCheck{ID: idA})
+			if !errors.Is(err, tenant.ErrRefused) || !strings.Contains(err.Error(), "public.user_audit") {
+				t.Fatalf("drain check: %v; want refused naming public.user_audit", err)
+			}
+			if !e.dbs.SchemaExists(t, idA) || e.dbs.CountData(t, "SELECT count(*) FROM public.user_audit") != 2 {
+				t.Fatal("the tenant or the unknown table was changed")
+			}
+		})
+	}
+}
+
+// A tenant placed on a shard this pipeline is not configured for is refused
+// and left alone, also when no shard name is configured (this data plane is
+// then the default shard).
+func TestTenantOnAnotherShardIsRefused(t *testing.T) {
+	e := setup(t)
+	e.eligible(t, idA)
+	e.dbs.ExecData(t, `INSERT INTO public.tenant_shard (tenant_id, shard_name) VALUES ($1, 'shard_7')`, idA)
+	before := e.snapshot(t, idA)
+	err := e.mark(t, idA)
+	if !errors.Is(err, tenant.ErrRefused) || !strings.Contains(err.Error(), `shard "shard_7"`) {
+		t.Fatalf("mark of a tenant on shard_7: %v; want refused", err)
+	}
+	if e.snapshot(t, idA) != before {
+		t.Fatal("a tenant of another shard was changed")
+	}
+}

@@ -80,7 +80,7 @@ func (m *Marker) handle(ctx context.Context, d *bus.Delivery) error {
 		return tenant.RefuseHeld(id, *locked.Hold)
 	}
 	var res dataplane.MarkResult
-	if pre.snap.SchemaExists && !pre.snap.DropUnderway() {
+	if pre.snap.SchemaExists {
 		res, err = timed(m.Observe, "mark", func() (dataplane.MarkResult, error) {
 			return t.Mark(ctx, req.RequestedBy, func(f dataplane.Facts) error {
 				return eligible(id, locked.Record, locked.Found, f.Activity, m.Window, m.Now())
@@ -103,7 +103,7 @@ func (m *Marker) handle(ctx context.Context, d *bus.Delivery) error {
 	ev := tenant.Event{TenantID: id, Outcome: tenant.OutcomeMarked, RequestedBy: req.RequestedBy,
 		Reason: fmt.Sprintf("%d attempts canceled, %d asked to stop, %d of %d pairs set DELETING",
 			res.CanceledAttempts, res.StoppingAttempts, res.DeletingPairs, res.Pairs)}
-	if !pre.snap.SchemaExists || pre.snap.DropUnderway() {
+	if !pre.snap.SchemaExists {
 		ev.Reason = "an interrupted cleanup, to be completed: " + pre.snap.Record.Evidence()
 	}
 	pending, err := m.Bus.DrainPending(ctx, id)

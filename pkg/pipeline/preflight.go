@@ -21,10 +21,20 @@ import (
 type Rules struct {
 	// Window is the inactivity window (INACTIVE_DAYS).
 	Window time.Duration
-	// ShardName, when set, refuses tenants placed on another shard.
+	// ShardName is the shard this data plane is (DATA_PLANE_SHARD_NAME;
+	// "default" when empty): a tenant whose public.tenant_shard row names
+	// another shard is refused.
 	ShardName string
 	// RowLockTimeout bounds the wait for the control-plane row lock.
 	RowLockTimeout time.Duration
+}
+
+// shard is the name of this data plane's shard.
+func (r Rules) shard() string {
+	if r.ShardName == "" {
+		return "default"
+	}
+	return r.ShardName
 }
 
 // Observer receives the handlers' measurements (the metrics); nil is fine.
@@ -115,12 +125,14 @@ func (s Stores) preflight(ctx context.Context, t *dataplane.Tenant, id tenant.ID
 	if err != nil {
 		return checked{}, err
 	}
-	if err := eligible(id, rec, found, snap.Activity, r.Window, now); err != nil {
-		return checked{}, err
+	if !begun(snap) {
+		if err := eligible(id, rec, found, snap.Activity, r.Window, now); err != nil {
+			return checked{}, err
+		}
 	}
-	if r.ShardName != "" && snap.ShardName != "" && snap.ShardName != r.ShardName {
-		return checked{}, tenant.Refuse(id, "public.tenant_shard places it on shard %q, this data plane is %q",
-			snap.ShardName, r.ShardName)
+	if shard := r.shard(); snap.ShardName != "" && snap.ShardName != shard {
+		return checked{}, tenant.Refuse(id, "public.tenant_shard places it on shard %q, and this pipeline is configured for %q only: "+
+			"left alone (its schema and activity there are not read)", snap.ShardName, shard)
 	}
 	switch {
 	case !snap.SchemaExists:
@@ -129,8 +141,6 @@ func (s Stores) preflight(ctx context.Context, t *dataplane.Tenant, id tenant.ID
 				"(renamed for maintenance? being restored? placed on another shard?): left for review. If it is an "+
 				"interrupted cleanup, confirm it with tenantctl cleanup %s", id)
 		}
-	case snap.DropUnderway():
-		// Its drop began: the tenant passed the final look then.
 	case len(snap.MissingTables) > 0:
 		return checked{}, tenant.Refuse(id, "schema lacks table(s) %s: not a tenant schema this tool understands",
 			strings.Join(snap.MissingTables, ", "))
@@ -140,6 +150,13 @@ func (s Stores) preflight(ctx context.Context, t *dataplane.Tenant, id tenant.ID
 		}
 	}
 	return checked{snap: snap, record: rec}, nil
+}
+
+// begun reports whether the tenant's drop by this pipeline began and no
+// schema of its name is left: it passed its final look then, so its cleanup
+// is completed whatever its status is now.
+func begun(snap dataplane.Snapshot) bool {
+	return snap.Record.DropStarted() && !snap.SchemaExists
 }
 
 // eligible applies the contract's rule to fresh reads; a tenant that fails it

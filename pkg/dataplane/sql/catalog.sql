@@ -1,8 +1,9 @@
--- What the catalog says about one tenant schema ($1): whether it exists,
--- which of the tables the cleanup reads are present, and its
+-- What the catalog says about one tenant schema ($1): whether it exists
+-- (and its oid), which of the tables the cleanup reads are present, and its
 -- public.tenant_shard row.
 SELECT
     n.oid IS NOT NULL                                                   AS schema_exists,
+    coalesce(n.oid::int8, 0)                                            AS schema_oid,
     coalesce(array_agg(c.relname::text) FILTER (WHERE c.relname IS NOT NULL), '{}') AS tables,
     (SELECT shard_name FROM public.tenant_shard WHERE tenant_id = $1)   AS shard_name
 FROM (SELECT 1) one

@@ -1,4 +1,5 @@
--- Everything a DROP SCHEMA $1 CASCADE would drop or change, found the way
+-- Everything a DROP SCHEMA … CASCADE of the schema whose oid is $1 would
+-- drop or change, found the way
 -- PostgreSQL's CASCADE finds it (dependency.c, findDependentObjects): from
 -- the schema, every object that depends on a reached object (normal, auto,
 -- internal, partition and extension dependencies; a dependency on a column
@@ -11,7 +12,7 @@
 -- has no namespace at all (an extension, a cast, a publication, …) is placed
 -- nowhere, which is outside.
 WITH RECURSIVE ns AS (
-    SELECT oid FROM pg_namespace WHERE nspname = $1
+    SELECT oid FROM pg_namespace WHERE oid = $1::oid
 ), walk(classid, objid, objsubid) AS (
     SELECT 'pg_namespace'::regclass::oid, oid, 0 FROM ns
     UNION
@@ -62,6 +63,12 @@ WITH RECURSIVE ns AS (
         WHEN 'pg_ts_template'::regclass THEN (SELECT tmplnamespace FROM pg_ts_template WHERE oid = w.objid)
         WHEN 'pg_conversion'::regclass THEN (SELECT connamespace FROM pg_conversion WHERE oid = w.objid)
         WHEN 'pg_default_acl'::regclass THEN (SELECT defaclnamespace FROM pg_default_acl WHERE oid = w.objid)
+        -- A cast from or to a type of the schema exists for that type (a
+        -- range type's cast to its multirange is made with it): it is
+        -- placed in the schema; any other cast is outside.
+        WHEN 'pg_cast'::regclass THEN (
+            SELECT t.typnamespace FROM pg_cast k JOIN pg_type t ON t.oid IN (k.castsource, k.casttarget)
+            WHERE k.oid = w.objid AND t.typnamespace = (SELECT oid FROM ns) LIMIT 1)
         END AS owner_ns
     FROM walk w
 )

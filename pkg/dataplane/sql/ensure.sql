@@ -13,6 +13,7 @@ CREATE TABLE IF NOT EXISTS tenant_cleanup.progress (
     last_marked_at          timestamptz,  -- marked (again) last: DRAIN_TIMEOUT counts from here
     documents_at_marking    bigint,
     users_at_marking        bigint,
+    schema_oid              bigint,       -- the schema (pg_namespace oid) whose drop began
     drop_started_at         timestamptz,  -- the first drop transaction committed
     drop_finished_at        timestamptz,  -- the schema is gone
     relations_dropped       bigint NOT NULL DEFAULT 0,
@@ -23,3 +24,4 @@ CREATE TABLE IF NOT EXISTS tenant_cleanup.progress (
     completion_requested_at timestamptz,
     updated_at              timestamptz NOT NULL DEFAULT now()
 );
+ALTER TABLE tenant_cleanup.progress ADD COLUMN IF NOT EXISTS schema_oid bigint;

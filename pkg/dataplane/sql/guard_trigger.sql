@@ -23,6 +23,12 @@ BEGIN
         -- address names it (the table's schema; the default ACL's schema).
         CONTINUE WHEN o.object_type = 'rule' AND o.address_names[1] = target;
         CONTINUE WHEN o.object_type = 'default acl' AND o.address_names[2] = target;
+        -- A cast from or to a type of the schema, an operator class's
+        -- members: their address names the type or the operator family.
+        CONTINUE WHEN o.object_type = 'cast' AND (starts_with(o.address_names[1], quote_ident(target) || '.')
+                                               OR starts_with(o.address_args[1], quote_ident(target) || '.'));
+        CONTINUE WHEN o.object_type IN ('operator of access method', 'function of access method')
+                  AND o.address_names[2] = target;
         RAISE EXCEPTION 'tenant-cleanup guard: the drop of schema % reached % %, which is outside it; nothing was dropped',
             quote_ident(target), o.object_type, o.object_identity
             USING ERRCODE = 'TCG01';

@@ -8,5 +8,5 @@ SELECT n.nspname::text,
                AND c.relname IN ('chat_message', 'build_session', 'document', 'user',
                                  'connector_credential_pair', 'index_attempt'))
 FROM pg_namespace n
-WHERE n.nspname LIKE 'tenant\_%' AND n.nspname <> 'tenant_cleanup' -- this pipeline's own (ensure.sql)
+WHERE n.nspname LIKE 'tenant\_%' AND n.nspname <> 'tenant_cleanup' AND n.nspname NOT LIKE 'tenant\_cleanup\_dropping\_%' -- this pipeline's own (ensure.sql)
 ORDER BY n.nspname

@@ -1,8 +1,8 @@
--- Foreign keys that point at the tables whose rows a cleanup deletes ($1:
--- their names) from any other table: rows there that reference the tenant's
--- rows would make the delete fail, cascade or set NULL. For each, the
--- referencing table and columns, the referenced table and columns, as names
--- to quote.
+-- Foreign keys that point at the tables of public whose rows a cleanup
+-- deletes ($1: their names) from any other table: rows there that reference
+-- the tenant's rows would make the delete fail, cascade or set NULL. For
+-- each, the referencing table and columns, the referenced table and columns,
+-- as names to quote.
 SELECT k.conname::text,
        rn.nspname::text, r.relname::text,
        ARRAY(SELECT a.attname::text FROM unnest(k.conkey) WITH ORDINALITY u(n, i)
