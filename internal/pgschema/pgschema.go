@@ -152,7 +152,7 @@ func ForeignRows(ctx context.Context, q Querier, tables []string, id string) ([]
 	}
 	type ref struct {
 		name, schema, table, target string
-		cols, targetCols              []string
+		cols, targetCols            []string
 	}
 	refs, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (ref, error) {
 		var f ref
