@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/tenantcleanup/tenant-cleanup/pkg/bus"
+	"github.com/tenantcleanup/tenant-cleanup/pkg/tenant"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/config"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/service"
 )
@@ -173,7 +174,9 @@ func TestServicesRecreateWhatWasDeleted(t *testing.T) {
 // process) with SIGKILL and starts it again on the same port with an empty
 // store, as after a lost disk: the running marker and cleaner are not ready
 // while it is down, then recreate every stream, bucket and consumer and
-// clean newly requested tenants, without a restart.
+// clean newly requested tenants, without a restart. A tenant marked before
+// the loss, whose drain checks were lost with the store, is found by the
+// cleaner from the pipeline's own record and cleaned too.
 func TestJetStreamLostItsStore(t *testing.T) {
 	bin := binaries(t)
 	addr := freeAddr(t)
@@ -192,10 +195,18 @@ func TestJetStreamLostItsStore(t *testing.T) {
 	server := startNATS(t.TempDir())
 	w := newWorldWith(t, worldOptions{natsURL: "nats://" + addr})
 	w.t.Setenv("DRAIN_CHECK_DELAY", "1s")
-	ids := w.fleet(3, 2, "6")
+	ids := w.fleet(4, 2, "6")
 	s := w.startServed(nil)
 	eventually(t, 20*time.Second, func() bool { return ready(s.marker) && ready(s.cleaner) }, "services ready")
 	w.cleanedWithin(ids[0], 20*time.Second)
+	// Marked, not drained yet: its next drain check waits in the store.
+	marked := ids[3]
+	if err := w.bus.PublishRequest(context.Background(), tenant.Request{ID: tenant.ID(marked), RequestedBy: "test"}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 20*time.Second, func() bool {
+		return w.dbs.CountData(t, "SELECT count(*) FROM tenant_cleanup.progress WHERE tenant_id = $1 AND marked_at IS NOT NULL", marked) == 1
+	}, "%s marked", marked)
 
 	if err := server.cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
@@ -219,4 +230,10 @@ func TestJetStreamLostItsStore(t *testing.T) {
 	}
 	w.cleanedWithin(ids[1], 30*time.Second)
 	w.cleanedWithin(ids[2], 30*time.Second)
+	// Its drain check was lost with the store; once drained it is cleaned
+	// without anyone requesting it again.
+	w.drainTenants(true, marked)
+	eventually(t, 30*time.Second, func() bool {
+		return w.dbs.CountControl(t, "SELECT count(*) FROM tenant_cleanup.ledger WHERE tenant_id = $1", marked) == 1
+	}, "%s, whose drain check was lost, cleaned", marked)
 }

@@ -121,3 +121,25 @@ func collectLedger(rows pgx.Rows) ([]LedgerEntry, error) {
 	}
 	return entries, nil
 }
+
+// Cleaned reports which of ids have a ledger row (a control plane without a
+// ledger table has cleaned nothing).
+func (s *Store) Cleaned(ctx context.Context, ids []tenant.ID) (map[tenant.ID]bool, error) {
+	out := map[tenant.ID]bool{}
+	if len(ids) == 0 {
+		return out, nil
+	}
+	keys := make([]string, len(ids))
+	for i, id := range ids {
+		keys[i] = string(id)
+	}
+	rows, err := s.pool.Query(ctx, "SELECT tenant_id FROM tenant_cleanup.ledger WHERE tenant_id = ANY ($1)", keys)
+	if err == nil {
+		var id string
+		_, err = pgx.ForEachRow(rows, []any{&id}, func() error { out[tenant.ID(id)] = true; return nil })
+	}
+	if err != nil && !NoLedger(err) {
+		return nil, fmt.Errorf("control plane: read ledger: %w", err)
+	}
+	return out, nil
+}

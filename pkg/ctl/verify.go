@@ -298,7 +298,8 @@ func runVerify(ctx context.Context, c *CLI, cmd *command, args []string) int {
 }
 
 // pendingDrainChecks looks up, for every tenant this pipeline marked and did
-// not clean, whether a drain check of it is scheduled or due.
+// not clean, whether a drain check of it is scheduled or due (or the
+// pipeline reported it final: refused, stuck, dead).
 func pendingDrainChecks(ctx context.Context, n config.NATS, data *dataplane.Inventory, control *controlplane.Inventory) (map[tenant.ID]bool, error) {
 	var marked []tenant.ID
 	for key, rec := range data.Records {
@@ -320,9 +321,17 @@ func pendingDrainChecks(ctx context.Context, n config.NATS, data *dataplane.Inve
 	}
 	defer b.Close()
 	for _, id := range marked {
-		p, err := b.DrainPending(ctx, id)
+		// A tenant the pipeline reported refused, stuck or dead is not lost:
+		// status shows it.
+		s, found, err := b.TenantState(ctx, id)
 		if err != nil {
 			return nil, err
+		}
+		p := found && s.Phase.Final()
+		if !p {
+			if p, err = b.DrainPending(ctx, id); err != nil {
+				return nil, err
+			}
 		}
 		pending[id] = p
 	}

@@ -17,6 +17,11 @@ import (
 // someone else (billing updating it, another replica).
 const rowLockTimeout = 15 * time.Second
 
+// reconcileInterval is how often a cleaner looks for lost work (marked
+// tenants without a drain check), besides at start and whenever the bus
+// recreated a stream.
+const reconcileInterval = 10 * time.Minute
+
 // RunMarker runs the marker until ctx is cancelled. It returns nil after a
 // clean shutdown (or when ctx ends while it is still waiting for its
 // dependencies) and an error when it cannot start.
@@ -89,6 +94,7 @@ func RunCleaner(ctx context.Context, cfg *config.Cleaner, log *slog.Logger) erro
 	log.Info("cleaner started", "concurrency", cfg.Concurrency, "inactive_days", cfg.InactiveDays,
 		"drain_timeout", cfg.Timeout.String(), "max_leftover_docs", cfg.MaxLeftoverDocs,
 		"max_per_hour", cfg.MaxPerHour, "max_per_day", cfg.MaxPerDay)
+	go c.ReconcileEvery(ctx, reconcileInterval, log)
 	err = env.Bus.Consume(ctx, bus.ConsumeOptions{Consumer: bus.ConsumerCleaner, FilterSubject: bus.DrainSubjects,
 		Concurrency: cfg.Concurrency, AckWait: cfg.AckWait, MaxFailures: cfg.MaxFailures}, c.Handle)
 	log.Info("cleaner stopped")

@@ -17,6 +17,12 @@ const (
 	PhaseDead      Phase = "dead"
 )
 
+// Final reports whether the phase is an end the pipeline reported: nothing
+// more happens to the tenant unless it is requested again.
+func (p Phase) Final() bool {
+	return p == PhaseCleaned || p == PhaseRefused || p == PhaseStuck || p == PhaseDead
+}
+
 // Phases lists the phases in pipeline order.
 var Phases = []Phase{PhaseRequested, PhaseMarked, PhaseDraining, PhaseHeld, PhaseStuck, PhaseRefused, PhaseDead, PhaseCleaned}
 
