@@ -13,9 +13,9 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/tenantcleanup/tenant-cleanup/pkg/bus"
-	"github.com/tenantcleanup/tenant-cleanup/pkg/tenant"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/config"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/service"
+	"github.com/tenantcleanup/tenant-cleanup/pkg/tenant"
 )
 
 // served is a marker and a cleaner running in this process, each with its
