@@ -130,6 +130,12 @@ func (b *Bus) Consume(ctx context.Context, opts ConsumeOptions, h Handler) error
 			wait(ctx, min(time.Duration(failures)*200*time.Millisecond, 2*time.Second))
 			continue
 		}
+		if started {
+			// The consumer was lost and is back: whatever took it (a lost
+			// store, a deleted stream, recreated by this process or another)
+			// may have taken pending work with it.
+			b.signalRecreated()
+		}
 		started, failures = true, 0
 		lost := b.consumeFrom(ctx, workCtx, cons, opts, h, w, state)
 		if lost == nil {

@@ -282,7 +282,8 @@ type healer struct {
 
 // Recreated returns a channel that is closed the next time the bus
 // recreates a stream or bucket that had vanished (deleted by an operator,
-// lost with the server's store). What they held is gone with them: pending
+// lost with the server's store), or one of its consume loops gets its
+// consumer back after losing it (whoever recreated the stream). What they held is gone with them: pending
 // drain-check schedules, tenant states, holds. A reconciler that rebuilds it
 // from the databases takes the channel before each pass, so that a
 // recreation during the pass is not missed:

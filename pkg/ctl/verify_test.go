@@ -88,8 +88,8 @@ func TestVerify(t *testing.T) {
 	}
 	t.Setenv("DATA_PLANE_SHARD_NAME", "")
 
-	// --repair requests the repairable one; the pipeline completes it.
-	w.startServices()
+	// --repair requests the repairable ones (before the services run: a
+	// cleaner finds lost work by itself); the pipeline completes them.
 	seq := w.streamLastSeq()
 	stdout, _ = mustRun(t, 1, "verify", "--repair")
 	contains(t, "verify --repair", stdout,
@@ -101,6 +101,7 @@ func TestVerify(t *testing.T) {
 	if got := w.streamLastSeq() - seq; got != 2 {
 		t.Errorf("verify --repair published %d messages; want 2", got)
 	}
+	w.startServices()
 	testenv.Eventually(t, 30*time.Second, func() bool { return w.inLedger(idC) }, "%s cleaned after verify --repair", idC)
 	testenv.Eventually(t, 30*time.Second, func() bool {
 		return w.dbs.CountData(t, `SELECT count(*) FROM "`+lost+`".connector_credential_pair WHERE status <> 'DELETING'`) == 0 &&
