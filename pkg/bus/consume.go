@@ -111,7 +111,8 @@ func (b *Bus) Consume(ctx context.Context, opts ConsumeOptions, h Handler) error
 	w := &workers{slots: make(chan struct{}, opts.Concurrency)}
 	defer w.wait()
 
-	started := false // a consumer was created once: from then on, every failure is retried
+	started := false        // a consumer was created once: from then on, every failure is retried
+	var streamBorn time.Time // when the stream the consumer was made on was created
 	for failures := 0; ctx.Err() == nil; {
 		var cons jetstream.Consumer
 		err := b.healed(ctx, func() (err error) { cons, err = b.js.CreateOrUpdateConsumer(ctx, stream, cfg); return err })
@@ -130,11 +131,14 @@ func (b *Bus) Consume(ctx context.Context, opts ConsumeOptions, h Handler) error
 			wait(ctx, min(time.Duration(failures)*200*time.Millisecond, 2*time.Second))
 			continue
 		}
-		if started {
-			// The consumer was lost and is back: whatever took it (a lost
-			// store, a deleted stream, recreated by this process or another)
-			// may have taken pending work with it.
-			b.signalRecreated()
+		// The consumer is back on a stream created since it was last made
+		// (recreated by this process or another after a loss): pending work
+		// went with the old one.
+		if born, err := b.streamCreated(ctx, stream); err == nil {
+			if !streamBorn.IsZero() && !born.Equal(streamBorn) {
+				b.signalRecreated()
+			}
+			streamBorn = born
 		}
 		started, failures = true, 0
 		lost := b.consumeFrom(ctx, workCtx, cons, opts, h, w, state)
@@ -146,6 +150,15 @@ func (b *Bus) Consume(ctx context.Context, opts ConsumeOptions, h Handler) error
 		wait(ctx, recreateAfter) // until the server has removed it for good
 	}
 	return nil
+}
+
+// streamCreated is when the stream was created (the server's record).
+func (b *Bus) streamCreated(ctx context.Context, name string) (time.Time, error) {
+	s, err := b.js.Stream(ctx, name)
+	if err != nil {
+		return time.Time{}, err
+	}
+	return s.CachedInfo().Created, nil
 }
 
 // errConsumeStopped: jetstream stopped consuming by itself (the consumer was
