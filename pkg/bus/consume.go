@@ -111,7 +111,7 @@ func (b *Bus) Consume(ctx context.Context, opts ConsumeOptions, h Handler) error
 	w := &workers{slots: make(chan struct{}, opts.Concurrency)}
 	defer w.wait()
 
-	started := false        // a consumer was created once: from then on, every failure is retried
+	started := false         // a consumer was created once: from then on, every failure is retried
 	var streamBorn time.Time // when the stream the consumer was made on was created
 	for failures := 0; ctx.Err() == nil; {
 		var cons jetstream.Consumer
