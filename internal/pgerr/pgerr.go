@@ -1,4 +1,8 @@
-// Package pgerr classifies PostgreSQL driver errors for the services.
+// Package pgerr classifies PostgreSQL driver errors into the domain's error
+// kinds, for the stores to return: a lock held by someone else or a
+// statement that ran out of time is "later" (tenant.ErrLater), a database (or
+// the bastion in front of it) that cannot be reached is "unavailable"
+// (tenant.ErrUnavailable), anything else stays as it is.
 package pgerr
 
 import (
@@ -8,11 +12,30 @@ import (
 	"net"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/tenantcleanup/tenant-cleanup/pkg/bastion"
+	"github.com/tenantcleanup/tenant-cleanup/pkg/tenant"
 )
+
+// Kind returns err as the domain's kind of error (nil stays nil; an error
+// that already is one of the kinds is returned as it is).
+func Kind(err error) error {
+	var pgErr *pgconn.PgError
+	switch {
+	case err == nil || errors.Is(err, tenant.ErrRefused) || errors.Is(err, tenant.ErrLater) || errors.Is(err, tenant.ErrUnavailable):
+		return err
+	case errors.As(err, &pgErr) && pgErr.Code == "55P03":
+		return tenant.Later(15*time.Second, "a lock is held by someone else", err)
+	case errors.As(err, &pgErr) && pgErr.Code == "57014":
+		return tenant.Later(15*time.Second, "a statement ran out of time", err)
+	case Unavailable(err):
+		return tenant.Unavailable(err)
+	}
+	return err
+}
 
 // Unavailable reports whether err means the database (or the bastion in
 // front of it) could not be reached or went away, or the server asked the

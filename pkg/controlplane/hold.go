@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/tenantcleanup/tenant-cleanup/internal/pgerr"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -25,7 +26,7 @@ var holdColumns = []pgschema.Column{
 func (s *Store) Hold(ctx context.Context, id tenant.ID) (tenant.Hold, bool, error) {
 	h, found, err := readHold(ctx, s.pool, id)
 	if err != nil {
-		return tenant.Hold{}, false, fmt.Errorf("control plane: read the hold of %s: %w", id, err)
+		return tenant.Hold{}, false, fmt.Errorf("control plane: read the hold of %s: %w", id, pgerr.Kind(err))
 	}
 	return h, found, nil
 }
@@ -48,11 +49,11 @@ func (s *Store) Holds(ctx context.Context) ([]tenant.Hold, error) {
 		if NoLedger(err) {
 			return nil, nil
 		}
-		return nil, fmt.Errorf("control plane: read holds: %w", err)
+		return nil, fmt.Errorf("control plane: read holds: %w", pgerr.Kind(err))
 	}
 	holds, err := pgx.CollectRows(rows, scanHold)
 	if err != nil {
-		return nil, fmt.Errorf("control plane: read holds: %w", err)
+		return nil, fmt.Errorf("control plane: read holds: %w", pgerr.Kind(err))
 	}
 	return holds, nil
 }
@@ -83,7 +84,7 @@ func (s *Store) PlaceHold(ctx context.Context, h tenant.Hold, lockTimeout time.D
 			"under way?): run tenantctl status %s, then try again", lockTimeout, h.ID)
 	}
 	if err != nil {
-		return nil, false, fmt.Errorf("control plane: hold %s: %w", h.ID, err)
+		return nil, false, fmt.Errorf("control plane: hold %s: %w", h.ID, pgerr.Kind(err))
 	}
 	return previous, inControl, nil
 }
@@ -100,7 +101,7 @@ func (s *Store) RemoveHold(ctx context.Context, id tenant.ID) (h tenant.Hold, re
 		}
 	}
 	if err != nil && !NoLedger(err) {
-		return tenant.Hold{}, false, fmt.Errorf("control plane: unhold %s: %w", id, err)
+		return tenant.Hold{}, false, fmt.Errorf("control plane: unhold %s: %w", id, pgerr.Kind(err))
 	}
 	return tenant.Hold{}, false, nil
 }

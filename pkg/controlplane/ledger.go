@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/tenantcleanup/tenant-cleanup/internal/pgerr"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -85,7 +86,7 @@ func (s *Store) readLedger(ctx context.Context, clause string, args ...any) ([]L
 		return nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("control plane: read ledger: %w", err)
+		return nil, fmt.Errorf("control plane: read ledger: %w", pgerr.Kind(err))
 	}
 	return entries, nil
 }
@@ -117,7 +118,7 @@ func collectLedger(rows pgx.Rows) ([]LedgerEntry, error) {
 		return e, nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("control plane: read ledger: %w", err)
+		return nil, fmt.Errorf("control plane: read ledger: %w", pgerr.Kind(err))
 	}
 	return entries, nil
 }
@@ -139,7 +140,7 @@ func (s *Store) Cleaned(ctx context.Context, ids []tenant.ID) (map[tenant.ID]boo
 		_, err = pgx.ForEachRow(rows, []any{&id}, func() error { out[tenant.ID(id)] = true; return nil })
 	}
 	if err != nil && !NoLedger(err) {
-		return nil, fmt.Errorf("control plane: read ledger: %w", err)
+		return nil, fmt.Errorf("control plane: read ledger: %w", pgerr.Kind(err))
 	}
 	return out, nil
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/tenantcleanup/tenant-cleanup/internal/pgerr"
 	"strings"
 	"time"
 
@@ -51,7 +52,7 @@ func (s *Store) LockTenant(ctx context.Context, id tenant.ID, mode LockMode, loc
 	tx, err := s.pool.BeginTx(ctx, pgx.TxOptions{BeginQuery: fmt.Sprintf(
 		"BEGIN; SET LOCAL lock_timeout = %d; SET CONSTRAINTS ALL IMMEDIATE", lockTimeout.Milliseconds())})
 	if err != nil {
-		return nil, fmt.Errorf("control plane: %w", err)
+		return nil, fmt.Errorf("control plane: %w", pgerr.Kind(err))
 	}
 	l := &Locked{tx: tx}
 	l.Record, l.Found, err = readTenant(ctx, tx, id, mode)
@@ -68,7 +69,7 @@ func (s *Store) LockTenant(ctx context.Context, id tenant.ID, mode LockMode, loc
 		if isLockTimeout(err) {
 			return nil, tenant.Later(15*time.Second, "control-plane tenant row is locked", err)
 		}
-		return nil, fmt.Errorf("control plane: lock tenant %s: %w", id, err)
+		return nil, fmt.Errorf("control plane: lock tenant %s: %w", id, pgerr.Kind(err))
 	}
 	return l, nil
 }
@@ -160,10 +161,10 @@ func (l *Locked) Finish(ctx context.Context, e LedgerEntry) error {
 		e.RelationsDropped, e.PublicRowsDeleted, nullTime(e.DropStartedAt), nullTime(e.SchemaDroppedAt),
 		nullTime(e.PublicRowsDeletedAt), e.Evidence)
 	if err != nil {
-		return fmt.Errorf("control plane: complete the ledger row of %s: %w", id, err)
+		return fmt.Errorf("control plane: complete the ledger row of %s: %w", id, pgerr.Kind(err))
 	}
 	if err := l.tx.Commit(ctx); err != nil {
-		return fmt.Errorf("control plane: commit the cleanup of %s: %w", id, err)
+		return fmt.Errorf("control plane: commit the cleanup of %s: %w", id, pgerr.Kind(err))
 	}
 	return nil
 }
@@ -173,7 +174,7 @@ func (l *Locked) Finish(ctx context.Context, e LedgerEntry) error {
 func (l *Locked) refuseForeignReferences(ctx context.Context) error {
 	found, err := pgschema.ForeignRows(ctx, l.tx, append(append([]string{}, dependentTables...), "tenant"), string(l.Record.ID))
 	if err != nil {
-		return fmt.Errorf("control plane: %w", err)
+		return fmt.Errorf("control plane: %w", pgerr.Kind(err))
 	}
 	if len(found) > 0 {
 		return tenant.Refuse(l.Record.ID, "control-plane table(s) this pipeline does not know hold rows referencing the tenant: %s; "+
@@ -198,7 +199,7 @@ func deleteError(id tenant.ID, what string, err error) error {
 		return tenant.Refuse(id, "the control plane rejects the cleanup (%s: %s, SQLSTATE %s); nothing was deleted",
 			what, pgErr.Message, pgErr.Code)
 	}
-	return fmt.Errorf("control plane: %s of %s: %w", what, id, err)
+	return fmt.Errorf("control plane: %s of %s: %w", what, id, pgerr.Kind(err))
 }
 
 func nullTime(t time.Time) any {

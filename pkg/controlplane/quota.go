@@ -3,6 +3,7 @@ package controlplane
 import (
 	"context"
 	"fmt"
+	"github.com/tenantcleanup/tenant-cleanup/internal/pgerr"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -55,7 +56,7 @@ func (s *Store) Reserve(ctx context.Context, id tenant.ID, perHour, perDay int) 
 		return nil
 	})
 	if err != nil {
-		return Reservation{}, fmt.Errorf("control plane: reserve a cleanup for %s: %w", id, err)
+		return Reservation{}, fmt.Errorf("control plane: reserve a cleanup for %s: %w", id, pgerr.Kind(err))
 	}
 	return r, nil
 }

@@ -10,6 +10,7 @@ import (
 	"embed"
 	"errors"
 	"fmt"
+	"github.com/tenantcleanup/tenant-cleanup/internal/pgerr"
 	"net"
 	"strings"
 	"time"
@@ -149,7 +150,7 @@ func (s *Store) Ensure(ctx context.Context) error {
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("control plane: prepare this pipeline's tables: %w", err)
+		return fmt.Errorf("control plane: prepare this pipeline's tables: %w", pgerr.Kind(err))
 	}
 	return nil
 }
@@ -168,7 +169,7 @@ type Unreadable struct {
 func (s *Store) Tenants(ctx context.Context) (tenants map[tenant.ID]Record, skipped int, err error) {
 	rows, err := s.pool.Query(ctx, query("tenants"))
 	if err != nil {
-		return nil, 0, fmt.Errorf("control plane: read tenants: %w", err)
+		return nil, 0, fmt.Errorf("control plane: read tenants: %w", pgerr.Kind(err))
 	}
 	defer rows.Close()
 	tenants = map[tenant.ID]Record{}
@@ -178,7 +179,7 @@ func (s *Store) Tenants(ctx context.Context) (tenants map[tenant.ID]Record, skip
 			created      *time.Time
 		)
 		if err := rows.Scan(&name, &status, &created); err != nil {
-			return nil, 0, fmt.Errorf("control plane: read tenants: %w", err)
+			return nil, 0, fmt.Errorf("control plane: read tenants: %w", pgerr.Kind(err))
 		}
 		if name == nil {
 			skipped++
@@ -192,7 +193,7 @@ func (s *Store) Tenants(ctx context.Context) (tenants map[tenant.ID]Record, skip
 		tenants[id] = record(id, status, created, nil)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, 0, fmt.Errorf("control plane: read tenants: %w", err)
+		return nil, 0, fmt.Errorf("control plane: read tenants: %w", pgerr.Kind(err))
 	}
 	return tenants, skipped, nil
 }
@@ -224,7 +225,7 @@ func record(id tenant.ID, status *string, created *time.Time, stripe *string) Re
 func (s *Store) Tenant(ctx context.Context, id tenant.ID) (r Record, found bool, err error) {
 	r, found, err = readTenant(ctx, s.pool, id, "")
 	if err != nil {
-		return Record{}, false, fmt.Errorf("control plane: read tenant %s: %w", id, err)
+		return Record{}, false, fmt.Errorf("control plane: read tenant %s: %w", id, pgerr.Kind(err))
 	}
 	return r, found, nil
 }

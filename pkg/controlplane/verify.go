@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/tenantcleanup/tenant-cleanup/internal/pgerr"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -33,7 +34,7 @@ func (s *Store) Inventory(ctx context.Context) (*Inventory, error) {
 	inv := &Inventory{Rows: map[string]map[string]int64{}, Status: map[string]string{}, Ledger: map[string]time.Time{}}
 	rows, err := s.pool.Query(ctx, query("verify_control_rows"))
 	if err != nil {
-		return nil, fmt.Errorf("control plane: count tenant rows: %w", err)
+		return nil, fmt.Errorf("control plane: count tenant rows: %w", pgerr.Kind(err))
 	}
 	for rows.Next() {
 		var (
@@ -43,7 +44,7 @@ func (s *Store) Inventory(ctx context.Context) (*Inventory, error) {
 		)
 		if err := rows.Scan(&table, &id, &n, &status); err != nil {
 			rows.Close()
-			return nil, fmt.Errorf("control plane: count tenant rows: %w", err)
+			return nil, fmt.Errorf("control plane: count tenant rows: %w", pgerr.Kind(err))
 		}
 		if inv.Rows[id] == nil {
 			inv.Rows[id] = map[string]int64{}
@@ -54,7 +55,7 @@ func (s *Store) Inventory(ctx context.Context) (*Inventory, error) {
 		}
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("control plane: count tenant rows: %w", err)
+		return nil, fmt.Errorf("control plane: count tenant rows: %w", pgerr.Kind(err))
 	}
 
 	rows, err = s.pool.Query(ctx, query("verify_ledger"))
@@ -75,7 +76,7 @@ func (s *Store) Inventory(ctx context.Context) (*Inventory, error) {
 		}
 	}
 	if err != nil && !NoLedger(err) {
-		return nil, fmt.Errorf("control plane: read ledger: %w", err)
+		return nil, fmt.Errorf("control plane: read ledger: %w", pgerr.Kind(err))
 	}
 	return inv, nil
 }
@@ -89,7 +90,7 @@ func (s *Store) LedgerStats(ctx context.Context) (tenants int64, last time.Time,
 		return 0, time.Time{}, nil
 	}
 	if err != nil {
-		return 0, time.Time{}, fmt.Errorf("control plane: read ledger: %w", err)
+		return 0, time.Time{}, fmt.Errorf("control plane: read ledger: %w", pgerr.Kind(err))
 	}
 	if latest != nil {
 		last = *latest

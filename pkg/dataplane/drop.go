@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/tenantcleanup/tenant-cleanup/internal/pgerr"
 	"maps"
 	"slices"
 	"strings"
@@ -97,7 +98,7 @@ type target struct {
 func (t *Tenant) Drop(ctx context.Context, checks DropChecks) (DropResult, error) {
 	res, err := t.drop(ctx, checks)
 	if err != nil {
-		return res, fmt.Errorf("drop schema %s: %w", t.id, later(err, "drop schema"))
+		return res, fmt.Errorf("drop schema %s: %w", t.id, pgerr.Kind(err))
 	}
 	return res, nil
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/tenantcleanup/tenant-cleanup/internal/pgerr"
 	"slices"
 	"sync"
 	"time"
@@ -30,14 +31,14 @@ type SchemaInfo struct {
 func (s *Store) ListTenantSchemas(ctx context.Context) (schemas []SchemaInfo, skipped []string, err error) {
 	rows, err := s.pool.Query(ctx, query("list_schemas", ""))
 	if err != nil {
-		return nil, nil, fmt.Errorf("list tenant schemas: %w", err)
+		return nil, nil, fmt.Errorf("list tenant schemas: %w", pgerr.Kind(err))
 	}
 	defer rows.Close()
 	for rows.Next() {
 		var name string
 		var tables []string
 		if err := rows.Scan(&name, &tables); err != nil {
-			return nil, nil, fmt.Errorf("list tenant schemas: %w", err)
+			return nil, nil, fmt.Errorf("list tenant schemas: %w", pgerr.Kind(err))
 		}
 		id, err := tenant.ParseID(name)
 		if err != nil {
@@ -53,7 +54,7 @@ func (s *Store) ListTenantSchemas(ctx context.Context) (schemas []SchemaInfo, sk
 		schemas = append(schemas, info)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, nil, fmt.Errorf("list tenant schemas: %w", err)
+		return nil, nil, fmt.Errorf("list tenant schemas: %w", pgerr.Kind(err))
 	}
 	return schemas, skipped, nil
 }
@@ -118,7 +119,7 @@ func (s *Store) Activities(ctx context.Context, schemas []SchemaInfo, workers in
 		firstErr = ctx.Err()
 	}
 	if firstErr != nil {
-		return nil, fmt.Errorf("read tenant activity: %w", firstErr)
+		return nil, fmt.Errorf("read tenant activity: %w", pgerr.Kind(firstErr))
 	}
 	return out, nil
 }
@@ -232,11 +233,11 @@ func binaryInt8(b []byte) int64 {
 func (s *Store) TenantsWithPublicRows(ctx context.Context) ([]tenant.ID, error) {
 	rows, err := s.pool.Query(ctx, query("public_rows", ""))
 	if err != nil {
-		return nil, fmt.Errorf("list public rows: %w", err)
+		return nil, fmt.Errorf("list public rows: %w", pgerr.Kind(err))
 	}
 	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
 	if err != nil {
-		return nil, fmt.Errorf("list public rows: %w", err)
+		return nil, fmt.Errorf("list public rows: %w", pgerr.Kind(err))
 	}
 	var ids []tenant.ID
 	for _, n := range names {

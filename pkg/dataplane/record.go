@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/tenantcleanup/tenant-cleanup/internal/pgerr"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -140,7 +141,7 @@ func (s *Store) Ensure(ctx context.Context, guard bool) (guarded bool, err error
 		return nil
 	})
 	if err != nil {
-		return false, fmt.Errorf("data plane: prepare tenant_cleanup.progress: %w", err)
+		return false, fmt.Errorf("data plane: prepare tenant_cleanup.progress: %w", pgerr.Kind(err))
 	}
 	s.guarded = guarded
 	return guarded, nil
@@ -202,7 +203,7 @@ func readRecords(ctx context.Context, q rowsQuerier, clause string, args ...any)
 func (s *Store) Records(ctx context.Context) ([]TenantRecord, error) {
 	recs, err := readRecords(ctx, s.pool, " ORDER BY tenant_id")
 	if err != nil {
-		return nil, fmt.Errorf("data plane: read tenant_cleanup.progress: %w", err)
+		return nil, fmt.Errorf("data plane: read tenant_cleanup.progress: %w", pgerr.Kind(err))
 	}
 	return recs, nil
 }
@@ -211,7 +212,7 @@ func (s *Store) Records(ctx context.Context) ([]TenantRecord, error) {
 func (s *Store) Record(ctx context.Context, id tenant.ID) (Record, error) {
 	r, err := readRecord(ctx, s.pool, id)
 	if err != nil {
-		return Record{}, fmt.Errorf("data plane: read the record of %s: %w", id, err)
+		return Record{}, fmt.Errorf("data plane: read the record of %s: %w", id, pgerr.Kind(err))
 	}
 	return r, nil
 }
@@ -221,7 +222,7 @@ func (s *Store) Record(ctx context.Context, id tenant.ID) (Record, error) {
 // cleaner require before they complete it.
 func (s *Store) ConfirmCompletion(ctx context.Context, id tenant.ID, by string) error {
 	if _, err := s.pool.Exec(ctx, query("record_completion", ""), string(id), by); err != nil {
-		return fmt.Errorf("data plane: record the confirmation for %s: %w", id, err)
+		return fmt.Errorf("data plane: record the confirmation for %s: %w", id, pgerr.Kind(err))
 	}
 	return nil
 }
@@ -236,7 +237,7 @@ func noTable(err error) bool {
 func (t *Tenant) Record(ctx context.Context) (Record, error) {
 	r, err := readRecord(ctx, t.conn, t.id)
 	if err != nil {
-		return Record{}, fmt.Errorf("data plane: read the record of %s: %w", t.id, err)
+		return Record{}, fmt.Errorf("data plane: read the record of %s: %w", t.id, pgerr.Kind(err))
 	}
 	return r, nil
 }
@@ -263,7 +264,7 @@ func (s *Store) Footprint(ctx context.Context, id tenant.ID) (Footprint, error) 
 		fp.Record, err = readRecord(ctx, s.pool, id)
 	}
 	if err != nil {
-		return Footprint{}, fmt.Errorf("data plane: look up %s: %w", id, err)
+		return Footprint{}, fmt.Errorf("data plane: look up %s: %w", id, pgerr.Kind(err))
 	}
 	return fp, nil
 }

@@ -11,6 +11,7 @@ import (
 	"embed"
 	"errors"
 	"fmt"
+	"github.com/tenantcleanup/tenant-cleanup/internal/pgerr"
 	"hash/fnv"
 	"strings"
 	"time"
@@ -122,7 +123,7 @@ func Open(ctx context.Context, cfg *pgxpool.Config, opts Options) (*Store, error
 	}
 	pool, err := pgsession.Pool(ctx, cfg, sessionWaits)
 	if err != nil {
-		return nil, fmt.Errorf("data plane: %w", err)
+		return nil, fmt.Errorf("data plane: %w", pgerr.Kind(err))
 	}
 	if opts.LockBudget <= 0 {
 		var capacity int
@@ -130,7 +131,7 @@ func Open(ctx context.Context, cfg *pgxpool.Config, opts Options) (*Store, error
 			* (current_setting('max_connections')::int + current_setting('max_prepared_transactions')::int)`).Scan(&capacity)
 		if err != nil {
 			pool.Close()
-			return nil, fmt.Errorf("data plane: read lock table size: %w", err)
+			return nil, fmt.Errorf("data plane: read lock table size: %w", pgerr.Kind(err))
 		}
 		opts.LockBudget = max(capacity*dropLockShare.num/dropLockShare.den/opts.DropSlots, 200)
 	}
@@ -150,12 +151,12 @@ func (s *Store) Ping(ctx context.Context) error { return s.pool.Ping(ctx) }
 func (s *Store) Lock(ctx context.Context, id tenant.ID) (*Tenant, error) {
 	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("data plane: %w", err)
+		return nil, fmt.Errorf("data plane: %w", pgerr.Kind(err))
 	}
 	var got bool
 	if err := conn.QueryRow(ctx, "SELECT pg_try_advisory_lock($1, $2)", lockKeyTenant, lockKey(id)).Scan(&got); err != nil {
 		conn.Release()
-		return nil, fmt.Errorf("data plane: lock %s: %w", id, err)
+		return nil, fmt.Errorf("data plane: lock %s: %w", id, pgerr.Kind(err))
 	}
 	if !got {
 		conn.Release()
@@ -212,12 +213,4 @@ func isLockTimeout(err error) bool {
 func isStatementTimeout(err error) bool {
 	var pgErr *pgconn.PgError
 	return errors.As(err, &pgErr) && pgErr.Code == "57014"
-}
-
-// later turns a lock timeout into "try again soon".
-func later(err error, what string) error {
-	if isLockTimeout(err) {
-		return tenant.Later(15*time.Second, what+": a lock is held by live traffic", err)
-	}
-	return err
 }

@@ -3,6 +3,7 @@ package dataplane
 import (
 	"context"
 	"fmt"
+	"github.com/tenantcleanup/tenant-cleanup/internal/pgerr"
 	"slices"
 	"strings"
 	"time"
@@ -78,7 +79,7 @@ func (t *Tenant) Inspect(ctx context.Context) (Snapshot, error) {
 		snap, err = inspect(ctx, t.conn, t.id)
 	}
 	if err != nil {
-		return Snapshot{}, fmt.Errorf("inspect %s: %w", t.id, later(err, "inspect"))
+		return Snapshot{}, fmt.Errorf("inspect %s: %w", t.id, pgerr.Kind(err))
 	}
 	return snap, nil
 }
@@ -182,7 +183,7 @@ func (t *Tenant) CheckContained(ctx context.Context) error {
 	}
 	c, err := walkClosure(ctx, t.conn, oid)
 	if err != nil {
-		return fmt.Errorf("dependencies of %s: %w", t.id, later(err, "read dependencies"))
+		return fmt.Errorf("dependencies of %s: %w", t.id, pgerr.Kind(err))
 	}
 	return c.refusal(t.id)
 }
@@ -265,7 +266,7 @@ func (t *Tenant) Mark(ctx context.Context, requestedBy string, check func(Facts)
 		return nil
 	})
 	if err != nil {
-		return MarkResult{}, fmt.Errorf("mark %s: %w", t.id, later(err, "mark"))
+		return MarkResult{}, fmt.Errorf("mark %s: %w", t.id, pgerr.Kind(err))
 	}
 	return res, nil
 }
@@ -314,7 +315,7 @@ func (t *Tenant) DeletePublicRows(ctx context.Context) (PublicRows, error) {
 		return err
 	})
 	if err != nil {
-		return PublicRows{}, fmt.Errorf("delete public rows of %s: %w", t.id, later(err, "delete public rows"))
+		return PublicRows{}, fmt.Errorf("delete public rows of %s: %w", t.id, pgerr.Kind(err))
 	}
 	return r, nil
 }

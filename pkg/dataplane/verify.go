@@ -3,6 +3,7 @@ package dataplane
 import (
 	"context"
 	"fmt"
+	"github.com/tenantcleanup/tenant-cleanup/internal/pgerr"
 )
 
 // PublicTables are the shared public tables holding a tenant's rows, in the
@@ -46,23 +47,23 @@ func (s *Store) Inventory(ctx context.Context) (*Inventory, error) {
 	}
 	rows, err := s.pool.Query(ctx, query("verify_schemas", ""))
 	if err != nil {
-		return nil, fmt.Errorf("data plane: list tenant schemas: %w", err)
+		return nil, fmt.Errorf("data plane: list tenant schemas: %w", pgerr.Kind(err))
 	}
 	for rows.Next() {
 		var name string
 		if err := rows.Scan(&name); err != nil {
 			rows.Close()
-			return nil, fmt.Errorf("data plane: list tenant schemas: %w", err)
+			return nil, fmt.Errorf("data plane: list tenant schemas: %w", pgerr.Kind(err))
 		}
 		inv.Schemas[name] = inv.Records[name].DropStarted()
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("data plane: list tenant schemas: %w", err)
+		return nil, fmt.Errorf("data plane: list tenant schemas: %w", pgerr.Kind(err))
 	}
 
 	rows, err = s.pool.Query(ctx, query("verify_public_rows", ""))
 	if err != nil {
-		return nil, fmt.Errorf("data plane: count public rows: %w", err)
+		return nil, fmt.Errorf("data plane: count public rows: %w", pgerr.Kind(err))
 	}
 	defer rows.Close()
 	for rows.Next() {
@@ -72,7 +73,7 @@ func (s *Store) Inventory(ctx context.Context) (*Inventory, error) {
 			shard     *string
 		)
 		if err := rows.Scan(&table, &id, &n, &shard); err != nil {
-			return nil, fmt.Errorf("data plane: count public rows: %w", err)
+			return nil, fmt.Errorf("data plane: count public rows: %w", pgerr.Kind(err))
 		}
 		if inv.PublicRows[id] == nil {
 			inv.PublicRows[id] = map[string]int64{}
@@ -83,7 +84,7 @@ func (s *Store) Inventory(ctx context.Context) (*Inventory, error) {
 		}
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("data plane: count public rows: %w", err)
+		return nil, fmt.Errorf("data plane: count public rows: %w", pgerr.Kind(err))
 	}
 	return inv, nil
 }

@@ -52,7 +52,7 @@ type Cleaner struct {
 // is cleaned (see cleanNow). A redelivered message finishes a half-done
 // cleanup.
 func (c *Cleaner) Handle(ctx context.Context, d *bus.Delivery) error {
-	return classify(c.handle(ctx, d))
+	return c.handle(ctx, d)
 }
 
 func (c *Cleaner) handle(ctx context.Context, d *bus.Delivery) error {

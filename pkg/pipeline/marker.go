@@ -37,7 +37,7 @@ type Marker struct {
 // (or whose drop began) has nothing to mark: with evidence that its cleanup
 // began, its drain check is scheduled so that the cleaner completes it.
 func (m *Marker) Handle(ctx context.Context, d *bus.Delivery) error {
-	return classify(m.handle(ctx, d))
+	return m.handle(ctx, d)
 }
 
 func (m *Marker) handle(ctx context.Context, d *bus.Delivery) error {

@@ -11,7 +11,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/tenantcleanup/tenant-cleanup/internal/pgerr"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/controlplane"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/dataplane"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/tenant"
@@ -82,16 +81,6 @@ func (h stepHook) after(step string) error {
 		return nil
 	}
 	return h(step)
-}
-
-// classify marks database and bastion connectivity failures as
-// tenant.ErrUnavailable, so that the work waits for the database instead of
-// counting towards the dead-letter rule.
-func classify(err error) error {
-	if err != nil && !errors.Is(err, tenant.ErrRefused) && !errors.Is(err, tenant.ErrLater) && pgerr.Unavailable(err) {
-		return tenant.Unavailable(err)
-	}
-	return err
 }
 
 // lockTenant takes the tenant's lock; another worker holding it means "later".
