@@ -161,23 +161,24 @@ func TestConsumeMapsErrorsToAcks(t *testing.T) {
 		seen  = map[string]int{}
 		later atomic.Bool
 	)
-	handler := func(ctx context.Context, d *Delivery) error {
+	handler := func(ctx context.Context, d Delivery) (Outcome, error) {
+		var out Outcome
 		req, err := tenant.ParseRequest(d.Data)
 		mu.Lock()
 		seen[string(d.Data)]++
 		n := seen[string(d.Data)]
 		mu.Unlock()
 		if err != nil {
-			return err
+			return out, err
 		}
-		d.Tenant = req.ID
+		out.Tenant = req.ID
 		switch req.ID {
 		case "tenant_i-01": // refused
-			return tenant.Refuse(req.ID, "not gated")
+			return out, tenant.Refuse(req.ID, "not gated")
 		case "tenant_i-02": // later, once
 			if n == 1 {
 				later.Store(true)
-				return tenant.Later(100*time.Millisecond, "busy", nil)
+				return out, tenant.Later(100*time.Millisecond, "busy", nil)
 			}
 		case "tenant_i-03": // panics once, then succeeds
 			if n == 1 {
@@ -185,10 +186,10 @@ func TestConsumeMapsErrorsToAcks(t *testing.T) {
 			}
 		case "tenant_i-04": // fails once
 			if n == 1 {
-				return errors.New("database unreachable")
+				return out, errors.New("database unreachable")
 			}
 		}
-		return nil
+		return out, nil
 	}
 	done := make(chan error, 1)
 	go func() {
@@ -248,7 +249,7 @@ func TestConsumeStoppedBeforeItStartsIsCleanShutdown(t *testing.T) {
 	}
 	var handled atomic.Int32
 	err := b.Consume(ctx, ConsumeOptions{Consumer: ConsumerMarker, FilterSubject: SubjectCandidate},
-		func(context.Context, *Delivery) error { handled.Add(1); return nil })
+		func(context.Context, Delivery) (Outcome, error) { handled.Add(1); return Outcome{}, nil })
 	if err != nil {
 		t.Fatalf("Consume after shutdown = %v; want nil (a clean stop)", err)
 	}
@@ -263,11 +264,12 @@ func TestConsumeShutdownHandsBackSlowWork(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	started := make(chan struct{}, 2)
 	var cancelled atomic.Int32
-	handler := func(ctx context.Context, d *Delivery) error {
+	handler := func(ctx context.Context, d Delivery) (Outcome, error) {
+		var out Outcome
 		started <- struct{}{}
 		<-ctx.Done() // a handler that only stops when its context does
 		cancelled.Add(1)
-		return ctx.Err()
+		return out, ctx.Err()
 	}
 	done := make(chan error, 1)
 	go func() {
@@ -296,7 +298,7 @@ func TestConsumeShutdownHandsBackSlowWork(t *testing.T) {
 	got := make(chan string, 1)
 	go func() {
 		_ = b.Consume(ctx2, ConsumeOptions{Consumer: ConsumerMarker, FilterSubject: SubjectCandidate},
-			func(_ context.Context, d *Delivery) error { got <- string(d.Data); return nil })
+			func(_ context.Context, d Delivery) (Outcome, error) { got <- string(d.Data); return Outcome{}, nil })
 	}()
 	select {
 	case body := <-got:

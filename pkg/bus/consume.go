@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"runtime/debug"
 	"strconv"
 	"sync"
 	"time"
@@ -13,27 +12,6 @@ import (
 
 	"github.com/tenantcleanup/tenant-cleanup/pkg/tenant"
 )
-
-// Delivery is one message handed to a Handler.
-type Delivery struct {
-	Subject      string
-	Data         []byte
-	NumDelivered uint64
-	// Tenant and RequestedBy are set by the handler as soon as it knows them,
-	// so that the loop's log lines and events about the message carry them.
-	Tenant      tenant.ID
-	RequestedBy string
-}
-
-// Handler processes one delivery. Its error decides what happens to the
-// message: nil acknowledges it; a tenant.RefusedError or tenant.ErrInvalidID
-// terminates it (never retried) and reports it refused (or held); a
-// tenant.LaterError redelivers it after the delay it names; a
-// tenant.ErrUnavailable error redelivers it with a short backoff; any other
-// error redelivers it with backoff until it has failed MaxFailures times,
-// then moves it to the dead-letter stream. A handler never acknowledges by
-// itself and never sleeps.
-type Handler func(ctx context.Context, d *Delivery) error
 
 // ConsumeOptions configure a consume loop.
 type ConsumeOptions struct {
@@ -363,7 +341,7 @@ func (s *loopState) set(err error) {
 // process runs the handler on one message with progress reports, recovers a
 // panic, and acknowledges according to the error.
 func (b *Bus) process(ctx context.Context, msg jetstream.Msg, opts ConsumeOptions, h Handler) {
-	d := &Delivery{Subject: msg.Subject(), Data: msg.Data()}
+	d := Delivery{Subject: msg.Subject(), Data: msg.Data()}
 	var streamSeq uint64
 	if md, err := msg.Metadata(); err == nil {
 		d.NumDelivered, streamSeq = md.NumDelivered, md.Sequence.Stream
@@ -381,57 +359,48 @@ func (b *Bus) process(ctx context.Context, msg jetstream.Msg, opts ConsumeOption
 			}
 		}
 	}()
-	err := safeCall(ctx, d, h)
+	out, err := Recover(h)(ctx, d)
 	close(stopProgress)
-	b.settle(ctx, msg, d, err, opts, streamSeq)
+	b.settle(ctx, msg, d, out, err, opts, streamSeq)
 }
 
-func safeCall(ctx context.Context, d *Delivery, h Handler) (err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("handler panic: %v\n%s", r, debug.Stack())
-		}
-	}()
-	return h(ctx, d)
-}
-
-// settle maps the handler's error to an acknowledgement verb, and logs and
-// reports what the handler did not.
-func (b *Bus) settle(ctx context.Context, msg jetstream.Msg, d *Delivery, err error, opts ConsumeOptions, seq uint64) {
+// settle carries out the handler's outcome (Perform) and maps its error to
+// an acknowledgement verb, logging what it does.
+func (b *Bus) settle(ctx context.Context, msg jetstream.Msg, d Delivery, out Outcome, err error, opts ConsumeOptions, seq uint64) {
 	var (
 		refused *tenant.RefusedError
 		later   *tenant.LaterError
 	)
+	if perr := b.Perform(ctx, d, out, err); perr != nil {
+		delay := unavailableDelay(d.NumDelivered)
+		b.log.Warn("could not carry out the outcome; will retry", "tenant_id", out.Tenant, "subject", d.Subject,
+			"retry_in", delay.String(), "error", perr)
+		_ = msg.NakWithDelay(delay)
+		return
+	}
 	switch {
 	case err == nil:
 		_ = msg.Ack()
 	case errors.As(err, &refused):
-		outcome := refused.Outcome
-		if outcome == "" {
-			outcome = tenant.OutcomeRefused
-		}
-		b.Report(ctx, tenant.Event{TenantID: refused.ID, Outcome: outcome, Reason: refused.Reason, RequestedBy: d.RequestedBy})
-		_ = msg.TermWithReason(string(outcome) + ": " + refused.Reason)
+		_ = msg.TermWithReason(string(refused.Outcome) + ": " + refused.Reason)
 	case errors.Is(err, tenant.ErrInvalidID):
-		b.Report(ctx, tenant.Event{Input: tenant.QuoteInput(string(d.Data)), Outcome: tenant.OutcomeRefused,
-			Reason: err.Error()})
 		_ = msg.TermWithReason("invalid tenant id")
 	case errors.As(err, &later):
-		b.log.Info("retry later", "tenant_id", d.Tenant, "reason", later.Reason, "delay", later.Delay.String(), "error", later.Err)
+		b.log.Info("retry later", "tenant_id", out.Tenant, "reason", later.Reason, "delay", later.Delay.String(), "error", later.Err)
 		_ = msg.NakWithDelay(later.Delay)
 	case ctx.Err() != nil:
-		b.log.Info("shutting down: handing message back", "tenant_id", d.Tenant, "subject", d.Subject)
+		b.log.Info("shutting down: handing message back", "tenant_id", out.Tenant, "subject", d.Subject)
 		_ = msg.Nak()
 	case errors.Is(err, tenant.ErrUnavailable):
 		delay := unavailableDelay(d.NumDelivered)
-		b.log.Warn("a dependency is unavailable; will retry", "tenant_id", d.Tenant, "subject", d.Subject,
+		b.log.Warn("a dependency is unavailable; will retry", "tenant_id", out.Tenant, "subject", d.Subject,
 			"deliveries", d.NumDelivered, "retry_in", delay.String(), "error", err)
 		_ = msg.NakWithDelay(delay)
 	default:
 		failures := b.countFailure(ctx, opts.Consumer, seq)
 		if failures >= opts.MaxFailures {
-			if derr := b.deadLetter(ctx, opts.Consumer, d, err, failures); derr != nil {
-				b.log.Error("move message to the dead-letter stream failed; will retry", "tenant_id", d.Tenant,
+			if derr := b.deadLetter(ctx, opts.Consumer, d, out, err, failures); derr != nil {
+				b.log.Error("move message to the dead-letter stream failed; will retry", "tenant_id", out.Tenant,
 					"subject", d.Subject, "error", derr)
 				_ = msg.NakWithDelay(retryDelay(uint64(failures)))
 				return
@@ -440,7 +409,7 @@ func (b *Bus) settle(ctx context.Context, msg jetstream.Msg, d *Delivery, err er
 			return
 		}
 		delay := retryDelay(uint64(failures))
-		b.log.Error("processing failed; will retry", "tenant_id", d.Tenant, "subject", d.Subject,
+		b.log.Error("processing failed; will retry", "tenant_id", out.Tenant, "subject", d.Subject,
 			"failures", failures, "max_failures", opts.MaxFailures, "retry_in", delay.String(), "error", err)
 		_ = msg.NakWithDelay(delay)
 	}

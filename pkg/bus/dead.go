@@ -37,7 +37,7 @@ type DeadLetter struct {
 	Data     []byte
 }
 
-func (b *Bus) deadLetter(ctx context.Context, consumer string, d *Delivery, cause error, failures int) error {
+func (b *Bus) deadLetter(ctx context.Context, consumer string, d Delivery, out Outcome, cause error, failures int) error {
 	reason := cause.Error()
 	if len(reason) > 2000 {
 		reason = reason[:2000] + "…"
@@ -46,14 +46,14 @@ func (b *Bus) deadLetter(ctx context.Context, consumer string, d *Delivery, caus
 	msg.Header.Set(hdrSubject, d.Subject)
 	msg.Header.Set(hdrReason, strings.ReplaceAll(reason, "\n", " "))
 	msg.Header.Set(hdrFailures, strconv.Itoa(failures))
-	msg.Header.Set(hdrTenant, string(d.Tenant))
+	msg.Header.Set(hdrTenant, string(out.Tenant))
 	msg.Header.Set(hdrTime, time.Now().UTC().Format(time.RFC3339))
 	if err := b.healed(ctx, func() error { _, err := b.js.PublishMsg(ctx, msg); return err }); err != nil {
 		return unavailable(err)
 	}
-	ev := tenant.Event{TenantID: d.Tenant, Outcome: tenant.OutcomeDead, RequestedBy: d.RequestedBy,
+	ev := tenant.Event{TenantID: out.Tenant, Outcome: tenant.OutcomeDead, RequestedBy: out.RequestedBy,
 		Reason: fmt.Sprintf("failed %d times, moved to %s (tenantctl dead replay): %s", failures, StreamDead, reason)}
-	if d.Tenant == "" {
+	if out.Tenant == "" {
 		ev.Input = tenant.QuoteInput(string(d.Data))
 	}
 	b.Report(ctx, ev)

@@ -24,26 +24,27 @@ func TestPoisonMessageIsDeadLetteredAndReplayed(t *testing.T) {
 		calls  = map[string]int{}
 		broken = true
 	)
-	handler := func(_ context.Context, d *Delivery) error {
+	handler := func(_ context.Context, d Delivery) (Outcome, error) {
+		var out Outcome
 		req, err := tenant.ParseRequest(d.Data)
 		if err != nil {
-			return err
+			return out, err
 		}
-		d.Tenant = req.ID
+		out.Tenant = req.ID
 		mu.Lock()
 		defer mu.Unlock()
 		calls[string(req.ID)]++
 		switch req.ID {
 		case "tenant_i-0bad":
 			if broken {
-				return errors.New("relation \"x\" does not exist")
+				return out, errors.New("relation \"x\" does not exist")
 			}
 		case "tenant_i-0ff1": // down for longer than MaxFailures deliveries, then fine
 			if calls[string(req.ID)] <= 3 {
-				return tenant.Unavailable(errors.New("connection refused"))
+				return out, tenant.Unavailable(errors.New("connection refused"))
 			}
 		}
-		return nil
+		return out, nil
 	}
 	go func() {
 		_ = b.Consume(ctx, ConsumeOptions{Consumer: ConsumerMarker, FilterSubject: SubjectCandidate, MaxFailures: 3}, handler)
@@ -129,36 +130,12 @@ func TestStateFollowsReports(t *testing.T) {
 	}
 }
 
-func TestHoldsAndPauses(t *testing.T) {
+func TestPauses(t *testing.T) {
 	srv := testenv.StartJetStream(t)
 	b := connect(t, srv.URL)
 	ctx := context.Background()
 	now := time.Now()
 	past := now.Add(-time.Minute)
-	if err := b.SetHold(ctx, tenant.Hold{ID: idA, Reason: "legal hold", By: "ops", At: now}); err != nil {
-		t.Fatal(err)
-	}
-	if err := b.SetHold(ctx, tenant.Hold{ID: "tenant_dev", Reason: "expired", Until: &past, By: "ops", At: now}); err != nil {
-		t.Fatal(err)
-	}
-	if h, held, err := b.ActiveHold(ctx, idA, now); err != nil || !held || h.Reason != "legal hold" {
-		t.Fatalf("active hold = %+v, %v, %v", h, held, err)
-	}
-	if _, held, err := b.ActiveHold(ctx, "tenant_dev", now); err != nil || held {
-		t.Fatalf("an expired hold is active: %v, %v", held, err)
-	}
-	if holds, err := b.Holds(ctx); err != nil || len(holds) != 2 {
-		t.Fatalf("holds = %+v, %v", holds, err)
-	}
-	if removed, err := b.RemoveHold(ctx, idA); err != nil || !removed {
-		t.Fatalf("unhold: %v, %v", removed, err)
-	}
-	if removed, err := b.RemoveHold(ctx, idA); err != nil || removed {
-		t.Fatalf("second unhold: %v, %v", removed, err)
-	}
-	if _, held, _ := b.ActiveHold(ctx, idA, now); held {
-		t.Fatal("still held after unhold")
-	}
 	if err := b.SetPause(ctx, "cleaner@host/1", tenant.Pause{Kind: "paused", Reason: "breaker", Until: now.Add(time.Minute)}); err != nil {
 		t.Fatal(err)
 	}

@@ -25,15 +25,16 @@ func consumed(t *testing.T, b *Bus) func() []tenant.ID {
 	done := make(chan error, 1)
 	go func() {
 		done <- b.Consume(ctx, ConsumeOptions{Consumer: ConsumerMarker, FilterSubject: SubjectCandidate, Concurrency: 2},
-			func(_ context.Context, d *Delivery) error {
+			func(_ context.Context, d Delivery) (Outcome, error) {
+				var out Outcome
 				req, err := tenant.ParseRequest(d.Data)
 				if err != nil {
-					return err
+					return out, err
 				}
 				mu.Lock()
 				seen = append(seen, req.ID)
 				mu.Unlock()
-				return nil
+				return out, nil
 			})
 	}()
 	t.Cleanup(func() {
@@ -212,8 +213,8 @@ func TestCallsRecreateWhatTheyNeed(t *testing.T) {
 		t.Fatalf("state recorded with the bucket gone: %+v, %v, %v", s, found, err)
 	}
 	drop("KV_" + BucketState)
-	if err := b.SetHold(ctx, tenant.Hold{ID: idA, Reason: "legal"}); err != nil {
-		t.Fatalf("hold with the state bucket gone: %v", err)
+	if err := b.SetPause(ctx, "cap", tenant.Pause{Kind: "capped", Reason: "cap", Until: time.Now().Add(time.Minute)}); err != nil {
+		t.Fatalf("pause with the state bucket gone: %v", err)
 	}
 	drop("KV_" + BucketState)
 	if _, err := b.States(ctx); err != nil {

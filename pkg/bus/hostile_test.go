@@ -183,15 +183,16 @@ func TestHostileMessagesOnThePublicSubject(t *testing.T) {
 	defer cancel()
 	go func() {
 		_ = b.Consume(cctx, ConsumeOptions{Consumer: ConsumerMarker, FilterSubject: SubjectCandidate},
-			func(_ context.Context, d *Delivery) error {
+			func(_ context.Context, d Delivery) (Outcome, error) {
+				var out Outcome
 				req, err := tenant.ParseRequest(d.Data)
 				if err != nil {
-					return err
+					return out, err
 				}
 				mu.Lock()
 				seen = append(seen, req.ID)
 				mu.Unlock()
-				return nil
+				return out, nil
 			})
 	}()
 	testenv.Eventually(t, 20*time.Second, func() bool {

@@ -16,8 +16,9 @@ import (
 
 // KV buckets.
 const (
-	// BucketState holds the pipeline's state: tenant.<id> (tenant.State),
-	// hold.<id> (tenant.Hold) and pause.<name> (tenant.Pause).
+	// BucketState holds the pipeline's state: tenant.<id> (tenant.State)
+	// and pause.<name> (tenant.Pause). Holds live in the control plane
+	// (controlplane.Store.PlaceHold), under the tenant's row lock.
 	BucketState = "TENANT_CLEANUP_STATE"
 	// bucketFailures counts handler failures per message (by stream
 	// sequence) for the dead-letter rule; entries expire after a week.
@@ -26,7 +27,6 @@ const (
 
 const (
 	keyTenant = "tenant."
-	keyHold   = "hold."
 	keyPause  = "pause."
 )
 
@@ -112,57 +112,6 @@ func (b *Bus) States(ctx context.Context) ([]tenant.State, error) {
 		var s tenant.State
 		if json.Unmarshal(v, &s) == nil {
 			out = append(out, s)
-		}
-	})
-	return out, err
-}
-
-// SetHold places (or replaces) a hold on a tenant.
-func (b *Bus) SetHold(ctx context.Context, h tenant.Hold) error {
-	body, err := json.Marshal(h)
-	if err != nil {
-		return err
-	}
-	if err := b.healed(ctx, func() error { _, err := b.state.Put(ctx, keyHold+string(h.ID), body); return err }); err != nil {
-		return fmt.Errorf("hold %s: %w", h.ID, unavailable(err))
-	}
-	return nil
-}
-
-// RemoveHold lifts a tenant's hold; removed is false when it had none.
-func (b *Bus) RemoveHold(ctx context.Context, id tenant.ID) (removed bool, err error) {
-	if _, found, err := b.Hold(ctx, id); err != nil || !found {
-		return false, err
-	}
-	if err := b.healed(ctx, func() error { return b.state.Delete(ctx, keyHold+string(id)) }); err != nil {
-		return false, fmt.Errorf("unhold %s: %w", id, unavailable(err))
-	}
-	return true, nil
-}
-
-// Hold reads a tenant's hold, active or expired.
-func (b *Bus) Hold(ctx context.Context, id tenant.ID) (tenant.Hold, bool, error) {
-	var h tenant.Hold
-	found, err := b.getJSON(ctx, keyHold+string(id), &h)
-	return h, found, err
-}
-
-// ActiveHold returns the tenant's hold if one is in force at now.
-func (b *Bus) ActiveHold(ctx context.Context, id tenant.ID, now time.Time) (tenant.Hold, bool, error) {
-	h, found, err := b.Hold(ctx, id)
-	if err != nil || !found || !h.Active(now) {
-		return tenant.Hold{}, false, err
-	}
-	return h, true, nil
-}
-
-// Holds lists every hold, active or expired.
-func (b *Bus) Holds(ctx context.Context) ([]tenant.Hold, error) {
-	var out []tenant.Hold
-	err := b.each(ctx, keyHold, func(v []byte) {
-		var h tenant.Hold
-		if json.Unmarshal(v, &h) == nil {
-			out = append(out, h)
 		}
 	})
 	return out, err

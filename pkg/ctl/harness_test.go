@@ -244,13 +244,14 @@ func (w *world) deadLetter(id tenant.ID) bus.DeadLetter {
 	go func() {
 		defer close(done)
 		_ = w.bus.Consume(ctx, bus.ConsumeOptions{Consumer: bus.ConsumerMarker, FilterSubject: bus.SubjectCandidate, MaxFailures: 1},
-			func(_ context.Context, d *bus.Delivery) error {
+			func(_ context.Context, d bus.Delivery) (bus.Outcome, error) {
+				var out bus.Outcome
 				req, err := tenant.ParseRequest(d.Data)
 				if err != nil {
-					return err
+					return out, err
 				}
-				d.Tenant, d.RequestedBy = req.ID, req.RequestedBy
-				return errFixture
+				out.Tenant, out.RequestedBy = req.ID, req.RequestedBy
+				return out, errFixture
 			})
 	}()
 	// Published raw: bus.PublishRequest records the tenant as requested after

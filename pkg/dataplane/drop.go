@@ -95,7 +95,7 @@ type target struct {
 // without a look, and the call ends there; a schema of the tenant's name with
 // another oid (restored after an earlier cleanup) is a new schema and gets
 // its own look.
-func (t *Tenant) Drop(ctx context.Context, checks DropChecks) (DropResult, error) {
+func (t *Locked) Drop(ctx context.Context, checks DropChecks) (DropResult, error) {
 	res, err := t.drop(ctx, checks)
 	if err != nil {
 		return res, fmt.Errorf("drop schema %s: %w", t.id, pgerr.Kind(err))
@@ -103,7 +103,7 @@ func (t *Tenant) Drop(ctx context.Context, checks DropChecks) (DropResult, error
 	return res, nil
 }
 
-func (t *Tenant) drop(ctx context.Context, checks DropChecks) (DropResult, error) {
+func (t *Locked) drop(ctx context.Context, checks DropChecks) (DropResult, error) {
 	var res DropResult
 	rec, err := readRecord(ctx, t.conn, t.id)
 	if err != nil {
@@ -133,7 +133,7 @@ func (t *Tenant) drop(ctx context.Context, checks DropChecks) (DropResult, error
 
 // underway is the schema whose drop this pipeline began and did not finish,
 // if it still exists (zero target otherwise).
-func (t *Tenant) underway(ctx context.Context, rec Record) (target, error) {
+func (t *Locked) underway(ctx context.Context, rec Record) (target, error) {
 	if !rec.DropStarted() || !rec.DropFinishedAt.IsZero() || rec.SchemaOID == 0 {
 		return target{}, nil
 	}
@@ -155,7 +155,7 @@ func liveSchema(ctx context.Context, q querier, id tenant.ID) (exists bool, oid 
 
 // dropSchema drops the schema s in one or more transactions (see Drop);
 // with look, the first one makes the final look.
-func (t *Tenant) dropSchema(ctx context.Context, s target, look bool, checks DropChecks, res *DropResult) error {
+func (t *Locked) dropSchema(ctx context.Context, s target, look bool, checks DropChecks, res *DropResult) error {
 	rows, err := t.conn.Query(ctx, query("drop_plan", ""), s.oid)
 	if err != nil {
 		return err
@@ -227,7 +227,7 @@ const quarantinePrefix = "tenant_cleanup_dropping_"
 
 // dropBatch is one drop transaction (see Drop).
 type dropBatch struct {
-	t      *Tenant
+	t      *Locked
 	schema target
 	rels   []dropRel
 	// tables are the activity tables the schema had when the drop was
@@ -370,7 +370,7 @@ func isTable(relkind string) bool { return relkind == "r" || relkind == "p" }
 // (waiting up to SlotWait for one if all are busy: a wait that ends is a
 // tenant.ErrLater error) and then sets lock_timeout, so that at most
 // DropSlots drop transactions hold their locks at any time.
-func (t *Tenant) inDropTx(ctx context.Context, fn func(pgx.Tx) error) error {
+func (t *Locked) inDropTx(ctx context.Context, fn func(pgx.Tx) error) error {
 	begin := pgx.TxOptions{BeginQuery: "BEGIN; " + lockTimeoutSQL(t.store.opts.SlotWait)}
 	return pgx.BeginTxFunc(ctx, t.conn, begin, func(tx pgx.Tx) error {
 		// Any free slot, else wait for the tenant's own.

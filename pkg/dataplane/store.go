@@ -148,7 +148,7 @@ func (s *Store) Ping(ctx context.Context) error { return s.pool.Ping(ctx) }
 // returns a handle for the work on that tenant; ErrBusy when another worker
 // (of any replica) holds it. The lock lives as long as the session: Release
 // it, and a crash releases it with the connection.
-func (s *Store) Lock(ctx context.Context, id tenant.ID) (*Tenant, error) {
+func (s *Store) Lock(ctx context.Context, id tenant.ID) (*Locked, error) {
 	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("data plane: %w", pgerr.Kind(err))
@@ -162,7 +162,7 @@ func (s *Store) Lock(ctx context.Context, id tenant.ID) (*Tenant, error) {
 		conn.Release()
 		return nil, ErrBusy
 	}
-	return &Tenant{id: id, conn: conn, store: s}, nil
+	return &Locked{id: id, conn: conn, store: s}, nil
 }
 
 func lockKey(id tenant.ID) int32 {
@@ -171,9 +171,9 @@ func lockKey(id tenant.ID) int32 {
 	return int32(h.Sum32())
 }
 
-// Tenant is one locked tenant: every method runs on the connection holding
-// the tenant's advisory lock.
-type Tenant struct {
+// Locked is one tenant locked for this worker (Store.Lock): every method
+// runs on the connection holding the tenant's advisory lock.
+type Locked struct {
 	id       tenant.ID
 	conn     *pgxpool.Conn
 	store    *Store
@@ -183,7 +183,7 @@ type Tenant struct {
 // Release unlocks the tenant and returns the connection. If the unlock cannot
 // be confirmed the connection is closed, which releases the lock. Releasing
 // twice is harmless; the Tenant is unusable afterwards.
-func (t *Tenant) Release() {
+func (t *Locked) Release() {
 	if t.released {
 		return
 	}

@@ -73,7 +73,7 @@ func (s Snapshot) Drain() tenant.Drain {
 }
 
 // Inspect reads the tenant's schema, activity, shard placement and record.
-func (t *Tenant) Inspect(ctx context.Context) (Snapshot, error) {
+func (t *Locked) Inspect(ctx context.Context) (Snapshot, error) {
 	snap, err := inspect(ctx, t.conn, t.id)
 	if isGone(err) { // dropped between the catalog read and the activity read
 		snap, err = inspect(ctx, t.conn, t.id)
@@ -176,7 +176,7 @@ func activityTemplate(id tenant.ID, hasCraft bool) string {
 // CheckContained refuses the tenant (a tenant.RefusedError naming them) if
 // a DROP SCHEMA … CASCADE would remove or change objects outside its schema
 // (see guard.go). It takes no lock: every drop transaction checks again.
-func (t *Tenant) CheckContained(ctx context.Context) error {
+func (t *Locked) CheckContained(ctx context.Context) error {
 	exists, oid, _, err := liveSchema(ctx, t.conn, t.id)
 	if err != nil || !exists {
 		return err
@@ -226,7 +226,7 @@ var activityTables = []string{"chat_message", "build_session", "connector_creden
 // again: an activity table created meanwhile (say build_session) was not
 // looked at, so the transaction is rolled back and "later" returned. A tenant
 // whose schema is gone has nothing to mark (SchemaGone, no error).
-func (t *Tenant) Mark(ctx context.Context, requestedBy string, check func(Facts) error) (MarkResult, error) {
+func (t *Locked) Mark(ctx context.Context, requestedBy string, check func(Facts) error) (MarkResult, error) {
 	var res MarkResult
 	err := pgx.BeginTxFunc(ctx, t.conn, t.beginWithLockTimeout(), func(tx pgx.Tx) error {
 		exists, _, tables, err := liveSchema(ctx, tx, t.id)
@@ -285,7 +285,7 @@ func lockActivitySQL(schemaName string, tables []string, mode string) string {
 
 // beginWithLockTimeout begins a transaction and sets its lock_timeout in one
 // round trip.
-func (t *Tenant) beginWithLockTimeout() pgx.TxOptions {
+func (t *Locked) beginWithLockTimeout() pgx.TxOptions {
 	return pgx.TxOptions{BeginQuery: "BEGIN; " + lockTimeoutSQL(t.store.opts.LockTimeout)}
 }
 
@@ -308,7 +308,7 @@ type PublicRows struct {
 // statement. Deleting rows that are already gone is not an error. (A drop
 // deletes them in its look transaction; this completes a tenant whose
 // schema is gone.)
-func (t *Tenant) DeletePublicRows(ctx context.Context) (PublicRows, error) {
+func (t *Locked) DeletePublicRows(ctx context.Context) (PublicRows, error) {
 	var r PublicRows
 	err := pgx.BeginTxFunc(ctx, t.conn, t.beginWithLockTimeout(), func(tx pgx.Tx) (err error) {
 		r, err = deletePublicRows(ctx, tx, t.id)

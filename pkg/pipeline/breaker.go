@@ -1,11 +1,14 @@
 package pipeline
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"sync"
 	"time"
 
+	"github.com/tenantcleanup/tenant-cleanup/pkg/bus"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/tenant"
 )
 
@@ -114,4 +117,35 @@ func (b *Breaker) failures() int {
 func (b *Breaker) reason() string {
 	return fmt.Sprintf("circuit breaker open: the latest cleanup of %d of the last %d tenants failed (last error: %s)",
 		b.failures(), len(b.results), b.lastErr)
+}
+
+// Middleware wraps the cleaner's handler: while the breaker is open, a drain
+// check is handed back until it closes (outcome paused, the pause recorded
+// under by for status) without being looked at. It records each cleanup: a
+// tenant reported cleaned succeeded, a plain failure failed; refusals,
+// "later", unavailable dependencies and checks of tenants not drained yet
+// count for nothing.
+func (b *Breaker) Middleware(by string, now func() time.Time) bus.Middleware {
+	return func(next bus.Handler) bus.Handler {
+		return func(ctx context.Context, d bus.Delivery) (bus.Outcome, error) {
+			if ok, until, reason := b.Allow(now()); !ok {
+				dc, err := tenant.ParseDrainCheck(d.Data)
+				if err != nil {
+					return bus.Outcome{}, err
+				}
+				return Waiting(bus.Outcome{Tenant: dc.ID}, tenant.OutcomePaused, by, by, until, reason)
+			}
+			out, err := next(ctx, d)
+			switch {
+			case err == nil && slices.ContainsFunc(out.Events, func(e tenant.Event) bool { return e.Outcome == tenant.OutcomeCleaned }):
+				b.Record(now(), out.Tenant, nil)
+			case err != nil && !errors.Is(err, tenant.ErrRefused) && !errors.Is(err, tenant.ErrLater) &&
+				!errors.Is(err, tenant.ErrUnavailable) && !errors.Is(err, tenant.ErrInvalidID):
+				b.Record(now(), out.Tenant, err)
+			default:
+				b.Skip()
+			}
+			return out, err
+		}
+	}
 }

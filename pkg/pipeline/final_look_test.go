@@ -176,7 +176,7 @@ func TestForgedDrainChecks(t *testing.T) {
 	before := e.snapshot(t, idA)
 	forged := func(id string, extra string) error {
 		body := `{"tenant_id":"` + id + `","attempt":0` + extra + `}`
-		return e.cleaner.Handle(context.Background(), &bus.Delivery{Subject: bus.DrainSubject(tenant.ID(id)), Data: []byte(body)})
+		return e.deliverCheck(t, bus.Delivery{Subject: bus.DrainSubject(tenant.ID(id)), Data: []byte(body)})
 	}
 	err := forged(idA, `,"marked_at":"2020-01-01T00:00:00Z","requested_by":"attacker"`)
 	if !errors.Is(err, tenant.ErrRefused) || !strings.Contains(err.Error(), "no record that this pipeline marked it") {

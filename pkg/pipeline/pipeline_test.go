@@ -30,6 +30,7 @@ type env struct {
 	bus     *bus.Bus
 	marker  *Marker
 	cleaner *Cleaner
+	breaker *Breaker // nil: none
 	mu      sync.Mutex
 	events  []tenant.Event
 }
@@ -59,9 +60,9 @@ func setup(t *testing.T) *env {
 	stores := Stores{Data: data, Control: control}
 	rules := Rules{Window: tenant.Window(90), RowLockTimeout: 2 * time.Second}
 	e := &env{dbs: dbs, bus: b,
-		marker: &Marker{Stores: stores, Rules: rules, Bus: b, CheckDelay: time.Hour, Now: time.Now},
-		cleaner: &Cleaner{Stores: stores, Rules: rules, Bus: b, CheckDelay: time.Minute, CheckMaxDelay: time.Hour,
-			Timeout: 24 * time.Hour, MaxLeftoverDocs: 5, Identity: "test", Now: time.Now, Log: log},
+		marker: &Marker{Stores: stores, Rules: rules, Pending: b, CheckDelay: time.Hour, Now: time.Now},
+		cleaner: &Cleaner{Stores: stores, Rules: rules, CheckDelay: time.Minute, CheckMaxDelay: time.Hour,
+			Timeout: 24 * time.Hour, MaxLeftoverDocs: 5, Identity: "test", Now: time.Now},
 	}
 	stop, err := b.WatchEvents(ctx, time.Time{}, func(ev tenant.Event) {
 		e.mu.Lock()
@@ -82,15 +83,34 @@ func (e *env) eligible(t *testing.T, id string) {
 		Status: tenant.StatusGatedAccess})
 }
 
-func (e *env) mark(t *testing.T, id string) error {
+// deliver hands d to h and carries out its outcome as the consume loop
+// would (schedules, pause, reports); it returns the handler's error.
+func (e *env) deliver(t *testing.T, h bus.Handler, d bus.Delivery) error {
 	t.Helper()
-	return e.marker.Handle(context.Background(), &bus.Delivery{Subject: bus.SubjectCandidate, Data: []byte(id)})
+	ctx := context.Background()
+	out, err := h(ctx, d)
+	if perr := e.bus.Perform(ctx, d, out, err); perr != nil {
+		t.Fatalf("perform the outcome of %s: %v", d.Data, perr)
+	}
+	return err
 }
 
+// mark delivers a cleanup request for id to the marker.
+func (e *env) mark(t *testing.T, id string) error {
+	t.Helper()
+	return e.deliver(t, e.marker.Handle, bus.Delivery{Subject: bus.SubjectCandidate, Data: []byte(id)})
+}
+
+// check delivers a drain check to the cleaner (behind the breaker, if any).
 func (e *env) check(t *testing.T, dc tenant.DrainCheck) error {
 	t.Helper()
 	body, _ := json.Marshal(dc)
-	return e.cleaner.Handle(context.Background(), &bus.Delivery{Subject: bus.DrainSubject(dc.ID), Data: body})
+	return e.deliverCheck(t, bus.Delivery{Subject: bus.DrainSubject(dc.ID), Data: body})
+}
+
+func (e *env) deliverCheck(t *testing.T, d bus.Delivery) error {
+	t.Helper()
+	return e.deliver(t, bus.Chain(e.cleaner.Handle, e.breaker.Middleware("test", time.Now)), d)
 }
 
 func (e *env) drain(t *testing.T, id string) {
@@ -398,23 +418,48 @@ func TestSchemaGoneNeedsEvidence(t *testing.T) {
 
 // TestStopBetweenSteps stops the handlers after each step (as a crash there
 // would: open transactions roll back, the message is redelivered) and checks
-// that the redelivery ends in the state of an undisturbed run.
+// that the redelivery ends in the state of an undisturbed run. "scheduled"
+// and "reported" stop the consume loop after it carried out part or all of
+// the handler's outcome, before the acknowledgement.
 func TestStopBetweenSteps(t *testing.T) {
 	crash := errors.New("crash")
-	for _, step := range []string{"preflight", "marked", "scheduled", "reported"} {
-		t.Run("marker after "+step, func(t *testing.T) {
-			e := setup(t)
-			e.eligible(t, idA)
-			e.marker.afterStep = func(s string) error {
+	// firstDelivery delivers d to h, crashing at step.
+	firstDelivery := func(t *testing.T, e *env, h bus.Handler, d bus.Delivery, step string, hook *stepHook) {
+		t.Helper()
+		ctx := context.Background()
+		switch step {
+		case "scheduled":
+			out, err := h(ctx, d)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, s := range out.Schedule {
+				if err := e.bus.ScheduleDrainCheck(ctx, s.Check, s.At); err != nil {
+					t.Fatal(err)
+				}
+			}
+		case "reported":
+			if err := e.deliver(t, h, d); err != nil {
+				t.Fatal(err)
+			}
+		default:
+			*hook = func(s string) error {
 				if s == step {
 					return crash
 				}
 				return nil
 			}
-			if err := e.mark(t, idA); !errors.Is(err, crash) {
+			if err := e.deliver(t, h, d); !errors.Is(err, crash) {
 				t.Fatalf("first delivery: %v", err)
 			}
-			e.marker.afterStep = nil
+			*hook = nil
+		}
+	}
+	for _, step := range []string{"preflight", "marked", "scheduled", "reported"} {
+		t.Run("marker after "+step, func(t *testing.T) {
+			e := setup(t)
+			e.eligible(t, idA)
+			firstDelivery(t, e, e.marker.Handle, bus.Delivery{Subject: bus.SubjectCandidate, Data: []byte(idA)}, step, &e.marker.afterStep)
 			if err := e.mark(t, idA); err != nil {
 				t.Fatalf("redelivery: %v", err)
 			}
@@ -438,17 +483,9 @@ func TestStopBetweenSteps(t *testing.T) {
 			}
 			e.drain(t, idA)
 			other := e.snapshot(t, idB)
-			e.cleaner.afterStep = func(s string) error {
-				if s == step {
-					return crash
-				}
-				return nil
-			}
 			dc := tenant.DrainCheck{ID: idA}
-			if err := e.check(t, dc); !errors.Is(err, crash) {
-				t.Fatalf("first delivery: %v", err)
-			}
-			e.cleaner.afterStep = nil
+			body, _ := json.Marshal(dc)
+			firstDelivery(t, e, e.cleaner.Handle, bus.Delivery{Subject: bus.DrainSubject(idA), Data: body}, step, &e.cleaner.afterStep)
 			if err := e.check(t, dc); err != nil {
 				t.Fatalf("redelivery: %v", err)
 			}
@@ -471,12 +508,12 @@ func TestBadDrainChecks(t *testing.T) {
 	e := setup(t)
 	e.eligible(t, idA)
 	before := e.snapshot(t, idA)
-	for _, d := range []*bus.Delivery{
+	for _, d := range []bus.Delivery{
 		{Subject: bus.DrainSubject(idA), Data: []byte(`{"tenant_id":"public"}`)},
 		{Subject: bus.DrainSubject(idA), Data: []byte(`not json`)},
 		{Subject: bus.DrainSubject(idB), Data: []byte(`{"tenant_id":"` + idA + `"}`)}, // subject and body disagree
 	} {
-		err := e.cleaner.Handle(context.Background(), d)
+		err := e.deliverCheck(t, d)
 		if !errors.Is(err, tenant.ErrInvalidID) {
 			t.Errorf("drain check %s on %s: %v; want ErrInvalidID", d.Data, d.Subject, err)
 		}
@@ -649,7 +686,7 @@ func TestBreakerPausesCleaning(t *testing.T) {
 		}
 		e.drain(t, id)
 	}
-	e.cleaner.Breaker = &Breaker{Window: 10, MinFailures: 2, Rate: 0.5, Cooldown: time.Hour}
+	e.breaker = &Breaker{Window: 10, MinFailures: 2, Rate: 0.5, Cooldown: time.Hour}
 	broken := errors.New("could not delete public rows")
 	e.cleaner.afterStep = func(s string) error {
 		if s == "dropped" {

@@ -36,36 +36,6 @@ func (r Rules) shard() string {
 	return r.ShardName
 }
 
-// Observer receives the handlers' measurements (the metrics); nil is fine.
-type Observer interface {
-	// DrainCheck counts a drain check by result: drained, not_drained,
-	// stuck, refused or error.
-	DrainCheck(result string)
-	// ObserveStep records how long a step took.
-	ObserveStep(step string, d time.Duration)
-}
-
-type noObserver struct{}
-
-func (noObserver) DrainCheck(string)                 {}
-func (noObserver) ObserveStep(string, time.Duration) {}
-
-// observer returns o, or one that records nothing.
-func observer(o Observer) Observer {
-	if o == nil {
-		return noObserver{}
-	}
-	return o
-}
-
-// timed runs fn and records its duration as step.
-func timed[T any](o Observer, step string, fn func() (T, error)) (T, error) {
-	start := time.Now()
-	v, err := fn()
-	observer(o).ObserveStep(step, time.Since(start))
-	return v, err
-}
-
 // Stores are the two databases.
 type Stores struct {
 	Data    *dataplane.Store
@@ -84,7 +54,7 @@ func (h stepHook) after(step string) error {
 }
 
 // lockTenant takes the tenant's lock; another worker holding it means "later".
-func (s Stores) lockTenant(ctx context.Context, id tenant.ID) (*dataplane.Tenant, error) {
+func (s Stores) lockTenant(ctx context.Context, id tenant.ID) (*dataplane.Locked, error) {
 	t, err := s.Data.Lock(ctx, id)
 	if errors.Is(err, dataplane.ErrBusy) {
 		return nil, tenant.Later(time.Second, "another worker is processing the tenant", nil)
@@ -105,7 +75,7 @@ type checked struct {
 // would reach. The cleaner leaves that last check to the drop, which makes it
 // under lock in every drop transaction. These reads take no lock: the final
 // look, under lock, comes right before each irreversible step.
-func (s Stores) preflight(ctx context.Context, t *dataplane.Tenant, id tenant.ID, r Rules, now time.Time, checkDeps bool) (checked, error) {
+func (s Stores) preflight(ctx context.Context, t *dataplane.Locked, id tenant.ID, r Rules, now time.Time, checkDeps bool) (checked, error) {
 	snap, err := t.Inspect(ctx)
 	if err != nil {
 		return checked{}, err

@@ -43,15 +43,15 @@ func RunMarker(ctx context.Context, cfg *config.Marker, log *slog.Logger) error 
 	m := &pipeline.Marker{
 		Stores:     pipeline.Stores{Data: env.Data, Control: env.Control},
 		Rules:      pipeline.Rules{Window: tenant.Window(cfg.InactiveDays), ShardName: cfg.ShardName, RowLockTimeout: rowLockTimeout},
-		Bus:        env.Bus,
+		Pending:    env.Bus,
 		CheckDelay: cfg.CheckDelay,
 		Now:        time.Now,
-		Observe:    obs.metrics,
 	}
 	log.Info("marker started", "concurrency", cfg.Concurrency, "inactive_days", cfg.InactiveDays,
 		"drain_check_delay", cfg.CheckDelay.String())
 	err = env.Bus.Consume(ctx, bus.ConsumeOptions{Consumer: bus.ConsumerMarker, FilterSubject: bus.SubjectCandidate,
-		Concurrency: cfg.Concurrency, AckWait: cfg.AckWait, MaxFailures: cfg.MaxFailures}, m.Handle)
+		Concurrency: cfg.Concurrency, AckWait: cfg.AckWait, MaxFailures: cfg.MaxFailures},
+		bus.Chain(m.Handle, measured(obs.metrics, "mark", false)))
 	log.Info("marker stopped")
 	return err
 }
@@ -77,26 +77,26 @@ func RunCleaner(ctx context.Context, cfg *config.Cleaner, log *slog.Logger) erro
 	c := &pipeline.Cleaner{
 		Stores:          pipeline.Stores{Data: env.Data, Control: env.Control},
 		Rules:           pipeline.Rules{Window: tenant.Window(cfg.InactiveDays), ShardName: cfg.ShardName, RowLockTimeout: rowLockTimeout},
-		Bus:             env.Bus,
 		CheckDelay:      cfg.CheckDelay,
 		CheckMaxDelay:   cfg.CheckMaxDelay,
 		Timeout:         cfg.Timeout,
 		MaxLeftoverDocs: cfg.MaxLeftoverDocs,
 		MaxPerHour:      cfg.MaxPerHour,
 		MaxPerDay:       cfg.MaxPerDay,
-		Breaker: &pipeline.Breaker{Window: cfg.BreakerWindow, MinFailures: cfg.BreakerMin, Rate: cfg.BreakerRate,
-			Cooldown: cfg.BreakerPause},
-		Identity: Identity("cleaner"),
-		Now:      time.Now,
-		Log:      log,
-		Observe:  obs.metrics,
+		Identity:        Identity("cleaner"),
+		Now:             time.Now,
+		ObserveStep:     obs.metrics.ObserveStep,
 	}
+	breaker := &pipeline.Breaker{Window: cfg.BreakerWindow, MinFailures: cfg.BreakerMin, Rate: cfg.BreakerRate,
+		Cooldown: cfg.BreakerPause}
+	reconciler := &pipeline.Reconciler{Stores: c.Stores, Bus: env.Bus, Now: time.Now, Log: log}
 	log.Info("cleaner started", "concurrency", cfg.Concurrency, "inactive_days", cfg.InactiveDays,
 		"drain_timeout", cfg.Timeout.String(), "max_leftover_docs", cfg.MaxLeftoverDocs,
 		"max_per_hour", cfg.MaxPerHour, "max_per_day", cfg.MaxPerDay)
-	go c.ReconcileEvery(ctx, reconcileInterval, log)
+	go reconciler.Run(ctx, reconcileInterval)
 	err = env.Bus.Consume(ctx, bus.ConsumeOptions{Consumer: bus.ConsumerCleaner, FilterSubject: bus.DrainSubjects,
-		Concurrency: cfg.Concurrency, AckWait: cfg.AckWait, MaxFailures: cfg.MaxFailures}, c.Handle)
+		Concurrency: cfg.Concurrency, AckWait: cfg.AckWait, MaxFailures: cfg.MaxFailures},
+		bus.Chain(c.Handle, measured(obs.metrics, "drain_check", true), breaker.Middleware(c.Identity, time.Now)))
 	log.Info("cleaner stopped")
 	return err
 }
