@@ -175,15 +175,14 @@ func (a *Analyzer) Analyze(ctx context.Context) (*Report, error) {
 			recordOf[id] = rec.Record
 		}
 	}
-	// A schema whose drop this pipeline began is an interrupted cleanup: its
-	// (partly dropped) tables are not read.
-	var readable []dataplane.SchemaInfo
+	// A schema of a tenant's name is read whatever the record says: a drop
+	// under way renamed the schema it drops, so one of the tenant's name is
+	// another copy (restored, recreated), as alive as any.
+	oidOf := make(map[tenant.ID]int64, len(schemas))
 	for _, sc := range schemas {
-		if !recordOf[sc.ID].DropStarted() {
-			readable = append(readable, sc)
-		}
+		oidOf[sc.ID] = sc.OID
 	}
-	activities, err := a.Data.Activities(ctx, readable, min(a.Workers, maxReaders))
+	activities, err := a.Data.Activities(ctx, schemas, min(a.Workers, maxReaders))
 	if err != nil {
 		return nil, err
 	}
@@ -210,7 +209,7 @@ func (a *Analyzer) Analyze(ctx context.Context) (*Report, error) {
 		}
 		seen[sc.ID] = true
 		t := Tenant{ID: sc.ID, SchemaExists: true, Activity: ta.Activity}
-		if len(sc.MissingTables) > 0 && !recordOf[sc.ID].DropStarted() {
+		if len(sc.MissingTables) > 0 {
 			t.Reason = "schema lacks table(s) " + strings.Join(sc.MissingTables, ", ")
 		}
 		r.Tenants = append(r.Tenants, classify(t, control, now, window))
@@ -225,7 +224,7 @@ func (a *Analyzer) Analyze(ctx context.Context) (*Report, error) {
 		}
 		seen[id] = true
 		t := Tenant{ID: id}
-		if recordOf[id].Evidence() == "" {
+		if recordOf[id].Evidence(now) == "" {
 			t.Reason = "schema gone, and nothing shows that a cleanup of it began: left for review"
 			r.ForReview = append(r.ForReview, id)
 		}
@@ -239,7 +238,8 @@ func (a *Analyzer) Analyze(ctx context.Context) (*Report, error) {
 	slices.SortFunc(r.Unreadable, func(x, y Unreadable) int { return strings.Compare(string(x.ID), string(y.ID)) })
 	for i, t := range r.Tenants {
 		rec := recordOf[t.ID]
-		if t.Eligible && rec.Marked() && now.Sub(rec.LastMarkedAt) < RepublishAfter && !rec.DropStarted() {
+		if t.Eligible && rec.Marked() && now.Sub(rec.LastMarkedAt) < RepublishAfter && !rec.DropStarted() &&
+			t.SchemaExists && !rec.AboutAnotherCopy(oidOf[t.ID]) {
 			r.InPipeline = append(r.InPipeline, t.ID)
 			r.Tenants[i].InPipeline = true
 		}

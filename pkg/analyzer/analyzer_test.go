@@ -62,6 +62,11 @@ func TestAnalyzeGroupsTheFleet(t *testing.T) {
 	// never selected, listed for review.
 	dbs.CreateTenant(t, testenv.Tenant{ID: "tenant_i-0a", Status: gated, LastQuery: testenv.DaysAgo(5), Pairs: 1, DocsPerPair: 1})
 	dbs.ExecData(t, `ALTER SCHEMA "tenant_i-0a" RENAME TO maintenance`)
+	// A copy restored after its drop: the record says the drop happened, the
+	// schema of its name says the tenant was active three days ago. Its
+	// activity is read like anyone's: not a candidate.
+	dbs.CreateTenant(t, testenv.Tenant{ID: "tenant_i-0b", Status: gated, LastQuery: testenv.DaysAgo(3), Pairs: 1, DocsPerPair: 1})
+	dbs.RecordDroppedSchema(t, "tenant_i-0b")
 	a := &Analyzer{Data: data, Control: controlplane.New(dbs.Control), InactiveDays: 90, Workers: 2, Now: time.Now,
 		Log: slog.New(slog.DiscardHandler)}
 	r, err := a.Analyze(ctx)
@@ -76,7 +81,7 @@ func TestAnalyzeGroupsTheFleet(t *testing.T) {
 		t.Fatalf("candidates %v; want the three eligible, most documents first", candidates)
 	}
 	totals := r.Totals()
-	if totals[GroupInactive] != [2]int64{3, 25} || totals[GroupActiveEarly][0] != 1 || totals[GroupActiveRecent][0] != 1 ||
+	if totals[GroupInactive] != [2]int64{3, 25} || totals[GroupActiveEarly][0] != 1 || totals[GroupActiveRecent][0] != 2 ||
 		totals[GroupOther][0] != 4 {
 		t.Fatalf("group totals %v", totals)
 	}

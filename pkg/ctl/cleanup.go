@@ -151,7 +151,7 @@ func (c *CLI) confirmCompletions(ctx context.Context, dataURL string, ids []tena
 			c.errorf("%v; nothing was published", err)
 			return exitFailed
 		}
-		if fp.SchemaExists || fp.PublicRows == 0 || fp.Record.Evidence() != "" {
+		if fp.SchemaExists || fp.PublicRows == 0 || fp.Record.Evidence(time.Now()) != "" {
 			continue
 		}
 		fmt.Fprintf(c.Stdout, "%s: its schema is not on the data plane, and nothing shows that a cleanup of it began.\n"+

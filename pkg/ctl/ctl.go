@@ -19,6 +19,7 @@ import (
 
 	"github.com/tenantcleanup/tenant-cleanup/pkg/config"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/service"
+	"github.com/tenantcleanup/tenant-cleanup/pkg/tenant"
 )
 
 // Exit statuses, the same for every command.
@@ -227,5 +228,5 @@ func requester() string {
 		user = "unknown"
 	}
 	host, _ := os.Hostname()
-	return "tenantctl:" + strings.TrimSpace(user) + "@" + host
+	return tenant.CleanRequester("tenantctl:" + tenant.CleanText(user, 64) + "@" + tenant.CleanText(host, 64))
 }

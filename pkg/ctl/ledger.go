@@ -79,10 +79,11 @@ func (r ledgerRow) csv() []string {
 		}
 		return t.UTC().Format(time.RFC3339)
 	}
-	return []string{string(r.TenantID), r.CleanedAt.UTC().Format(time.RFC3339), r.RequestedBy, opt(r.MarkedAt),
+	text := tenant.SpreadsheetSafe
+	return []string{string(r.TenantID), r.CleanedAt.UTC().Format(time.RFC3339), text(r.RequestedBy), opt(r.MarkedAt),
 		strconv.FormatInt(r.DocumentsAtMarking, 10), strconv.FormatInt(r.UsersAtMarking, 10), opt(r.LastActivityAt),
-		opt(r.TenantCreatedAt), r.ApplicationStatus, r.StripeCustomerID, strconv.FormatBool(r.SchemaExisted),
-		strconv.Itoa(r.RelationsDropped), strconv.FormatInt(r.PublicRowsDeleted, 10), r.CleanedBy}
+		opt(r.TenantCreatedAt), text(r.ApplicationStatus), text(r.StripeCustomerID), strconv.FormatBool(r.SchemaExisted),
+		strconv.Itoa(r.RelationsDropped), strconv.FormatInt(r.PublicRowsDeleted, 10), text(r.CleanedBy)}
 }
 
 func runLedger(ctx context.Context, c *CLI, cmd *command, args []string) int {

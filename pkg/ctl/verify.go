@@ -34,6 +34,9 @@ It lists every inconsistent tenant with what is left of it, per table:
       cleaned, and no drain check is scheduled or due for it (the JetStream
       store was lost or purged): nothing would ever check it again.
 
+and every schema named tenant_cleanup_dropping_… (a drop under way renames
+the schema so) that no record claims: left by a drop whose record is lost.
+
 and every invalid tenant id found in those tables (shown quoted, never used
 in a statement). A tenant with its schema and no ledger row is live: fine.
 
@@ -103,9 +106,12 @@ type reconciliation struct {
 	elsewhere                                     int        // on another shard per tenant_shard (DATA_PLANE_SHARD_NAME set)
 	maybeElsewhere                                []leftover // tenant_shard row, no schema, DATA_PLANE_SHARD_NAME empty
 	oddSchemas                                    []string   // tenant_… schemas that are not tenant ids
+	lostDrops                                     []string   // quarantine schemas no record claims
 }
 
-func (r *reconciliation) inconsistent() bool { return len(r.problems) > 0 || len(r.invalid) > 0 }
+func (r *reconciliation) inconsistent() bool {
+	return len(r.problems) > 0 || len(r.invalid) > 0 || len(r.lostDrops) > 0
+}
 
 func (r *reconciliation) count(category string) int {
 	n := 0
@@ -120,8 +126,18 @@ func (r *reconciliation) count(category string) int {
 // reconcile classifies every tenant id found in either plane or the ledger;
 // pending reports whether a drain check of a marked tenant is scheduled or
 // due.
-func reconcile(data *dataplane.Inventory, control *controlplane.Inventory, shardName string, pending map[tenant.ID]bool) *reconciliation {
+func reconcile(data *dataplane.Inventory, control *controlplane.Inventory, shardName string, pending map[tenant.ID]bool,
+	now time.Time) *reconciliation {
 	r := &reconciliation{shardName: shardName, ledgerTenants: len(control.Ledger)}
+	claimed := map[string]bool{}
+	for _, rec := range data.Records {
+		claimed[rec.Quarantine()] = true
+	}
+	for _, q := range slices.Sorted(maps.Keys(data.Quarantines)) {
+		if !claimed[q] {
+			r.lostDrops = append(r.lostDrops, q)
+		}
+	}
 	keys := map[string]bool{}
 	for k := range data.Schemas {
 		keys[k] = true
@@ -155,7 +171,8 @@ func reconcile(data *dataplane.Inventory, control *controlplane.Inventory, shard
 			}
 			continue
 		}
-		dropStarted := data.Schemas[key]
+		partlyDropped := data.Schemas[key]
+		rec := data.Records[key]
 		public, ctl := data.PublicRows[key], control.Rows[key]
 		if hasSchema {
 			r.schemas++
@@ -167,11 +184,14 @@ func reconcile(data *dataplane.Inventory, control *controlplane.Inventory, shard
 			r.inControl++
 		}
 		l := leftover{id: id, public: public, control: ctl, status: control.Status[key], shard: data.Shards[key], schema: "gone"}
+		underway := rec.Quarantine() != "" && data.Quarantines[rec.Quarantine()]
 		switch {
-		case dropStarted:
+		case partlyDropped:
 			l.schema = "partly dropped"
 		case hasSchema:
 			l.schema = "present"
+		case underway:
+			l.schema = "being dropped (" + rec.Quarantine() + ")"
 		}
 		if cleaned, ok := control.Ledger[key]; ok {
 			if hasSchema || total(public) > 0 || total(ctl) > 0 {
@@ -181,15 +201,15 @@ func reconcile(data *dataplane.Inventory, control *controlplane.Inventory, shard
 			}
 			continue
 		}
-		if hasSchema && !dropStarted {
-			if rec := data.Records[key]; rec.Marked() && ctl["tenant"] > 0 && !pending[id] {
+		if hasSchema && !partlyDropped {
+			if rec.Marked() && !rec.AboutAnotherCopy(data.SchemaOIDs[key]) && ctl["tenant"] > 0 && !pending[id] {
 				l.category, l.repairable = lostWork, true
 				l.marked = rec.LastMarkedAt
 				r.problems = append(r.problems, l)
 			}
 			continue // a live tenant
 		}
-		if !dropStarted && l.shard != "" {
+		if !partlyDropped && !underway && l.shard != "" {
 			if shardName != "" && l.shard != shardName {
 				r.elsewhere++
 				continue
@@ -199,12 +219,12 @@ func reconcile(data *dataplane.Inventory, control *controlplane.Inventory, shard
 				continue
 			}
 		}
-		evidence := data.Records[key].Evidence()
+		evidence := rec.Evidence(now)
 		switch {
 		case ctl["tenant"] > 0:
 			l.category = halfCleaned
 			switch {
-			case l.status != tenant.StatusGatedAccess:
+			case l.status != tenant.StatusGatedAccess && !rec.DropStarted():
 				l.needsHuman = fmt.Sprintf("control-plane status is %q, not %s: the pipeline would refuse it", l.status, tenant.StatusGatedAccess)
 			case evidence == "":
 				l.needsHuman = "nothing shows that a cleanup of it began (schema renamed? being restored? on another shard?): " +
@@ -212,7 +232,7 @@ func reconcile(data *dataplane.Inventory, control *controlplane.Inventory, shard
 			default:
 				l.repairable = true
 			}
-		case total(public) > 0 && !dropStarted:
+		case total(public) > 0 && !partlyDropped && !underway:
 			l.category = orphan
 			l.needsHuman = "no control-plane row, so the pipeline refuses it: delete its public rows by hand if the tenant is gone"
 		default:
@@ -264,7 +284,7 @@ func runVerify(ctx context.Context, c *CLI, cmd *command, args []string) int {
 	if err != nil {
 		return c.fail(ctx, err)
 	}
-	r := reconcile(dataInv, controlInv, spec.ShardName, pending)
+	r := reconcile(dataInv, controlInv, spec.ShardName, pending, time.Now())
 
 	var published []tenant.ID
 	if repair {
@@ -394,6 +414,16 @@ func printReconciliation(w io.Writer, r *reconciliation, repair bool, published 
 		func(p leftover) []any {
 			return []any{p.id, counts(dataplane.PublicTables, p.public), "needs a human: " + p.needsHuman}
 		})
+	if len(r.lostDrops) > 0 {
+		fmt.Fprintf(w, "\nSchemas left by a drop whose record is lost (need a human): %d\n", len(r.lostDrops))
+		tw := table(w)
+		row(tw, "SCHEMA", "NEXT STEP")
+		for _, q := range r.lostDrops {
+			row(tw, q, "a tenant's schema renamed by this pipeline while it dropped it, and no record of which: "+
+				"check its contents (COMMENT, tables), then drop it by hand")
+		}
+		tw.Flush()
+	}
 	if len(r.invalid) > 0 {
 		fmt.Fprintf(w, "\nInvalid tenant ids in tenant tables (never used in a statement; need a human): %d\n", len(r.invalid))
 		tw := table(w)

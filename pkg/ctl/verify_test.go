@@ -145,9 +145,11 @@ func TestVerifyWithoutLedgerTable(t *testing.T) {
 
 func TestReconcileEdgeCases(t *testing.T) {
 	dropped := dataplane.Record{Found: true, DropStartedAt: time.Now()}
+	underway := dataplane.Record{Found: true, DropStartedAt: time.Now(), DropToken: "aaa"}
 	data := &dataplane.Inventory{
-		Schemas: map[string]bool{idA: true, idB: false, "tenant_Bad": false},
-		Records: map[string]dataplane.Record{idA: dropped, idC: dropped, idE: dropped},
+		Schemas:     map[string]bool{idA: true, idB: false, "tenant_Bad": false},
+		Quarantines: map[string]bool{dataplane.QuarantinePrefix + "aaa": true, dataplane.QuarantinePrefix + "bbb": true},
+		Records:     map[string]dataplane.Record{idA: dropped, idC: underway, idE: dropped},
 		PublicRows: map[string]map[string]int64{
 			idA: {"user_tenant_mapping": 1},
 			idD: {"tenant_shard": 1},
@@ -163,15 +165,15 @@ func TestReconcileEdgeCases(t *testing.T) {
 		Status: map[string]string{idA: "GATED_ACCESS", idB: "ACTIVE", idC: "GATED_ACCESS", idE: "GATED_ACCESS", "TENANT_Y": "ACTIVE"},
 		Ledger: map[string]time.Time{idF: time.Now(), "tenant_BAD2": time.Now()},
 	}
-	r := reconcile(data, control, "here", nil)
+	r := reconcile(data, control, "here", nil, time.Now())
 	got := map[string]string{}
 	for _, p := range r.problems {
 		got[string(p.id)] = fmt.Sprintf("%s %s repairable=%v", p.category, p.schema, p.repairable)
 	}
 	want := map[string]string{
-		idA: "a partly dropped repairable=true", // its drop began: completed by the pipeline
-		idC: "a gone repairable=true",           // only control-plane rows left
-		idE: "a gone repairable=true",           // placed on this shard, schema gone
+		idA: "a partly dropped repairable=true",                              // its drop began: completed by the pipeline
+		idC: "a being dropped (tenant_cleanup_dropping_aaa) repairable=true", // its drop under way
+		idE: "a gone repairable=true",                                        // placed on this shard, schema gone
 	}
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("problems = %v; want %v", got, want)
@@ -187,7 +189,20 @@ func TestReconcileEdgeCases(t *testing.T) {
 		fmt.Sprint(r.oddSchemas) != "[tenant_Bad]" {
 		t.Errorf("invalid = %v, odd schemas = %v", invalid, r.oddSchemas)
 	}
+	if fmt.Sprint(r.lostDrops) != "[tenant_cleanup_dropping_bbb]" {
+		t.Errorf("lost drops = %v; want the quarantine no record claims", r.lostDrops)
+	}
 	if !r.inconsistent() || r.schemas != 2 || r.inControl != 4 {
 		t.Errorf("reconciliation = %+v", r)
+	}
+}
+
+// Who requested comes from $USER and the host name: sanitised and bounded
+// before it reaches a request, a database or a terminal.
+func TestRequesterIsSanitised(t *testing.T) {
+	t.Setenv("USER", "\x1b]8;;http://evil\x07ops\x1b[2J"+strings.Repeat("x", 5000))
+	got := requester()
+	if strings.ContainsAny(got, "\x1b\x07") || len(got) > 200 || !strings.HasPrefix(got, "tenantctl:]8;;http://evilops[2Jxxx") {
+		t.Fatalf("requester() = %q (%d bytes)", got, len(got))
 	}
 }

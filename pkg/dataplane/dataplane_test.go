@@ -402,7 +402,7 @@ func TestDropInBatchesAndResume(t *testing.T) {
 		t.Fatalf("interrupted drop: %v", err)
 	}
 	// After its look transaction the schema is quarantined: out of reach
-	// under the tenant's name, found by its oid.
+	// under the tenant's name, found by its random quarantine name.
 	if dbs.SchemaExists(t, idA) || dbs.CountData(t, "SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'tenant\\_cleanup\\_dropping\\_%'") != 1 {
 		t.Fatal("after two batches, the schema is not quarantined")
 	}
@@ -410,7 +410,7 @@ func TestDropInBatchesAndResume(t *testing.T) {
 	tt := lock(t, s, idA)
 	defer tt.Release()
 	snap, err := tt.Inspect(ctx)
-	if err != nil || !snap.DropUnderway() || snap.SchemaExists {
+	if err != nil || !snap.Underway || snap.SchemaExists {
 		t.Fatalf("half-dropped schema: %+v, %v; want its drop under way", snap, err)
 	}
 	if d := snap.Drain(); !d.Drained(5) {

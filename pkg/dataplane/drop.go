@@ -2,6 +2,8 @@ package dataplane
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"github.com/tenantcleanup/tenant-cleanup/internal/pgerr"
@@ -24,6 +26,9 @@ const locksPerRelation = 3
 type DropResult struct {
 	// AlreadyGone is true when there was no schema to drop.
 	AlreadyGone bool
+	// Underway is true when the call completed a drop that had begun
+	// earlier (and did nothing else).
+	Underway bool
 	// Relations is the number of tables, views and their indexes, TOAST
 	// tables and sequences dropped by this call.
 	Relations int
@@ -58,11 +63,12 @@ type dropRel struct {
 	referencedBy []string
 }
 
-// target is the schema a drop works on, found by its oid: a drop that began
-// carries on with the schema it began with, whatever it is called now.
+// target is the schema a drop works on: the tenant's, found by its oid
+// (the look transaction checks that it still has the tenant's name), or the
+// one whose drop is under way, found by its quarantine name.
 type target struct {
 	oid  int64
-	name string // its name now: the tenant id, or its quarantine name
+	name string
 }
 
 // Drop removes the tenant's schema and everything in it, its rows in the
@@ -89,12 +95,13 @@ type target struct {
 // read by the look or makes the transaction fail (the net, or a fresh
 // listing of the activity tables): never dropped unseen. When more
 // transactions follow, the look transaction also renames the schema to a
-// quarantine name, so that from its commit nothing (Onyx, a user) can reach
-// the tenant's data any more; the later transactions find the schema by its
-// oid. A drop that began (the record holds the schema's oid) is completed
-// without a look, and the call ends there; a schema of the tenant's name with
-// another oid (restored after an earlier cleanup) is a new schema and gets
-// its own look.
+// quarantine name (QuarantinePrefix and a random token kept in the record),
+// so that from its commit nothing (Onyx, a user) can reach the tenant's data
+// any more; the later transactions find the schema by that name, which
+// nobody can take beforehand and which survives a dump and restore. A drop
+// under way is completed without a look (Underway), and the call ends there:
+// a schema that has taken the tenant's name meanwhile is another copy, for
+// the caller to look at from the start.
 func (t *Locked) Drop(ctx context.Context, checks DropChecks) (DropResult, error) {
 	res, err := t.drop(ctx, checks)
 	if err != nil {
@@ -109,40 +116,44 @@ func (t *Locked) drop(ctx context.Context, checks DropChecks) (DropResult, error
 	if err != nil {
 		return res, err
 	}
-	// A drop that began and did not finish is completed, and nothing else:
-	// a schema that has taken the tenant's name meanwhile is looked at
-	// afresh by the next drain check, from the start.
-	if underway, err := t.underway(ctx, rec); err != nil {
-		return res, err
-	} else if underway.oid != 0 {
-		return res, t.dropSchema(ctx, underway, false, checks, &res)
+	// A drop that began and did not finish is completed, and nothing else.
+	if q := rec.Quarantine(); q != "" {
+		var exists bool
+		if err := t.conn.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)", q).Scan(&exists); err != nil {
+			return res, err
+		}
+		if exists {
+			res.Underway = true
+			if err := t.dropSchema(ctx, target{name: q}, false, checks, &res); err != nil {
+				return res, err
+			}
+			// A schema that has taken the tenant's name meanwhile is another
+			// copy: the caller must not go on as if the tenant were gone.
+			if again, _, _, err := liveSchema(ctx, t.conn, t.id); err != nil || !again {
+				return res, err
+			}
+			return res, tenant.Later(time.Second, "completed the drop of an earlier copy of its schema ("+q+
+				"); a schema of its name exists now, to be looked at from the start", nil)
+		}
 	}
 	exists, oid, tables, err := liveSchema(ctx, t.conn, t.id)
 	if err != nil {
 		return res, err
 	}
+	if p := (Snapshot{Record: rec, SchemaExists: exists}).Problem(); p != "" {
+		return res, tenant.Refuse(t.id, "%s", p)
+	}
 	if !exists {
 		res.AlreadyGone = true
 		return res, nil
+	}
+	if rec.AboutAnotherCopy(oid) {
+		return res, tenant.Later(time.Second, "the tenant's schema was replaced by another copy since it was looked at", nil)
 	}
 	if m := missing(tables); len(m) > 0 {
 		return res, tenant.Refuse(t.id, "schema lacks table(s) %s: not a tenant schema this tool understands", strings.Join(m, ", "))
 	}
 	return res, t.dropSchema(ctx, target{oid: oid, name: string(t.id)}, true, checks, &res)
-}
-
-// underway is the schema whose drop this pipeline began and did not finish,
-// if it still exists (zero target otherwise).
-func (t *Locked) underway(ctx context.Context, rec Record) (target, error) {
-	if !rec.DropStarted() || !rec.DropFinishedAt.IsZero() || rec.SchemaOID == 0 {
-		return target{}, nil
-	}
-	var name string
-	err := t.conn.QueryRow(ctx, "SELECT nspname::text FROM pg_namespace WHERE oid = $1::oid", rec.SchemaOID).Scan(&name)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return target{}, nil
-	}
-	return target{oid: rec.SchemaOID, name: name}, err
 }
 
 // liveSchema is the schema named after the tenant: whether it exists, its
@@ -156,6 +167,11 @@ func liveSchema(ctx context.Context, q querier, id tenant.ID) (exists bool, oid 
 // dropSchema drops the schema s in one or more transactions (see Drop);
 // with look, the first one makes the final look.
 func (t *Locked) dropSchema(ctx context.Context, s target, look bool, checks DropChecks, res *DropResult) error {
+	if s.oid == 0 {
+		if err := t.conn.QueryRow(ctx, "SELECT oid::int8 FROM pg_namespace WHERE nspname = $1", s.name).Scan(&s.oid); err != nil {
+			return err
+		}
+	}
 	rows, err := t.conn.Query(ctx, query("drop_plan", ""), s.oid)
 	if err != nil {
 		return err
@@ -190,7 +206,8 @@ func (t *Locked) dropSchema(ctx context.Context, s target, look bool, checks Dro
 		}
 	}
 	for i, batch := range batches {
-		b := dropBatch{t: t, schema: s, rels: batch, tables: tables, look: look && i == 0, last: i == len(batches)-1}
+		b := dropBatch{t: t, schema: s, rels: batch, tables: tables, look: look && i == 0, last: i == len(batches)-1,
+			alive: checks.Before}
 		if checks.Before != nil {
 			if err := checks.Before(ctx); err != nil {
 				return err
@@ -200,8 +217,8 @@ func (t *Locked) dropSchema(ctx context.Context, s target, look bool, checks Dro
 		if err != nil {
 			return err
 		}
-		if b.look {
-			s.name = b.schema.name // quarantined
+		if b.look && b.quarantine != "" {
+			s = target{name: b.quarantine} // found by this name from now on
 		}
 		res.Transactions++
 		for _, r := range batch {
@@ -221,10 +238,6 @@ func (t *Locked) dropSchema(ctx context.Context, s target, look bool, checks Dro
 // the look.
 var lookedTables = []string{"chat_message", "build_session"}
 
-// quarantinePrefix starts the name a batched drop gives the schema in its
-// look transaction.
-const quarantinePrefix = "tenant_cleanup_dropping_"
-
 // dropBatch is one drop transaction (see Drop).
 type dropBatch struct {
 	t      *Locked
@@ -234,21 +247,35 @@ type dropBatch struct {
 	// planned (for the look).
 	tables     []string
 	look, last bool
+	// quarantine is the name the look transaction gives the schema when
+	// more transactions follow.
+	quarantine string
+	// alive, when set, runs again right before the commit (DropChecks.Before).
+	alive func(context.Context) error
 }
 
 func (b *dropBatch) run(ctx context.Context, tx pgx.Tx, judge func(Facts) error, res *DropResult) error {
 	t := b.t
-	// The schema is the one the drop began with: found by its oid, under
-	// whatever name it has now (a schema that took its name is not it).
-	var name string
-	if err := tx.QueryRow(ctx, "SELECT nspname::text FROM pg_namespace WHERE oid = $1::oid", b.schema.oid).Scan(&name); err != nil {
-		if errors.Is(err, pgx.ErrNoRows) {
-			return tenant.Later(time.Second, "the schema vanished while it was being dropped", err)
+	// The schema is the one the drop planned: the look transaction's still
+	// has the tenant's name and the oid looked at; a later one's still has
+	// its quarantine name.
+	var err error
+	if b.look {
+		var name string
+		err = tx.QueryRow(ctx, "SELECT nspname::text FROM pg_namespace WHERE oid = $1::oid", b.schema.oid).Scan(&name)
+		if err == nil && name != b.schema.name {
+			err = pgx.ErrNoRows
 		}
+	} else {
+		err = tx.QueryRow(ctx, "SELECT oid::int8 FROM pg_namespace WHERE nspname = $1", b.schema.name).Scan(&b.schema.oid)
+	}
+	if errors.Is(err, pgx.ErrNoRows) {
+		return tenant.Later(time.Second, "the schema was renamed or dropped by someone else while it was being dropped", err)
+	} else if err != nil {
 		return err
 	}
-	b.schema.name = name
-	if !b.look && strings.HasPrefix(name, quarantinePrefix) {
+	name := b.schema.name
+	if !b.look {
 		// Its look dropped the activity tables: one here now was created
 		// after the look (before the schema was quarantined), unseen.
 		if late, err := activityTablesIn(ctx, tx, b.schema.oid); err != nil {
@@ -295,7 +322,16 @@ func (b *dropBatch) run(ctx context.Context, tx pgx.Tx, judge func(Facts) error,
 	for _, r := range b.rels {
 		relations += r.relations
 	}
-	if _, err := tx.Exec(ctx, query("record_dropped", ""), string(t.id), relations, lastActivity, b.last, b.schema.oid); err != nil {
+	var token any // NULL: unchanged
+	if b.look && !b.last {
+		tok, err := newToken()
+		if err != nil {
+			return err
+		}
+		token = tok
+		b.quarantine = QuarantinePrefix + tok
+	}
+	if _, err := tx.Exec(ctx, query("record_dropped", ""), string(t.id), relations, lastActivity, b.last, b.schema.oid, token); err != nil {
 		return err
 	}
 	if err := armGuard(ctx, tx, name); err != nil {
@@ -311,9 +347,8 @@ func (b *dropBatch) run(ctx context.Context, tx pgx.Tx, judge func(Facts) error,
 		drop += "DROP SCHEMA " + pgx.Identifier{name}.Sanitize() + " CASCADE"
 	} else if b.look {
 		// From this commit on, nothing can reach the tenant's data under its
-		// name; the next transactions find the schema by its oid.
-		b.schema.name = fmt.Sprintf("%s%d", quarantinePrefix, b.schema.oid)
-		drop += "ALTER SCHEMA " + pgx.Identifier{name}.Sanitize() + " RENAME TO " + pgx.Identifier{b.schema.name}.Sanitize()
+		// name; the next transactions find the schema by its quarantine name.
+		drop += "ALTER SCHEMA " + pgx.Identifier{name}.Sanitize() + " RENAME TO " + pgx.Identifier{b.quarantine}.Sanitize()
 	}
 	if _, err := tx.Exec(ctx, drop); err != nil {
 		if isGuardTrigger(err) {
@@ -323,6 +358,11 @@ func (b *dropBatch) run(ctx context.Context, tx pgx.Tx, judge func(Facts) error,
 	}
 	if err := checkNet(ctx, tx, c); err != nil {
 		return err
+	}
+	if b.alive != nil { // what the caller holds must still hold at the commit
+		if err := b.alive(ctx); err != nil {
+			return err
+		}
 	}
 	if b.look && !b.last {
 		// This transaction dropped the activity tables: one in the schema now
@@ -534,4 +574,13 @@ func dropStatements(schemaName string, batch []dropRel) string {
 		}
 	}
 	return sql.String()
+}
+
+// newToken is a random token for a quarantine name: 32 hex digits.
+func newToken() (string, error) {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(b[:]), nil
 }

@@ -18,7 +18,9 @@ import (
 
 // SchemaInfo is one tenant schema found on the data plane.
 type SchemaInfo struct {
-	ID       tenant.ID
+	ID tenant.ID
+	// OID is the schema's pg_namespace oid.
+	OID      int64
 	HasCraft bool
 	// MissingTables lists required tables the schema lacks; such a schema's
 	// activity is not read and the tenant is never eligible.
@@ -35,9 +37,12 @@ func (s *Store) ListTenantSchemas(ctx context.Context) (schemas []SchemaInfo, sk
 	}
 	defer rows.Close()
 	for rows.Next() {
-		var name string
-		var tables []string
-		if err := rows.Scan(&name, &tables); err != nil {
+		var (
+			name   string
+			oid    int64
+			tables []string
+		)
+		if err := rows.Scan(&name, &oid, &tables); err != nil {
 			return nil, nil, fmt.Errorf("list tenant schemas: %w", pgerr.Kind(err))
 		}
 		id, err := tenant.ParseID(name)
@@ -45,7 +50,7 @@ func (s *Store) ListTenantSchemas(ctx context.Context) (schemas []SchemaInfo, sk
 			skipped = append(skipped, name)
 			continue
 		}
-		info := SchemaInfo{ID: id, HasCraft: slices.Contains(tables, "build_session")}
+		info := SchemaInfo{ID: id, OID: oid, HasCraft: slices.Contains(tables, "build_session")}
 		for _, r := range requiredTables {
 			if !slices.Contains(tables, r) {
 				info.MissingTables = append(info.MissingTables, r)

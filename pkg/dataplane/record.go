@@ -28,12 +28,19 @@ type Record struct {
 	MarkedAt, LastMarkedAt time.Time
 	// DocumentsAtMarking and UsersAtMarking were counted at the first marking.
 	DocumentsAtMarking, UsersAtMarking int64
-	// SchemaOID is the schema (pg_namespace oid) whose drop began: a schema
-	// of the tenant's name with another oid is not the one that was dropped.
+	// SchemaOID is the schema (pg_namespace oid) this record is about: the
+	// one that was marked, whose drop began. A schema of the tenant's name
+	// with another oid is another copy (restored, recreated), and the record
+	// is forgotten when one is seen (see Inspect).
 	SchemaOID int64
 	// DropStartedAt is when the first drop transaction committed; zero when
 	// no drop began. DropFinishedAt is when the schema was dropped.
 	DropStartedAt, DropFinishedAt time.Time
+	// DropToken names the schema while a drop in several transactions is
+	// under way: QuarantinePrefix + DropToken, a random name nobody can
+	// take beforehand, which survives a dump and restore (an oid does not).
+	// Empty for a drop in one transaction.
+	DropToken string
 	// RelationsDropped counts the relations the drop transactions removed.
 	RelationsDropped int64
 	// LastActivityAt is the last activity the final check read under lock.
@@ -45,7 +52,20 @@ type Record struct {
 	// cleanup of a tenant whose schema is gone (tenantctl cleanup).
 	CompletionRequestedBy string
 	CompletionRequestedAt time.Time
+	// ForgottenAt is when the record was last forgotten because a schema of
+	// the tenant's name turned out to be another copy than the one it was
+	// about (zero: never).
+	ForgottenAt time.Time
 }
+
+// ConfirmationTTL is how long an operator's confirmation that a tenant's
+// interrupted cleanup is to be completed stays valid: it confirms what the
+// operator saw then, not whatever happens to the tenant later.
+const ConfirmationTTL = 24 * time.Hour
+
+// QuarantinePrefix starts the name a drop in several transactions gives the
+// schema in its first one (see Drop); Record.DropToken ends it.
+const QuarantinePrefix = "tenant_cleanup_dropping_"
 
 // Marked reports whether this pipeline marked the tenant.
 func (r Record) Marked() bool { return !r.MarkedAt.IsZero() }
@@ -53,19 +73,54 @@ func (r Record) Marked() bool { return !r.MarkedAt.IsZero() }
 // DropStarted reports whether this pipeline began dropping the schema.
 func (r Record) DropStarted() bool { return !r.DropStartedAt.IsZero() }
 
+// DropFinished reports whether the schema whose drop began is gone.
+func (r Record) DropFinished() bool { return !r.DropFinishedAt.IsZero() }
+
+// Quarantine is the name of the schema while its drop is under way ("" for
+// none).
+func (r Record) Quarantine() string {
+	if r.DropToken == "" || r.DropFinished() {
+		return ""
+	}
+	return QuarantinePrefix + r.DropToken
+}
+
+// legacyUnderway reports a drop in several transactions begun by a version
+// of this tool that dropped the batches under the tenant's own name and kept
+// no oid or token: that schema cannot be told from a restored copy.
+func (r Record) legacyUnderway() bool {
+	return r.DropStarted() && !r.DropFinished() && r.DropToken == "" && r.SchemaOID == 0
+}
+
 // Evidence says why a tenant whose schema is gone may be completed as an
 // interrupted cleanup: this pipeline began dropping its schema, or an
-// operator confirmed it. Empty when there is no evidence: the schema may have
-// been renamed, be restored, or live on another shard.
-func (r Record) Evidence() string {
+// operator confirmed it within ConfirmationTTL before now. Empty when there
+// is no evidence: the schema may have been renamed, be restored, or live on
+// another shard.
+func (r Record) Evidence(now time.Time) string {
 	switch {
 	case r.DropStarted():
 		return "this pipeline began dropping its schema at " + r.DropStartedAt.UTC().Format(time.RFC3339)
-	case !r.CompletionRequestedAt.IsZero():
+	case !r.CompletionRequestedAt.IsZero() && now.Sub(r.CompletionRequestedAt) < ConfirmationTTL:
 		return "completion confirmed by " + r.CompletionRequestedBy + " at " +
 			r.CompletionRequestedAt.UTC().Format(time.RFC3339)
 	}
 	return ""
+}
+
+// AboutAnotherCopy reports whether the record is about another copy of the
+// tenant's schema than the one of its name with oid, which exists now: one
+// marked under another oid, one whose drop began (from then on no schema
+// carries the tenant's name: the drop renamed or dropped it), or a tenant
+// whose completion an operator confirmed because its schema was gone.
+func (r Record) AboutAnotherCopy(oid int64) bool {
+	switch {
+	case !r.Found || r.legacyUnderway():
+		return false
+	case r.SchemaOID != 0 && r.SchemaOID != oid:
+		return true
+	}
+	return r.DropStarted() || !r.CompletionRequestedAt.IsZero()
 }
 
 // recordColumns is the shape of tenant_cleanup.progress the code relies on.
@@ -77,6 +132,7 @@ var recordColumns = []pgschema.Column{
 	{Name: "documents_at_marking", Types: pgschema.BigInt},
 	{Name: "users_at_marking", Types: pgschema.BigInt},
 	{Name: "schema_oid", Types: pgschema.BigInt},
+	{Name: "drop_token", Types: pgschema.Text},
 	{Name: "drop_started_at", Types: pgschema.Timestamptz},
 	{Name: "drop_finished_at", Types: pgschema.Timestamptz},
 	{Name: "relations_dropped", Types: pgschema.BigInt},
@@ -85,6 +141,7 @@ var recordColumns = []pgschema.Column{
 	{Name: "public_rows_deleted_at", Types: pgschema.Timestamptz},
 	{Name: "completion_requested_by", Types: pgschema.Text},
 	{Name: "completion_requested_at", Types: pgschema.Timestamptz},
+	{Name: "forgotten_at", Types: pgschema.Timestamptz},
 	{Name: "updated_at", Types: pgschema.Timestamptz},
 }
 
@@ -179,14 +236,15 @@ func readRecords(ctx context.Context, q rowsQuerier, clause string, args ...any)
 			r                                     TenantRecord
 			marked, lastMarked, started, finished *time.Time
 			activity, publicAt, completionAt      *time.Time
+			forgotten                             *time.Time
 		)
 		err := row.Scan(&r.ID, &r.RequestedBy, &marked, &lastMarked, &r.DocumentsAtMarking, &r.UsersAtMarking,
-			&r.SchemaOID, &started, &finished, &r.RelationsDropped, &activity, &r.PublicRowsDeleted, &publicAt,
-			&r.CompletionRequestedBy, &completionAt)
+			&r.SchemaOID, &r.DropToken, &started, &finished, &r.RelationsDropped, &activity, &r.PublicRowsDeleted, &publicAt,
+			&r.CompletionRequestedBy, &completionAt, &forgotten)
 		r.Found = true
 		for dst, src := range map[*time.Time]*time.Time{&r.MarkedAt: marked, &r.LastMarkedAt: lastMarked,
 			&r.DropStartedAt: started, &r.DropFinishedAt: finished, &r.LastActivityAt: activity,
-			&r.PublicRowsDeletedAt: publicAt, &r.CompletionRequestedAt: completionAt} {
+			&r.PublicRowsDeletedAt: publicAt, &r.CompletionRequestedAt: completionAt, &r.ForgottenAt: forgotten} {
 			if src != nil {
 				*dst = *src
 			}

@@ -50,18 +50,40 @@ type Snapshot struct {
 	ShardName string
 	// Record is this pipeline's record of the tenant.
 	Record Record
-	// Underway is true when a schema whose drop this pipeline began (under
-	// its quarantine name, or an old version's) still exists: the tenant
-	// passed the final look then, and its drop is completed without one.
+	// Forgotten is true when Inspect forgot the record because the schema
+	// of the tenant's name is another copy than the one it was about.
+	Forgotten bool
+	// Underway is true when the schema whose drop this pipeline began in
+	// several transactions still exists, under its quarantine name
+	// (Record.Quarantine): the tenant passed the final look then, and that
+	// drop is completed without one.
 	Underway bool
 	Activity Activity
 	// Pairs is the number of connector-credential pairs left.
 	Pairs int64
 }
 
-// DropUnderway reports whether a drop of this tenant began and did not
-// finish (see Underway).
-func (s Snapshot) DropUnderway() bool { return s.Underway }
+// Problem says why a drop this pipeline began cannot be completed by
+// itself ("" when nothing stands in the way): the schema being dropped is
+// gone without this pipeline finishing it (dropped or renamed by someone,
+// or a database restored without it), or the drop was begun by an earlier
+// version that dropped the batches under the tenant's own name.
+func (s Snapshot) Problem() string {
+	r := s.Record
+	switch {
+	case !r.DropStarted() || r.DropFinished() || s.Underway:
+		return ""
+	case r.legacyUnderway() && !s.SchemaExists:
+		return "" // dropped by hand: completed from the record
+	case r.legacyUnderway():
+		return "a drop begun by an earlier version of this tool was interrupted, under the schema's own name: this version " +
+			"cannot tell that schema from a restored copy. Check the schema: if it is the half-dropped tenant, drop it " +
+			"(DROP SCHEMA … CASCADE), then request the tenant again to complete its cleanup"
+	}
+	return "its drop began at " + r.DropStartedAt.UTC().Format(time.RFC3339) + " but the schema being dropped (" +
+		r.Quarantine() + ") is gone without this pipeline finishing it (dropped or renamed by someone, or a database " +
+		"restored without it): left for review"
+}
 
 // Drain is what the drain check looks at, from the same read: a tenant
 // without a schema has nothing left to drain.
@@ -73,10 +95,22 @@ func (s Snapshot) Drain() tenant.Drain {
 }
 
 // Inspect reads the tenant's schema, activity, shard placement and record.
+// A record about another copy of the schema than the one of the tenant's
+// name (see Record.AboutAnotherCopy: a schema restored or recreated after
+// its marking, after its drop began, or after an operator confirmed its
+// completion) is forgotten, for good: what it says about the earlier copy
+// (marked, dropping, confirmed) never counts for this one, even if it is
+// renamed away later. Only a drop still under way is kept, to be completed.
 func (t *Locked) Inspect(ctx context.Context) (Snapshot, error) {
-	snap, err := inspect(ctx, t.conn, t.id)
+	snap, err := t.inspect(ctx)
 	if isGone(err) { // dropped between the catalog read and the activity read
-		snap, err = inspect(ctx, t.conn, t.id)
+		snap, err = t.inspect(ctx)
+	}
+	if err == nil && snap.SchemaExists && !snap.Underway && snap.Record.AboutAnotherCopy(snap.SchemaOID) {
+		if _, err = t.conn.Exec(ctx, query("forget", ""), string(t.id)); err == nil {
+			snap.Record, err = readRecord(ctx, t.conn, t.id)
+			snap.Forgotten = true
+		}
 	}
 	if err != nil {
 		return Snapshot{}, fmt.Errorf("inspect %s: %w", t.id, pgerr.Kind(err))
@@ -88,31 +122,28 @@ type querier interface {
 	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
 }
 
-func inspect(ctx context.Context, q interface {
-	querier
-	rowsQuerier
-}, id tenant.ID) (Snapshot, error) {
+func (t *Locked) inspect(ctx context.Context) (Snapshot, error) {
 	var (
 		snap   Snapshot
 		tables []string
 		shard  *string
 		err    error
 	)
-	if err := q.QueryRow(ctx, query("catalog", ""), string(id)).Scan(&snap.SchemaExists, &snap.SchemaOID, &tables, &shard); err != nil {
+	if err := t.conn.QueryRow(ctx, query("catalog", ""), string(t.id)).Scan(&snap.SchemaExists, &snap.SchemaOID, &tables, &shard); err != nil {
 		return Snapshot{}, err
 	}
 	if shard != nil {
 		snap.ShardName = *shard
 	}
-	if snap.Record, err = readRecord(ctx, q, id); err != nil {
+	if snap.Record, err = readRecord(ctx, t.conn, t.id); err != nil {
 		return Snapshot{}, err
 	}
-	if r := snap.Record; r.DropStarted() && r.DropFinishedAt.IsZero() && r.SchemaOID != 0 {
-		if err := q.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE oid = $1::oid)", r.SchemaOID).Scan(&snap.Underway); err != nil {
+	if q := snap.Record.Quarantine(); q != "" {
+		if err := t.conn.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)", q).Scan(&snap.Underway); err != nil {
 			return Snapshot{}, err
 		}
 	}
-	if !snap.SchemaExists || (snap.Underway && snap.Record.SchemaOID == snap.SchemaOID) {
+	if !snap.SchemaExists || snap.Record.legacyUnderway() {
 		return snap, nil // nothing live to read (an old version's drop under way keeps its name)
 	}
 	snap.HasCraft = slices.Contains(tables, "build_session")
@@ -120,7 +151,7 @@ func inspect(ctx context.Context, q interface {
 	if len(snap.MissingTables) > 0 {
 		return snap, nil
 	}
-	a, pairs, err := readActivity(ctx, q, id, snap.HasCraft)
+	a, pairs, err := readActivity(ctx, t.conn, t.id, snap.HasCraft)
 	snap.Activity, snap.Pairs = a, pairs
 	return snap, err
 }
@@ -229,13 +260,18 @@ var activityTables = []string{"chat_message", "build_session", "connector_creden
 func (t *Locked) Mark(ctx context.Context, requestedBy string, check func(Facts) error) (MarkResult, error) {
 	var res MarkResult
 	err := pgx.BeginTxFunc(ctx, t.conn, t.beginWithLockTimeout(), func(tx pgx.Tx) error {
-		exists, _, tables, err := liveSchema(ctx, tx, t.id)
+		exists, oid, tables, err := liveSchema(ctx, tx, t.id)
 		if err != nil || !exists {
 			res.SchemaGone = !exists
 			return err
 		}
 		if m := missing(tables); len(m) > 0 {
 			return tenant.Refuse(t.id, "schema lacks table(s) %s: not a tenant schema this tool understands", strings.Join(m, ", "))
+		}
+		if rec, err := readRecord(ctx, tx, t.id); err != nil {
+			return err
+		} else if rec.AboutAnotherCopy(oid) || rec.Quarantine() != "" {
+			return tenant.Later(time.Second, "the tenant's schema was replaced by another copy since it was looked at", nil)
 		}
 		hasCraft := slices.Contains(tables, "build_session")
 		if _, err := tx.Exec(ctx, lockActivitySQL(string(t.id), tables, "SHARE")); err != nil {
@@ -253,7 +289,7 @@ func (t *Locked) Mark(ctx context.Context, requestedBy string, check func(Facts)
 			&res.CanceledAttempts, &res.StoppingAttempts, &res.DeletingPairs, &res.Pairs); err != nil {
 			return err
 		}
-		if _, err := tx.Exec(ctx, query("record_marked", ""), string(t.id), requestedBy, a.Documents, a.Users); err != nil {
+		if _, err := tx.Exec(ctx, query("record_marked", ""), string(t.id), requestedBy, a.Documents, a.Users, oid); err != nil {
 			return err
 		}
 		_, _, after, err := liveSchema(ctx, tx, t.id)
@@ -340,4 +376,27 @@ func deletePublicRows(ctx context.Context, tx pgx.Tx, id tenant.ID) (PublicRows,
 // Total is the number of public rows deleted.
 func (r PublicRows) Total() int64 {
 	return r.OAuthAccounts + r.UserMappings + r.Shard + r.AnonymousPath + r.InviteCounter + r.SSODomains
+}
+
+// FullyMarked reports whether marking the tenant again would change
+// nothing: every pair DELETING, no index attempt left to cancel. It takes no
+// lock (the marker uses it to leave a marked tenant alone); a tenant whose
+// schema is gone or not understood is not fully marked.
+func (s *Store) FullyMarked(ctx context.Context, id tenant.ID) (bool, error) {
+	exists, _, tables, err := liveSchema(ctx, s.pool, id)
+	if err != nil {
+		return false, fmt.Errorf("data plane: look at %s: %w", id, pgerr.Kind(err))
+	}
+	if !exists || len(missing(tables)) > 0 {
+		return false, nil
+	}
+	var left int64
+	err = s.pool.QueryRow(ctx, query("unmarked", id), oneShot).Scan(&left)
+	if isGone(err) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("data plane: look at %s: %w", id, pgerr.Kind(err))
+	}
+	return left == 0, nil
 }

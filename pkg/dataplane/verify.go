@@ -3,6 +3,8 @@ package dataplane
 import (
 	"context"
 	"fmt"
+	"strings"
+
 	"github.com/tenantcleanup/tenant-cleanup/internal/pgerr"
 )
 
@@ -22,8 +24,14 @@ var PublicTables = []string{
 // validates them, and they are never used to build a statement.
 type Inventory struct {
 	// Schemas maps every schema named like a tenant (tenant_…) to whether
-	// this pipeline began dropping it.
+	// it is partly dropped under that name by an earlier version of this
+	// tool (see Snapshot.Problem).
 	Schemas map[string]bool
+	// SchemaOIDs maps the same schemas to their oid.
+	SchemaOIDs map[string]int64
+	// Quarantines are the schemas named QuarantinePrefix…: drops under way,
+	// or left by one whose record is lost.
+	Quarantines map[string]bool
 	// Records maps a tenant id to this pipeline's record of it.
 	Records map[string]Record
 	// PublicRows maps a tenant id to its row count per table of PublicTables
@@ -36,7 +44,7 @@ type Inventory struct {
 // Inventory reads the tenant schemas and, with one grouped scan per table,
 // the tenants' rows in the shared public tables.
 func (s *Store) Inventory(ctx context.Context) (*Inventory, error) {
-	inv := &Inventory{Schemas: map[string]bool{}, Records: map[string]Record{},
+	inv := &Inventory{Schemas: map[string]bool{}, Quarantines: map[string]bool{}, SchemaOIDs: map[string]int64{}, Records: map[string]Record{},
 		PublicRows: map[string]map[string]int64{}, Shards: map[string]string{}}
 	recs, err := s.Records(ctx)
 	if err != nil {
@@ -50,12 +58,20 @@ func (s *Store) Inventory(ctx context.Context) (*Inventory, error) {
 		return nil, fmt.Errorf("data plane: list tenant schemas: %w", pgerr.Kind(err))
 	}
 	for rows.Next() {
-		var name string
-		if err := rows.Scan(&name); err != nil {
+		var (
+			name string
+			oid  int64
+		)
+		if err := rows.Scan(&name, &oid); err != nil {
 			rows.Close()
 			return nil, fmt.Errorf("data plane: list tenant schemas: %w", pgerr.Kind(err))
 		}
-		inv.Schemas[name] = inv.Records[name].DropStarted()
+		if strings.HasPrefix(name, QuarantinePrefix) {
+			inv.Quarantines[name] = true
+			continue
+		}
+		inv.Schemas[name] = inv.Records[name].legacyUnderway()
+		inv.SchemaOIDs[name] = oid
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("data plane: list tenant schemas: %w", pgerr.Kind(err))

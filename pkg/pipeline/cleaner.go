@@ -93,7 +93,11 @@ func (c *Cleaner) Handle(ctx context.Context, d bus.Delivery) (bus.Outcome, erro
 		return out, err
 	}
 	rec := pre.snap.Record
-	if !rec.Marked() && rec.Evidence() == "" {
+	switch {
+	case pre.snap.Forgotten:
+		return out, tenant.Refuse(id, "its schema is another copy than the one this pipeline marked (restored or recreated "+
+			"since): what was recorded of the earlier copy is forgotten; request a cleanup again if it is to go")
+	case !rec.Marked() && rec.Evidence(now) == "":
 		return out, tenant.Refuse(id, "no record that this pipeline marked it: a drain check it did not schedule; "+
 			"request a cleanup instead (tenantctl cleanup %s)", id)
 	}
@@ -104,7 +108,11 @@ func (c *Cleaner) Handle(ctx context.Context, d bus.Delivery) (bus.Outcome, erro
 		return c.held(out, dc, rec, h, now), nil
 	}
 	// The drain check reads what preflight read: pairs and documents left.
+	// A drop under way passed its final look: nothing is left to drain.
 	drain := pre.snap.Drain()
+	if pre.snap.Underway {
+		drain = tenant.Drain{}
+	}
 	if err := c.afterStep.after("drain-checked"); err != nil {
 		return out, err
 	}
@@ -279,7 +287,7 @@ func (c *Cleaner) clean(ctx context.Context, t *dataplane.Locked, out bus.Outcom
 	if err != nil {
 		return out, err
 	}
-	if err := locked.Finish(ctx, ledgerFacts(entry, done)); err != nil {
+	if err := locked.Finish(ctx, ledgerFacts(entry, done, c.Now())); err != nil {
 		return out, err
 	}
 	if err := c.afterStep.after("control-plane-deleted"); err != nil {
@@ -294,7 +302,7 @@ func (c *Cleaner) clean(ctx context.Context, t *dataplane.Locked, out bus.Outcom
 		drop.Relations, drop.Transactions, publicRows, strings.Join(counts, ", "))
 	if drop.AlreadyGone {
 		reason = fmt.Sprintf("schema was already gone (%s); %d public rows; control plane: %s",
-			rec.Evidence(), publicRows, strings.Join(counts, ", "))
+			rec.Evidence(c.Now()), publicRows, strings.Join(counts, ", "))
 	}
 	out.Events = []tenant.Event{event(dc, rec, tenant.OutcomeCleaned, reason)}
 	return out, nil
@@ -313,7 +321,7 @@ func Waiting(out bus.Outcome, outcome tenant.Outcome, name, by string, until tim
 
 // ledgerFacts completes the ledger entry with what the pipeline's record
 // says the data-plane steps removed, over every attempt.
-func ledgerFacts(e controlplane.LedgerEntry, rec dataplane.Record) controlplane.LedgerEntry {
+func ledgerFacts(e controlplane.LedgerEntry, rec dataplane.Record, now time.Time) controlplane.LedgerEntry {
 	if !rec.LastActivityAt.IsZero() {
 		e.LastActivityAt = rec.LastActivityAt
 	}
@@ -322,7 +330,7 @@ func ledgerFacts(e controlplane.LedgerEntry, rec dataplane.Record) controlplane.
 	e.PublicRowsDeleted = rec.PublicRowsDeleted
 	e.DropStartedAt, e.SchemaDroppedAt, e.PublicRowsDeletedAt = rec.DropStartedAt, rec.DropFinishedAt, rec.PublicRowsDeletedAt
 	if !rec.DropStarted() {
-		e.Evidence = rec.Evidence()
+		e.Evidence = rec.Evidence(now)
 	}
 	return e
 }

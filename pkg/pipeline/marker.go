@@ -38,9 +38,11 @@ type Marker struct {
 // applies the rule, cancels the index attempts, sets every
 // connector-credential pair DELETING and records the marking (see
 // dataplane.Locked.Mark). Its outcome schedules the first drain check
-// unless one is already pending. Every step is idempotent. A tenant whose
-// schema is gone has nothing to mark: with evidence that its cleanup began,
-// its drain check is scheduled so that the cleaner completes it.
+// unless one is already pending. Every step is idempotent. A tenant already
+// marked whose drain check is pending is left alone. A tenant whose schema is
+// gone, or whose drop is under way, has nothing to mark: with evidence that
+// its cleanup began, its drain check is scheduled, due now, so that the
+// cleaner completes it.
 func (m *Marker) Handle(ctx context.Context, d bus.Delivery) (bus.Outcome, error) {
 	var out bus.Outcome
 	req, err := tenant.ParseRequest(d.Data)
@@ -59,6 +61,29 @@ func (m *Marker) Handle(ctx context.Context, d bus.Delivery) (bus.Outcome, error
 		return out, err
 	} else if found {
 		return out, tenant.Refuse(id, "already cleaned at %s", entry.CleanedAt.UTC().Format(time.RFC3339))
+	}
+	// A tenant marked, with nothing left to mark, and waiting for its drain
+	// check needs nothing: a repeated request (an analyzer pass, or a flood
+	// of them) neither takes its lock, which its drain check needs, nor moves
+	// its drain timeout.
+	if rec, err := m.Data.Record(ctx, id); err != nil {
+		return out, err
+	} else if rec.Marked() && !rec.DropStarted() {
+		pending, err := m.Pending.DrainPending(ctx, id)
+		if err != nil {
+			return out, err
+		}
+		full := false
+		if pending {
+			if full, err = m.Data.FullyMarked(ctx, id); err != nil {
+				return out, err
+			}
+		}
+		if full {
+			out.Events = []tenant.Event{{TenantID: id, Outcome: tenant.OutcomeMarked, RequestedBy: req.RequestedBy,
+				Reason: "already marked at " + rec.MarkedAt.UTC().Format(time.RFC3339) + " and its drain check is scheduled: nothing to do"}}
+			return out, nil
+		}
 	}
 	t, err := m.lockTenant(ctx, id)
 	if err != nil {
@@ -82,7 +107,7 @@ func (m *Marker) Handle(ctx context.Context, d bus.Delivery) (bus.Outcome, error
 		return out, tenant.RefuseHeld(id, *locked.Hold)
 	}
 	var res dataplane.MarkResult
-	if pre.snap.SchemaExists {
+	if pre.snap.SchemaExists && !pre.snap.Underway {
 		res, err = t.Mark(ctx, req.RequestedBy, func(f dataplane.Facts) error {
 			return eligible(id, locked.Record, locked.Found, f.Activity, m.Window, m.Now())
 		})
@@ -103,8 +128,12 @@ func (m *Marker) Handle(ctx context.Context, d bus.Delivery) (bus.Outcome, error
 	ev := tenant.Event{TenantID: id, Outcome: tenant.OutcomeMarked, RequestedBy: req.RequestedBy,
 		Reason: fmt.Sprintf("%d attempts canceled, %d asked to stop, %d of %d pairs set DELETING",
 			res.CanceledAttempts, res.StoppingAttempts, res.DeletingPairs, res.Pairs)}
-	if !pre.snap.SchemaExists {
-		ev.Reason = "an interrupted cleanup, to be completed: " + pre.snap.Record.Evidence()
+	switch {
+	case pre.snap.Underway:
+		ev.Reason = "the drop of its schema, begun at " + pre.snap.Record.DropStartedAt.UTC().Format(time.RFC3339) +
+			", is under way: its drain check completes it"
+	case !pre.snap.SchemaExists:
+		ev.Reason = "an interrupted cleanup, to be completed: " + pre.snap.Record.Evidence(now)
 	}
 	pending, err := m.Pending.DrainPending(ctx, id)
 	if err != nil {
@@ -114,6 +143,9 @@ func (m *Marker) Handle(ctx context.Context, d bus.Delivery) (bus.Outcome, error
 		ev.Reason += "; a drain check is already scheduled"
 	} else {
 		at := now.Add(m.CheckDelay)
+		if !pre.snap.SchemaExists || pre.snap.Underway {
+			at = now // nothing to drain: complete it while the evidence is fresh
+		}
 		out.Schedule = []bus.Scheduled{{Check: tenant.DrainCheck{ID: id}, At: at}}
 		ev.NextCheckAt = &at
 	}

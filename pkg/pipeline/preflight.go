@@ -84,6 +84,9 @@ func (s Stores) preflight(ctx context.Context, t *dataplane.Locked, id tenant.ID
 	if err != nil {
 		return checked{}, err
 	}
+	if p := snap.Problem(); p != "" {
+		return checked{}, tenant.Refuse(id, "%s", p)
+	}
 	if !begun(snap) {
 		if err := eligible(id, rec, found, snap.Activity, r.Window, now); err != nil {
 			return checked{}, err
@@ -94,8 +97,11 @@ func (s Stores) preflight(ctx context.Context, t *dataplane.Locked, id tenant.ID
 			"left alone (its schema and activity there are not read)", snap.ShardName, shard)
 	}
 	switch {
+	case snap.Underway:
+		// Its drop is completed first; a schema of its name is looked at
+		// afterwards, from the start.
 	case !snap.SchemaExists:
-		if snap.Record.Evidence() == "" {
+		if snap.Record.Evidence(now) == "" {
 			return checked{}, tenant.Refuse(id, "its schema is not on this data plane and nothing shows that a cleanup of it began "+
 				"(renamed for maintenance? being restored? placed on another shard?): left for review. If it is an "+
 				"interrupted cleanup, confirm it with tenantctl cleanup %s", id)
@@ -111,11 +117,13 @@ func (s Stores) preflight(ctx context.Context, t *dataplane.Locked, id tenant.ID
 	return checked{snap: snap, record: rec}, nil
 }
 
-// begun reports whether the tenant's drop by this pipeline began and no
-// schema of its name is left: it passed its final look then, so its cleanup
-// is completed whatever its status is now.
+// begun reports whether the tenant's drop by this pipeline began: it is
+// under way, or it finished and no schema of the tenant's name has been seen
+// since (one would have made Inspect forget the record). The tenant passed
+// its final look then, so its cleanup is completed whatever its status is
+// now.
 func begun(snap dataplane.Snapshot) bool {
-	return snap.Record.DropStarted() && !snap.SchemaExists
+	return snap.Underway || (snap.Record.DropStarted() && !snap.SchemaExists)
 }
 
 // eligible applies the contract's rule to fresh reads; a tenant that fails it

@@ -48,6 +48,10 @@ func ParseRequest(body []byte) (Request, error) {
 // maxRequestedBy bounds who-requested texts, in bytes.
 const maxRequestedBy = 200
 
+// CleanRequester makes a who-requested text safe (CleanText) and short
+// enough for a request.
+func CleanRequester(s string) string { return CleanText(s, maxRequestedBy) }
+
 // DrainCheck is the delayed message the marker schedules and the cleaner
 // consumes: check whether the tenant is drained, then clean it or check
 // again. It names the tenant and nothing else the cleaner relies on: who

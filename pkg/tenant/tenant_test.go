@@ -272,3 +272,21 @@ func TestWindowNeverOverflows(t *testing.T) {
 		}
 	}
 }
+
+func TestSpreadsheetSafe(t *testing.T) {
+	for in, want := range map[string]string{
+		"=HYPERLINK(\"x\")": "'=HYPERLINK(\"x\")", "+1": "'+1", "-1": "'-1", "@SUM(A1)": "'@SUM(A1)", "\tx": "'\tx",
+		"tenantctl:ops@vm": "tenantctl:ops@vm", "": "", "GATED_ACCESS": "GATED_ACCESS",
+	} {
+		if got := SpreadsheetSafe(in); got != want {
+			t.Errorf("SpreadsheetSafe(%q) = %q; want %q", in, got, want)
+		}
+	}
+}
+
+func TestCleanRequester(t *testing.T) {
+	got := CleanRequester("tenantctl:\x1b]8;;http://evil\x07ops\x1b[31m@" + strings.Repeat("h", 5000))
+	if strings.ContainsAny(got, "\x1b\x07") || len(got) > 200 || !strings.HasPrefix(got, "tenantctl:]8;;http://evilops[31m@hhh") {
+		t.Fatalf("CleanRequester = %q (%d bytes); want no control characters, at most 200 bytes", got, len(got))
+	}
+}

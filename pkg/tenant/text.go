@@ -34,3 +34,13 @@ func CleanText(s string, maxBytes int) string {
 	}
 	return b.String()
 }
+
+// SpreadsheetSafe keeps a CSV cell from being taken for a formula by a
+// spreadsheet (CSV injection): a cell starting with =, +, -, @, a tab or a
+// carriage return gets a leading apostrophe.
+func SpreadsheetSafe(cell string) string {
+	if cell != "" && strings.ContainsRune("=+-@\t\r", rune(cell[0])) {
+		return "'" + cell
+	}
+	return cell
+}

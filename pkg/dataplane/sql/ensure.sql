@@ -13,7 +13,8 @@ CREATE TABLE IF NOT EXISTS tenant_cleanup.progress (
     last_marked_at          timestamptz,  -- marked (again) last: DRAIN_TIMEOUT counts from here
     documents_at_marking    bigint,
     users_at_marking        bigint,
-    schema_oid              bigint,       -- the schema (pg_namespace oid) whose drop began
+    schema_oid              bigint,       -- the schema (pg_namespace oid) marked, whose drop began
+    drop_token              text,         -- a drop in several transactions: the schema is tenant_cleanup_dropping_<token>
     drop_started_at         timestamptz,  -- the first drop transaction committed
     drop_finished_at        timestamptz,  -- the schema is gone
     relations_dropped       bigint NOT NULL DEFAULT 0,
@@ -22,6 +23,9 @@ CREATE TABLE IF NOT EXISTS tenant_cleanup.progress (
     public_rows_deleted_at  timestamptz,
     completion_requested_by text,         -- an operator confirmed completing an interrupted cleanup
     completion_requested_at timestamptz,
+    forgotten_at            timestamptz,  -- forgotten: a schema of the tenant's name was another copy (Inspect)
     updated_at              timestamptz NOT NULL DEFAULT now()
 );
 ALTER TABLE tenant_cleanup.progress ADD COLUMN IF NOT EXISTS schema_oid bigint;
+ALTER TABLE tenant_cleanup.progress ADD COLUMN IF NOT EXISTS drop_token text;
+ALTER TABLE tenant_cleanup.progress ADD COLUMN IF NOT EXISTS forgotten_at timestamptz;

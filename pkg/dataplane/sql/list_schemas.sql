@@ -2,7 +2,7 @@
 -- the tables the cleanup reads that it has. Each schema's tables are found by
 -- index lookups (pg_class by name and namespace), so only the catalog pages
 -- holding those tables are read, not every page of pg_class.
-SELECT n.nspname::text,
+SELECT n.nspname::text, n.oid::int8,
        ARRAY(SELECT c.relname::text FROM pg_class c
              WHERE c.relnamespace = n.oid AND c.relkind IN ('r', 'p')
                AND c.relname IN ('chat_message', 'build_session', 'document', 'user',
