@@ -3,8 +3,8 @@ package bus
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -73,7 +73,7 @@ func (b *Bus) publishRequests(ctx context.Context, reqs []tenant.Request, nonce 
 		at  time.Time // when it was sent
 		ack jetstream.PubAckFuture
 	}
-	rec := &recorder{b: b, ctx: context.WithoutCancel(ctx)}
+	rec := newRecorder(b, context.WithoutCancel(ctx))
 	var (
 		inflight []pending        // requests sent, oldest first
 		unsent   []tenant.Request // requests not sent, after a failure
@@ -148,89 +148,84 @@ func waitAck(ctx context.Context, f jetstream.PubAckFuture, sent time.Time) (*je
 	}
 }
 
-// recorder records events (state and event message) with asynchronous
-// publishes. A tenant's state is created with "no message on its key yet" as
-// the condition; when that fails (the tenant has a state already, or the
-// server could not be asked), the state is recorded with recordState's
-// compare-and-set loop instead.
+// recorder records events (state and event message) for PublishRequests:
+// the event messages with asynchronous publishes, the states through the
+// key-value API (recordState's compare-and-set) by a few workers, so that a
+// pass of thousands of requests does not wait for each round trip.
 type recorder struct {
 	b   *Bus
 	ctx context.Context // not cancelled with the caller's: the requests are out
-	// sent: records whose publishes are not settled yet, oldest first.
-	sent []sentRecord
+	// sent: event publishes not settled yet, oldest first.
+	sent   []sentEvent
+	states chan tenant.Event
+	wg     sync.WaitGroup
 }
 
-type sentRecord struct {
-	ev           tenant.Event
-	sent         time.Time
-	state, event jetstream.PubAckFuture // either may be nil when it could not be sent
-	stateErr     error
+// stateWorkers record the states of PublishRequests' requests.
+const stateWorkers = 8
+
+type sentEvent struct {
+	ev   tenant.Event
+	sent time.Time
+	ack  jetstream.PubAckFuture
 }
 
-func (r *recorder) inflight() int { return 2 * len(r.sent) }
+func newRecorder(b *Bus, ctx context.Context) *recorder {
+	r := &recorder{b: b, ctx: ctx, states: make(chan tenant.Event, publishWindow)}
+	for range stateWorkers {
+		r.wg.Go(func() {
+			for ev := range r.states {
+				ctx, cancel := context.WithTimeout(r.ctx, 10*time.Second)
+				if err := b.healed(ctx, func() error { return b.recordState(ctx, ev) }); err != nil {
+					b.log.Error("record tenant state", "tenant_id", ev.TenantID, "outcome", ev.Outcome, "error", err)
+				}
+				cancel()
+			}
+		})
+	}
+	return r
+}
 
-// add sends ev's state and event.
+func (r *recorder) inflight() int { return len(r.sent) }
+
+// add records ev: its state by a worker, its event asynchronously.
 func (r *recorder) add(ev tenant.Event) {
 	b := r.b
 	ev.Service = b.name
-	s := sentRecord{ev: ev, sent: time.Now()}
-	key := keyTenant + string(ev.TenantID)
-	state, err := json.Marshal(tenant.State{}.Apply(ev))
-	if err == nil {
-		s.state, err = b.js.PublishAsync(kvSubjectPrefix+BucketState+"."+key, state, jetstream.WithExpectLastSequencePerSubject(0))
-	}
-	s.stateErr = err
-	if body, err := json.Marshal(ev); err != nil {
+	r.states <- ev
+	body, err := json.Marshal(ev)
+	if err != nil {
 		b.log.Error("publish event", "tenant_id", ev.TenantID, "outcome", ev.Outcome, "error", err)
-	} else if s.event, err = b.js.PublishAsync(EventSubject(ev.Outcome), body); err != nil {
-		b.log.Error("publish event", "tenant_id", ev.TenantID, "outcome", ev.Outcome, "error", unavailable(err))
+		return
 	}
-	r.sent = append(r.sent, s)
+	ack, err := b.js.PublishAsync(EventSubject(ev.Outcome), body)
+	if err != nil {
+		b.log.Error("publish event", "tenant_id", ev.TenantID, "outcome", ev.Outcome, "error", unavailable(err))
+		return
+	}
+	r.sent = append(r.sent, sentEvent{ev: ev, sent: time.Now(), ack: ack})
 }
 
-// trim settles the oldest records until at most room publishes are in flight.
+// trim settles the oldest event publishes until at most room are in flight.
 func (r *recorder) trim(room int) {
 	for len(r.sent) > 0 && r.inflight() > max(room, 0) {
 		r.settle()
 	}
 }
 
-// finish settles every record.
+// finish settles every event publish and waits for the states.
 func (r *recorder) finish() {
 	for len(r.sent) > 0 {
 		r.settle()
 	}
+	close(r.states)
+	r.wg.Wait()
 }
 
 func (r *recorder) settle() {
 	s := r.sent[0]
 	r.sent = r.sent[1:]
-	b := r.b
-	if s.event != nil {
-		if _, err := waitAck(r.ctx, s.event, s.sent); err != nil {
-			b.log.Error("publish event", "tenant_id", s.ev.TenantID, "outcome", s.ev.Outcome, "error", unavailable(err))
-		}
-	}
-	if s.state != nil && s.stateErr == nil {
-		_, s.stateErr = waitAck(r.ctx, s.state, s.sent)
-	}
-	if s.stateErr == nil {
-		return
-	}
-	// Usually the tenant has a state already (wrong last sequence). After a
-	// timeout the create may have been stored; the compare-and-set loop
-	// copes with both.
-	var apiErr *jetstream.APIError
-	if !errors.As(s.stateErr, &apiErr) || (apiErr.ErrorCode != jetstream.JSErrCodeStreamWrongLastSequence &&
-		apiErr.ErrorCode != jetstream.JSErrCodeStreamWrongLastSequenceConstant) {
-		b.log.Debug("create tenant state failed; retrying with compare-and-set", "tenant_id", s.ev.TenantID, "error", s.stateErr)
-	}
-	ctx, cancel := context.WithTimeout(r.ctx, 10*time.Second)
-	defer cancel()
-	if err := b.healed(ctx, func() error { return b.recordState(ctx, s.ev) }); err != nil {
-		b.log.Error("record tenant state", "tenant_id", s.ev.TenantID, "outcome", s.ev.Outcome, "error", err)
+	if _, err := waitAck(r.ctx, s.ack, s.sent); err != nil {
+		r.b.log.Error("publish event", "tenant_id", s.ev.TenantID, "outcome", s.ev.Outcome, "error", unavailable(err))
 	}
 }
-
-// kvSubjectPrefix is where a KV bucket's keys are stored: $KV.<bucket>.<key>.
-const kvSubjectPrefix = "$KV."

@@ -8,7 +8,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/tenantcleanup/tenant-cleanup/pkg/tenant"
@@ -69,7 +68,12 @@ func (b *Bus) recordState(ctx context.Context, ev tenant.Event) error {
 		case rev == 0:
 			_, err = b.state.Create(ctx, key, body)
 		case ttl > 0:
-			err = b.updateWithTTL(ctx, key, body, rev, ttl)
+			// The key-value API sets a TTL only when it creates a key: delete
+			// the revision read (compare-and-set), then create it again with
+			// the TTL (which fails if another writer came in between).
+			if err = b.state.Delete(ctx, key, jetstream.LastRevision(rev)); err == nil {
+				_, err = b.state.Create(ctx, key, body, jetstream.KeyTTL(ttl))
+			}
 		default:
 			_, err = b.state.Update(ctx, key, body, rev)
 		}
@@ -81,20 +85,6 @@ func (b *Bus) recordState(ctx context.Context, ev tenant.Event) error {
 		}
 	}
 	return errors.New("state update kept conflicting")
-}
-
-// updateWithTTL is KeyValue.Update for a value that expires after ttl, which
-// the key-value API (nats.go 1.55) offers for Create only: the same
-// compare-and-set publish on the key's subject, with a message TTL.
-func (b *Bus) updateWithTTL(ctx context.Context, key string, value []byte, rev uint64, ttl time.Duration) error {
-	msg := &nats.Msg{Subject: kvSubjectPrefix + BucketState + "." + key, Data: value}
-	_, err := b.js.PublishMsg(ctx, msg, jetstream.WithExpectLastSequencePerSubject(rev), jetstream.WithMsgTTL(ttl))
-	var apiErr *jetstream.APIError
-	if errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
-		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant) {
-		return fmt.Errorf("%w: %w", err, jetstream.ErrKeyRevisionMismatch)
-	}
-	return err
 }
 
 // TenantState reads one tenant's state; found is false when the pipeline
