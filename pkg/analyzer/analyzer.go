@@ -135,6 +135,11 @@ type Analyzer struct {
 	// RetryDelay is Run's first wait after a failed pass; it doubles after
 	// each further failure, up to the interval (0: defaultRetryDelay).
 	RetryDelay time.Duration
+	// ReadAll reads every tenant schema's activity (tenantctl report's
+	// statistics need them all). Otherwise only the schemas of tenants the
+	// control plane says could be eligible are read: GATED_ACCESS and
+	// created before the window; everyone else is grouped without a read.
+	ReadAll bool
 }
 
 // defaultRetryDelay is the first wait after a failed pass.
@@ -177,12 +182,17 @@ func (a *Analyzer) Analyze(ctx context.Context) (*Report, error) {
 	}
 	// A schema of a tenant's name is read whatever the record says: a drop
 	// under way renamed the schema it drops, so one of the tenant's name is
-	// another copy (restored, recreated), as alive as any.
+	// another copy (restored, recreated), as alive as any. Only a tenant
+	// the control plane says could be eligible needs its activity.
 	oidOf := make(map[tenant.ID]int64, len(schemas))
+	var toRead []dataplane.SchemaInfo
 	for _, sc := range schemas {
 		oidOf[sc.ID] = sc.OID
+		if rec, found := control[sc.ID]; a.ReadAll || mayBeEligible(rec, found, now, window) {
+			toRead = append(toRead, sc)
+		}
 	}
-	activities, err := a.Data.Activities(ctx, schemas, min(a.Workers, maxReaders))
+	activities, err := a.Data.Activities(ctx, toRead, min(a.Workers, maxReaders))
 	if err != nil {
 		return nil, err
 	}
@@ -251,6 +261,13 @@ func (a *Analyzer) Analyze(ctx context.Context) (*Report, error) {
 	}
 	slices.SortFunc(r.Tenants, func(x, y Tenant) int { return strings.Compare(string(x.ID), string(y.ID)) })
 	return r, nil
+}
+
+// mayBeEligible reports whether a tenant with control-plane row rec (found
+// false: none) could be eligible, whatever its activity: the rule applied as
+// if it had never been active.
+func mayBeEligible(rec controlplane.Record, found bool, now time.Time, window time.Duration) bool {
+	return tenant.Eligibility(rec.Facts(found, time.Time{}), now, window).Eligible
 }
 
 func classify(t Tenant, control map[tenant.ID]controlplane.Record, now time.Time, window time.Duration) Tenant {

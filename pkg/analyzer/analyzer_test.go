@@ -149,3 +149,50 @@ func TestRunRetriesAFailedPassSoon(t *testing.T) {
 		t.Fatalf("Run after shutdown: %v", err)
 	}
 }
+
+// The analyzer reads only the schemas of tenants the control plane says
+// could be eligible: a paying tenant's schema, even one locked so that a read
+// would wait, is never read; tenantctl report (ReadAll) reads it.
+func TestAnalyzeReadsOnlyWhatCouldBeEligible(t *testing.T) {
+	dbs := testenv.NewDatabases(t)
+	ctx := context.Background()
+	gated := tenant.StatusGatedAccess
+	dbs.CreateTenant(t, testenv.Tenant{ID: "tenant_i-01", Status: gated, LastQuery: testenv.DaysAgo(200), Pairs: 1, DocsPerPair: 5})
+	dbs.CreateTenant(t, testenv.Tenant{ID: "tenant_i-02", Status: "ACTIVE", LastQuery: testenv.DaysAgo(1), Pairs: 1, DocsPerPair: 5})
+	dbs.CreateTenant(t, testenv.Tenant{ID: "tenant_i-03", Status: gated, Created: testenv.DaysAgo(10), Pairs: 1, DocsPerPair: 1})
+	data, err := dataplane.New(ctx, dbs.Data, dataplane.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	locker, err := dbs.Data.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = locker.Rollback(ctx) }()
+	for _, id := range []string{"tenant_i-02", "tenant_i-03"} {
+		if _, err := locker.Exec(ctx, `LOCK TABLE "`+id+`".chat_message IN ACCESS EXCLUSIVE MODE`); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a := &Analyzer{Data: data, Control: controlplane.New(dbs.Control), InactiveDays: 90, Workers: 2, Now: time.Now,
+		Log: slog.New(slog.DiscardHandler)}
+	r, err := a.Analyze(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Unreadable) != 0 || len(r.Candidates()) != 1 || r.Candidates()[0].ID != "tenant_i-01" {
+		t.Fatalf("unreadable %v, candidates %v; want no schema read but the gated, old tenant's", r.Unreadable, r.Candidates())
+	}
+	for _, tn := range r.Tenants {
+		if tn.ID != "tenant_i-01" && (tn.Group != GroupOther || tn.Activity.Documents != 0) {
+			t.Errorf("%s: group %v, activity %+v; want everyone else, unread", tn.ID, tn.Group, tn.Activity)
+		}
+	}
+	a.ReadAll = true
+	if r, err = a.Analyze(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Unreadable) != 2 {
+		t.Fatalf("with ReadAll: unreadable %v; want both locked schemas", r.Unreadable)
+	}
+}

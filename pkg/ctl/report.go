@@ -88,7 +88,7 @@ func runReport(ctx context.Context, c *CLI, cmd *command, args []string) int {
 		return c.fail(ctx, err)
 	}
 	defer closeControl()
-	a := &analyzer.Analyzer{Data: data, Control: control, InactiveDays: spec.InactiveDays,
+	a := &analyzer.Analyzer{Data: data, Control: control, InactiveDays: spec.InactiveDays, ReadAll: true,
 		Workers: int(spec.DBMaxConns), Now: c.clock, Log: discard}
 	r, err := a.Analyze(ctx)
 	if err != nil {
