@@ -69,11 +69,17 @@ type Tenant struct {
 	Group  Group
 }
 
-// Report is the result of one analysis.
+// Report is the result of one analysis. It keeps the candidates and counts
+// the rest, so that its size follows the candidates, not the fleet; with
+// Analyzer.ReadAll it also keeps every tenant (Tenants).
 type Report struct {
 	At           time.Time
 	InactiveDays int
-	Tenants      []Tenant // every tenant schema, plus gated interrupted cleanups
+	// Seen counts the tenants analysed: every tenant schema, plus gated
+	// interrupted cleanups.
+	Seen int
+	// Tenants are all of them, by tenant id: only with Analyzer.ReadAll.
+	Tenants []Tenant
 	// SkippedSchemas are tenant_-like schema names that are not valid ids.
 	SkippedSchemas []string
 	// NotHere counts control-plane tenants with neither a schema nor public
@@ -91,6 +97,27 @@ type Report struct {
 	// InPipeline lists candidates this pipeline marked within
 	// RepublishAfter: they are not published again.
 	InPipeline []tenant.ID
+
+	candidates []Tenant
+	totals     [4][2]int64 // per Group: tenants, documents
+	keepAll    bool
+}
+
+// add counts t in its group, and keeps it if it is a candidate (or every
+// tenant is kept).
+func (r *Report) add(t Tenant) {
+	r.Seen++
+	r.totals[t.Group][0]++
+	r.totals[t.Group][1] += t.Activity.Documents
+	if t.Eligible {
+		r.candidates = append(r.candidates, t)
+		if t.InPipeline {
+			r.InPipeline = append(r.InPipeline, t.ID)
+		}
+	}
+	if r.keepAll {
+		r.Tenants = append(r.Tenants, t)
+	}
 }
 
 // Unreadable is a tenant a pass skipped, and why.
@@ -101,12 +128,7 @@ type Unreadable struct {
 
 // Candidates returns the eligible tenants, most documents first.
 func (r *Report) Candidates() []Tenant {
-	var out []Tenant
-	for _, t := range r.Tenants {
-		if t.Eligible {
-			out = append(out, t)
-		}
-	}
+	out := slices.Clone(r.candidates)
 	slices.SortFunc(out, func(a, b Tenant) int {
 		if a.Activity.Documents != b.Activity.Documents {
 			return int(b.Activity.Documents - a.Activity.Documents)
@@ -201,28 +223,36 @@ func (a *Analyzer) Analyze(ctx context.Context) (*Report, error) {
 		return nil, err
 	}
 
-	r := &Report{At: now, InactiveDays: a.InactiveDays, SkippedSchemas: skipped}
-	seen := map[tenant.ID]bool{}
-	act := map[tenant.ID]dataplane.TenantActivity{}
-	for _, ta := range activities {
-		act[ta.ID] = ta
+	r := &Report{At: now, InactiveDays: a.InactiveDays, SkippedSchemas: skipped, keepAll: a.ReadAll}
+	add := func(t Tenant) {
+		t = classify(t, control, now, window)
+		if rec := recordOf[t.ID]; t.Eligible && rec.Marked() && now.Sub(rec.LastMarkedAt) < RepublishAfter &&
+			!rec.DropStarted() && t.SchemaExists && !rec.AboutAnotherCopy(oidOf[t.ID]) {
+			t.InPipeline = true
+		}
+		r.add(t)
 	}
+	seen := make(map[tenant.ID]bool, len(schemas))
+	next := 0 // activities are in the order of toRead, a subsequence of schemas
 	for _, sc := range schemas {
-		ta, read := act[sc.ID]
-		if read && ta.Gone {
+		seen[sc.ID] = true
+		var ta dataplane.TenantActivity
+		if next < len(activities) && activities[next].ID == sc.ID {
+			ta = activities[next]
+			next++
+		}
+		if ta.Gone {
 			continue // dropped while we read it
 		}
 		if ta.Unreadable != "" {
 			r.Unreadable = append(r.Unreadable, Unreadable{ID: sc.ID, Reason: ta.Unreadable})
-			seen[sc.ID] = true
 			continue
 		}
-		seen[sc.ID] = true
 		t := Tenant{ID: sc.ID, SchemaExists: true, Activity: ta.Activity}
 		if len(sc.MissingTables) > 0 {
 			t.Reason = "schema lacks table(s) " + strings.Join(sc.MissingTables, ", ")
 		}
-		r.Tenants = append(r.Tenants, classify(t, control, now, window))
+		add(t)
 	}
 	// Interrupted cleanups: tenants whose schema is gone but whose public
 	// rows remain on this data plane, and whose cleanup by this pipeline
@@ -238,27 +268,18 @@ func (a *Analyzer) Analyze(ctx context.Context) (*Report, error) {
 			t.Reason = "schema gone, and nothing shows that a cleanup of it began: left for review"
 			r.ForReview = append(r.ForReview, id)
 		}
-		r.Tenants = append(r.Tenants, classify(t, control, now, window))
+		add(t)
 	}
 	for id, rec := range control {
-		if rec.Problem != "" && seen[id] {
+		switch {
+		case rec.Problem != "" && seen[id]:
 			r.Unreadable = append(r.Unreadable, Unreadable{ID: id, Reason: rec.Problem})
-		}
-	}
-	slices.SortFunc(r.Unreadable, func(x, y Unreadable) int { return strings.Compare(string(x.ID), string(y.ID)) })
-	for i, t := range r.Tenants {
-		rec := recordOf[t.ID]
-		if t.Eligible && rec.Marked() && now.Sub(rec.LastMarkedAt) < RepublishAfter && !rec.DropStarted() &&
-			t.SchemaExists && !rec.AboutAnotherCopy(oidOf[t.ID]) {
-			r.InPipeline = append(r.InPipeline, t.ID)
-			r.Tenants[i].InPipeline = true
-		}
-	}
-	for id := range control {
-		if !seen[id] {
+		case !seen[id]:
 			r.NotHere++
 		}
 	}
+	slices.SortFunc(r.Unreadable, func(x, y Unreadable) int { return strings.Compare(string(x.ID), string(y.ID)) })
+	slices.Sort(r.InPipeline)
 	slices.SortFunc(r.Tenants, func(x, y Tenant) int { return strings.Compare(string(x.ID), string(y.ID)) })
 	return r, nil
 }
@@ -333,7 +354,7 @@ func (a *Analyzer) Pass(ctx context.Context) error {
 	}
 	PrintSummary(a.Out, r)
 	fmt.Fprintf(a.Out, "published %d candidates (%d already published)\nreport: %s\n", published, duplicates, path)
-	a.Log.Info("analysis pass done", "tenants", len(r.Tenants), "candidates", len(candidates),
+	a.Log.Info("analysis pass done", "tenants", r.Seen, "candidates", len(candidates),
 		"published", published, "already_published", duplicates, "report", path,
 		"skipped_schemas", len(r.SkippedSchemas), "duration", time.Since(start).String())
 	return nil

@@ -183,16 +183,15 @@ func TestAnalyzeReadsOnlyWhatCouldBeEligible(t *testing.T) {
 	if len(r.Unreadable) != 0 || len(r.Candidates()) != 1 || r.Candidates()[0].ID != "tenant_i-01" {
 		t.Fatalf("unreadable %v, candidates %v; want no schema read but the gated, old tenant's", r.Unreadable, r.Candidates())
 	}
-	for _, tn := range r.Tenants {
-		if tn.ID != "tenant_i-01" && (tn.Group != GroupOther || tn.Activity.Documents != 0) {
-			t.Errorf("%s: group %v, activity %+v; want everyone else, unread", tn.ID, tn.Group, tn.Activity)
-		}
+	if tot := r.Totals(); tot[GroupOther] != [2]int64{2, 0} || r.Seen != 3 || len(r.Tenants) != 0 {
+		t.Fatalf("totals %v, seen %d, kept %d; want the two others counted unread (no documents), and no tenant kept",
+			tot, r.Seen, len(r.Tenants))
 	}
 	a.ReadAll = true
 	if r, err = a.Analyze(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if len(r.Unreadable) != 2 {
-		t.Fatalf("with ReadAll: unreadable %v; want both locked schemas", r.Unreadable)
+	if len(r.Unreadable) != 2 || len(r.Tenants) != 1 {
+		t.Fatalf("with ReadAll: unreadable %v, kept %d; want both locked schemas, and every readable tenant kept", r.Unreadable, len(r.Tenants))
 	}
 }

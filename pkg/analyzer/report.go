@@ -103,18 +103,15 @@ func GroupLabel(g Group, inactiveDays int) string {
 // Totals counts tenants and documents per group.
 func (r *Report) Totals() map[Group][2]int64 {
 	out := map[Group][2]int64{}
-	for _, t := range r.Tenants {
-		c := out[t.Group]
-		c[0]++
-		c[1] += t.Activity.Documents
-		out[t.Group] = c
+	for g, c := range r.totals {
+		out[Group(g)] = c
 	}
 	return out
 }
 
 // PrintSummary prints the grouped summary.
 func PrintSummary(w io.Writer, r *Report) {
-	fmt.Fprintf(w, "Analysis at %s: %d tenants, INACTIVE_DAYS=%d\n", r.At.UTC().Format(time.RFC3339), len(r.Tenants), r.InactiveDays)
+	fmt.Fprintf(w, "Analysis at %s: %d tenants, INACTIVE_DAYS=%d\n", r.At.UTC().Format(time.RFC3339), r.Seen, r.InactiveDays)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "group\ttenants\tdocuments\t")
 	totals := r.Totals()
