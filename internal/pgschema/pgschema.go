@@ -140,11 +140,17 @@ func RevokeSQL(schema string) string {
 //go:embed foreign_references.sql
 var foreignReferencesSQL string
 
-// ForeignRows lists the tables outside tables (all in public) that hold
-// rows referencing, by a foreign key, the rows of tables whose tenant_id is
-// id: the rows a cleanup of id deletes. Deleting them would fail (RESTRICT),
-// cascade into those tables or set their columns NULL, so such a tenant is
-// refused. Each is described as "schema.table (foreign key name to table)".
+// ForeignRows lists the tables that hold rows referencing, by a foreign
+// key, the rows of tables (all in public) whose tenant_id is id: the rows a
+// cleanup of id deletes. Deleting them would fail (RESTRICT), cascade into
+// those rows or set their columns NULL, so such a tenant is refused. Rows of
+// tables itself count too, unless they are id's own (its OAuth accounts
+// referencing its users, say): a key between two listed tables reaches the
+// rows of other tenants just the same. Each is described as
+// "schema.table (foreign key name to table)".
+//
+// Rows inserted by a transaction that has not committed yet are not seen:
+// call it after LockRows, in the same transaction as the delete.
 func ForeignRows(ctx context.Context, q Querier, tables []string, id string) ([]string, error) {
 	rows, err := q.Query(ctx, foreignReferencesSQL, tables)
 	if err != nil {
@@ -153,10 +159,11 @@ func ForeignRows(ctx context.Context, q Querier, tables []string, id string) ([]
 	type ref struct {
 		name, schema, table, target string
 		cols, targetCols            []string
+		inList                      bool
 	}
 	refs, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (ref, error) {
 		var f ref
-		err := r.Scan(&f.name, &f.schema, &f.table, &f.cols, &f.target, &f.targetCols)
+		err := r.Scan(&f.name, &f.schema, &f.table, &f.cols, &f.target, &f.targetCols, &f.inList)
 		return f, err
 	})
 	if err != nil {
@@ -164,15 +171,23 @@ func ForeignRows(ctx context.Context, q Querier, tables []string, id string) ([]
 	}
 	var found []string
 	for _, f := range refs {
-		sql := fmt.Sprintf("SELECT EXISTS (SELECT 1 FROM ONLY %s r WHERE (%s) IN (SELECT %s FROM ONLY %s t WHERE t.tenant_id = $1))",
+		others := "" // every referencing row counts
+		if f.inList {
+			others = " AND r.tenant_id IS DISTINCT FROM $1" // the tenant's own rows go with it
+		}
+		sql := fmt.Sprintf("SELECT EXISTS (SELECT 1 FROM ONLY %s r WHERE (%s) IN (SELECT %s FROM ONLY %s t WHERE t.tenant_id = $1)%s)",
 			pgx.Identifier{f.schema, f.table}.Sanitize(), columns("r", f.cols), columns("t", f.targetCols),
-			pgx.Identifier{"public", f.target}.Sanitize())
+			pgx.Identifier{"public", f.target}.Sanitize(), others)
 		var exists bool
 		if err := q.QueryRow(ctx, sql, id).Scan(&exists); err != nil {
 			return nil, fmt.Errorf("look for rows referencing %s: %w", id, err)
 		}
 		if exists {
-			found = append(found, fmt.Sprintf("%s.%s (foreign key %s to %s)", f.schema, f.table, f.name, f.target))
+			whose := ""
+			if f.inList {
+				whose = ", rows of other tenants"
+			}
+			found = append(found, fmt.Sprintf("%s.%s (foreign key %s to %s%s)", f.schema, f.table, f.name, f.target, whose))
 		}
 	}
 	return found, nil

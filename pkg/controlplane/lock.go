@@ -101,16 +101,19 @@ type TableRows struct {
 // PrepareDelete deletes the tenant's control-plane rows (dependent tables
 // first, the tenant row last) and inserts its ledger row, in the locked
 // transaction, without committing: everything the cleanup's last step needs
-// is proven possible before the first irreversible step. Rows of tables the
-// pipeline does not know that reference the tenant's rows (a billing table,
-// say) refuse the tenant, naming them; so does a delete that fails (a
-// trigger, a restrictive constraint). It returns the rows deleted per table.
+// is proven possible before the first irreversible step. Rows that are not
+// the tenant's (of tables the pipeline does not know, a billing table say,
+// or of another tenant) referencing the tenant's rows refuse the tenant,
+// naming them; so do triggers of other roles the deletes would run with the
+// pipeline's privileges, and a delete that fails (a trigger, a restrictive
+// constraint). It returns the rows deleted per table.
 func (l *Locked) PrepareDelete(ctx context.Context, e LedgerEntry) ([]TableRows, error) {
 	id := l.Record.ID
-	if err := l.refuseForeignReferences(ctx); err != nil {
+	tables := append(append([]string{}, dependentTables...), "tenant")
+	guard, locked, err := l.refuseForeignReferences(ctx, tables)
+	if err != nil {
 		return nil, err
 	}
-	tables := append(append([]string{}, dependentTables...), "tenant")
 	batch := &pgx.Batch{}
 	for _, table := range tables {
 		batch.Queue("DELETE FROM public."+pgx.Identifier{table}.Sanitize()+" WHERE tenant_id = $1", string(id))
@@ -130,6 +133,18 @@ func (l *Locked) PrepareDelete(ctx context.Context, e LedgerEntry) ([]TableRows,
 	if err := results.Close(); err != nil {
 		return nil, deleteError(id, "delete its rows", err)
 	}
+	for _, table := range tables {
+		if counts[table] > locked[table] { // not looked at by the foreign-key check
+			return nil, tenant.Later(time.Second, "control plane: rows of the tenant appeared in "+table+" while they were being deleted", nil)
+		}
+	}
+	if changed, err := guard.Changed(ctx, l.tx); err != nil {
+		return nil, fmt.Errorf("control plane: %w", pgerr.Kind(err))
+	} else if changed != "" {
+		return nil, tenant.Refuse(id, "a trigger that ran when the tenant's control-plane rows were deleted changed the session: %s; "+
+			"nothing was deleted: review the triggers of %s and tenant, then request the tenant again",
+			tenant.CleanText(changed, 300), strings.Join(dependentTables, ", "))
+	}
 	// A trigger or rule may keep a row it was asked to delete (a soft
 	// delete): the tenant is then not deleted, and must not be recorded so.
 	var kept int64
@@ -141,7 +156,7 @@ func (l *Locked) PrepareDelete(ctx context.Context, e LedgerEntry) ([]TableRows,
 			"on %s or tenant?); nothing was deleted", kept, strings.Join(dependentTables, ", "))
 	}
 	countsJSON, _ := json.Marshal(counts)
-	_, err := l.tx.Exec(ctx, query("ledger_insert"), string(id), e.RequestedBy, nullTime(e.MarkedAt),
+	_, err = l.tx.Exec(ctx, query("ledger_insert"), string(id), e.RequestedBy, nullTime(e.MarkedAt),
 		e.DocumentsAtMarking, e.UsersAtMarking, nullTime(e.LastActivityAt), nullTime(l.Record.CreatedAt), l.Record.Status,
 		l.Record.StripeCustomerID, e.SchemaExisted, e.RelationsDropped, e.PublicRowsDeleted, string(countsJSON), e.CleanedBy,
 		nullTime(e.DropStartedAt), nullTime(e.SchemaDroppedAt), nullTime(e.PublicRowsDeletedAt), e.Evidence)
@@ -169,19 +184,52 @@ func (l *Locked) Finish(ctx context.Context, e LedgerEntry) error {
 	return nil
 }
 
-// refuseForeignReferences refuses the tenant when a table the pipeline does
-// not know holds rows referencing the rows a cleanup deletes.
-func (l *Locked) refuseForeignReferences(ctx context.Context) error {
-	found, err := pgschema.ForeignRows(ctx, l.tx, append(append([]string{}, dependentTables...), "tenant"), string(l.Record.ID))
+// refuseForeignReferences readies the transaction for deleting the tenant's
+// rows from tables: it refuses the tenant when the deletes would run code of
+// another role (a trigger) with the pipeline's privileges, or when rows that
+// are not the tenant's reference the rows they delete. The tables are locked
+// against new triggers and the rows FOR UPDATE against new references first
+// (see pgschema.CheckCode and LockRows), so neither can change before the
+// deletes; a lock held longer than the transaction's lock_timeout is
+// "later". It returns the guard to check after the deletes and the rows it
+// locked per table.
+func (l *Locked) refuseForeignReferences(ctx context.Context, tables []string) (*pgschema.Guard, map[string]int64, error) {
+	id := l.Record.ID
+	names := make([]string, len(tables))
+	for i, t := range tables {
+		names[i] = pgx.Identifier{"public", t}.Sanitize()
+	}
+	guard, err := pgschema.CheckCode(ctx, l.tx, pgschema.DML{Delete: names})
 	if err != nil {
-		return fmt.Errorf("control plane: %w", pgerr.Kind(err))
+		return nil, nil, lockError(id, err)
+	}
+	if len(guard.Untrusted) > 0 {
+		return nil, nil, tenant.Refuse(id, "deleting the tenant's control-plane rows would run %s: %s",
+			tenant.CleanText(strings.Join(guard.Untrusted, ", "), 1000), pgschema.Advice)
+	}
+	locked, err := pgschema.LockRows(ctx, l.tx, tables, string(id))
+	if err != nil {
+		return nil, nil, lockError(id, err)
+	}
+	found, err := pgschema.ForeignRows(ctx, l.tx, tables, string(id))
+	if err != nil {
+		return nil, nil, fmt.Errorf("control plane: %w", pgerr.Kind(err))
 	}
 	if len(found) > 0 {
-		return tenant.Refuse(l.Record.ID, "control-plane table(s) this pipeline does not know hold rows referencing the tenant: %s; "+
-			"it deletes only %s and tenant: review those rows, then request the tenant again",
-			tenant.CleanText(strings.Join(found, ", "), 1000), strings.Join(dependentTables, ", "))
+		return nil, nil, tenant.Refuse(id, "control-plane rows that are not the tenant's (of tables this pipeline does not know, "+
+			"or of other tenants) reference the tenant: %s; it deletes only the tenant's rows of %s and tenant: review those rows, "+
+			"then request the tenant again", tenant.CleanText(strings.Join(found, ", "), 1000), strings.Join(dependentTables, ", "))
 	}
-	return nil
+	return guard, locked, nil
+}
+
+// lockError is a failure to lock the tenant's rows or tables: "later" when
+// someone held a lock for longer than lock_timeout.
+func lockError(id tenant.ID, err error) error {
+	if isLockTimeout(err) {
+		return tenant.Later(15*time.Second, "control plane: the rows or tables of "+string(id)+" are locked by someone else", err)
+	}
+	return fmt.Errorf("control plane: %w", pgerr.Kind(err))
 }
 
 // deleteError classifies a failed control-plane delete: a lock held by

@@ -285,8 +285,7 @@ func (t *Locked) Mark(ctx context.Context, requestedBy string, check func(Facts)
 		if err := check(res.Facts); err != nil {
 			return err
 		}
-		if err := tx.QueryRow(ctx, query("mark", t.id), oneShot).Scan(
-			&res.CanceledAttempts, &res.StoppingAttempts, &res.DeletingPairs, &res.Pairs); err != nil {
+		if err := t.markRows(ctx, tx, &res); err != nil {
 			return err
 		}
 		if _, err := tx.Exec(ctx, query("record_marked", ""), string(t.id), requestedBy, a.Documents, a.Users, oid); err != nil {
@@ -305,6 +304,39 @@ func (t *Locked) Mark(ctx context.Context, requestedBy string, check func(Facts)
 		return MarkResult{}, fmt.Errorf("mark %s: %w", t.id, pgerr.Kind(err))
 	}
 	return res, nil
+}
+
+// markedTables are the tables mark.sql updates.
+var markedTables = []string{"index_attempt", "connector_credential_pair"}
+
+// markRows runs mark.sql in tx, refusing the tenant first if the updates
+// would run code of another role (a trigger on the tenant's tables, say) with
+// the pipeline's privileges, and after if a trigger changed the session (see
+// pgschema.CheckCode).
+func (t *Locked) markRows(ctx context.Context, tx pgx.Tx, res *MarkResult) error {
+	names := make([]string, len(markedTables))
+	for i, name := range markedTables {
+		names[i] = pgx.Identifier{string(t.id), name}.Sanitize()
+	}
+	guard, err := pgschema.CheckCode(ctx, tx, pgschema.DML{Update: names})
+	if err != nil {
+		return err
+	}
+	if len(guard.Untrusted) > 0 {
+		return tenant.Refuse(t.id, "marking the tenant would run %s: %s",
+			tenant.CleanText(strings.Join(guard.Untrusted, ", "), 1000), pgschema.Advice)
+	}
+	if err := tx.QueryRow(ctx, query("mark", t.id), oneShot).Scan(
+		&res.CanceledAttempts, &res.StoppingAttempts, &res.DeletingPairs, &res.Pairs); err != nil {
+		return err
+	}
+	changed, err := guard.Changed(ctx, tx)
+	if err != nil || changed == "" {
+		return err
+	}
+	return tenant.Refuse(t.id, "a trigger that ran when the tenant was marked changed the session: %s; nothing was marked: "+
+		"review the triggers of the tenant's %s, then request the tenant again",
+		tenant.CleanText(changed, 300), strings.Join(markedTables, " and "))
 }
 
 // lockActivitySQL locks, in mode, the activity tables among tables (of the
@@ -356,21 +388,74 @@ func (t *Locked) DeletePublicRows(ctx context.Context) (PublicRows, error) {
 	return r, nil
 }
 
-// deletePublicRows deletes the tenant's public rows in tx, refusing the
-// tenant first if a table this pipeline does not know references them.
+// deletePublicRows deletes the tenant's public rows in tx. It refuses the
+// tenant first if the delete would run code of another role (a trigger) with
+// the pipeline's privileges, or if rows other than the tenant's (of a table
+// this pipeline does not know, or of another tenant) reference them: with
+// the tables locked against new triggers and the rows locked against new
+// references (see pgschema.CheckCode and LockRows), so that neither can
+// change before the delete. A row of the tenant that appeared since it was
+// locked, or a trigger that changed the session, rolls the delete back.
 func deletePublicRows(ctx context.Context, tx pgx.Tx, id tenant.ID) (PublicRows, error) {
 	var r PublicRows
+	guard, err := pgschema.CheckCode(ctx, tx, pgschema.DML{Delete: publicTableNames()})
+	if err != nil {
+		return r, err
+	}
+	if len(guard.Untrusted) > 0 {
+		return r, tenant.Refuse(id, "deleting the tenant's public rows would run %s: %s",
+			tenant.CleanText(strings.Join(guard.Untrusted, ", "), 1000), pgschema.Advice)
+	}
+	locked, err := pgschema.LockRows(ctx, tx, PublicTables, string(id))
+	if err != nil {
+		return r, err
+	}
 	found, err := pgschema.ForeignRows(ctx, tx, PublicTables, string(id))
 	if err != nil {
 		return r, err
 	}
 	if len(found) > 0 {
-		return r, tenant.Refuse(id, "data-plane table(s) this pipeline does not know hold rows referencing the tenant's public rows: %s; "+
-			"review those rows, then request the tenant again", tenant.CleanText(strings.Join(found, ", "), 1000))
+		return r, tenant.Refuse(id, "data-plane rows that are not the tenant's (of tables this pipeline does not know, or of other "+
+			"tenants) reference the tenant's public rows: %s; review those rows, then request the tenant again",
+			tenant.CleanText(strings.Join(found, ", "), 1000))
 	}
 	err = tx.QueryRow(ctx, query("delete_public_rows", ""), string(id)).Scan(
 		&r.OAuthAccounts, &r.UserMappings, &r.Shard, &r.AnonymousPath, &r.InviteCounter, &r.SSODomains)
-	return r, err
+	if err != nil {
+		return r, err
+	}
+	for table, n := range r.byTable() {
+		if n > locked[table] {
+			return r, tenant.Later(time.Second, "rows of the tenant appeared in public."+table+" while they were being deleted", nil)
+		}
+	}
+	if changed, err := guard.Changed(ctx, tx); err != nil || changed != "" {
+		if err == nil {
+			err = tenant.Refuse(id, "a trigger that ran when the tenant's public rows were deleted changed the session: %s; "+
+				"nothing was deleted: review the triggers of %s, then request the tenant again",
+				tenant.CleanText(changed, 300), strings.Join(PublicTables, ", "))
+		}
+		return r, err
+	}
+	return r, nil
+}
+
+// publicTableNames are PublicTables, quoted and qualified.
+func publicTableNames() []string {
+	names := make([]string, len(PublicTables))
+	for i, t := range PublicTables {
+		names[i] = pgx.Identifier{"public", t}.Sanitize()
+	}
+	return names
+}
+
+// byTable maps each of PublicTables to its count.
+func (r PublicRows) byTable() map[string]int64 {
+	return map[string]int64{
+		"user_tenant_mapping": r.UserMappings, "user_tenant_mapping_oauth_account": r.OAuthAccounts,
+		"tenant_shard": r.Shard, "tenant_anonymous_user_path": r.AnonymousPath,
+		"tenant_invite_counter": r.InviteCounter, "tenant_sso_domain": r.SSODomains,
+	}
 }
 
 // Total is the number of public rows deleted.

@@ -1,0 +1,110 @@
+package pgschema
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/tenantcleanup/tenant-cleanup/pkg/testenv"
+)
+
+var counter = pgx.Identifier{"public", "tenant_invite_counter"}.Sanitize()
+
+// begin opens a transaction on pool, rolled back when the test ends.
+func begin(t *testing.T, dbs *testenv.Databases) pgx.Tx {
+	t.Helper()
+	tx, err := dbs.Data.Begin(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = tx.Rollback(context.Background()) })
+	return tx
+}
+
+// elsewhere runs sql in a transaction of its own that waits for locks at
+// most 100ms, and returns its error.
+func elsewhere(t *testing.T, dbs *testenv.Databases, sql string) error {
+	t.Helper()
+	tx := begin(t, dbs)
+	ctx := context.Background()
+	if _, err := tx.Exec(ctx, "SET LOCAL lock_timeout = 100"); err != nil {
+		t.Fatal(err)
+	}
+	_, err := tx.Exec(ctx, sql)
+	_ = tx.Rollback(ctx)
+	return err
+}
+
+func isLockTimeout(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "55P03"
+}
+
+// Between CheckCode and the end of its transaction, nobody can add a
+// trigger to a table it checked (nor enable one), nor make a SECURITY
+// DEFINER function it trusted SECURITY INVOKER: they wait for its locks.
+func TestCheckCodeKeepsWhatItChecked(t *testing.T) {
+	dbs := testenv.NewDatabases(t)
+	ctx := context.Background()
+	role := dbs.Role(t)
+	dbs.ExecData(t, `CREATE FUNCTION public.f() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER AS 'BEGIN RETURN NULL; END';
+		ALTER FUNCTION public.f() OWNER TO `+role+`;
+		ALTER TABLE `+counter+` OWNER TO `+role+`;
+		CREATE TRIGGER f AFTER DELETE ON `+counter+` FOR EACH ROW EXECUTE FUNCTION public.f();
+		CREATE TRIGGER off AFTER DELETE ON `+counter+` FOR EACH ROW EXECUTE FUNCTION public.f();
+		ALTER TABLE `+counter+` DISABLE TRIGGER off`)
+	tx := begin(t, dbs)
+	g, err := CheckCode(ctx, tx, DML{Delete: []string{counter}})
+	if err != nil || len(g.Untrusted) != 0 {
+		t.Fatalf("CheckCode = %+v, %v; want the SECURITY DEFINER trigger trusted", g, err)
+	}
+	for _, sql := range []string{
+		"CREATE TRIGGER g AFTER DELETE ON " + counter + " FOR EACH ROW EXECUTE FUNCTION public.f()",
+		"ALTER TABLE " + counter + " ENABLE TRIGGER off",
+		"ALTER FUNCTION public.f() SECURITY INVOKER",
+		"CREATE OR REPLACE FUNCTION public.f() RETURNS trigger LANGUAGE plpgsql AS 'BEGIN RETURN NULL; END'",
+	} {
+		if err := elsewhere(t, dbs, sql); !isLockTimeout(err) {
+			t.Errorf("%s while CheckCode's transaction runs: %v; want a lock timeout", sql, err)
+		}
+	}
+	if err := tx.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := elsewhere(t, dbs, "ALTER FUNCTION public.f() SECURITY INVOKER"); err != nil {
+		t.Fatalf("after CheckCode's transaction: %v", err)
+	}
+}
+
+// A pipeline role that is no superuser cannot lock pg_proc rows, so it
+// trusts no SECURITY DEFINER function of another role (which could be made
+// SECURITY INVOKER before the DML runs); and a table a cascade reaches that
+// it may not lock against new triggers is reported.
+func TestCheckCodeWithoutSuperuser(t *testing.T) {
+	dbs := testenv.NewDatabases(t)
+	ctx := context.Background()
+	pipeline, other := dbs.Role(t), dbs.Role(t)
+	dbs.ExecData(t, `GRANT ALL ON `+counter+` TO `+pipeline+`;
+		CREATE FUNCTION public.f() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER AS 'BEGIN RETURN NULL; END';
+		ALTER FUNCTION public.f() OWNER TO `+other+`;
+		CREATE TRIGGER f AFTER DELETE ON `+counter+` FOR EACH ROW EXECUTE FUNCTION public.f();
+		CREATE TABLE public.counter_note (tenant_id varchar REFERENCES `+counter+` ON DELETE CASCADE);
+		ALTER TABLE public.counter_note OWNER TO `+other)
+	tx := begin(t, dbs)
+	if _, err := tx.Exec(ctx, "SET LOCAL ROLE "+pipeline); err != nil {
+		t.Fatal(err)
+	}
+	g, err := CheckCode(ctx, tx, DML{Delete: []string{counter}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := strings.Join(g.Untrusted, "\n")
+	if !strings.Contains(found, "trigger f on public.tenant_invite_counter (function public.f() (owner "+other+"))") ||
+		!strings.Contains(found, "table public.counter_note, which a cascading foreign key reaches") || len(g.Untrusted) != 2 {
+		t.Fatalf("untrusted = %q; want the trigger of %s and public.counter_note", g.Untrusted, other)
+	}
+}

@@ -1,0 +1,38 @@
+-- The tables the pipeline's DML changes ($1: tables it deletes from, $2:
+-- tables it updates; quoted, schema-qualified names, a missing one skipped),
+-- and every table that DML changes in turn: the children and partitions of
+-- each (its statements do not say ONLY), and the referencing table of every
+-- foreign key with a cascading action (ON DELETE CASCADE deletes there;
+-- SET NULL, SET DEFAULT and the ON UPDATE actions update), recursively. The
+-- triggers of all of them run in the pipeline's transaction, statement-level
+-- ones even when a cascade changes no row; the ON UPDATE actions are followed
+-- whether or not the update changes a key.
+--
+-- Per table: its oid, schema and name, whether rows are deleted from it,
+-- whether rows are updated, and whether the pipeline's role may lock it in
+-- ROW EXCLUSIVE mode (LOCK TABLE needs a write privilege for that).
+WITH RECURSIVE reached(relid, event) AS (
+    SELECT c.oid, e.event
+    FROM (SELECT unnest($1::text[]), 'delete'::text
+          UNION ALL
+          SELECT unnest($2::text[]), 'update'::text) e(name, event)
+    JOIN pg_class c ON c.oid = to_regclass(e.name)
+  UNION
+    SELECT n.relid, n.event
+    FROM reached r CROSS JOIN LATERAL (
+        SELECT i.inhrelid, r.event FROM pg_inherits i WHERE i.inhparent = r.relid
+        UNION ALL
+        SELECT k.conrelid, CASE WHEN r.event = 'delete' AND k.confdeltype = 'c' THEN 'delete' ELSE 'update' END
+        FROM pg_constraint k
+        WHERE k.contype = 'f' AND k.confrelid = r.relid
+          AND CASE r.event WHEN 'delete' THEN k.confdeltype ELSE k.confupdtype END IN ('c', 'n', 'd')
+    ) n(relid, event)
+)
+SELECT c.oid::int8, n.nspname::text, c.relname::text,
+       bool_or(r.event = 'delete'), bool_or(r.event = 'update'),
+       has_table_privilege(c.oid, 'INSERT, UPDATE, DELETE, TRUNCATE')
+FROM reached r
+JOIN pg_class c ON c.oid = r.relid
+JOIN pg_namespace n ON n.oid = c.relnamespace
+GROUP BY c.oid, n.nspname, c.relname
+ORDER BY 2, 3
