@@ -90,7 +90,8 @@ type target struct {
 // build_session, connector_credential_pair, document, …), it reads the
 // activity, documents and pairs and hands them to checks.Look, whose error
 // aborts it; it deletes the tenant's public rows (refusing the tenant if a
-// table this pipeline does not know references them). A table, row or
+// table this pipeline does not know, or another tenant's rows, reference them, or
+// another role's trigger would run). A table, row or
 // dependency created before that transaction commits is therefore either
 // read by the look or makes the transaction fail (the net, or a fresh
 // listing of the activity tables): never dropped unseen. When more
