@@ -30,8 +30,9 @@ type Querier interface {
 }
 
 // Verify checks that table (schema-qualified) exists, has every column with
-// an accepted type, and that key alone is unique (a primary key or a unique
-// index without predicate), which ON CONFLICT (key) needs. The error lists
+// an accepted type, and that key ("a" or "a, b") is unique as it is (a
+// primary key or a unique index without predicate on exactly those
+// columns), which ON CONFLICT (key) needs. The error lists
 // every problem and what to do.
 func Verify(ctx context.Context, q Querier, table, key string, cols []Column) error {
 	have := map[string]string{}
@@ -59,9 +60,11 @@ func Verify(ctx context.Context, q Querier, table, key string, cols []Column) er
 	}
 	var unique bool
 	err = q.QueryRow(ctx, `SELECT EXISTS (
-		SELECT 1 FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
-		WHERE i.indrelid = to_regclass($1) AND i.indisunique AND i.indnkeyatts = 1
-		  AND i.indpred IS NULL AND i.indexprs IS NULL AND a.attname = $2)`, table, key).Scan(&unique)
+		SELECT 1 FROM pg_index i
+		WHERE i.indrelid = to_regclass($1) AND i.indisunique AND i.indpred IS NULL AND i.indexprs IS NULL
+		  AND ARRAY(SELECT a.attname::text FROM unnest(i.indkey::int2[]) WITH ORDINALITY k(attnum, n)
+		            JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+		            WHERE k.n <= i.indnkeyatts ORDER BY k.n) = string_to_array($2, ', '))`, table, key).Scan(&unique)
 	if err != nil {
 		return fmt.Errorf("check %s: %w", table, err)
 	}
@@ -86,6 +89,7 @@ var (
 	Bool        = []string{"boolean"}
 	Timestamptz = []string{"timestamp with time zone"}
 	JSONB       = []string{"jsonb"}
+	OID         = []string{"oid"}
 )
 
 // ErrNotOurs is wrapped by CheckOwned's errors.

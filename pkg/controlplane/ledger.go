@@ -36,6 +36,9 @@ type LedgerEntry struct {
 	// Evidence says why a tenant whose schema was already gone was completed
 	// (empty when this cleanup dropped it).
 	Evidence string
+	// StoresRemoved counts what was removed from the tenant's other stores,
+	// by name: large_objects (the PostgreSQL file store), …
+	StoresRemoved map[string]int64
 }
 
 // ledgerColumns is the shape of tenant_cleanup.ledger the code relies on.
@@ -54,6 +57,7 @@ var ledgerColumns = []pgschema.Column{
 	{Name: "relations_dropped", Types: pgschema.Int},
 	{Name: "public_rows_deleted", Types: pgschema.Int},
 	{Name: "control_rows_deleted", Types: pgschema.JSONB},
+	{Name: "stores_removed", Types: pgschema.JSONB},
 	{Name: "cleaned_by", Types: pgschema.Text},
 	{Name: "drop_started_at", Types: pgschema.Timestamptz},
 	{Name: "schema_dropped_at", Types: pgschema.Timestamptz},
@@ -95,14 +99,14 @@ func collectLedger(rows pgx.Rows) ([]LedgerEntry, error) {
 	entries, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (LedgerEntry, error) {
 		var (
 			e                                   LedgerEntry
-			id, counts                          string
+			id, counts, stores                  string
 			marked, lastActivity, create        *time.Time
 			dropStarted, schemaDropped, pubRows *time.Time
 		)
 		err := r.Scan(&id, &e.CleanedAt, &e.RequestedBy, &marked, &e.DocumentsAtMarking, &e.UsersAtMarking,
 			&lastActivity, &create, &e.ApplicationStatus, &e.StripeCustomerID, &e.SchemaExisted,
 			&e.RelationsDropped, &e.PublicRowsDeleted, &counts, &e.CleanedBy,
-			&dropStarted, &schemaDropped, &pubRows, &e.Evidence)
+			&dropStarted, &schemaDropped, &pubRows, &e.Evidence, &stores)
 		if err != nil {
 			return e, err
 		}
@@ -115,6 +119,7 @@ func collectLedger(rows pgx.Rows) ([]LedgerEntry, error) {
 			}
 		}
 		_ = json.Unmarshal([]byte(counts), &e.ControlRowsDeleted)
+		_ = json.Unmarshal([]byte(stores), &e.StoresRemoved)
 		return e, nil
 	})
 	if err != nil {

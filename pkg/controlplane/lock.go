@@ -172,9 +172,13 @@ func (l *Locked) PrepareDelete(ctx context.Context, e LedgerEntry) ([]TableRows,
 func (l *Locked) Finish(ctx context.Context, e LedgerEntry) error {
 	defer l.Release() // no-op after a commit
 	id := l.Record.ID
+	stores := e.StoresRemoved
+	if stores == nil {
+		stores = map[string]int64{}
+	}
 	_, err := l.tx.Exec(ctx, query("ledger_finish"), string(id), nullTime(e.LastActivityAt), e.SchemaExisted,
 		e.RelationsDropped, e.PublicRowsDeleted, nullTime(e.DropStartedAt), nullTime(e.SchemaDroppedAt),
-		nullTime(e.PublicRowsDeletedAt), e.Evidence)
+		nullTime(e.PublicRowsDeletedAt), e.Evidence, stores)
 	if err != nil {
 		return fmt.Errorf("control plane: complete the ledger row of %s: %w", id, pgerr.Kind(err))
 	}

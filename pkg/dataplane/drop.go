@@ -335,6 +335,11 @@ func (b *dropBatch) run(ctx context.Context, tx pgx.Tx, judge func(Facts) error,
 	if _, err := tx.Exec(ctx, query("record_dropped", ""), string(t.id), relations, lastActivity, b.last, b.schema.oid, token); err != nil {
 		return err
 	}
+	if b.look && isTable(c.relations["file_content"]) {
+		if err := recordLargeObjects(ctx, tx, t.id); err != nil {
+			return err
+		}
+	}
 	if err := armGuard(ctx, tx, name); err != nil {
 		return err
 	}

@@ -52,6 +52,9 @@ type Record struct {
 	// cleanup of a tenant whose schema is gone (tenantctl cleanup).
 	CompletionRequestedBy string
 	CompletionRequestedAt time.Time
+	// LargeObjectsFound counts the large objects its file store held at the
+	// look (file_content.lobj_oid); LargeObjectsUnlinked those unlinked.
+	LargeObjectsFound, LargeObjectsUnlinked int64
 	// ForgottenAt is when the record was last forgotten because a schema of
 	// the tenant's name turned out to be another copy than the one it was
 	// about (zero: never).
@@ -142,7 +145,15 @@ var recordColumns = []pgschema.Column{
 	{Name: "completion_requested_by", Types: pgschema.Text},
 	{Name: "completion_requested_at", Types: pgschema.Timestamptz},
 	{Name: "forgotten_at", Types: pgschema.Timestamptz},
+	{Name: "large_objects_found", Types: pgschema.BigInt},
+	{Name: "large_objects_unlinked", Types: pgschema.BigInt},
 	{Name: "updated_at", Types: pgschema.Timestamptz},
+}
+
+// largeObjectColumns is the shape of tenant_cleanup.large_objects.
+var largeObjectColumns = []pgschema.Column{
+	{Name: "tenant_id", Types: pgschema.Text},
+	{Name: "lobj_oid", Types: pgschema.OID},
 }
 
 // lockKeySchema serialises the creation of this pipeline's tables.
@@ -167,6 +178,9 @@ func (s *Store) Ensure(ctx context.Context, guard bool) (guarded bool, err error
 			return err
 		}
 		if err := pgschema.Verify(ctx, tx, "tenant_cleanup.progress", "tenant_id", recordColumns); err != nil {
+			return err
+		}
+		if err := pgschema.Verify(ctx, tx, "tenant_cleanup.large_objects", "tenant_id, lobj_oid", largeObjectColumns); err != nil {
 			return err
 		}
 		if !guard {
@@ -240,7 +254,7 @@ func readRecords(ctx context.Context, q rowsQuerier, clause string, args ...any)
 		)
 		err := row.Scan(&r.ID, &r.RequestedBy, &marked, &lastMarked, &r.DocumentsAtMarking, &r.UsersAtMarking,
 			&r.SchemaOID, &r.DropToken, &started, &finished, &r.RelationsDropped, &activity, &r.PublicRowsDeleted, &publicAt,
-			&r.CompletionRequestedBy, &completionAt, &forgotten)
+			&r.CompletionRequestedBy, &completionAt, &forgotten, &r.LargeObjectsFound, &r.LargeObjectsUnlinked)
 		r.Found = true
 		for dst, src := range map[*time.Time]*time.Time{&r.MarkedAt: marked, &r.LastMarkedAt: lastMarked,
 			&r.DropStartedAt: started, &r.DropFinishedAt: finished, &r.LastActivityAt: activity,

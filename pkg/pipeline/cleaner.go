@@ -31,7 +31,8 @@ type Cleaner struct {
 	Identity string
 	Now      func() time.Time
 	// ObserveStep, when set, receives how long each irreversible step took:
-	// delete_control_plane_rows (prepared), drop_schema, delete_public_rows.
+	// delete_control_plane_rows (prepared), drop_schema,
+	// unlink_large_objects, delete_public_rows.
 	ObserveStep func(step string, took time.Duration)
 
 	afterStep stepHook
@@ -273,6 +274,9 @@ func (c *Cleaner) clean(ctx context.Context, t *dataplane.Locked, out bus.Outcom
 	if err := c.afterStep.after("dropped"); err != nil {
 		return out, err
 	}
+	if _, err := timed(c, "unlink_large_objects", func() (int64, error) { return t.UnlinkLargeObjects(ctx) }); err != nil {
+		return out, err
+	}
 	if err := locked.Alive(ctx); err != nil {
 		return out, err
 	}
@@ -304,6 +308,9 @@ func (c *Cleaner) clean(ctx context.Context, t *dataplane.Locked, out bus.Outcom
 		reason = fmt.Sprintf("schema was already gone (%s); %d public rows; control plane: %s",
 			rec.Evidence(c.Now()), publicRows, strings.Join(counts, ", "))
 	}
+	if done.LargeObjectsUnlinked > 0 {
+		reason += fmt.Sprintf("; %d large objects (stored files)", done.LargeObjectsUnlinked)
+	}
 	out.Events = []tenant.Event{event(dc, rec, tenant.OutcomeCleaned, reason)}
 	return out, nil
 }
@@ -329,6 +336,7 @@ func ledgerFacts(e controlplane.LedgerEntry, rec dataplane.Record, now time.Time
 	e.RelationsDropped = rec.RelationsDropped
 	e.PublicRowsDeleted = rec.PublicRowsDeleted
 	e.DropStartedAt, e.SchemaDroppedAt, e.PublicRowsDeletedAt = rec.DropStartedAt, rec.DropFinishedAt, rec.PublicRowsDeletedAt
+	e.StoresRemoved = map[string]int64{"large_objects": rec.LargeObjectsUnlinked}
 	if !rec.DropStarted() {
 		e.Evidence = rec.Evidence(now)
 	}

@@ -423,3 +423,32 @@ func TestRepeatedRequestsLeaveAMarkedTenantAlone(t *testing.T) {
 		t.Fatalf("%d pairs not DELETING after the request", n)
 	}
 }
+
+// A cleaned tenant's stored files (large objects, PostgreSQL file store)
+// are gone and counted in its ledger row; another tenant's stay.
+func TestCleanupRemovesLargeObjects(t *testing.T) {
+	e := setup(t)
+	ctx := context.Background()
+	e.eligible(t, idA)
+	e.eligible(t, idB)
+	files := func(id string, n int) {
+		e.dbs.ExecData(t, "SELECT count(*) FROM fixture.add_files($1, $2, 'postgres')", id, n)
+	}
+	files(idA, 4)
+	files(idB, 2)
+	count := func(id string) int64 {
+		return e.dbs.CountData(t, "SELECT count(*) FROM pg_largeobject_metadata m WHERE convert_from(lo_get(m.oid), 'UTF8') LIKE $1 || ' %'", id)
+	}
+	if err := e.mark(t, idA); err != nil {
+		t.Fatal(err)
+	}
+	e.drain(t, idA)
+	if err := e.check(t, tenant.DrainCheck{ID: idA}); err != nil {
+		t.Fatal(err)
+	}
+	e.assertCleaned(t, idA)
+	entry, _, err := e.cleaner.Control.LedgerEntry(ctx, idA)
+	if err != nil || entry.StoresRemoved["large_objects"] != 4 || count(idA) != 0 || count(idB) != 2 {
+		t.Fatalf("ledger %+v, %v; large objects left: %d of the tenant's, %d of 2 of the other's", entry.StoresRemoved, err, count(idA), count(idB))
+	}
+}

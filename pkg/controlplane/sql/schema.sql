@@ -27,7 +27,8 @@ ALTER TABLE tenant_cleanup.ledger
     ADD COLUMN IF NOT EXISTS drop_started_at        timestamptz,
     ADD COLUMN IF NOT EXISTS schema_dropped_at      timestamptz,
     ADD COLUMN IF NOT EXISTS public_rows_deleted_at timestamptz,
-    ADD COLUMN IF NOT EXISTS evidence               text;
+    ADD COLUMN IF NOT EXISTS evidence               text,
+    ADD COLUMN IF NOT EXISTS stores_removed         jsonb;
 
 -- Cleanup reservations for the hourly and daily caps (CLEANUP_MAX_PER_HOUR,
 -- CLEANUP_MAX_PER_DAY): one row per tenant about to be cleaned, kept two days.

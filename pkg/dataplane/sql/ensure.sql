@@ -24,8 +24,19 @@ CREATE TABLE IF NOT EXISTS tenant_cleanup.progress (
     completion_requested_by text,         -- an operator confirmed completing an interrupted cleanup
     completion_requested_at timestamptz,
     forgotten_at            timestamptz,  -- forgotten: a schema of the tenant's name was another copy (Inspect)
+    large_objects_found     bigint NOT NULL DEFAULT 0, -- file_content.lobj_oid at the look
+    large_objects_unlinked  bigint NOT NULL DEFAULT 0,
     updated_at              timestamptz NOT NULL DEFAULT now()
 );
 ALTER TABLE tenant_cleanup.progress ADD COLUMN IF NOT EXISTS schema_oid bigint;
 ALTER TABLE tenant_cleanup.progress ADD COLUMN IF NOT EXISTS drop_token text;
 ALTER TABLE tenant_cleanup.progress ADD COLUMN IF NOT EXISTS forgotten_at timestamptz;
+ALTER TABLE tenant_cleanup.progress ADD COLUMN IF NOT EXISTS large_objects_found bigint NOT NULL DEFAULT 0;
+ALTER TABLE tenant_cleanup.progress ADD COLUMN IF NOT EXISTS large_objects_unlinked bigint NOT NULL DEFAULT 0;
+-- Large objects of tenants whose drop began, still to unlink (DROP SCHEMA
+-- leaves them in pg_largeobject).
+CREATE TABLE IF NOT EXISTS tenant_cleanup.large_objects (
+    tenant_id text NOT NULL,
+    lobj_oid  oid  NOT NULL,
+    PRIMARY KEY (tenant_id, lobj_oid)
+);

@@ -3,7 +3,12 @@
 -- Record.aboutAnotherCopy), so the marking, the drop's evidence and an
 -- operator's confirmation recorded for the earlier copy no longer count. The
 -- counts of what was removed go too: they were about the earlier copy, and
--- the ledger will report the new one's.
+-- the ledger will report the new one's; and so do the earlier copy's large
+-- objects still to unlink (a restore may have brought them back for the new
+-- copy).
+WITH unlisted AS (
+    DELETE FROM tenant_cleanup.large_objects WHERE tenant_id = $1
+)
 UPDATE tenant_cleanup.progress SET
     requested_by = NULL, marked_at = NULL, last_marked_at = NULL,
     documents_at_marking = NULL, users_at_marking = NULL,
@@ -11,5 +16,6 @@ UPDATE tenant_cleanup.progress SET
     relations_dropped = 0, last_activity_at = NULL,
     public_rows_deleted = 0, public_rows_deleted_at = NULL,
     completion_requested_by = NULL, completion_requested_at = NULL,
+    large_objects_found = 0, large_objects_unlinked = 0,
     forgotten_at = now(), updated_at = now()
 WHERE tenant_id = $1

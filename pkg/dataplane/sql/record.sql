@@ -4,5 +4,6 @@ SELECT tenant_id, coalesce(requested_by, ''), marked_at, last_marked_at,
        coalesce(documents_at_marking, 0), coalesce(users_at_marking, 0),
        coalesce(schema_oid, 0), coalesce(drop_token, ''), drop_started_at, drop_finished_at, relations_dropped, last_activity_at,
        public_rows_deleted, public_rows_deleted_at,
-       coalesce(completion_requested_by, ''), completion_requested_at, forgotten_at
+       coalesce(completion_requested_by, ''), completion_requested_at, forgotten_at,
+       large_objects_found, large_objects_unlinked
 FROM tenant_cleanup.progress

@@ -1,0 +1,51 @@
+package dataplane
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/tenantcleanup/tenant-cleanup/internal/pgerr"
+	"github.com/tenantcleanup/tenant-cleanup/pkg/tenant"
+)
+
+// A tenant's files, with Onyx's PostgreSQL file-store backend, are large
+// objects: file_content.lobj_oid points into the database-wide
+// pg_largeobject, which DROP SCHEMA leaves behind. The drop's look
+// transaction lists them (tenant_cleanup.large_objects); UnlinkLargeObjects
+// unlinks them after the drop, from that list, a batch per transaction.
+
+// recordLargeObjects lists, in the look transaction, the large objects the
+// tenant's file_content points at, with that table locked against new files
+// until the look commits.
+func recordLargeObjects(ctx context.Context, tx pgx.Tx, id tenant.ID) error {
+	lock := "LOCK TABLE " + pgx.Identifier{string(id), "file_content"}.Sanitize() + " IN SHARE MODE"
+	if _, err := tx.Exec(ctx, lock); err != nil {
+		return err
+	}
+	_, err := tx.Exec(ctx, query("record_large_objects", id), oneShot, string(id))
+	return err
+}
+
+// UnlinkLargeObjects unlinks the large objects listed for the tenant by its
+// drop, at most the lock budget of them per transaction (unlinking one locks
+// it), each transaction holding a drop slot, and counts them in the tenant's
+// record. Running it again after a crash finishes the list; with nothing
+// listed it does nothing. It returns how many it took off the list.
+func (t *Locked) UnlinkLargeObjects(ctx context.Context) (int64, error) {
+	var total int64
+	for {
+		var n int64
+		err := t.inDropTx(ctx, func(tx pgx.Tx) error {
+			return tx.QueryRow(ctx, query("unlink_large_objects", ""), string(t.id), t.store.opts.LockBudget).Scan(&n)
+		})
+		if err != nil {
+			return total, fmt.Errorf("unlink the large objects of %s: %w", t.id, pgerr.Kind(err))
+		}
+		if n == 0 {
+			return total, nil
+		}
+		total += n
+	}
+}
