@@ -27,8 +27,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"slices"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -346,6 +348,9 @@ func (s *Store) kind(ctx context.Context, op string, err error) error {
 	switch {
 	case errors.Is(err, context.Canceled) && ctx.Err() == context.Canceled:
 		return fmt.Errorf("s3 %s: %w", op, err) // the caller gave up
+	case cutOff(err):
+		// Timed out or cut off, possibly in the middle of an answer.
+		return tenant.Unavailable(fmt.Errorf("s3 %s: bucket %s unreachable: %w", op, s.bucket, err))
 	case throttled(code):
 		return tenant.Later(30*time.Second, "S3 is throttling requests", fmt.Errorf("s3 %s: %w", op, err))
 	case transient(code):
@@ -367,6 +372,14 @@ func (s *Store) kind(ctx context.Context, op string, err error) error {
 	// of status 0): connection refused or reset, a timeout, DNS,
 	// credentials that could not be fetched.
 	return tenant.Unavailable(fmt.Errorf("s3 %s: bucket %s unreachable: %w", op, s.bucket, err))
+}
+
+// cutOff reports a request that ran out of time or lost its connection.
+func cutOff(err error) bool {
+	var netErr net.Error
+	return errors.Is(err, context.DeadlineExceeded) || errors.As(err, &netErr) ||
+		errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.EPIPE)
 }
 
 // throttled reports S3's "slow down" error codes.

@@ -227,7 +227,7 @@ func TestRemoveTenantS3GoesAwayMidway(t *testing.T) {
 
 func TestRemoveTenantS3Hangs(t *testing.T) {
 	t.Parallel()
-	srv, s := setup(t, func(c *filestore.Config) { c.Timeout = 300 * time.Millisecond; c.MaxAttempts = 2 })
+	srv, s := setup(t, func(c *filestore.Config) { c.Timeout = 2 * time.Second; c.MaxAttempts = 2 })
 	seed(srv, cleaned, 1500)
 	filestore.SetAfterBatch(s, func(batch int) { srv.Pause() })
 
@@ -236,8 +236,8 @@ func TestRemoveTenantS3Hangs(t *testing.T) {
 	if !errors.Is(err, tenant.ErrUnavailable) {
 		t.Fatalf("with the server hanging: %v; want an unavailable error", err)
 	}
-	if d := time.Since(start); d > 5*time.Second {
-		t.Errorf("gave up after %s; want about the 300ms timeout", d)
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("gave up after %s; want about the 2s timeout", d)
 	}
 
 	srv.Resume()
