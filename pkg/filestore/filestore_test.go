@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tenantcleanup/tenant-cleanup/pkg/config"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/filestore"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/tenant"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/testenv"
@@ -378,5 +379,38 @@ func TestConfig(t *testing.T) {
 		if err != nil && strings.Contains(err.Error(), "hunter2") {
 			t.Errorf("%s: error shows a secret: %v", tc.name, err)
 		}
+	}
+}
+
+// The variables are Onyx's, read through pkg/config like every other
+// setting; -h never shows the secret key.
+func TestConfigFromEnvironment(t *testing.T) {
+	t.Setenv("FILE_STORE_BACKEND", "s3")
+	t.Setenv("S3_FILE_STORE_PREFIX", "files")
+	t.Setenv("S3_ENDPOINT_URL", "http://minio:9000")
+	t.Setenv("S3_AWS_ACCESS_KEY_ID", "AKIAEXAMPLE")
+	t.Setenv("S3_AWS_SECRET_ACCESS_KEY", "very-secret-key")
+	var cfg filestore.Config
+	if err := config.Load(&cfg); err != nil {
+		t.Fatal(err)
+	}
+	want := filestore.Config{Backend: "s3", Prefix: "files", EndpointURL: "http://minio:9000",
+		AccessKeyID: "AKIAEXAMPLE", SecretAccessKey: "very-secret-key", Region: "us-east-2",
+		Timeout: 30 * time.Second, MaxAttempts: 3}
+	if cfg != want {
+		t.Errorf("loaded %+v\nwant %+v", cfg, want)
+	}
+	if !cfg.Enabled() || cfg.BucketName() != filestore.DefaultBucket || cfg.TenantPrefix(cleaned) != "files/tenant_i-abc/" {
+		t.Errorf("Enabled %v, bucket %s, prefix %s", cfg.Enabled(), cfg.BucketName(), cfg.TenantPrefix(cleaned))
+	}
+	var usage strings.Builder
+	config.Usage(&usage, &cfg)
+	if strings.Contains(usage.String(), "very-secret-key") || !strings.Contains(usage.String(), "S3_FILE_STORE_BUCKET_NAME") {
+		t.Errorf("usage shows the secret or misses a variable:\n%s", usage.String())
+	}
+
+	t.Setenv("S3_MAX_ATTEMPTS", "0")
+	if err := config.Load(&cfg); err == nil || !strings.Contains(err.Error(), "S3_MAX_ATTEMPTS") {
+		t.Errorf("S3_MAX_ATTEMPTS=0: %v; want it refused", err)
 	}
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/tenantcleanup/tenant-cleanup/pkg/config"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/rediskeys"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/tenant"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/testenv"
@@ -385,5 +386,33 @@ func TestConfig(t *testing.T) {
 		if _, err := rediskeys.Open(context.Background(), tc.cfg); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("Open(%+v): %v; want an error naming %s", tc.cfg, err, tc.want)
 		}
+	}
+}
+
+// The variables are Onyx's, read through pkg/config like every other
+// setting; -h never shows the password.
+func TestConfigFromEnvironment(t *testing.T) {
+	t.Setenv("REDIS_HOST", "redis.internal")
+	t.Setenv("REDIS_PASSWORD", "very-secret-password")
+	t.Setenv("REDIS_SSL", "true")
+	t.Setenv("REDIS_DB_NUMBER", "2")
+	var cfg rediskeys.Config
+	if err := config.Load(&cfg); err != nil {
+		t.Fatal(err)
+	}
+	want := rediskeys.Config{Host: "redis.internal", Port: 6379, Password: "very-secret-password", DB: 2,
+		SSL: "true", SSLCertReqs: "required", Timeout: 10 * time.Second}
+	if cfg != want {
+		t.Errorf("loaded %+v\nwant %+v", cfg, want)
+	}
+	var usage strings.Builder
+	config.Usage(&usage, &cfg)
+	if strings.Contains(usage.String(), "very-secret-password") || !strings.Contains(usage.String(), "REDIS_SSL_CA_CERTS") {
+		t.Errorf("usage shows the password or misses a variable:\n%s", usage.String())
+	}
+
+	t.Setenv("REDIS_PORT", "0")
+	if err := config.Load(&cfg); err == nil || !strings.Contains(err.Error(), "REDIS_PORT") {
+		t.Errorf("REDIS_PORT=0: %v; want it refused", err)
 	}
 }
