@@ -50,8 +50,13 @@ import (
 // S3's limit for both ListObjectsV2 and DeleteObjects.
 const BatchSize = 1000
 
-// MaxOutsideChecks bounds the HEAD requests RemoveTenant makes to see
-// whether the Outside keys exist.
+// maxStale is how many times in a row a listing may show only objects
+// that S3 said it deleted (a server whose listings lag) before RemoveTenant
+// gives up for now.
+const maxStale = 3
+
+// MaxOutsideChecks bounds the requests RemoveTenant makes to see whether
+// the Outside keys exist.
 const MaxOutsideChecks = 100
 
 // Store removes tenants' objects from one bucket. It is safe for concurrent
@@ -162,6 +167,8 @@ func (s *Store) RemoveTenant(ctx context.Context, id tenant.ID, recordKeys []str
 	slices.Sort(r.Outside)
 	r.Outside = slices.Compact(r.Outside)
 
+	var last map[string]bool // the keys deleted by the previous request
+	stale := 0               // pages in a row that listed only keys already deleted
 	for batch := 1; ; batch++ {
 		page, _, err := s.list(ctx, prefix, nil)
 		if err != nil {
@@ -170,8 +177,18 @@ func (s *Store) RemoveTenant(ctx context.Context, id tenant.ID, recordKeys []str
 		if len(page) == 0 {
 			break
 		}
+		if !slices.ContainsFunc(page, func(o object) bool { return !last[o.key] }) {
+			if stale++; stale == maxStale {
+				return r, tenant.Later(time.Minute, fmt.Sprintf(
+					"S3 still lists %d of %s's objects it said it deleted (e.g. %s)", len(page), id, tenant.QuoteInput(page[0].key)), nil)
+			}
+		} else {
+			stale = 0
+		}
 		deleted, err := s.delete(ctx, page)
+		last = make(map[string]bool, len(deleted))
 		for _, o := range deleted {
+			last[o.key] = true
 			r.Objects++
 			r.Bytes += o.size
 			if _, ok := inside[o.key]; ok {
@@ -308,25 +325,26 @@ func (s *Store) delete(ctx context.Context, page []object) ([]object, error) {
 }
 
 // present counts the keys that exist, checking at most MaxOutsideChecks
-// of them (one HEAD each) and counting the others as present.
+// of them and counting the others as present. Each check lists one key
+// from the key on (the key itself comes first when it exists), which needs
+// no permission beyond s3:ListBucket, unlike HEAD.
 func (s *Store) present(ctx context.Context, keys []string) (int64, error) {
 	var n int64
 	for i, key := range keys {
 		if i >= MaxOutsideChecks {
 			return n + int64(len(keys)-i), nil
 		}
-		hctx, cancel := context.WithTimeout(ctx, s.timeout)
-		_, err := s.client.HeadObject(hctx, &s3.HeadObjectInput{Bucket: &s.bucket, Key: aws.String(key)})
-		var re *smithyhttp.ResponseError
-		switch {
-		case err == nil:
-			n++
-		case errors.As(err, &re) && re.HTTPStatusCode() == 404:
-		default:
+		lctx, cancel := context.WithTimeout(ctx, s.timeout)
+		out, err := s.client.ListObjectsV2(lctx, &s3.ListObjectsV2Input{Bucket: &s.bucket, Prefix: aws.String(key), MaxKeys: aws.Int32(1)})
+		if err != nil {
+			err = s.kind(lctx, "list "+tenant.QuoteInput(key), err)
 			cancel()
-			return n, s.kind(hctx, "head "+tenant.QuoteInput(key), err)
+			return n, err
 		}
 		cancel()
+		if len(out.Contents) > 0 && aws.ToString(out.Contents[0].Key) == key {
+			n++
+		}
 	}
 	return n, nil
 }
@@ -360,7 +378,7 @@ func (s *Store) kind(ctx context.Context, op string, err error) error {
 		case status >= 500 || status == 408 || status == 429:
 			return tenant.Unavailable(fmt.Errorf("s3 %s: %w", op, err))
 		case status == 403 || status == 401:
-			return fmt.Errorf("s3 %s: access denied to bucket %s: the credentials need s3:ListBucket, s3:DeleteObject and s3:GetObject on it: %w",
+			return fmt.Errorf("s3 %s: access denied to bucket %s: the credentials need s3:ListBucket and s3:DeleteObject on it: %w",
 				op, s.bucket, err)
 		case status == 404 && (code == "NoSuchBucket" || code == "NotFound" || code == ""):
 			return fmt.Errorf("s3 %s: bucket %s not found: check S3_FILE_STORE_BUCKET_NAME, S3_ENDPOINT_URL and AWS_REGION_NAME: %w",

@@ -300,36 +300,72 @@ func TestRemoveTenantRefusesAnInvalidID(t *testing.T) {
 	}
 }
 
-// A server that lists keys outside the prefix it was asked for gets
-// nothing deleted.
-func TestRemoveTenantTrustsNoForeignListing(t *testing.T) {
+// S3-compatible servers that misbehave: nothing outside the prefix is
+// deleted, a server that never deletes is given up on, and each answer is
+// the right kind of error.
+func TestRemoveTenantWhenS3Misbehaves(t *testing.T) {
 	t.Parallel()
-	var deletes atomic.Int64
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method == http.MethodPost {
-			deletes.Add(1)
+	const (
+		mine    = `<Contents><Key>onyx-files/tenant_i-abc/mine.pdf</Key><Size>1</Size></Contents>`
+		foreign = `<Contents><Key>onyx-files/tenant_i-abc2/paying.pdf</Key><Size>1</Size></Contents>`
+		deleted = `<DeleteResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/"></DeleteResult>`
+	)
+	keyError := func(code string) string {
+		return `<DeleteResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Error><Key>onyx-files/tenant_i-abc/mine.pdf</Key><Code>` +
+			code + `</Code><Message>no</Message></Error></DeleteResult>`
+	}
+	for _, tc := range []struct {
+		name       string
+		listStatus int
+		listing    string // Contents elements, or an Error document when listStatus is not 200
+		deleteBody string
+		kind       error  // tenant.ErrUnavailable, tenant.ErrLater, or nil for a plain error
+		says       string // in the error
+		deletes    int64
+	}{
+		{"listing ignores the prefix", 200, mine + foreign, deleted, nil, "not under it", 0},
+		{"deletes nothing but says it did", 200, mine, deleted, tenant.ErrLater, "said it deleted", 3},
+		{"access denied to one key", 200, mine, keyError("AccessDenied"), nil, "AccessDenied", 1},
+		{"internal error on one key", 200, mine, keyError("InternalError"), tenant.ErrUnavailable, "InternalError", 1},
+		{"slow down", 503, `<Error><Code>SlowDown</Code><Message>slow</Message></Error>`, "", tenant.ErrLater, "throttling", 0},
+		{"access denied", 403, `<Error><Code>AccessDenied</Code><Message>no</Message></Error>`, "", nil, "s3:ListBucket", 0},
+	} {
+		var deletes atomic.Int64
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/xml")
+			if r.Method == http.MethodPost {
+				deletes.Add(1)
+				fmt.Fprint(w, tc.deleteBody)
+				return
+			}
+			if tc.listStatus != 200 {
+				w.WriteHeader(tc.listStatus)
+				fmt.Fprint(w, tc.listing)
+				return
+			}
+			fmt.Fprint(w, `<ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Name>b</Name>`+
+				`<IsTruncated>false</IsTruncated>`+tc.listing+`</ListBucketResult>`)
+		}))
+		s, err := filestore.Open(context.Background(), filestore.Config{
+			Bucket: bucket, EndpointURL: srv.URL, Region: "us-east-1",
+			AccessKeyID: testenv.S3AccessKey, SecretAccessKey: testenv.S3SecretKey, MaxAttempts: 1,
+		})
+		if err != nil {
+			t.Fatal(err)
 		}
-		w.Header().Set("Content-Type", "application/xml")
-		fmt.Fprint(w, `<?xml version="1.0" encoding="UTF-8"?>
-<ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Name>b</Name><Prefix></Prefix><KeyCount>2</KeyCount><MaxKeys>1000</MaxKeys><IsTruncated>false</IsTruncated>
-<Contents><Key>onyx-files/tenant_i-abc/mine.pdf</Key><Size>1</Size></Contents>
-<Contents><Key>onyx-files/tenant_i-abc2/paying.pdf</Key><Size>1</Size></Contents>
-</ListBucketResult>`)
-	}))
-	t.Cleanup(srv.Close)
-	s, err := filestore.Open(context.Background(), filestore.Config{
-		Bucket: bucket, EndpointURL: srv.URL, Region: "us-east-1",
-		AccessKeyID: testenv.S3AccessKey, SecretAccessKey: testenv.S3SecretKey, MaxAttempts: 1,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, err = s.RemoveTenant(context.Background(), cleaned, nil)
-	if err == nil || !strings.Contains(err.Error(), "not under it") {
-		t.Errorf("RemoveTenant: %v; want an error about a key outside the prefix", err)
-	}
-	if n := deletes.Load(); n != 0 {
-		t.Errorf("%d delete requests; want none", n)
+		_, err = s.RemoveTenant(context.Background(), cleaned, nil)
+		srv.Close()
+		switch {
+		case err == nil || !strings.Contains(err.Error(), tc.says):
+			t.Errorf("%s: %v; want an error saying %q", tc.name, err, tc.says)
+		case tc.kind != nil && !errors.Is(err, tc.kind):
+			t.Errorf("%s: %v; want %v", tc.name, err, tc.kind)
+		case tc.kind == nil && (errors.Is(err, tenant.ErrUnavailable) || errors.Is(err, tenant.ErrLater)):
+			t.Errorf("%s: %v; want a plain error", tc.name, err)
+		}
+		if n := deletes.Load(); n != tc.deletes {
+			t.Errorf("%s: %d delete requests; want %d", tc.name, n, tc.deletes)
+		}
 	}
 }
 
