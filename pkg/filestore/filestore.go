@@ -186,9 +186,13 @@ func (s *Store) RemoveTenant(ctx context.Context, id tenant.ID, recordKeys []str
 			stale = 0
 		}
 		deleted, err := s.delete(ctx, page)
+		prev := last
 		last = make(map[string]bool, len(deleted))
 		for _, o := range deleted {
 			last[o.key] = true
+			if prev[o.key] {
+				continue // counted when first deleted
+			}
 			r.Objects++
 			r.Bytes += o.size
 			if _, ok := inside[o.key]; ok {
