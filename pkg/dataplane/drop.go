@@ -340,6 +340,11 @@ func (b *dropBatch) run(ctx context.Context, tx pgx.Tx, judge func(Facts) error,
 			return err
 		}
 	}
+	if b.look && isTable(c.relations["file_record"]) {
+		if err := recordFileKeys(ctx, tx, t.id); err != nil {
+			return err
+		}
+	}
 	if err := armGuard(ctx, tx, name); err != nil {
 		return err
 	}

@@ -55,6 +55,9 @@ type Record struct {
 	// LargeObjectsFound counts the large objects its file store held at the
 	// look (file_content.lobj_oid); LargeObjectsUnlinked those unlinked.
 	LargeObjectsFound, LargeObjectsUnlinked int64
+	// Removed counts what was removed from the tenant's other stores, over
+	// every attempt (RecordRemoved).
+	Removed Removed
 	// ForgottenAt is when the record was last forgotten because a schema of
 	// the tenant's name turned out to be another copy than the one it was
 	// about (zero: never).
@@ -147,6 +150,10 @@ var recordColumns = []pgschema.Column{
 	{Name: "forgotten_at", Types: pgschema.Timestamptz},
 	{Name: "large_objects_found", Types: pgschema.BigInt},
 	{Name: "large_objects_unlinked", Types: pgschema.BigInt},
+	{Name: "s3_objects_removed", Types: pgschema.BigInt},
+	{Name: "s3_bytes_removed", Types: pgschema.BigInt},
+	{Name: "redis_keys_removed", Types: pgschema.BigInt},
+	{Name: "redis_memberships_removed", Types: pgschema.BigInt},
 	{Name: "updated_at", Types: pgschema.Timestamptz},
 }
 
@@ -154,6 +161,12 @@ var recordColumns = []pgschema.Column{
 var largeObjectColumns = []pgschema.Column{
 	{Name: "tenant_id", Types: pgschema.Text},
 	{Name: "lobj_oid", Types: pgschema.OID},
+}
+
+// fileKeyColumns is the shape of tenant_cleanup.file_keys.
+var fileKeyColumns = []pgschema.Column{
+	{Name: "tenant_id", Types: pgschema.Text},
+	{Name: "object_key", Types: pgschema.Text},
 }
 
 // lockKeySchema serialises the creation of this pipeline's tables.
@@ -181,6 +194,9 @@ func (s *Store) Ensure(ctx context.Context, guard bool) (guarded bool, err error
 			return err
 		}
 		if err := pgschema.Verify(ctx, tx, "tenant_cleanup.large_objects", "tenant_id, lobj_oid", largeObjectColumns); err != nil {
+			return err
+		}
+		if err := pgschema.Verify(ctx, tx, "tenant_cleanup.file_keys", "tenant_id, object_key", fileKeyColumns); err != nil {
 			return err
 		}
 		if !guard {
@@ -254,7 +270,8 @@ func readRecords(ctx context.Context, q rowsQuerier, clause string, args ...any)
 		)
 		err := row.Scan(&r.ID, &r.RequestedBy, &marked, &lastMarked, &r.DocumentsAtMarking, &r.UsersAtMarking,
 			&r.SchemaOID, &r.DropToken, &started, &finished, &r.RelationsDropped, &activity, &r.PublicRowsDeleted, &publicAt,
-			&r.CompletionRequestedBy, &completionAt, &forgotten, &r.LargeObjectsFound, &r.LargeObjectsUnlinked)
+			&r.CompletionRequestedBy, &completionAt, &forgotten, &r.LargeObjectsFound, &r.LargeObjectsUnlinked,
+			&r.Removed.S3Objects, &r.Removed.S3Bytes, &r.Removed.RedisKeys, &r.Removed.RedisMemberships)
 		r.Found = true
 		for dst, src := range map[*time.Time]*time.Time{&r.MarkedAt: marked, &r.LastMarkedAt: lastMarked,
 			&r.DropStartedAt: started, &r.DropFinishedAt: finished, &r.LastActivityAt: activity,

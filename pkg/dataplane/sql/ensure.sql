@@ -26,6 +26,10 @@ CREATE TABLE IF NOT EXISTS tenant_cleanup.progress (
     forgotten_at            timestamptz,  -- forgotten: a schema of the tenant's name was another copy (Inspect)
     large_objects_found     bigint NOT NULL DEFAULT 0, -- file_content.lobj_oid at the look
     large_objects_unlinked  bigint NOT NULL DEFAULT 0,
+    s3_objects_removed      bigint NOT NULL DEFAULT 0, -- the tenant's other stores, over all attempts
+    s3_bytes_removed        bigint NOT NULL DEFAULT 0,
+    redis_keys_removed      bigint NOT NULL DEFAULT 0,
+    redis_memberships_removed bigint NOT NULL DEFAULT 0,
     updated_at              timestamptz NOT NULL DEFAULT now()
 );
 ALTER TABLE tenant_cleanup.progress ADD COLUMN IF NOT EXISTS schema_oid bigint;
@@ -33,6 +37,17 @@ ALTER TABLE tenant_cleanup.progress ADD COLUMN IF NOT EXISTS drop_token text;
 ALTER TABLE tenant_cleanup.progress ADD COLUMN IF NOT EXISTS forgotten_at timestamptz;
 ALTER TABLE tenant_cleanup.progress ADD COLUMN IF NOT EXISTS large_objects_found bigint NOT NULL DEFAULT 0;
 ALTER TABLE tenant_cleanup.progress ADD COLUMN IF NOT EXISTS large_objects_unlinked bigint NOT NULL DEFAULT 0;
+ALTER TABLE tenant_cleanup.progress ADD COLUMN IF NOT EXISTS s3_objects_removed bigint NOT NULL DEFAULT 0;
+ALTER TABLE tenant_cleanup.progress ADD COLUMN IF NOT EXISTS s3_bytes_removed bigint NOT NULL DEFAULT 0;
+ALTER TABLE tenant_cleanup.progress ADD COLUMN IF NOT EXISTS redis_keys_removed bigint NOT NULL DEFAULT 0;
+ALTER TABLE tenant_cleanup.progress ADD COLUMN IF NOT EXISTS redis_memberships_removed bigint NOT NULL DEFAULT 0;
+-- The object keys the file records of tenants whose drop began named (the S3
+-- file store's cross-check).
+CREATE TABLE IF NOT EXISTS tenant_cleanup.file_keys (
+    tenant_id  text NOT NULL,
+    object_key text NOT NULL,
+    PRIMARY KEY (tenant_id, object_key)
+);
 -- Large objects of tenants whose drop began, still to unlink (DROP SCHEMA
 -- leaves them in pg_largeobject).
 CREATE TABLE IF NOT EXISTS tenant_cleanup.large_objects (

@@ -8,6 +8,8 @@
 -- copy).
 WITH unlisted AS (
     DELETE FROM tenant_cleanup.large_objects WHERE tenant_id = $1
+), unkeyed AS (
+    DELETE FROM tenant_cleanup.file_keys WHERE tenant_id = $1
 )
 UPDATE tenant_cleanup.progress SET
     requested_by = NULL, marked_at = NULL, last_marked_at = NULL,
@@ -17,5 +19,6 @@ UPDATE tenant_cleanup.progress SET
     public_rows_deleted = 0, public_rows_deleted_at = NULL,
     completion_requested_by = NULL, completion_requested_at = NULL,
     large_objects_found = 0, large_objects_unlinked = 0,
+    s3_objects_removed = 0, s3_bytes_removed = 0, redis_keys_removed = 0, redis_memberships_removed = 0,
     forgotten_at = now(), updated_at = now()
 WHERE tenant_id = $1

@@ -3,7 +3,10 @@ package dataplane
 import (
 	"context"
 	"errors"
+	"slices"
 	"testing"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/tenantcleanup/tenant-cleanup/pkg/tenant"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/testenv"
@@ -114,5 +117,43 @@ func TestLargeObjectsSurviveAnInterruptedDrop(t *testing.T) {
 	})
 	if err != nil || n != 50 || largeObjectsOf(t, dbs, mine) != 0 {
 		t.Fatalf("after the resumed drop: %d unlinked, %v, %d left", n, err, largeObjectsOf(t, dbs, mine))
+	}
+}
+
+// The object keys a tenant's file records name are kept from the look until
+// the S3 file store is done, and what was removed is added to the record.
+func TestFileKeysAreKeptUntilRemoved(t *testing.T) {
+	dbs, s := setup(t, Options{})
+	ctx := context.Background()
+	dbs.CreateTenant(t, testenv.Tenant{ID: idA})
+	rows, err := dbs.Data.Query(ctx, "SELECT fixture.add_files($1, 3, 's3')", idA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	tt := lock(t, s, idA)
+	defer tt.Release()
+	if _, err := tt.Drop(ctx, DropChecks{Look: noCheck}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := tt.FileKeys(ctx)
+	slices.Sort(want)
+	if err != nil || !slices.Equal(got, want) {
+		t.Fatalf("file keys after the drop: %v, %v; want %v", got, err, want)
+	}
+	for range 2 {
+		if err := tt.RecordRemoved(ctx, Removed{S3Objects: 3, S3Bytes: 3072, RedisKeys: 7, RedisMemberships: 1}, true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rec, err := tt.Record(ctx)
+	if err != nil || rec.Removed != (Removed{S3Objects: 6, S3Bytes: 6144, RedisKeys: 14, RedisMemberships: 2}) {
+		t.Fatalf("record %+v, %v; want both removals added", rec.Removed, err)
+	}
+	if got, err := tt.FileKeys(ctx); err != nil || len(got) != 0 {
+		t.Fatalf("file keys once the S3 file store is done: %v, %v", got, err)
 	}
 }

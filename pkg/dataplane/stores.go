@@ -49,3 +49,45 @@ func (t *Locked) UnlinkLargeObjects(ctx context.Context) (int64, error) {
 		total += n
 	}
 }
+
+// Removed counts what was removed from a tenant's stores outside PostgreSQL.
+type Removed struct {
+	S3Objects, S3Bytes          int64
+	RedisKeys, RedisMemberships int64
+}
+
+// recordFileKeys lists, in the look transaction, the object keys the
+// tenant's file records name, with file_record locked against new files
+// until the look commits.
+func recordFileKeys(ctx context.Context, tx pgx.Tx, id tenant.ID) error {
+	lock := "LOCK TABLE " + pgx.Identifier{string(id), "file_record"}.Sanitize() + " IN SHARE MODE"
+	if _, err := tx.Exec(ctx, lock); err != nil {
+		return err
+	}
+	_, err := tx.Exec(ctx, query("record_file_keys", id), oneShot, string(id))
+	return err
+}
+
+// FileKeys returns the object keys the tenant's file records named when its
+// drop began (none once the S3 file store is done, RecordRemoved).
+func (t *Locked) FileKeys(ctx context.Context) ([]string, error) {
+	rows, err := t.conn.Query(ctx, "SELECT object_key FROM tenant_cleanup.file_keys WHERE tenant_id = $1 ORDER BY 1", string(t.id))
+	if err == nil {
+		var keys []string
+		if keys, err = pgx.CollectRows(rows, pgx.RowTo[string]); err == nil {
+			return keys, nil
+		}
+	}
+	return nil, fmt.Errorf("data plane: read the file keys of %s: %w", t.id, pgerr.Kind(err))
+}
+
+// RecordRemoved adds r to the tenant's record; with s3Done, the file keys
+// recorded for the cross-check are forgotten.
+func (t *Locked) RecordRemoved(ctx context.Context, r Removed, s3Done bool) error {
+	_, err := t.conn.Exec(ctx, query("record_removed", ""), string(t.id), r.S3Objects, r.S3Bytes, r.RedisKeys,
+		r.RedisMemberships, s3Done)
+	if err != nil {
+		return fmt.Errorf("data plane: record what was removed of %s: %w", t.id, pgerr.Kind(err))
+	}
+	return nil
+}
