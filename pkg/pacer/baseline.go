@@ -11,25 +11,25 @@ import (
 // busy moment.
 const calibrationSamples = 10
 
-// Baseline is what the probe takes while this replica drops nothing. It is
-// learned before the first drop as the median of the first samples' probes
-// (each already the median of PACE_PROBES probes), then follows the probes
-// of idle samples only, by a multiplicative step towards each: a streaming
-// median, so an outlier moves it no more than an ordinary probe, and its
-// speed is bounded (at most ×2 or ÷2 per PACE_BASELINE_ADAPT). A busy hour
-// of the foreground therefore raises it little, and drops never raise it.
-type Baseline struct {
+// probeBaseline is what the probe takes while no drop runs. It is learned
+// before the first drop as the median of the first idle samples' probes
+// (each the mean of PACE_PROBES probes), then follows the probes of idle
+// samples only, by a multiplicative step towards each: a streaming median,
+// so an outlier moves it no more than an ordinary probe, and its speed is
+// bounded (at most ×2 or ÷2 per PACE_BASELINE_ADAPT). A busy hour of the
+// foreground therefore raises it little, and drops never raise it.
+type probeBaseline struct {
 	// Value is the baseline; 0 until learned.
 	Value   time.Duration
 	pending []time.Duration
 }
 
 // Learned reports whether the first baseline is known.
-func (b *Baseline) Learned() bool { return b.Value > 0 }
+func (b *probeBaseline) Learned() bool { return b.Value > 0 }
 
 // Learn takes the probe of an idle sample; interval and adapt are
 // PACE_INTERVAL and PACE_BASELINE_ADAPT.
-func (b *Baseline) Learn(probe, interval, adapt time.Duration) {
+func (b *probeBaseline) Learn(probe, interval, adapt time.Duration) {
 	if probe <= 0 {
 		return
 	}

@@ -7,7 +7,7 @@ import (
 
 func TestBaselineCalibratesOnTheMedian(t *testing.T) {
 	t.Parallel()
-	var b Baseline
+	var b probeBaseline
 	// Mostly 3-4ms, with outliers of a busy moment.
 	probes := make([]time.Duration, calibrationSamples)
 	for i := range probes {
@@ -27,8 +27,8 @@ func TestBaselineCalibratesOnTheMedian(t *testing.T) {
 
 func TestBaselineAdaptsSlowly(t *testing.T) {
 	t.Parallel()
-	calibrated := func() Baseline {
-		var b Baseline
+	calibrated := func() probeBaseline {
+		var b probeBaseline
 		for range calibrationSamples {
 			b.Learn(10*time.Millisecond, time.Second, time.Minute)
 		}

@@ -117,7 +117,7 @@ type Pacer struct {
 	dec        Decision
 	calibrated bool
 	tries      int // calibration steps so far
-	baseline   Baseline
+	baseline   probeBaseline
 	inFlight   int
 	waiting    int
 	startsLeft int           // drops that may still start this interval while throttled; -1: no bound
