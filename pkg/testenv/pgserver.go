@@ -20,19 +20,22 @@ type PGServer struct {
 	Port     int
 	dir      string
 	bin      string
+	settings []string
 	t        testing.TB
 }
 
 // StartPostgres creates and starts a server; it is stopped and removed when
-// the test ends. As root, the server runs as the postgres user.
-func StartPostgres(t testing.TB) *PGServer {
+// the test ends. As root, the server runs as the postgres user. It runs with
+// fsync=off unless settings ("name=value", passed as -c) say otherwise, as
+// a test of load or durability needs.
+func StartPostgres(t testing.TB, settings ...string) *PGServer {
 	t.Helper()
 	bins, _ := filepath.Glob("/usr/lib/postgresql/*/bin/initdb")
 	if len(bins) == 0 {
 		t.Fatal("testenv: no /usr/lib/postgresql/*/bin/initdb (install postgresql)")
 	}
 	sort.Strings(bins)
-	p := &PGServer{bin: filepath.Dir(bins[len(bins)-1]), Port: freePort(t), t: t}
+	p := &PGServer{bin: filepath.Dir(bins[len(bins)-1]), Port: freePort(t), settings: settings, t: t}
 	dir, err := os.MkdirTemp("", "tc-pg-")
 	if err != nil {
 		t.Fatal(err)
@@ -81,6 +84,9 @@ func (p *PGServer) pgctl(args ...string) error {
 func (p *PGServer) Start() {
 	p.t.Helper()
 	opts := fmt.Sprintf("-p %d -c listen_addresses=127.0.0.1 -k %s -c fsync=off", p.Port, p.dir)
+	for _, s := range p.settings {
+		opts += " -c " + s
+	}
 	if err := p.pgctl("start", "-o", opts, "-l", filepath.Join(p.dir, "log")); err != nil {
 		p.t.Fatal(err)
 	}
