@@ -49,10 +49,14 @@ type DropChecks struct {
 	// under locks that keep them from changing until it commits; an error
 	// aborts it and is returned.
 	Look func(Facts) error
-	// Before, when set, runs before each drop transaction: the cleaner
-	// checks there that its control-plane transaction, which holds the
-	// tenant's row (its status and hold), is still alive.
+	// Before, when set, runs before each drop transaction and again right
+	// before it commits: the cleaner checks there that its control-plane
+	// transaction, which holds the tenant's row (its status and hold), is
+	// still alive.
 	Before func(context.Context) error
+	// Committed, when set, receives how long each drop transaction's
+	// COMMIT took (the pacer reads the server's health from it).
+	Committed func(time.Duration)
 }
 
 type dropRel struct {
@@ -104,6 +108,8 @@ type target struct {
 // a schema that has taken the tenant's name meanwhile is another copy, for
 // the caller to look at from the start.
 func (t *Locked) Drop(ctx context.Context, checks DropChecks) (DropResult, error) {
+	t.committed = checks.Committed
+	defer func() { t.committed = nil }()
 	res, err := t.drop(ctx, checks)
 	if err != nil {
 		return res, fmt.Errorf("drop schema %s: %w", t.id, pgerr.Kind(err))
@@ -423,7 +429,7 @@ func isTable(relkind string) bool { return relkind == "r" || relkind == "p" }
 // DropSlots drop transactions hold their locks at any time.
 func (t *Locked) inDropTx(ctx context.Context, fn func(pgx.Tx) error) error {
 	begin := pgx.TxOptions{BeginQuery: "BEGIN; " + lockTimeoutSQL(t.store.opts.SlotWait)}
-	return pgx.BeginTxFunc(ctx, t.conn, begin, func(tx pgx.Tx) error {
+	return t.timedTx(ctx, begin, func(tx pgx.Tx) error {
 		// Any free slot, else wait for the tenant's own.
 		_, err := tx.Exec(ctx, `SELECT set_config('lock_timeout', $4, true) FROM (
 			SELECT coalesce(
@@ -440,6 +446,27 @@ func (t *Locked) inDropTx(ctx context.Context, fn func(pgx.Tx) error) error {
 		}
 		return fn(tx)
 	})
+}
+
+// timedTx is pgx.BeginTxFunc that also hands the duration of the COMMIT to
+// the store's Committed hook (the pacer learns the server's health from it).
+func (t *Locked) timedTx(ctx context.Context, opts pgx.TxOptions, fn func(pgx.Tx) error) error {
+	tx, err := t.conn.BeginTx(ctx, opts)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = tx.Rollback(ctx) }() // a no-op after the commit
+	if err := fn(tx); err != nil {
+		return err
+	}
+	start := time.Now()
+	if err := tx.Commit(ctx); err != nil {
+		return err
+	}
+	if t.committed != nil {
+		t.committed(time.Since(start))
+	}
+	return nil
 }
 
 // planBatches orders the relations for dropping (views first, then tables

@@ -178,11 +178,14 @@ type Locked struct {
 	conn     *pgxpool.Conn
 	store    *Store
 	released bool
+	// committed, during a Drop, receives each drop transaction's COMMIT
+	// duration (DropChecks.Committed).
+	committed func(time.Duration)
 }
 
 // Release unlocks the tenant and returns the connection. If the unlock cannot
 // be confirmed the connection is closed, which releases the lock. Releasing
-// twice is harmless; the Tenant is unusable afterwards.
+// twice is harmless; the Locked is unusable afterwards.
 func (t *Locked) Release() {
 	if t.released {
 		return

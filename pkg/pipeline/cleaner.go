@@ -10,6 +10,7 @@ import (
 	"github.com/tenantcleanup/tenant-cleanup/pkg/bus"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/controlplane"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/dataplane"
+	"github.com/tenantcleanup/tenant-cleanup/pkg/pacer"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/tenant"
 )
 
@@ -30,12 +31,47 @@ type Cleaner struct {
 	// Identity names this replica in the ledger (host/pid).
 	Identity string
 	Now      func() time.Time
+	// Pacer, when set, paces the drops by the data plane's health
+	// (pkg/pacer): a drop starts only when it admits one.
+	Pacer Pacer
 	// ObserveStep, when set, receives how long each irreversible step took:
 	// delete_control_plane_rows (prepared), drop_schema,
 	// unlink_large_objects, delete_public_rows.
 	ObserveStep func(step string, took time.Duration)
 
 	afterStep stepHook
+}
+
+// Pacer is what the cleaner needs of a pacer (pacer.Pacer).
+type Pacer interface {
+	Acquire(ctx context.Context) (release func(pacer.Outcome), err error)
+	Observe(commit time.Duration)
+	State() pacer.State
+}
+
+// paceWait bounds the wait for the pacer before a drained tenant's drain
+// check is handed back (it is retried paceRetry later).
+const (
+	paceWait  = 30 * time.Second
+	paceRetry = time.Minute
+)
+
+// pace waits until the pacer admits a drop. The release function is to be
+// called with the longest COMMIT the drop took; a wait that ends is the
+// outcome "paused" (the tenant waits, it is not stuck).
+func (c *Cleaner) pace(ctx context.Context, out bus.Outcome) (release func(pacer.Outcome), waiting bus.Outcome, err error) {
+	if c.Pacer == nil {
+		return func(pacer.Outcome) {}, out, nil
+	}
+	actx, cancel := context.WithTimeout(ctx, paceWait)
+	defer cancel()
+	release, err = c.Pacer.Acquire(actx)
+	if errors.Is(err, pacer.ErrPaced) && ctx.Err() == nil {
+		waiting, err = Waiting(out, tenant.OutcomePaused, "pace@"+c.Identity, c.Identity, c.Now().Add(paceRetry),
+			"paced by the data plane's load: "+c.Pacer.State().Reason)
+		return nil, waiting, err
+	}
+	return release, out, err
 }
 
 // timed runs fn and hands its duration to ObserveStep as step.
@@ -202,6 +238,12 @@ func (e *notDrainedError) Error() string {
 func (c *Cleaner) clean(ctx context.Context, t *dataplane.Locked, out bus.Outcome, dc tenant.DrainCheck, pre checked) (bus.Outcome, error) {
 	id := dc.ID
 	rec := pre.snap.Record
+	release, waiting, err := c.pace(ctx, out)
+	if err != nil {
+		return waiting, err
+	}
+	var longest time.Duration // the longest COMMIT of the drop, for the pacer
+	defer func() { release(pacer.Outcome{Commit: longest}) }()
 	res, err := c.Control.Reserve(ctx, id, c.MaxPerHour, c.MaxPerDay)
 	if err != nil {
 		return out, err
@@ -262,6 +304,12 @@ func (c *Cleaner) clean(ctx context.Context, t *dataplane.Locked, out bus.Outcom
 		// The tenant's row (its status, its hold) stays locked until the
 		// end: if its transaction died, stop before the next drop.
 		Before: locked.Alive,
+		Committed: func(d time.Duration) {
+			longest = max(longest, d)
+			if c.Pacer != nil {
+				c.Pacer.Observe(d)
+			}
+		},
 	}
 	drop, err := timed(c, "drop_schema", func() (dataplane.DropResult, error) { return t.Drop(ctx, dropChecks) })
 	var nd *notDrainedError

@@ -1,0 +1,81 @@
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tenantcleanup/tenant-cleanup/pkg/pacer"
+	"github.com/tenantcleanup/tenant-cleanup/pkg/tenant"
+)
+
+// fakePacer admits or not, and records what the cleaner told it.
+type fakePacer struct {
+	mu       sync.Mutex
+	admit    bool
+	acquired int
+	released []pacer.Outcome
+	observed []time.Duration
+}
+
+func (p *fakePacer) Acquire(ctx context.Context) (func(pacer.Outcome), error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.admit {
+		return nil, &pacer.WaitError{State: p.state(), Err: context.DeadlineExceeded}
+	}
+	p.acquired++
+	return func(o pacer.Outcome) {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		p.released = append(p.released, o)
+	}, nil
+}
+
+func (p *fakePacer) Observe(d time.Duration) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.observed = append(p.observed, d)
+}
+
+func (p *fakePacer) State() pacer.State { return p.state() }
+
+func (p *fakePacer) state() pacer.State {
+	return pacer.State{Throttle: pacer.Paused, Reason: "probe 9 ms is 9× its 1 ms baseline (critical 5×)"}
+}
+
+// A drained tenant waits while the pacer admits no drop: its drain check is
+// handed back (paused, with the pacer's reason), nothing changes, and it is
+// not stuck. Once admitted, the drop reports its COMMITs to the pacer and
+// releases what it acquired, once.
+func TestCleanerWaitsForThePacer(t *testing.T) {
+	e := setup(t)
+	e.eligible(t, idA)
+	if err := e.mark(t, idA); err != nil {
+		t.Fatal(err)
+	}
+	e.drain(t, idA)
+	p := &fakePacer{}
+	e.cleaner.Pacer = p
+	before := e.snapshot(t, idA)
+	err := e.check(t, tenant.DrainCheck{ID: idA})
+	var later *tenant.LaterError
+	if !errors.As(err, &later) || !strings.Contains(later.Reason, "paced by the data plane's load: probe 9 ms") {
+		t.Fatalf("drain check while paced: %v; want later, with the pacer's reason", err)
+	}
+	if e.snapshot(t, idA) != before {
+		t.Fatal("a paced cleaner changed the tenant")
+	}
+	e.waitOutcome(t, idA, tenant.OutcomePaused)
+	p.admit = true
+	if err := e.check(t, tenant.DrainCheck{ID: idA}); err != nil {
+		t.Fatal(err)
+	}
+	e.assertCleaned(t, idA)
+	if p.acquired != 1 || len(p.released) != 1 || p.released[0].Commit <= 0 || len(p.observed) == 0 {
+		t.Fatalf("acquired %d, released %v, observed %v; want one drop with its COMMITs reported", p.acquired, p.released, p.observed)
+	}
+}
