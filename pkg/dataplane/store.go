@@ -217,3 +217,6 @@ func isStatementTimeout(err error) bool {
 	var pgErr *pgconn.PgError
 	return errors.As(err, &pgErr) && pgErr.Code == "57014"
 }
+
+// ID is the locked tenant.
+func (t *Locked) ID() tenant.ID { return t.id }

@@ -10,7 +10,9 @@ import (
 	"github.com/tenantcleanup/tenant-cleanup/pkg/bus"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/controlplane"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/dataplane"
+	"github.com/tenantcleanup/tenant-cleanup/pkg/filestore"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/pacer"
+	"github.com/tenantcleanup/tenant-cleanup/pkg/rediskeys"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/tenant"
 )
 
@@ -31,6 +33,11 @@ type Cleaner struct {
 	// Identity names this replica in the ledger (host/pid).
 	Identity string
 	Now      func() time.Time
+	// Files and Keys are the tenant's other stores: the S3 file store and
+	// Redis (nil: not configured, skipped). A tenant counts as cleaned only
+	// once each configured store holds nothing of it.
+	Files FileStore
+	Keys  KeyStore
 	// Pacer, when set, paces the drops by the data plane's health
 	// (pkg/pacer): a drop starts only when it admits one.
 	Pacer Pacer
@@ -40,6 +47,16 @@ type Cleaner struct {
 	ObserveStep func(step string, took time.Duration)
 
 	afterStep stepHook
+}
+
+// FileStore is the S3 file store (filestore.Store).
+type FileStore interface {
+	RemoveTenant(ctx context.Context, id tenant.ID, recordKeys []string) (filestore.Removed, error)
+}
+
+// KeyStore is Redis (rediskeys.Store).
+type KeyStore interface {
+	RemoveTenant(ctx context.Context, id tenant.ID) (rediskeys.Removed, error)
 }
 
 // Pacer is what the cleaner needs of a pacer (pacer.Pacer).
@@ -325,6 +342,10 @@ func (c *Cleaner) clean(ctx context.Context, t *dataplane.Locked, out bus.Outcom
 	if _, err := timed(c, "unlink_large_objects", func() (int64, error) { return t.UnlinkLargeObjects(ctx) }); err != nil {
 		return out, err
 	}
+	outside, err := c.removeElsewhere(ctx, t)
+	if err != nil {
+		return out, err
+	}
 	if err := locked.Alive(ctx); err != nil {
 		return out, err
 	}
@@ -339,7 +360,7 @@ func (c *Cleaner) clean(ctx context.Context, t *dataplane.Locked, out bus.Outcom
 	if err != nil {
 		return out, err
 	}
-	if err := locked.Finish(ctx, ledgerFacts(entry, done, c.Now())); err != nil {
+	if err := locked.Finish(ctx, c.ledgerFacts(entry, done, c.Now())); err != nil {
 		return out, err
 	}
 	if err := c.afterStep.after("control-plane-deleted"); err != nil {
@@ -359,8 +380,51 @@ func (c *Cleaner) clean(ctx context.Context, t *dataplane.Locked, out bus.Outcom
 	if done.LargeObjectsUnlinked > 0 {
 		reason += fmt.Sprintf("; %d large objects (stored files)", done.LargeObjectsUnlinked)
 	}
+	if c.Files != nil {
+		reason += fmt.Sprintf("; S3: %d objects, %d bytes", done.Removed.S3Objects, done.Removed.S3Bytes)
+		if outside > 0 {
+			reason += fmt.Sprintf(" (%d object keys of its file records lie outside its prefix: left for review)", outside)
+		}
+	}
+	if c.Keys != nil {
+		reason += fmt.Sprintf("; Redis: %d keys, %d memberships", done.Removed.RedisKeys, done.Removed.RedisMemberships)
+	}
 	out.Events = []tenant.Event{event(dc, rec, tenant.OutcomeCleaned, reason)}
 	return out, nil
+}
+
+// removeElsewhere removes the tenant from its other stores, each configured
+// one in turn, and adds what each removed to the tenant's record (so that
+// the ledger counts every attempt's). It runs after the drop, before the
+// control plane commits: a store that fails or cannot be reached leaves the
+// tenant uncleaned, and the redelivery does it again (both removals are
+// idempotent). It returns how many object keys of the tenant's file records
+// lie outside its prefix and are still there (left for review).
+func (c *Cleaner) removeElsewhere(ctx context.Context, t *dataplane.Locked) (outside int64, err error) {
+	if c.Files != nil {
+		keys, err := t.FileKeys(ctx)
+		if err != nil {
+			return 0, err
+		}
+		r, err := timed(c, "remove_s3_files", func() (filestore.Removed, error) { return c.Files.RemoveTenant(ctx, t.ID(), keys) })
+		if rerr := t.RecordRemoved(ctx, dataplane.Removed{S3Objects: r.Objects, S3Bytes: r.Bytes}, err == nil); rerr != nil && err == nil {
+			err = rerr
+		}
+		if err != nil {
+			return 0, err
+		}
+		outside = r.OutsidePresent
+	}
+	if c.Keys != nil {
+		r, err := timed(c, "remove_redis_keys", func() (rediskeys.Removed, error) { return c.Keys.RemoveTenant(ctx, t.ID()) })
+		if rerr := t.RecordRemoved(ctx, dataplane.Removed{RedisKeys: r.Keys, RedisMemberships: r.Memberships}, false); rerr != nil && err == nil {
+			err = rerr
+		}
+		if err != nil {
+			return 0, err
+		}
+	}
+	return outside, nil
 }
 
 // Waiting is the outcome of a drained tenant that waits for a cap or a
@@ -376,7 +440,7 @@ func Waiting(out bus.Outcome, outcome tenant.Outcome, name, by string, until tim
 
 // ledgerFacts completes the ledger entry with what the pipeline's record
 // says the data-plane steps removed, over every attempt.
-func ledgerFacts(e controlplane.LedgerEntry, rec dataplane.Record, now time.Time) controlplane.LedgerEntry {
+func (c *Cleaner) ledgerFacts(e controlplane.LedgerEntry, rec dataplane.Record, now time.Time) controlplane.LedgerEntry {
 	if !rec.LastActivityAt.IsZero() {
 		e.LastActivityAt = rec.LastActivityAt
 	}
@@ -385,6 +449,12 @@ func ledgerFacts(e controlplane.LedgerEntry, rec dataplane.Record, now time.Time
 	e.PublicRowsDeleted = rec.PublicRowsDeleted
 	e.DropStartedAt, e.SchemaDroppedAt, e.PublicRowsDeletedAt = rec.DropStartedAt, rec.DropFinishedAt, rec.PublicRowsDeletedAt
 	e.StoresRemoved = map[string]int64{"large_objects": rec.LargeObjectsUnlinked}
+	if c.Files != nil {
+		e.StoresRemoved["s3_objects"], e.StoresRemoved["s3_bytes"] = rec.Removed.S3Objects, rec.Removed.S3Bytes
+	}
+	if c.Keys != nil {
+		e.StoresRemoved["redis_keys"], e.StoresRemoved["redis_memberships"] = rec.Removed.RedisKeys, rec.Removed.RedisMemberships
+	}
 	if !rec.DropStarted() {
 		e.Evidence = rec.Evidence(now)
 	}

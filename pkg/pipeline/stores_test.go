@@ -1,0 +1,158 @@
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/tenantcleanup/tenant-cleanup/pkg/filestore"
+	"github.com/tenantcleanup/tenant-cleanup/pkg/rediskeys"
+	"github.com/tenantcleanup/tenant-cleanup/pkg/tenant"
+	"github.com/tenantcleanup/tenant-cleanup/pkg/testenv"
+)
+
+const bucket = "onyx-file-store-bucket"
+
+// withStores gives the cleaner a real S3 file store and a real Redis, and
+// returns them with a client to seed Redis.
+func (e *env) withStores(t *testing.T) (*testenv.S3, *testenv.Redis, *redis.Client) {
+	t.Helper()
+	ctx := context.Background()
+	s3 := testenv.StartS3(t, bucket)
+	files, err := filestore.Open(ctx, filestore.Config{Bucket: bucket, Prefix: "onyx-files", EndpointURL: s3.URL,
+		AccessKeyID: testenv.S3AccessKey, SecretAccessKey: testenv.S3SecretKey, Region: "us-east-1",
+		Timeout: 5 * time.Second, MaxAttempts: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := testenv.StartRedis(t)
+	keys, err := rediskeys.Open(ctx, rediskeys.Config{Host: "127.0.0.1", Port: r.Port, Timeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = keys.Close() })
+	e.cleaner.Files, e.cleaner.Keys = files, keys
+	client := redis.NewClient(&redis.Options{Addr: r.Addr})
+	t.Cleanup(func() { _ = client.Close() })
+	return s3, r, client
+}
+
+// seedStores gives tenant id n files (recorded in its schema, uploaded to
+// S3) and n Redis keys, and makes it a member of Onyx's two tenant sets.
+func (e *env) seedStores(t *testing.T, s3 *testenv.S3, client *redis.Client, id string, n int) {
+	t.Helper()
+	ctx := context.Background()
+	rows, err := e.dbs.Data.Query(ctx, "SELECT fixture.add_files($1, $2, 's3', $3)", id, n, bucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var key string
+		if err := rows.Scan(&key); err != nil {
+			t.Fatal(err)
+		}
+		s3.Put(bucket, key, []byte("contents of "+key))
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	for i := range n {
+		client.Set(ctx, fmt.Sprintf("%s:cache:%d", id, i), "x", 0)
+	}
+	client.SAdd(ctx, rediskeys.GatedTenants, id)
+	client.ZAdd(ctx, rediskeys.ActiveTenants, redis.Z{Score: 1, Member: id})
+}
+
+// A cleaned tenant's S3 objects, Redis keys and memberships are gone,
+// counted in its ledger row; a tenant whose id starts with the cleaned one's
+// keeps all of its own.
+func TestCleanupRemovesFilesAndKeys(t *testing.T) {
+	e := setup(t)
+	ctx := context.Background()
+	s3, _, client := e.withStores(t)
+	const neighbour = idA + "0" // not a valid id for the data plane, but a prefix match for careless code
+	e.eligible(t, idA)
+	e.eligible(t, idB)
+	e.seedStores(t, s3, client, idA, 30)
+	e.seedStores(t, s3, client, idB, 5)
+	s3.Put(bucket, "onyx-files/"+neighbour+"/kept", []byte("x"))
+	client.Set(ctx, neighbour+":kept", "x", 0)
+	if err := e.mark(t, idA); err != nil {
+		t.Fatal(err)
+	}
+	e.drain(t, idA)
+	if err := e.check(t, tenant.DrainCheck{ID: idA}); err != nil {
+		t.Fatal(err)
+	}
+	e.assertCleaned(t, idA)
+	if left := s3.Keys(bucket, "onyx-files/"+idA+"/"); len(left) != 0 {
+		t.Fatalf("S3 objects left: %v", left)
+	}
+	if n := len(s3.Keys(bucket, "onyx-files/"+idB+"/")) + len(s3.Keys(bucket, "onyx-files/"+neighbour+"/")); n != 6 {
+		t.Fatalf("%d of the other tenants' 6 objects left", n)
+	}
+	if keys := client.Keys(ctx, idA+":*").Val(); len(keys) != 0 {
+		t.Fatalf("Redis keys left: %v", keys)
+	}
+	if n := len(client.Keys(ctx, idB+":*").Val()) + len(client.Keys(ctx, neighbour+":*").Val()); n != 6 {
+		t.Fatalf("%d of the other tenants' 6 Redis keys left", n)
+	}
+	if client.SIsMember(ctx, rediskeys.GatedTenants, idA).Val() || !client.SIsMember(ctx, rediskeys.GatedTenants, idB).Val() {
+		t.Fatal("memberships: the cleaned tenant's must go, the other's stay")
+	}
+	entry, _, err := e.cleaner.Control.LedgerEntry(ctx, idA)
+	if err != nil || entry.StoresRemoved["s3_objects"] != 30 || entry.StoresRemoved["redis_keys"] != 30 ||
+		entry.StoresRemoved["redis_memberships"] != 2 || entry.StoresRemoved["s3_bytes"] == 0 {
+		t.Fatalf("ledger stores_removed %v, %v", entry.StoresRemoved, err)
+	}
+}
+
+// A configured store that cannot be reached after the drop keeps the tenant
+// from being reported cleaned; once it is back, the redelivery completes
+// the cleanup and the ledger counts what each attempt removed.
+func TestStoreDownMidCleanup(t *testing.T) {
+	for _, down := range []string{"s3", "redis"} {
+		t.Run(down, func(t *testing.T) {
+			e := setup(t)
+			ctx := context.Background()
+			s3, r, client := e.withStores(t)
+			e.eligible(t, idA)
+			e.seedStores(t, s3, client, idA, 10)
+			if err := e.mark(t, idA); err != nil {
+				t.Fatal(err)
+			}
+			e.drain(t, idA)
+			if down == "s3" {
+				s3.Stop()
+			} else {
+				r.Stop()
+			}
+			err := e.check(t, tenant.DrainCheck{ID: idA})
+			if err == nil || !errors.Is(err, tenant.ErrUnavailable) && !errors.Is(err, tenant.ErrLater) {
+				t.Fatalf("drain check with %s down: %v; want unavailable or later", down, err)
+			}
+			if _, found, _ := e.cleaner.Control.LedgerEntry(ctx, idA); found || e.dbs.SchemaExists(t, idA) {
+				t.Fatalf("with %s down: ledger %v, schema %v; want the schema dropped and no ledger row", down, found, e.dbs.SchemaExists(t, idA))
+			}
+			if down == "s3" {
+				s3.Start()
+			} else {
+				r.Start() // restarts empty: its keys are gone anyway
+				testenv.Eventually(t, 10*time.Second, func() bool { return client.Ping(ctx).Err() == nil }, "redis back")
+			}
+			testenv.Eventually(t, 20*time.Second, func() bool { return e.check(t, tenant.DrainCheck{ID: idA}) == nil },
+				"the redelivery completes the cleanup once %s is back", down)
+			e.assertCleaned(t, idA)
+			if left := s3.Keys(bucket, "onyx-files/"+idA+"/"); len(left) != 0 {
+				t.Fatalf("S3 objects left: %v", left)
+			}
+			if entry, _, _ := e.cleaner.Control.LedgerEntry(ctx, idA); entry.StoresRemoved["s3_objects"] != 10 {
+				t.Fatalf("ledger stores_removed %v; want the 10 objects counted", entry.StoresRemoved)
+			}
+		})
+	}
+}
