@@ -27,14 +27,19 @@ WITH RECURSIVE ns AS (
         WHERE d.classid = w.classid AND d.objid = w.objid AND w.objsubid = 0
           AND d.deptype IN ('i', 'e')
     ) x
-), placed AS (
+), placed AS MATERIALIZED (
     SELECT w.classid, w.objid, w.objsubid, CASE w.classid
         WHEN 'pg_namespace'::regclass THEN w.objid
         WHEN 'pg_class'::regclass THEN (
             SELECT CASE WHEN c.relnamespace <> 'pg_toast'::regnamespace THEN c.relnamespace
-                ELSE (SELECT t.relnamespace FROM pg_class t
-                      WHERE t.reltoastrelid = c.oid
-                         OR t.reltoastrelid = (SELECT i.indrelid FROM pg_index i WHERE i.indexrelid = c.oid))
+                -- A TOAST table depends internally on its table (an index
+                -- on it, on the TOAST table): found through pg_depend's
+                -- index, not by scanning pg_class for reltoastrelid.
+                ELSE (SELECT t.relnamespace FROM pg_depend d JOIN pg_class t ON t.oid = d.refobjid
+                      WHERE d.classid = 'pg_class'::regclass AND d.objsubid = 0
+                        AND d.objid = coalesce((SELECT i.indrelid FROM pg_index i WHERE i.indexrelid = c.oid), c.oid)
+                        AND d.refclassid = 'pg_class'::regclass AND d.deptype = 'i'
+                      LIMIT 1)
                 END
             FROM pg_class c WHERE c.oid = w.objid)
         WHEN 'pg_type'::regclass THEN (SELECT typnamespace FROM pg_type WHERE oid = w.objid)
