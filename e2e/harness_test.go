@@ -72,6 +72,7 @@ func newWorldWith(t *testing.T, o worldOptions) *world {
 	t.Setenv("NATS_URL", natsURL)
 	t.Setenv("DRAIN_CHECK_DELAY", "1s")
 	t.Setenv("DRAIN_CHECK_MAX_DELAY", "1s")
+	t.Setenv("PACE_INTERVAL", "100ms") // the pacer calibrates in a second
 	t.Setenv("ANALYZER_REPORT_DIR", t.TempDir())
 	b, err := bus.Connect(context.Background(), natsURL, bus.Options{Name: "e2e", Replicas: max(o.natsReplicas, 1), Log: slog.New(slog.DiscardHandler)})
 	if err != nil {

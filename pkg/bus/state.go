@@ -177,3 +177,59 @@ func (b *Bus) each(ctx context.Context, prefix string, fn func([]byte)) error {
 		}
 	}
 }
+
+// PaceReportTTL is how long a cleaner replica's pace report outlives its
+// last write: a replica writes it on every change and every third of it.
+const PaceReportTTL = 90 * time.Second
+
+// keyPace is the prefix of the pace reports: pace.<replica>.
+const keyPace = "pace."
+
+// PaceReport is what one cleaner replica's pacer does now (pkg/pacer), for
+// tenantctl status.
+type PaceReport struct {
+	// By is the replica (cleaner@host/pid).
+	By string `json:"by"`
+	// State is running, throttled, paused, calibrating or off.
+	State string `json:"state"`
+	// Limit is how many drops may run at once, Max its ceiling.
+	Limit int `json:"limit"`
+	Max   int `json:"max"`
+	// InFlight is the replica's drops running, Waiting the tenants waiting
+	// for the pacer.
+	InFlight int `json:"in_flight"`
+	Waiting  int `json:"waiting"`
+	// Reason says what the pacer does and why.
+	Reason string    `json:"reason"`
+	At     time.Time `json:"at"`
+}
+
+// SetPace records r, which expires PaceReportTTL later unless written again.
+func (b *Bus) SetPace(ctx context.Context, r PaceReport) error {
+	body, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	key := keyPace + sanitizeKey(r.By)
+	return b.healed(ctx, func() error {
+		// A TTL is set only when a key is created: the replica is the
+		// key's only writer, so delete and create it.
+		if err := b.state.Delete(ctx, key); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+			return err
+		}
+		_, err := b.state.Create(ctx, key, body, jetstream.KeyTTL(PaceReportTTL))
+		return err
+	})
+}
+
+// Paces lists the pace reports of the cleaner replicas running now.
+func (b *Bus) Paces(ctx context.Context, now time.Time) ([]PaceReport, error) {
+	var out []PaceReport
+	err := b.each(ctx, keyPace, func(v []byte) {
+		var r PaceReport
+		if json.Unmarshal(v, &r) == nil && now.Sub(r.At) < PaceReportTTL {
+			out = append(out, r)
+		}
+	})
+	return out, err
+}

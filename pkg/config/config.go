@@ -15,6 +15,10 @@ import (
 	"time"
 
 	"github.com/kelseyhightower/envconfig"
+
+	"github.com/tenantcleanup/tenant-cleanup/pkg/filestore"
+	"github.com/tenantcleanup/tenant-cleanup/pkg/pacer"
+	"github.com/tenantcleanup/tenant-cleanup/pkg/rediskeys"
 )
 
 // DataPlane locates the data-plane database (the catalog shard holding public).
@@ -85,6 +89,36 @@ type Drain struct {
 	MaxLeftoverDocs int64         `envconfig:"DRAIN_MAX_LEFTOVER_DOCS" default:"5" range:"0..10000" desc:"documents tolerated in a drained tenant"`
 }
 
+// FileStore is Onyx's S3 file store (pkg/filestore): when configured, a
+// tenant's objects are removed with it.
+type FileStore struct{ filestore.Config }
+
+// Redis is Onyx's Redis (pkg/rediskeys): when configured, a tenant's keys and
+// memberships are removed with it.
+type Redis struct{ rediskeys.Config }
+
+// Pace is the load-aware pacing of drops (pkg/pacer).
+type Pace struct{ pacer.Config }
+
+// OtherStores are the stores besides the databases where a tenant lives.
+type OtherStores struct {
+	FileStore
+	Redis
+}
+
+// validate checks the stores that are configured (a store that is not is
+// simply not cleaned).
+func (o *OtherStores) validate() error {
+	var errs []error
+	if o.FileStore.Enabled() {
+		errs = append(errs, o.FileStore.Validate())
+	}
+	if o.Redis.Enabled() {
+		errs = append(errs, o.Redis.Validate())
+	}
+	return errors.Join(errs...)
+}
+
 // Analyzer is the analyzer's configuration.
 type Analyzer struct {
 	Common
@@ -107,6 +141,8 @@ type Cleaner struct {
 	Common
 	Drain
 	Consumer
+	OtherStores
+	Pace
 	HTTPAddr       string        `envconfig:"HTTP_ADDR" default:":9092" desc:"serves /metrics, /healthz and /readyz (empty: off)"`
 	Concurrency    int           `envconfig:"CLEANER_CONCURRENCY" default:"4" range:"1..256" desc:"tenants checked or cleaned at once by one replica"`
 	DDLLockTimeout time.Duration `envconfig:"DDL_LOCK_TIMEOUT" default:"2s" range:"10ms..1m" desc:"lock_timeout for DROP; on timeout the tenant is retried soon"`
@@ -209,7 +245,8 @@ func (m *Marker) validate() error {
 }
 
 func (c *Cleaner) validate() error {
-	err := errors.Join(c.Common.validate(), c.Common.concurrency("CLEANER_CONCURRENCY", c.Concurrency))
+	err := errors.Join(c.Common.validate(), c.Common.concurrency("CLEANER_CONCURRENCY", c.Concurrency),
+		c.OtherStores.validate(), c.Pace.Config.Validate())
 	if c.BreakerMin > c.BreakerWindow {
 		// The breaker could never open.
 		err = errors.Join(err, fmt.Errorf("BREAKER_MIN_FAILURES (%d) must be at most BREAKER_WINDOW (%d)",

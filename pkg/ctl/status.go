@@ -12,6 +12,7 @@ import (
 
 	"github.com/tenantcleanup/tenant-cleanup/pkg/bus"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/controlplane"
+	"github.com/tenantcleanup/tenant-cleanup/pkg/pipeline"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/tenant"
 )
 
@@ -288,12 +289,14 @@ type phaseView struct {
 
 // fleetView is the status of the whole pipeline (--json).
 type fleetView struct {
-	At          time.Time      `json:"at"`
-	Tenants     int            `json:"tenants"`
-	Phases      []phaseView    `json:"phases"`
-	Holds       []holdView     `json:"holds"`
-	Pauses      []tenant.Pause `json:"pauses"`
-	DeadLetters int            `json:"dead_letters"`
+	At      time.Time      `json:"at"`
+	Tenants int            `json:"tenants"`
+	Phases  []phaseView    `json:"phases"`
+	Holds   []holdView     `json:"holds"`
+	Pauses  []tenant.Pause `json:"pauses"`
+	// Pace is what each running cleaner replica's pacer does.
+	Pace        []bus.PaceReport `json:"pace"`
+	DeadLetters int              `json:"dead_letters"`
 	// Ledger is null when the control plane was not consulted.
 	LedgerConsulted bool        `json:"ledger_consulted"`
 	Ledger          *ledgerInfo `json:"ledger"`
@@ -324,8 +327,13 @@ func (c *CLI) fleetStatus(ctx context.Context, b *bus.Bus, control *controlplane
 	if err != nil {
 		return c.fail(ctx, err)
 	}
+	paces, err := b.Paces(ctx, now)
+	if err != nil {
+		return c.fail(ctx, err)
+	}
+	sort.Slice(paces, func(i, j int) bool { return paces[i].By < paces[j].By })
 	v := fleetView{At: now.UTC(), Tenants: len(states), DeadLetters: len(dead), LedgerConsulted: control != nil,
-		Holds: []holdView{}, Pauses: pauses}
+		Holds: []holdView{}, Pauses: pauses, Pace: append([]bus.PaceReport{}, paces...)}
 	if v.Pauses == nil {
 		v.Pauses = []tenant.Pause{}
 	}
@@ -417,8 +425,20 @@ func (c *CLI) printFleet(w io.Writer, now time.Time, v fleetView) {
 				kind = "capped (cleanup cap reached)"
 			case string(tenant.OutcomePaused):
 				kind = "paused (circuit breaker open)"
+			case pipeline.PacedKind:
+				kind = "paced (data plane under load)"
 			}
 			row(tw, kind, when(now, p.Until), orDash(p.By), p.Reason)
+		}
+		tw.Flush()
+	}
+
+	fmt.Fprintf(w, "\nPace of the drops: %s running\n", plural(len(v.Pace), "cleaner replica"))
+	if len(v.Pace) > 0 {
+		tw = table(w)
+		row(tw, "REPLICA", "STATE", "DROPS AT ONCE", "IN FLIGHT", "WAITING", "WHY")
+		for _, p := range v.Pace {
+			row(tw, p.By, p.State, fmt.Sprintf("%d of %d", p.Limit, p.Max), p.InFlight, p.Waiting, p.Reason)
 		}
 		tw.Flush()
 	}

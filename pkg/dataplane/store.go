@@ -47,9 +47,13 @@ func schema(id tenant.ID) string { return pgx.Identifier{string(id)}.Sanitize() 
 // Advisory lock keys (first key of the two-int form) owned by this package.
 const (
 	lockKeyTenant   = 0x7c1e0001 // (key, hash(tenant id)): one worker at a time per tenant
-	lockKeyDropSlot = 0x7c1e0002 // (key, slot): bounds concurrent drop transactions
+	lockKeyDropSlot = DropLockKey // (key, slot): bounds concurrent drop transactions
 	// lockKeySchema (record.go) serialises the creation of this pipeline's tables.
 )
+
+// DropLockKey is the first key of the advisory locks (key, slot) every drop
+// transaction holds, of every replica: the pacer counts them in pg_locks.
+const DropLockKey = 0x7c1e0002
 
 // ErrBusy means another worker holds the tenant's lock.
 var ErrBusy = errors.New("another worker is processing this tenant")

@@ -40,12 +40,28 @@ const (
 	OldestTenantAgeSeconds = "tenant_cleanup_oldest_tenant_age_seconds"
 	// Ready is 1 when the last /readyz check passed, 0 otherwise: gauge.
 	Ready = "tenant_cleanup_ready"
+	// PaceLimit is how many drops the cleaner's pacer lets run at once
+	// (0 while paused): gauge.
+	PaceLimit = "tenant_cleanup_pace_limit"
+	// PaceInFlight is the cleaner's drops running now: gauge.
+	PaceInFlight = "tenant_cleanup_pace_in_flight"
+	// PaceThrottled is 1 for the signal that throttles or pauses the drops
+	// now (none when running at the limit): gauge, label reason.
+	PaceThrottled = "tenant_cleanup_pace_throttled"
+	// StoreRemovedTotal counts what the cleaner removed from the tenants'
+	// other stores: counter, labels store (large_objects, s3, redis) and
+	// unit (objects, bytes, keys, memberships).
+	StoreRemovedTotal = "tenant_cleanup_store_removed_total"
+	// StoreFailuresTotal counts removals from a store that failed (the
+	// tenant waits and is retried): counter, label store.
+	StoreFailuresTotal = "tenant_cleanup_store_failures_total"
 )
 
 // Names lists the names of every tenant_cleanup_* metric this package defines
 // (for dashboards and the tests that check them).
 func Names() []string {
-	return []string{TenantsTotal, DrainChecksTotal, StepDurationSeconds, TenantsInPhase, OldestTenantAgeSeconds, Ready}
+	return []string{TenantsTotal, DrainChecksTotal, StepDurationSeconds, TenantsInPhase, OldestTenantAgeSeconds, Ready,
+		PaceLimit, PaceInFlight, PaceThrottled, StoreRemovedTotal, StoreFailuresTotal}
 }
 
 // DrainResults are the results DrainCheck is meant to be called with; their
@@ -70,6 +86,11 @@ type Metrics struct {
 	inPhase  *prometheus.GaugeVec
 	oldest   *prometheus.GaugeVec
 	ready    prometheus.Gauge
+	paceLim  prometheus.Gauge
+	paceRun  prometheus.Gauge
+	paceWhy  *prometheus.GaugeVec
+	removed  *prometheus.CounterVec
+	failed   *prometheus.CounterVec
 
 	mu       sync.Mutex
 	phases   map[string]bool // every phase SetPhases has seen, to reset the missing ones
@@ -110,6 +131,26 @@ func New(service string) *Metrics {
 			Name: Ready,
 			Help: "1 when the last /readyz check passed (databases and JetStream reachable), else 0.",
 		}),
+		paceLim: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: PaceLimit,
+			Help: "Drops the cleaner's pacer lets run at once (0 while paused by the data plane's load).",
+		}),
+		paceRun: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: PaceInFlight,
+			Help: "The cleaner's drops running now.",
+		}),
+		paceWhy: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: PaceThrottled,
+			Help: "1 for the reason the pacer throttles or pauses drops now (none: not throttled).",
+		}, []string{"reason"}),
+		removed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: StoreRemovedTotal,
+			Help: "What cleanups removed from the tenants' other stores, by store and unit.",
+		}, []string{"store", "unit"}),
+		failed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: StoreFailuresTotal,
+			Help: "Removals from a store that failed (the tenant waits and is retried), by store.",
+		}, []string{"store"}),
 		phases: map[string]bool{},
 	}
 	r.MustRegister(
@@ -117,6 +158,9 @@ func New(service string) *Metrics {
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.tenants, m.drains, m.steps, m.inPhase, m.oldest, m.ready,
 	)
+	if service == "cleaner" {
+		r.MustRegister(m.paceLim, m.paceRun, m.paceWhy, m.removed, m.failed)
+	}
 	for _, res := range DrainResults {
 		m.drains.WithLabelValues(res)
 	}
@@ -188,6 +232,39 @@ func (m *Metrics) SetPhases(count map[string]int, oldest map[string]time.Duratio
 		m.inPhase.WithLabelValues(p).Set(float64(count[p]))
 		m.oldest.WithLabelValues(p).Set(oldest[p].Seconds())
 	}
+}
+
+// SetPace sets the pace gauges: the limit (0 while paused), the drops in
+// flight, and 1 for reason among reasons (the others 0).
+func (m *Metrics) SetPace(limit, inFlight int, reason string, reasons []string) {
+	if m == nil {
+		return
+	}
+	m.paceLim.Set(float64(limit))
+	m.paceRun.Set(float64(inFlight))
+	for _, r := range reasons {
+		v := 0.0
+		if r == reason {
+			v = 1
+		}
+		m.paceWhy.WithLabelValues(r).Set(v)
+	}
+}
+
+// StoreRemoved adds n of unit removed from store.
+func (m *Metrics) StoreRemoved(store, unit string, n int64) {
+	if m == nil || n <= 0 {
+		return
+	}
+	m.removed.WithLabelValues(store, unit).Add(float64(n))
+}
+
+// StoreFailed counts a failed removal from store.
+func (m *Metrics) StoreFailed(store string) {
+	if m == nil {
+		return
+	}
+	m.failed.WithLabelValues(store).Inc()
 }
 
 // setReady records the result of the last readiness check.

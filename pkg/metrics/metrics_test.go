@@ -121,6 +121,11 @@ func TestExposition(t *testing.T) {
 	m.ObserveStep("drop", 1500*time.Millisecond)
 	m.ObserveStep("drop", 3*time.Millisecond)
 	m.SetPhases(map[string]int{"draining": 4}, map[string]time.Duration{"draining": 90 * time.Minute})
+	m.SetPace(0, 1, "probe", []string{"none", "probe", "commit"})
+	m.StoreRemoved("s3", "objects", 1000)
+	m.StoreRemoved("s3", "bytes", 4096)
+	m.StoreRemoved("redis", "keys", 0) // nothing removed: no series
+	m.StoreFailed("redis")
 	base, _ := server(t, m, nil)
 	fams := scrape(t, base)
 
@@ -131,6 +136,11 @@ func TestExposition(t *testing.T) {
 		metrics.TenantsInPhase:         dto.MetricType_GAUGE,
 		metrics.OldestTenantAgeSeconds: dto.MetricType_GAUGE,
 		metrics.Ready:                  dto.MetricType_GAUGE,
+		metrics.PaceLimit:              dto.MetricType_GAUGE,
+		metrics.PaceInFlight:           dto.MetricType_GAUGE,
+		metrics.PaceThrottled:          dto.MetricType_GAUGE,
+		metrics.StoreRemovedTotal:      dto.MetricType_COUNTER,
+		metrics.StoreFailuresTotal:     dto.MetricType_COUNTER,
 	}
 	if len(types) != len(metrics.Names()) {
 		t.Fatalf("Names() = %v: update this test", metrics.Names())
@@ -167,6 +177,26 @@ func TestExposition(t *testing.T) {
 		t.Errorf("go_goroutines = %v", g.GetGauge().GetValue())
 	}
 
+	if v := find(t, fams, metrics.PaceThrottled, map[string]string{"reason": "probe"}).GetGauge().GetValue(); v != 1 {
+		t.Errorf("pace throttled by probe = %v, want 1", v)
+	}
+	if v := find(t, fams, metrics.PaceThrottled, map[string]string{"reason": "none"}).GetGauge().GetValue(); v != 0 {
+		t.Errorf("pace throttled, none = %v, want 0", v)
+	}
+	if v := find(t, fams, metrics.PaceInFlight, nil).GetGauge().GetValue(); v != 1 {
+		t.Errorf("pace in flight = %v, want 1", v)
+	}
+	if v := find(t, fams, metrics.StoreRemovedTotal, map[string]string{"store": "s3", "unit": "objects"}).GetCounter().GetValue(); v != 1000 {
+		t.Errorf("s3 objects removed = %v, want 1000", v)
+	}
+	if v := find(t, fams, metrics.StoreFailuresTotal, map[string]string{"store": "redis"}).GetCounter().GetValue(); v != 1 {
+		t.Errorf("redis failures = %v, want 1", v)
+	}
+	for _, s := range fams[metrics.StoreRemovedTotal].GetMetric() {
+		if labels(s)["store"] == "redis" {
+			t.Errorf("a removal of nothing made a series: %v", labels(s))
+		}
+	}
 	if v := find(t, fams, metrics.TenantsTotal, map[string]string{"outcome": "cleaned"}).GetCounter().GetValue(); v != 2 {
 		t.Errorf("cleaned = %v, want 2", v)
 	}

@@ -45,6 +45,9 @@ type Cleaner struct {
 	// delete_control_plane_rows (prepared), drop_schema,
 	// unlink_large_objects, delete_public_rows.
 	ObserveStep func(step string, took time.Duration)
+	// ObserveStore, when set, receives each attempt's removal from a store
+	// (large_objects, s3, redis): what it removed by unit, and its error.
+	ObserveStore func(store string, removed map[string]int64, err error)
 
 	afterStep stepHook
 }
@@ -66,6 +69,9 @@ type Pacer interface {
 	State() pacer.State
 }
 
+// PacedKind is the kind of the pause a paced tenant records (tenant.Pause).
+const PacedKind = "paced"
+
 // paceWait bounds the wait for the pacer before a drained tenant's drain
 // check is handed back (it is retried paceRetry later).
 const (
@@ -86,6 +92,7 @@ func (c *Cleaner) pace(ctx context.Context, out bus.Outcome) (release func(pacer
 	if errors.Is(err, pacer.ErrPaced) && ctx.Err() == nil {
 		waiting, err = Waiting(out, tenant.OutcomePaused, "pace@"+c.Identity, c.Identity, c.Now().Add(paceRetry),
 			"paced by the data plane's load: "+c.Pacer.State().Reason)
+		waiting.Pause.Kind = PacedKind
 		return nil, waiting, err
 	}
 	return release, out, err
@@ -339,7 +346,9 @@ func (c *Cleaner) clean(ctx context.Context, t *dataplane.Locked, out bus.Outcom
 	if err := c.afterStep.after("dropped"); err != nil {
 		return out, err
 	}
-	if _, err := timed(c, "unlink_large_objects", func() (int64, error) { return t.UnlinkLargeObjects(ctx) }); err != nil {
+	n, err := timed(c, "unlink_large_objects", func() (int64, error) { return t.UnlinkLargeObjects(ctx) })
+	c.observeStore("large_objects", map[string]int64{"objects": n}, err)
+	if err != nil {
 		return out, err
 	}
 	outside, err := c.removeElsewhere(ctx, t)
@@ -407,6 +416,7 @@ func (c *Cleaner) removeElsewhere(ctx context.Context, t *dataplane.Locked) (out
 			return 0, err
 		}
 		r, err := timed(c, "remove_s3_files", func() (filestore.Removed, error) { return c.Files.RemoveTenant(ctx, t.ID(), keys) })
+		c.observeStore("s3", map[string]int64{"objects": r.Objects, "bytes": r.Bytes}, err)
 		if rerr := t.RecordRemoved(ctx, dataplane.Removed{S3Objects: r.Objects, S3Bytes: r.Bytes}, err == nil); rerr != nil && err == nil {
 			err = rerr
 		}
@@ -417,6 +427,7 @@ func (c *Cleaner) removeElsewhere(ctx context.Context, t *dataplane.Locked) (out
 	}
 	if c.Keys != nil {
 		r, err := timed(c, "remove_redis_keys", func() (rediskeys.Removed, error) { return c.Keys.RemoveTenant(ctx, t.ID()) })
+		c.observeStore("redis", map[string]int64{"keys": r.Keys, "memberships": r.Memberships}, err)
 		if rerr := t.RecordRemoved(ctx, dataplane.Removed{RedisKeys: r.Keys, RedisMemberships: r.Memberships}, false); rerr != nil && err == nil {
 			err = rerr
 		}
@@ -425,6 +436,12 @@ func (c *Cleaner) removeElsewhere(ctx context.Context, t *dataplane.Locked) (out
 		}
 	}
 	return outside, nil
+}
+
+func (c *Cleaner) observeStore(store string, removed map[string]int64, err error) {
+	if c.ObserveStore != nil {
+		c.ObserveStore(store, removed, err)
+	}
 }
 
 // Waiting is the outcome of a drained tenant that waits for a cap or a

@@ -30,6 +30,16 @@ func (e *Env) Ready(ctx context.Context) error {
 			return fmt.Errorf("control plane: %w", err)
 		}
 	}
+	if e.Files != nil {
+		if err := e.Files.Ping(ctx); err != nil {
+			return fmt.Errorf("S3 file store: %w", err)
+		}
+	}
+	if e.Keys != nil {
+		if err := e.Keys.Ping(ctx); err != nil {
+			return fmt.Errorf("Redis: %w", err)
+		}
+	}
 	if e.Bus != nil {
 		if err := e.Bus.Ready(); err != nil {
 			return fmt.Errorf("JetStream: %w", err)

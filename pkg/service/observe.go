@@ -59,3 +59,16 @@ func hasOutcome(out bus.Outcome, o tenant.Outcome) bool {
 	}
 	return false
 }
+
+// storeMetrics counts what the cleaner removed from each store, and its
+// failed attempts.
+func storeMetrics(m *metrics.Metrics) func(store string, removed map[string]int64, err error) {
+	return func(store string, removed map[string]int64, err error) {
+		for unit, n := range removed {
+			m.StoreRemoved(store, unit, n)
+		}
+		if err != nil {
+			m.StoreFailed(store)
+		}
+	}
+}

@@ -72,8 +72,18 @@ func RunCleaner(ctx context.Context, cfg *config.Cleaner, log *slog.Logger) erro
 		return startErr(ctx, err)
 	}
 	defer env.Close()
+	if err := env.OpenOtherStores(ctx, &cfg.OtherStores); err != nil {
+		return err
+	}
 	obs.attach(env)
 	obs.metrics.OnScrape(phaseExporter(env.Bus, obs.metrics, 5*time.Second, log))
+	identity := Identity("cleaner")
+	pace, closePace, err := startPacer(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer closePace()
+	go reportPace(ctx, pace, env.Bus, obs.metrics, identity, log)
 	c := &pipeline.Cleaner{
 		Stores:          pipeline.Stores{Data: env.Data, Control: env.Control},
 		Rules:           pipeline.Rules{Window: tenant.Window(cfg.InactiveDays), ShardName: cfg.ShardName, RowLockTimeout: rowLockTimeout},
@@ -83,16 +93,25 @@ func RunCleaner(ctx context.Context, cfg *config.Cleaner, log *slog.Logger) erro
 		MaxLeftoverDocs: cfg.MaxLeftoverDocs,
 		MaxPerHour:      cfg.MaxPerHour,
 		MaxPerDay:       cfg.MaxPerDay,
-		Identity:        Identity("cleaner"),
+		Identity:        identity,
 		Now:             time.Now,
+		Pacer:           pace,
 		ObserveStep:     obs.metrics.ObserveStep,
+		ObserveStore:    storeMetrics(obs.metrics),
+	}
+	if env.Files != nil {
+		c.Files = env.Files
+	}
+	if env.Keys != nil {
+		c.Keys = env.Keys
 	}
 	breaker := &pipeline.Breaker{Window: cfg.BreakerWindow, MinFailures: cfg.BreakerMin, Rate: cfg.BreakerRate,
 		Cooldown: cfg.BreakerPause}
 	reconciler := &pipeline.Reconciler{Stores: c.Stores, Bus: env.Bus, Now: time.Now, Log: log}
 	log.Info("cleaner started", "concurrency", cfg.Concurrency, "inactive_days", cfg.InactiveDays,
 		"drain_timeout", cfg.Timeout.String(), "max_leftover_docs", cfg.MaxLeftoverDocs,
-		"max_per_hour", cfg.MaxPerHour, "max_per_day", cfg.MaxPerDay)
+		"max_per_hour", cfg.MaxPerHour, "max_per_day", cfg.MaxPerDay, "pace", cfg.Pace.Mode,
+		"s3_file_store", env.Files != nil, "redis", env.Keys != nil)
 	go reconciler.Run(ctx, reconcileInterval)
 	err = env.Bus.Consume(ctx, bus.ConsumeOptions{Consumer: bus.ConsumerCleaner, FilterSubject: bus.DrainSubjects,
 		Concurrency: cfg.Concurrency, AckWait: cfg.AckWait, MaxFailures: cfg.MaxFailures},

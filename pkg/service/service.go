@@ -24,6 +24,8 @@ import (
 	"github.com/tenantcleanup/tenant-cleanup/pkg/config"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/controlplane"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/dataplane"
+	"github.com/tenantcleanup/tenant-cleanup/pkg/filestore"
+	"github.com/tenantcleanup/tenant-cleanup/pkg/rediskeys"
 )
 
 // Flags parses args; -h/--help prints the summary, the flags and the
@@ -99,6 +101,10 @@ type Env struct {
 	Data    *dataplane.Store
 	Control *controlplane.Store
 	Bus     *bus.Bus
+	// Files and Keys are the S3 file store and Redis, when configured
+	// (OpenOtherStores).
+	Files   *filestore.Store
+	Keys    *rediskeys.Store
 	closers []func()
 }
 
@@ -159,12 +165,10 @@ func Open(ctx context.Context, name string, cfg *config.Common, what What, log *
 	}
 	env := &Env{}
 	start(&data, what.Data, func(o *opened) error {
-		pcfg, err := pgxpool.ParseConfig(cfg.DataPlaneURL)
+		pcfg, err := dataPlanePool(cfg, name)
 		if err != nil {
-			return errors.New("DATA_PLANE_DATABASE_URL is not a valid connection string (not shown: it may hold a password)")
+			return err
 		}
-		pcfg.MaxConns = cfg.DBMaxConns
-		pcfg.ConnConfig.RuntimeParams["application_name"] = "tenant-cleanup-" + name
 		return try("connect to the data plane", func(ctx context.Context) (err error) {
 			env.Data, err = dataplane.Open(ctx, pcfg, dataplane.Options{DropSlots: what.DropSlots, LockTimeout: what.LockTimeout})
 			if err != nil {
@@ -229,4 +233,38 @@ type opened struct {
 func busConnect(ctx context.Context, n config.NATS, name string, log *slog.Logger) (*bus.Bus, error) {
 	return bus.Connect(ctx, n.NATSURL, bus.Options{Name: name, Replicas: n.NATSReplicas, Log: log,
 		Creds: n.NATSCreds, NkeySeed: n.NATSNkeySeed})
+}
+
+// dataPlanePool is the pool configuration of DATA_PLANE_DATABASE_URL for
+// the service name.
+func dataPlanePool(cfg *config.Common, name string) (*pgxpool.Config, error) {
+	pcfg, err := pgxpool.ParseConfig(cfg.DataPlaneURL)
+	if err != nil {
+		return nil, errors.New("DATA_PLANE_DATABASE_URL is not a valid connection string (not shown: it may hold a password)")
+	}
+	pcfg.MaxConns = cfg.DBMaxConns
+	pcfg.ConnConfig.RuntimeParams["application_name"] = "tenant-cleanup-" + name
+	return pcfg, nil
+}
+
+// OpenOtherStores opens the S3 file store and Redis, those configured, into
+// env. It does not reach them: a store that is down makes cleanups wait
+// ("later") and /readyz fail, not the service's start.
+func (e *Env) OpenOtherStores(ctx context.Context, cfg *config.OtherStores) error {
+	if cfg.FileStore.Enabled() {
+		files, err := filestore.Open(ctx, cfg.FileStore.Config)
+		if err != nil {
+			return err
+		}
+		e.Files = files
+	}
+	if cfg.Redis.Enabled() {
+		keys, err := rediskeys.Open(ctx, cfg.Redis.Config)
+		if err != nil {
+			return err
+		}
+		e.Keys = keys
+		e.closers = append(e.closers, func() { keys.Close() })
+	}
+	return nil
 }
