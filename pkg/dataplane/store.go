@@ -46,7 +46,7 @@ func schema(id tenant.ID) string { return pgx.Identifier{string(id)}.Sanitize() 
 
 // Advisory lock keys (first key of the two-int form) owned by this package.
 const (
-	lockKeyTenant   = 0x7c1e0001 // (key, hash(tenant id)): one worker at a time per tenant
+	lockKeyTenant   = 0x7c1e0001  // (key, hash(tenant id)): one worker at a time per tenant
 	lockKeyDropSlot = DropLockKey // (key, slot): bounds concurrent drop transactions
 	// lockKeySchema (record.go) serialises the creation of this pipeline's tables.
 )
