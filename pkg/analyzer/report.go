@@ -144,3 +144,6 @@ func PrintSummary(w io.Writer, r *Report) {
 		fmt.Fprintf(w, "%d control-plane tenants have no schema or public rows on this data plane\n", r.NotHere)
 	}
 }
+
+// WriteCSVTo writes the candidate CSV (CSVHeader, one row per candidate) to w.
+func WriteCSVTo(w io.Writer, r *Report) error { return writeCSV(w, r) }

@@ -3,13 +3,15 @@ package ctl
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
+	"io"
 	"strconv"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/spf13/cobra"
 
 	"github.com/tenantcleanup/tenant-cleanup/pkg/bus"
+	"github.com/tenantcleanup/tenant-cleanup/pkg/tenant"
 )
 
 const deadHelp = `
@@ -22,7 +24,10 @@ refusal, a "later" or an unavailable dependency) is moved to the stream
                                  reason and the subject it came from
   tenantctl dead replay SEQ…     re-publish these dead letters to the subject
                                  they came from and remove them from the stream
-  tenantctl dead replay --all    re-publish every dead letter
+  tenantctl dead replay --all    re-publish every dead letter: lists them and
+                                 asks first (--force or --yes: do not ask)
+
+dead list takes -o table|wide|json|csv.
 
 Fix the cause (the reason says what failed) before replaying: a message that
 fails again comes back here.
@@ -30,51 +35,82 @@ fails again comes back here.
 Exit status: 0 done; 1 a dead letter could not be replayed (no such sequence
 number, or NATS failed), the others were; 2 bad arguments or configuration.`
 
-func runDead(ctx context.Context, c *CLI, cmd *command, args []string) int {
-	var (
-		spec natsSpec
-		all  bool
-	)
-	pos, code, ok := c.parse(cmd, args, &spec, func(fs *flag.FlagSet) {
-		fs.BoolVar(&all, "all", false, "replay: every dead letter")
-	})
-	if !ok {
-		return code
+func (c *CLI) deadCmd() *cobra.Command {
+	dead := &cobra.Command{
+		Use:   "dead",
+		Short: "list or replay the messages that failed too often",
+		Long:  helpText("List or replay the messages that failed too often.", deadHelp),
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c.usageError(cmd, "dead needs a subcommand: list or replay")
+			return exitCode(exitUsage)
+		},
 	}
-	if len(pos) == 0 {
-		return c.usageError(cmd, "dead needs a subcommand: list or replay")
-	}
-	var seqs []uint64
-	switch pos[0] {
-	case "list":
-		if len(pos) > 1 || all {
-			return c.usageError(cmd, "dead list takes no arguments")
-		}
-	case "replay":
-		for _, s := range pos[1:] {
-			n, err := strconv.ParseUint(s, 10, 64)
-			if err != nil || n == 0 {
-				return c.usageError(cmd, "%q is not a dead-letter sequence number (tenantctl dead list shows them)", s)
+	var out output
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "the dead letters, oldest first",
+		Args:  cobra.NoArgs,
+		RunE: runner(func(ctx context.Context, cmd *cobra.Command, _ []string) int {
+			if msg := out.check(); msg != "" {
+				return c.usageError(cmd, "%s", msg)
 			}
-			seqs = append(seqs, n)
-		}
-		if all == (len(seqs) > 0) {
-			return c.usageError(cmd, "dead replay needs either sequence numbers or --all")
-		}
-	default:
-		return c.usageError(cmd, "unknown subcommand %q: use list or replay", pos[0])
+			b, code := c.deadBus(ctx, cmd)
+			if b == nil {
+				return code
+			}
+			defer b.Close()
+			return c.deadList(ctx, b, out)
+		}),
 	}
+	outputFlags(list, &out)
+	var all, force bool
+	replay := &cobra.Command{
+		Use:     "replay SEQ… | --all",
+		Short:   "re-publish dead letters to the subject they came from",
+		Args:    cobra.ArbitraryArgs,
+		Example: "  tenantctl dead replay 12 13\n  tenantctl dead replay --all --yes",
+		RunE: runner(func(ctx context.Context, cmd *cobra.Command, args []string) int {
+			return c.runReplay(ctx, cmd, args, all, force)
+		}),
+	}
+	replay.Flags().BoolVar(&all, "all", false, "every dead letter (asks first)")
+	forceFlags(replay.Flags(), &force, "replaying every dead letter")
+	dead.AddCommand(list, replay)
+	return dead
+}
+
+// deadBus loads the configuration and connects; on failure it returns nil
+// and the exit status.
+func (c *CLI) deadBus(ctx context.Context, cmd *cobra.Command) (*bus.Bus, int) {
+	var spec natsSpec
 	if !c.loadEnv(cmd, &spec) {
-		return exitUsage
+		return nil, exitUsage
 	}
 	b, err := connectBus(ctx, spec.NATS)
 	if err != nil {
-		return c.fail(ctx, err)
+		return nil, c.fail(ctx, err)
+	}
+	return b, exitOK
+}
+
+func (c *CLI) runReplay(ctx context.Context, cmd *cobra.Command, args []string, all, force bool) int {
+	var seqs []uint64
+	for _, s := range args {
+		n, err := strconv.ParseUint(s, 10, 64)
+		if err != nil || n == 0 {
+			return c.usageError(cmd, "%q is not a dead-letter sequence number (tenantctl dead list shows them)", s)
+		}
+		seqs = append(seqs, n)
+	}
+	if all == (len(seqs) > 0) {
+		return c.usageError(cmd, "dead replay needs either sequence numbers or --all")
+	}
+	b, code := c.deadBus(ctx, cmd)
+	if b == nil {
+		return code
 	}
 	defer b.Close()
-	if pos[0] == "list" {
-		return c.deadList(ctx, b)
-	}
 	if all {
 		dead, err := b.DeadLetters(ctx)
 		if err != nil {
@@ -86,6 +122,11 @@ func runDead(ctx context.Context, c *CLI, cmd *command, args []string) int {
 		}
 		for _, d := range dead {
 			seqs = append(seqs, d.Seq)
+		}
+		fmt.Fprintf(c.Stdout, "dead replay --all re-publishes %s to the subjects they came from:\n", plural(len(dead), "dead letter"))
+		c.printDead(c.Stdout, dead)
+		if code := c.confirm(cmd, force, fmt.Sprintf("Replay these %s?", plural(len(dead), "dead letter")), "nothing was replayed"); code != exitOK {
+			return code
 		}
 	}
 	failed := 0
@@ -116,17 +157,35 @@ func runDead(ctx context.Context, c *CLI, cmd *command, args []string) int {
 	return exitOK
 }
 
-func (c *CLI) deadList(ctx context.Context, b *bus.Bus) int {
+func (c *CLI) deadList(ctx context.Context, b *bus.Bus, out output) int {
 	dead, err := b.DeadLetters(ctx)
 	if err != nil {
 		return c.fail(ctx, err)
 	}
-	if len(dead) == 0 {
-		fmt.Fprintln(c.Stdout, "no dead letters")
-		return exitOK
+	err = out.write(c, func(w io.Writer) error {
+		switch out.format {
+		case formatJSON:
+			return writeJSON(w, append([]bus.DeadLetter{}, dead...))
+		case formatCSV:
+			return writeCSV(w, deadCSVHeader, deadCSV(dead))
+		}
+		if len(dead) == 0 {
+			fmt.Fprintln(w, "no dead letters")
+			return nil
+		}
+		c.printDead(w, dead)
+		fmt.Fprintf(w, "\n%s; after fixing the cause: tenantctl dead replay SEQ… (or --all)\n", plural(len(dead), "dead letter"))
+		return nil
+	})
+	if err != nil {
+		return c.fail(ctx, err)
 	}
+	return exitOK
+}
+
+func (c *CLI) printDead(w io.Writer, dead []bus.DeadLetter) {
 	now := c.clock()
-	tw := table(c.Stdout)
+	tw := table(w)
 	row(tw, "SEQ", "TIME", "CONSUMER", "TENANT", "FAILURES", "REASON", "SUBJECT")
 	for _, d := range dead {
 		who := string(d.Tenant)
@@ -136,6 +195,17 @@ func (c *CLI) deadList(ctx context.Context, b *bus.Bus) int {
 		row(tw, d.Seq, when(now, d.Time), d.Consumer, who, d.Failures, d.Reason, d.Subject)
 	}
 	tw.Flush()
-	fmt.Fprintf(c.Stdout, "\n%s; after fixing the cause: tenantctl dead replay SEQ… (or --all)\n", plural(len(dead), "dead letter"))
-	return exitOK
+}
+
+// deadCSVHeader is the header of dead list -o csv.
+var deadCSVHeader = []string{"seq", "time", "consumer", "tenant_id", "failures", "reason", "subject"}
+
+func deadCSV(dead []bus.DeadLetter) [][]string {
+	text := tenant.SpreadsheetSafe
+	var rows [][]string
+	for _, d := range dead {
+		rows = append(rows, []string{strconv.FormatUint(d.Seq, 10), stamp(d.Time), text(d.Consumer), string(d.Tenant),
+			strconv.Itoa(d.Failures), text(d.Reason), text(d.Subject)})
+	}
+	return rows
 }

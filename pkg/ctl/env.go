@@ -7,6 +7,7 @@ import (
 	"log/slog"
 
 	"github.com/kelseyhightower/envconfig"
+	"github.com/spf13/cobra"
 
 	"github.com/tenantcleanup/tenant-cleanup/pkg/bus"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/config"
@@ -18,13 +19,16 @@ import (
 // The configuration each command reads: only what it needs, so that, say,
 // tenantctl hold runs without a database URL. Usage prints exactly these.
 type (
-	// natsSpec: dead.
+	// natsSpec: dead, watch.
 	natsSpec struct {
 		config.NATS
 	}
-	// cleanupSpec: cleanup (the data plane only when it is configured).
+	// cleanupSpec: cleanup (the data plane and the control plane only when
+	// they are configured).
 	cleanupSpec struct {
 		config.NATS
+		config.ControlPlane
+		config.Bastion
 		DataPlaneURL string `envconfig:"DATA_PLANE_DATABASE_URL" secret:"postgres" desc:"when set, each tenant is looked up first: one whose schema is gone is completed only once you confirm it"`
 	}
 	// controlSpec: ledger.
@@ -59,20 +63,22 @@ var discard = slog.New(slog.DiscardHandler)
 
 // loadEnv fills spec from the environment and validates what it holds:
 // the bounds of its variables (config.CheckBounds), then spec.check.
-func (c *CLI) loadEnv(cmd *command, spec interface{ check() error }) bool {
+func (c *CLI) loadEnv(cmd *cobra.Command, spec interface{ check() error }) bool {
 	err := envconfig.Process("", spec)
 	if err == nil {
 		err = errors.Join(config.CheckBounds(spec), spec.check())
 	}
 	if err != nil {
-		c.errorf("configuration: %v\n(tenantctl %s -h lists the variables it reads)", err, cmd.name)
+		c.errorf("configuration: %v\n(%s --help lists the variables it reads)", err, cmd.CommandPath())
 		return false
 	}
 	return true
 }
 
 func (s *natsSpec) check() error    { return checkNATS(s.NATS) }
-func (s *cleanupSpec) check() error { return checkNATS(s.NATS) }
+func (s *cleanupSpec) check() error {
+	return errors.Join(checkNATS(s.NATS), checkControl(s.ControlPlane, s.Bastion, false))
+}
 func (s *controlSpec) check() error { return checkControl(s.ControlPlane, s.Bastion, true) }
 
 // The control plane is optional for status: it reads the ledger only when

@@ -3,9 +3,10 @@ package ctl
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"time"
+
+	"github.com/spf13/cobra"
 
 	"github.com/tenantcleanup/tenant-cleanup/pkg/tenant"
 )
@@ -24,7 +25,8 @@ the tenant under way: a hold and a cleanup never overlap.
                         2026-12-02T00:00:00Z
   a duration from now   72h, 90m (Go syntax: h, m, s)
 and must be in the future. Without --until the hold lasts until tenantctl unhold.
-The hold records who placed it (tenantctl:$USER@host) and when.
+The hold records who placed it (tenantctl:--as, else $TENANTCTL_AS, else
+user@host) and when.
 
 Exit status: 0 placed; 1 the control plane could not be reached; 2 invalid
 tenant id, no --reason, a bad or past --until, or bad configuration.`
@@ -37,22 +39,27 @@ a tenant refused as held must be requested again (tenantctl cleanup TENANT_ID).
 Exit status: 0 lifted; 1 the tenant has no hold, or the control plane could not
 be reached; 2 invalid tenant id or bad configuration.`
 
-func runHold(ctx context.Context, c *CLI, cmd *command, args []string) int {
-	var (
-		spec          controlSpec
-		reason, until string
-	)
-	pos, code, ok := c.parse(cmd, args, &spec, func(fs *flag.FlagSet) {
-		fs.StringVar(&reason, "reason", "", "why the tenant must not be cleaned (required)")
-		fs.StringVar(&until, "until", "", "when the hold ends by itself: RFC 3339 time, YYYY-MM-DD (through that day, UTC) or a duration like 72h")
+func (c *CLI) holdCmd() *cobra.Command {
+	var reason, until string
+	cmd := &cobra.Command{
+		Use:               "hold TENANT_ID --reason TEXT [--until TIME]",
+		Short:             "keep a tenant from being marked or cleaned",
+		Long:              helpText("Keep a tenant from being marked or cleaned.", holdHelp),
+		Args:              cobra.ExactArgs(1),
+		ValidArgsFunction: completeTenants,
+		Example:           "  tenantctl hold " + exampleID + " --reason 'legal hold, ticket 123' --until 72h",
+	}
+	cmd.Flags().StringVar(&reason, "reason", "", "why the tenant must not be cleaned (required)")
+	cmd.Flags().StringVar(&until, "until", "", "when the hold ends by itself: RFC 3339 time, YYYY-MM-DD (through that day, UTC) or a duration like 72h")
+	cmd.RunE = runner(func(ctx context.Context, cmd *cobra.Command, args []string) int {
+		return c.runHold(ctx, cmd, args[0], reason, until)
 	})
-	if !ok {
-		return code
-	}
-	if len(pos) != 1 {
-		return c.usageError(cmd, "hold takes one tenant id, got %d arguments", len(pos))
-	}
-	id, err := tenant.ParseID(pos[0])
+	return cmd
+}
+
+func (c *CLI) runHold(ctx context.Context, cmd *cobra.Command, arg, reason, until string) int {
+	var spec controlSpec
+	id, err := tenant.ParseID(arg)
 	if err != nil {
 		c.errorf("%v", err)
 		return exitUsage
@@ -62,7 +69,12 @@ func runHold(ctx context.Context, c *CLI, cmd *command, args []string) int {
 		return c.usageError(cmd, "--reason is required: say why %s must not be cleaned", id)
 	}
 	now := c.clock()
-	h := tenant.Hold{ID: id, Reason: reason, By: requester(), At: now.UTC()}
+	by, err := c.requester()
+	if err != nil {
+		c.errorf("%v", err)
+		return exitUsage
+	}
+	h := tenant.Hold{ID: id, Reason: reason, By: by, At: now.UTC()}
 	if until != "" {
 		end, err := parseUntil(until, now)
 		if err != nil {
@@ -119,16 +131,22 @@ func parseUntil(s string, now time.Time) (time.Time, error) {
 	return end.UTC(), nil
 }
 
-func runUnhold(ctx context.Context, c *CLI, cmd *command, args []string) int {
+func (c *CLI) unholdCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:               "unhold TENANT_ID",
+		Short:             "lift a tenant's hold",
+		Long:              helpText("Lift a tenant's hold.", unholdHelp),
+		Args:              cobra.ExactArgs(1),
+		ValidArgsFunction: completeTenants,
+		RunE: runner(func(ctx context.Context, cmd *cobra.Command, args []string) int {
+			return c.runUnhold(ctx, cmd, args[0])
+		}),
+	}
+}
+
+func (c *CLI) runUnhold(ctx context.Context, cmd *cobra.Command, arg string) int {
 	var spec controlSpec
-	pos, code, ok := c.parse(cmd, args, &spec, nil)
-	if !ok {
-		return code
-	}
-	if len(pos) != 1 {
-		return c.usageError(cmd, "unhold takes one tenant id, got %d arguments", len(pos))
-	}
-	id, err := tenant.ParseID(pos[0])
+	id, err := tenant.ParseID(arg)
 	if err != nil {
 		c.errorf("%v", err)
 		return exitUsage

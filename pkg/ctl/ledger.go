@@ -3,14 +3,13 @@ package ctl
 import (
 	"context"
 	"encoding/csv"
-	"flag"
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/spf13/cobra"
 
 	"github.com/tenantcleanup/tenant-cleanup/pkg/controlplane"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/tenant"
@@ -21,11 +20,13 @@ Reads tenant_cleanup.ledger in the control plane (through the bastion when
 BASTION_HOST is set), oldest cleanup first. A ledger table that does not exist
 yet is empty: nothing was cleaned.
 
-Without --csv: a table. With --csv (or -o): writes cleaned_tenants.csv in the
-current directory, or FILE ("-" = standard output), for the later sweep of
-search-index leftovers, with the header
+-o table (the default) or wide: a table. -o csv prints the ledger as CSV on
+standard output (--output-file FILE writes it to FILE instead), for the later
+sweep of search-index leftovers, with the header
   ` + strings.Join(ledgerCSVHeader, ",") + `
 Times are RFC 3339 in UTC; a column that is NULL in the ledger is empty.
+
+-o json prints the rows as a JSON array.
 
 Exit status: 0 done; 1 the control plane could not be read or the file not
 written; 2 bad arguments or configuration.`
@@ -35,7 +36,7 @@ var ledgerCSVHeader = []string{"tenant_id", "cleaned_at", "requested_by", "marke
 	"users_at_marking", "last_activity_at", "tenant_created_at", "application_status", "stripe_customer_id",
 	"schema_existed", "relations_dropped", "public_rows_deleted", "cleaned_by"}
 
-// ledgerCSVName is the default file of ledger --csv.
+// ledgerCSVName is the file of the deprecated ledger --csv.
 const ledgerCSVName = "cleaned_tenants.csv"
 
 // ledgerRow is one ledger row as tenantctl prints it (status --json).
@@ -86,21 +87,37 @@ func (r ledgerRow) csv() []string {
 		strconv.Itoa(r.RelationsDropped), strconv.FormatInt(r.PublicRowsDeleted, 10), text(r.CleanedBy)}
 }
 
-func runLedger(ctx context.Context, c *CLI, cmd *command, args []string) int {
+func (c *CLI) ledgerCmd() *cobra.Command {
 	var (
-		spec   controlSpec
-		asCSV  bool
-		output string
+		out   output
+		asCSV bool
 	)
-	pos, code, ok := c.parse(cmd, args, &spec, func(fs *flag.FlagSet) {
-		fs.BoolVar(&asCSV, "csv", false, "write the ledger as CSV to "+ledgerCSVName+" (or -o FILE)")
-		fs.StringVar(&output, "o", "", `write the CSV to FILE instead of `+ledgerCSVName+` ("-" = standard output); implies --csv`)
-	})
-	if !ok {
-		return code
+	cmd := &cobra.Command{
+		Use:     "ledger",
+		Short:   "the ledger of cleaned tenants",
+		Long:    helpText("The ledger of cleaned tenants.", ledgerHelp),
+		Args:    cobra.NoArgs,
+		Example: "  tenantctl ledger\n  tenantctl ledger -o csv > " + ledgerCSVName + "\n  tenantctl ledger -o csv --output-file " + ledgerCSVName,
 	}
-	if len(pos) > 0 {
-		return c.usageError(cmd, "ledger takes no arguments, got %q", pos)
+	outputFlags(cmd, &out)
+	cmd.Flags().BoolVar(&asCSV, "csv", false, "write "+ledgerCSVName+" (the same as -o csv --output-file "+ledgerCSVName+")")
+	_ = cmd.Flags().MarkDeprecated("csv", "use -o csv --output-file "+ledgerCSVName)
+	cmd.RunE = runner(func(ctx context.Context, cmd *cobra.Command, _ []string) int {
+		if asCSV {
+			out.format = formatCSV
+			if out.file == "" {
+				out.file = ledgerCSVName
+			}
+		}
+		return c.runLedger(ctx, cmd, out)
+	})
+	return cmd
+}
+
+func (c *CLI) runLedger(ctx context.Context, cmd *cobra.Command, out output) int {
+	var spec controlSpec
+	if msg := out.check(); msg != "" {
+		return c.usageError(cmd, "%s", msg)
 	}
 	if !c.loadEnv(cmd, &spec) {
 		return exitUsage
@@ -118,46 +135,51 @@ func runLedger(ctx context.Context, c *CLI, cmd *command, args []string) int {
 	for i, e := range entries {
 		rows[i] = newLedgerRow(e)
 	}
-
-	if !asCSV && output == "" {
-		c.printLedger(rows)
-		return exitOK
-	}
-	if output == "" {
-		output = ledgerCSVName
-	}
-	if output == "-" {
-		if err := writeLedgerCSV(c.Stdout, rows); err != nil {
-			return c.fail(ctx, err)
+	err = out.write(c, func(w io.Writer) error {
+		switch out.format {
+		case formatCSV:
+			return writeLedgerCSV(w, rows)
+		case formatJSON:
+			return writeJSON(w, rows)
 		}
-		return exitOK
-	}
-	if err := writeLedgerFile(output, rows); err != nil {
+		c.printLedger(w, rows, out.format == formatWide)
+		return nil
+	})
+	if err != nil {
 		return c.fail(ctx, err)
 	}
-	path, _ := filepath.Abs(output)
-	fmt.Fprintf(c.Stdout, "wrote %s to %s\n", plural(len(rows), "cleaned tenant"), path)
 	return exitOK
 }
 
-func (c *CLI) printLedger(rows []ledgerRow) {
+// printLedger prints the ledger as a table; wide adds the columns an
+// auditor rarely needs on screen.
+func (c *CLI) printLedger(w io.Writer, rows []ledgerRow, wide bool) {
 	if len(rows) == 0 {
-		fmt.Fprintln(c.Stdout, "The ledger is empty: no tenant was cleaned yet.")
+		fmt.Fprintln(w, "The ledger is empty: no tenant was cleaned yet.")
 		return
 	}
 	now := c.clock()
-	tw := table(c.Stdout)
-	row(tw, "TENANT", "CLEANED AT", "REQUESTED BY", "DOCUMENTS", "USERS", "LAST ACTIVITY", "STATUS", "SCHEMA", "PUBLIC ROWS", "CLEANED BY")
+	tw := table(w)
+	header := []any{"TENANT", "CLEANED AT", "REQUESTED BY", "DOCUMENTS", "USERS", "LAST ACTIVITY", "STATUS", "SCHEMA", "PUBLIC ROWS", "CLEANED BY"}
+	if wide {
+		header = append(header, "MARKED AT", "TENANT CREATED", "STRIPE CUSTOMER", "CONTROL-PLANE ROWS")
+	}
+	row(tw, header...)
 	for _, r := range rows {
 		schema := fmt.Sprintf("%d relations", r.RelationsDropped)
 		if !r.SchemaExisted {
 			schema = "already gone"
 		}
-		row(tw, r.TenantID, when(now, r.CleanedAt), orDash(r.RequestedBy), r.DocumentsAtMarking, r.UsersAtMarking,
-			stampPtr(r.LastActivityAt), orDash(r.ApplicationStatus), schema, r.PublicRowsDeleted, orDash(r.CleanedBy))
+		cols := []any{r.TenantID, when(now, r.CleanedAt), orDash(r.RequestedBy), r.DocumentsAtMarking, r.UsersAtMarking,
+			stampPtr(r.LastActivityAt), orDash(r.ApplicationStatus), schema, r.PublicRowsDeleted, orDash(r.CleanedBy)}
+		if wide {
+			cols = append(cols, stampPtr(r.MarkedAt), stampPtr(r.TenantCreatedAt), orDash(r.StripeCustomerID),
+				counts(controlplane.ControlTables, r.ControlRowsDeleted))
+		}
+		row(tw, cols...)
 	}
 	tw.Flush()
-	fmt.Fprintf(c.Stdout, "\n%s in the ledger (tenantctl ledger --csv writes %s)\n", plural(len(rows), "cleaned tenant"), ledgerCSVName)
+	fmt.Fprintf(w, "\n%s in the ledger (tenantctl ledger -o csv prints it as CSV)\n", plural(len(rows), "cleaned tenant"))
 }
 
 func writeLedgerCSV(w io.Writer, rows []ledgerRow) error {
@@ -172,19 +194,4 @@ func writeLedgerCSV(w io.Writer, rows []ledgerRow) error {
 	}
 	cw.Flush()
 	return cw.Error()
-}
-
-func writeLedgerFile(path string, rows []ledgerRow) error {
-	f, err := os.Create(path)
-	if err != nil {
-		return fmt.Errorf("write the ledger: %w", err)
-	}
-	if err := writeLedgerCSV(f, rows); err != nil {
-		f.Close()
-		return fmt.Errorf("write the ledger to %s: %w", path, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("write the ledger to %s: %w", path, err)
-	}
-	return nil
 }

@@ -4,14 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
-	"os"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
-	"golang.org/x/term"
 
 	"github.com/tenantcleanup/tenant-cleanup/pkg/bus"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/tenant"
@@ -157,60 +154,14 @@ func (p *progress) line(elapsed time.Duration) string {
 	return s + " | " + short(elapsed)
 }
 
-// isTerminal reports whether w is a terminal (not /dev/null, a file or a
-// pipe).
-func isTerminal(w io.Writer) bool {
-	f, ok := w.(*os.File)
-	return ok && term.IsTerminal(int(f.Fd()))
-}
-
-// screen shows the progress: one line redrawn with \r on a terminal, one
-// line per finished tenant otherwise.
-type screen struct {
-	w        io.Writer
-	terminal bool
-	width    int // of the line drawn last
-}
-
-func (s *screen) redraw(p *progress, elapsed time.Duration) {
-	if !s.terminal {
-		return
-	}
-	line := p.line(elapsed)
-	pad := max(s.width-len(line), 0)
-	fmt.Fprintf(s.w, "\r%s%s", line, strings.Repeat(" ", pad))
-	s.width = len(line)
-}
-
-func (s *screen) finished(p *progress, i int, elapsed time.Duration) {
-	if s.terminal {
-		s.redraw(p, elapsed)
-		return
-	}
-	ev := p.last[i]
-	line := fmt.Sprintf("[%d/%d] %s %s", p.finished, len(p.ids), p.ids[i], ev.Outcome)
-	if ev.Reason != "" {
-		line += ": " + safe(ev.Reason)
-	}
-	fmt.Fprintln(s.w, line)
-}
-
-// end leaves the progress line.
-func (s *screen) end() {
-	if s.terminal && s.width > 0 {
-		fmt.Fprintln(s.w)
-	}
-}
-
-// waitFor shows the progress of the requested tenants until each one
-// finished, the timeout passed or ctx was cancelled, then the summary.
-func (c *CLI) waitFor(ctx context.Context, f *follower, ids []tenant.ID, timeout time.Duration) int {
-	p := newProgress(ids)
+// waitFor shows the progress of the tenants of p until each one finished,
+// the timeout passed or ctx was cancelled, then the summary.
+func (c *CLI) waitFor(ctx context.Context, f *follower, p *progress, timeout time.Duration) int {
 	terminal := isTerminal(c.Stdout)
 	if c.terminal != nil {
 		terminal = *c.terminal
 	}
-	scr := &screen{w: c.Stdout, terminal: terminal}
+	scr := &screen{w: c.Stdout, terminal: terminal, width: c.width}
 	start := time.Now()
 	var deadline <-chan time.Time
 	if timeout > 0 {
@@ -226,7 +177,7 @@ func (c *CLI) waitFor(ctx context.Context, f *follower, ids []tenant.ID, timeout
 	}
 	if !terminal {
 		fmt.Fprintf(c.Stdout, "waiting for %s (marked and draining are progress; Ctrl-C stops waiting, not the cleanup)\n",
-			plural(len(ids), "tenant"))
+			plural(len(p.ids)-p.finished, "tenant"))
 	}
 	scr.redraw(p, 0)
 	for !p.done() {
@@ -242,19 +193,35 @@ func (c *CLI) waitFor(ctx context.Context, f *follower, ids []tenant.ID, timeout
 		case <-deadline:
 			scr.end()
 			c.summary(p)
-			c.errorf("timed out after %s: %s unfinished (follow them with tenantctl status TENANT_ID):\n  %s",
-				timeout, plural(len(ids)-p.finished, "tenant"), strings.Join(p.unfinished(), "\n  "))
+			c.errorf("timed out after %s: %s unfinished (follow them with tenantctl watch, or tenantctl status TENANT_ID):\n  %s",
+				timeout, plural(len(p.ids)-p.finished, "tenant"), strings.Join(p.unfinished(), "\n  "))
 			return exitFailed
 		case <-ctx.Done():
 			scr.end()
 			c.summary(p)
-			c.errorf("interrupted: %d of %d finished; the requests stay published and the pipeline goes on (tenantctl status)",
-				p.finished, len(ids))
+			c.errorf("interrupted: %d of %d finished; the requests stay published and the pipeline goes on (tenantctl watch re-attaches)",
+				p.finished, len(p.ids))
 			return exitInterrupted
 		}
 	}
 	scr.end()
 	return c.summary(p)
+}
+
+// warnIfNotConsuming says at once when no marker or no cleaner is consuming:
+// the requests then wait in NATS and --wait would wait for nothing.
+func (c *CLI) warnIfNotConsuming(ctx context.Context, b *bus.Bus) {
+	consumers, err := b.Consumers(ctx)
+	if err != nil {
+		c.errorf("warning: cannot tell whether the marker and the cleaner run: %v", err)
+		return
+	}
+	for _, cl := range consumers {
+		if !cl.Alive() {
+			c.errorf("warning: no %s is consuming (%d messages waiting for it): the requests wait in NATS until one runs; "+
+				"tenantctl status shows the pipeline's liveness", cl.Name, cl.Pending)
+		}
+	}
 }
 
 func (p *progress) unfinished() []string {

@@ -2,12 +2,13 @@ package ctl
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"path/filepath"
 	"strconv"
 	"time"
+
+	"github.com/spf13/cobra"
 
 	"github.com/tenantcleanup/tenant-cleanup/pkg/analyzer"
 )
@@ -26,10 +27,14 @@ the original analyze script printed:
   - the tenants with no documents and with no users (count, share, and the
     first 50 of each).
 
---csv writes the candidate CSV the analyzer writes
-(tenant_id,num_documents,num_users,last_query_time,days_since_last_query) to
-FILE, or to gated_tenants_no_query_<span>_<YYYYMMDD_HHMMSS>.csv in the current
-directory, and prints its path. Give the file as --csv=FILE or --csv FILE.
+-o csv prints the candidate CSV the analyzer writes
+(tenant_id,num_documents,num_users,last_query_time,days_since_last_query),
+which tenantctl cleanup --csv reads; -o json every tenant with its verdict;
+-o wide the table with every tenant instead of the top 100. --output-file FILE
+writes the output to FILE. --csv also writes the candidate CSV file: to FILE
+(--csv=FILE), or with --csv alone to
+gated_tenants_no_query_<span>_<YYYYMMDD_HHMMSS>.csv here, as the analyzer
+names it, and says where on standard error.
 
 Exit status: 0 done; 1 a database could not be read or the CSV not written;
 2 bad arguments or configuration.`
@@ -40,66 +45,68 @@ const (
 	listCap   = 50
 )
 
-// csvOption is --csv[=FILE]: a flag that may stand alone or take a value.
-type csvOption struct {
-	set  bool
-	path string
-}
-
-func (o *csvOption) String() string { return o.path }
-
-func (o *csvOption) Set(s string) error {
-	o.set = true
-	if s != "true" {
-		o.path = s
-	}
-	return nil
-}
-
-func (o *csvOption) IsBoolFlag() bool { return true }
-
-func runReport(ctx context.Context, c *CLI, cmd *command, args []string) int {
+func (c *CLI) reportCmd() *cobra.Command {
 	var (
-		spec   analysisSpec
-		csvOut csvOption
+		out    output
+		csvOut string
 	)
-	pos, code, ok := c.parse(cmd, args, &spec, func(fs *flag.FlagSet) {
-		fs.Var(&csvOut, "csv", "write the candidate CSV, to `FILE` (--csv=FILE) or to the analyzer's file name in the current directory")
-	})
-	if !ok {
-		return code
+	cmd := &cobra.Command{
+		Use:   "report",
+		Short: "the analysis as a dry run (publishes nothing)",
+		Long:  helpText("The analysis as a dry run: groups, top tenants, distribution (publishes nothing).", reportHelp),
+		Args:  cobra.NoArgs,
+		Example: "  tenantctl report\n  tenantctl report -o csv --output-file candidates.csv\n" +
+			"  tenantctl cleanup --csv candidates.csv --dry-run",
 	}
-	switch {
-	case len(pos) == 1 && csvOut.set && csvOut.path == "":
-		csvOut.path = pos[0] // --csv FILE
-	case len(pos) > 0:
-		return c.usageError(cmd, "report takes no arguments, got %q", pos)
+	outputFlags(cmd, &out)
+	cmd.Flags().StringVar(&csvOut, "csv", "", "also write the analyzer's candidate CSV file: to `FILE` (--csv=FILE), or with --csv alone to the analyzer's file name here")
+	cmd.Flags().Lookup("csv").NoOptDefVal = analyzerName
+	cmd.RunE = runner(func(ctx context.Context, cmd *cobra.Command, _ []string) int {
+		return c.runReport(ctx, cmd, out, csvOut)
+	})
+	return cmd
+}
+
+// analyzerName is --csv alone: the analyzer's own file name.
+const analyzerName = "(the analyzer's file name)"
+
+func (c *CLI) runReport(ctx context.Context, cmd *cobra.Command, out output, csvOut string) int {
+	var spec analysisSpec
+	if msg := out.check(); msg != "" {
+		return c.usageError(cmd, "%s", msg)
+	}
+	if csvOut == "-" {
+		return c.usageError(cmd, "--csv writes a file; for the candidates on standard output use -o csv")
 	}
 	if !c.loadEnv(cmd, &spec) {
 		return exitUsage
 	}
-	data, closeData, err := openData(ctx, spec.DataPlane, spec.DBMaxConns)
+	r, code := c.analyze(ctx, spec)
+	if r == nil {
+		return code
+	}
+	err := out.write(c, func(w io.Writer) error {
+		switch out.format {
+		case formatCSV:
+			return analyzer.WriteCSVTo(w, r)
+		case formatJSON:
+			return writeJSON(w, newReportView(r))
+		}
+		top := reportTop
+		if out.format == formatWide {
+			top = len(r.Tenants)
+		}
+		printReport(w, r, top)
+		return nil
+	})
 	if err != nil {
 		return c.fail(ctx, err)
 	}
-	defer closeData()
-	control, closeControl, err := openControl(ctx, spec.ControlPlane, spec.Bastion)
-	if err != nil {
-		return c.fail(ctx, err)
-	}
-	defer closeControl()
-	a := &analyzer.Analyzer{Data: data, Control: control, InactiveDays: spec.InactiveDays, ReadAll: true,
-		Workers: int(spec.DBMaxConns), Now: c.clock, Log: discard}
-	r, err := a.Analyze(ctx)
-	if err != nil {
-		return c.fail(ctx, err)
-	}
-	printReport(c.Stdout, r)
-	if !csvOut.set {
+	if csvOut == "" {
 		return exitOK
 	}
-	path := csvOut.path
-	if path == "" {
+	path := csvOut
+	if path == analyzerName {
 		path, err = analyzer.WriteCSVIn(".", spec.InactiveDays, r)
 	} else {
 		err = analyzer.WriteCSV(path, r)
@@ -108,11 +115,34 @@ func runReport(ctx context.Context, c *CLI, cmd *command, args []string) int {
 		return c.fail(ctx, err)
 	}
 	abs, _ := filepath.Abs(path)
-	fmt.Fprintf(c.Stdout, "\nreport: %s (%s)\n", abs, plural(len(r.Candidates()), "candidate"))
+	fmt.Fprintf(c.Stderr, "report: %s (%s)\n", abs, plural(len(r.Candidates()), "candidate"))
 	return exitOK
 }
 
-func printReport(w io.Writer, r *analyzer.Report) {
+// analyze runs the analyzer's analysis read-only; on failure it returns nil
+// and the exit status.
+func (c *CLI) analyze(ctx context.Context, spec analysisSpec) (*analyzer.Report, int) {
+	data, closeData, err := openData(ctx, spec.DataPlane, spec.DBMaxConns)
+	if err != nil {
+		return nil, c.fail(ctx, err)
+	}
+	defer closeData()
+	control, closeControl, err := openControl(ctx, spec.ControlPlane, spec.Bastion)
+	if err != nil {
+		return nil, c.fail(ctx, err)
+	}
+	defer closeControl()
+	a := &analyzer.Analyzer{Data: data, Control: control, InactiveDays: spec.InactiveDays, ReadAll: true,
+		Workers: int(spec.DBMaxConns), Now: c.clock, Log: discard}
+	r, err := a.Analyze(ctx)
+	if err != nil {
+		return nil, c.fail(ctx, err)
+	}
+	return r, exitOK
+}
+
+// printReport prints the report's tables, with the top tenants by documents.
+func printReport(w io.Writer, r *analyzer.Report, topN int) {
 	analyzer.PrintSummary(w, r)
 	fmt.Fprintln(w, "dry run: nothing was published")
 
@@ -120,7 +150,7 @@ func printReport(w io.Writer, r *analyzer.Report) {
 	for _, t := range r.Tenants {
 		totalDocs += t.Activity.Documents
 	}
-	top := r.TopByDocuments(reportTop)
+	top := r.TopByDocuments(topN)
 	fmt.Fprintf(w, "\nTop %d tenants by documents:\n", len(top))
 	tw := table(w)
 	row(tw, "RANK", "TENANT", "DOCUMENTS", "USERS", "LAST ACTIVITY", "DAYS SINCE", "STATUS", "ELIGIBLE")

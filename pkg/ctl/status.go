@@ -2,13 +2,13 @@ package ctl
 
 import (
 	"context"
-	"encoding/json"
-	"flag"
 	"fmt"
 	"io"
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/spf13/cobra"
 
 	"github.com/tenantcleanup/tenant-cleanup/pkg/bus"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/controlplane"
@@ -32,25 +32,47 @@ that has been in it longest, then the holds (active and expired), the pauses in
 force (cleanup caps reached, circuit breakers open), the number of dead
 letters, and the ledger's size.
 
---json prints the same as one JSON document.
+-o json prints the same as one JSON document (--json is the same), -o csv the
+phase table (or the tenant's row), -o wide adds every tenant's phase.
+
+The pipeline's liveness comes first: for the marker's and the cleaner's
+consumers, the messages waiting (pending), those delivered and not yet
+acknowledged (ack pending) and whether a service is consuming now; the cleaner
+replicas reporting their pace; the analyzer's last pass and whether it is
+overdue (no pass for two ANALYZER_INTERVALs).
 
 Exit status: 0 shown; 1 the pipeline, the holds and the ledger know nothing of
 TENANT_ID, or NATS or the control plane could not be read; 2 TENANT_ID is not a
 valid tenant id, or bad arguments or configuration.`
 
-func runStatus(ctx context.Context, c *CLI, cmd *command, args []string) int {
+func (c *CLI) statusCmd() *cobra.Command {
 	var (
-		spec   statusSpec
+		out    output
 		asJSON bool
 	)
-	pos, code, ok := c.parse(cmd, args, &spec, func(fs *flag.FlagSet) {
-		fs.BoolVar(&asJSON, "json", false, "print one JSON document instead of tables")
-	})
-	if !ok {
-		return code
+	cmd := &cobra.Command{
+		Use:               "status [TENANT_ID]",
+		Short:             "where tenants are in the pipeline, and whether the pipeline is alive",
+		Long:              helpText("Where tenants are in the pipeline: one tenant, or every phase, hold, pause and dead letter, and whether the pipeline is alive.", statusHelp),
+		Args:              cobra.MaximumNArgs(1),
+		ValidArgsFunction: completeTenants,
+		Example:           "  tenantctl status\n  tenantctl status -o json\n  tenantctl status " + exampleID,
 	}
-	if len(pos) > 1 {
-		return c.usageError(cmd, "status takes at most one tenant id, got %d arguments", len(pos))
+	outputFlags(cmd, &out)
+	cmd.Flags().BoolVar(&asJSON, "json", false, "the same as -o json")
+	cmd.RunE = runner(func(ctx context.Context, cmd *cobra.Command, args []string) int {
+		if asJSON {
+			out.format = formatJSON
+		}
+		return c.runStatus(ctx, cmd, out, args)
+	})
+	return cmd
+}
+
+func (c *CLI) runStatus(ctx context.Context, cmd *cobra.Command, out output, pos []string) int {
+	var spec statusSpec
+	if msg := out.check(); msg != "" {
+		return c.usageError(cmd, "%s", msg)
 	}
 	var id tenant.ID
 	if len(pos) == 1 {
@@ -78,9 +100,9 @@ func runStatus(ctx context.Context, c *CLI, cmd *command, args []string) int {
 		control = store
 	}
 	if id != "" {
-		return c.tenantStatus(ctx, b, control, id, asJSON)
+		return c.tenantStatus(ctx, b, control, id, out)
 	}
-	return c.fleetStatus(ctx, b, control, asJSON)
+	return c.fleetStatus(ctx, b, control, out)
 }
 
 // holdView is a hold with whether it is in force.
@@ -101,7 +123,7 @@ type tenantView struct {
 	Ledger          *ledgerRow    `json:"ledger"`
 }
 
-func (c *CLI) tenantStatus(ctx context.Context, b *bus.Bus, control *controlplane.Store, id tenant.ID, asJSON bool) int {
+func (c *CLI) tenantStatus(ctx context.Context, b *bus.Bus, control *controlplane.Store, id tenant.ID, out output) int {
 	now := c.clock()
 	v := tenantView{TenantID: id, LedgerConsulted: control != nil}
 	state, found, err := b.TenantState(ctx, id)
@@ -133,11 +155,26 @@ func (c *CLI) tenantStatus(ctx context.Context, b *bus.Bus, control *controlplan
 	if !v.Known {
 		code = exitFailed
 	}
-	if asJSON {
-		return c.printJSON(ctx, v, code)
+	err = out.write(c, func(w io.Writer) error {
+		switch out.format {
+		case formatJSON:
+			return writeJSON(w, v)
+		case formatCSV:
+			return writeCSV(w, tenantCSVHeader, [][]string{v.csv()})
+		}
+		printTenant(w, now, v, control != nil)
+		return nil
+	})
+	if err != nil {
+		return c.fail(ctx, err)
 	}
+	return code
+}
 
-	tw := table(c.Stdout)
+// printTenant prints one tenant's status as a table.
+func printTenant(w io.Writer, now time.Time, v tenantView, consulted bool) {
+	id := v.TenantID
+	tw := table(w)
 	row(tw, "tenant", id)
 	switch {
 	case v.State == nil && v.Ledger != nil:
@@ -173,7 +210,7 @@ func (c *CLI) tenantStatus(ctx context.Context, b *bus.Bus, control *controlplan
 		row(tw, "hold", describeHold(now, *v.Hold))
 	}
 	switch {
-	case control == nil:
+	case !consulted:
 		row(tw, "ledger", "not consulted (set CONTROL_PLANE_DATABASE_URL or CONTROL_PLANE_RDS_HOST to read it)")
 	case v.Ledger == nil:
 		row(tw, "ledger", "no row")
@@ -182,9 +219,8 @@ func (c *CLI) tenantStatus(ctx context.Context, b *bus.Bus, control *controlplan
 	}
 	tw.Flush()
 	if !v.Known {
-		fmt.Fprintf(c.Stdout, "\n%s is unknown: no pipeline state, no hold, no ledger row.\n", id)
+		fmt.Fprintf(w, "\n%s is unknown: no pipeline state, no hold, no ledger row.\n", id)
 	}
-	return code
 }
 
 // describePhase says what the tenant's phase means, with the phase's details.
@@ -300,6 +336,10 @@ type fleetView struct {
 	// Ledger is null when the control plane was not consulted.
 	LedgerConsulted bool        `json:"ledger_consulted"`
 	Ledger          *ledgerInfo `json:"ledger"`
+	// Liveness says whether the services are running and keeping up.
+	Liveness liveness `json:"liveness"`
+	// States is every tenant's state (-o wide only).
+	States []tenant.State `json:"states,omitempty"`
 }
 
 type ledgerInfo struct {
@@ -307,7 +347,7 @@ type ledgerInfo struct {
 	LastCleanedAt *time.Time `json:"last_cleaned_at"`
 }
 
-func (c *CLI) fleetStatus(ctx context.Context, b *bus.Bus, control *controlplane.Store, asJSON bool) int {
+func (c *CLI) fleetStatus(ctx context.Context, b *bus.Bus, control *controlplane.Store, out output) int {
 	now := c.clock()
 	states, err := b.States(ctx)
 	if err != nil {
@@ -371,15 +411,32 @@ func (c *CLI) fleetStatus(ctx context.Context, b *bus.Bus, control *controlplane
 			v.Ledger.LastCleanedAt = &last
 		}
 	}
-	if asJSON {
-		return c.printJSON(ctx, v, exitOK)
+	if v.Liveness, err = readLiveness(ctx, b, paces); err != nil {
+		return c.fail(ctx, err)
 	}
-	c.printFleet(c.Stdout, now, v)
+	if out.format == formatWide {
+		v.States = states
+		sort.Slice(v.States, func(i, j int) bool { return v.States[i].ID < v.States[j].ID })
+	}
+	err = out.write(c, func(w io.Writer) error {
+		switch out.format {
+		case formatJSON:
+			return writeJSON(w, v)
+		case formatCSV:
+			return writeCSV(w, phaseCSVHeader, v.phaseCSV())
+		}
+		printFleet(w, now, v)
+		return nil
+	})
+	if err != nil {
+		return c.fail(ctx, err)
+	}
 	return exitOK
 }
 
-func (c *CLI) printFleet(w io.Writer, now time.Time, v fleetView) {
+func printFleet(w io.Writer, now time.Time, v fleetView) {
 	fmt.Fprintf(w, "Pipeline status at %s: %s known to the pipeline\n\n", stamp(now), plural(v.Tenants, "tenant"))
+	printLiveness(w, now, v.Liveness)
 	tw := table(w)
 	row(tw, "PHASE", "TENANTS", "LONGEST IN PHASE", "SINCE")
 	for _, p := range v.Phases {
@@ -433,7 +490,7 @@ func (c *CLI) printFleet(w io.Writer, now time.Time, v fleetView) {
 		tw.Flush()
 	}
 
-	fmt.Fprintf(w, "\nPace of the drops: %s running\n", plural(len(v.Pace), "cleaner replica"))
+	fmt.Fprintf(w, "\nPace of the drops: %s reporting\n", plural(len(v.Pace), "cleaner replica"))
 	if len(v.Pace) > 0 {
 		tw = table(w)
 		row(tw, "REPLICA", "STATE", "DROPS AT ONCE", "IN FLIGHT", "WAITING", "WHY")
@@ -456,14 +513,4 @@ func (c *CLI) printFleet(w io.Writer, now time.Time, v fleetView) {
 	default:
 		fmt.Fprintf(w, "Ledger: %s cleaned, the latest %s\n", plural(int(v.Ledger.Tenants), "tenant"), when(now, *v.Ledger.LastCleanedAt))
 	}
-}
-
-// printJSON writes v as indented JSON and returns code.
-func (c *CLI) printJSON(ctx context.Context, v any, code int) int {
-	enc := json.NewEncoder(c.Stdout)
-	enc.SetIndent("", "  ")
-	if err := enc.Encode(v); err != nil {
-		return c.fail(ctx, err)
-	}
-	return code
 }

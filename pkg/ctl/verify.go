@@ -2,13 +2,14 @@ package ctl
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"maps"
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/spf13/cobra"
 
 	"github.com/tenantcleanup/tenant-cleanup/pkg/config"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/controlplane"
@@ -52,13 +53,19 @@ cleanup began: this pipeline's record of its drop, or an operator's
 confirmation (tenantctl cleanup TENANT_ID asks for it). Without it the schema
 may have been renamed, be restored or live on another shard: it needs a human.
 
---repair publishes a cleanup request (requested_by "tenantctl verify --repair")
+--repair lists the tenants it will request, asks (--force or --yes: do not
+ask; without a terminal and without --force it refuses), then publishes a
+cleanup request (requested_by "tenantctl verify --repair")
 for each tenant of (a) with evidence and a control-plane tenant row in
 GATED_ACCESS, and of (d): the pipeline checks it again and completes its
 cleanup (for (d), the marker schedules its drain check again). It says what it
 published and what needs a human: (b), (c), and (a) without evidence, without a
 control-plane row or in another status (the pipeline would refuse those). Run
 verify again once the pipeline has cleaned them.
+
+-o json prints the reconciliation as one JSON document, -o csv one row per
+inconsistent tenant (category, tenant_id, schema, rows left, next step),
+-o wide the tables without the cap of 50 rows.
 
 Exit status: 0 consistent; 1 inconsistent (also after --repair: re-run verify
 later), or a database or NATS could not be read; 2 bad arguments or
@@ -245,19 +252,31 @@ func reconcile(data *dataplane.Inventory, control *controlplane.Inventory, shard
 	return r
 }
 
-func runVerify(ctx context.Context, c *CLI, cmd *command, args []string) int {
+func (c *CLI) verifyCmd() *cobra.Command {
 	var (
-		spec   verifySpec
-		repair bool
+		out           output
+		repair, force bool
 	)
-	pos, code, ok := c.parse(cmd, args, &spec, func(fs *flag.FlagSet) {
-		fs.BoolVar(&repair, "repair", false, "request the cleanup of the half-done cleanups the pipeline can complete (needs NATS)")
-	})
-	if !ok {
-		return code
+	cmd := &cobra.Command{
+		Use:     "verify",
+		Short:   "reconcile schemas, public rows, control-plane rows and the ledger",
+		Long:    helpText("Reconcile schemas, public rows, control-plane rows and the ledger.", verifyHelp),
+		Args:    cobra.NoArgs,
+		Example: "  tenantctl verify\n  tenantctl verify --repair\n  tenantctl verify -o json",
 	}
-	if len(pos) > 0 {
-		return c.usageError(cmd, "verify takes no arguments, got %q", pos)
+	outputFlags(cmd, &out)
+	cmd.Flags().BoolVar(&repair, "repair", false, "request the cleanup of the half-done cleanups the pipeline can complete (needs NATS; asks first)")
+	forceFlags(cmd.Flags(), &force, "publishing the repair requests")
+	cmd.RunE = runner(func(ctx context.Context, cmd *cobra.Command, _ []string) int {
+		return c.runVerify(ctx, cmd, out, repair, force)
+	})
+	return cmd
+}
+
+func (c *CLI) runVerify(ctx context.Context, cmd *cobra.Command, out output, repair, force bool) int {
+	var spec verifySpec
+	if msg := out.check(); msg != "" {
+		return c.usageError(cmd, "%s", msg)
 	}
 	if !c.loadEnv(cmd, &spec) {
 		return exitUsage
@@ -288,29 +307,50 @@ func runVerify(ctx context.Context, c *CLI, cmd *command, args []string) int {
 
 	var published []tenant.ID
 	if repair {
-		var todo []tenant.ID
+		var todo []string
+		var ids []tenant.ID
 		for _, p := range r.problems {
 			if p.repairable {
-				todo = append(todo, p.id)
+				ids = append(ids, p.id)
+				todo = append(todo, string(p.id)+"\t("+p.category+")")
 			}
 		}
-		if len(todo) > 0 {
+		if len(ids) > 0 {
+			fmt.Fprintf(c.Stderr, "verify --repair requests the cleanup of %s, which the pipeline checks again and completes:\n",
+				plural(len(ids), "tenant"))
+			listCapped(c.Stderr, "  ", todo, listCap)
+			if code := c.confirm(cmd, force, fmt.Sprintf("Request the cleanup of these %s?", plural(len(ids), "tenant")),
+				"nothing was repaired"); code != exitOK {
+				return code
+			}
 			b, err := connectBus(ctx, spec.NATS)
 			if err != nil {
 				return c.fail(ctx, fmt.Errorf("%w; nothing was repaired", err))
 			}
 			defer b.Close()
-			n, err := publish(ctx, b, todo, repairedBy)
+			n, err := publish(ctx, b, ids, repairedBy)
 			if err != nil {
-				return c.fail(ctx, fmt.Errorf("%w; published %d of %d repair requests (running verify --repair again is safe)", err, n, len(todo)))
+				return c.fail(ctx, fmt.Errorf("%w; published %d of %d repair requests (running verify --repair again is safe)", err, n, len(ids)))
 			}
-			published = todo
+			published = ids
 			for i := range r.problems {
 				r.problems[i].publishedOK = r.problems[i].repairable
 			}
 		}
 	}
-	printReconciliation(c.Stdout, r, repair, published)
+	err = out.write(c, func(w io.Writer) error {
+		switch out.format {
+		case formatJSON:
+			return writeJSON(w, newVerifyView(r, published))
+		case formatCSV:
+			return writeCSV(w, verifyCSVHeader, verifyCSV(r))
+		}
+		printReconciliation(w, r, repair, published, out.format == formatWide)
+		return nil
+	})
+	if err != nil {
+		return c.fail(ctx, err)
+	}
 	if r.inconsistent() {
 		return exitFailed
 	}
@@ -358,7 +398,13 @@ func pendingDrainChecks(ctx context.Context, n config.NATS, data *dataplane.Inve
 	return pending, nil
 }
 
-func printReconciliation(w io.Writer, r *reconciliation, repair bool, published []tenant.ID) {
+// printReconciliation prints the problems by category with their next step;
+// wide lists every tenant "on another shard?" instead of the first 50.
+func printReconciliation(w io.Writer, r *reconciliation, repair bool, published []tenant.ID, wide bool) {
+	limit := listCap
+	if wide {
+		limit = len(r.maybeElsewhere) + len(r.oddSchemas)
+	}
 	shard := "DATA_PLANE_SHARD_NAME not set"
 	if r.shardName != "" {
 		shard = "DATA_PLANE_SHARD_NAME=" + r.shardName
@@ -439,7 +485,7 @@ func printReconciliation(w io.Writer, r *reconciliation, repair bool, published 
 		tw := table(w)
 		row(tw, "TENANT", "SHARD", "PUBLIC ROWS", "CONTROL-PLANE ROWS")
 		for i, p := range r.maybeElsewhere {
-			if i == listCap {
+			if i == limit {
 				row(tw, fmt.Sprintf("… and %d more", len(r.maybeElsewhere)-i), "", "", "")
 				break
 			}
@@ -456,7 +502,7 @@ func printReconciliation(w io.Writer, r *reconciliation, repair bool, published 
 			quoted[i] = tenant.QuoteInput(s)
 		}
 		fmt.Fprintf(w, "\nSchemas named like tenants that are not tenant ids (never touched): %d\n", len(quoted))
-		listCapped(w, "  ", quoted, listCap)
+		listCapped(w, "  ", quoted, limit)
 	}
 
 	if !r.inconsistent() {
