@@ -2,12 +2,16 @@
 GO      ?= go
 BIN     := bin
 SERVICES := ./services/analyzer ./services/marker ./services/cleaner ./cmd/tenantctl
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
+COMMIT  ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
+LDFLAGS := -X github.com/tenantcleanup/tenant-cleanup/pkg/buildinfo.version=$(VERSION) \
+           -X github.com/tenantcleanup/tenant-cleanup/pkg/buildinfo.commit=$(COMMIT)
 
 .PHONY: build test lint demo bench flood clean
 
-## build: bin/analyzer, bin/marker, bin/cleaner, bin/tenantctl
+## build: bin/analyzer, bin/marker, bin/cleaner, bin/tenantctl (version and commit stamped: --version)
 build:
-	$(GO) build -o $(BIN)/ $(SERVICES)
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/ $(SERVICES)
 
 ## test: every test (real PostgreSQL on 127.0.0.1:5432, embedded JetStream), plus lint
 test: lint

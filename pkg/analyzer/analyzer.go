@@ -162,6 +162,9 @@ type Analyzer struct {
 	// control plane says could be eligible are read: GATED_ACCESS and
 	// created before the window; everyone else is grouped without a read.
 	ReadAll bool
+	// Observe, when set, is called after every pass (metrics, the last pass
+	// recorded for tenantctl status).
+	Observe func(ctx context.Context, s PassStats)
 }
 
 // defaultRetryDelay is the first wait after a failed pass.
@@ -314,13 +317,35 @@ func classify(t Tenant, control map[tenant.ID]controlplane.Record, now time.Time
 	return t
 }
 
+// PassStats is what one pass did, for Analyzer.Observe.
+type PassStats struct {
+	Started, Finished time.Time
+	// Seen and Candidates are 0 when the analysis itself failed.
+	Seen, Candidates int
+	// Err is why the pass failed (nil: it succeeded).
+	Err error
+}
+
 // Pass runs one analysis, publishes every candidate, writes the candidate
-// CSV and prints the summary.
+// CSV and prints the summary; then it calls Observe, when set, with what it
+// did.
 func (a *Analyzer) Pass(ctx context.Context) error {
-	start := time.Now()
+	stats := PassStats{Started: time.Now()}
+	r, err := a.pass(ctx, stats.Started)
+	stats.Finished, stats.Err = time.Now(), err
+	if r != nil {
+		stats.Seen, stats.Candidates = r.Seen, len(r.Candidates())
+	}
+	if a.Observe != nil {
+		a.Observe(ctx, stats)
+	}
+	return err
+}
+
+func (a *Analyzer) pass(ctx context.Context, start time.Time) (*Report, error) {
 	r, err := a.Analyze(ctx)
 	if err != nil {
-		return fmt.Errorf("analysis: %w", err)
+		return nil, fmt.Errorf("analysis: %w", err)
 	}
 	candidates := r.Candidates()
 	var reqs []tenant.Request
@@ -346,18 +371,18 @@ func (a *Analyzer) Pass(ctx context.Context) error {
 				"users", t.Activity.Users, "last_activity", formatTime(t.Activity.Last()))
 		})
 	if err != nil {
-		return fmt.Errorf("publish candidates (%d of %d published): %w", published, len(candidates), err)
+		return r, fmt.Errorf("publish candidates (%d of %d published): %w", published, len(candidates), err)
 	}
 	path, err := WriteCSVIn(a.ReportDir, a.InactiveDays, r)
 	if err != nil {
-		return err
+		return r, err
 	}
 	PrintSummary(a.Out, r)
 	fmt.Fprintf(a.Out, "published %d candidates (%d already published)\nreport: %s\n", published, duplicates, path)
 	a.Log.Info("analysis pass done", "tenants", r.Seen, "candidates", len(candidates),
 		"published", published, "already_published", duplicates, "report", path,
 		"skipped_schemas", len(r.SkippedSchemas), "duration", time.Since(start).String())
-	return nil
+	return r, nil
 }
 
 // Run runs a pass now and then every interval until ctx is cancelled. A

@@ -111,7 +111,7 @@ func TestCleanupRecordsTheRequest(t *testing.T) {
 func TestProgressOnATerminal(t *testing.T) {
 	var out bytes.Buffer
 	yes := true
-	c := &CLI{Stdout: &out, Stderr: &out, terminal: &yes}
+	c := &CLI{Stdout: &out, Stderr: &out, terminal: &yes, width: 200}
 	f := &follower{events: make(chan tenant.Event, 10), done: make(chan struct{})}
 	for _, ev := range []tenant.Event{
 		{TenantID: idA, Outcome: tenant.OutcomeRequested},
@@ -124,16 +124,17 @@ func TestProgressOnATerminal(t *testing.T) {
 	} {
 		f.events <- ev
 	}
-	code := c.waitFor(context.Background(), f, []tenant.ID{idA, idB}, 0)
+	code := c.waitFor(context.Background(), f, newProgress([]tenant.ID{idA, idB}), 0)
 	s := out.String()
 	if code != exitFailed {
 		t.Errorf("exit %d; want 1 (one stuck)", code)
 	}
 	contains(t, "terminal progress", s,
-		"\r[------------------------] 0/2 finished | 2 in progress (2 published)",
-		"\r[------------------------] 0/2 finished | 2 in progress (1 marked, 1 requested)",
-		"\r[############------------] 1/2 finished (1 cleaned) | 1 in progress (1 marked)",
-		"\r[########################] 2/2 finished (1 cleaned, 1 stuck)",
+		eraseLine+"[------------------------] 0/2 finished | 2 in progress (2 published)",
+		eraseLine+"[------------------------] 0/2 finished | 2 in progress (1 marked, 1 requested)",
+		eraseLine+"[############------------] 1/2 finished (1 cleaned) | 1 in progress (1 marked)",
+		eraseLine+"[2/2] "+idB+" stuck: not drained\n",
+		eraseLine+"[########################] 2/2 finished (1 cleaned, 1 stuck)",
 		"1 of 2 cleaned (1 cleaned, 1 stuck)")
 	if strings.Contains(s, idD) || strings.Contains(s, "already cleaned") || strings.Contains(s, "waiting for") {
 		t.Errorf("terminal output shows what it should not:\n%s", s)
@@ -152,9 +153,9 @@ func TestCleanupAsksBeforeCompletingATenantWithoutSchema(t *testing.T) {
 	w.dbs.CreateTenant(t, testenv.Tenant{ID: idA, Status: tenant.StatusGatedAccess, LastQuery: testenv.DaysAgo(200), NoSchema: true})
 	w.startServices()
 	seq := w.streamLastSeq()
-	stdout, stderr := mustRun(t, 1, "cleanup", idA)
+	stdout, stderr := mustRun(t, 2, "cleanup", idA)
 	contains(t, "cleanup of a tenant without schema", stdout, idA+": its schema is not on the data plane", "deletes its 5 public rows")
-	contains(t, "cleanup without a terminal", stderr, "run again with --force", "nothing was published")
+	contains(t, "cleanup without a terminal", stderr, "again with --force", "nothing was published")
 	if w.streamLastSeq() != seq || w.dbs.PublicRows(t, idA) != 5 {
 		t.Fatal("an unconfirmed completion published or deleted something")
 	}

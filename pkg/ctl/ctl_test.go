@@ -1,10 +1,11 @@
 package ctl
 
 import (
-	"flag"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/spf13/cobra"
 )
 
 func TestHelp(t *testing.T) {
@@ -16,20 +17,30 @@ func TestHelp(t *testing.T) {
 		"Exit status: 0", "130 interrupted", "DATA_PLANE_DATABASE_URL", "CONTROL_PLANE_RDS_HOST", "BASTION_HOST", "NATS_URL", "INACTIVE_DAYS")
 	mustRun(t, 2) // no command: the usage, exit 2
 	_, stderr := mustRun(t, 2, "frobnicate")
-	contains(t, "unknown command", stderr, `unknown command "frobnicate"`)
+	contains(t, "unknown command", stderr, `unknown command "frobnicate"`, "tenantctl --help")
+	if n := strings.Count(stderr, "\n"); n > 6 {
+		t.Errorf("a mistyped command prints %d lines:\n%s", n, stderr)
+	}
+	_, stderr = mustRun(t, 2, "stauts")
+	contains(t, "a misspelt command", stderr, "Did you mean this?", "status")
+	stdout, _ = mustRun(t, 0, "--version")
+	contains(t, "--version", stdout, "tenantctl devel (commit ")
+	stdout, _ = mustRun(t, 0, "completion", "bash")
+	contains(t, "completion bash", stdout, "bash completion")
 
 	for name, wants := range map[string][]string{
-		"status":  {"[TENANT_ID] [--json]", "-json", "Exit status:", "NATS_URL", "CONTROL_PLANE_DATABASE_URL", "not consulted"},
-		"cleanup": {"--wait", "-timeout", "-csv", "130 interrupted", "NATS_URL"},
-		"report":  {"--csv[=FILE]", "floor(n*p)", "DATA_PLANE_DATABASE_URL", "INACTIVE_DAYS", "DB_MAX_CONNS"},
-		"verify":  {"-repair", "(a)", "(b)", "(c)", "DATA_PLANE_SHARD_NAME", "on another shard?", "tenantctl verify --repair"},
-		"ledger":  {"-csv", "-o", "cleaned_tenants.csv", "tenant_id,cleaned_at,requested_by,marked_at", "CONTROL_PLANE_RDS_HOST"},
-		"hold":    {"-reason", "-until", "2026-12-02T00:00:00Z", "72h", "CONTROL_PLANE_DATABASE_URL", "never overlap"},
+		"status":  {"status [TENANT_ID]", "--json", "--output", "Exit status:", "NATS_URL", "CONTROL_PLANE_DATABASE_URL", "not consulted", "liveness"},
+		"cleanup": {"--wait", "--timeout", "--csv", "--dry-run", "--force", "--yes", "130 interrupted", "NATS_URL"},
+		"report":  {"--csv", "--output-file", "floor(n*p)", "DATA_PLANE_DATABASE_URL", "INACTIVE_DAYS", "DB_MAX_CONNS"},
+		"verify":  {"--repair", "--force", "(a)", "(b)", "(c)", "DATA_PLANE_SHARD_NAME", "on another shard?", "tenantctl verify --repair"},
+		"ledger":  {"-o, --output", "--output-file", "tenant_id,cleaned_at,requested_by,marked_at", "CONTROL_PLANE_RDS_HOST"},
+		"hold":    {"--reason", "--until", "2026-12-02T00:00:00Z", "72h", "CONTROL_PLANE_DATABASE_URL", "never overlap"},
 		"unhold":  {"has no hold", "CONTROL_PLANE_DATABASE_URL"},
-		"dead":    {"dead list", "dead replay SEQ", "-all", "NATS_URL"},
+		"dead":    {"dead list", "dead replay SEQ", "--all", "NATS_URL"},
+		"watch":   {"in flight", "--timeout", "NATS_URL"},
 	} {
 		stdout, _ := mustRun(t, 0, name, "-h")
-		contains(t, "tenantctl "+name+" -h", stdout, append(wants, "Usage: tenantctl "+name)...)
+		contains(t, "tenantctl "+name+" -h", stdout, append(wants, "Usage:\n  tenantctl "+name)...)
 		for _, secret := range []string{"dp-secret", "cp-secret", "nats-secret"} {
 			if strings.Contains(stdout, secret) {
 				t.Errorf("tenantctl %s -h prints %s", name, secret)
@@ -56,7 +67,7 @@ func TestConfigurationErrors(t *testing.T) {
 	t.Setenv("DATA_PLANE_DATABASE_URL", "")
 	t.Setenv("CONTROL_PLANE_DATABASE_URL", "postgres://x@127.0.0.1:1/x")
 	_, stderr := mustRun(t, 2, "report")
-	contains(t, "report without a data plane", stderr, "DATA_PLANE_DATABASE_URL", "tenantctl report -h")
+	contains(t, "report without a data plane", stderr, "DATA_PLANE_DATABASE_URL", "tenantctl report --help")
 	t.Setenv("NATS_REPLICAS", "2")
 	_, stderr = mustRun(t, 2, "dead", "list")
 	contains(t, "dead list with NATS_REPLICAS=2", stderr, "NATS_REPLICAS must be 1, 3 or 5")
@@ -75,8 +86,6 @@ func TestConfigurationErrors(t *testing.T) {
 }
 
 func TestInterspersedFlags(t *testing.T) {
-	c := &CLI{Stdout: &strings.Builder{}, Stderr: &strings.Builder{}}
-	cmd := &command{name: "x"}
 	for _, tc := range []struct {
 		args   []string
 		pos    string
@@ -85,20 +94,22 @@ func TestInterspersedFlags(t *testing.T) {
 	}{
 		{[]string{"A", "--reason", "r"}, "A", "r", false},
 		{[]string{"--reason", "r", "A", "B", "--wait"}, "A B", "r", true},
-		{[]string{"A", "--wait", "B", "-reason=r r"}, "A B", "r r", true},
+		{[]string{"A", "--wait", "B", "--reason=r r"}, "A B", "r r", true},
 		{[]string{"A", "--", "--wait"}, "A --wait", "", false},
 		{[]string{"-", "--reason", "-"}, "-", "-", false},
 	} {
 		var (
 			reason string
 			wait   bool
+			pos    []string
 		)
-		pos, _, ok := c.parse(cmd, tc.args, nil, func(fs *flag.FlagSet) {
-			fs.StringVar(&reason, "reason", "", "")
-			fs.BoolVar(&wait, "wait", false, "")
-		})
-		if !ok || strings.Join(pos, " ") != tc.pos || reason != tc.reason || wait != tc.wait {
-			t.Errorf("parse %q = %q, reason %q, wait %v, ok %v", tc.args, pos, reason, wait, ok)
+		cmd := &cobra.Command{Use: "x", RunE: func(_ *cobra.Command, args []string) error { pos = args; return nil }}
+		cmd.Flags().StringVar(&reason, "reason", "", "")
+		cmd.Flags().BoolVar(&wait, "wait", false, "")
+		cmd.SetArgs(tc.args)
+		err := cmd.Execute()
+		if err != nil || strings.Join(pos, " ") != tc.pos || reason != tc.reason || wait != tc.wait {
+			t.Errorf("parse %q = %q, reason %q, wait %v, %v", tc.args, pos, reason, wait, err)
 		}
 	}
 }

@@ -197,12 +197,22 @@ func TestReconcileEdgeCases(t *testing.T) {
 	}
 }
 
-// Who requested comes from $USER and the host name: sanitised and bounded
-// before it reaches a request, a database or a terminal.
+// Who requested comes from --as, $TENANTCTL_AS or the OS user and host:
+// sanitised and bounded before it reaches a request, a database or a
+// terminal.
 func TestRequesterIsSanitised(t *testing.T) {
-	t.Setenv("USER", "\x1b]8;;http://evil\x07ops\x1b[2J"+strings.Repeat("x", 5000))
-	got := requester()
-	if strings.ContainsAny(got, "\x1b\x07") || len(got) > 200 || !strings.HasPrefix(got, "tenantctl:]8;;http://evilops[2Jxxx") {
-		t.Fatalf("requester() = %q (%d bytes)", got, len(got))
+	t.Setenv(asEnv, "\x1b]8;;http://evil\x07ops\x1b[2J"+strings.Repeat("x", 5000))
+	got, err := (&CLI{}).requester()
+	if err != nil || strings.ContainsAny(got, "\x1b\x07") || len(got) > 200 || !strings.HasPrefix(got, "tenantctl:]8;;http://evilops[2Jxxx") {
+		t.Fatalf("requester() = %q (%d bytes), %v", got, len(got), err)
+	}
+	got, _ = (&CLI{as: "alice"}).requester()
+	if got != "tenantctl:alice" {
+		t.Errorf("--as alice: %q", got)
+	}
+	t.Setenv(asEnv, "")
+	got, err = (&CLI{}).requester()
+	if err != nil || got == "tenantctl:unknown" || !strings.Contains(got, "@") {
+		t.Errorf("the OS user: %q, %v", got, err)
 	}
 }

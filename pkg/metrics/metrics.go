@@ -6,7 +6,8 @@
 //	/readyz   200 "ready" when the service's dependencies answer, else 503 (readiness)
 //
 // Every metric is named tenant_cleanup_* and carries the constant label
-// service="<analyzer|marker|cleaner>". Each Metrics has a registry of its own
+// component="<analyzer|marker|cleaner>" (not "service", which Prometheus
+// Operator sets to the Kubernetes Service of the scrape target). Each Metrics has a registry of its own
 // (with the Go and process collectors), so tests and several services in one
 // process never collide. A nil *Metrics is valid and records nothing.
 package metrics
@@ -14,6 +15,7 @@ package metrics
 import (
 	"context"
 	"net/http"
+	"slices"
 	"sync"
 	"time"
 
@@ -25,9 +27,28 @@ import (
 // The metric names, as they appear in the exposition (a histogram adds the
 // _bucket, _sum and _count series to its name).
 const (
-	// TenantsTotal counts tenant outcomes: counter, label outcome
-	// (marked, draining, cleaned, refused, stuck, held, capped, paused, dead, requested).
+	// TenantsTotal counts tenants, once each time one reaches an outcome
+	// that ends or starts its cleanup: counter, label outcome (one of
+	// TenantOutcomes: marked, cleaned, refused, stuck, held, dead). The
+	// repeated progress reports (requested, draining, capped, paused) are
+	// not tenants and are counted by EventsTotal only.
 	TenantsTotal = "tenant_cleanup_tenants_total"
+	// EventsTotal counts every outcome event reported: counter, label
+	// outcome (also draining on every drain check, capped, paused, requested).
+	EventsTotal = "tenant_cleanup_events_total"
+	// AnalyzerPassDurationSeconds times the analyzer's passes: histogram.
+	AnalyzerPassDurationSeconds = "tenant_cleanup_analyzer_pass_duration_seconds"
+	// AnalyzerTenantsSeen is how many tenants the last pass looked at: gauge.
+	AnalyzerTenantsSeen = "tenant_cleanup_analyzer_tenants_seen"
+	// AnalyzerCandidates is how many of them were candidates: gauge.
+	AnalyzerCandidates = "tenant_cleanup_analyzer_candidates"
+	// AnalyzerLastSuccessTimestamp is when a pass last succeeded, in Unix
+	// seconds (0: never): gauge.
+	AnalyzerLastSuccessTimestamp = "tenant_cleanup_analyzer_last_success_timestamp_seconds"
+	// AnalyzerPassFailuresTotal counts failed passes: counter.
+	AnalyzerPassFailuresTotal = "tenant_cleanup_analyzer_pass_failures_total"
+	// BuildInfo is 1, with the labels version, commit and goversion: gauge.
+	BuildInfo = "tenant_cleanup_build_info"
 	// DrainChecksTotal counts drain checks: counter, label result
 	// (drained, not_drained, stuck, refused, error).
 	DrainChecksTotal = "tenant_cleanup_drain_checks_total"
@@ -60,9 +81,17 @@ const (
 // Names lists the names of every tenant_cleanup_* metric this package defines
 // (for dashboards and the tests that check them).
 func Names() []string {
-	return []string{TenantsTotal, DrainChecksTotal, StepDurationSeconds, TenantsInPhase, OldestTenantAgeSeconds, Ready,
-		PaceLimit, PaceInFlight, PaceThrottled, StoreRemovedTotal, StoreFailuresTotal}
+	return []string{TenantsTotal, EventsTotal, DrainChecksTotal, StepDurationSeconds, TenantsInPhase, OldestTenantAgeSeconds, Ready,
+		PaceLimit, PaceInFlight, PaceThrottled, StoreRemovedTotal, StoreFailuresTotal, AnalyzerPassDurationSeconds,
+		AnalyzerTenantsSeen, AnalyzerCandidates, AnalyzerLastSuccessTimestamp, AnalyzerPassFailuresTotal, BuildInfo}
 }
+
+// TenantOutcomes are the outcomes TenantsTotal counts: each is reached once
+// per tenant and request.
+var TenantOutcomes = []string{"marked", "cleaned", "refused", "stuck", "held", "dead"}
+
+// ComponentLabel is the constant label naming the service.
+const ComponentLabel = "component"
 
 // DrainResults are the results DrainCheck is meant to be called with; their
 // series exist (at 0) from the start so that rates are defined.
@@ -81,6 +110,7 @@ type Metrics struct {
 	service  string
 	registry *prometheus.Registry
 	tenants  *prometheus.CounterVec
+	events   *prometheus.CounterVec
 	drains   *prometheus.CounterVec
 	steps    *prometheus.HistogramVec
 	inPhase  *prometheus.GaugeVec
@@ -91,6 +121,7 @@ type Metrics struct {
 	paceWhy  *prometheus.GaugeVec
 	removed  *prometheus.CounterVec
 	failed   *prometheus.CounterVec
+	pass     analyzerMetrics
 
 	mu       sync.Mutex
 	phases   map[string]bool // every phase SetPhases has seen, to reset the missing ones
@@ -98,17 +129,21 @@ type Metrics struct {
 }
 
 // New creates the metrics of service (analyzer, marker or cleaner) on a
-// registry of its own, with the Go and process collectors; every series
-// carries the label service=<service>.
+// registry of its own, with the Go and process collectors and the build
+// info; every series carries the label component=<service>.
 func New(service string) *Metrics {
 	reg := prometheus.NewRegistry()
-	r := prometheus.WrapRegistererWith(prometheus.Labels{"service": service}, reg)
+	r := prometheus.WrapRegistererWith(prometheus.Labels{ComponentLabel: service}, reg)
 	m := &Metrics{
 		service:  service,
 		registry: reg,
 		tenants: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: TenantsTotal,
-			Help: "Tenant outcomes (marked, draining, cleaned, refused, stuck, held, ...).",
+			Help: "Tenants that reached an outcome: marked, cleaned, refused, stuck, held, dead (each tenant once per outcome and request).",
+		}, []string{"outcome"}),
+		events: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: EventsTotal,
+			Help: "Outcome events reported, progress reports (draining on every drain check, capped, paused) included.",
 		}, []string{"outcome"}),
 		drains: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: DrainChecksTotal,
@@ -156,8 +191,15 @@ func New(service string) *Metrics {
 	r.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		m.tenants, m.drains, m.steps, m.inPhase, m.oldest, m.ready,
+		m.tenants, m.events, m.drains, m.steps, m.inPhase, m.oldest, m.ready, buildInfo(),
 	)
+	if service == "analyzer" {
+		m.pass = newAnalyzerMetrics()
+		m.pass.register(r)
+	}
+	for _, o := range TenantOutcomes {
+		m.tenants.WithLabelValues(o)
+	}
 	if service == "cleaner" {
 		r.MustRegister(m.paceLim, m.paceRun, m.paceWhy, m.removed, m.failed)
 	}
@@ -184,13 +226,17 @@ func (m *Metrics) Registry() *prometheus.Registry {
 	return m.registry
 }
 
-// Outcome counts one tenant outcome (tenant_cleanup_tenants_total{outcome}):
-// marked, draining, cleaned, refused, stuck, held, capped, paused, dead, requested.
+// Outcome counts one outcome event (tenant_cleanup_events_total{outcome})
+// and, for the outcomes of TenantOutcomes, the tenant
+// (tenant_cleanup_tenants_total{outcome}).
 func (m *Metrics) Outcome(outcome string) {
 	if m == nil {
 		return
 	}
-	m.tenants.WithLabelValues(outcome).Inc()
+	m.events.WithLabelValues(outcome).Inc()
+	if slices.Contains(TenantOutcomes, outcome) {
+		m.tenants.WithLabelValues(outcome).Inc()
+	}
 }
 
 // DrainCheck counts one drain check (tenant_cleanup_drain_checks_total{result}),

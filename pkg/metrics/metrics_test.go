@@ -141,6 +141,14 @@ func TestExposition(t *testing.T) {
 		metrics.PaceThrottled:          dto.MetricType_GAUGE,
 		metrics.StoreRemovedTotal:      dto.MetricType_COUNTER,
 		metrics.StoreFailuresTotal:     dto.MetricType_COUNTER,
+		metrics.EventsTotal:            dto.MetricType_COUNTER,
+		metrics.BuildInfo:              dto.MetricType_GAUGE,
+		// The analyzer's only (TestAnalyzerPassMetrics).
+		metrics.AnalyzerPassDurationSeconds:  dto.MetricType_HISTOGRAM,
+		metrics.AnalyzerTenantsSeen:          dto.MetricType_GAUGE,
+		metrics.AnalyzerCandidates:           dto.MetricType_GAUGE,
+		metrics.AnalyzerLastSuccessTimestamp: dto.MetricType_GAUGE,
+		metrics.AnalyzerPassFailuresTotal:    dto.MetricType_COUNTER,
 	}
 	if len(types) != len(metrics.Names()) {
 		t.Fatalf("Names() = %v: update this test", metrics.Names())
@@ -150,6 +158,9 @@ func TestExposition(t *testing.T) {
 			t.Errorf("%s: not prefixed tenant_cleanup_", name)
 		}
 		f, ok := fams[name]
+		if !ok && strings.HasPrefix(name, "tenant_cleanup_analyzer_") {
+			continue // the analyzer's only
+		}
 		if !ok {
 			t.Errorf("%s missing from /metrics", name)
 			continue
@@ -161,7 +172,7 @@ func TestExposition(t *testing.T) {
 			t.Errorf("%s: no help text", name)
 		}
 		for _, s := range f.GetMetric() {
-			if got := labels(s)["service"]; got != "cleaner" {
+			if got := labels(s)["component"]; got != "cleaner" {
 				t.Errorf("%s%v: service label %q, want cleaner", name, labels(s), got)
 			}
 		}
@@ -173,7 +184,7 @@ func TestExposition(t *testing.T) {
 		}
 	}
 	// The Go and process collectors are there, with the service label too.
-	if g := find(t, fams, "go_goroutines", map[string]string{"service": "cleaner"}); g.GetGauge().GetValue() < 1 {
+	if g := find(t, fams, "go_goroutines", map[string]string{"component": "cleaner"}); g.GetGauge().GetValue() < 1 {
 		t.Errorf("go_goroutines = %v", g.GetGauge().GetValue())
 	}
 
@@ -434,8 +445,13 @@ func TestSeparateRegistries(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, f := range fams {
-		if f.GetName() == metrics.TenantsTotal {
-			t.Errorf("cleaner's registry has marker's %s", f.GetName())
+		if f.GetName() != metrics.TenantsTotal {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			if m.GetCounter().GetValue() != 0 {
+				t.Errorf("cleaner's registry has marker's %s", f.GetName())
+			}
 		}
 	}
 }
@@ -454,5 +470,47 @@ func TestRedact(t *testing.T) {
 	}
 	if got := metrics.Redact(strings.Repeat("é", 1000)); len(got) > 520 || !strings.HasSuffix(got, "…") {
 		t.Errorf("Redact of a long text: %d bytes", len(got))
+	}
+}
+
+// tenants_total counts tenants (final outcomes and marking), not the
+// progress reports; the analyzer's passes and the build are exported.
+func TestTenantsNotEvents(t *testing.T) {
+	m := metrics.New("analyzer")
+	for range 5 {
+		m.Outcome("draining")
+	}
+	m.Outcome("marked")
+	m.Outcome("cleaned")
+	m.AnalyzerPass(2*time.Second, true, 40, 7, time.Unix(1700000000, 0))
+	m.AnalyzerPass(time.Second, false, 0, 0, time.Time{})
+	fams, err := m.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, f := range fams {
+		for _, s := range f.GetMetric() {
+			key := f.GetName()
+			for _, l := range s.GetLabel() {
+				if l.GetName() == "outcome" {
+					key += "/" + l.GetValue()
+				}
+				if l.GetName() == "service" {
+					t.Errorf("%s has a label named service", f.GetName())
+				}
+			}
+			got[key] = s.GetCounter().GetValue() + s.GetGauge().GetValue() + float64(s.GetHistogram().GetSampleCount())
+		}
+	}
+	for key, want := range map[string]float64{
+		metrics.TenantsTotal + "/draining": 0, metrics.TenantsTotal + "/marked": 1, metrics.TenantsTotal + "/cleaned": 1,
+		metrics.EventsTotal + "/draining": 5, metrics.AnalyzerTenantsSeen: 40, metrics.AnalyzerCandidates: 7,
+		metrics.AnalyzerLastSuccessTimestamp: 1700000000, metrics.AnalyzerPassFailuresTotal: 1,
+		metrics.AnalyzerPassDurationSeconds: 2, metrics.BuildInfo: 1,
+	} {
+		if got[key] != want {
+			t.Errorf("%s = %v, want %v", key, got[key], want)
+		}
 	}
 }

@@ -8,20 +8,33 @@ import (
 	"log/slog"
 	"os"
 
+	"github.com/tenantcleanup/tenant-cleanup/pkg/buildinfo"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/config"
 )
 
 // Main is the whole of a service's main: it parses args (-h prints the
-// summary, the flags and the configuration), loads spec from the
+// summary, the flags and the configuration; --version the version and
+// commit stamped at build time), loads spec from the
 // environment, and runs run with a JSON logger until SIGTERM or SIGINT. It
 // returns the exit status: 0 after a clean stop, 1 when run fails, 2 for bad
 // flags or configuration.
 func Main(name, summary string, args []string, spec interface{ Level() string },
 	define func(*flag.FlagSet), run func(ctx context.Context, log *slog.Logger) error) int {
-	if _, err := Flags(name, summary, spec, args, os.Stdout, define); errors.Is(err, flag.ErrHelp) {
+	var version bool
+	withVersion := func(fs *flag.FlagSet) {
+		fs.BoolVar(&version, "version", false, "print the version and commit and exit")
+		if define != nil {
+			define(fs)
+		}
+	}
+	if _, err := Flags(name, summary, spec, args, os.Stdout, withVersion); errors.Is(err, flag.ErrHelp) {
 		return 0
 	} else if err != nil {
 		return 2
+	}
+	if version {
+		fmt.Println(buildinfo.String(name))
+		return 0
 	}
 	if err := config.Load(spec); err != nil {
 		fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)

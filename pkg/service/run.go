@@ -144,6 +144,11 @@ func RunAnalyzer(ctx context.Context, cfg *config.Analyzer, once bool, out io.Wr
 	obs.attach(env)
 	a := &analyzer.Analyzer{Data: env.Data, Control: env.Control, Bus: env.Bus, InactiveDays: cfg.InactiveDays,
 		ReportDir: cfg.ReportDir, Workers: int(cfg.DBMaxConns), Out: out, Now: time.Now, Log: log}
+	interval := cfg.Interval
+	if once {
+		interval = 0
+	}
+	a.Observe = observePasses(obs.metrics, env.Bus, interval, log)
 	if once {
 		return a.Pass(ctx)
 	}
