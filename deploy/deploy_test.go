@@ -110,8 +110,13 @@ func manifests(t *testing.T) []doc {
 			out = append(out, d)
 		}
 	}
-	return out
+	// The Secrets the workloads read are created by the operator, as the
+	// example shows; never applied by the kustomization.
+	return append(out, loadYAML(t, secretExample)...)
 }
+
+// secretExample shows the Secrets kubectl apply -k does not apply.
+const secretExample = "examples/secret.example.yaml"
 
 func composeServices(t *testing.T) map[string]map[string]any {
 	t.Helper()
@@ -823,7 +828,7 @@ var (
 )
 
 // histograms are the metrics of metrics.Names() that are histograms.
-var histograms = []string{metrics.StepDurationSeconds}
+var histograms = []string{metrics.StepDurationSeconds, metrics.AnalyzerPassDurationSeconds}
 
 // metricOf maps a series name to its metric name (a histogram's _bucket, _sum, _count).
 func metricOf(series string) string {

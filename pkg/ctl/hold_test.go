@@ -18,7 +18,7 @@ func TestHoldKeepsATenantUntilUnhold(t *testing.T) {
 	w.startServices()
 
 	// Flags after the id; the hold names who placed it.
-	t.Setenv("USER", "ops")
+	t.Setenv("TENANTCTL_AS", "ops@vm")
 	stdout, _ := mustRun(t, 0, "hold", idA, "--reason", "legal review")
 	contains(t, "hold", stdout, "held "+idA+" until tenantctl unhold "+idA+": legal review (by tenantctl:ops@")
 	h, found, err := controlplane.New(w.dbs.Control).Hold(context.Background(), idA)

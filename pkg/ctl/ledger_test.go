@@ -15,7 +15,7 @@ func TestLedger(t *testing.T) {
 	// No ledger table yet: an empty ledger.
 	stdout, _ := mustRun(t, 0, "ledger")
 	contains(t, "ledger without a table", stdout, "The ledger is empty")
-	stdout, _ = mustRun(t, 0, "ledger", "--csv", "-o", "-")
+	stdout, _ = mustRun(t, 0, "ledger", "-o", "csv")
 	if stdout != strings.Join(ledgerCSVHeader, ",")+"\n" {
 		t.Errorf("ledger --csv of an empty ledger:\n%s", stdout)
 	}
@@ -45,26 +45,34 @@ func TestLedger(t *testing.T) {
 			"application_status,stripe_customer_id,schema_existed,relations_dropped,public_rows_deleted,cleaned_by" {
 		t.Fatalf("header %s", ledgerCSVHeaderLine)
 	}
-	stdout, _ = mustRun(t, 0, "ledger", "--csv", "-o", "-")
+	stdout, _ = mustRun(t, 0, "ledger", "-o", "csv")
 	if stdout != wantCSV {
-		t.Errorf("ledger --csv -o -:\n%s\nwant:\n%s", stdout, wantCSV)
+		t.Errorf("ledger -o csv:\n%s\nwant:\n%s", stdout, wantCSV)
 	}
+	stdout, _ = mustRun(t, 0, "ledger", "-o", "json")
+	contains(t, "ledger -o json", stdout, `"tenant_id": "`+idA+`"`, `"relations_dropped": 835`)
+	stdout, _ = mustRun(t, 0, "ledger", "-o", "wide")
+	contains(t, "ledger -o wide", stdout, "STRIPE CUSTOMER", "cus_123")
+	mustRun(t, 2, "ledger", "-o", "json2")
 
 	dir := t.TempDir()
 	out := filepath.Join(dir, "sweep.csv")
-	stdout, _ = mustRun(t, 0, "ledger", "-o", out)
-	contains(t, "ledger -o FILE", stdout, "wrote 2 cleaned tenants to "+out)
+	stdout, stderr := mustRun(t, 0, "ledger", "-o", "csv", "--output-file", out)
+	contains(t, "ledger --output-file FILE", stderr, "wrote "+out)
+	if stdout != "" {
+		t.Errorf("ledger --output-file printed %q", stdout)
+	}
 	if b, err := os.ReadFile(out); err != nil || string(b) != wantCSV {
 		t.Errorf("%s: %q, %v", out, b, err)
 	}
 	t.Chdir(dir)
-	stdout, _ = mustRun(t, 0, "ledger", "--csv")
-	contains(t, "ledger --csv", stdout, "wrote 2 cleaned tenants to "+filepath.Join(dir, "cleaned_tenants.csv"))
+	_, stderr = mustRun(t, 0, "ledger", "--csv") // deprecated: cleaned_tenants.csv
+	contains(t, "ledger --csv", stderr, "wrote "+filepath.Join(dir, "cleaned_tenants.csv"))
 	if b, err := os.ReadFile(filepath.Join(dir, "cleaned_tenants.csv")); err != nil || string(b) != wantCSV {
 		t.Errorf("cleaned_tenants.csv: %q, %v", b, err)
 	}
 
 	t.Setenv("CONTROL_PLANE_DATABASE_URL", "")
-	_, stderr := mustRun(t, 2, "ledger")
+	_, stderr = mustRun(t, 2, "ledger")
 	contains(t, "ledger without a control plane", stderr, "set CONTROL_PLANE_DATABASE_URL, or CONTROL_PLANE_RDS_HOST")
 }

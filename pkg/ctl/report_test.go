@@ -78,11 +78,13 @@ func TestReport(t *testing.T) {
 
 	// --csv FILE, --csv=FILE, and --csv alone (the analyzer's name, here).
 	dir := t.TempDir()
-	for _, args := range [][]string{{"report", "--csv", filepath.Join(dir, "a.csv")}, {"report", "--csv=" + filepath.Join(dir, "b.csv")}} {
-		stdout, _ = mustRun(t, 0, args...)
+	for _, args := range [][]string{{"report", "-o", "csv", "--output-file", filepath.Join(dir, "a.csv")}, {"report", "--csv=" + filepath.Join(dir, "b.csv")}} {
+		_, stderr := mustRun(t, 0, args...)
 		path := args[len(args)-1]
 		path = path[strings.Index(path, "/"):]
-		contains(t, strings.Join(args, " "), stdout, "report: "+path+" (4 candidates)")
+		if args[1] == "--csv="+path {
+			contains(t, strings.Join(args, " "), stderr, "report: "+path+" (4 candidates)")
+		}
 		rows := readCSVFile(t, path)
 		if got := fmt.Sprint(rows); !strings.HasPrefix(got, "[[tenant_id num_documents num_users last_query_time days_since_last_query] ["+idA+" 60 2 ") ||
 			len(rows) != 5 || rows[2][0] != idB || rows[2][3] != "" || rows[3][0] != idC || rows[4][0] != idH {
@@ -90,12 +92,19 @@ func TestReport(t *testing.T) {
 		}
 	}
 	t.Chdir(dir)
-	stdout, _ = mustRun(t, 0, "report", "--csv")
+	stdout, stderr := mustRun(t, 0, "report", "--csv")
 	matches, _ := filepath.Glob(filepath.Join(dir, "gated_tenants_no_query_3mo_*.csv"))
-	if len(matches) != 1 || !strings.Contains(stdout, "report: "+matches[0]) {
+	if len(matches) != 1 || !strings.Contains(stderr, "report: "+matches[0]) {
 		t.Errorf("report --csv wrote %v; stdout:\n%s", matches, stdout)
 	}
 	mustRun(t, 2, "report", "extra")
+	mustRun(t, 2, "report", "--csv=-") // a file named "-": no
+	stdout, _ = mustRun(t, 0, "report", "-o", "csv")
+	if !strings.HasPrefix(stdout, "tenant_id,num_documents,num_users,last_query_time,days_since_last_query\n"+idA+",60,2,") {
+		t.Errorf("report -o csv:\n%s", stdout)
+	}
+	stdout, _ = mustRun(t, 0, "report", "-o", "json")
+	contains(t, "report -o json", stdout, `"candidates": 4`, `"tenant_id": "`+idA)
 }
 
 func readCSVFile(t *testing.T, path string) [][]string {

@@ -91,7 +91,7 @@ func TestVerify(t *testing.T) {
 	// --repair requests the repairable ones (before the services run: a
 	// cleaner finds lost work by itself); the pipeline completes them.
 	seq := w.streamLastSeq()
-	stdout, _ = mustRun(t, 1, "verify", "--repair")
+	stdout, _ = mustRun(t, 1, "verify", "--repair", "--force")
 	contains(t, "verify --repair", stdout,
 		`published 2 cleanup requests (requested_by "tenantctl verify --repair"): `,
 		"run tenantctl verify again once they are cleaned", "needs a human: 5")
@@ -123,7 +123,7 @@ func TestVerify(t *testing.T) {
 	w.dbs.ExecData(t, "DELETE FROM public.tenant_invite_counter WHERE tenant_id LIKE 'Tenant_X%'")
 	stdout, _ = mustRun(t, 0, "verify")
 	contains(t, "verify after the repair", stdout, "consistent: no cleanup left anything behind", "On another shard? 1")
-	stdout, _ = mustRun(t, 0, "verify", "--repair")
+	stdout, _ = mustRun(t, 0, "verify", "--repair", "--force")
 	contains(t, "verify --repair when consistent", stdout, "consistent")
 	mustRun(t, 2, "verify", "extra")
 }
