@@ -9,6 +9,8 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -98,17 +100,23 @@ func run() error {
 	fmt.Printf("    %s (store %s)\n", natsURL, storeDir)
 
 	step("creating the data plane and control plane from fixtures/onyx")
-	dataURL, err := freshDatabase(ctx, admin, "tenant_cleanup_demo_data", onyx.DataPlaneSQL)
-	if err != nil {
-		return err
-	}
-	controlURL, err := freshDatabase(ctx, admin, "tenant_cleanup_demo_control", onyx.ControlPlaneSQL)
-	if err != nil {
-		return err
-	}
+	// Names of this run only: the demo never drops a database it did not
+	// create in this run (a shared server may hold others' databases).
+	run := uniqueSuffix()
+	dataName, controlName := "tenant_cleanup_demo_"+run+"_data", "tenant_cleanup_demo_"+run+"_control"
+	var created []string
 	if !*keep {
-		defer dropDatabases(admin, "tenant_cleanup_demo_data", "tenant_cleanup_demo_control")
+		defer func() { dropDatabases(admin, created...) }()
 	}
+	dataURL, err := freshDatabase(ctx, admin, dataName, onyx.DataPlaneSQL, &created)
+	if err != nil {
+		return err
+	}
+	controlURL, err := freshDatabase(ctx, admin, controlName, onyx.ControlPlaneSQL, &created)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("    databases %s and %s (dropped at the end unless -keep)\n", dataName, controlName)
 	data, err := pgxpool.New(ctx, dataURL)
 	if err != nil {
 		return err
@@ -242,19 +250,26 @@ func databaseURL(admin, name string) (string, error) {
 	return u.String(), nil
 }
 
-func freshDatabase(ctx context.Context, admin, name, fixture string) (string, error) {
+// uniqueSuffix names this run's databases: 8 random hex digits.
+func uniqueSuffix() string {
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// freshDatabase creates the database name (which must not exist: it is
+// never dropped first), appends it to created, and loads fixture into it.
+func freshDatabase(ctx context.Context, admin, name, fixture string, created *[]string) (string, error) {
 	conn, err := pgx.Connect(ctx, admin)
 	if err != nil {
 		return "", fmt.Errorf("connect to PostgreSQL (set DEMO_DATABASE_URL): %w", err)
 	}
 	defer conn.Close(ctx)
 	ident := pgx.Identifier{name}.Sanitize()
-	if _, err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+ident+" WITH (FORCE)"); err != nil {
-		return "", err
-	}
 	if _, err := conn.Exec(ctx, "CREATE DATABASE "+ident); err != nil {
-		return "", err
+		return "", fmt.Errorf("create %s: %w", name, err)
 	}
+	*created = append(*created, name)
 	dbURL, err := databaseURL(admin, name)
 	if err != nil {
 		return "", err
@@ -270,6 +285,8 @@ func freshDatabase(ctx context.Context, admin, name, fixture string) (string, er
 	return dbURL, nil
 }
 
+// dropDatabases drops the databases this run created (names), with the
+// connections of this run's services.
 func dropDatabases(admin string, names ...string) {
 	ctx := context.Background()
 	conn, err := pgx.Connect(ctx, admin)

@@ -56,7 +56,7 @@ func TestDeadListAndReplay(t *testing.T) {
 	contains(t, "dead list -o csv", stdout, "seq,time,consumer,tenant_id,failures,reason,subject\n", idA)
 	stdout, _ = mustRun(t, 0, "dead", "list", "-o", "json")
 	contains(t, "dead list -o json", stdout, `"Tenant": "`+idB)
-	_, stderr := mustRun(t, 2, "dead", "replay", "--all") // no terminal, no --force
+	_, stderr = mustRun(t, 2, "dead", "replay", "--all") // no terminal, no --force
 	contains(t, "dead replay --all without a terminal", stderr, "--force", "nothing was replayed")
 	stdout, _ = mustRun(t, 0, "dead", "replay", "--all", "--force")
 	contains(t, "dead replay --all", stdout, idA, idB, idC, "replayed 3 dead letters")

@@ -75,7 +75,7 @@ func (c *CLI) loadEnv(cmd *cobra.Command, spec interface{ check() error }) bool 
 	return true
 }
 
-func (s *natsSpec) check() error    { return checkNATS(s.NATS) }
+func (s *natsSpec) check() error { return checkNATS(s.NATS) }
 func (s *cleanupSpec) check() error {
 	return errors.Join(checkNATS(s.NATS), checkControl(s.ControlPlane, s.Bastion, false))
 }
