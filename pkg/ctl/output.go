@@ -46,9 +46,6 @@ func (o *output) check() string {
 	return ""
 }
 
-// machine reports whether the output is for programs (json or csv).
-func (o *output) machine() bool { return o.format == formatJSON || o.format == formatCSV }
-
 // write calls emit with standard output, or with the file of --output-file
 // (created or truncated), and then says on standard error where it went.
 func (o *output) write(c *CLI, emit func(io.Writer) error) error {
