@@ -160,8 +160,13 @@ func (c *CLI) runCleanup(ctx context.Context, cmd *cobra.Command, o cleanupOpts,
 		fmt.Fprintf(c.Stdout, "cleanup --csv %s requests the cleanup of %s (the pipeline checks each again and refuses those not eligible):\n",
 			o.csvPath, plural(len(todo), "tenant"))
 		listCapped(c.Stdout, "  ", idStrings(todo), 10)
-		if code := c.confirm(cmd, o.force, fmt.Sprintf("Publish %s?", plural(len(todo), "cleanup request")), "nothing was published"); code != exitOK {
-			return code
+		// On a terminal it asks; from a script (no terminal) a CSV is
+		// published as the contract says: requesting destroys nothing,
+		// the pipeline checks each tenant again.
+		if c.stdinTerminal() {
+			if code := c.confirm(cmd, o.force, fmt.Sprintf("Publish %s?", plural(len(todo), "cleanup request")), "nothing was published"); code != exitOK {
+				return code
+			}
 		}
 	}
 	var events *follower
