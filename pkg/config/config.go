@@ -106,9 +106,9 @@ type OtherStores struct {
 	Redis
 }
 
-// validate checks the stores that are configured (a store that is not is
+// Validate checks the stores that are configured (a store that is not is
 // simply not cleaned).
-func (o *OtherStores) validate() error {
+func (o *OtherStores) Validate() error {
 	var errs []error
 	if o.FileStore.Enabled() {
 		errs = append(errs, o.FileStore.Validate())
@@ -156,16 +156,22 @@ type Cleaner struct {
 }
 
 // Load fills spec (a pointer to one of the structs above) from the
-// environment and validates it: every numeric and duration variable within
-// the bounds of its range tag (CheckBounds), then the checks across
-// variables.
+// environment and validates it (Validate).
 func Load(spec any) error {
 	if err := envconfig.Process("", spec); err != nil {
 		return fmt.Errorf("configuration: %w", err)
 	}
+	return Validate(spec)
+}
+
+// Validate checks spec, however it was filled (Load, or Defaults and then
+// fields set by hand): every numeric and duration variable within the
+// bounds of its range tag (CheckBounds), then spec's own checks across
+// variables (its Validate method, when it has one).
+func Validate(spec any) error {
 	err := CheckBounds(spec)
-	if v, ok := spec.(interface{ validate() error }); ok {
-		err = errors.Join(err, v.validate())
+	if v, ok := spec.(interface{ Validate() error }); ok {
+		err = errors.Join(err, v.Validate())
 	}
 	if err != nil {
 		return fmt.Errorf("configuration: %w", err)
@@ -173,29 +179,49 @@ func Load(spec any) error {
 	return nil
 }
 
-func (c *Common) validate() error {
-	var errs []error
-	if c.DataPlaneURL == "" {
-		errs = append(errs, errors.New("DATA_PLANE_DATABASE_URL is empty: set it to the data-plane Postgres URL"))
-	}
-	if c.ControlPlaneURL == "" && c.RDSHost == "" {
-		errs = append(errs, errors.New("set CONTROL_PLANE_DATABASE_URL, or CONTROL_PLANE_RDS_HOST and CONTROL_PLANE_RDS_PASSWORD"))
-	}
-	if c.BastionHost != "" && c.PEMFile == "" {
-		errs = append(errs, errors.New("BASTION_HOST is set but PEM_FILE_LOCATION is not"))
-	}
+// Validate checks what every service needs: both planes, the bastion's key,
+// the log level and the NATS credentials.
+func (c *Common) Validate() error {
 	var level slog.Level
+	var errLevel error
 	if err := level.UnmarshalText([]byte(c.LogLevel)); err != nil && c.LogLevel != "" {
-		errs = append(errs, fmt.Errorf("LOG_LEVEL must be debug, info, warn or error, got %q", c.LogLevel))
+		errLevel = fmt.Errorf("LOG_LEVEL must be debug, info, warn or error, got %q", c.LogLevel)
 	}
-	errs = append(errs, c.NATS.validate())
-	return errors.Join(errs...)
+	return errors.Join(c.DataPlane.Validate(), c.ControlPlane.Validate(), c.Bastion.Validate(), errLevel, c.NATS.Validate())
 }
 
-// validate checks the NATS credentials: at most one way, and a file that
+// Validate checks that the data plane is set.
+func (d *DataPlane) Validate() error {
+	if d.DataPlaneURL == "" {
+		return errors.New("DATA_PLANE_DATABASE_URL is empty: set it to the data-plane Postgres URL")
+	}
+	return nil
+}
+
+// Configured reports whether a control plane is set at all (a URL, or the
+// RDS host to build one from).
+func (c *ControlPlane) Configured() bool { return c.ControlPlaneURL != "" || c.RDSHost != "" }
+
+// Validate checks that the control plane is set.
+func (c *ControlPlane) Validate() error {
+	if !c.Configured() {
+		return errors.New("set CONTROL_PLANE_DATABASE_URL, or CONTROL_PLANE_RDS_HOST and CONTROL_PLANE_RDS_PASSWORD")
+	}
+	return nil
+}
+
+// Validate checks that a configured bastion has a key.
+func (b *Bastion) Validate() error {
+	if b.BastionHost != "" && b.PEMFile == "" {
+		return errors.New("BASTION_HOST is set but PEM_FILE_LOCATION is not")
+	}
+	return nil
+}
+
+// Validate checks the NATS credentials: at most one way, and a file that
 // can be read (its contents are read only by the NATS client, and never
 // shown).
-func (n *NATS) validate() error {
+func (n *NATS) Validate() error {
 	var errs []error
 	if n.NATSCreds != "" && n.NATSNkeySeed != "" {
 		errs = append(errs, errors.New("set NATS_CREDS or NATS_NKEY_SEED, not both (a credentials file holds its own nkey seed)"))
@@ -228,7 +254,8 @@ func readable(path string) error {
 	return nil
 }
 
-func (a *Analyzer) validate() error { return a.Common.validate() }
+// Validate checks the analyzer's configuration.
+func (a *Analyzer) Validate() error { return a.Common.Validate() }
 
 // concurrency checks a service's concurrency against its pools: each
 // tenant in flight holds one connection of each database.
@@ -240,13 +267,15 @@ func (c *Common) concurrency(name string, n int) error {
 	return nil
 }
 
-func (m *Marker) validate() error {
-	return errors.Join(m.Common.validate(), m.Common.concurrency("MARKER_CONCURRENCY", m.Concurrency))
+// Validate checks the marker's configuration.
+func (m *Marker) Validate() error {
+	return errors.Join(m.Common.Validate(), m.Common.concurrency("MARKER_CONCURRENCY", m.Concurrency))
 }
 
-func (c *Cleaner) validate() error {
-	err := errors.Join(c.Common.validate(), c.Common.concurrency("CLEANER_CONCURRENCY", c.Concurrency),
-		c.OtherStores.validate(), c.Pace.Config.Validate())
+// Validate checks the cleaner's configuration.
+func (c *Cleaner) Validate() error {
+	err := errors.Join(c.Common.Validate(), c.Common.concurrency("CLEANER_CONCURRENCY", c.Concurrency),
+		c.OtherStores.Validate(), c.Pace.Config.Validate())
 	if c.BreakerMin > c.BreakerWindow {
 		// The breaker could never open.
 		err = errors.Join(err, fmt.Errorf("BREAKER_MIN_FAILURES (%d) must be at most BREAKER_WINDOW (%d)",

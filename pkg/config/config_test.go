@@ -491,3 +491,43 @@ func TestParseErrorsNameTheVariable(t *testing.T) {
 		})
 	}
 }
+
+// TestDefaultsAreLoadsDefaults: Defaults fills what Load fills from an
+// environment that sets only the required variables, and Environ
+// round-trips through Load.
+func TestDefaultsAreLoadsDefaults(t *testing.T) {
+	setRequired(t)
+	required := func(c *Common) {
+		c.DataPlaneURL, c.RDSHost, c.RDSPassword = "postgres://x@db/onyx", "control.internal", "p@ss/word"
+	}
+	var a Analyzer
+	var m Marker
+	var c Cleaner
+	Defaults(&a)
+	Defaults(&m)
+	Defaults(&c)
+	required(&a.Common)
+	required(&m.Common)
+	required(&c.Common)
+	for _, built := range []any{&a, &m, &c} {
+		loaded := reflect.New(reflect.TypeOf(built).Elem()).Interface()
+		if err := Load(loaded); err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(loaded, built) {
+			t.Errorf("Defaults(%T) = %+v\nLoad gives %+v", built, built, loaded)
+		}
+		if err := Validate(built); err != nil {
+			t.Errorf("Validate(%T): %v", built, err)
+		}
+	}
+	c.Concurrency, c.BreakerRate, c.CheckDelay, c.Pace.CheckpointPressure = 3, 0.25, 3*time.Second, false
+	for _, kv := range Environ(&c) {
+		name, value, _ := strings.Cut(kv, "=")
+		t.Setenv(name, value)
+	}
+	var again Cleaner
+	if err := Load(&again); err != nil || !reflect.DeepEqual(again, c) {
+		t.Errorf("Load(Environ(c)) = %+v, %v; want %+v", again, err, c)
+	}
+}
