@@ -13,7 +13,6 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"sync"
 	"syscall"
 	"time"
 
@@ -126,113 +125,105 @@ type What struct {
 	LockTimeout time.Duration
 }
 
-// Open opens what is asked for, the three at once. With retry, each
-// dependency is retried until it is reachable or ctx ends; without, the
-// first failure is returned. When one fails for good, the others stop and
-// its error is returned.
+// Open opens what is asked for, one after the other: the data plane, then
+// the control plane, then the bus. With retry, each is retried until it is
+// reachable or ctx ends; without, its first failure is returned. On a
+// failure what was opened is closed again.
 func Open(ctx context.Context, name string, cfg *config.Common, what What, log *slog.Logger, retry bool) (*Env, error) {
-	parent := ctx // the pools outlive Open
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	try := func(desc string, fn func(context.Context) error) error {
-		if retry {
-			return Retry(ctx, log, desc, fn)
+	o := &opener{env: &Env{}, ctx: ctx, name: name, cfg: cfg, what: what, log: log, retry: retry}
+	steps := []struct {
+		want bool
+		open func() error
+	}{{what.Data, o.dataPlane}, {what.Control, o.controlPlane}, {what.Bus, o.bus}}
+	for _, step := range steps {
+		if !step.want {
+			continue
 		}
-		return fn(ctx)
+		if err := step.open(); err != nil {
+			o.env.Close()
+			return nil, err
+		}
 	}
-	var (
-		data, control, bus opened
-		wg                 sync.WaitGroup
-		mu                 sync.Mutex
-		failed             error // the first failure, which stops the others
-	)
-	start := func(o *opened, want bool, fn func(o *opened) error) {
-		if !want {
-			return
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := fn(o); err != nil {
-				mu.Lock()
-				if failed == nil {
-					failed = err
-				}
-				mu.Unlock()
-				cancel() // the others need not go on
-			}
-		}()
+	return o.env, nil
+}
+
+// opener is one call of Open: what it opens goes into env.
+type opener struct {
+	env   *Env
+	ctx   context.Context
+	name  string
+	cfg   *config.Common
+	what  What
+	log   *slog.Logger
+	retry bool
+}
+
+// try calls fn once, or with Retry.
+func (o *opener) try(desc string, fn func(context.Context) error) error {
+	if o.retry {
+		return Retry(o.ctx, o.log, desc, fn)
 	}
-	env := &Env{}
-	start(&data, what.Data, func(o *opened) error {
-		pcfg, err := dataPlanePool(cfg, name)
+	return fn(o.ctx)
+}
+
+// dataPlane opens the data-plane store and, unless read-only, gives the
+// data plane this pipeline's tables.
+func (o *opener) dataPlane() error {
+	pcfg, err := dataPlanePool(o.cfg, o.name)
+	if err != nil {
+		return err
+	}
+	return o.try("connect to the data plane", func(ctx context.Context) error {
+		data, err := dataplane.Open(ctx, pcfg, dataplane.Options{DropSlots: o.what.DropSlots, LockTimeout: o.what.LockTimeout})
 		if err != nil {
 			return err
 		}
-		return try("connect to the data plane", func(ctx context.Context) (err error) {
-			env.Data, err = dataplane.Open(ctx, pcfg, dataplane.Options{DropSlots: what.DropSlots, LockTimeout: what.LockTimeout})
-			if err != nil {
-				return err
-			}
-			o.closers = append(o.closers, env.Data.Close)
-			if what.ReadOnly {
-				return nil
-			}
-			guarded, err := env.Data.Ensure(ctx, true)
-			if err == nil && !guarded {
-				log.Info("the sql_drop event trigger net is not installed (the data-plane role is not a superuser); " +
-					"every drop is still checked against its own locks")
-			}
-			return err
-		})
-	})
-	start(&control, what.Control, func(o *opened) error {
-		dial, closeDial, err := ControlPlaneDialer(cfg, log)
-		if err != nil {
-			return err
+		o.env.Data = data
+		o.env.closers = append(o.env.closers, data.Close)
+		if o.what.ReadOnly {
+			return nil
 		}
-		o.closers = append(o.closers, closeDial)
-		store, err := controlplane.Open(parent, cfg.ControlPlaneDSN(), "tenant-cleanup-"+name, cfg.DBMaxConns, dial)
-		if err != nil {
-			return err
-		}
-		env.Control = store
-		o.closers = append(o.closers, store.Close)
-		check := store.Ensure
-		if what.ReadOnly {
-			check = store.Ping
-		}
-		return try("connect to the control plane", check)
-	})
-	start(&bus, what.Bus, func(o *opened) error {
-		err := try("connect to JetStream", func(ctx context.Context) (err error) {
-			env.Bus, err = busConnect(ctx, cfg.NATS, name, log)
-			return err
-		})
-		if err == nil {
-			o.closers = append(o.closers, env.Bus.Close)
+		guarded, err := data.Ensure(ctx, true)
+		if err == nil && !guarded {
+			o.log.Info("the sql_drop event trigger net is not installed (the data-plane role is not a superuser); " +
+				"every drop is still checked against its own locks")
 		}
 		return err
 	})
-	wg.Wait()
-	for _, o := range []*opened{&data, &control, &bus} {
-		env.closers = append(env.closers, o.closers...)
-	}
-	if failed != nil {
-		env.Close()
-		return nil, failed
-	}
-	return env, nil
 }
 
-// opened is what one dependency's opening left to close.
-type opened struct {
-	closers []func()
+// controlPlane opens the control-plane store (through the bastion when one
+// is configured) and checks it: a ping when read-only, else its tables.
+func (o *opener) controlPlane() error {
+	dial, closeDial, err := ControlPlaneDialer(o.cfg, o.log)
+	if err != nil {
+		return err
+	}
+	o.env.closers = append(o.env.closers, closeDial)
+	store, err := controlplane.Open(o.ctx, o.cfg.ControlPlaneDSN(), "tenant-cleanup-"+o.name, o.cfg.DBMaxConns, dial)
+	if err != nil {
+		return err
+	}
+	o.env.Control = store
+	o.env.closers = append(o.env.closers, store.Close)
+	check := store.Ensure
+	if o.what.ReadOnly {
+		check = store.Ping
+	}
+	return o.try("connect to the control plane", check)
 }
 
-func busConnect(ctx context.Context, n config.NATS, name string, log *slog.Logger) (*bus.Bus, error) {
-	return bus.Connect(ctx, n.NATSURL, bus.Options{Name: name, Replicas: n.NATSReplicas, Log: log,
-		Creds: n.NATSCreds, NkeySeed: n.NATSNkeySeed})
+// bus connects to JetStream.
+func (o *opener) bus() error {
+	return o.try("connect to JetStream", func(ctx context.Context) (err error) {
+		n := o.cfg.NATS
+		o.env.Bus, err = bus.Connect(ctx, n.NATSURL, bus.Options{Name: o.name, Replicas: n.NATSReplicas, Log: o.log,
+			Creds: n.NATSCreds, NkeySeed: n.NATSNkeySeed})
+		if err == nil {
+			o.env.closers = append(o.env.closers, o.env.Bus.Close)
+		}
+		return err
+	})
 }
 
 // dataPlanePool is the pool configuration of DATA_PLANE_DATABASE_URL for
