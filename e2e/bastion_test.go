@@ -35,6 +35,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tenantcleanup/tenant-cleanup/internal/testworld"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/bastion/bastiontest"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/config"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/ctl"
@@ -63,14 +64,14 @@ type bastionRoute struct {
 
 // routeControlPlaneThroughBastion starts sshd (with opts), puts a forwarder
 // in front of the world's control-plane database and points the services'
-// environment at both: CONTROL_PLANE_DATABASE_URL names the forwarder, the
+// configuration at both: CONTROL_PLANE_DATABASE_URL names the forwarder, the
 // BASTION_* variables the sshd. knownHostsFrom is copied to the services'
 // known_hosts file (empty: the right one). Call it before startServices.
 func routeControlPlaneThroughBastion(w *world, knownHostsFrom func(*bastiontest.SSHD) string, opts ...bastiontest.Option) *bastionRoute {
 	t := w.t
 	t.Helper()
 	s := bastiontest.Start(t, opts...)
-	cp, err := url.Parse(w.dbs.ControlURL)
+	cp, err := url.Parse(w.DBs.ControlURL)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -83,15 +84,11 @@ func routeControlPlaneThroughBastion(w *world, knownHostsFrom func(*bastiontest.
 	r.setKnownHosts(src)
 
 	cp.Host = r.fwd.addr()
-	t.Setenv("CONTROL_PLANE_DATABASE_URL", cp.String())
-	t.Setenv("BASTION_HOST", s.Host)
-	t.Setenv("BASTION_PORT", strconv.Itoa(s.Port))
-	t.Setenv("BASTION_USER", s.User())
-	t.Setenv("PEM_FILE_LOCATION", s.KeyFile)
-	t.Setenv("BASTION_KNOWN_HOSTS", r.knownHosts)
-	if s.KeyPassphrase != "" {
-		t.Setenv("BASTION_KEY_PASSPHRASE", s.KeyPassphrase)
-	}
+	w.Common(func(c *config.Common) {
+		c.ControlPlaneURL = cp.String()
+		c.Bastion = config.Bastion{BastionHost: s.Host, BastionPort: s.Port, BastionUser: s.User(), PEMFile: s.KeyFile,
+			BastionKnownHosts: r.knownHosts, BastionPassphrase: s.KeyPassphrase}
+	})
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("control-plane forwarder: %s", r.fwd.summary())
@@ -142,7 +139,7 @@ func (r *bastionRoute) assertTunnelled() {
 func (w *world) bastionRequest(ids ...string) {
 	w.t.Helper()
 	for _, id := range ids {
-		if err := w.bus.PublishRequest(context.Background(), tenant.Request{ID: tenant.ID(id), RequestedBy: "bastion-test"}); err != nil {
+		if err := w.Bus.PublishRequest(context.Background(), tenant.Request{ID: tenant.ID(id), RequestedBy: "bastion-test"}); err != nil {
 			w.t.Fatal(err)
 		}
 	}
@@ -151,7 +148,7 @@ func (w *world) bastionRequest(ids ...string) {
 func (w *world) bastionCreateEligible(ids ...string) {
 	w.t.Helper()
 	for _, id := range ids {
-		w.dbs.CreateTenant(w.t, testenv.Tenant{ID: id, Status: tenant.StatusGatedAccess, LastQuery: testenv.DaysAgo(200),
+		w.DBs.CreateTenant(w.t, testenv.Tenant{ID: id, Status: tenant.StatusGatedAccess, LastQuery: testenv.DaysAgo(200),
 			Pairs: 1, DocsPerPair: 3, Filler: 2})
 	}
 }
@@ -159,7 +156,7 @@ func (w *world) bastionCreateEligible(ids ...string) {
 // bastionLogCount counts the service log lines containing every one of subs.
 func (w *world) bastionLogCount(subs ...string) int {
 	n := 0
-	for _, line := range strings.Split(w.logs.String(), "\n") {
+	for _, line := range strings.Split(w.Logs.String(), "\n") {
 		ok := line != ""
 		for _, s := range subs {
 			ok = ok && strings.Contains(line, s)
@@ -176,7 +173,7 @@ func (w *world) bastionLogCount(subs ...string) int {
 func (w *world) bastionAssertNothingLost() {
 	w.t.Helper()
 	for _, o := range []tenant.Outcome{tenant.OutcomeRefused, tenant.OutcomeStuck, tenant.OutcomeDead} {
-		if evs := w.eventsWith(o); len(evs) != 0 {
+		if evs := w.EventsWith(o); len(evs) != 0 {
 			w.t.Errorf("%d %s event(s): %+v", len(evs), o, evs)
 		}
 	}
@@ -184,24 +181,24 @@ func (w *world) bastionAssertNothingLost() {
 
 // bastionAssertUntouched checks that the tenant is as it was, was not marked and
 // has no ledger row.
-func (w *world) bastionAssertUntouched(id string, before state) {
+func (w *world) bastionAssertUntouched(id string, before testworld.State) {
 	w.t.Helper()
-	if got := w.state(id); got != before {
+	if got := w.State(id); got != before {
 		w.t.Errorf("%s was changed while the control plane was out of reach", id)
 	}
 	// The ledger table does not exist until a service has reached the
 	// control plane once.
-	if w.dbs.CountControl(w.t, "SELECT count(*) FROM pg_tables WHERE schemaname = 'tenant_cleanup' AND tablename = 'ledger'") == 1 &&
-		w.dbs.CountControl(w.t, "SELECT count(*) FROM tenant_cleanup.ledger WHERE tenant_id = $1", id) != 0 {
+	if w.DBs.CountControl(w.t, "SELECT count(*) FROM pg_tables WHERE schemaname = 'tenant_cleanup' AND tablename = 'ledger'") == 1 &&
+		w.DBs.CountControl(w.t, "SELECT count(*) FROM tenant_cleanup.ledger WHERE tenant_id = $1", id) != 0 {
 		w.t.Errorf("%s has a ledger row", id)
 	}
 	// Nothing may progress (marked …) or be given up on (refused, dead:
 	// work lost) while the control plane is out of reach.
-	for _, o := range w.outcomes(id) {
+	for _, o := range w.Outcomes(id) {
 		switch o {
 		case tenant.OutcomeMarked, tenant.OutcomeDraining, tenant.OutcomeCleaned,
 			tenant.OutcomeRefused, tenant.OutcomeStuck, tenant.OutcomeDead:
-			w.t.Errorf("%s reported %s while the control plane was out of reach (outcomes: %v)", id, o, w.outcomes(id))
+			w.t.Errorf("%s reported %s while the control plane was out of reach (outcomes: %v)", id, o, w.Outcomes(id))
 		}
 	}
 }
@@ -210,12 +207,12 @@ func TestBastionFullCleanup(t *testing.T) {
 	w := newWorld(t)
 	w.bastionCreateEligible(viaBastionA)
 	r := routeControlPlaneThroughBastion(w, nil)
-	w.drainTenants(true, viaBastionA)
+	w.DrainTenants(true, viaBastionA)
 	w.startServices()
 	w.bastionRequest(viaBastionA)
 
-	w.waitFor(viaBastionA, tenant.OutcomeCleaned, 30*time.Second)
-	w.assertCleaned(viaBastionA)
+	w.WaitFor(viaBastionA, tenant.OutcomeCleaned, 30*time.Second)
+	w.AssertCleaned(viaBastionA)
 	r.assertTunnelled()
 	w.bastionAssertNothingLost()
 	// Both services logged in with the key (one SSH connection each).
@@ -231,6 +228,7 @@ func TestBastionFullCleanup(t *testing.T) {
 	if out := w.analyze(); !strings.Contains(out, "published 0 candidates") {
 		t.Errorf("analyzer pass through the bastion:\n%s", out)
 	}
+	w.setenv() // for tenantctl
 	var stdout, stderr bytes.Buffer
 	if code := ctl.Main([]string{"status", viaBastionA}, &stdout, &stderr); code != 0 || !strings.Contains(stdout.String(), "cleaned") {
 		t.Errorf("tenantctl status through the bastion: exit %d\n%s%s", code, stdout.String(), stderr.String())
@@ -251,11 +249,12 @@ func TestBastionFullCleanup(t *testing.T) {
 // happens to the tenant, the logs say "host key" and name the bastion, and
 // once the operator fixes known_hosts the work completes by itself.
 func TestBastionWrongHostKey(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t)
 	w.bastionCreateEligible(viaBastionA, viaBastionB)
 	r := routeControlPlaneThroughBastion(w, func(s *bastiontest.SSHD) string { return s.WrongKnownHostsFile(t) })
-	beforeA, beforeB := w.state(viaBastionA), w.state(viaBastionB)
-	w.drainTenants(true, viaBastionA, viaBastionB)
+	beforeA, beforeB := w.State(viaBastionA), w.State(viaBastionB)
+	w.DrainTenants(true, viaBastionA, viaBastionB)
 
 	// 1. At start: the services wait for the control plane.
 	w.startServices()
@@ -274,8 +273,8 @@ func TestBastionWrongHostKey(t *testing.T) {
 	}
 
 	r.setKnownHosts(r.sshd.KnownHostsFile) // the operator fixes known_hosts
-	w.waitFor(viaBastionA, tenant.OutcomeCleaned, 30*time.Second)
-	w.assertCleaned(viaBastionA)
+	w.WaitFor(viaBastionA, tenant.OutcomeCleaned, 30*time.Second)
+	w.AssertCleaned(viaBastionA)
 
 	// 2. While running: the bastion is rebuilt with a new host key. The
 	// SSH connections drop; the reconnections are refused.
@@ -295,8 +294,8 @@ func TestBastionWrongHostKey(t *testing.T) {
 	}
 
 	r.setKnownHosts(r.sshd.KnownHostsFile) // the operator checks the new fingerprint and updates known_hosts
-	w.waitFor(viaBastionB, tenant.OutcomeCleaned, 30*time.Second)
-	w.assertCleaned(viaBastionB)
+	w.WaitFor(viaBastionB, tenant.OutcomeCleaned, 30*time.Second)
+	w.AssertCleaned(viaBastionB)
 	r.assertTunnelled()
 	w.bastionAssertNothingLost()
 }
@@ -305,11 +304,12 @@ func TestBastionWrongHostKey(t *testing.T) {
 // happens to the tenant, nothing connects to the control plane (directly or
 // otherwise), and the work completes once the bastion is back.
 func TestBastionUnreachable(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t)
 	w.bastionCreateEligible(viaBastionA, viaBastionB)
 	r := routeControlPlaneThroughBastion(w, nil)
-	beforeA, beforeB := w.state(viaBastionA), w.state(viaBastionB)
-	w.drainTenants(true, viaBastionA, viaBastionB)
+	beforeA, beforeB := w.State(viaBastionA), w.State(viaBastionB)
+	w.DrainTenants(true, viaBastionA, viaBastionB)
 	r.sshd.Stop()
 
 	// 1. At start.
@@ -326,8 +326,8 @@ func TestBastionUnreachable(t *testing.T) {
 	}
 
 	r.sshd.Restart(t) // the bastion comes up
-	w.waitFor(viaBastionA, tenant.OutcomeCleaned, 30*time.Second)
-	w.assertCleaned(viaBastionA)
+	w.WaitFor(viaBastionA, tenant.OutcomeCleaned, 30*time.Second)
+	w.AssertCleaned(viaBastionA)
 
 	// 2. While running: the bastion goes down, a request arrives.
 	r.sshd.Stop()
@@ -342,8 +342,8 @@ func TestBastionUnreachable(t *testing.T) {
 	}
 
 	r.sshd.Restart(t)
-	w.waitFor(viaBastionB, tenant.OutcomeCleaned, 30*time.Second)
-	w.assertCleaned(viaBastionB)
+	w.WaitFor(viaBastionB, tenant.OutcomeCleaned, 30*time.Second)
+	w.AssertCleaned(viaBastionB)
 	r.assertTunnelled()
 	w.bastionAssertNothingLost()
 }
@@ -354,6 +354,7 @@ func TestBastionUnreachable(t *testing.T) {
 // which the test holds locked). Everything completes, each tenant cleaned
 // exactly once.
 func TestBastionRestartMidRun(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t)
 	all := []string{viaBastionA, viaBastionB, viaBastionC, viaBastionD}
 	w.bastionCreateEligible(all...)
@@ -361,22 +362,22 @@ func TestBastionRestartMidRun(t *testing.T) {
 	w.startServices()
 	w.bastionRequest(all...)
 	for _, id := range all {
-		w.waitFor(id, tenant.OutcomeMarked, 20*time.Second)
+		w.WaitFor(id, tenant.OutcomeMarked, 20*time.Second)
 	}
 	logins := strings.Count(r.sshd.Log(), "Accepted publickey")
 
 	// 1. Between marking and cleaning.
 	r.sshd.Restart(t)
-	w.drainTenants(true, viaBastionA, viaBastionB)
-	w.waitFor(viaBastionA, tenant.OutcomeCleaned, 15*time.Second)
-	w.waitFor(viaBastionB, tenant.OutcomeCleaned, 15*time.Second)
+	w.DrainTenants(true, viaBastionA, viaBastionB)
+	w.WaitFor(viaBastionA, tenant.OutcomeCleaned, 15*time.Second)
+	w.WaitFor(viaBastionB, tenant.OutcomeCleaned, 15*time.Second)
 
 	// 2. While C is being checked or cleaned and D's cleanup is in flight:
 	// the cleaner has D's drain check in hand and waits, in its
 	// control-plane transaction, for the row lock the test holds.
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	blocker, err := w.dbs.Control.Begin(ctx)
+	blocker, err := w.DBs.Control.Begin(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -388,27 +389,27 @@ func TestBastionRestartMidRun(t *testing.T) {
 	if _, err := blocker.Exec(ctx, "SELECT 1 FROM public.tenant WHERE tenant_id = $1 FOR UPDATE", viaBastionD); err != nil {
 		t.Fatal(err)
 	}
-	w.drainTenants(true, viaBastionC, viaBastionD)
+	w.DrainTenants(true, viaBastionC, viaBastionD)
 	testenv.Eventually(t, 15*time.Second, func() bool {
-		return w.dbs.CountControl(t, "SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))", blockerPID) > 0
+		return w.DBs.CountControl(t, "SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))", blockerPID) > 0
 	}, "the cleaner to wait for %s's control-plane row", viaBastionD)
 	retriesD := w.bastionLogCount(`"tenant_id":"`+viaBastionD+`"`, "will retry")
 	r.sshd.Restart(t)
 	testenv.Eventually(t, 15*time.Second, func() bool {
 		return w.bastionLogCount(`"tenant_id":"`+viaBastionD+`"`, "will retry") > retriesD
 	}, "the cleaner to hand %s's in-flight drain check back for a retry", viaBastionD)
-	if !w.dbs.SchemaExists(t, viaBastionD) {
+	if !w.DBs.SchemaExists(t, viaBastionD) {
 		t.Errorf("%s's schema was dropped although its control-plane row was never locked by the cleaner", viaBastionD)
 	}
 	if err := blocker.Rollback(ctx); err != nil {
 		t.Fatal(err)
 	}
-	w.waitFor(viaBastionC, tenant.OutcomeCleaned, 15*time.Second)
-	w.waitFor(viaBastionD, tenant.OutcomeCleaned, 15*time.Second)
-	testenv.Eventually(t, 20*time.Second, w.workDone, "all work acknowledged")
+	w.WaitFor(viaBastionC, tenant.OutcomeCleaned, 15*time.Second)
+	w.WaitFor(viaBastionD, tenant.OutcomeCleaned, 15*time.Second)
+	testenv.Eventually(t, 20*time.Second, w.WorkDone, "all work acknowledged")
 
 	for _, id := range all {
-		w.assertCleaned(id)
+		w.AssertCleaned(id)
 	}
 	w.bastionAssertNothingLost()
 	if got := strings.Count(r.sshd.Log(), "Accepted publickey"); got <= logins {
@@ -437,25 +438,31 @@ func TestBastionEncryptedKey(t *testing.T) {
 	w := newWorld(t)
 	w.bastionCreateEligible(viaBastionA)
 	r := routeControlPlaneThroughBastion(w, nil, bastiontest.WithEncryptedUserKey(passphrase))
-	cp, err := url.Parse(os.Getenv("CONTROL_PLANE_DATABASE_URL"))
+	cp, err := url.Parse(w.Marker.ControlPlaneURL)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Setenv("CONTROL_PLANE_DATABASE_URL", "")
-	t.Setenv("CONTROL_PLANE_RDS_HOST", cp.Hostname()) // the forwarder, as seen from the bastion
-	t.Setenv("CONTROL_PLANE_RDS_PORT", cp.Port())
-	t.Setenv("CONTROL_PLANE_RDS_USER", cp.User.Username())
-	t.Setenv("CONTROL_PLANE_RDS_DB", strings.TrimPrefix(cp.Path, "/"))
-	t.Setenv("CONTROL_PLANE_RDS_PASSWORD", password) // trust auth: PostgreSQL does not ask for it
-	if got := os.Getenv("BASTION_KEY_PASSPHRASE"); got != passphrase {
+	port, err := strconv.Atoi(cp.Port())
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Common(func(c *config.Common) {
+		c.ControlPlane = config.ControlPlane{
+			RDSHost: cp.Hostname(), // the forwarder, as seen from the bastion
+			RDSPort: port, RDSUser: cp.User.Username(), RDSDB: strings.TrimPrefix(cp.Path, "/"),
+			RDSPassword: password, // trust auth: PostgreSQL does not ask for it
+		}
+	})
+	if got := w.Marker.BastionPassphrase; got != passphrase {
 		t.Fatalf("BASTION_KEY_PASSPHRASE = %q", got)
 	}
+	w.setenv() // for -h and tenantctl below
 
-	w.drainTenants(true, viaBastionA)
+	w.DrainTenants(true, viaBastionA)
 	w.startServices()
 	w.bastionRequest(viaBastionA)
-	w.waitFor(viaBastionA, tenant.OutcomeCleaned, 30*time.Second)
-	w.assertCleaned(viaBastionA)
+	w.WaitFor(viaBastionA, tenant.OutcomeCleaned, 30*time.Second)
+	w.AssertCleaned(viaBastionA)
 	r.assertTunnelled()
 
 	// -h of every service and of tenantctl.
@@ -481,27 +488,22 @@ func TestBastionEncryptedKey(t *testing.T) {
 	// A wrong passphrase stops a service at start, with an error that says
 	// so and does not quote it.
 	const wrong = "pp-wrong-passphrase-guess"
-	t.Setenv("BASTION_KEY_PASSPHRASE", wrong)
-	var mcfg config.Marker
-	if err := config.Load(&mcfg); err != nil {
-		t.Fatal(err)
-	}
+	mcfg := w.Marker
+	mcfg.BastionPassphrase = wrong
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	startErr := service.RunMarker(ctx, &mcfg, w.logger("marker-wrong-passphrase"))
+	startErr := service.RunMarker(ctx, testworld.Validated(t, mcfg), w.Logger("marker-wrong-passphrase"))
 	if startErr == nil || !strings.Contains(startErr.Error(), "wrong passphrase") || !strings.Contains(startErr.Error(), "BASTION_KEY_PASSPHRASE") {
 		t.Errorf("marker with a wrong passphrase: err = %v, want a wrong-passphrase error naming BASTION_KEY_PASSPHRASE", startErr)
 	}
 
-	w.mu.Lock()
-	events, err := json.Marshal(w.events)
-	w.mu.Unlock()
+	events, err := json.Marshal(w.Events())
 	if err != nil {
 		t.Fatal(err)
 	}
 	places := map[string]string{
 		"-h output":   help.String(),
-		"service log": w.logs.String(),
+		"service log": w.Logs.String(),
 		"events":      string(events),
 		"start error": fmt.Sprint(startErr),
 	}

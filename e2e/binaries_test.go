@@ -100,6 +100,7 @@ func run(t *testing.T, bin string, env []string, args ...string) (int, string, s
 }
 
 func TestHelpShowsConfigurationWithoutSecrets(t *testing.T) {
+	t.Parallel()
 	bin := binaries(t)
 	env := []string{
 		"DATA_PLANE_DATABASE_URL=postgres://app:dp-secret-1@db:5432/onyx",
@@ -138,6 +139,7 @@ func TestHelpShowsConfigurationWithoutSecrets(t *testing.T) {
 }
 
 func TestBadConfigurationIsRefused(t *testing.T) {
+	t.Parallel()
 	bin := binaries(t)
 	code, _, stderr := run(t, filepath.Join(bin, "marker"), []string{"DATA_PLANE_DATABASE_URL=", "CONTROL_PLANE_DATABASE_URL=postgres://x@127.0.0.1/x"})
 	if code != 2 || !strings.Contains(stderr, "DATA_PLANE_DATABASE_URL") {
@@ -153,6 +155,7 @@ func TestBadConfigurationIsRefused(t *testing.T) {
 // TestOldNATSServerIsRefused points the marker at the Debian nats-server 2.9
 // on 127.0.0.1:4222: it must refuse to run, naming both versions.
 func TestOldNATSServerIsRefused(t *testing.T) {
+	t.Parallel()
 	bin := binaries(t)
 	dbs := testenv.NewDatabases(t)
 	code, _, stderr := run(t, filepath.Join(bin, "marker"), []string{"DATA_PLANE_DATABASE_URL=" + dbs.DataURL,
@@ -163,17 +166,16 @@ func TestOldNATSServerIsRefused(t *testing.T) {
 }
 
 func TestBinariesRunThePipelineAndStopOnSIGTERM(t *testing.T) {
+	t.Parallel()
 	bin := binaries(t)
 	w := newWorld(t)
-	w.dbs.CreateTenant(t, testenv.Tenant{ID: eligibleOld, Status: tenant.StatusGatedAccess, LastQuery: testenv.DaysAgo(200), Pairs: 1, DocsPerPair: 4})
-	w.dbs.CreateTenant(t, testenv.Tenant{ID: eligibleNever, Status: tenant.StatusGatedAccess, Pairs: 1, DocsPerPair: 2})
-	reportDir := t.TempDir()
-	env := []string{"DATA_PLANE_DATABASE_URL=" + w.dbs.DataURL, "CONTROL_PLANE_DATABASE_URL=" + w.dbs.ControlURL,
-		"NATS_URL=" + w.js.URL, "DRAIN_CHECK_DELAY=1s", "DRAIN_CHECK_MAX_DELAY=1s", "ANALYZER_REPORT_DIR=" + reportDir}
+	w.DBs.CreateTenant(t, testenv.Tenant{ID: eligibleOld, Status: tenant.StatusGatedAccess, LastQuery: testenv.DaysAgo(200), Pairs: 1, DocsPerPair: 4})
+	w.DBs.CreateTenant(t, testenv.Tenant{ID: eligibleNever, Status: tenant.StatusGatedAccess, Pairs: 1, DocsPerPair: 2})
+	env := w.Environ()
 	marker := start(t, filepath.Join(bin, "marker"), env)
 	cleaner := start(t, filepath.Join(bin, "cleaner"), env)
-	w.drainTenants(true, eligibleOld, eligibleNever)
-	go w.simulateDeletion(t.Context())
+	w.DrainTenants(true, eligibleOld, eligibleNever)
+	w.SimulateDeletion()
 
 	code, stdout, stderr := run(t, filepath.Join(bin, "analyzer"), env, "--once")
 	if code != 0 || !strings.Contains(stdout, "published 2 candidates") {
@@ -188,10 +190,10 @@ func TestBinariesRunThePipelineAndStopOnSIGTERM(t *testing.T) {
 	if code != 1 || !strings.Contains(stderr, `invalid tenant id "pg_catalog"`) {
 		t.Fatalf("tenantctl cleanup pg_catalog: exit %d, %s", code, stderr)
 	}
-	w.waitFor(eligibleOld, tenant.OutcomeCleaned, 30*time.Second)
-	w.waitFor(eligibleNever, tenant.OutcomeCleaned, 30*time.Second)
-	w.assertCleaned(eligibleOld)
-	w.assertCleaned(eligibleNever)
+	w.WaitFor(eligibleOld, tenant.OutcomeCleaned, 30*time.Second)
+	w.WaitFor(eligibleNever, tenant.OutcomeCleaned, 30*time.Second)
+	w.AssertCleaned(eligibleOld)
+	w.AssertCleaned(eligibleNever)
 
 	for _, p := range []*proc{marker, cleaner} {
 		if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {

@@ -17,15 +17,16 @@ import (
 // marks the other tenants at once (the locked one is "later", never a stall
 // of a worker), and once the lock is gone the locked tenant is marked too.
 func TestALockedTenantHoldsUpNobody(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t)
 	old, gated := testenv.DaysAgo(200), tenant.StatusGatedAccess
 	locked := eligibleOld
 	others := []string{eligibleNever, eligibleCraftOld, "tenant_00000001-0000-4000-8000-000000000009"}
 	for _, id := range append([]string{locked}, others...) {
-		w.dbs.CreateTenant(t, testenv.Tenant{ID: id, Status: gated, LastQuery: old, Pairs: 1, DocsPerPair: 3})
+		w.DBs.CreateTenant(t, testenv.Tenant{ID: id, Status: gated, LastQuery: old, Pairs: 1, DocsPerPair: 3})
 	}
 	ctx := context.Background()
-	idle, err := w.dbs.Data.Begin(ctx)
+	idle, err := w.DBs.Data.Begin(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -44,31 +45,32 @@ func TestALockedTenantHoldsUpNobody(t *testing.T) {
 
 	// A request for the locked tenant, then for the others: each other
 	// tenant is marked while the locked one waits.
-	if err := w.bus.PublishRequest(ctx, tenant.Request{ID: tenant.ID(locked), RequestedBy: "test"}); err != nil {
+	if err := w.Bus.PublishRequest(ctx, tenant.Request{ID: tenant.ID(locked), RequestedBy: "test"}); err != nil {
 		t.Fatal(err)
 	}
 	w.startServices()
 	for _, id := range others {
-		w.waitFor(id, tenant.OutcomeMarked, 20*time.Second)
+		w.WaitFor(id, tenant.OutcomeMarked, 20*time.Second)
 	}
-	if w.has(locked, tenant.OutcomeMarked) {
+	if w.Has(locked, tenant.OutcomeMarked) {
 		t.Fatal("the tenant whose table is locked was marked")
 	}
 	if err := idle.Rollback(ctx); err != nil {
 		t.Fatal(err)
 	}
-	w.waitFor(locked, tenant.OutcomeMarked, 40*time.Second)
+	w.WaitFor(locked, tenant.OutcomeMarked, 40*time.Second)
 }
 
 // One control-plane row that cannot be judged (a NULL created_at) never
 // stops the fleet: the pass skips and reports it, and publishes the others.
 func TestOneBadRowNeverStopsThePass(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t)
 	old, gated := testenv.DaysAgo(200), tenant.StatusGatedAccess
-	w.dbs.CreateTenant(t, testenv.Tenant{ID: eligibleOld, Status: gated, LastQuery: old, Pairs: 1, DocsPerPair: 3})
-	w.dbs.CreateTenant(t, testenv.Tenant{ID: eligibleNever, Status: gated, Pairs: 1, DocsPerPair: 3})
-	w.dbs.ExecControl(t, "ALTER TABLE tenant ALTER COLUMN created_at DROP NOT NULL")
-	w.dbs.ExecControl(t, "UPDATE tenant SET created_at = NULL WHERE tenant_id = $1", eligibleNever)
+	w.DBs.CreateTenant(t, testenv.Tenant{ID: eligibleOld, Status: gated, LastQuery: old, Pairs: 1, DocsPerPair: 3})
+	w.DBs.CreateTenant(t, testenv.Tenant{ID: eligibleNever, Status: gated, Pairs: 1, DocsPerPair: 3})
+	w.DBs.ExecControl(t, "ALTER TABLE tenant ALTER COLUMN created_at DROP NOT NULL")
+	w.DBs.ExecControl(t, "UPDATE tenant SET created_at = NULL WHERE tenant_id = $1", eligibleNever)
 	out := w.analyze()
 	if !strings.Contains(out, eligibleNever+": control-plane row cannot be judged: created_at is NULL") ||
 		!strings.Contains(out, "published 1 candidates") {
@@ -76,18 +78,19 @@ func TestOneBadRowNeverStopsThePass(t *testing.T) {
 	}
 	// The marker refuses it with the same reason, and keeps going.
 	w.startServices()
-	if err := w.bus.PublishRequest(context.Background(), tenant.Request{ID: eligibleNever, RequestedBy: "test"}); err != nil {
+	if err := w.Bus.PublishRequest(context.Background(), tenant.Request{ID: eligibleNever, RequestedBy: "test"}); err != nil {
 		t.Fatal(err)
 	}
-	w.waitFor(eligibleNever, tenant.OutcomeRefused, 20*time.Second)
-	w.waitFor(eligibleOld, tenant.OutcomeMarked, 20*time.Second)
+	w.WaitFor(eligibleNever, tenant.OutcomeRefused, 20*time.Second)
+	w.WaitFor(eligibleOld, tenant.OutcomeMarked, 20*time.Second)
 }
 
 // The analyzer's report is created exclusively, with restrictive
 // permissions, never through a symbolic link planted at its predictable name.
 func TestReportIsNeverWrittenThroughASymlink(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t)
-	w.dbs.CreateTenant(t, testenv.Tenant{ID: eligibleOld, Status: tenant.StatusGatedAccess, LastQuery: testenv.DaysAgo(200), Pairs: 1, DocsPerPair: 3})
+	w.DBs.CreateTenant(t, testenv.Tenant{ID: eligibleOld, Status: tenant.StatusGatedAccess, LastQuery: testenv.DaysAgo(200), Pairs: 1, DocsPerPair: 3})
 	dir := os.Getenv("ANALYZER_REPORT_DIR")
 	victim := filepath.Join(t.TempDir(), "victim")
 	if err := os.WriteFile(victim, []byte("precious"), 0o644); err != nil {
@@ -121,24 +124,25 @@ func TestReportIsNeverWrittenThroughASymlink(t *testing.T) {
 // sequences in requested_by neither break the ledger insert (which used to
 // leave the tenant half cleaned for good) nor reach an event or the ledger.
 func TestHostileRequesterIsSanitised(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t)
-	w.dbs.CreateTenant(t, testenv.Tenant{ID: eligibleOld, Status: tenant.StatusGatedAccess, LastQuery: testenv.DaysAgo(200), Pairs: 1, DocsPerPair: 3})
-	w.drainTenants(true, eligibleOld)
+	w.DBs.CreateTenant(t, testenv.Tenant{ID: eligibleOld, Status: tenant.StatusGatedAccess, LastQuery: testenv.DaysAgo(200), Pairs: 1, DocsPerPair: 3})
+	w.DrainTenants(true, eligibleOld)
 	w.startServices()
 	body := `{"tenant_id":"` + eligibleOld + `","requested_by":"mallory\u0000\u001b[2J\u001b]0;pwned\u0007` + strings.Repeat("x", 500) + `"}`
-	if err := w.bus.Conn().Publish("tenant.cleanup.candidate", []byte(body)); err != nil {
+	if err := w.Bus.Conn().Publish("tenant.cleanup.candidate", []byte(body)); err != nil {
 		t.Fatal(err)
 	}
-	w.waitFor(eligibleOld, tenant.OutcomeCleaned, 30*time.Second)
-	w.assertCleaned(eligibleOld)
+	w.WaitFor(eligibleOld, tenant.OutcomeCleaned, 30*time.Second)
+	w.AssertCleaned(eligibleOld)
 	var by string
-	if err := w.dbs.Control.QueryRow(context.Background(), "SELECT requested_by FROM tenant_cleanup.ledger WHERE tenant_id = $1", eligibleOld).Scan(&by); err != nil {
+	if err := w.DBs.Control.QueryRow(context.Background(), "SELECT requested_by FROM tenant_cleanup.ledger WHERE tenant_id = $1", eligibleOld).Scan(&by); err != nil {
 		t.Fatal(err)
 	}
 	if !strings.HasPrefix(by, "mallory[2J]0;pwned") || len(by) > 200 {
 		t.Fatalf("ledger requested_by %q; want it sanitised and bounded", by)
 	}
-	for _, ev := range w.eventsWith(tenant.OutcomeMarked) {
+	for _, ev := range w.EventsWith(tenant.OutcomeMarked) {
 		if strings.ContainsAny(ev.RequestedBy, "\x00\x1b\x07") {
 			t.Fatalf("event carries control characters: %q", ev.RequestedBy)
 		}

@@ -19,6 +19,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/tenantcleanup/tenant-cleanup/internal/testworld"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/bus"
 )
 
@@ -49,12 +50,12 @@ func TestFlood(t *testing.T) {
 		}
 		return err == nil
 	}, "nats-server listening")
-	w := newWorldWith(t, worldOptions{natsURL: "nats://" + addr})
+	w := newWorldWith(t, testworld.Options{NATSURL: "nats://" + addr})
 	http := freeAddr(t)
 	marker := start(t, filepath.Join(bin, "marker"), []string{"HTTP_ADDR=" + http})
 	eventually(t, 30*time.Second, func() bool { return ready(http) }, "marker ready")
 
-	js := w.bus.JetStream()
+	js := w.Bus.JetStream()
 	ctx := context.Background()
 	before := measure(t, js, marker.cmd.Process.Pid, nats.cmd.Process.Pid)
 
@@ -82,7 +83,7 @@ func TestFlood(t *testing.T) {
 	}()
 
 	started := time.Now()
-	published := flood(t, w.bus.Conn(), n)
+	published := flood(t, w.Bus.Conn(), n)
 	took := time.Since(started)
 	cons, err := js.Consumer(ctx, bus.StreamRequests, bus.ConsumerMarker)
 	if err != nil {

@@ -5,16 +5,15 @@ import (
 	"net"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/tenantcleanup/tenant-cleanup/internal/testworld"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/bus"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/config"
-	"github.com/tenantcleanup/tenant-cleanup/pkg/service"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/tenant"
 )
 
@@ -27,38 +26,13 @@ type served struct{ marker, cleaner string }
 // drain simulation; all stop when the test ends.
 func (w *world) startServed(tune func(*config.Marker, *config.Cleaner)) served {
 	w.t.Helper()
-	var (
-		mcfg config.Marker
-		ccfg config.Cleaner
-	)
-	if err := config.Load(&mcfg); err != nil {
-		w.t.Fatal(err)
-	}
-	if err := config.Load(&ccfg); err != nil {
-		w.t.Fatal(err)
-	}
 	s := served{marker: freeAddr(w.t), cleaner: freeAddr(w.t)}
-	mcfg.HTTPAddr, ccfg.HTTPAddr = s.marker, s.cleaner
+	m, c := w.Marker, w.Cleaner
+	m.HTTPAddr, c.HTTPAddr = s.marker, s.cleaner
 	if tune != nil {
-		tune(&mcfg, &ccfg)
+		tune(&m, &c)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	errs := make(chan error, 2)
-	wg.Add(3)
-	go func() { defer wg.Done(); errs <- service.RunMarker(ctx, &mcfg, w.logger("marker")) }()
-	go func() { defer wg.Done(); errs <- service.RunCleaner(ctx, &ccfg, w.logger("cleaner")) }()
-	go func() { defer wg.Done(); w.simulateDeletion(ctx) }()
-	w.t.Cleanup(func() {
-		cancel()
-		wg.Wait()
-		close(errs)
-		for err := range errs {
-			if err != nil {
-				w.t.Errorf("service stopped with %v", err)
-			}
-		}
-	})
+	w.run(1, 1, m, c)
 	return s
 }
 
@@ -85,17 +59,17 @@ func eventually(t *testing.T, timeout time.Duration, cond func() bool, format st
 func (w *world) cleanedWithin(id string, timeout time.Duration) {
 	w.t.Helper()
 	start := time.Now()
-	w.drainTenants(true, id)
+	w.DrainTenants(true, id)
 	eventually(w.t, 10*time.Second, func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
-		_, err := w.bus.JetStream().Publish(ctx, bus.SubjectCandidate, []byte(id))
+		_, err := w.Bus.JetStream().Publish(ctx, bus.SubjectCandidate, []byte(id))
 		return err == nil
 	}, "request for %s stored", id)
 	eventually(w.t, timeout, func() bool {
-		return w.dbs.CountControl(w.t, "SELECT count(*) FROM tenant_cleanup.ledger WHERE tenant_id = $1", id) == 1
+		return w.DBs.CountControl(w.t, "SELECT count(*) FROM tenant_cleanup.ledger WHERE tenant_id = $1", id) == 1
 	}, "%s cleaned", id)
-	w.assertCleaned(id)
+	w.AssertCleaned(id)
 	w.t.Logf("%s requested and cleaned in %s", id, time.Since(start).Round(10*time.Millisecond))
 }
 
@@ -110,11 +84,11 @@ var pipelineStreams = []string{bus.StreamRequests, bus.StreamWork, bus.StreamEve
 // within seconds, without a restart; /readyz is false while they cannot
 // consume.
 func TestServicesRecreateWhatWasDeleted(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t)
-	w.t.Setenv("DRAIN_CHECK_DELAY", "1s")
 	ids := w.fleet(4, 2, "7")
 	s := w.startServed(nil)
-	js := w.bus.JetStream()
+	js := w.Bus.JetStream()
 	ctx := context.Background()
 	eventually(t, 20*time.Second, func() bool { return ready(s.marker) && ready(s.cleaner) }, "services ready")
 	w.cleanedWithin(ids[0], 20*time.Second)
@@ -178,6 +152,7 @@ func TestServicesRecreateWhatWasDeleted(t *testing.T) {
 // the loss, whose drain checks were lost with the store, is found by the
 // cleaner from the pipeline's own record and cleaned too.
 func TestJetStreamLostItsStore(t *testing.T) {
+	t.Parallel()
 	bin := binaries(t)
 	addr := freeAddr(t)
 	_, port, _ := strings.Cut(addr, ":")
@@ -193,19 +168,18 @@ func TestJetStreamLostItsStore(t *testing.T) {
 		return p
 	}
 	server := startNATS(t.TempDir())
-	w := newWorldWith(t, worldOptions{natsURL: "nats://" + addr})
-	w.t.Setenv("DRAIN_CHECK_DELAY", "1s")
+	w := newWorldWith(t, testworld.Options{NATSURL: "nats://" + addr})
 	ids := w.fleet(4, 2, "6")
 	s := w.startServed(nil)
 	eventually(t, 20*time.Second, func() bool { return ready(s.marker) && ready(s.cleaner) }, "services ready")
 	w.cleanedWithin(ids[0], 20*time.Second)
 	// Marked, not drained yet: its next drain check waits in the store.
 	marked := ids[3]
-	if err := w.bus.PublishRequest(context.Background(), tenant.Request{ID: tenant.ID(marked), RequestedBy: "test"}); err != nil {
+	if err := w.Bus.PublishRequest(context.Background(), tenant.Request{ID: tenant.ID(marked), RequestedBy: "test"}); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, 20*time.Second, func() bool {
-		return w.dbs.CountData(t, "SELECT count(*) FROM tenant_cleanup.progress WHERE tenant_id = $1 AND marked_at IS NOT NULL", marked) == 1
+		return w.DBs.CountData(t, "SELECT count(*) FROM tenant_cleanup.progress WHERE tenant_id = $1 AND marked_at IS NOT NULL", marked) == 1
 	}, "%s marked", marked)
 
 	if err := server.cmd.Process.Signal(syscall.SIGKILL); err != nil {
@@ -217,7 +191,7 @@ func TestJetStreamLostItsStore(t *testing.T) {
 	startNATS(t.TempDir()) // an empty store
 	eventually(t, 20*time.Second, func() bool { return ready(s.marker) && ready(s.cleaner) }, "ready on the new store")
 	t.Logf("ready again %s after the server came back empty", time.Since(lost).Round(10*time.Millisecond))
-	js := w.bus.JetStream()
+	js := w.Bus.JetStream()
 	for _, name := range pipelineStreams {
 		if _, err := js.Stream(context.Background(), name); err != nil {
 			t.Errorf("stream %s not recreated: %v", name, err)
@@ -232,8 +206,8 @@ func TestJetStreamLostItsStore(t *testing.T) {
 	w.cleanedWithin(ids[2], 30*time.Second)
 	// Its drain check was lost with the store; once drained it is cleaned
 	// without anyone requesting it again.
-	w.drainTenants(true, marked)
+	w.DrainTenants(true, marked)
 	eventually(t, 30*time.Second, func() bool {
-		return w.dbs.CountControl(t, "SELECT count(*) FROM tenant_cleanup.ledger WHERE tenant_id = $1", marked) == 1
+		return w.DBs.CountControl(t, "SELECT count(*) FROM tenant_cleanup.ledger WHERE tenant_id = $1", marked) == 1
 	}, "%s, whose drain check was lost, cleaned", marked)
 }

@@ -22,8 +22,9 @@ import (
 // cleaned, the others hear nothing, and the analyzer's pass is not taken for
 // a duplicate.
 func TestHostileHeadersLeaveTheWorkIntact(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t)
-	t.Setenv("DRAIN_CHECK_DELAY", "2s")
+	w.SetCheckDelay(2 * time.Second)
 	ids := w.fleet(3, 2, "5")
 	others := w.bystanders()
 	var target string // a tenant nobody requests
@@ -33,7 +34,7 @@ func TestHostileHeadersLeaveTheWorkIntact(t *testing.T) {
 	w.startServices()
 	w.request(ids[0], ids[1])
 	for _, id := range ids[:2] {
-		w.waitFor(id, tenant.OutcomeMarked, 30*time.Second)
+		w.WaitFor(id, tenant.OutcomeMarked, 30*time.Second)
 	}
 
 	past := time.Now().Add(-time.Minute).UTC().Format(time.RFC3339)
@@ -54,10 +55,10 @@ func TestHostileHeadersLeaveTheWorkIntact(t *testing.T) {
 		{"Nats-Incr": {"1"}},
 		{"Nats-Stream-Source": {bus.StreamWork + " 1 " + bus.DrainSubject(tenant.ID(target))}},
 	}
-	js := w.bus.JetStream()
+	js := w.Bus.JetStream()
 	for _, body := range [][]byte{forged, []byte("garbage"), nil} {
 		for _, h := range headers {
-			if err := w.bus.Conn().PublishMsg(&nats.Msg{Subject: bus.SubjectCandidate, Header: h, Data: body}); err != nil {
+			if err := w.Bus.Conn().PublishMsg(&nats.Msg{Subject: bus.SubjectCandidate, Header: h, Data: body}); err != nil {
 				t.Fatal(err)
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -67,10 +68,10 @@ func TestHostileHeadersLeaveTheWorkIntact(t *testing.T) {
 	}
 	// A request among them, and the analyzer's pass after them.
 	w.request(ids[1])
-	w.drainTenants(true, ids...)
+	w.DrainTenants(true, ids...)
 	w.analyze()
 	testenv.Eventually(t, 10*time.Second, func() bool {
-		for _, ev := range w.eventsWith(tenant.OutcomeRequested) {
+		for _, ev := range w.EventsWith(tenant.OutcomeRequested) {
 			if ev.TenantID == tenant.ID(ids[2]) && ev.RequestedBy == "analyzer" {
 				return true
 			}
@@ -78,17 +79,17 @@ func TestHostileHeadersLeaveTheWorkIntact(t *testing.T) {
 		return false
 	}, "the analyzer published %s despite a message carrying its old message id", ids[2])
 	for _, id := range ids {
-		w.waitFor(id, tenant.OutcomeCleaned, 60*time.Second)
-		w.assertCleaned(id)
+		w.WaitFor(id, tenant.OutcomeCleaned, 60*time.Second)
+		w.AssertCleaned(id)
 	}
-	testenv.Eventually(t, 20*time.Second, w.workDone, "every message handled")
+	testenv.Eventually(t, 20*time.Second, w.WorkDone, "every message handled")
 	w.assertUntouched(others)
 	for id := range others {
 		// The forged drain check's body is also a request for it (anybody
 		// may request any tenant): refused by the marker, nothing more.
-		for _, o := range w.outcomes(id) {
+		for _, o := range w.Outcomes(id) {
 			if o != tenant.OutcomeRefused {
-				t.Errorf("%s, never requested by the pipeline, has outcomes %v: a forged step reached it", id, w.outcomes(id))
+				t.Errorf("%s, never requested by the pipeline, has outcomes %v: a forged step reached it", id, w.Outcomes(id))
 				break
 			}
 		}

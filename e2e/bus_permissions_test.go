@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/tenantcleanup/tenant-cleanup/internal/testworld"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/bus"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/config"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/controlplane"
@@ -115,31 +116,32 @@ func (a *accountsServer) violationsBy(user string) []string {
 // with tenantctl stays.
 func TestBusPermissions(t *testing.T) {
 	a := startAccountsServer(t)
-	w := newWorldWith(t, worldOptions{natsURL: a.url("admin")})
-	t.Setenv("DRAIN_CHECK_DELAY", "2s")
+	w := newWorldWith(t, testworld.Options{NATSURL: a.url("admin")})
+	w.SetCheckDelay(2 * time.Second)
 	ids := w.fleet(3, 2, "9")
 	held := ids[2]
 	w.startServed(func(m *config.Marker, c *config.Cleaner) { m.NATSURL, c.NATSURL = a.url("marker"), a.url("cleaner") })
 
 	// tenantctl holds one tenant; the analyzer publishes all three.
+	w.setenv()
 	t.Setenv("NATS_URL", a.url("tenantctl"))
 	var stdout, stderr bytes.Buffer
 	if code := ctl.Main([]string{"hold", held, "--reason", "legal"}, &stdout, &stderr); code != 0 {
 		t.Fatalf("tenantctl hold: exit %d: %s", code, stderr.String())
 	}
-	control := controlplane.New(w.dbs.Control)
+	control := controlplane.New(w.DBs.Control)
 	holdBefore, found, err := control.Hold(context.Background(), tenant.ID(held))
 	if err != nil || !found {
 		t.Fatalf("hold of %s: %v, %v", held, found, err)
 	}
-	t.Setenv("NATS_URL", a.url("analyzer"))
+	w.Analyzer.NATSURL = a.url("analyzer")
 	if out := w.analyze(); !strings.Contains(out, "published 3 candidates") {
 		t.Fatalf("analyzer pass:\n%s", out)
 	}
 	for _, id := range ids[:2] {
-		w.waitFor(id, tenant.OutcomeMarked, 30*time.Second)
+		w.WaitFor(id, tenant.OutcomeMarked, 30*time.Second)
 	}
-	w.waitFor(held, tenant.OutcomeHeld, 30*time.Second)
+	w.WaitFor(held, tenant.OutcomeHeld, 30*time.Second)
 
 	// The requester's hostile messages, while drain checks are pending.
 	ops, err := nats.Connect(a.url("ops"), nats.ErrorHandler(func(*nats.Conn, *nats.Subscription, error) {}))
@@ -188,12 +190,12 @@ func TestBusPermissions(t *testing.T) {
 		"the requester's direct publishes refused (%d violations)", len(a.violationsBy("ops")))
 
 	// Nothing of the pipeline's changed but the requests.
-	testenv.Eventually(t, 20*time.Second, w.workDone, "requests handled")
+	testenv.Eventually(t, 20*time.Second, w.WorkDone, "requests handled")
 	holdAfter, found, err := control.Hold(context.Background(), tenant.ID(held))
 	if err != nil || !found || holdAfter != holdBefore {
 		t.Fatalf("hold of %s after the hostile messages: %+v, %v, %v; was %+v", held, holdAfter, found, err, holdBefore)
 	}
-	states, err := w.bus.States(context.Background())
+	states, err := w.Bus.States(context.Background())
 	if err != nil || len(states) == 0 {
 		t.Fatalf("states: %v, %v", states, err)
 	}
@@ -202,7 +204,7 @@ func TestBusPermissions(t *testing.T) {
 			t.Errorf("a tenant state was overwritten: %+v", s)
 		}
 	}
-	work, err := w.bus.JetStream().Stream(context.Background(), bus.StreamWork)
+	work, err := w.Bus.JetStream().Stream(context.Background(), bus.StreamWork)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -218,10 +220,10 @@ func TestBusPermissions(t *testing.T) {
 	if len(info.State.Subjects) == 0 {
 		t.Error("the pending drain checks are gone")
 	}
-	for _, ev := range w.eventsWith(tenant.OutcomeCleaned) {
+	for _, ev := range w.EventsWith(tenant.OutcomeCleaned) {
 		t.Errorf("cleaned event before any tenant drained: %+v", ev)
 	}
-	if dead, err := w.bus.DeadLetters(context.Background()); err != nil || len(dead) != 0 {
+	if dead, err := w.Bus.DeadLetters(context.Background()); err != nil || len(dead) != 0 {
 		t.Errorf("dead letters: %+v, %v", dead, err)
 	}
 
@@ -229,7 +231,7 @@ func TestBusPermissions(t *testing.T) {
 	// pipeline finishes.
 	extra := w.fleet(2, 2, "8")
 	all := append(extra, ids[:2]...)
-	w.drainTenants(true, all...)
+	w.DrainTenants(true, all...)
 	if err := ops.Publish(bus.SubjectCandidate, []byte(extra[0])); err != nil {
 		t.Fatal(err)
 	}
@@ -240,10 +242,10 @@ func TestBusPermissions(t *testing.T) {
 		t.Errorf("tenantctl cleanup --wait: exit %d: %s%s", code, stdout.String(), stderr.String())
 	}
 	for _, id := range all {
-		w.waitFor(id, tenant.OutcomeCleaned, 60*time.Second)
-		w.assertCleaned(id)
+		w.WaitFor(id, tenant.OutcomeCleaned, 60*time.Second)
+		w.AssertCleaned(id)
 	}
-	if w.dbs.SchemaExists(t, held) != true {
+	if w.DBs.SchemaExists(t, held) != true {
 		t.Errorf("the held tenant %s was cleaned", held)
 	}
 

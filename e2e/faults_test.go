@@ -16,7 +16,9 @@ import (
 
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/tenantcleanup/tenant-cleanup/internal/testworld"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/bus"
+	"github.com/tenantcleanup/tenant-cleanup/pkg/config"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/tenant"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/testenv"
 )
@@ -27,7 +29,7 @@ func (w *world) fleet(n, filler int, prefix string) []string {
 	var ids []string
 	for i := range n {
 		id := fmt.Sprintf("tenant_%s%07x-0000-4000-8000-000000000000", prefix, i)
-		w.dbs.CreateTenant(w.t, testenv.Tenant{ID: id, Status: tenant.StatusGatedAccess, LastQuery: testenv.DaysAgo(200),
+		w.DBs.CreateTenant(w.t, testenv.Tenant{ID: id, Status: tenant.StatusGatedAccess, LastQuery: testenv.DaysAgo(200),
 			Filler: filler, Pairs: 1, DocsPerPair: 3})
 		ids = append(ids, id)
 	}
@@ -36,17 +38,17 @@ func (w *world) fleet(n, filler int, prefix string) []string {
 
 // bystanders creates tenants the pipeline must never touch, even when asked,
 // and returns their state.
-func (w *world) bystanders() map[string]state {
+func (w *world) bystanders() map[string]testworld.State {
 	w.t.Helper()
-	out := map[string]state{}
+	out := map[string]testworld.State{}
 	for i, status := range []string{"ACTIVE", "GRACE_PERIOD", tenant.StatusGatedAccess} {
 		id := fmt.Sprintf("tenant_ffffffff-0000-4000-8000-%012d", i)
 		tn := testenv.Tenant{ID: id, Status: status, LastQuery: testenv.DaysAgo(200), Pairs: 1, DocsPerPair: 3}
 		if status == tenant.StatusGatedAccess {
 			tn.LastQuery = testenv.DaysAgo(2)
 		}
-		w.dbs.CreateTenant(w.t, tn)
-		out[id] = w.state(id)
+		w.DBs.CreateTenant(w.t, tn)
+		out[id] = w.State(id)
 	}
 	return out
 }
@@ -54,16 +56,16 @@ func (w *world) bystanders() map[string]state {
 func (w *world) request(ids ...string) {
 	w.t.Helper()
 	for _, id := range ids {
-		if err := w.bus.PublishRequest(context.Background(), tenant.Request{ID: tenant.ID(id), RequestedBy: "test"}); err != nil {
+		if err := w.Bus.PublishRequest(context.Background(), tenant.Request{ID: tenant.ID(id), RequestedBy: "test"}); err != nil {
 			w.t.Fatal(err)
 		}
 	}
 }
 
-func (w *world) assertUntouched(before map[string]state) {
+func (w *world) assertUntouched(before map[string]testworld.State) {
 	w.t.Helper()
 	for id, s := range before {
-		if w.state(id) != s {
+		if w.State(id) != s {
 			w.t.Errorf("%s was changed", id)
 		}
 	}
@@ -72,7 +74,7 @@ func (w *world) assertUntouched(before map[string]state) {
 // ledgerByCleaner counts ledger rows per cleaned_by.
 func (w *world) ledgerByCleaner() map[string]int {
 	w.t.Helper()
-	rows, err := w.dbs.Control.Query(context.Background(), "SELECT cleaned_by, count(*) FROM tenant_cleanup.ledger GROUP BY 1")
+	rows, err := w.DBs.Control.Query(context.Background(), "SELECT cleaned_by, count(*) FROM tenant_cleanup.ledger GROUP BY 1")
 	if err != nil {
 		w.t.Fatal(err)
 	}
@@ -91,7 +93,7 @@ func (w *world) ledgerByCleaner() map[string]int {
 
 func allCleaned(w *world, ids []string) bool {
 	for _, id := range ids {
-		if !w.has(id, tenant.OutcomeCleaned) {
+		if !w.Has(id, tenant.OutcomeCleaned) {
 			return false
 		}
 	}
@@ -107,21 +109,21 @@ func dbName(raw string) string {
 }
 
 func TestReplicasShareWorkWithinConnectionBudget(t *testing.T) {
+	t.Parallel()
 	bin := binaries(t)
 	w := newWorld(t)
-	t.Setenv("DB_MAX_CONNS", "3")
-	t.Setenv("CLEANER_CONCURRENCY", "2")
-	t.Setenv("MARKER_CONCURRENCY", "2")
+	w.Common(func(c *config.Common) { c.DBMaxConns = 3 })
+	w.Cleaner.Concurrency, w.Marker.Concurrency = 2, 2
 	ids := w.fleet(24, 2, "a")
 	others := w.bystanders()
-	w.drainTenants(true, ids...)
-	go w.simulateDeletion(t.Context())
+	w.DrainTenants(true, ids...)
+	w.SimulateDeletion()
 	const markers, cleaners, perReplica = 2, 3, 3
 	for range markers {
-		start(t, filepath.Join(bin, "marker"), nil)
+		start(t, filepath.Join(bin, "marker"), w.Environ())
 	}
 	for range cleaners {
-		start(t, filepath.Join(bin, "cleaner"), nil)
+		start(t, filepath.Join(bin, "cleaner"), w.Environ())
 	}
 	var (
 		mu      sync.Mutex
@@ -131,9 +133,9 @@ func TestReplicasShareWorkWithinConnectionBudget(t *testing.T) {
 	defer stopWatch()
 	go func() { // the most connections the services ever held, per database
 		for watchCtx.Err() == nil {
-			rows, err := w.dbs.Data.Query(watchCtx, `SELECT datname, count(*) FROM pg_stat_activity
+			rows, err := w.DBs.Data.Query(watchCtx, `SELECT datname, count(*) FROM pg_stat_activity
 				WHERE application_name LIKE 'tenant-cleanup-%' AND datname IN ($1, $2) GROUP BY 1`,
-				dbName(w.dbs.DataURL), dbName(w.dbs.ControlURL))
+				dbName(w.DBs.DataURL), dbName(w.DBs.ControlURL))
 			if err == nil {
 				for rows.Next() {
 					var db string
@@ -158,11 +160,11 @@ func TestReplicasShareWorkWithinConnectionBudget(t *testing.T) {
 		w.request(id)
 	}
 	for _, id := range ids {
-		w.waitFor(id, tenant.OutcomeCleaned, 90*time.Second)
+		w.WaitFor(id, tenant.OutcomeCleaned, 90*time.Second)
 	}
 	stopWatch()
 	for _, id := range ids {
-		w.assertCleaned(id)
+		w.AssertCleaned(id)
 	}
 	w.assertUntouched(others)
 	if by := w.ledgerByCleaner(); len(by) < 2 {
@@ -187,16 +189,17 @@ func TestReplicasShareWorkWithinConnectionBudget(t *testing.T) {
 // restarted analyzer runs a pass at once, so passes are cut at any point,
 // publishing included).
 func TestSIGKILLAnywhere(t *testing.T) {
+	t.Parallel()
 	bin := binaries(t)
 	w := newWorld(t)
-	t.Setenv("NATS_ACK_WAIT", "2s")
+	w.Marker.AckWait, w.Cleaner.AckWait = 2*time.Second, 2*time.Second
 	ids := w.fleet(24, 20, "b")
 	others := w.bystanders()
-	w.drainTenants(true, ids...)
-	go w.simulateDeletion(t.Context())
+	w.DrainTenants(true, ids...)
+	w.SimulateDeletion()
 	procs := map[string]*proc{}
 	names := []string{"analyzer-1", "marker-1", "marker-2", "cleaner-1", "cleaner-2"}
-	launch := func(name string) { procs[name] = start(t, filepath.Join(bin, strings.Split(name, "-")[0]), nil) }
+	launch := func(name string) { procs[name] = start(t, filepath.Join(bin, strings.Split(name, "-")[0]), w.Environ()) }
 	for _, n := range names {
 		launch(n)
 	}
@@ -221,14 +224,14 @@ func TestSIGKILLAnywhere(t *testing.T) {
 		t.Fatalf("only %d kills before the work was done; the test proved little", kills)
 	}
 	for _, id := range ids {
-		w.waitFor(id, tenant.OutcomeCleaned, 90*time.Second)
+		w.WaitFor(id, tenant.OutcomeCleaned, 90*time.Second)
 	}
 	for _, id := range ids {
-		w.assertCleaned(id)
+		w.AssertCleaned(id)
 	}
 	w.assertUntouched(others)
 	analyzerRequests := 0
-	for _, ev := range w.eventsWith(tenant.OutcomeRequested) {
+	for _, ev := range w.EventsWith(tenant.OutcomeRequested) {
 		if ev.RequestedBy == "analyzer" {
 			analyzerRequests++
 		}
@@ -242,6 +245,7 @@ func TestSIGKILLAnywhere(t *testing.T) {
 // v2.15 process) with SIGKILL mid-run, with requests, schedules and drain
 // checks in flight, and starts it again on the same file store.
 func TestJetStreamKilledKeepsWork(t *testing.T) {
+	t.Parallel()
 	bin := binaries(t)
 	addr := freeAddr(t)
 	_, port, _ := strings.Cut(addr, ":")
@@ -258,7 +262,7 @@ func TestJetStreamKilledKeepsWork(t *testing.T) {
 		return p
 	}
 	server := startNATS()
-	w := newWorldWith(t, worldOptions{natsURL: "nats://" + addr})
+	w := newWorldWith(t, testworld.Options{NATSURL: "nats://" + addr})
 	w.survivesJetStreamOutage("e", func() {
 		if err := server.cmd.Process.Signal(syscall.SIGKILL); err != nil {
 			t.Fatal(err)
@@ -271,8 +275,9 @@ func TestJetStreamKilledKeepsWork(t *testing.T) {
 // TestJetStreamRestartKeepsWork restarts the JetStream server on the same
 // file store while requests, schedules and drain checks are in flight.
 func TestJetStreamRestartKeepsWork(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t)
-	w.survivesJetStreamOutage("c", func() { w.js.Restart() })
+	w.survivesJetStreamOutage("c", func() { w.JS.Restart() })
 }
 
 // survivesJetStreamOutage requests the cleanup of 12 tenants (ids starting
@@ -281,20 +286,20 @@ func TestJetStreamRestartKeepsWork(t *testing.T) {
 // tenant is still cleaned.
 func (w *world) survivesJetStreamOutage(prefix string, outage func()) {
 	w.t.Helper()
-	w.t.Setenv("DRAIN_CHECK_DELAY", "3s")
+	w.SetCheckDelay(3 * time.Second)
 	ids := w.fleet(12, 2, prefix)
 	w.startServices()
 	w.request(ids...)
 	for _, id := range ids[:6] {
-		w.waitFor(id, tenant.OutcomeMarked, 30*time.Second)
+		w.WaitFor(id, tenant.OutcomeMarked, 30*time.Second)
 	}
 	outage()
-	w.drainTenants(true, ids...)
+	w.DrainTenants(true, ids...)
 	for _, id := range ids {
-		w.waitFor(id, tenant.OutcomeCleaned, 90*time.Second)
+		w.WaitFor(id, tenant.OutcomeCleaned, 90*time.Second)
 	}
 	for _, id := range ids {
-		w.assertCleaned(id)
+		w.AssertCleaned(id)
 	}
 }
 
@@ -302,15 +307,16 @@ func (w *world) survivesJetStreamOutage(prefix string, outage func()) {
 // and buckets at three replicas and shuts down the work stream's leader
 // mid-run.
 func TestJetStreamClusterLosesANode(t *testing.T) {
+	t.Parallel()
 	cluster := testenv.StartJetStreamCluster(t, 3)
-	w := newWorldWith(t, worldOptions{natsURL: cluster.URL, natsReplicas: 3})
-	t.Setenv("DRAIN_CHECK_DELAY", "2s")
+	w := newWorldWith(t, testworld.Options{NATSURL: cluster.URL, NATSReplicas: 3})
+	w.SetCheckDelay(2 * time.Second)
 	ids := w.fleet(12, 2, "d")
 	w.startServices()
 	// Every stream, and the streams behind the KV buckets, at replicas 3.
 	for _, name := range []string{bus.StreamRequests, bus.StreamWork, bus.StreamEvents, bus.StreamDead,
 		"KV_" + bus.BucketState, "KV_TENANT_CLEANUP_FAILURES"} {
-		s, err := w.bus.JetStream().Stream(context.Background(), name)
+		s, err := w.Bus.JetStream().Stream(context.Background(), name)
 		if err != nil {
 			t.Fatalf("stream %s: %v", name, err)
 		}
@@ -318,13 +324,13 @@ func TestJetStreamClusterLosesANode(t *testing.T) {
 			t.Fatalf("stream %s has %d replicas; want 3", name, r)
 		}
 	}
-	info, err := w.bus.JetStream().Stream(context.Background(), bus.StreamWork)
+	info, err := w.Bus.JetStream().Stream(context.Background(), bus.StreamWork)
 	if err != nil {
 		t.Fatal(err)
 	}
 	w.request(ids...)
 	for _, id := range ids[:4] {
-		w.waitFor(id, tenant.OutcomeMarked, 30*time.Second)
+		w.WaitFor(id, tenant.OutcomeMarked, 30*time.Second)
 	}
 	leader := info.CachedInfo().Cluster.Leader
 	stopped := false
@@ -338,40 +344,41 @@ func TestJetStreamClusterLosesANode(t *testing.T) {
 	if !stopped {
 		t.Fatalf("no node is the leader %q of %s", leader, bus.StreamWork)
 	}
-	w.drainTenants(true, ids...)
+	w.DrainTenants(true, ids...)
 	for _, id := range ids {
-		w.waitFor(id, tenant.OutcomeCleaned, 120*time.Second)
+		w.WaitFor(id, tenant.OutcomeCleaned, 120*time.Second)
 	}
 	for _, id := range ids {
-		w.assertCleaned(id)
+		w.AssertCleaned(id)
 	}
 }
 
 // TestPostgresRestart restarts the (private) PostgreSQL server while tenants
 // are being marked, checked and cleaned.
 func TestPostgresRestart(t *testing.T) {
+	t.Parallel()
 	pg := testenv.StartPostgres(t)
-	w := newWorldWith(t, worldOptions{postgresAdmin: pg.AdminURL})
+	w := newWorldWith(t, testworld.Options{PostgresAdmin: pg.AdminURL})
 	ids := w.fleet(10, 30, "e")
-	w.drainTenants(true, ids...)
+	w.DrainTenants(true, ids...)
 	w.startServices()
 	w.request(ids...)
 	testenv.Eventually(t, 60*time.Second, func() bool {
 		for _, id := range ids {
-			if w.has(id, tenant.OutcomeCleaned) {
+			if w.Has(id, tenant.OutcomeCleaned) {
 				return true
 			}
 		}
 		return false
 	}, "a first tenant cleaned")
 	pg.Restart()
-	w.dbs.Data.Reset()
-	w.dbs.Control.Reset()
+	w.DBs.Data.Reset()
+	w.DBs.Control.Reset()
 	for _, id := range ids {
-		w.waitFor(id, tenant.OutcomeCleaned, 90*time.Second)
+		w.WaitFor(id, tenant.OutcomeCleaned, 90*time.Second)
 	}
 	for _, id := range ids {
-		w.assertCleaned(id)
+		w.AssertCleaned(id)
 	}
 }
 
@@ -379,25 +386,26 @@ func TestPostgresRestart(t *testing.T) {
 // wait: nothing irreversible happens without a fresh read of their status,
 // and the work resumes by itself when it comes back.
 func TestControlPlaneOutage(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t)
 	proxy := testenv.StartProxy(t, "127.0.0.1:5432")
-	t.Setenv("CONTROL_PLANE_DATABASE_URL", strings.Replace(w.dbs.ControlURL, "127.0.0.1:5432", proxy.Addr, 1))
+	w.Common(func(c *config.Common) { c.ControlPlaneURL = strings.Replace(w.DBs.ControlURL, "127.0.0.1:5432", proxy.Addr, 1) })
 	ids := w.fleet(6, 2, "f")
-	w.drainTenants(true, ids...)
+	w.DrainTenants(true, ids...)
 	w.startServices()
 	w.request(ids...)
 	for _, id := range ids {
-		w.waitFor(id, tenant.OutcomeMarked, 30*time.Second)
+		w.WaitFor(id, tenant.OutcomeMarked, 30*time.Second)
 	}
 	proxy.Cut()
-	retries := func() int { return strings.Count(w.logs.String(), "a dependency is unavailable") }
+	retries := func() int { return strings.Count(w.Logs.String(), "a dependency is unavailable") }
 	testenv.Eventually(t, 30*time.Second, func() bool { return retries() >= 3 }, "the services retry while the control plane is unreachable")
 	// Cleanups in flight at the cut have ended by now; from here on, with the
 	// control plane unreachable, nothing may start.
-	waiting := map[string]state{}
+	waiting := map[string]testworld.State{}
 	for _, id := range ids {
-		if w.dbs.SchemaExists(t, id) {
-			waiting[id] = w.state(id)
+		if w.DBs.SchemaExists(t, id) {
+			waiting[id] = w.State(id)
 		}
 	}
 	if len(waiting) == 0 {
@@ -406,16 +414,16 @@ func TestControlPlaneOutage(t *testing.T) {
 	seen := retries()
 	testenv.Eventually(t, 30*time.Second, func() bool { return retries() >= seen+3 }, "more retries during the outage")
 	for id, s := range waiting {
-		if w.state(id) != s {
+		if w.State(id) != s {
 			t.Errorf("%s changed while the control plane was unreachable", id)
 		}
 	}
 	proxy.Restore()
 	for _, id := range ids {
-		w.waitFor(id, tenant.OutcomeCleaned, 90*time.Second)
+		w.WaitFor(id, tenant.OutcomeCleaned, 90*time.Second)
 	}
 	for _, id := range ids {
-		w.assertCleaned(id)
+		w.AssertCleaned(id)
 	}
 }
 
@@ -423,16 +431,17 @@ func TestControlPlaneOutage(t *testing.T) {
 // have more relations than PostgreSQL's shared lock table holds in one
 // transaction, on a server with default settings.
 func TestLockBudget(t *testing.T) {
+	t.Parallel()
 	pg := testenv.StartPostgres(t)
-	w := newWorldWith(t, worldOptions{postgresAdmin: pg.AdminURL})
+	w := newWorldWith(t, testworld.Options{PostgresAdmin: pg.AdminURL})
 	big := []string{"tenant_00000b16-0000-4000-8000-000000000001", "tenant_00000b16-0000-4000-8000-000000000002"}
 	for _, id := range big {
-		w.dbs.CreateTenant(t, testenv.Tenant{ID: id, Status: tenant.StatusGatedAccess, LastQuery: testenv.DaysAgo(200), Pairs: 1, DocsPerPair: 3})
-		w.dbs.ExecData(t, "CALL fixture.add_filler_tables($1, 1, 1000)", id)
+		w.DBs.CreateTenant(t, testenv.Tenant{ID: id, Status: tenant.StatusGatedAccess, LastQuery: testenv.DaysAgo(200), Pairs: 1, DocsPerPair: 3})
+		w.DBs.ExecData(t, "CALL fixture.add_filler_tables($1, 1, 1000)", id)
 	}
 	small := w.fleet(3, 10, "0")
 	// The premise: one DROP SCHEMA ... CASCADE of such a schema runs out of lock space.
-	tx, err := w.dbs.Data.Begin(context.Background())
+	tx, err := w.DBs.Data.Begin(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -443,16 +452,16 @@ func TestLockBudget(t *testing.T) {
 		t.Fatalf("a single DROP SCHEMA of a 1000-table tenant: %v; want out of shared memory (53200)", err)
 	}
 	all := append(append([]string{}, big...), small...)
-	w.drainTenants(true, all...)
+	w.DrainTenants(true, all...)
 	w.startReplicas(1, 2)
 	w.request(all...)
 	for _, id := range all {
-		w.waitFor(id, tenant.OutcomeCleaned, 180*time.Second)
+		w.WaitFor(id, tenant.OutcomeCleaned, 180*time.Second)
 	}
 	for _, id := range all {
-		w.assertCleaned(id)
+		w.AssertCleaned(id)
 	}
-	for _, ev := range w.eventsWith(tenant.OutcomeCleaned) {
+	for _, ev := range w.EventsWith(tenant.OutcomeCleaned) {
 		if ev.TenantID == tenant.ID(big[0]) || ev.TenantID == tenant.ID(big[1]) {
 			var relations, txs int
 			if _, err := fmt.Sscanf(ev.Reason, "schema dropped (%d relations, %d transactions)", &relations, &txs); err != nil || txs < 4 {

@@ -35,9 +35,10 @@ func httpGet(url string) (int, string) {
 }
 
 func TestMetricsAndHealth(t *testing.T) {
+	t.Parallel()
 	bin := binaries(t)
 	w := newWorld(t)
-	w.dbs.CreateTenant(t, testenv.Tenant{ID: eligibleOld, Status: tenant.StatusGatedAccess, LastQuery: testenv.DaysAgo(200), Pairs: 1, DocsPerPair: 3})
+	w.DBs.CreateTenant(t, testenv.Tenant{ID: eligibleOld, Status: tenant.StatusGatedAccess, LastQuery: testenv.DaysAgo(200), Pairs: 1, DocsPerPair: 3})
 	markerAddr, cleanerAddr, waitingAddr, cutAddr := freeAddr(t), freeAddr(t), freeAddr(t), freeAddr(t)
 	start(t, filepath.Join(bin, "marker"), []string{"HTTP_ADDR=" + markerAddr})
 	start(t, filepath.Join(bin, "cleaner"), []string{"HTTP_ADDR=" + cleanerAddr})
@@ -46,7 +47,7 @@ func TestMetricsAndHealth(t *testing.T) {
 	// One whose control plane goes away becomes not ready.
 	proxy := testenv.StartProxy(t, "127.0.0.1:5432")
 	start(t, filepath.Join(bin, "cleaner"), []string{"HTTP_ADDR=" + cutAddr,
-		"CONTROL_PLANE_DATABASE_URL=" + strings.Replace(w.dbs.ControlURL, "127.0.0.1:5432", proxy.Addr, 1)})
+		"CONTROL_PLANE_DATABASE_URL=" + strings.Replace(w.DBs.ControlURL, "127.0.0.1:5432", proxy.Addr, 1)})
 
 	for _, addr := range []string{markerAddr, cleanerAddr, cutAddr} {
 		testenv.Eventually(t, 20*time.Second, func() bool { code, _ := httpGet("http://" + addr + "/readyz"); return code == 200 },
@@ -67,10 +68,10 @@ func TestMetricsAndHealth(t *testing.T) {
 	}, "a cleaner without its control plane is not ready")
 	proxy.Restore()
 
-	w.drainTenants(true, eligibleOld)
-	go w.simulateDeletion(t.Context())
+	w.DrainTenants(true, eligibleOld)
+	w.SimulateDeletion()
 	w.request(eligibleOld)
-	w.waitFor(eligibleOld, tenant.OutcomeCleaned, 30*time.Second)
+	w.WaitFor(eligibleOld, tenant.OutcomeCleaned, 30*time.Second)
 
 	_, cleaner := httpGet("http://" + cleanerAddr + "/metrics")
 	_, otherCleaner := httpGet("http://" + cutAddr + "/metrics")

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tenantcleanup/tenant-cleanup/internal/testworld"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/bus"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/ctl"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/tenant"
@@ -37,6 +38,7 @@ const (
 )
 
 func TestMixedFleetEndToEnd(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t)
 	old, gated := testenv.DaysAgo(200), tenant.StatusGatedAccess
 	fleet := []testenv.Tenant{
@@ -57,18 +59,18 @@ func TestMixedFleetEndToEnd(t *testing.T) {
 	}
 	for _, tn := range fleet {
 		tn.Filler = 3
-		w.dbs.CreateTenant(t, tn)
+		w.DBs.CreateTenant(t, tn)
 	}
-	w.prepare()
-	w.dbs.RecordDroppedSchema(t, interrupted)
-	w.dbs.ExecData(t, `ALTER SCHEMA "`+renamed+`" RENAME TO maintenance_copy`)
-	w.dbs.ExecData(t, `CREATE VIEW public.docs_of_one_tenant AS SELECT id FROM "`+withPublicView+`".document`)
-	w.dbs.ExecData(t, `CREATE SCHEMA `+notATenant+`; CREATE TABLE `+notATenant+`.notes (x text); INSERT INTO `+notATenant+`.notes VALUES ('keep me')`)
+	w.Prepare()
+	w.DBs.RecordDroppedSchema(t, interrupted)
+	w.DBs.ExecData(t, `ALTER SCHEMA "`+renamed+`" RENAME TO maintenance_copy`)
+	w.DBs.ExecData(t, `CREATE VIEW public.docs_of_one_tenant AS SELECT id FROM "`+withPublicView+`".document`)
+	w.DBs.ExecData(t, `CREATE SCHEMA `+notATenant+`; CREATE TABLE `+notATenant+`.notes (x text); INSERT INTO `+notATenant+`.notes VALUES ('keep me')`)
 
 	untouched := []string{active, grace, queriedRecently, craftRecently, createdRecently, noControlRow, withPublicView, renamed}
-	before := map[string]state{}
+	before := map[string]testworld.State{}
 	for _, id := range untouched {
-		before[id] = w.state(id)
+		before[id] = w.State(id)
 	}
 	cleaned := []string{eligibleOld, eligibleNever, eligibleCraftOld, interrupted}
 	changedMidDrain := []string{reactivated, ungated}
@@ -76,7 +78,7 @@ func TestMixedFleetEndToEnd(t *testing.T) {
 	// itself changes for one of them) must survive unchanged.
 	otherControlRows := func(id string) string {
 		var digest string
-		if err := w.dbs.Control.QueryRow(context.Background(), `SELECT
+		if err := w.DBs.Control.QueryRow(context.Background(), `SELECT
 			(SELECT count(*) FROM subscription WHERE tenant_id = $1) || '/' ||
 			(SELECT count(*) FROM tenant_config WHERE tenant_id = $1) || '/' ||
 			(SELECT count(*) FROM tenant_notification WHERE tenant_id = $1) || '/' ||
@@ -95,7 +97,7 @@ func TestMixedFleetEndToEnd(t *testing.T) {
 
 	// Onyx deletes documents of marked tenants; the two that change mid-drain
 	// are held back until they have changed.
-	w.drainTenants(true, eligibleOld, eligibleNever, eligibleCraftOld, withPublicView,
+	w.DrainTenants(true, eligibleOld, eligibleNever, eligibleCraftOld, withPublicView,
 		active, grace, queriedRecently, craftRecently, createdRecently, noControlRow)
 	w.startServices()
 	out := w.analyze()
@@ -127,55 +129,55 @@ func TestMixedFleetEndToEnd(t *testing.T) {
 	}
 
 	// Change two tenants between marking and cleaning, then let them drain.
-	w.waitFor(reactivated, tenant.OutcomeMarked, 20*time.Second)
-	w.waitFor(ungated, tenant.OutcomeMarked, 20*time.Second)
-	w.dbs.ExecData(t, `INSERT INTO "`+reactivated+`".chat_message (chat_session_id, message, message_type)
+	w.WaitFor(reactivated, tenant.OutcomeMarked, 20*time.Second)
+	w.WaitFor(ungated, tenant.OutcomeMarked, 20*time.Second)
+	w.DBs.ExecData(t, `INSERT INTO "`+reactivated+`".chat_message (chat_session_id, message, message_type)
 		SELECT id, 'we are back', 'USER' FROM "`+reactivated+`".chat_session LIMIT 1`)
-	w.dbs.ExecControl(t, "UPDATE tenant SET application_status = 'ACTIVE' WHERE tenant_id = $1", ungated)
-	w.drainTenants(true, changedMidDrain...)
+	w.DBs.ExecControl(t, "UPDATE tenant SET application_status = 'ACTIVE' WHERE tenant_id = $1", ungated)
+	w.DrainTenants(true, changedMidDrain...)
 
 	for _, id := range cleaned {
-		w.waitFor(id, tenant.OutcomeCleaned, 60*time.Second)
+		w.WaitFor(id, tenant.OutcomeCleaned, 60*time.Second)
 	}
 	for _, id := range append([]string{withPublicView}, changedMidDrain...) {
-		w.waitFor(id, tenant.OutcomeRefused, 60*time.Second)
+		w.WaitFor(id, tenant.OutcomeRefused, 60*time.Second)
 	}
-	testenv.Eventually(t, 20*time.Second, w.workDone, "all work acknowledged")
+	testenv.Eventually(t, 20*time.Second, w.WorkDone, "all work acknowledged")
 
 	for _, id := range cleaned {
-		w.assertCleaned(id)
+		w.AssertCleaned(id)
 	}
 	for _, id := range untouched {
-		if got := w.state(id); got != before[id] {
+		if got := w.State(id); got != before[id] {
 			t.Errorf("%s was changed: fingerprint or control-plane rows differ", id)
 		}
 	}
 	for _, id := range changedMidDrain {
-		if !w.dbs.SchemaExists(t, id) || w.dbs.PublicRows(t, id) == 0 ||
-			w.dbs.CountControl(t, "SELECT count(*) FROM tenant WHERE tenant_id = $1", id) != 1 {
+		if !w.DBs.SchemaExists(t, id) || w.DBs.PublicRows(t, id) == 0 ||
+			w.DBs.CountControl(t, "SELECT count(*) FROM tenant WHERE tenant_id = $1", id) != 1 {
 			t.Errorf("%s changed mid-drain but lost its schema, public rows or control-plane row", id)
 		}
 		if got := otherControlRows(id); got != controlBefore[id] {
 			t.Errorf("%s changed mid-drain but its subscription, tenant_config or tenant_notification rows changed: %s, was %s",
 				id, got, controlBefore[id])
 		}
-		if n := w.dbs.CountControl(t, "SELECT count(*) FROM tenant_cleanup.ledger WHERE tenant_id = $1", id); n != 0 {
+		if n := w.DBs.CountControl(t, "SELECT count(*) FROM tenant_cleanup.ledger WHERE tenant_id = $1", id); n != 0 {
 			t.Errorf("%s has a ledger row", id)
 		}
 	}
-	if n := w.dbs.CountData(t, "SELECT count(*) FROM "+notATenant+".notes"); n != 1 {
+	if n := w.DBs.CountData(t, "SELECT count(*) FROM "+notATenant+".notes"); n != 1 {
 		t.Errorf("the non-tenant schema lost its rows")
 	}
-	if n := w.dbs.CountData(t, "SELECT count(*) FROM pg_views WHERE viewname = 'docs_of_one_tenant'"); n != 1 {
+	if n := w.DBs.CountData(t, "SELECT count(*) FROM pg_views WHERE viewname = 'docs_of_one_tenant'"); n != 1 {
 		t.Errorf("the public view is gone")
 	}
-	for _, ev := range w.eventsWith(tenant.OutcomeRefused) {
+	for _, ev := range w.EventsWith(tenant.OutcomeRefused) {
 		if ev.TenantID == withPublicView && !strings.Contains(ev.Reason, "public.docs_of_one_tenant") {
 			t.Errorf("refusal of %s does not name the view: %q", withPublicView, ev.Reason)
 		}
 	}
 
-	if n := w.dbs.CountData(t, "SELECT count(*) FROM maintenance_copy.document"); n != 3 {
+	if n := w.DBs.CountData(t, "SELECT count(*) FROM maintenance_copy.document"); n != 3 {
 		t.Errorf("the renamed schema lost its rows")
 	}
 	if !strings.Contains(out, "1 tenants have no schema but rows left, and nothing shows that a cleanup of them began") {
@@ -188,14 +190,14 @@ func TestMixedFleetEndToEnd(t *testing.T) {
 	if !strings.Contains(out, "published 1 candidates") {
 		t.Fatalf("second pass:\n%s", out)
 	}
-	w.assertLogsCarryTenant()
+	w.AssertLogsCarryTenant()
 }
 
 func TestHostileRequests(t *testing.T) {
 	w := newWorld(t)
-	w.dbs.CreateTenant(t, testenv.Tenant{ID: eligibleOld, Status: tenant.StatusGatedAccess, LastQuery: testenv.DaysAgo(200), Pairs: 1, DocsPerPair: 3})
-	w.dbs.ExecData(t, `CREATE SCHEMA customer_data; CREATE TABLE customer_data.t (x int); INSERT INTO customer_data.t VALUES (1)`)
-	fpBefore := w.state(eligibleOld)
+	w.DBs.CreateTenant(t, testenv.Tenant{ID: eligibleOld, Status: tenant.StatusGatedAccess, LastQuery: testenv.DaysAgo(200), Pairs: 1, DocsPerPair: 3})
+	w.DBs.ExecData(t, `CREATE SCHEMA customer_data; CREATE TABLE customer_data.t (x int); INSERT INTO customer_data.t VALUES (1)`)
+	fpBefore := w.State(eligibleOld)
 	w.startServices()
 
 	hostile := []string{
@@ -210,7 +212,8 @@ func TestHostileRequests(t *testing.T) {
 		strings.Repeat("tenant_", 10<<10/7),
 	}
 	// tenantctl refuses each with a clear message, exit status 1, and publishes nothing.
-	seq := w.streamLastSeq()
+	w.setenv() // for tenantctl
+	seq := w.StreamLastSeq()
 	for _, h := range hostile {
 		var stdout, stderr bytes.Buffer
 		code := ctl.Main([]string{"cleanup", h}, &stdout, &stderr)
@@ -230,7 +233,7 @@ func TestHostileRequests(t *testing.T) {
 	if code := ctl.Main([]string{"cleanup", "--csv", csvFile}, &bytes.Buffer{}, &stderr); code != 1 {
 		t.Errorf("tenantctl cleanup --csv with an invalid id: exit %d (%s)", code, stderr.String())
 	}
-	if got := w.streamLastSeq(); got != seq {
+	if got := w.StreamLastSeq(); got != seq {
 		t.Fatalf("tenantctl published %d messages for refused requests", got-seq)
 	}
 
@@ -238,7 +241,7 @@ func TestHostileRequests(t *testing.T) {
 	// the server itself refuses a message larger than bus.MaxRequestSize.
 	var stored []string
 	for _, h := range hostile {
-		_, err := w.bus.JetStream().Publish(context.Background(), bus.SubjectCandidate, []byte(h))
+		_, err := w.Bus.JetStream().Publish(context.Background(), bus.SubjectCandidate, []byte(h))
 		if len(h) > bus.MaxRequestSize {
 			if err == nil {
 				t.Errorf("a %d-byte request was stored", len(h))
@@ -252,16 +255,16 @@ func TestHostileRequests(t *testing.T) {
 	}
 	for _, subj := range []string{bus.DrainSubject("tenant_dev"), bus.DrainSubject(eligibleOld)} {
 		for _, body := range []string{`{"tenant_id":"public"}`, "garbage", `{"tenant_id":"tenant_dev"}`} {
-			if err := w.bus.Conn().Publish(subj, []byte(body)); err != nil {
+			if err := w.Bus.Conn().Publish(subj, []byte(body)); err != nil {
 				t.Fatal(err)
 			}
 		}
 	}
 	sent := len(stored) + 6
 	testenv.Eventually(t, 20*time.Second, func() bool {
-		return len(w.eventsWith(tenant.OutcomeRefused)) >= sent && w.workDone()
-	}, "every hostile message refused (%d refusals so far)", len(w.eventsWith(tenant.OutcomeRefused)))
-	refused := w.eventsWith(tenant.OutcomeRefused)
+		return len(w.EventsWith(tenant.OutcomeRefused)) >= sent && w.WorkDone()
+	}, "every hostile message refused (%d refusals so far)", len(w.EventsWith(tenant.OutcomeRefused)))
+	refused := w.EventsWith(tenant.OutcomeRefused)
 	if len(refused) != sent {
 		t.Errorf("%d refusals for %d hostile messages", len(refused), sent)
 	}
@@ -274,15 +277,15 @@ func TestHostileRequests(t *testing.T) {
 			t.Errorf("no refused event names the input %s", tenant.QuoteInput(h))
 		}
 	}
-	if got := w.state(eligibleOld); got != fpBefore {
+	if got := w.State(eligibleOld); got != fpBefore {
 		t.Fatal("hostile messages changed a tenant")
 	}
 	for _, schema := range []string{"public", "customer_data", "fixture"} {
-		if !w.dbs.SchemaExists(t, schema) {
+		if !w.DBs.SchemaExists(t, schema) {
 			t.Fatalf("schema %s is gone", schema)
 		}
 	}
-	if n := w.dbs.CountData(t, "SELECT count(*) FROM customer_data.t"); n != 1 {
+	if n := w.DBs.CountData(t, "SELECT count(*) FROM customer_data.t"); n != 1 {
 		t.Fatalf("customer_data.t has %d rows; want its 1", n)
 	}
 
@@ -294,41 +297,42 @@ func TestHostileRequests(t *testing.T) {
 	if code := ctl.Main([]string{"cleanup", "--csv", csvFile}, &stdout, &stderr); code != 0 {
 		t.Fatalf("tenantctl cleanup --csv: exit %d: %s", code, stderr.String())
 	}
-	w.drainTenants(true, eligibleOld)
-	w.waitFor(eligibleOld, tenant.OutcomeCleaned, 30*time.Second)
-	w.assertCleaned(eligibleOld)
+	w.DrainTenants(true, eligibleOld)
+	w.WaitFor(eligibleOld, tenant.OutcomeCleaned, 30*time.Second)
+	w.AssertCleaned(eligibleOld)
 }
 
 func TestDuplicateDelivery(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t)
-	w.dbs.CreateTenant(t, testenv.Tenant{ID: eligibleOld, Status: tenant.StatusGatedAccess, LastQuery: testenv.DaysAgo(200), Pairs: 2, DocsPerPair: 5})
-	w.dbs.CreateTenant(t, testenv.Tenant{ID: active, Status: "ACTIVE", Pairs: 1, DocsPerPair: 3})
-	other := w.state(active)
+	w.DBs.CreateTenant(t, testenv.Tenant{ID: eligibleOld, Status: tenant.StatusGatedAccess, LastQuery: testenv.DaysAgo(200), Pairs: 2, DocsPerPair: 5})
+	w.DBs.CreateTenant(t, testenv.Tenant{ID: active, Status: "ACTIVE", Pairs: 1, DocsPerPair: 3})
+	other := w.State(active)
 	// The same request three times, in both wire forms, before anything runs.
 	ctx := context.Background()
 	for range 2 {
-		if err := w.bus.PublishRequest(ctx, tenant.Request{ID: eligibleOld, RequestedBy: "test"}); err != nil {
+		if err := w.Bus.PublishRequest(ctx, tenant.Request{ID: eligibleOld, RequestedBy: "test"}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := w.bus.Conn().Publish(bus.SubjectCandidate, []byte(eligibleOld)); err != nil {
+	if err := w.Bus.Conn().Publish(bus.SubjectCandidate, []byte(eligibleOld)); err != nil {
 		t.Fatal(err)
 	}
-	w.drainTenants(true, eligibleOld, active)
+	w.DrainTenants(true, eligibleOld, active)
 	w.startServices()
-	w.waitFor(eligibleOld, tenant.OutcomeCleaned, 30*time.Second)
+	w.WaitFor(eligibleOld, tenant.OutcomeCleaned, 30*time.Second)
 	// Duplicate drain checks after the cleanup change nothing.
 	for range 2 {
-		if err := w.bus.ScheduleDrainCheck(ctx, tenant.DrainCheck{ID: eligibleOld}, time.Now()); err != nil {
+		if err := w.Bus.ScheduleDrainCheck(ctx, tenant.DrainCheck{ID: eligibleOld}, time.Now()); err != nil {
 			t.Fatal(err)
 		}
 	}
-	testenv.Eventually(t, 20*time.Second, w.workDone, "all work acknowledged")
-	w.assertCleaned(eligibleOld)
-	if w.state(active) != other {
+	testenv.Eventually(t, 20*time.Second, w.WorkDone, "all work acknowledged")
+	w.AssertCleaned(eligibleOld)
+	if w.State(active) != other {
 		t.Fatal("another tenant changed")
 	}
-	for _, ev := range w.eventsWith(tenant.OutcomeRefused) {
+	for _, ev := range w.EventsWith(tenant.OutcomeRefused) {
 		if ev.TenantID == eligibleOld && !strings.Contains(ev.Reason, "already cleaned") {
 			t.Errorf("duplicate request refused for another reason: %q", ev.Reason)
 		}

@@ -24,7 +24,7 @@ const bucket = "onyx-file-store-bucket"
 func seedFiles(t *testing.T, w *world, s3 *testenv.S3, client *redis.Client, id string, n int) {
 	t.Helper()
 	ctx := context.Background()
-	rows, err := w.dbs.Data.Query(ctx, "SELECT fixture.add_files($1, $2, 's3', $3)", id, n, bucket)
+	rows, err := w.DBs.Data.Query(ctx, "SELECT fixture.add_files($1, $2, 's3', $3)", id, n, bucket)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -38,7 +38,7 @@ func seedFiles(t *testing.T, w *world, s3 *testenv.S3, client *redis.Client, id 
 	if err := rows.Err(); err != nil {
 		t.Fatal(err)
 	}
-	w.dbs.ExecData(t, fmt.Sprintf("SELECT count(*) FROM fixture.add_files('%s', %d, 'postgres')", id, n))
+	w.DBs.ExecData(t, fmt.Sprintf("SELECT count(*) FROM fixture.add_files('%s', %d, 'postgres')", id, n))
 	for i := range n {
 		client.Set(ctx, fmt.Sprintf("%s:cache:%d", id, i), "x", 0)
 	}
@@ -50,12 +50,12 @@ func seedFiles(t *testing.T, w *world, s3 *testenv.S3, client *redis.Client, id 
 // reference that still exist (0 once its schema is gone).
 func largeObjects(t *testing.T, w *world, id string) int64 {
 	t.Helper()
-	if !w.dbs.SchemaExists(t, id) {
+	if !w.DBs.SchemaExists(t, id) {
 		return 0
 	}
 	var n int64
 	q := fmt.Sprintf(`SELECT count(*) FROM %q.file_content f JOIN pg_largeobject_metadata m ON m.oid = f.lobj_oid`, id)
-	if err := w.dbs.Data.QueryRow(context.Background(), q).Scan(&n); err != nil {
+	if err := w.DBs.Data.QueryRow(context.Background(), q).Scan(&n); err != nil {
 		t.Fatal(err)
 	}
 	return n
@@ -69,19 +69,17 @@ func TestCleanerRemovesEveryStore(t *testing.T) {
 	w := newWorld(t)
 	s3 := testenv.StartS3(t, bucket)
 	r := testenv.StartRedis(t)
-	for k, v := range map[string]string{
-		"S3_FILE_STORE_BUCKET_NAME": bucket, "S3_ENDPOINT_URL": s3.URL, "AWS_REGION_NAME": "us-east-1",
-		"S3_AWS_ACCESS_KEY_ID": testenv.S3AccessKey, "S3_AWS_SECRET_ACCESS_KEY": testenv.S3SecretKey,
-		"REDIS_HOST": "127.0.0.1", "REDIS_PORT": fmt.Sprint(r.Port), "PACE": "auto",
-	} {
-		t.Setenv(k, v)
-	}
+	files := &w.Cleaner.FileStore.Config
+	files.Bucket, files.EndpointURL, files.Region = bucket, s3.URL, "us-east-1"
+	files.AccessKeyID, files.SecretAccessKey = testenv.S3AccessKey, testenv.S3SecretKey
+	w.Cleaner.Redis.Host, w.Cleaner.Redis.Port = "127.0.0.1", r.Port
+	w.setenv() // for tenantctl status below
 	client := redis.NewClient(&redis.Options{Addr: r.Addr})
 	t.Cleanup(func() { _ = client.Close() })
 	ctx := context.Background()
 
-	w.dbs.CreateTenant(t, testenv.Tenant{ID: eligibleOld, Status: tenant.StatusGatedAccess, LastQuery: testenv.DaysAgo(200), Pairs: 1, DocsPerPair: 3})
-	w.dbs.CreateTenant(t, testenv.Tenant{ID: active, Status: "ACTIVE", LastQuery: testenv.DaysAgo(1), Pairs: 1, DocsPerPair: 3})
+	w.DBs.CreateTenant(t, testenv.Tenant{ID: eligibleOld, Status: tenant.StatusGatedAccess, LastQuery: testenv.DaysAgo(200), Pairs: 1, DocsPerPair: 3})
+	w.DBs.CreateTenant(t, testenv.Tenant{ID: active, Status: "ACTIVE", LastQuery: testenv.DaysAgo(1), Pairs: 1, DocsPerPair: 3})
 	const n = 40
 	seedFiles(t, w, s3, client, eligibleOld, n)
 	seedFiles(t, w, s3, client, active, n)
@@ -89,15 +87,15 @@ func TestCleanerRemovesEveryStore(t *testing.T) {
 		t.Fatalf("seeded %d large objects, want %d", got, n)
 	}
 	var allLO int64
-	if err := w.dbs.Data.QueryRow(ctx, "SELECT count(*) FROM pg_largeobject_metadata").Scan(&allLO); err != nil {
+	if err := w.DBs.Data.QueryRow(ctx, "SELECT count(*) FROM pg_largeobject_metadata").Scan(&allLO); err != nil {
 		t.Fatal(err)
 	}
 
-	w.drainTenants(true, eligibleOld)
+	w.DrainTenants(true, eligibleOld)
 	w.startServices()
 	w.analyze()
-	w.waitFor(eligibleOld, tenant.OutcomeCleaned, 90*time.Second)
-	w.assertCleaned(eligibleOld)
+	w.WaitFor(eligibleOld, tenant.OutcomeCleaned, 90*time.Second)
+	w.AssertCleaned(eligibleOld)
 
 	if keys := s3.Keys(bucket, "onyx-files/"+eligibleOld+"/"); len(keys) != 0 {
 		t.Errorf("%d S3 objects of the cleaned tenant left: %v", len(keys), keys[:min(3, len(keys))])
@@ -106,7 +104,7 @@ func TestCleanerRemovesEveryStore(t *testing.T) {
 		t.Errorf("the paying tenant has %d S3 objects, want %d", len(keys), n)
 	}
 	var lo int64
-	if err := w.dbs.Data.QueryRow(ctx, "SELECT count(*) FROM pg_largeobject_metadata").Scan(&lo); err != nil {
+	if err := w.DBs.Data.QueryRow(ctx, "SELECT count(*) FROM pg_largeobject_metadata").Scan(&lo); err != nil {
 		t.Fatal(err)
 	}
 	if lo != allLO-n {
@@ -133,7 +131,7 @@ func TestCleanerRemovesEveryStore(t *testing.T) {
 		}
 	}
 	var removed string
-	if err := w.dbs.Control.QueryRow(ctx, "SELECT stores_removed::text FROM tenant_cleanup.ledger WHERE tenant_id = $1", eligibleOld).Scan(&removed); err != nil {
+	if err := w.DBs.Control.QueryRow(ctx, "SELECT stores_removed::text FROM tenant_cleanup.ledger WHERE tenant_id = $1", eligibleOld).Scan(&removed); err != nil {
 		t.Fatal(err)
 	}
 	for _, want := range []string{`"s3_objects": 40`, `"redis_keys": 40`, `"large_objects": 40`, `"redis_memberships": 2`} {
