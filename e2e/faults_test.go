@@ -199,7 +199,9 @@ func TestSIGKILLAnywhere(t *testing.T) {
 	w.SimulateDeletion()
 	procs := map[string]*proc{}
 	names := []string{"analyzer-1", "marker-1", "marker-2", "cleaner-1", "cleaner-2"}
-	launch := func(name string) { procs[name] = start(t, filepath.Join(bin, strings.Split(name, "-")[0]), w.Environ()) }
+	launch := func(name string) {
+		procs[name] = start(t, filepath.Join(bin, strings.Split(name, "-")[0]), w.Environ())
+	}
 	for _, n := range names {
 		launch(n)
 	}
@@ -389,7 +391,9 @@ func TestControlPlaneOutage(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t)
 	proxy := testenv.StartProxy(t, "127.0.0.1:5432")
-	w.Common(func(c *config.Common) { c.ControlPlaneURL = strings.Replace(w.DBs.ControlURL, "127.0.0.1:5432", proxy.Addr, 1) })
+	w.Common(func(c *config.Common) {
+		c.ControlPlaneURL = strings.Replace(w.DBs.ControlURL, "127.0.0.1:5432", proxy.Addr, 1)
+	})
 	ids := w.fleet(6, 2, "f")
 	w.DrainTenants(true, ids...)
 	w.startServices()

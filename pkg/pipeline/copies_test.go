@@ -26,7 +26,7 @@ import (
 // quarantines lists the schemas a drop under way renamed.
 func (e *env) quarantines(t *testing.T) []string {
 	t.Helper()
-	rows, err := e.dbs.Data.Query(context.Background(),
+	rows, err := e.DBs.Data.Query(context.Background(),
 		`SELECT nspname::text FROM pg_namespace WHERE nspname LIKE 'tenant\_cleanup\_dropping\_%' ORDER BY 1`)
 	if err != nil {
 		t.Fatal(err)
@@ -56,18 +56,18 @@ func (e *env) record(t *testing.T, id string) dataplane.Record {
 func (e *env) interruptDrop(t *testing.T, id string) string {
 	t.Helper()
 	ctx := context.Background()
-	e.dbs.CreateTenant(t, testenv.Tenant{ID: id, Filler: 20, Users: 2, Pairs: 2, DocsPerPair: 10, LastQuery: testenv.DaysAgo(200),
+	e.DBs.CreateTenant(t, testenv.Tenant{ID: id, Filler: 20, Users: 2, Pairs: 2, DocsPerPair: 10, LastQuery: testenv.DaysAgo(200),
 		Status: tenant.StatusGatedAccess})
 	if err := e.mark(t, id); err != nil {
 		t.Fatal(err)
 	}
 	e.drain(t, id)
-	small, err := dataplane.New(ctx, e.dbs.Data, dataplane.Options{LockBudget: 60, LockTimeout: 300 * time.Millisecond})
+	small, err := dataplane.New(ctx, e.DBs.Data, dataplane.Options{LockBudget: 60, LockTimeout: 300 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
 	e.marker.Data, e.cleaner.Data = small, small
-	blocker, err := e.dbs.Data.Begin(ctx)
+	blocker, err := e.DBs.Data.Begin(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,9 +80,9 @@ func (e *env) interruptDrop(t *testing.T, id string) string {
 		t.Fatalf("drain check with a table locked: %v; want later", err)
 	}
 	q := e.record(t, id).Quarantine()
-	if q == "" || !e.dbs.SchemaExists(t, q) || e.dbs.SchemaExists(t, id) {
+	if q == "" || !e.DBs.SchemaExists(t, q) || e.DBs.SchemaExists(t, id) {
 		t.Fatalf("after an interrupted drop: quarantine %q (schemas %v), schema of its name exists %v; want the schema quarantined",
-			q, e.quarantines(t), e.dbs.SchemaExists(t, id))
+			q, e.quarantines(t), e.DBs.SchemaExists(t, id))
 	}
 	return q
 }
@@ -93,18 +93,18 @@ func (e *env) restore(t *testing.T, id string, lastQuery time.Time) {
 	t.Helper()
 	for _, table := range []string{"user_tenant_mapping_oauth_account", "user_tenant_mapping", "tenant_anonymous_user_path",
 		"tenant_invite_counter", "tenant_sso_domain", "tenant_shard"} {
-		e.dbs.ExecData(t, "DELETE FROM public."+table+" WHERE tenant_id = $1", id)
+		e.DBs.ExecData(t, "DELETE FROM public."+table+" WHERE tenant_id = $1", id)
 	}
-	e.dbs.ExecData(t, "SELECT fixture.create_tenant($1, 0)", id)
-	e.dbs.ExecData(t, "SELECT fixture.seed_tenant($1, 2, 0, 0, $2, NULL)", id, lastQuery)
+	e.DBs.ExecData(t, "SELECT fixture.create_tenant($1, 0)", id)
+	e.DBs.ExecData(t, "SELECT fixture.seed_tenant($1, 2, 0, 0, $2, NULL)", id, lastQuery)
 }
 
 // The quarantine name is random, kept in the record: nobody can take it
 // beforehand (a schema named after the oid changes nothing).
 func TestQuarantineNameIsRandom(t *testing.T) {
 	e := setup(t)
-	oidName := "tenant_cleanup_dropping_" + fmt.Sprint(e.dbs.CountData(t, "SELECT max(oid::int8) + 1 FROM pg_namespace"))
-	e.dbs.ExecData(t, "CREATE SCHEMA "+pgx.Identifier{oidName}.Sanitize())
+	oidName := "tenant_cleanup_dropping_" + fmt.Sprint(e.DBs.CountData(t, "SELECT max(oid::int8) + 1 FROM pg_namespace"))
+	e.DBs.ExecData(t, "CREATE SCHEMA "+pgx.Identifier{oidName}.Sanitize())
 	q := e.interruptDrop(t, idA)
 	rec := e.record(t, idA)
 	if q != dataplane.QuarantinePrefix+rec.DropToken || !regexp.MustCompile(`^[0-9a-f]{32}$`).MatchString(rec.DropToken) {
@@ -114,7 +114,7 @@ func TestQuarantineNameIsRandom(t *testing.T) {
 	if err := e.check(t, tenant.DrainCheck{ID: idA}); err != nil {
 		t.Fatal(err)
 	}
-	e.assertCleaned(t, idA)
+	e.AssertCleaned(idA)
 	if got := e.quarantines(t); len(got) != 1 || got[0] != oidName {
 		t.Fatalf("quarantines after the cleanup: %v; want only the squatter's %s, untouched", got, oidName)
 	}
@@ -129,8 +129,8 @@ func TestRestoredWhileDropUnderway(t *testing.T) {
 	ctx := context.Background()
 	e.interruptDrop(t, idA)
 	e.restore(t, idA, testenv.DaysAgo(200))
-	restored := e.snapshot(t, idA)
-	public := e.dbs.PublicRows(t, idA)
+	restored := e.State(idA)
+	public := e.DBs.PublicRows(t, idA)
 
 	err := e.check(t, tenant.DrainCheck{ID: idA})
 	if !errors.Is(err, tenant.ErrLater) || !strings.Contains(err.Error(), "completed the drop of an earlier copy") {
@@ -139,7 +139,7 @@ func TestRestoredWhileDropUnderway(t *testing.T) {
 	if q := e.quarantines(t); len(q) != 0 {
 		t.Fatalf("quarantines left: %v", q)
 	}
-	if e.snapshot(t, idA) != restored || e.dbs.PublicRows(t, idA) != public {
+	if e.State(idA) != restored || e.DBs.PublicRows(t, idA) != public {
 		t.Fatal("the restored copy, its public rows or its control-plane rows changed")
 	}
 	if _, found, _ := e.cleaner.Control.LedgerEntry(ctx, idA); found {
@@ -153,7 +153,7 @@ func TestRestoredWhileDropUnderway(t *testing.T) {
 	if rec := e.record(t, idA); rec.Marked() || rec.DropStarted() || rec.ForgottenAt.IsZero() {
 		t.Fatalf("record after the restored copy was seen: %+v; want forgotten", rec)
 	}
-	if e.snapshot(t, idA) != restored {
+	if e.State(idA) != restored {
 		t.Fatal("the restored copy changed")
 	}
 }
@@ -182,17 +182,17 @@ func TestRestoredAfterDropIsNotCompleted(t *testing.T) {
 	}
 	e.cleaner.afterStep = nil
 	e.restore(t, idA, time.Now().Add(-time.Hour))
-	e.dbs.ExecControl(t, "UPDATE tenant SET application_status = 'ACTIVE' WHERE tenant_id = $1", idA)
+	e.DBs.ExecControl(t, "UPDATE tenant SET application_status = 'ACTIVE' WHERE tenant_id = $1", idA)
 	if err := e.check(t, tenant.DrainCheck{ID: idA}); !errors.Is(err, tenant.ErrRefused) {
 		t.Fatalf("redelivery after the restore: %v; want refused", err)
 	}
 	// Gated again, and renamed away for maintenance: only the evidence
 	// stands between it and a cleanup.
-	e.dbs.ExecControl(t, "UPDATE tenant SET application_status = 'GATED_ACCESS' WHERE tenant_id = $1", idA)
-	public, control := e.dbs.PublicRows(t, idA), e.dbs.ControlRows(t, idA)
-	e.dbs.ExecData(t, `ALTER SCHEMA `+pgx.Identifier{idA}.Sanitize()+` RENAME TO maintenance_copy`)
+	e.DBs.ExecControl(t, "UPDATE tenant SET application_status = 'GATED_ACCESS' WHERE tenant_id = $1", idA)
+	public, control := e.DBs.PublicRows(t, idA), e.DBs.ControlRows(t, idA)
+	e.DBs.ExecData(t, `ALTER SCHEMA `+pgx.Identifier{idA}.Sanitize()+` RENAME TO maintenance_copy`)
 
-	r := &Reconciler{Stores: e.cleaner.Stores, Bus: e.bus, Now: time.Now, Log: slog.New(slog.DiscardHandler)}
+	r := &Reconciler{Stores: e.cleaner.Stores, Bus: e.Bus, Now: time.Now, Log: slog.New(slog.DiscardHandler)}
 	if n, err := r.Reconcile(ctx); err != nil || n != 0 {
 		t.Fatalf("lost-work scan scheduled %d, %v; want nothing (the record was forgotten)", n, err)
 	}
@@ -202,7 +202,7 @@ func TestRestoredAfterDropIsNotCompleted(t *testing.T) {
 	if err := e.mark(t, idA); !errors.Is(err, tenant.ErrRefused) || !strings.Contains(err.Error(), "nothing shows that a cleanup of it began") {
 		t.Fatalf("request for the renamed copy: %v; want refused: no evidence", err)
 	}
-	if e.dbs.PublicRows(t, idA) != public || e.dbs.ControlRows(t, idA) != control {
+	if e.DBs.PublicRows(t, idA) != public || e.DBs.ControlRows(t, idA) != control {
 		t.Fatal("the restored tenant's public or control-plane rows changed")
 	}
 	if _, found, _ := e.cleaner.Control.LedgerEntry(ctx, idA); found {
@@ -215,15 +215,15 @@ func TestRestoredAfterDropIsNotCompleted(t *testing.T) {
 func TestConfirmationIsVoidedByTheSchemaReturning(t *testing.T) {
 	e := setup(t)
 	ctx := context.Background()
-	e.dbs.CreateTenant(t, testenv.Tenant{ID: idA, Users: 2, Pairs: 1, DocsPerPair: 3, Status: tenant.StatusGatedAccess,
+	e.DBs.CreateTenant(t, testenv.Tenant{ID: idA, Users: 2, Pairs: 1, DocsPerPair: 3, Status: tenant.StatusGatedAccess,
 		LastQuery: testenv.DaysAgo(200)})
 	schema := pgx.Identifier{idA}.Sanitize()
-	e.dbs.ExecData(t, "ALTER SCHEMA "+schema+" RENAME TO maint")
+	e.DBs.ExecData(t, "ALTER SCHEMA "+schema+" RENAME TO maint")
 	if err := e.cleaner.Data.ConfirmCompletion(ctx, idA, "tenantctl:ops@vm"); err != nil {
 		t.Fatal(err)
 	}
 	// It comes back and a request sees it (it is not drained: marked).
-	e.dbs.ExecData(t, "ALTER SCHEMA maint RENAME TO "+schema)
+	e.DBs.ExecData(t, "ALTER SCHEMA maint RENAME TO "+schema)
 	if err := e.mark(t, idA); err != nil {
 		t.Fatal(err)
 	}
@@ -231,28 +231,28 @@ func TestConfirmationIsVoidedByTheSchemaReturning(t *testing.T) {
 		t.Fatalf("record after the schema came back: %+v; want the confirmation forgotten", rec)
 	}
 	// Used again, then renamed away again: no evidence any more.
-	e.dbs.ExecData(t, "UPDATE "+schema+".connector_credential_pair SET status = 'ACTIVE'")
-	e.dbs.ExecData(t, "ALTER SCHEMA "+schema+" RENAME TO maint")
-	public := e.dbs.PublicRows(t, idA)
+	e.DBs.ExecData(t, "UPDATE "+schema+".connector_credential_pair SET status = 'ACTIVE'")
+	e.DBs.ExecData(t, "ALTER SCHEMA "+schema+" RENAME TO maint")
+	public := e.DBs.PublicRows(t, idA)
 	if err := e.check(t, tenant.DrainCheck{ID: idA}); !errors.Is(err, tenant.ErrRefused) {
 		t.Fatalf("drain check with the schema renamed away: %v; want refused", err)
 	}
-	if e.dbs.PublicRows(t, idA) != public {
+	if e.DBs.PublicRows(t, idA) != public {
 		t.Fatal("public rows deleted")
 	}
 
 	// An expired confirmation is no evidence either.
-	e.dbs.ExecData(t, "DROP SCHEMA maint CASCADE")
+	e.DBs.ExecData(t, "DROP SCHEMA maint CASCADE")
 	if err := e.cleaner.Data.ConfirmCompletion(ctx, idA, "tenantctl:ops@vm"); err != nil {
 		t.Fatal(err)
 	}
-	e.dbs.ExecData(t, "UPDATE tenant_cleanup.progress SET completion_requested_at = now() - $2::interval WHERE tenant_id = $1",
+	e.DBs.ExecData(t, "UPDATE tenant_cleanup.progress SET completion_requested_at = now() - $2::interval WHERE tenant_id = $1",
 		idA, (dataplane.ConfirmationTTL + time.Minute).String())
 	if err := e.check(t, tenant.DrainCheck{ID: idA}); !errors.Is(err, tenant.ErrRefused) ||
 		!strings.Contains(err.Error(), "nothing shows that a cleanup of it began") {
 		t.Fatalf("drain check with an expired confirmation: %v; want refused: no evidence", err)
 	}
-	if e.dbs.PublicRows(t, idA) != public {
+	if e.DBs.PublicRows(t, idA) != public {
 		t.Fatal("public rows deleted")
 	}
 }
@@ -268,14 +268,14 @@ func TestDumpAndRestoreWhileDropUnderway(t *testing.T) {
 			e := setup(t)
 			ctx := context.Background()
 			q := e.interruptDrop(t, idA)
-			e.dbs.CreateTenant(t, testenv.Tenant{ID: idB, Users: 2, Pairs: 1, DocsPerPair: 3, LastQuery: time.Now(), Status: "ACTIVE"})
+			e.DBs.CreateTenant(t, testenv.Tenant{ID: idB, Users: 2, Pairs: 1, DocsPerPair: 3, LastQuery: time.Now(), Status: "ACTIVE"})
 			url := testenv.CloneDatabase(t, "template0")
-			dump := exec.Command("sh", "-c", `pg_dump -Fc "$1" | pg_restore --no-owner --exit-on-error -d "$2"`, "sh", e.dbs.DataURL, url)
+			dump := exec.Command("sh", "-c", `pg_dump -Fc "$1" | pg_restore --no-owner --exit-on-error -d "$2"`, "sh", e.DBs.DataURL, url)
 			if out, err := dump.CombinedOutput(); err != nil {
 				t.Fatalf("dump and restore: %v\n%s", err, out)
 			}
-			e.dbs.Data = testenv.Pool(t, url)
-			data, err := dataplane.New(ctx, e.dbs.Data, dataplane.Options{LockBudget: 60})
+			e.DBs.Data = testenv.Pool(t, url)
+			data, err := dataplane.New(ctx, e.DBs.Data, dataplane.Options{LockBudget: 60})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -284,14 +284,14 @@ func TestDumpAndRestoreWhileDropUnderway(t *testing.T) {
 			}
 			e.marker.Data, e.cleaner.Data = data, data
 			// The recorded oid is now tenant B's schema's.
-			e.dbs.ExecData(t, "UPDATE tenant_cleanup.progress SET schema_oid = $2::regnamespace::oid::int8 WHERE tenant_id = $1",
+			e.DBs.ExecData(t, "UPDATE tenant_cleanup.progress SET schema_oid = $2::regnamespace::oid::int8 WHERE tenant_id = $1",
 				idA, pgx.Identifier{idB}.Sanitize())
 			if lose {
-				e.dbs.ExecData(t, "DROP SCHEMA "+pgx.Identifier{q}.Sanitize()+" CASCADE")
+				e.DBs.ExecData(t, "DROP SCHEMA "+pgx.Identifier{q}.Sanitize()+" CASCADE")
 			}
-			other := e.snapshot(t, idB)
+			other := e.State(idB)
 			err = e.check(t, tenant.DrainCheck{ID: idA})
-			if e.snapshot(t, idB) != other || !e.dbs.SchemaExists(t, idB) {
+			if e.State(idB) != other || !e.DBs.SchemaExists(t, idB) {
 				t.Fatal("tenant B changed")
 			}
 			_, found, _ := e.cleaner.Control.LedgerEntry(ctx, idA)
@@ -304,8 +304,8 @@ func TestDumpAndRestoreWhileDropUnderway(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if len(e.quarantines(t)) != 0 || e.dbs.PublicRows(t, idA) != 0 || !found {
-				t.Fatalf("after the restored drop: quarantines %v, public rows %d, ledger %v", e.quarantines(t), e.dbs.PublicRows(t, idA), found)
+			if len(e.quarantines(t)) != 0 || e.DBs.PublicRows(t, idA) != 0 || !found {
+				t.Fatalf("after the restored drop: quarantines %v, public rows %d, ledger %v", e.quarantines(t), e.DBs.PublicRows(t, idA), found)
 			}
 		})
 	}
@@ -322,12 +322,12 @@ func TestControlPlaneSessionDiesDuringDrop(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.drain(t, idA)
-	slow, err := dataplane.New(ctx, e.dbs.Data, dataplane.Options{LockTimeout: time.Minute})
+	slow, err := dataplane.New(ctx, e.DBs.Data, dataplane.Options{LockTimeout: time.Minute})
 	if err != nil {
 		t.Fatal(err)
 	}
 	e.cleaner.Data = slow
-	blocker, err := e.dbs.Data.Begin(ctx)
+	blocker, err := e.DBs.Data.Begin(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -338,11 +338,11 @@ func TestControlPlaneSessionDiesDuringDrop(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- e.check(t, tenant.DrainCheck{ID: idA}) }()
 	testenv.Eventually(t, 30*time.Second, func() bool {
-		return e.dbs.CountData(t, `SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
+		return e.DBs.CountData(t, `SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
 			AND wait_event_type = 'Lock' AND query LIKE 'LOCK TABLE%'`) == 1
 	}, "the drop waits for the table lock")
 	// Its control-plane transaction (the tenant's row, FOR UPDATE) dies.
-	if n := e.dbs.CountControl(t, `SELECT count(*) FROM (SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity
+	if n := e.DBs.CountControl(t, `SELECT count(*) FROM (SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity
 		WHERE datname = current_database() AND pid <> pg_backend_pid() AND state LIKE 'idle in transaction%') k`); n != 1 {
 		t.Fatalf("terminated %d control-plane sessions; want the cleaner's one", n)
 	}
@@ -350,7 +350,7 @@ func TestControlPlaneSessionDiesDuringDrop(t *testing.T) {
 	if err := <-done; err == nil {
 		t.Fatal("the drop committed after the control-plane transaction died")
 	}
-	if !e.dbs.SchemaExists(t, idA) || e.dbs.PublicRows(t, idA) == 0 {
+	if !e.DBs.SchemaExists(t, idA) || e.DBs.PublicRows(t, idA) == 0 {
 		t.Fatal("the schema or the public rows are gone")
 	}
 }
@@ -367,23 +367,23 @@ func TestLegacyDropUnderway(t *testing.T) {
 	}
 	e.drain(t, idA)
 	schema := pgx.Identifier{idA}.Sanitize()
-	e.dbs.ExecData(t, "DROP TABLE "+schema+".chat_message CASCADE")
-	e.dbs.ExecData(t, "UPDATE tenant_cleanup.progress SET drop_started_at = now(), schema_oid = NULL WHERE tenant_id = $1", idA)
+	e.DBs.ExecData(t, "DROP TABLE "+schema+".chat_message CASCADE")
+	e.DBs.ExecData(t, "UPDATE tenant_cleanup.progress SET drop_started_at = now(), schema_oid = NULL WHERE tenant_id = $1", idA)
 	err := e.check(t, tenant.DrainCheck{ID: idA})
 	if !errors.Is(err, tenant.ErrRefused) || !strings.Contains(err.Error(), "earlier version of this tool") {
 		t.Fatalf("drain check of a legacy half-dropped schema: %v; want refused with what to do", err)
 	}
-	if !e.dbs.SchemaExists(t, idA) {
+	if !e.DBs.SchemaExists(t, idA) {
 		t.Fatal("the half-dropped schema was dropped")
 	}
-	e.dbs.ExecData(t, "DROP SCHEMA "+schema+" CASCADE")
+	e.DBs.ExecData(t, "DROP SCHEMA "+schema+" CASCADE")
 	if err := e.mark(t, idA); err != nil {
 		t.Fatal(err)
 	}
 	if err := e.check(t, tenant.DrainCheck{ID: idA}); err != nil {
 		t.Fatal(err)
 	}
-	e.assertCleaned(t, idA)
+	e.AssertCleaned(idA)
 	if entry, _, _ := e.cleaner.Control.LedgerEntry(ctx, idA); !entry.SchemaExisted {
 		t.Fatalf("ledger %+v; want the schema recorded as dropped", entry)
 	}
@@ -415,11 +415,11 @@ func TestRepeatedRequestsLeaveAMarkedTenantAlone(t *testing.T) {
 	// A pair that is not DELETING (a connector added since) is marked by the
 	// next request.
 	held.Release()
-	e.dbs.ExecData(t, "UPDATE "+pgx.Identifier{idA}.Sanitize()+".connector_credential_pair SET status = 'ACTIVE'")
+	e.DBs.ExecData(t, "UPDATE "+pgx.Identifier{idA}.Sanitize()+".connector_credential_pair SET status = 'ACTIVE'")
 	if err := e.mark(t, idA); err != nil {
 		t.Fatal(err)
 	}
-	if n := e.dbs.CountData(t, "SELECT count(*) FROM "+pgx.Identifier{idA}.Sanitize()+".connector_credential_pair WHERE status <> 'DELETING'"); n != 0 {
+	if n := e.DBs.CountData(t, "SELECT count(*) FROM "+pgx.Identifier{idA}.Sanitize()+".connector_credential_pair WHERE status <> 'DELETING'"); n != 0 {
 		t.Fatalf("%d pairs not DELETING after the request", n)
 	}
 }
@@ -432,12 +432,12 @@ func TestCleanupRemovesLargeObjects(t *testing.T) {
 	e.eligible(t, idA)
 	e.eligible(t, idB)
 	files := func(id string, n int) {
-		e.dbs.ExecData(t, "SELECT count(*) FROM fixture.add_files($1, $2, 'postgres')", id, n)
+		e.DBs.ExecData(t, "SELECT count(*) FROM fixture.add_files($1, $2, 'postgres')", id, n)
 	}
 	files(idA, 4)
 	files(idB, 2)
 	count := func(id string) int64 {
-		return e.dbs.CountData(t, "SELECT count(*) FROM pg_largeobject_metadata m WHERE convert_from(lo_get(m.oid), 'UTF8') LIKE $1 || ' %'", id)
+		return e.DBs.CountData(t, "SELECT count(*) FROM pg_largeobject_metadata m WHERE convert_from(lo_get(m.oid), 'UTF8') LIKE $1 || ' %'", id)
 	}
 	if err := e.mark(t, idA); err != nil {
 		t.Fatal(err)
@@ -446,7 +446,7 @@ func TestCleanupRemovesLargeObjects(t *testing.T) {
 	if err := e.check(t, tenant.DrainCheck{ID: idA}); err != nil {
 		t.Fatal(err)
 	}
-	e.assertCleaned(t, idA)
+	e.AssertCleaned(idA)
 	entry, _, err := e.cleaner.Control.LedgerEntry(ctx, idA)
 	if err != nil || entry.StoresRemoved["large_objects"] != 4 || count(idA) != 0 || count(idB) != 2 {
 		t.Fatalf("ledger %+v, %v; large objects left: %d of the tenant's, %d of 2 of the other's", entry.StoresRemoved, err, count(idA), count(idB))

@@ -21,7 +21,7 @@ import (
 func (e *env) lockRow(t *testing.T, id string) (tx pgx.Tx, release func()) {
 	t.Helper()
 	ctx := context.Background()
-	tx, err := e.dbs.Control.Begin(ctx)
+	tx, err := e.DBs.Control.Begin(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -46,7 +46,7 @@ func (e *env) lockRow(t *testing.T, id string) (tx pgx.Tx, release func()) {
 func (e *env) waitForRowLock(t *testing.T) {
 	t.Helper()
 	testenv.Eventually(t, 5*time.Second, func() bool {
-		return e.dbs.CountControl(t, `SELECT count(*) FROM pg_stat_activity
+		return e.DBs.CountControl(t, `SELECT count(*) FROM pg_stat_activity
 			WHERE datname = current_database() AND wait_event_type = 'Lock'`) > 0
 	}, "the handler waits for the tenant's control-plane row")
 }
@@ -84,22 +84,22 @@ func TestCleanerFinalLookIsAtomicWithTheDrop(t *testing.T) {
 		outcome tenant.Outcome
 	}{
 		{"Craft started: build_session created now", func(e *env, id string, _ pgx.Tx) {
-			e.dbs.ExecData(t, `CREATE TABLE `+q(id)+`.build_session (id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+			e.DBs.ExecData(t, `CREATE TABLE `+q(id)+`.build_session (id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
 				user_id uuid REFERENCES `+q(id)+`."user" (id), last_activity_at timestamptz NOT NULL DEFAULT now());
 				INSERT INTO `+q(id)+`.build_session DEFAULT VALUES`)
 		}, tenant.OutcomeRefused},
 		{"a question asked now", func(e *env, id string, _ pgx.Tx) {
-			e.dbs.ExecData(t, `INSERT INTO `+q(id)+`.chat_session DEFAULT VALUES;
+			e.DBs.ExecData(t, `INSERT INTO `+q(id)+`.chat_session DEFAULT VALUES;
 				INSERT INTO `+q(id)+`.chat_message (chat_session_id, message, message_type)
 				SELECT id, 'back again', 'USER' FROM `+q(id)+`.chat_session LIMIT 1`)
 		}, tenant.OutcomeRefused},
 		{"a new connector", func(e *env, id string, _ pgx.Tx) {
-			e.dbs.ExecData(t, `INSERT INTO `+q(id)+`.connector (id, name) VALUES (77, 'new');
+			e.DBs.ExecData(t, `INSERT INTO `+q(id)+`.connector (id, name) VALUES (77, 'new');
 				INSERT INTO `+q(id)+`.credential (id, name) VALUES (77, 'new');
 				INSERT INTO `+q(id)+`.connector_credential_pair (name, status, connector_id, credential_id) VALUES ('new', 'ACTIVE', 77, 77)`)
 		}, tenant.OutcomeDraining},
 		{"new documents", func(e *env, id string, _ pgx.Tx) {
-			e.dbs.ExecData(t, `INSERT INTO `+q(id)+`.document (id) SELECT 'late-' || g FROM generate_series(1, 50) g`)
+			e.DBs.ExecData(t, `INSERT INTO `+q(id)+`.document (id) SELECT 'late-' || g FROM generate_series(1, 50) g`)
 		}, tenant.OutcomeDraining},
 		{"status changed", func(e *env, id string, row pgx.Tx) {
 			// Billing, in the session holding the row, reactivates the tenant.
@@ -115,7 +115,7 @@ func TestCleanerFinalLookIsAtomicWithTheDrop(t *testing.T) {
 				t.Fatal(err)
 			}
 			e.drain(t, idA)
-			public := e.dbs.PublicRows(t, idA)
+			public := e.DBs.PublicRows(t, idA)
 			err := e.race(t, idA, func() error { return e.check(t, tenant.DrainCheck{ID: idA}) }, func(row pgx.Tx) { c.change(e, idA, row) })
 			if c.outcome == tenant.OutcomeRefused && !errors.Is(err, tenant.ErrRefused) {
 				t.Fatalf("drain check: %v; want refused", err)
@@ -126,9 +126,9 @@ func TestCleanerFinalLookIsAtomicWithTheDrop(t *testing.T) {
 				}
 				e.waitOutcome(t, idA, tenant.OutcomeDraining)
 			}
-			if !e.dbs.SchemaExists(t, idA) || e.dbs.PublicRows(t, idA) != public ||
-				e.dbs.CountControl(t, "SELECT count(*) FROM tenant WHERE tenant_id = $1", idA) != 1 ||
-				e.dbs.CountControl(t, "SELECT count(*) FROM tenant_cleanup.ledger") != 0 {
+			if !e.DBs.SchemaExists(t, idA) || e.DBs.PublicRows(t, idA) != public ||
+				e.DBs.CountControl(t, "SELECT count(*) FROM tenant WHERE tenant_id = $1", idA) != 1 ||
+				e.DBs.CountControl(t, "SELECT count(*) FROM tenant_cleanup.ledger") != 0 {
 				t.Fatal("a tenant that changed at the last moment was cleaned")
 			}
 		})
@@ -142,20 +142,20 @@ func TestMarkerFinalLookIsAtomicWithTheMarking(t *testing.T) {
 		t.Run(map[bool]string{true: "build_session created now", false: "a question asked now"}[craft], func(t *testing.T) {
 			e := setup(t)
 			e.eligible(t, idA)
-			before := e.dbs.CountData(t, `SELECT count(*) FROM "`+idA+`".connector_credential_pair WHERE status = 'DELETING'`)
+			before := e.DBs.CountData(t, `SELECT count(*) FROM "`+idA+`".connector_credential_pair WHERE status = 'DELETING'`)
 			err := e.race(t, idA, func() error { return e.mark(t, idA) }, func(pgx.Tx) {
 				if craft {
-					e.dbs.ExecData(t, `CREATE TABLE "`+idA+`".build_session (id int, last_activity_at timestamptz DEFAULT now());
+					e.DBs.ExecData(t, `CREATE TABLE "`+idA+`".build_session (id int, last_activity_at timestamptz DEFAULT now());
 						INSERT INTO "`+idA+`".build_session (id) VALUES (1)`)
 				} else {
-					e.dbs.ExecData(t, `INSERT INTO "`+idA+`".chat_message (chat_session_id, message, message_type)
+					e.DBs.ExecData(t, `INSERT INTO "`+idA+`".chat_message (chat_session_id, message, message_type)
 						SELECT id, 'back again', 'USER' FROM "`+idA+`".chat_session LIMIT 1`)
 				}
 			})
 			if !errors.Is(err, tenant.ErrRefused) || !strings.Contains(err.Error(), "active") {
 				t.Fatalf("mark: %v; want refused as active", err)
 			}
-			if n := e.dbs.CountData(t, `SELECT count(*) FROM "`+idA+`".connector_credential_pair WHERE status = 'DELETING'`); n != before {
+			if n := e.DBs.CountData(t, `SELECT count(*) FROM "`+idA+`".connector_credential_pair WHERE status = 'DELETING'`); n != before {
 				t.Fatalf("%d pairs DELETING after a refused marking; want %d", n, before)
 			}
 			if rec, err := e.cleaner.Data.Record(context.Background(), idA); err != nil || rec.Marked() {
@@ -173,7 +173,7 @@ func TestForgedDrainChecks(t *testing.T) {
 	e := setup(t)
 	e.eligible(t, idA)
 	e.eligible(t, idB)
-	before := e.snapshot(t, idA)
+	before := e.State(idA)
 	forged := func(id string, extra string) error {
 		body := `{"tenant_id":"` + id + `","attempt":0` + extra + `}`
 		return e.deliverCheck(t, bus.Delivery{Subject: bus.DrainSubject(tenant.ID(id)), Data: []byte(body)})
@@ -182,7 +182,7 @@ func TestForgedDrainChecks(t *testing.T) {
 	if !errors.Is(err, tenant.ErrRefused) || !strings.Contains(err.Error(), "no record that this pipeline marked it") {
 		t.Fatalf("a drain check for a tenant never marked: %v; want refused", err)
 	}
-	if e.snapshot(t, idA) != before {
+	if e.State(idA) != before {
 		t.Fatal("a forged drain check changed the tenant")
 	}
 
@@ -194,7 +194,7 @@ func TestForgedDrainChecks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.assertCleaned(t, idB)
+	e.AssertCleaned(idB)
 	entry, _, err := e.cleaner.Control.LedgerEntry(context.Background(), idB)
 	if err != nil || entry.RequestedBy != "nats" || entry.DocumentsAtMarking != 20 || entry.UsersAtMarking != 2 ||
 		entry.MarkedAt.Before(time.Now().Add(-time.Hour)) {
@@ -212,15 +212,15 @@ func TestUnknownControlPlaneTableRefusesBeforeTheDrop(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.drain(t, idA)
-	e.dbs.ExecControl(t, "CREATE TABLE invoice (id serial PRIMARY KEY, tenant_id varchar REFERENCES tenant (tenant_id) ON DELETE RESTRICT)")
-	e.dbs.ExecControl(t, "INSERT INTO invoice (tenant_id) VALUES ($1)", idA)
-	public := e.dbs.PublicRows(t, idA)
+	e.DBs.ExecControl(t, "CREATE TABLE invoice (id serial PRIMARY KEY, tenant_id varchar REFERENCES tenant (tenant_id) ON DELETE RESTRICT)")
+	e.DBs.ExecControl(t, "INSERT INTO invoice (tenant_id) VALUES ($1)", idA)
+	public := e.DBs.PublicRows(t, idA)
 	err := e.check(t, tenant.DrainCheck{ID: idA})
 	if !errors.Is(err, tenant.ErrRefused) || !strings.Contains(err.Error(), "public.invoice") {
 		t.Fatalf("drain check: %v; want refused naming public.invoice", err)
 	}
-	if !e.dbs.SchemaExists(t, idA) || e.dbs.PublicRows(t, idA) != public ||
-		e.dbs.CountControl(t, "SELECT count(*) FROM tenant WHERE tenant_id = $1", idA) != 1 {
+	if !e.DBs.SchemaExists(t, idA) || e.DBs.PublicRows(t, idA) != public ||
+		e.DBs.CountControl(t, "SELECT count(*) FROM tenant WHERE tenant_id = $1", idA) != 1 {
 		t.Fatal("a refused tenant was half-deleted")
 	}
 	if rec, _ := e.cleaner.Data.Record(context.Background(), idA); rec.DropStarted() {
@@ -234,7 +234,7 @@ func TestUnknownControlPlaneTableRefusesBeforeTheDrop(t *testing.T) {
 func TestTenantWithMaterializedViewIsCleaned(t *testing.T) {
 	e := setup(t)
 	e.eligible(t, idA)
-	e.dbs.ExecData(t, `CREATE MATERIALIZED VIEW "`+idA+`".stats AS SELECT count(*) FROM "`+idA+`".document;
+	e.DBs.ExecData(t, `CREATE MATERIALIZED VIEW "`+idA+`".stats AS SELECT count(*) FROM "`+idA+`".document;
 		CREATE TABLE "`+idA+`".events (id int, at date) PARTITION BY RANGE (at);
 		CREATE TABLE "`+idA+`".events_2026 PARTITION OF "`+idA+`".events FOR VALUES FROM ('2026-01-01') TO ('2027-01-01')`)
 	if err := e.mark(t, idA); err != nil {
@@ -244,7 +244,7 @@ func TestTenantWithMaterializedViewIsCleaned(t *testing.T) {
 	if err := e.check(t, tenant.DrainCheck{ID: idA}); err != nil {
 		t.Fatal(err)
 	}
-	e.assertCleaned(t, idA)
+	e.AssertCleaned(idA)
 }
 
 // The message body of a drain check is parsed for its tenant id and attempt
@@ -279,13 +279,13 @@ func TestRestoredSchemaGetsItsOwnLook(t *testing.T) {
 	}
 	e.cleaner.afterStep = nil
 	// Restored, and in use again (a question an hour ago); still GATED_ACCESS.
-	e.dbs.ExecData(t, "SELECT fixture.create_tenant($1, 2)", idA)
-	e.dbs.ExecData(t, "SELECT fixture.seed_tenant($1, 2, 2, 10, now() - interval '1 hour', NULL)", idA)
+	e.DBs.ExecData(t, "SELECT fixture.create_tenant($1, 2)", idA)
+	e.DBs.ExecData(t, "SELECT fixture.seed_tenant($1, 2, 2, 10, now() - interval '1 hour', NULL)", idA)
 	err := e.check(t, tenant.DrainCheck{ID: idA})
 	if !errors.Is(err, tenant.ErrRefused) || !strings.Contains(err.Error(), "active") {
 		t.Fatalf("drain check of a restored tenant in use: %v; want refused as active", err)
 	}
-	if !e.dbs.SchemaExists(t, idA) {
+	if !e.DBs.SchemaExists(t, idA) {
 		t.Fatal("the restored schema was dropped")
 	}
 }
@@ -302,7 +302,7 @@ func TestControlPlaneSessionLostMidCleanup(t *testing.T) {
 	e.drain(t, idA)
 	e.cleaner.afterStep = func(s string) error {
 		if s == "control-plane-prepared" { // kill the cleaner's control-plane session
-			_, err := e.dbs.Control.Exec(context.Background(), `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+			_, err := e.DBs.Control.Exec(context.Background(), `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
 				WHERE datname = current_database() AND pid <> pg_backend_pid() AND state = 'idle in transaction'`)
 			return err
 		}
@@ -313,7 +313,7 @@ func TestControlPlaneSessionLostMidCleanup(t *testing.T) {
 	if !errors.Is(err, tenant.ErrLater) && !errors.Is(err, tenant.ErrUnavailable) {
 		t.Fatalf("cleanup with its control-plane session gone: %v; want later", err)
 	}
-	if !e.dbs.SchemaExists(t, idA) {
+	if !e.DBs.SchemaExists(t, idA) {
 		t.Fatal("the schema was dropped after the tenant's row lock was lost")
 	}
 	until := time.Now().Add(time.Hour)
@@ -323,7 +323,7 @@ func TestControlPlaneSessionLostMidCleanup(t *testing.T) {
 	if err := e.check(t, tenant.DrainCheck{ID: idA}); err != nil {
 		t.Fatal(err)
 	}
-	if !e.dbs.SchemaExists(t, idA) {
+	if !e.DBs.SchemaExists(t, idA) {
 		t.Fatal("a tenant held after the lost session was dropped")
 	}
 	e.waitOutcome(t, idA, tenant.OutcomeHeld)
@@ -351,11 +351,11 @@ func TestStatusChangeAfterTheDropDoesNotStrandTheTenant(t *testing.T) {
 				t.Fatalf("first delivery: %v", err)
 			}
 			e.cleaner.afterStep = nil
-			e.dbs.ExecControl(t, "UPDATE tenant SET application_status = 'ACTIVE' WHERE tenant_id = $1", idA)
+			e.DBs.ExecControl(t, "UPDATE tenant SET application_status = 'ACTIVE' WHERE tenant_id = $1", idA)
 			if err := e.check(t, tenant.DrainCheck{ID: idA}); err != nil {
 				t.Fatalf("redelivery after the status changed: %v", err)
 			}
-			e.assertCleaned(t, idA)
+			e.AssertCleaned(idA)
 			entry, _, err := e.cleaner.Control.LedgerEntry(context.Background(), idA)
 			if err != nil || entry.ApplicationStatus != "ACTIVE" || !entry.SchemaExisted || entry.PublicRowsDeleted != 5 {
 				t.Fatalf("ledger entry %+v, %v; want the status at completion and what was removed", entry, err)
@@ -377,14 +377,14 @@ func TestUnknownDataPlaneTableRefusesBeforeTheDrop(t *testing.T) {
 				t.Fatal(err)
 			}
 			e.drain(t, idA)
-			e.dbs.ExecData(t, `CREATE TABLE public.user_audit (email varchar, tenant_id varchar,
+			e.DBs.ExecData(t, `CREATE TABLE public.user_audit (email varchar, tenant_id varchar,
 				FOREIGN KEY (email, tenant_id) REFERENCES public.user_tenant_mapping (email, tenant_id) ON DELETE `+action+`)`)
-			e.dbs.ExecData(t, `INSERT INTO public.user_audit SELECT email, tenant_id FROM public.user_tenant_mapping WHERE tenant_id = $1`, idA)
+			e.DBs.ExecData(t, `INSERT INTO public.user_audit SELECT email, tenant_id FROM public.user_tenant_mapping WHERE tenant_id = $1`, idA)
 			err := e.check(t, tenant.DrainCheck{ID: idA})
 			if !errors.Is(err, tenant.ErrRefused) || !strings.Contains(err.Error(), "public.user_audit") {
 				t.Fatalf("drain check: %v; want refused naming public.user_audit", err)
 			}
-			if !e.dbs.SchemaExists(t, idA) || e.dbs.CountData(t, "SELECT count(*) FROM public.user_audit") != 2 {
+			if !e.DBs.SchemaExists(t, idA) || e.DBs.CountData(t, "SELECT count(*) FROM public.user_audit") != 2 {
 				t.Fatal("the tenant or the unknown table was changed")
 			}
 		})
@@ -397,13 +397,13 @@ func TestUnknownDataPlaneTableRefusesBeforeTheDrop(t *testing.T) {
 func TestTenantOnAnotherShardIsRefused(t *testing.T) {
 	e := setup(t)
 	e.eligible(t, idA)
-	e.dbs.ExecData(t, `INSERT INTO public.tenant_shard (tenant_id, shard_name) VALUES ($1, 'shard_7')`, idA)
-	before := e.snapshot(t, idA)
+	e.DBs.ExecData(t, `INSERT INTO public.tenant_shard (tenant_id, shard_name) VALUES ($1, 'shard_7')`, idA)
+	before := e.State(idA)
 	err := e.mark(t, idA)
 	if !errors.Is(err, tenant.ErrRefused) || !strings.Contains(err.Error(), `shard "shard_7"`) {
 		t.Fatalf("mark of a tenant on shard_7: %v; want refused", err)
 	}
-	if e.snapshot(t, idA) != before {
+	if e.State(idA) != before {
 		t.Fatal("a tenant of another shard was changed")
 	}
 }

@@ -38,10 +38,10 @@ func TestRowsOfOtherTenantsRefuseTheCleanup(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			e := setup(t)
 			e.eligible(t, idA)
-			e.dbs.CreateTenant(t, testenv.Tenant{ID: idB, Pairs: 1, DocsPerPair: 1, Status: "ACTIVE", LastQuery: time.Now()})
-			exec := e.dbs.ExecData
+			e.DBs.CreateTenant(t, testenv.Tenant{ID: idB, Pairs: 1, DocsPerPair: 1, Status: "ACTIVE", LastQuery: time.Now()})
+			exec := e.DBs.ExecData
 			if c.control {
-				exec = e.dbs.ExecControl
+				exec = e.DBs.ExecControl
 			}
 			exec(t, c.ddl)
 			exec(t, c.link, idA, idB)
@@ -49,17 +49,17 @@ func TestRowsOfOtherTenantsRefuseTheCleanup(t *testing.T) {
 				t.Fatal(err)
 			}
 			e.drain(t, idA)
-			publicA, controlA := e.dbs.PublicRows(t, idA), e.dbs.ControlRows(t, idA)
-			publicB, controlB, fingerprintB := e.dbs.PublicRows(t, idB), e.dbs.ControlRows(t, idB), e.dbs.Fingerprint(t, idB)
+			publicA, controlA := e.DBs.PublicRows(t, idA), e.DBs.ControlRows(t, idA)
+			publicB, controlB, fingerprintB := e.DBs.PublicRows(t, idB), e.DBs.ControlRows(t, idB), e.DBs.Fingerprint(t, idB)
 			err := e.check(t, tenant.DrainCheck{ID: idA})
 			if !errors.Is(err, tenant.ErrRefused) || !strings.Contains(err.Error(), c.names) {
 				t.Fatalf("cleanup: %v; want refused naming %s", err, c.names)
 			}
-			if e.dbs.PublicRows(t, idB) != publicB || e.dbs.ControlRows(t, idB) != controlB || e.dbs.Fingerprint(t, idB) != fingerprintB {
+			if e.DBs.PublicRows(t, idB) != publicB || e.DBs.ControlRows(t, idB) != controlB || e.DBs.Fingerprint(t, idB) != fingerprintB {
 				t.Fatal("cleaning the tenant changed the other, active tenant")
 			}
-			if !e.dbs.SchemaExists(t, idA) || e.dbs.PublicRows(t, idA) != publicA || e.dbs.ControlRows(t, idA) != controlA ||
-				e.dbs.CountControl(t, "SELECT count(*) FROM tenant_cleanup.ledger") != 0 {
+			if !e.DBs.SchemaExists(t, idA) || e.DBs.PublicRows(t, idA) != publicA || e.DBs.ControlRows(t, idA) != controlA ||
+				e.DBs.CountControl(t, "SELECT count(*) FROM tenant_cleanup.ledger") != 0 {
 				t.Fatal("a refused tenant was half-deleted")
 			}
 		})
@@ -72,9 +72,9 @@ func TestRowsOfOtherTenantsRefuseTheCleanup(t *testing.T) {
 // trigger and the role, before anything irreversible.
 func TestTriggerOfAnotherRoleRefusesTheCleanup(t *testing.T) {
 	e := setup(t)
-	role := e.dbs.Role(t)
+	role := e.DBs.Role(t)
 	e.eligible(t, idA)
-	e.dbs.ExecData(t, `CREATE FUNCTION public.counter_gone() RETURNS trigger LANGUAGE plpgsql AS $$
+	e.DBs.ExecData(t, `CREATE FUNCTION public.counter_gone() RETURNS trigger LANGUAGE plpgsql AS $$
 		BEGIN
 			IF (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user) THEN
 				EXECUTE 'ALTER ROLE `+role+` SUPERUSER';
@@ -88,16 +88,16 @@ func TestTriggerOfAnotherRoleRefusesTheCleanup(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.drain(t, idA)
-	public, control := e.dbs.PublicRows(t, idA), e.dbs.ControlRows(t, idA)
+	public, control := e.DBs.PublicRows(t, idA), e.DBs.ControlRows(t, idA)
 	err := e.check(t, tenant.DrainCheck{ID: idA})
-	if e.dbs.CountData(t, "SELECT count(*) FROM pg_roles WHERE rolname = $1 AND rolsuper", role) != 0 {
+	if e.DBs.CountData(t, "SELECT count(*) FROM pg_roles WHERE rolname = $1 AND rolsuper", role) != 0 {
 		t.Fatalf("%s became a superuser through the cleanup", role)
 	}
 	if !errors.Is(err, tenant.ErrRefused) || !strings.Contains(err.Error(), "trigger counter_gone on public.tenant_invite_counter") ||
 		!strings.Contains(err.Error(), role) {
 		t.Fatalf("cleanup: %v; want refused naming the trigger and its owner", err)
 	}
-	if !e.dbs.SchemaExists(t, idA) || e.dbs.PublicRows(t, idA) != public || e.dbs.ControlRows(t, idA) != control {
+	if !e.DBs.SchemaExists(t, idA) || e.DBs.PublicRows(t, idA) != public || e.DBs.ControlRows(t, idA) != control {
 		t.Fatal("a refused tenant was half-deleted")
 	}
 }

@@ -60,13 +60,13 @@ func TestCleanerWaitsForThePacer(t *testing.T) {
 	e.drain(t, idA)
 	p := &fakePacer{}
 	e.cleaner.Pacer = p
-	before := e.snapshot(t, idA)
+	before := e.State(idA)
 	err := e.check(t, tenant.DrainCheck{ID: idA})
 	var later *tenant.LaterError
 	if !errors.As(err, &later) || !strings.Contains(later.Reason, "paced by the data plane's load: probe 9 ms") {
 		t.Fatalf("drain check while paced: %v; want later, with the pacer's reason", err)
 	}
-	if e.snapshot(t, idA) != before {
+	if e.State(idA) != before {
 		t.Fatal("a paced cleaner changed the tenant")
 	}
 	e.waitOutcome(t, idA, tenant.OutcomePaused)
@@ -74,7 +74,7 @@ func TestCleanerWaitsForThePacer(t *testing.T) {
 	if err := e.check(t, tenant.DrainCheck{ID: idA}); err != nil {
 		t.Fatal(err)
 	}
-	e.assertCleaned(t, idA)
+	e.AssertCleaned(idA)
 	if p.acquired != 1 || len(p.released) != 1 || p.released[0].Commit <= 0 || len(p.observed) == 0 {
 		t.Fatalf("acquired %d, released %v, observed %v; want one drop with its COMMITs reported", p.acquired, p.released, p.observed)
 	}

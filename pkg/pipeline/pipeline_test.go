@@ -5,14 +5,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/tenantcleanup/tenant-cleanup/internal/testworld"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/bus"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/controlplane"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/dataplane"
@@ -25,61 +24,46 @@ const (
 	idB = "tenant_1bcd62e7-9fbf-4bb6-8894-f1441fca6745"
 )
 
+// env is a test world (internal/testworld) with a marker and a cleaner
+// built on its databases, called directly by the tests.
 type env struct {
-	dbs     *testenv.Databases
-	bus     *bus.Bus
+	*testworld.World
 	marker  *Marker
 	cleaner *Cleaner
 	breaker *Breaker // nil: none
-	mu      sync.Mutex
-	events  []tenant.Event
 }
 
+// setup builds the env of a test, which then runs in parallel with the
+// others (each has a world of its own).
 func setup(t *testing.T) *env {
 	t.Helper()
+	t.Parallel()
 	ctx := context.Background()
-	dbs := testenv.NewDatabases(t)
-	js := testenv.StartJetStream(t)
-	log := slog.New(slog.DiscardHandler)
-	b, err := bus.Connect(ctx, js.URL, bus.Options{Name: "test", Log: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(b.Close)
-	data, err := dataplane.New(ctx, dbs.Data, dataplane.Options{})
+	w := testworld.New(t, testworld.Options{})
+	data, err := dataplane.New(ctx, w.DBs.Data, dataplane.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if _, err := data.Ensure(ctx, true); err != nil {
 		t.Fatal(err)
 	}
-	control := controlplane.New(dbs.Control)
+	control := controlplane.New(w.DBs.Control)
 	if err := control.Ensure(ctx); err != nil {
 		t.Fatal(err)
 	}
 	stores := Stores{Data: data, Control: control}
 	rules := Rules{Window: tenant.Window(90), RowLockTimeout: 2 * time.Second}
-	e := &env{dbs: dbs, bus: b,
-		marker: &Marker{Stores: stores, Rules: rules, Pending: b, CheckDelay: time.Hour, Now: time.Now},
+	return &env{World: w,
+		marker: &Marker{Stores: stores, Rules: rules, Pending: w.Bus, CheckDelay: time.Hour, Now: time.Now},
 		cleaner: &Cleaner{Stores: stores, Rules: rules, CheckDelay: time.Minute, CheckMaxDelay: time.Hour,
 			Timeout: 24 * time.Hour, MaxLeftoverDocs: 5, Identity: "test", Now: time.Now},
 	}
-	stop, err := b.WatchEvents(ctx, time.Time{}, func(ev tenant.Event) {
-		e.mu.Lock()
-		e.events = append(e.events, ev)
-		e.mu.Unlock()
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(stop)
-	return e
 }
 
 // eligible creates a gated tenant, inactive for 200 days, with documents.
 func (e *env) eligible(t *testing.T, id string) {
 	t.Helper()
-	e.dbs.CreateTenant(t, testenv.Tenant{ID: id, Pairs: 2, DocsPerPair: 10, LastQuery: testenv.DaysAgo(200),
+	e.DBs.CreateTenant(t, testenv.Tenant{ID: id, Pairs: 2, DocsPerPair: 10, LastQuery: testenv.DaysAgo(200),
 		Status: tenant.StatusGatedAccess})
 }
 
@@ -89,7 +73,7 @@ func (e *env) deliver(t *testing.T, h bus.Handler, d bus.Delivery) error {
 	t.Helper()
 	ctx := context.Background()
 	out, err := h(ctx, d)
-	if perr := e.bus.Perform(ctx, d, out, err); perr != nil {
+	if perr := e.Bus.Perform(ctx, d, out, err); perr != nil {
 		t.Fatalf("perform the outcome of %s: %v", d.Data, perr)
 	}
 	return err
@@ -116,59 +100,16 @@ func (e *env) deliverCheck(t *testing.T, d bus.Delivery) error {
 func (e *env) drain(t *testing.T, id string) {
 	t.Helper()
 	for i := 0; i < 20; i++ {
-		if e.dbs.DrainStep(t, id, 1000) == 0 && e.dbs.CountData(t, `SELECT count(*) FROM "`+id+`".connector_credential_pair`) == 0 {
+		if e.DBs.DrainStep(t, id, 1000) == 0 && e.DBs.CountData(t, `SELECT count(*) FROM "`+id+`".connector_credential_pair`) == 0 {
 			return
 		}
 	}
 	t.Fatalf("%s did not drain", id)
 }
 
-func (e *env) outcomes(id tenant.ID) []tenant.Outcome {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	var out []tenant.Outcome
-	for _, ev := range e.events {
-		if ev.TenantID == id {
-			out = append(out, ev.Outcome)
-		}
-	}
-	return out
-}
-
 func (e *env) waitOutcome(t *testing.T, id tenant.ID, o tenant.Outcome) {
 	t.Helper()
-	testenv.Eventually(t, 5*time.Second, func() bool {
-		for _, got := range e.outcomes(id) {
-			if got == o {
-				return true
-			}
-		}
-		return false
-	}, "%s reported %s (got %v)", id, o, e.outcomes(id))
-}
-
-// assertCleaned checks the end state of a cleaned tenant: nothing left on
-// either plane, exactly one ledger row.
-func (e *env) assertCleaned(t *testing.T, id string) {
-	t.Helper()
-	if e.dbs.SchemaExists(t, id) {
-		t.Errorf("%s: schema still exists", id)
-	}
-	if n := e.dbs.PublicRows(t, id); n != 0 {
-		t.Errorf("%s: %d public rows left", id, n)
-	}
-	if d := e.dbs.ControlRows(t, id); d != "----" {
-		t.Errorf("%s: control-plane rows left (%s)", id, d)
-	}
-	if n := e.dbs.CountControl(t, "SELECT count(*) FROM tenant_cleanup.ledger WHERE tenant_id = $1", id); n != 1 {
-		t.Errorf("%s: %d ledger rows; want 1", id, n)
-	}
-}
-
-type snapshot struct{ fingerprint, control string }
-
-func (e *env) snapshot(t *testing.T, id string) snapshot {
-	return snapshot{e.dbs.Fingerprint(t, id), e.dbs.ControlRows(t, id)}
+	e.WaitFor(string(id), o, 5*time.Second)
 }
 
 // placeHold places a hold as tenantctl hold does.
@@ -180,7 +121,7 @@ func (e *env) placeHold(t *testing.T, h tenant.Hold) error {
 
 func pendingChecks(t *testing.T, e *env, id tenant.ID) bool {
 	t.Helper()
-	p, err := e.bus.DrainPending(context.Background(), id)
+	p, err := e.Bus.DrainPending(context.Background(), id)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -202,16 +143,16 @@ func TestMarkerRefuses(t *testing.T) {
 		{"Craft recently", testenv.Tenant{Status: tenant.StatusGatedAccess, LastQuery: old, LastCraft: testenv.DaysAgo(3)}, nil, "active"},
 		{"created recently", testenv.Tenant{Status: tenant.StatusGatedAccess, Created: testenv.DaysAgo(20)}, nil, "created"},
 		{"view in public", testenv.Tenant{Status: tenant.StatusGatedAccess, LastQuery: old}, func(e *env) {
-			e.dbs.ExecData(t, `CREATE VIEW public.v AS SELECT id FROM "`+idA+`".document`)
+			e.DBs.ExecData(t, `CREATE VIEW public.v AS SELECT id FROM "`+idA+`".document`)
 		}, "view public.v"},
 		{"foreign key from public", testenv.Tenant{Status: tenant.StatusGatedAccess, LastQuery: old}, func(e *env) {
-			e.dbs.ExecData(t, `CREATE TABLE public.r (d varchar REFERENCES "`+idA+`".document (id))`)
+			e.DBs.ExecData(t, `CREATE TABLE public.r (d varchar REFERENCES "`+idA+`".document (id))`)
 		}, "public.r"},
 		{"schema without chat_message", testenv.Tenant{Status: tenant.StatusGatedAccess, LastQuery: old}, func(e *env) {
-			e.dbs.ExecData(t, `DROP TABLE "`+idA+`".chat_message`)
+			e.DBs.ExecData(t, `DROP TABLE "`+idA+`".chat_message`)
 		}, "lacks table(s) chat_message"},
 		{"other shard", testenv.Tenant{Status: tenant.StatusGatedAccess, LastQuery: old}, func(e *env) {
-			e.dbs.ExecData(t, `INSERT INTO public.tenant_shard VALUES ($1, 'shard_2')`, idA)
+			e.DBs.ExecData(t, `INSERT INTO public.tenant_shard VALUES ($1, 'shard_2')`, idA)
 			e.marker.ShardName = "shard_1"
 		}, `shard "shard_2"`},
 	}
@@ -219,17 +160,17 @@ func TestMarkerRefuses(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			e := setup(t)
 			c.tn.ID, c.tn.Pairs, c.tn.DocsPerPair = idA, 1, 3
-			e.dbs.CreateTenant(t, c.tn)
+			e.DBs.CreateTenant(t, c.tn)
 			if c.extra != nil {
 				c.extra(e)
 			}
-			before := e.snapshot(t, idA)
+			before := e.State(idA)
 			err := e.mark(t, idA)
 			var refused *tenant.RefusedError
 			if !errors.As(err, &refused) || !strings.Contains(refused.Reason, c.reason) {
 				t.Fatalf("mark: %v; want a refusal mentioning %q", err, c.reason)
 			}
-			if after := e.snapshot(t, idA); after != before {
+			if after := e.State(idA); after != before {
 				t.Fatal("a refused tenant was changed")
 			}
 			if pendingChecks(t, e, idA) {
@@ -243,25 +184,25 @@ func TestMarkerMarksOnceAndSchedulesOnce(t *testing.T) {
 	e := setup(t)
 	e.eligible(t, idA)
 	e.eligible(t, idB)
-	otherBefore := e.snapshot(t, idB)
+	otherBefore := e.State(idB)
 	if err := e.mark(t, idA); err != nil {
 		t.Fatal(err)
 	}
-	if n := e.dbs.CountData(t, `SELECT count(*) FROM "`+idA+`".connector_credential_pair WHERE status <> 'DELETING'`); n != 0 {
+	if n := e.DBs.CountData(t, `SELECT count(*) FROM "`+idA+`".connector_credential_pair WHERE status <> 'DELETING'`); n != 0 {
 		t.Fatalf("%d pairs not DELETING", n)
 	}
 	if !pendingChecks(t, e, idA) {
 		t.Fatal("no drain check scheduled")
 	}
-	after := e.snapshot(t, idA)
+	after := e.State(idA)
 	// A duplicate request changes nothing and adds no second schedule.
 	if err := e.mark(t, idA); err != nil {
 		t.Fatal(err)
 	}
-	if again := e.snapshot(t, idA); again != after {
+	if again := e.State(idA); again != after {
 		t.Fatal("a second request changed the marked tenant")
 	}
-	info, err := e.bus.JetStream().Stream(context.Background(), bus.StreamWork)
+	info, err := e.Bus.JetStream().Stream(context.Background(), bus.StreamWork)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -272,7 +213,7 @@ func TestMarkerMarksOnceAndSchedulesOnce(t *testing.T) {
 	if n := si.State.Subjects[bus.ScheduleSubject(idA)]; n != 1 {
 		t.Fatalf("%d schedules for the tenant; want 1", n)
 	}
-	if e.snapshot(t, idB) != otherBefore {
+	if e.State(idB) != otherBefore {
 		t.Fatal("marking one tenant changed another")
 	}
 	e.waitOutcome(t, idA, tenant.OutcomeMarked)
@@ -289,15 +230,11 @@ func TestCleanerDrainChecks(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.waitOutcome(t, idA, tenant.OutcomeDraining)
-	e.mu.Lock()
 	var draining tenant.Event
-	for _, ev := range e.events {
-		if ev.Outcome == tenant.OutcomeDraining {
-			draining = ev
-		}
+	if evs := e.EventsWith(tenant.OutcomeDraining); len(evs) > 0 {
+		draining = evs[len(evs)-1]
 	}
-	e.mu.Unlock()
-	docs := e.dbs.CountData(t, `SELECT count(*) FROM "`+idA+`".document`)
+	docs := e.DBs.CountData(t, `SELECT count(*) FROM "`+idA+`".document`)
 	if draining.DocumentsLeft == nil || *draining.DocumentsLeft != docs || draining.NextCheckAt == nil ||
 		time.Until(*draining.NextCheckAt) < 7*time.Minute { // attempt 3: 1m·2³ = 8m
 		t.Fatalf("draining event %+v; want the %d documents left and the next check in about 8m", draining, docs)
@@ -307,22 +244,22 @@ func TestCleanerDrainChecks(t *testing.T) {
 	}
 	// Past the timeout (counted from the latest marking in the pipeline's
 	// record): stuck, left in place, no further check.
-	e.dbs.ExecData(t, "UPDATE tenant_cleanup.progress SET last_marked_at = now() - interval '25 hours' WHERE tenant_id = $1", idA)
-	before := e.snapshot(t, idA)
+	e.DBs.ExecData(t, "UPDATE tenant_cleanup.progress SET last_marked_at = now() - interval '25 hours' WHERE tenant_id = $1", idA)
+	before := e.State(idA)
 	if err := e.check(t, tenant.DrainCheck{ID: idA}); err != nil {
 		t.Fatal(err)
 	}
 	e.waitOutcome(t, idA, tenant.OutcomeStuck)
-	if e.snapshot(t, idA) != before {
+	if e.State(idA) != before {
 		t.Fatal("a stuck tenant was changed")
 	}
 	// Drained: cleaned.
-	e.dbs.ExecData(t, "UPDATE tenant_cleanup.progress SET last_marked_at = now() WHERE tenant_id = $1", idA)
+	e.DBs.ExecData(t, "UPDATE tenant_cleanup.progress SET last_marked_at = now() WHERE tenant_id = $1", idA)
 	e.drain(t, idA)
 	if err := e.check(t, tenant.DrainCheck{ID: idA}); err != nil {
 		t.Fatal(err)
 	}
-	e.assertCleaned(t, idA)
+	e.AssertCleaned(idA)
 	e.waitOutcome(t, idA, tenant.OutcomeCleaned)
 	entry, found, err := e.cleaner.Control.LedgerEntry(context.Background(), idA)
 	if err != nil || !found || entry.RequestedBy != "nats" || entry.DocumentsAtMarking != 20 || !entry.SchemaExisted ||
@@ -333,7 +270,7 @@ func TestCleanerDrainChecks(t *testing.T) {
 	if err := e.check(t, tenant.DrainCheck{ID: idA}); err != nil {
 		t.Fatalf("duplicate drain check: %v", err)
 	}
-	e.assertCleaned(t, idA)
+	e.AssertCleaned(idA)
 }
 
 func TestCleanerRefusesTenantsThatChanged(t *testing.T) {
@@ -342,19 +279,19 @@ func TestCleanerRefusesTenantsThatChanged(t *testing.T) {
 		do   func(e *env)
 	}{
 		{"reactivated", func(e *env) {
-			e.dbs.ExecData(t, `INSERT INTO "`+idA+`".chat_message (chat_session_id, message, message_type)
+			e.DBs.ExecData(t, `INSERT INTO "`+idA+`".chat_message (chat_session_id, message, message_type)
 				SELECT id, 'back again', 'USER' FROM "`+idA+`".chat_session LIMIT 1`)
 		}},
 		{"un-gated", func(e *env) {
-			e.dbs.ExecControl(t, "UPDATE tenant SET application_status = 'ACTIVE' WHERE tenant_id = $1", idA)
+			e.DBs.ExecControl(t, "UPDATE tenant SET application_status = 'ACTIVE' WHERE tenant_id = $1", idA)
 		}},
 		{"control-plane row gone", func(e *env) {
 			for _, table := range []string{"tenant_notification", "tenant_config", "subscription", "tenant"} {
-				e.dbs.ExecControl(t, "DELETE FROM "+table+" WHERE tenant_id = $1", idA)
+				e.DBs.ExecControl(t, "DELETE FROM "+table+" WHERE tenant_id = $1", idA)
 			}
 		}},
 		{"outside dependency added", func(e *env) {
-			e.dbs.ExecData(t, `CREATE VIEW public.late_report AS SELECT id FROM "`+idA+`".document`)
+			e.DBs.ExecData(t, `CREATE VIEW public.late_report AS SELECT id FROM "`+idA+`".document`)
 		}},
 	} {
 		t.Run(change.name, func(t *testing.T) {
@@ -365,12 +302,12 @@ func TestCleanerRefusesTenantsThatChanged(t *testing.T) {
 			}
 			e.drain(t, idA)
 			change.do(e)
-			publicBefore := e.dbs.PublicRows(t, idA)
+			publicBefore := e.DBs.PublicRows(t, idA)
 			err := e.check(t, tenant.DrainCheck{ID: idA})
 			if !errors.Is(err, tenant.ErrRefused) {
 				t.Fatalf("drain check of a tenant that changed: %v; want refused", err)
 			}
-			if !e.dbs.SchemaExists(t, idA) || e.dbs.PublicRows(t, idA) != publicBefore {
+			if !e.DBs.SchemaExists(t, idA) || e.DBs.PublicRows(t, idA) != publicBefore {
 				t.Fatal("a refused tenant lost its schema or public rows")
 			}
 		})
@@ -383,10 +320,10 @@ func TestCleanerRefusesTenantsThatChanged(t *testing.T) {
 // refused and left as it is.
 func TestSchemaGoneNeedsEvidence(t *testing.T) {
 	e := setup(t)
-	e.dbs.CreateTenant(t, testenv.Tenant{ID: idA, Pairs: 1, DocsPerPair: 3, Status: tenant.StatusGatedAccess, LastQuery: testenv.DaysAgo(5)})
-	e.dbs.ExecData(t, `ALTER SCHEMA "`+idA+`" RENAME TO maintenance_copy`)
-	before := e.snapshot(t, idA)
-	public := e.dbs.PublicRows(t, idA)
+	e.DBs.CreateTenant(t, testenv.Tenant{ID: idA, Pairs: 1, DocsPerPair: 3, Status: tenant.StatusGatedAccess, LastQuery: testenv.DaysAgo(5)})
+	e.DBs.ExecData(t, `ALTER SCHEMA "`+idA+`" RENAME TO maintenance_copy`)
+	before := e.State(idA)
+	public := e.DBs.PublicRows(t, idA)
 	err := e.mark(t, idA)
 	if !errors.Is(err, tenant.ErrRefused) || !strings.Contains(err.Error(), "nothing shows that a cleanup of it began") {
 		t.Fatalf("mark of a tenant whose schema was renamed: %v; want refused for review", err)
@@ -394,12 +331,12 @@ func TestSchemaGoneNeedsEvidence(t *testing.T) {
 	if err := e.check(t, tenant.DrainCheck{ID: idA}); !errors.Is(err, tenant.ErrRefused) {
 		t.Fatalf("a drain check of it: %v; want refused", err)
 	}
-	if e.snapshot(t, idA) != before || e.dbs.PublicRows(t, idA) != public || pendingChecks(t, e, idA) {
+	if e.State(idA) != before || e.DBs.PublicRows(t, idA) != public || pendingChecks(t, e, idA) {
 		t.Fatal("a tenant without evidence was changed")
 	}
 
 	// An operator confirms it (tenantctl cleanup does this after asking): completed.
-	e.dbs.CreateTenant(t, testenv.Tenant{ID: idB, Pairs: 1, DocsPerPair: 3, Status: tenant.StatusGatedAccess, NoSchema: true})
+	e.DBs.CreateTenant(t, testenv.Tenant{ID: idB, Pairs: 1, DocsPerPair: 3, Status: tenant.StatusGatedAccess, NoSchema: true})
 	if err := e.cleaner.Data.ConfirmCompletion(context.Background(), idB, "tenantctl:ops@vm"); err != nil {
 		t.Fatal(err)
 	}
@@ -409,7 +346,7 @@ func TestSchemaGoneNeedsEvidence(t *testing.T) {
 	if err := e.check(t, tenant.DrainCheck{ID: idB}); err != nil {
 		t.Fatal(err)
 	}
-	e.assertCleaned(t, idB)
+	e.AssertCleaned(idB)
 	entry, _, err := e.cleaner.Control.LedgerEntry(context.Background(), idB)
 	if err != nil || entry.SchemaExisted || !strings.Contains(entry.Evidence, "tenantctl:ops@vm") || entry.RequestedBy != "tenantctl:ops@vm" {
 		t.Fatalf("ledger entry %+v, %v; want no schema and the operator's confirmation as evidence", entry, err)
@@ -434,7 +371,7 @@ func TestStopBetweenSteps(t *testing.T) {
 				t.Fatal(err)
 			}
 			for _, s := range out.Schedule {
-				if err := e.bus.ScheduleDrainCheck(ctx, s.Check, s.At); err != nil {
+				if err := e.Bus.ScheduleDrainCheck(ctx, s.Check, s.At); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -470,7 +407,7 @@ func TestStopBetweenSteps(t *testing.T) {
 			if err := e.check(t, tenant.DrainCheck{ID: idA}); err != nil {
 				t.Fatal(err)
 			}
-			e.assertCleaned(t, idA)
+			e.AssertCleaned(idA)
 		})
 	}
 	for _, step := range []string{"drain-checked", "control-plane-prepared", "dropped", "public-rows-deleted", "control-plane-deleted", "reported"} {
@@ -482,14 +419,14 @@ func TestStopBetweenSteps(t *testing.T) {
 				t.Fatal(err)
 			}
 			e.drain(t, idA)
-			other := e.snapshot(t, idB)
+			other := e.State(idB)
 			dc := tenant.DrainCheck{ID: idA}
 			body, _ := json.Marshal(dc)
 			firstDelivery(t, e, e.cleaner.Handle, bus.Delivery{Subject: bus.DrainSubject(idA), Data: body}, step, &e.cleaner.afterStep)
 			if err := e.check(t, dc); err != nil {
 				t.Fatalf("redelivery: %v", err)
 			}
-			e.assertCleaned(t, idA)
+			e.AssertCleaned(idA)
 			// The ledger says what was removed, whichever attempt removed it.
 			entry, _, err := e.cleaner.Control.LedgerEntry(context.Background(), idA)
 			if err != nil || !entry.SchemaExisted || entry.RelationsDropped == 0 || entry.PublicRowsDeleted != 5 ||
@@ -497,7 +434,7 @@ func TestStopBetweenSteps(t *testing.T) {
 				entry.SchemaDroppedAt.IsZero() || entry.PublicRowsDeletedAt.IsZero() || entry.RequestedBy != "nats" {
 				t.Fatalf("ledger entry after a crash %s: %+v, %v", step, entry, err)
 			}
-			if e.snapshot(t, idB) != other {
+			if e.State(idB) != other {
 				t.Fatal("another tenant changed")
 			}
 		})
@@ -507,7 +444,7 @@ func TestStopBetweenSteps(t *testing.T) {
 func TestBadDrainChecks(t *testing.T) {
 	e := setup(t)
 	e.eligible(t, idA)
-	before := e.snapshot(t, idA)
+	before := e.State(idA)
 	for _, d := range []bus.Delivery{
 		{Subject: bus.DrainSubject(idA), Data: []byte(`{"tenant_id":"public"}`)},
 		{Subject: bus.DrainSubject(idA), Data: []byte(`not json`)},
@@ -518,7 +455,7 @@ func TestBadDrainChecks(t *testing.T) {
 			t.Errorf("drain check %s on %s: %v; want ErrInvalidID", d.Data, d.Subject, err)
 		}
 	}
-	if e.snapshot(t, idA) != before {
+	if e.State(idA) != before {
 		t.Fatal("a bad drain check changed the tenant")
 	}
 }
@@ -536,8 +473,8 @@ func TestOneWorkerPerTenant(t *testing.T) {
 	if !errors.As(err, &later) {
 		t.Fatalf("mark while another worker holds the tenant: %v; want later", err)
 	}
-	if fmt.Sprint(e.outcomes(idA)) != "[]" {
-		t.Fatalf("events %v for a tenant that was only retried", e.outcomes(idA))
+	if fmt.Sprint(e.Outcomes(idA)) != "[]" {
+		t.Fatalf("events %v for a tenant that was only retried", e.Outcomes(idA))
 	}
 }
 
@@ -549,13 +486,13 @@ func TestHolds(t *testing.T) {
 	if err := e.placeHold(t, tenant.Hold{ID: idA, Reason: "legal hold", Until: &until, By: "ops", At: time.Now()}); err != nil {
 		t.Fatal(err)
 	}
-	before := e.snapshot(t, idA)
+	before := e.State(idA)
 	err := e.mark(t, idA)
 	var refused *tenant.RefusedError
 	if !errors.As(err, &refused) || refused.Outcome != tenant.OutcomeHeld || !strings.Contains(refused.Reason, "legal hold") {
 		t.Fatalf("mark of a held tenant: %v; want refused as held", err)
 	}
-	if e.snapshot(t, idA) != before {
+	if e.State(idA) != before {
 		t.Fatal("a held tenant was marked")
 	}
 
@@ -573,11 +510,11 @@ func TestHolds(t *testing.T) {
 	if err := e.check(t, tenant.DrainCheck{ID: idA}); err != nil {
 		t.Fatal(err)
 	}
-	if !e.dbs.SchemaExists(t, idA) {
+	if !e.DBs.SchemaExists(t, idA) {
 		t.Fatal("a held tenant was cleaned")
 	}
 	e.waitOutcome(t, idA, tenant.OutcomeHeld)
-	state, _, err := e.bus.TenantState(ctx, idA)
+	state, _, err := e.Bus.TenantState(ctx, idA)
 	if err != nil || state.Phase != tenant.PhaseHeld || state.NextCheckAt == nil || state.NextCheckAt.Sub(until).Abs() > time.Second {
 		t.Fatalf("state of a held tenant = %+v, %v; want held, next check when the hold ends", state, err)
 	}
@@ -589,7 +526,7 @@ func TestHolds(t *testing.T) {
 	if err := e.check(t, tenant.DrainCheck{ID: idA}); err != nil {
 		t.Fatal(err)
 	}
-	e.assertCleaned(t, idA)
+	e.AssertCleaned(idA)
 }
 
 func TestHoldPlacedMidwayIsHonoured(t *testing.T) {
@@ -607,7 +544,7 @@ func TestHoldPlacedMidwayIsHonoured(t *testing.T) {
 	}
 
 	// The marker saw no hold at first; the hold arrives after its preflight.
-	before := e.snapshot(t, idA)
+	before := e.State(idA)
 	e.marker.afterStep = holdNow("preflight")
 	err := e.mark(t, idA)
 	e.marker.afterStep = nil
@@ -615,7 +552,7 @@ func TestHoldPlacedMidwayIsHonoured(t *testing.T) {
 	if !errors.As(err, &refused) || refused.Outcome != tenant.OutcomeHeld {
 		t.Fatalf("mark with a hold placed after preflight: %v; want refused as held", err)
 	}
-	if e.snapshot(t, idA) != before {
+	if e.State(idA) != before {
 		t.Fatal("a tenant held before its marking was marked")
 	}
 
@@ -633,7 +570,7 @@ func TestHoldPlacedMidwayIsHonoured(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !e.dbs.SchemaExists(t, idA) {
+	if !e.DBs.SchemaExists(t, idA) {
 		t.Fatal("a tenant held before its drop was cleaned")
 	}
 	e.waitOutcome(t, idA, tenant.OutcomeHeld)
@@ -653,18 +590,18 @@ func TestCleanupCap(t *testing.T) {
 	if err := e.check(t, tenant.DrainCheck{ID: idA}); err != nil {
 		t.Fatal(err)
 	}
-	e.assertCleaned(t, idA)
-	before := e.snapshot(t, idB)
+	e.AssertCleaned(idA)
+	before := e.State(idB)
 	err := e.check(t, tenant.DrainCheck{ID: idB})
 	var later *tenant.LaterError
 	if !errors.As(err, &later) || later.Delay < 59*time.Minute {
 		t.Fatalf("second cleanup under a cap of 1 per hour: %v; want to wait about an hour", err)
 	}
-	if e.snapshot(t, idB) != before {
+	if e.State(idB) != before {
 		t.Fatal("a capped tenant was changed")
 	}
 	e.waitOutcome(t, idB, tenant.OutcomeCapped)
-	pauses, err := e.bus.Pauses(context.Background(), time.Now())
+	pauses, err := e.Bus.Pauses(context.Background(), time.Now())
 	if err != nil || len(pauses) != 1 || pauses[0].Kind != "capped" || !strings.Contains(pauses[0].Reason, "hourly cap of 1") {
 		t.Fatalf("pauses = %+v, %v; want the cap recorded for status", pauses, err)
 	}
@@ -673,7 +610,7 @@ func TestCleanupCap(t *testing.T) {
 	if err := e.check(t, tenant.DrainCheck{ID: idB}); err != nil {
 		t.Fatal(err)
 	}
-	e.assertCleaned(t, idB)
+	e.AssertCleaned(idB)
 }
 
 func TestBreakerPausesCleaning(t *testing.T) {
@@ -699,17 +636,17 @@ func TestBreakerPausesCleaning(t *testing.T) {
 			t.Fatalf("%s: %v", id, err)
 		}
 	}
-	before := e.snapshot(t, ids[2])
+	before := e.State(ids[2])
 	err := e.check(t, tenant.DrainCheck{ID: tenant.ID(ids[2])})
 	var later *tenant.LaterError
 	if !errors.As(err, &later) || !strings.Contains(later.Reason, "circuit breaker open: the latest cleanup of 2 of the last 2 tenants failed") {
 		t.Fatalf("after two failures: %v; want the breaker to hold the tenant back", err)
 	}
-	if e.snapshot(t, ids[2]) != before {
+	if e.State(ids[2]) != before {
 		t.Fatal("a paused replica changed a tenant")
 	}
 	e.waitOutcome(t, tenant.ID(ids[2]), tenant.OutcomePaused)
-	if p, err := e.bus.Pauses(context.Background(), time.Now()); err != nil || len(p) != 1 || p[0].Kind != "paused" {
+	if p, err := e.Bus.Pauses(context.Background(), time.Now()); err != nil || len(p) != 1 || p[0].Kind != "paused" {
 		t.Fatalf("pauses = %+v, %v", p, err)
 	}
 }

@@ -46,7 +46,7 @@ func (e *env) withStores(t *testing.T) (*testenv.S3, *testenv.Redis, *redis.Clie
 func (e *env) seedStores(t *testing.T, s3 *testenv.S3, client *redis.Client, id string, n int) {
 	t.Helper()
 	ctx := context.Background()
-	rows, err := e.dbs.Data.Query(ctx, "SELECT fixture.add_files($1, $2, 's3', $3)", id, n, bucket)
+	rows, err := e.DBs.Data.Query(ctx, "SELECT fixture.add_files($1, $2, 's3', $3)", id, n, bucket)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,7 +88,7 @@ func TestCleanupRemovesFilesAndKeys(t *testing.T) {
 	if err := e.check(t, tenant.DrainCheck{ID: idA}); err != nil {
 		t.Fatal(err)
 	}
-	e.assertCleaned(t, idA)
+	e.AssertCleaned(idA)
 	if left := s3.Keys(bucket, "onyx-files/"+idA+"/"); len(left) != 0 {
 		t.Fatalf("S3 objects left: %v", left)
 	}
@@ -135,8 +135,8 @@ func TestStoreDownMidCleanup(t *testing.T) {
 			if err == nil || !errors.Is(err, tenant.ErrUnavailable) && !errors.Is(err, tenant.ErrLater) {
 				t.Fatalf("drain check with %s down: %v; want unavailable or later", down, err)
 			}
-			if _, found, _ := e.cleaner.Control.LedgerEntry(ctx, idA); found || e.dbs.SchemaExists(t, idA) {
-				t.Fatalf("with %s down: ledger %v, schema %v; want the schema dropped and no ledger row", down, found, e.dbs.SchemaExists(t, idA))
+			if _, found, _ := e.cleaner.Control.LedgerEntry(ctx, idA); found || e.DBs.SchemaExists(t, idA) {
+				t.Fatalf("with %s down: ledger %v, schema %v; want the schema dropped and no ledger row", down, found, e.DBs.SchemaExists(t, idA))
 			}
 			if down == "s3" {
 				s3.Start()
@@ -146,7 +146,7 @@ func TestStoreDownMidCleanup(t *testing.T) {
 			}
 			testenv.Eventually(t, 20*time.Second, func() bool { return e.check(t, tenant.DrainCheck{ID: idA}) == nil },
 				"the redelivery completes the cleanup once %s is back", down)
-			e.assertCleaned(t, idA)
+			e.AssertCleaned(idA)
 			if left := s3.Keys(bucket, "onyx-files/"+idA+"/"); len(left) != 0 {
 				t.Fatalf("S3 objects left: %v", left)
 			}
