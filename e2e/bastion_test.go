@@ -351,7 +351,7 @@ func TestBastionUnreachable(t *testing.T) {
 // The bastion restarts twice mid-run: after the tenants were marked, and
 // while the cleaner is working on two of them, one of which is in flight
 // inside its final control-plane transaction (waiting for the tenant's row,
-// which the test holds locked). Everything completes, each tenant cleaned
+// which the test keeps locked). Everything completes, each tenant cleaned
 // exactly once.
 func TestBastionRestartMidRun(t *testing.T) {
 	t.Parallel()
@@ -374,7 +374,7 @@ func TestBastionRestartMidRun(t *testing.T) {
 
 	// 2. While C is being checked or cleaned and D's cleanup is in flight:
 	// the cleaner has D's drain check in hand and waits, in its
-	// control-plane transaction, for the row lock the test holds.
+	// control-plane transaction, for the row lock the test keeps.
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	blocker, err := w.DBs.Control.Begin(ctx)

@@ -12,7 +12,7 @@ import (
 	"github.com/tenantcleanup/tenant-cleanup/pkg/testenv"
 )
 
-// One idle-in-transaction session holding a lock on one tenant's table: the
+// One idle-in-transaction session with a lock on one tenant's table: the
 // analyzer's pass still ends (that tenant skipped and reported), the marker
 // marks the other tenants at once (the locked one is "later", never a stall
 // of a worker), and once the lock is gone the locked tenant is marked too.

@@ -22,7 +22,7 @@ type LockMode string
 // Lock modes. NoKeyUpdate (the marker) keeps the status from changing and
 // holds from being placed (tenantctl hold share-locks the row) while the
 // tenant is marked, without blocking rows that merely reference it. Update
-// (the cleaner) also lets the holder delete the row.
+// (the cleaner) also lets the transaction delete the row.
 const (
 	NoKeyUpdate LockMode = "FOR NO KEY UPDATE"
 	Update      LockMode = "FOR UPDATE"
@@ -32,10 +32,10 @@ const (
 // order; public.tenant goes last.
 var dependentTables = []string{"tenant_notification", "tenant_config", "subscription"}
 
-// Locked is a control-plane transaction holding one tenant's row locked:
+// RowLock is a control-plane transaction holding one tenant's row lock:
 // what was read through it (the status, the hold) cannot change until the
 // transaction ends, and nobody can place a hold meanwhile.
-type Locked struct {
+type RowLock struct {
 	tx     pgx.Tx
 	Record Record
 	// Found is false when the tenant has no control-plane row.
@@ -48,13 +48,13 @@ type Locked struct {
 // commit), locks the tenant's row, and reads it and its hold in force at
 // now. The caller ends it with Release or Finish. A row locked by someone
 // else for longer than lockTimeout is a tenant.ErrLater error.
-func (s *Store) LockTenant(ctx context.Context, id tenant.ID, mode LockMode, lockTimeout time.Duration, now time.Time) (*Locked, error) {
+func (s *Store) LockTenant(ctx context.Context, id tenant.ID, mode LockMode, lockTimeout time.Duration, now time.Time) (*RowLock, error) {
 	tx, err := s.pool.BeginTx(ctx, pgx.TxOptions{BeginQuery: fmt.Sprintf(
 		"BEGIN; SET LOCAL lock_timeout = %d; SET CONSTRAINTS ALL IMMEDIATE", lockTimeout.Milliseconds())})
 	if err != nil {
 		return nil, fmt.Errorf("control plane: %w", pgerr.Kind(err))
 	}
-	l := &Locked{tx: tx}
+	l := &RowLock{tx: tx}
 	l.Record, l.Found, err = readTenant(ctx, tx, id, mode)
 	if err == nil {
 		var h tenant.Hold
@@ -78,7 +78,7 @@ func (s *Store) LockTenant(ctx context.Context, id tenant.ID, mode LockMode, loc
 // (and resets its idle timer): a connection that died (a bastion tunnel cut,
 // a failover, idle_in_transaction_session_timeout) released the row lock, so
 // a hold or a status change may have come in. It is a tenant.ErrLater error.
-func (l *Locked) Alive(ctx context.Context) error {
+func (l *RowLock) Alive(ctx context.Context) error {
 	if _, err := l.tx.Exec(ctx, "SELECT 1"); err != nil {
 		return tenant.Later(5*time.Second, "the control-plane transaction holding the tenant's row ended", err)
 	}
@@ -86,7 +86,7 @@ func (l *Locked) Alive(ctx context.Context) error {
 }
 
 // Release ends the transaction without changes (a no-op once it ended).
-func (l *Locked) Release() {
+func (l *RowLock) Release() {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	_ = l.tx.Rollback(ctx)
@@ -107,7 +107,7 @@ type TableRows struct {
 // naming them; so do triggers of other roles the deletes would run with the
 // pipeline's privileges, and a delete that fails (a trigger, a restrictive
 // constraint). It returns the rows deleted per table.
-func (l *Locked) PrepareDelete(ctx context.Context, e LedgerEntry) ([]TableRows, error) {
+func (l *RowLock) PrepareDelete(ctx context.Context, e LedgerEntry) ([]TableRows, error) {
 	id := l.Record.ID
 	tables := append(append([]string{}, dependentTables...), "tenant")
 	guard, locked, err := l.refuseForeignReferences(ctx, tables)
@@ -169,7 +169,7 @@ func (l *Locked) PrepareDelete(ctx context.Context, e LedgerEntry) ([]TableRows,
 // Finish completes the ledger row with the data-plane facts of e and commits
 // the transaction: the tenant's control-plane rows are gone and its ledger
 // row written, at once.
-func (l *Locked) Finish(ctx context.Context, e LedgerEntry) error {
+func (l *RowLock) Finish(ctx context.Context, e LedgerEntry) error {
 	defer l.Release() // no-op after a commit
 	id := l.Record.ID
 	stores := e.StoresRemoved
@@ -197,7 +197,7 @@ func (l *Locked) Finish(ctx context.Context, e LedgerEntry) error {
 // deletes; a lock held longer than the transaction's lock_timeout is
 // "later". It returns the guard to check after the deletes and the rows it
 // locked per table.
-func (l *Locked) refuseForeignReferences(ctx context.Context, tables []string) (*pgschema.Guard, map[string]int64, error) {
+func (l *RowLock) refuseForeignReferences(ctx context.Context, tables []string) (*pgschema.Guard, map[string]int64, error) {
 	id := l.Record.ID
 	names := make([]string, len(tables))
 	for i, t := range tables {

@@ -133,7 +133,7 @@ func TestContainmentRefusesEveryPath(t *testing.T) {
 					dbs.ExecData(t, c.create)
 					before, catalog, other := dbs.Fingerprint(t, idA), catalogDigest(t, dbs), dbs.Fingerprint(t, idB)
 
-					_, err := locked(t, s, idA, func(tt *Locked) (DropResult, error) { return tt.Drop(ctx, DropChecks{Look: noCheck}) })
+					_, err := locked(t, s, idA, func(tt *TenantSession) (DropResult, error) { return tt.Drop(ctx, DropChecks{Look: noCheck}) })
 					var refused *tenant.RefusedError
 					if !errors.As(err, &refused) || !strings.Contains(refused.Reason, c.want) {
 						t.Fatalf("drop: %v; want a refusal naming %q", err, c.want)
@@ -147,7 +147,7 @@ func TestContainmentRefusesEveryPath(t *testing.T) {
 
 					dbs.ExecData(t, c.remove)
 					other = dbs.Fingerprint(t, idB)
-					if _, err := locked(t, s, idA, func(tt *Locked) (DropResult, error) { return tt.Drop(ctx, DropChecks{Look: noCheck}) }); err != nil {
+					if _, err := locked(t, s, idA, func(tt *TenantSession) (DropResult, error) { return tt.Drop(ctx, DropChecks{Look: noCheck}) }); err != nil {
 						t.Fatalf("drop once the outside object is gone: %v", err)
 					}
 					if dbs.SchemaExists(t, idA) || dbs.Fingerprint(t, idB) != other {
@@ -202,7 +202,7 @@ func TestContainedKindsAreCleaned(t *testing.T) {
 			dbs.CreateTenant(t, testenv.Tenant{ID: idB, Filler: 1})
 			dbs.ExecData(t, kinds)
 			other := dbs.Fingerprint(t, idB)
-			res, err := locked(t, s, idA, func(tt *Locked) (DropResult, error) { return tt.Drop(ctx, DropChecks{Look: noCheck}) })
+			res, err := locked(t, s, idA, func(tt *TenantSession) (DropResult, error) { return tt.Drop(ctx, DropChecks{Look: noCheck}) })
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -265,7 +265,7 @@ func TestNetCatchesWhatTheLookDidNot(t *testing.T) {
 				}
 				return nil
 			}
-			_, err := locked(t, s, idA, func(tt *Locked) (DropResult, error) { return tt.Drop(ctx, DropChecks{Look: check}) })
+			_, err := locked(t, s, idA, func(tt *TenantSession) (DropResult, error) { return tt.Drop(ctx, DropChecks{Look: check}) })
 			if err == nil || errors.Is(err, tenant.ErrRefused) || !strings.Contains(err.Error(), c.want) {
 				t.Fatalf("drop with %s created between the look and the DROP: %v; want the net to name it", c.name, err)
 			}
@@ -277,7 +277,7 @@ func TestNetCatchesWhatTheLookDidNot(t *testing.T) {
 				t.Fatal("a rolled-back drop was recorded")
 			}
 			// The next attempt's look sees it: the new activity refuses the tenant.
-			_, err = locked(t, s, idA, func(tt *Locked) (DropResult, error) { return tt.Drop(ctx, DropChecks{Look: check}) })
+			_, err = locked(t, s, idA, func(tt *TenantSession) (DropResult, error) { return tt.Drop(ctx, DropChecks{Look: check}) })
 			if strings.Contains(c.late, "build_session") {
 				if !errors.Is(err, tenant.ErrRefused) {
 					t.Fatalf("the next attempt: %v; want refused for the new activity", err)
@@ -318,10 +318,10 @@ func TestPlantedOperatorIsNeverCalled(t *testing.T) {
 		CREATE FUNCTION public.trap2(name, text) RETURNS bool LANGUAGE plpgsql AS $$
 			BEGIN INSERT INTO public.calls DEFAULT VALUES; RETURN $1::text = $2; END $$;
 		CREATE OPERATOR public.= (LEFTARG = name, RIGHTARG = text, FUNCTION = public.trap2)`)
-	if _, err := locked(t, s, idA, func(tt *Locked) (bool, error) { return true, tt.CheckContained(ctx) }); err != nil {
+	if _, err := locked(t, s, idA, func(tt *TenantSession) (bool, error) { return true, tt.CheckContained(ctx) }); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := locked(t, s, idA, func(tt *Locked) (DropResult, error) { return tt.Drop(ctx, DropChecks{Look: noCheck}) }); err != nil {
+	if _, err := locked(t, s, idA, func(tt *TenantSession) (DropResult, error) { return tt.Drop(ctx, DropChecks{Look: noCheck}) }); err != nil {
 		t.Fatal(err)
 	}
 	if n := dbs.CountData(t, "SELECT count(*) FROM public.calls"); n != 0 {
@@ -378,7 +378,7 @@ func TestBatchedDropQuarantinesTheSchema(t *testing.T) {
 		}
 		return nil
 	}
-	res, err := locked(t, s, idA, func(tt *Locked) (DropResult, error) { return tt.Drop(ctx, DropChecks{Look: noCheck}) })
+	res, err := locked(t, s, idA, func(tt *TenantSession) (DropResult, error) { return tt.Drop(ctx, DropChecks{Look: noCheck}) })
 	if err != nil || res.Transactions < 3 {
 		t.Fatalf("batched drop = %+v, %v", res, err)
 	}
@@ -398,7 +398,7 @@ func TestBatchedDropQuarantinesTheSchema(t *testing.T) {
 		}
 		return nil
 	}
-	_, err = locked(t, s, idC, func(tt *Locked) (DropResult, error) { return tt.Drop(ctx, DropChecks{Look: noCheck}) })
+	_, err = locked(t, s, idC, func(tt *TenantSession) (DropResult, error) { return tt.Drop(ctx, DropChecks{Look: noCheck}) })
 	if !errors.Is(err, tenant.ErrRefused) || !strings.Contains(err.Error(), "build_session appeared in its schema") {
 		t.Fatalf("drop with an activity table created after the look: %v; want the rest left for review", err)
 	}
@@ -418,7 +418,7 @@ func TestHugePartitionTreeIsDroppedInBatches(t *testing.T) {
 		DO $$ BEGIN FOR i IN 1..60 LOOP
 			EXECUTE format('CREATE TABLE %I.events_%s PARTITION OF %I.events FOR VALUES IN (%s)', '`+idA+`', i, '`+idA+`', i);
 		END LOOP; END $$`)
-	res, err := locked(t, s, idA, func(tt *Locked) (DropResult, error) { return tt.Drop(ctx, DropChecks{Look: noCheck}) })
+	res, err := locked(t, s, idA, func(tt *TenantSession) (DropResult, error) { return tt.Drop(ctx, DropChecks{Look: noCheck}) })
 	if err != nil || res.Transactions < 3 || dbs.SchemaExists(t, idA) {
 		t.Fatalf("drop of a partition tree beyond the budget = %+v, %v", res, err)
 	}

@@ -31,7 +31,7 @@ func setup(t *testing.T, opts Options) (*testenv.Databases, *Store) {
 	return dbs, s
 }
 
-func lock(t *testing.T, s *Store, id tenant.ID) *Locked {
+func lock(t *testing.T, s *Store, id tenant.ID) *TenantSession {
 	t.Helper()
 	tt, err := s.Lock(context.Background(), id)
 	if err != nil {
@@ -41,7 +41,7 @@ func lock(t *testing.T, s *Store, id tenant.ID) *Locked {
 }
 
 // locked runs fn with the tenant locked.
-func locked[T any](t *testing.T, s *Store, id tenant.ID, fn func(*Locked) (T, error)) (T, error) {
+func locked[T any](t *testing.T, s *Store, id tenant.ID, fn func(*TenantSession) (T, error)) (T, error) {
 	t.Helper()
 	tt := lock(t, s, id)
 	defer tt.Release()
@@ -49,7 +49,7 @@ func locked[T any](t *testing.T, s *Store, id tenant.ID, fn func(*Locked) (T, er
 }
 
 func inspectOf(t *testing.T, s *Store, id tenant.ID) (Snapshot, error) {
-	return locked(t, s, id, func(tt *Locked) (Snapshot, error) { return tt.Inspect(context.Background()) })
+	return locked(t, s, id, func(tt *TenantSession) (Snapshot, error) { return tt.Inspect(context.Background()) })
 }
 
 func noCheck(Facts) error { return nil }
@@ -124,7 +124,7 @@ func TestOutsideDependents(t *testing.T) {
 	for _, id := range []string{idA, idB} {
 		dbs.CreateTenant(t, testenv.Tenant{ID: id, Filler: 3, Pairs: 1, DocsPerPair: 2})
 	}
-	if _, err := locked(t, s, idA, func(tt *Locked) (bool, error) { return true, tt.CheckContained(ctx) }); err != nil {
+	if _, err := locked(t, s, idA, func(tt *TenantSession) (bool, error) { return true, tt.CheckContained(ctx) }); err != nil {
 		t.Fatalf("a plain tenant is not contained: %v", err)
 	}
 
@@ -271,7 +271,7 @@ func TestDeletePublicRows(t *testing.T) {
 	}
 	before := dbs.PublicRows(t, idB)
 	deletePublic := func() (PublicRows, error) {
-		return locked(t, s, idA, func(tt *Locked) (PublicRows, error) { return tt.DeletePublicRows(ctx) })
+		return locked(t, s, idA, func(tt *TenantSession) (PublicRows, error) { return tt.DeletePublicRows(ctx) })
 	}
 	rows, err := deletePublic()
 	if err != nil {
@@ -306,7 +306,7 @@ func TestDrop(t *testing.T) {
 
 	var seen Activity
 	drop := func(check func(Facts) error) (DropResult, error) {
-		return locked(t, s, idA, func(tt *Locked) (DropResult, error) { return tt.Drop(ctx, DropChecks{Look: check}) })
+		return locked(t, s, idA, func(tt *TenantSession) (DropResult, error) { return tt.Drop(ctx, DropChecks{Look: check}) })
 	}
 	res, err := drop(func(f Facts) error { seen = f.Activity; return nil })
 	if err != nil {
@@ -344,7 +344,7 @@ func TestDropRefusesOutsideDependents(t *testing.T) {
 	dbs.CreateTenant(t, testenv.Tenant{ID: idA, Filler: 2, Pairs: 1, DocsPerPair: 3})
 	dbs.ExecData(t, `CREATE VIEW public.tenant_docs AS SELECT id FROM "`+idA+`".document`)
 	before := dbs.Fingerprint(t, idA)
-	_, err := locked(t, s, idA, func(tt *Locked) (DropResult, error) { return tt.Drop(ctx, DropChecks{Look: noCheck}) })
+	_, err := locked(t, s, idA, func(tt *TenantSession) (DropResult, error) { return tt.Drop(ctx, DropChecks{Look: noCheck}) })
 	var refused *tenant.RefusedError
 	if !errors.As(err, &refused) || !strings.Contains(refused.Reason, "view public.tenant_docs") {
 		t.Fatalf("drop with a public view over the tenant: %v; want a refusal naming the view", err)
@@ -362,7 +362,7 @@ func TestDropRecheckRefusal(t *testing.T) {
 	ctx := context.Background()
 	dbs.CreateTenant(t, testenv.Tenant{ID: idA, Pairs: 1, DocsPerPair: 3, LastQuery: testenv.DaysAgo(1)})
 	before := dbs.Fingerprint(t, idA)
-	_, err := locked(t, s, idA, func(tt *Locked) (DropResult, error) {
+	_, err := locked(t, s, idA, func(tt *TenantSession) (DropResult, error) {
 		return tt.Drop(ctx, DropChecks{Look: func(f Facts) error {
 			if time.Since(f.Activity.Last()) < 90*24*time.Hour {
 				return tenant.Refuse(idA, "active")
@@ -386,7 +386,7 @@ func TestDropInBatchesAndResume(t *testing.T) {
 	dbs, s := setup(t, Options{LockBudget: 60})
 	ctx := context.Background()
 	dbs.CreateTenant(t, testenv.Tenant{ID: idA, Filler: 30, Pairs: 2, DocsPerPair: 3})
-	if _, err := locked(t, s, idA, func(tt *Locked) (MarkResult, error) { return tt.Mark(ctx, "test", noCheck) }); err != nil {
+	if _, err := locked(t, s, idA, func(tt *TenantSession) (MarkResult, error) { return tt.Mark(ctx, "test", noCheck) }); err != nil {
 		t.Fatal(err)
 	}
 	for i := 0; i < 10 && dbs.DrainStep(t, idA, 1000) > 0; i++ {
@@ -398,7 +398,7 @@ func TestDropInBatchesAndResume(t *testing.T) {
 		}
 		return nil
 	}
-	if _, err := locked(t, s, idA, func(tt *Locked) (DropResult, error) { return tt.Drop(ctx, DropChecks{Look: noCheck}) }); !errors.Is(err, crash) {
+	if _, err := locked(t, s, idA, func(tt *TenantSession) (DropResult, error) { return tt.Drop(ctx, DropChecks{Look: noCheck}) }); !errors.Is(err, crash) {
 		t.Fatalf("interrupted drop: %v", err)
 	}
 	// After its look transaction the schema is quarantined: out of reach
@@ -528,7 +528,7 @@ func TestLaterBatchesNeverCascadeOutside(t *testing.T) {
 		}
 		return nil
 	}
-	_, err := locked(t, s, idA, func(tt *Locked) (DropResult, error) { return tt.Drop(ctx, DropChecks{Look: noCheck}) })
+	_, err := locked(t, s, idA, func(tt *TenantSession) (DropResult, error) { return tt.Drop(ctx, DropChecks{Look: noCheck}) })
 	var refused *tenant.RefusedError
 	if !errors.As(err, &refused) || !strings.Contains(refused.Reason, "view public.late") {
 		t.Fatalf("drop with an outside view created mid-way: %v; want a refusal naming it", err)
@@ -547,7 +547,7 @@ func TestLaterBatchesCascadeInsideTheSchema(t *testing.T) {
 	// A dependency that is not a foreign key: sync_record (dropped late) has
 	// a column of filler_1's row type (dropped earlier, RESTRICT fails).
 	dbs.ExecData(t, `ALTER TABLE "`+idA+`".sync_record ADD COLUMN f "`+idA+`".filler_1`)
-	res, err := locked(t, s, idA, func(tt *Locked) (DropResult, error) { return tt.Drop(ctx, DropChecks{Look: noCheck}) })
+	res, err := locked(t, s, idA, func(tt *TenantSession) (DropResult, error) { return tt.Drop(ctx, DropChecks{Look: noCheck}) })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -560,7 +560,7 @@ func TestLaterBatchesCascadeInsideTheSchema(t *testing.T) {
 }
 
 // snapOf is the tenant as Inspect reads it, which Mark and Drop start from.
-func snapOf(t *testing.T, tt *Locked) Snapshot {
+func snapOf(t *testing.T, tt *TenantSession) Snapshot {
 	t.Helper()
 	snap, err := tt.Inspect(context.Background())
 	if err != nil {
@@ -616,7 +616,7 @@ func TestBatchedDropLeavesNothing(t *testing.T) {
 	dbs.CreateTenant(t, testenv.Tenant{ID: idB, Filler: 1})
 	other := dbs.Fingerprint(t, idB)
 	dbs.ExecData(t, `CREATE TYPE "`+idA+`".mood AS ENUM ('happy', 'sad')`)
-	res, err := locked(t, s, idA, func(tt *Locked) (DropResult, error) { return tt.Drop(ctx, DropChecks{Look: noCheck}) })
+	res, err := locked(t, s, idA, func(tt *TenantSession) (DropResult, error) { return tt.Drop(ctx, DropChecks{Look: noCheck}) })
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -107,7 +107,7 @@ type target struct {
 // under way is completed without a look (Underway), and the call ends there:
 // a schema that has taken the tenant's name meanwhile is another copy, for
 // the caller to look at from the start.
-func (t *Locked) Drop(ctx context.Context, checks DropChecks) (DropResult, error) {
+func (t *TenantSession) Drop(ctx context.Context, checks DropChecks) (DropResult, error) {
 	t.committed = checks.Committed
 	defer func() { t.committed = nil }()
 	res, err := t.drop(ctx, checks)
@@ -117,7 +117,7 @@ func (t *Locked) Drop(ctx context.Context, checks DropChecks) (DropResult, error
 	return res, nil
 }
 
-func (t *Locked) drop(ctx context.Context, checks DropChecks) (DropResult, error) {
+func (t *TenantSession) drop(ctx context.Context, checks DropChecks) (DropResult, error) {
 	var res DropResult
 	rec, err := readRecord(ctx, t.conn, t.id)
 	if err != nil {
@@ -173,7 +173,7 @@ func liveSchema(ctx context.Context, q querier, id tenant.ID) (exists bool, oid 
 
 // dropSchema drops the schema s in one or more transactions (see Drop);
 // with look, the first one makes the final look.
-func (t *Locked) dropSchema(ctx context.Context, s target, look bool, checks DropChecks, res *DropResult) error {
+func (t *TenantSession) dropSchema(ctx context.Context, s target, look bool, checks DropChecks, res *DropResult) error {
 	if s.oid == 0 {
 		if err := t.conn.QueryRow(ctx, "SELECT oid::int8 FROM pg_namespace WHERE nspname = $1", s.name).Scan(&s.oid); err != nil {
 			return err
@@ -247,7 +247,7 @@ var lookedTables = []string{"chat_message", "build_session"}
 
 // dropBatch is one drop transaction (see Drop).
 type dropBatch struct {
-	t      *Locked
+	t      *TenantSession
 	schema target
 	rels   []dropRel
 	// tables are the activity tables the schema had when the drop was
@@ -427,7 +427,7 @@ func isTable(relkind string) bool { return relkind == "r" || relkind == "p" }
 // (waiting up to SlotWait for one if all are busy: a wait that ends is a
 // tenant.ErrLater error) and then sets lock_timeout, so that at most
 // DropSlots drop transactions hold their locks at any time.
-func (t *Locked) inDropTx(ctx context.Context, fn func(pgx.Tx) error) error {
+func (t *TenantSession) inDropTx(ctx context.Context, fn func(pgx.Tx) error) error {
 	begin := pgx.TxOptions{BeginQuery: "BEGIN; " + lockTimeoutSQL(t.store.opts.SlotWait)}
 	return t.timedTx(ctx, begin, func(tx pgx.Tx) error {
 		// Any free slot, else wait for the tenant's own.
@@ -450,7 +450,7 @@ func (t *Locked) inDropTx(ctx context.Context, fn func(pgx.Tx) error) error {
 
 // timedTx is pgx.BeginTxFunc that also hands the duration of the COMMIT to
 // the store's Committed hook (the pacer learns the server's health from it).
-func (t *Locked) timedTx(ctx context.Context, opts pgx.TxOptions, fn func(pgx.Tx) error) error {
+func (t *TenantSession) timedTx(ctx context.Context, opts pgx.TxOptions, fn func(pgx.Tx) error) error {
 	tx, err := t.conn.BeginTx(ctx, opts)
 	if err != nil {
 		return err

@@ -323,7 +323,7 @@ func noTable(err error) bool {
 }
 
 // Record reads the tenant's record, on its locked connection.
-func (t *Locked) Record(ctx context.Context) (Record, error) {
+func (t *TenantSession) Record(ctx context.Context) (Record, error) {
 	r, err := readRecord(ctx, t.conn, t.id)
 	if err != nil {
 		return Record{}, fmt.Errorf("data plane: read the record of %s: %w", t.id, pgerr.Kind(err))

@@ -34,7 +34,7 @@ func TestForeignRowsAmongPublicTables(t *testing.T) {
 	invite(idA, idB) // and users of another tenant
 	publicA, publicB := dbs.PublicRows(t, idA), dbs.PublicRows(t, idB)
 	deletePublic := func() (PublicRows, error) {
-		return locked(t, s, idA, func(tt *Locked) (PublicRows, error) { return tt.DeletePublicRows(ctx) })
+		return locked(t, s, idA, func(tt *TenantSession) (PublicRows, error) { return tt.DeletePublicRows(ctx) })
 	}
 	_, err := deletePublic()
 	if !errors.Is(err, tenant.ErrRefused) || !strings.Contains(err.Error(), "public.user_tenant_mapping") ||

@@ -150,9 +150,9 @@ func (s *Store) Ping(ctx context.Context) error { return s.pool.Ping(ctx) }
 
 // Lock takes the tenant's advisory lock on a connection of its own and
 // returns a handle for the work on that tenant; ErrBusy when another worker
-// (of any replica) holds it. The lock lives as long as the session: Release
+// (of any replica) has it. The lock lives as long as the session: Release
 // it, and a crash releases it with the connection.
-func (s *Store) Lock(ctx context.Context, id tenant.ID) (*Locked, error) {
+func (s *Store) Lock(ctx context.Context, id tenant.ID) (*TenantSession, error) {
 	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("data plane: %w", pgerr.Kind(err))
@@ -166,7 +166,7 @@ func (s *Store) Lock(ctx context.Context, id tenant.ID) (*Locked, error) {
 		conn.Release()
 		return nil, ErrBusy
 	}
-	return &Locked{id: id, conn: conn, store: s}, nil
+	return &TenantSession{id: id, conn: conn, store: s}, nil
 }
 
 func lockKey(id tenant.ID) int32 {
@@ -175,9 +175,9 @@ func lockKey(id tenant.ID) int32 {
 	return int32(h.Sum32())
 }
 
-// Locked is one tenant locked for this worker (Store.Lock): every method
-// runs on the connection holding the tenant's advisory lock.
-type Locked struct {
+// TenantSession is this worker's session on one tenant (Store.Lock): a
+// connection holding the tenant's advisory lock, on which every method runs.
+type TenantSession struct {
 	id       tenant.ID
 	conn     *pgxpool.Conn
 	store    *Store
@@ -189,8 +189,8 @@ type Locked struct {
 
 // Release unlocks the tenant and returns the connection. If the unlock cannot
 // be confirmed the connection is closed, which releases the lock. Releasing
-// twice is harmless; the Locked is unusable afterwards.
-func (t *Locked) Release() {
+// twice is harmless; the TenantSession is unusable afterwards.
+func (t *TenantSession) Release() {
 	if t.released {
 		return
 	}
@@ -223,4 +223,4 @@ func isStatementTimeout(err error) bool {
 }
 
 // ID is the locked tenant.
-func (t *Locked) ID() tenant.ID { return t.id }
+func (t *TenantSession) ID() tenant.ID { return t.id }

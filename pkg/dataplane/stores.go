@@ -33,7 +33,7 @@ func recordLargeObjects(ctx context.Context, tx pgx.Tx, id tenant.ID) error {
 // it), each transaction holding a drop slot, and counts them in the tenant's
 // record. Running it again after a crash finishes the list; with nothing
 // listed it does nothing. It returns how many it took off the list.
-func (t *Locked) UnlinkLargeObjects(ctx context.Context) (int64, error) {
+func (t *TenantSession) UnlinkLargeObjects(ctx context.Context) (int64, error) {
 	var total int64
 	for {
 		var n int64
@@ -70,7 +70,7 @@ func recordFileKeys(ctx context.Context, tx pgx.Tx, id tenant.ID) error {
 
 // FileKeys returns the object keys the tenant's file records named when its
 // drop began (none once the S3 file store is done, RecordRemoved).
-func (t *Locked) FileKeys(ctx context.Context) ([]string, error) {
+func (t *TenantSession) FileKeys(ctx context.Context) ([]string, error) {
 	rows, err := t.conn.Query(ctx, "SELECT object_key FROM tenant_cleanup.file_keys WHERE tenant_id = $1 ORDER BY 1", string(t.id))
 	if err == nil {
 		var keys []string
@@ -83,7 +83,7 @@ func (t *Locked) FileKeys(ctx context.Context) ([]string, error) {
 
 // RecordRemoved adds r to the tenant's record; with s3Done, the file keys
 // recorded for the cross-check are forgotten.
-func (t *Locked) RecordRemoved(ctx context.Context, r Removed, s3Done bool) error {
+func (t *TenantSession) RecordRemoved(ctx context.Context, r Removed, s3Done bool) error {
 	_, err := t.conn.Exec(ctx, query("record_removed", ""), string(t.id), r.S3Objects, r.S3Bytes, r.RedisKeys,
 		r.RedisMemberships, s3Done)
 	if err != nil {

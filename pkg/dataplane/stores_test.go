@@ -101,7 +101,7 @@ func TestLargeObjectsSurviveAnInterruptedDrop(t *testing.T) {
 		}
 		return nil
 	}
-	if _, err := locked(t, s, idA, func(tt *Locked) (DropResult, error) { return tt.Drop(ctx, DropChecks{Look: noCheck}) }); !errors.Is(err, crash) {
+	if _, err := locked(t, s, idA, func(tt *TenantSession) (DropResult, error) { return tt.Drop(ctx, DropChecks{Look: noCheck}) }); !errors.Is(err, crash) {
 		t.Fatalf("interrupted drop: %v", err)
 	}
 	s.afterDropTx = nil
@@ -109,7 +109,7 @@ func TestLargeObjectsSurviveAnInterruptedDrop(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	n, err := locked(t, other, tenant.ID(idA), func(tt *Locked) (int64, error) {
+	n, err := locked(t, other, tenant.ID(idA), func(tt *TenantSession) (int64, error) {
 		if _, err := tt.Drop(ctx, DropChecks{Look: noCheck}); err != nil {
 			return 0, err
 		}

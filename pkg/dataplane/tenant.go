@@ -101,7 +101,7 @@ func (s Snapshot) Drain() tenant.Drain {
 // completion) is forgotten, for good: what it says about the earlier copy
 // (marked, dropping, confirmed) never counts for this one, even if it is
 // renamed away later. Only a drop still under way is kept, to be completed.
-func (t *Locked) Inspect(ctx context.Context) (Snapshot, error) {
+func (t *TenantSession) Inspect(ctx context.Context) (Snapshot, error) {
 	snap, err := t.inspect(ctx)
 	if isGone(err) { // dropped between the catalog read and the activity read
 		snap, err = t.inspect(ctx)
@@ -122,7 +122,7 @@ type querier interface {
 	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
 }
 
-func (t *Locked) inspect(ctx context.Context) (Snapshot, error) {
+func (t *TenantSession) inspect(ctx context.Context) (Snapshot, error) {
 	var (
 		snap   Snapshot
 		tables []string
@@ -207,7 +207,7 @@ func activityTemplate(id tenant.ID, hasCraft bool) string {
 // CheckContained refuses the tenant (a tenant.RefusedError naming them) if
 // a DROP SCHEMA … CASCADE would remove or change objects outside its schema
 // (see guard.go). It takes no lock: every drop transaction checks again.
-func (t *Locked) CheckContained(ctx context.Context) error {
+func (t *TenantSession) CheckContained(ctx context.Context) error {
 	exists, oid, _, err := liveSchema(ctx, t.conn, t.id)
 	if err != nil || !exists {
 		return err
@@ -257,7 +257,7 @@ var activityTables = []string{"chat_message", "build_session", "connector_creden
 // again: an activity table created meanwhile (say build_session) was not
 // looked at, so the transaction is rolled back and "later" returned. A tenant
 // whose schema is gone has nothing to mark (SchemaGone, no error).
-func (t *Locked) Mark(ctx context.Context, requestedBy string, check func(Facts) error) (MarkResult, error) {
+func (t *TenantSession) Mark(ctx context.Context, requestedBy string, check func(Facts) error) (MarkResult, error) {
 	var res MarkResult
 	err := pgx.BeginTxFunc(ctx, t.conn, t.beginWithLockTimeout(), func(tx pgx.Tx) error {
 		exists, oid, tables, err := liveSchema(ctx, tx, t.id)
@@ -313,7 +313,7 @@ var markedTables = []string{"index_attempt", "connector_credential_pair"}
 // would run code of another role (a trigger on the tenant's tables, say) with
 // the pipeline's privileges, and after if a trigger changed the session (see
 // pgschema.CheckCode).
-func (t *Locked) markRows(ctx context.Context, tx pgx.Tx, res *MarkResult) error {
+func (t *TenantSession) markRows(ctx context.Context, tx pgx.Tx, res *MarkResult) error {
 	names := make([]string, len(markedTables))
 	for i, name := range markedTables {
 		names[i] = pgx.Identifier{string(t.id), name}.Sanitize()
@@ -353,7 +353,7 @@ func lockActivitySQL(schemaName string, tables []string, mode string) string {
 
 // beginWithLockTimeout begins a transaction and sets its lock_timeout in one
 // round trip.
-func (t *Locked) beginWithLockTimeout() pgx.TxOptions {
+func (t *TenantSession) beginWithLockTimeout() pgx.TxOptions {
 	return pgx.TxOptions{BeginQuery: "BEGIN; " + lockTimeoutSQL(t.store.opts.LockTimeout)}
 }
 
@@ -376,7 +376,7 @@ type PublicRows struct {
 // statement. Deleting rows that are already gone is not an error. (A drop
 // deletes them in its look transaction; this completes a tenant whose
 // schema is gone.)
-func (t *Locked) DeletePublicRows(ctx context.Context) (PublicRows, error) {
+func (t *TenantSession) DeletePublicRows(ctx context.Context) (PublicRows, error) {
 	var r PublicRows
 	err := pgx.BeginTxFunc(ctx, t.conn, t.beginWithLockTimeout(), func(tx pgx.Tx) (err error) {
 		r, err = deletePublicRows(ctx, tx, t.id)

@@ -259,7 +259,7 @@ func (e *notDrainedError) Error() string {
 // drained, on what it reads there), with its public rows; then the ledger
 // row is completed from the pipeline's record of each step (true whatever
 // the number of attempts) and the control-plane transaction commits.
-func (c *Cleaner) clean(ctx context.Context, t *dataplane.Locked, out bus.Outcome, dc tenant.DrainCheck, pre checked) (bus.Outcome, error) {
+func (c *Cleaner) clean(ctx context.Context, t *dataplane.TenantSession, out bus.Outcome, dc tenant.DrainCheck, pre checked) (bus.Outcome, error) {
 	id := dc.ID
 	rec := pre.snap.Record
 	release, waiting, err := c.pace(ctx, out)
@@ -409,7 +409,7 @@ func (c *Cleaner) clean(ctx context.Context, t *dataplane.Locked, out bus.Outcom
 // tenant uncleaned, and the redelivery does it again (both removals are
 // idempotent). It returns how many object keys of the tenant's file records
 // lie outside its prefix and are still there (left for review).
-func (c *Cleaner) removeElsewhere(ctx context.Context, t *dataplane.Locked) (outside int64, err error) {
+func (c *Cleaner) removeElsewhere(ctx context.Context, t *dataplane.TenantSession) (outside int64, err error) {
 	if c.Files != nil {
 		keys, err := t.FileKeys(ctx)
 		if err != nil {

@@ -311,7 +311,7 @@ func TestDumpAndRestoreWhileDropUnderway(t *testing.T) {
 	}
 }
 
-// The control-plane session that holds the tenant's row dies while a drop
+// The control-plane session that locks the tenant's row dies while a drop
 // transaction waits for a lock: the drop does not commit (a hold or a status
 // change could come in the moment the row lock is gone).
 func TestControlPlaneSessionDiesDuringDrop(t *testing.T) {
@@ -406,7 +406,7 @@ func TestRepeatedRequestsLeaveAMarkedTenantAlone(t *testing.T) {
 	defer held.Release()
 	for range 3 {
 		if err := e.mark(t, idA); err != nil {
-			t.Fatalf("repeated request while another worker holds the tenant: %v; want nothing to do", err)
+			t.Fatalf("repeated request while another worker has the tenant locked: %v; want nothing to do", err)
 		}
 	}
 	if after := e.record(t, idA); !after.LastMarkedAt.Equal(before.LastMarkedAt) {

@@ -15,7 +15,7 @@ import (
 	"github.com/tenantcleanup/tenant-cleanup/pkg/testenv"
 )
 
-// lockRow holds the tenant's control-plane row FOR UPDATE in a session of
+// lockRow locks the tenant's control-plane row FOR UPDATE in a session of
 // its own (as billing updating it would), until the returned function
 // commits that session.
 func (e *env) lockRow(t *testing.T, id string) (tx pgx.Tx, release func()) {
@@ -102,7 +102,7 @@ func TestCleanerFinalLookIsAtomicWithTheDrop(t *testing.T) {
 			e.DBs.ExecData(t, `INSERT INTO `+q(id)+`.document (id) SELECT 'late-' || g FROM generate_series(1, 50) g`)
 		}, tenant.OutcomeDraining},
 		{"status changed", func(e *env, id string, row pgx.Tx) {
-			// Billing, in the session holding the row, reactivates the tenant.
+			// Billing, in the session locking the row, reactivates the tenant.
 			if _, err := row.Exec(context.Background(), "UPDATE tenant SET application_status = 'ACTIVE' WHERE tenant_id = $1", id); err != nil {
 				t.Fatal(err)
 			}
@@ -290,7 +290,7 @@ func TestRestoredSchemaGetsItsOwnLook(t *testing.T) {
 	}
 }
 
-// The control-plane transaction that holds the tenant's row dies during the
+// The control-plane transaction that locks the tenant's row dies during the
 // cleanup (a bastion cut, a failover, an idle timeout): the row lock is gone,
 // so a hold or a status change may come in; nothing more is dropped.
 func TestControlPlaneSessionLostMidCleanup(t *testing.T) {

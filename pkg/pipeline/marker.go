@@ -37,7 +37,7 @@ type Marker struct {
 // the marking transaction locks the tables it reads, reads the activity and
 // applies the rule, cancels the index attempts, sets every
 // connector-credential pair DELETING and records the marking (see
-// dataplane.Locked.Mark). Its outcome schedules the first drain check
+// dataplane.TenantSession.Mark). Its outcome schedules the first drain check
 // unless one is already pending. Every step is idempotent. A tenant already
 // marked whose drain check is pending is left alone. A tenant whose schema is
 // gone, or whose drop is under way, has nothing to mark: with evidence that

@@ -471,7 +471,7 @@ func TestOneWorkerPerTenant(t *testing.T) {
 	err = e.mark(t, idA)
 	var later *tenant.LaterError
 	if !errors.As(err, &later) {
-		t.Fatalf("mark while another worker holds the tenant: %v; want later", err)
+		t.Fatalf("mark while another worker has the tenant locked: %v; want later", err)
 	}
 	if fmt.Sprint(e.Outcomes(idA)) != "[]" {
 		t.Fatalf("events %v for a tenant that was only retried", e.Outcomes(idA))

@@ -53,8 +53,8 @@ func (h stepHook) after(step string) error {
 	return h(step)
 }
 
-// lockTenant takes the tenant's lock; another worker holding it means "later".
-func (s Stores) lockTenant(ctx context.Context, id tenant.ID) (*dataplane.Locked, error) {
+// lockTenant takes the tenant's lock; another worker's lock on it means "later".
+func (s Stores) lockTenant(ctx context.Context, id tenant.ID) (*dataplane.TenantSession, error) {
 	t, err := s.Data.Lock(ctx, id)
 	if errors.Is(err, dataplane.ErrBusy) {
 		return nil, tenant.Later(time.Second, "another worker is processing the tenant", nil)
@@ -75,7 +75,7 @@ type checked struct {
 // would reach. The cleaner leaves that last check to the drop, which makes it
 // under lock in every drop transaction. These reads take no lock: the final
 // look, under lock, comes right before each irreversible step.
-func (s Stores) preflight(ctx context.Context, t *dataplane.Locked, id tenant.ID, r Rules, now time.Time, checkDeps bool) (checked, error) {
+func (s Stores) preflight(ctx context.Context, t *dataplane.TenantSession, id tenant.ID, r Rules, now time.Time, checkDeps bool) (checked, error) {
 	snap, err := t.Inspect(ctx)
 	if err != nil {
 		return checked{}, err
