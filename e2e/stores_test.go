@@ -8,42 +8,22 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
+	"github.com/tenantcleanup/tenant-cleanup/internal/testworld"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/ctl"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/rediskeys"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/tenant"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/testenv"
 )
 
-const bucket = "onyx-file-store-bucket"
+const bucket = testworld.Bucket
 
 // seedFiles gives tenant id n files in S3 (recorded in its file_record
 // rows), n large objects (files of the PostgreSQL backend), n Redis keys
 // and both memberships.
-func seedFiles(t *testing.T, w *world, s3 *testenv.S3, client *redis.Client, id string, n int) {
+func seedFiles(t *testing.T, w *world, stores *testworld.OtherStores, id string, n int) {
 	t.Helper()
-	ctx := context.Background()
-	rows, err := w.DBs.Data.Query(ctx, "SELECT fixture.add_files($1, $2, 's3', $3)", id, n, bucket)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for rows.Next() {
-		var key string
-		if err := rows.Scan(&key); err != nil {
-			t.Fatal(err)
-		}
-		s3.Put(bucket, key, []byte("contents of "+key))
-	}
-	if err := rows.Err(); err != nil {
-		t.Fatal(err)
-	}
+	stores.Seed(t, w.DBs, id, n)
 	w.DBs.ExecData(t, fmt.Sprintf("SELECT count(*) FROM fixture.add_files('%s', %d, 'postgres')", id, n))
-	for i := range n {
-		client.Set(ctx, fmt.Sprintf("%s:cache:%d", id, i), "x", 0)
-	}
-	client.SAdd(ctx, rediskeys.GatedTenants, id)
-	client.ZAdd(ctx, rediskeys.ActiveTenants, redis.Z{Score: 1, Member: id})
 }
 
 // largeObjects counts the large objects the tenant's file_content rows
@@ -67,22 +47,17 @@ func largeObjects(t *testing.T, w *world, id string) int64 {
 // row; a paying tenant's are all there; tenantctl status shows the pace.
 func TestCleanerRemovesEveryStore(t *testing.T) {
 	w := newWorld(t)
-	s3 := testenv.StartS3(t, bucket)
-	r := testenv.StartRedis(t)
-	files := &w.Cleaner.FileStore.Config
-	files.Bucket, files.EndpointURL, files.Region = bucket, s3.URL, "us-east-1"
-	files.AccessKeyID, files.SecretAccessKey = testenv.S3AccessKey, testenv.S3SecretKey
-	w.Cleaner.Redis.Host, w.Cleaner.Redis.Port = "127.0.0.1", r.Port
+	stores := testworld.StartOtherStores(t)
+	stores.Configure(&w.Cleaner.OtherStores)
 	w.setenv() // for tenantctl status below
-	client := redis.NewClient(&redis.Options{Addr: r.Addr})
-	t.Cleanup(func() { _ = client.Close() })
+	s3, client := stores.S3, stores.Client
 	ctx := context.Background()
 
 	w.DBs.CreateTenant(t, testenv.Tenant{ID: eligibleOld, Status: tenant.StatusGatedAccess, LastQuery: testenv.DaysAgo(200), Pairs: 1, DocsPerPair: 3})
 	w.DBs.CreateTenant(t, testenv.Tenant{ID: active, Status: "ACTIVE", LastQuery: testenv.DaysAgo(1), Pairs: 1, DocsPerPair: 3})
 	const n = 40
-	seedFiles(t, w, s3, client, eligibleOld, n)
-	seedFiles(t, w, s3, client, active, n)
+	seedFiles(t, w, stores, eligibleOld, n)
+	seedFiles(t, w, stores, active, n)
 	if got := largeObjects(t, w, eligibleOld); got != n {
 		t.Fatalf("seeded %d large objects, want %d", got, n)
 	}

@@ -165,22 +165,8 @@ func TestRestoredWhileDropUnderway(t *testing.T) {
 func TestRestoredAfterDropIsNotCompleted(t *testing.T) {
 	e := setup(t)
 	ctx := context.Background()
-	e.eligible(t, idA)
-	if err := e.mark(t, idA); err != nil {
-		t.Fatal(err)
-	}
-	e.drain(t, idA)
-	crash := errors.New("crash")
-	e.cleaner.afterStep = func(s string) error {
-		if s == "dropped" {
-			return crash
-		}
-		return nil
-	}
-	if err := e.check(t, tenant.DrainCheck{ID: idA}); !errors.Is(err, crash) {
-		t.Fatalf("first delivery: %v", err)
-	}
-	e.cleaner.afterStep = nil
+	e.markedAndDrained(t, idA)
+	e.crashAfter(t, idA, "dropped")
 	e.restore(t, idA, time.Now().Add(-time.Hour))
 	e.DBs.ExecControl(t, "UPDATE tenant SET application_status = 'ACTIVE' WHERE tenant_id = $1", idA)
 	if err := e.check(t, tenant.DrainCheck{ID: idA}); !errors.Is(err, tenant.ErrRefused) {
@@ -317,11 +303,7 @@ func TestDumpAndRestoreWhileDropUnderway(t *testing.T) {
 func TestControlPlaneSessionDiesDuringDrop(t *testing.T) {
 	e := setup(t)
 	ctx := context.Background()
-	e.eligible(t, idA)
-	if err := e.mark(t, idA); err != nil {
-		t.Fatal(err)
-	}
-	e.drain(t, idA)
+	e.markedAndDrained(t, idA)
 	slow, err := dataplane.New(ctx, e.DBs.Data, dataplane.Options{LockTimeout: time.Minute})
 	if err != nil {
 		t.Fatal(err)
@@ -361,11 +343,7 @@ func TestControlPlaneSessionDiesDuringDrop(t *testing.T) {
 func TestLegacyDropUnderway(t *testing.T) {
 	e := setup(t)
 	ctx := context.Background()
-	e.eligible(t, idA)
-	if err := e.mark(t, idA); err != nil {
-		t.Fatal(err)
-	}
-	e.drain(t, idA)
+	e.markedAndDrained(t, idA)
 	schema := pgx.Identifier{idA}.Sanitize()
 	e.DBs.ExecData(t, "DROP TABLE "+schema+".chat_message CASCADE")
 	e.DBs.ExecData(t, "UPDATE tenant_cleanup.progress SET drop_started_at = now(), schema_oid = NULL WHERE tenant_id = $1", idA)

@@ -110,11 +110,7 @@ func TestCleanerFinalLookIsAtomicWithTheDrop(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			e := setup(t)
-			e.eligible(t, idA)
-			if err := e.mark(t, idA); err != nil {
-				t.Fatal(err)
-			}
-			e.drain(t, idA)
+			e.markedAndDrained(t, idA)
 			public := e.DBs.PublicRows(t, idA)
 			err := e.race(t, idA, func() error { return e.check(t, tenant.DrainCheck{ID: idA}) }, func(row pgx.Tx) { c.change(e, idA, row) })
 			if c.outcome == tenant.OutcomeRefused && !errors.Is(err, tenant.ErrRefused) {
@@ -207,11 +203,7 @@ func TestForgedDrainChecks(t *testing.T) {
 // schema and public rows stay.
 func TestUnknownControlPlaneTableRefusesBeforeTheDrop(t *testing.T) {
 	e := setup(t)
-	e.eligible(t, idA)
-	if err := e.mark(t, idA); err != nil {
-		t.Fatal(err)
-	}
-	e.drain(t, idA)
+	e.markedAndDrained(t, idA)
 	e.DBs.ExecControl(t, "CREATE TABLE invoice (id serial PRIMARY KEY, tenant_id varchar REFERENCES tenant (tenant_id) ON DELETE RESTRICT)")
 	e.DBs.ExecControl(t, "INSERT INTO invoice (tenant_id) VALUES ($1)", idA)
 	public := e.DBs.PublicRows(t, idA)
@@ -262,22 +254,8 @@ func TestDrainCheckCarriesNoFacts(t *testing.T) {
 // look, and a tenant active again is refused, not dropped without a look.
 func TestRestoredSchemaGetsItsOwnLook(t *testing.T) {
 	e := setup(t)
-	e.eligible(t, idA)
-	if err := e.mark(t, idA); err != nil {
-		t.Fatal(err)
-	}
-	e.drain(t, idA)
-	crash := errors.New("crash")
-	e.cleaner.afterStep = func(s string) error {
-		if s == "dropped" {
-			return crash
-		}
-		return nil
-	}
-	if err := e.check(t, tenant.DrainCheck{ID: idA}); !errors.Is(err, crash) {
-		t.Fatalf("first delivery: %v", err)
-	}
-	e.cleaner.afterStep = nil
+	e.markedAndDrained(t, idA)
+	e.crashAfter(t, idA, "dropped")
 	// Restored, and in use again (a question an hour ago); still GATED_ACCESS.
 	e.DBs.ExecData(t, "SELECT fixture.create_tenant($1, 2)", idA)
 	e.DBs.ExecData(t, "SELECT fixture.seed_tenant($1, 2, 2, 10, now() - interval '1 hour', NULL)", idA)
@@ -295,11 +273,7 @@ func TestRestoredSchemaGetsItsOwnLook(t *testing.T) {
 // so a hold or a status change may come in; nothing more is dropped.
 func TestControlPlaneSessionLostMidCleanup(t *testing.T) {
 	e := setup(t)
-	e.eligible(t, idA)
-	if err := e.mark(t, idA); err != nil {
-		t.Fatal(err)
-	}
-	e.drain(t, idA)
+	e.markedAndDrained(t, idA)
 	e.cleaner.afterStep = func(s string) error {
 		if s == "control-plane-prepared" { // kill the cleaner's control-plane session
 			_, err := e.DBs.Control.Exec(context.Background(), `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
@@ -335,22 +309,8 @@ func TestStatusChangeAfterTheDropDoesNotStrandTheTenant(t *testing.T) {
 	for _, step := range []string{"dropped", "public-rows-deleted"} {
 		t.Run(step, func(t *testing.T) {
 			e := setup(t)
-			e.eligible(t, idA)
-			if err := e.mark(t, idA); err != nil {
-				t.Fatal(err)
-			}
-			e.drain(t, idA)
-			crash := errors.New("crash")
-			e.cleaner.afterStep = func(s string) error {
-				if s == step {
-					return crash
-				}
-				return nil
-			}
-			if err := e.check(t, tenant.DrainCheck{ID: idA}); !errors.Is(err, crash) {
-				t.Fatalf("first delivery: %v", err)
-			}
-			e.cleaner.afterStep = nil
+			e.markedAndDrained(t, idA)
+			e.crashAfter(t, idA, step)
 			e.DBs.ExecControl(t, "UPDATE tenant SET application_status = 'ACTIVE' WHERE tenant_id = $1", idA)
 			if err := e.check(t, tenant.DrainCheck{ID: idA}); err != nil {
 				t.Fatalf("redelivery after the status changed: %v", err)
@@ -372,11 +332,7 @@ func TestUnknownDataPlaneTableRefusesBeforeTheDrop(t *testing.T) {
 	for _, action := range []string{"RESTRICT", "CASCADE"} {
 		t.Run(action, func(t *testing.T) {
 			e := setup(t)
-			e.eligible(t, idA)
-			if err := e.mark(t, idA); err != nil {
-				t.Fatal(err)
-			}
-			e.drain(t, idA)
+			e.markedAndDrained(t, idA)
 			e.DBs.ExecData(t, `CREATE TABLE public.user_audit (email varchar, tenant_id varchar,
 				FOREIGN KEY (email, tenant_id) REFERENCES public.user_tenant_mapping (email, tenant_id) ON DELETE `+action+`)`)
 			e.DBs.ExecData(t, `INSERT INTO public.user_audit SELECT email, tenant_id FROM public.user_tenant_mapping WHERE tenant_id = $1`, idA)

@@ -53,11 +53,7 @@ func (p *fakePacer) state() pacer.State {
 // releases what it acquired, once.
 func TestCleanerWaitsForThePacer(t *testing.T) {
 	e := setup(t)
-	e.eligible(t, idA)
-	if err := e.mark(t, idA); err != nil {
-		t.Fatal(err)
-	}
-	e.drain(t, idA)
+	e.markedAndDrained(t, idA)
 	p := &fakePacer{}
 	e.cleaner.Pacer = p
 	before := e.State(idA)

@@ -30,7 +30,8 @@ type env struct {
 	*testworld.World
 	marker  *Marker
 	cleaner *Cleaner
-	breaker *Breaker // nil: none
+	breaker *Breaker               // nil: none
+	stores  *testworld.OtherStores // nil: none (withStores)
 }
 
 // setup builds the env of a test, which then runs in parallel with the
@@ -65,6 +66,33 @@ func (e *env) eligible(t *testing.T, id string) {
 	t.Helper()
 	e.DBs.CreateTenant(t, testenv.Tenant{ID: id, Pairs: 2, DocsPerPair: 10, LastQuery: testenv.DaysAgo(200),
 		Status: tenant.StatusGatedAccess})
+}
+
+// markedAndDrained creates id eligible, marks it and drains it.
+func (e *env) markedAndDrained(t *testing.T, id string) {
+	t.Helper()
+	e.eligible(t, id)
+	if err := e.mark(t, id); err != nil {
+		t.Fatal(err)
+	}
+	e.drain(t, id)
+}
+
+// crashAfter delivers a drain check of id that stops right after step, as
+// a crash there would.
+func (e *env) crashAfter(t *testing.T, id, step string) {
+	t.Helper()
+	crash := errors.New("crash")
+	e.cleaner.afterStep = func(s string) error {
+		if s == step {
+			return crash
+		}
+		return nil
+	}
+	defer func() { e.cleaner.afterStep = nil }()
+	if err := e.check(t, tenant.DrainCheck{ID: tenant.ID(id)}); !errors.Is(err, crash) {
+		t.Fatalf("first delivery: %v", err)
+	}
 }
 
 // deliver hands d to h and carries out its outcome as the consume loop
@@ -296,11 +324,7 @@ func TestCleanerRefusesTenantsThatChanged(t *testing.T) {
 	} {
 		t.Run(change.name, func(t *testing.T) {
 			e := setup(t)
-			e.eligible(t, idA)
-			if err := e.mark(t, idA); err != nil {
-				t.Fatal(err)
-			}
-			e.drain(t, idA)
+			e.markedAndDrained(t, idA)
 			change.do(e)
 			publicBefore := e.DBs.PublicRows(t, idA)
 			err := e.check(t, tenant.DrainCheck{ID: idA})
@@ -617,11 +641,7 @@ func TestBreakerPausesCleaning(t *testing.T) {
 	e := setup(t)
 	ids := []string{idA, idB, "tenant_i-0c", "tenant_i-0d"}
 	for _, id := range ids {
-		e.eligible(t, id)
-		if err := e.mark(t, id); err != nil {
-			t.Fatal(err)
-		}
-		e.drain(t, id)
+		e.markedAndDrained(t, id)
 	}
 	e.breaker = &Breaker{Window: 10, MinFailures: 2, Rate: 0.5, Cooldown: time.Hour}
 	broken := errors.New("could not delete public rows")

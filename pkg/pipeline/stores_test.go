@@ -3,68 +3,47 @@ package pipeline
 import (
 	"context"
 	"errors"
-	"fmt"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/tenantcleanup/tenant-cleanup/internal/testworld"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/filestore"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/rediskeys"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/tenant"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/testenv"
 )
 
-const bucket = "onyx-file-store-bucket"
+const bucket = testworld.Bucket
 
 // withStores gives the cleaner a real S3 file store and a real Redis, and
 // returns them with a client to seed Redis.
 func (e *env) withStores(t *testing.T) (*testenv.S3, *testenv.Redis, *redis.Client) {
 	t.Helper()
 	ctx := context.Background()
-	s3 := testenv.StartS3(t, bucket)
-	files, err := filestore.Open(ctx, filestore.Config{Bucket: bucket, Prefix: "onyx-files", EndpointURL: s3.URL,
+	stores := testworld.StartOtherStores(t)
+	files, err := filestore.Open(ctx, filestore.Config{Bucket: bucket, Prefix: "onyx-files", EndpointURL: stores.S3.URL,
 		AccessKeyID: testenv.S3AccessKey, SecretAccessKey: testenv.S3SecretKey, Region: "us-east-1",
 		Timeout: 5 * time.Second, MaxAttempts: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := testenv.StartRedis(t)
-	keys, err := rediskeys.Open(ctx, rediskeys.Config{Host: "127.0.0.1", Port: r.Port, Timeout: 2 * time.Second})
+	keys, err := rediskeys.Open(ctx, rediskeys.Config{Host: "127.0.0.1", Port: stores.Redis.Port, Timeout: 2 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = keys.Close() })
 	e.cleaner.Files, e.cleaner.Keys = files, keys
-	client := redis.NewClient(&redis.Options{Addr: r.Addr})
-	t.Cleanup(func() { _ = client.Close() })
-	return s3, r, client
+	e.stores = stores
+	return stores.S3, stores.Redis, stores.Client
 }
 
 // seedStores gives tenant id n files (recorded in its schema, uploaded to
 // S3) and n Redis keys, and makes it a member of Onyx's two tenant sets.
-func (e *env) seedStores(t *testing.T, s3 *testenv.S3, client *redis.Client, id string, n int) {
+func (e *env) seedStores(t *testing.T, id string, n int) {
 	t.Helper()
-	ctx := context.Background()
-	rows, err := e.DBs.Data.Query(ctx, "SELECT fixture.add_files($1, $2, 's3', $3)", id, n, bucket)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for rows.Next() {
-		var key string
-		if err := rows.Scan(&key); err != nil {
-			t.Fatal(err)
-		}
-		s3.Put(bucket, key, []byte("contents of "+key))
-	}
-	if err := rows.Err(); err != nil {
-		t.Fatal(err)
-	}
-	for i := range n {
-		client.Set(ctx, fmt.Sprintf("%s:cache:%d", id, i), "x", 0)
-	}
-	client.SAdd(ctx, rediskeys.GatedTenants, id)
-	client.ZAdd(ctx, rediskeys.ActiveTenants, redis.Z{Score: 1, Member: id})
+	e.stores.Seed(t, e.DBs, id, n)
 }
 
 // A cleaned tenant's S3 objects, Redis keys and memberships are gone,
@@ -77,8 +56,8 @@ func TestCleanupRemovesFilesAndKeys(t *testing.T) {
 	const neighbour = idA + "0" // not a valid id for the data plane, but a prefix match for careless code
 	e.eligible(t, idA)
 	e.eligible(t, idB)
-	e.seedStores(t, s3, client, idA, 30)
-	e.seedStores(t, s3, client, idB, 5)
+	e.seedStores(t, idA, 30)
+	e.seedStores(t, idB, 5)
 	s3.Put(bucket, "onyx-files/"+neighbour+"/kept", []byte("x"))
 	client.Set(ctx, neighbour+":kept", "x", 0)
 	if err := e.mark(t, idA); err != nil {
@@ -121,7 +100,7 @@ func TestStoreDownMidCleanup(t *testing.T) {
 			ctx := context.Background()
 			s3, r, client := e.withStores(t)
 			e.eligible(t, idA)
-			e.seedStores(t, s3, client, idA, 10)
+			e.seedStores(t, idA, 10)
 			if err := e.mark(t, idA); err != nil {
 				t.Fatal(err)
 			}
