@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -90,6 +91,22 @@ func (p *proc) wait(t *testing.T, timeout time.Duration) int {
 		t.Fatalf("%s did not exit within %s", p.cmd.Path, timeout)
 	}
 	return p.cmd.ProcessState.ExitCode()
+}
+
+// startNATSServer runs the nats-server binary on addr with JetStream
+// storing in store, and waits until it listens.
+func startNATSServer(t *testing.T, bin, addr, store string) *proc {
+	t.Helper()
+	_, port, _ := strings.Cut(addr, ":")
+	p := start(t, filepath.Join(bin, "nats-server"), nil, "-a", "127.0.0.1", "-p", port, "-js", "-sd", store)
+	testenv.Eventually(t, 20*time.Second, func() bool {
+		c, err := net.Dial("tcp", addr)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	}, "nats-server listening on %s", addr)
+	return p
 }
 
 func run(t *testing.T, bin string, env []string, args ...string) (int, string, string) {

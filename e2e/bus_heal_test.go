@@ -2,8 +2,6 @@ package e2e
 
 import (
 	"context"
-	"net"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -155,18 +153,7 @@ func TestJetStreamLostItsStore(t *testing.T) {
 	t.Parallel()
 	bin := binaries(t)
 	addr := freeAddr(t)
-	_, port, _ := strings.Cut(addr, ":")
-	startNATS := func(store string) *proc {
-		p := start(t, filepath.Join(bin, "nats-server"), nil, "-a", "127.0.0.1", "-p", port, "-js", "-sd", store)
-		eventually(t, 20*time.Second, func() bool {
-			c, err := net.Dial("tcp", addr)
-			if err == nil {
-				c.Close()
-			}
-			return err == nil
-		}, "nats-server listening on %s", addr)
-		return p
-	}
+	startNATS := func(store string) *proc { return startNATSServer(t, bin, addr, store) }
 	server := startNATS(t.TempDir())
 	w := newWorldWith(t, testworld.Options{NATSURL: "nats://" + addr})
 	ids := w.fleet(4, 2, "6")

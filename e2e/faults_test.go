@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"net"
 	"net/url"
 	"path/filepath"
 	"strings"
@@ -225,12 +224,7 @@ func TestSIGKILLAnywhere(t *testing.T) {
 	if kills < 6 {
 		t.Fatalf("only %d kills before the work was done; the test proved little", kills)
 	}
-	for _, id := range ids {
-		w.WaitFor(id, tenant.OutcomeCleaned, 90*time.Second)
-	}
-	for _, id := range ids {
-		w.AssertCleaned(id)
-	}
+	w.WaitCleaned(90*time.Second, ids...)
 	w.assertUntouched(others)
 	analyzerRequests := 0
 	for _, ev := range w.EventsWith(tenant.OutcomeRequested) {
@@ -250,19 +244,8 @@ func TestJetStreamKilledKeepsWork(t *testing.T) {
 	t.Parallel()
 	bin := binaries(t)
 	addr := freeAddr(t)
-	_, port, _ := strings.Cut(addr, ":")
 	store := t.TempDir()
-	startNATS := func() *proc {
-		p := start(t, filepath.Join(bin, "nats-server"), nil, "-a", "127.0.0.1", "-p", port, "-js", "-sd", store)
-		testenv.Eventually(t, 20*time.Second, func() bool {
-			c, err := net.Dial("tcp", addr)
-			if err == nil {
-				c.Close()
-			}
-			return err == nil
-		}, "nats-server listening on %s", addr)
-		return p
-	}
+	startNATS := func() *proc { return startNATSServer(t, bin, addr, store) }
 	server := startNATS()
 	w := newWorldWith(t, testworld.Options{NATSURL: "nats://" + addr})
 	w.survivesJetStreamOutage("e", func() {
@@ -297,12 +280,7 @@ func (w *world) survivesJetStreamOutage(prefix string, outage func()) {
 	}
 	outage()
 	w.DrainTenants(true, ids...)
-	for _, id := range ids {
-		w.WaitFor(id, tenant.OutcomeCleaned, 90*time.Second)
-	}
-	for _, id := range ids {
-		w.AssertCleaned(id)
-	}
+	w.WaitCleaned(90*time.Second, ids...)
 }
 
 // TestJetStreamClusterLosesANode runs on a three-node cluster with streams
@@ -347,12 +325,7 @@ func TestJetStreamClusterLosesANode(t *testing.T) {
 		t.Fatalf("no node is the leader %q of %s", leader, bus.StreamWork)
 	}
 	w.DrainTenants(true, ids...)
-	for _, id := range ids {
-		w.WaitFor(id, tenant.OutcomeCleaned, 120*time.Second)
-	}
-	for _, id := range ids {
-		w.AssertCleaned(id)
-	}
+	w.WaitCleaned(120*time.Second, ids...)
 }
 
 // TestPostgresRestart restarts the (private) PostgreSQL server while tenants
@@ -376,12 +349,7 @@ func TestPostgresRestart(t *testing.T) {
 	pg.Restart()
 	w.DBs.Data.Reset()
 	w.DBs.Control.Reset()
-	for _, id := range ids {
-		w.WaitFor(id, tenant.OutcomeCleaned, 90*time.Second)
-	}
-	for _, id := range ids {
-		w.AssertCleaned(id)
-	}
+	w.WaitCleaned(90*time.Second, ids...)
 }
 
 // TestControlPlaneOutage cuts the control plane off while drained tenants
@@ -423,12 +391,7 @@ func TestControlPlaneOutage(t *testing.T) {
 		}
 	}
 	proxy.Restore()
-	for _, id := range ids {
-		w.WaitFor(id, tenant.OutcomeCleaned, 90*time.Second)
-	}
-	for _, id := range ids {
-		w.AssertCleaned(id)
-	}
+	w.WaitCleaned(90*time.Second, ids...)
 }
 
 // TestLockBudget cleans, with two cleaners at once, two tenants whose schemas
@@ -459,12 +422,7 @@ func TestLockBudget(t *testing.T) {
 	w.DrainTenants(true, all...)
 	w.startReplicas(1, 2)
 	w.request(all...)
-	for _, id := range all {
-		w.WaitFor(id, tenant.OutcomeCleaned, 180*time.Second)
-	}
-	for _, id := range all {
-		w.AssertCleaned(id)
-	}
+	w.WaitCleaned(180*time.Second, all...)
 	for _, ev := range w.EventsWith(tenant.OutcomeCleaned) {
 		if ev.TenantID == tenant.ID(big[0]) || ev.TenantID == tenant.ID(big[1]) {
 			var relations, txs int

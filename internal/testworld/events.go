@@ -79,6 +79,18 @@ func (w *World) AssertCleaned(id string) {
 	}
 }
 
+// WaitCleaned waits until every one of ids is reported cleaned, failing
+// the test after timeout for each, then checks that each is (AssertCleaned).
+func (w *World) WaitCleaned(timeout time.Duration, ids ...string) {
+	w.T.Helper()
+	for _, id := range ids {
+		w.WaitFor(id, tenant.OutcomeCleaned, timeout)
+	}
+	for _, id := range ids {
+		w.AssertCleaned(id)
+	}
+}
+
 // State is what must not change for a tenant the pipeline leaves alone.
 type State struct{ Fingerprint, Control string }
 

@@ -37,7 +37,7 @@ func (e *Env) Ready(ctx context.Context) error {
 	}
 	if e.Keys != nil {
 		if err := e.Keys.Ping(ctx); err != nil {
-			return fmt.Errorf("Redis: %w", err)
+			return fmt.Errorf("redis store: %w", err)
 		}
 	}
 	if e.Bus != nil {
