@@ -91,7 +91,7 @@ func TestReportIsNeverWrittenThroughASymlink(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t)
 	w.DBs.CreateTenant(t, testenv.Tenant{ID: eligibleOld, Status: tenant.StatusGatedAccess, LastQuery: testenv.DaysAgo(200), Pairs: 1, DocsPerPair: 3})
-	dir := os.Getenv("ANALYZER_REPORT_DIR")
+	dir := w.Analyzer.ReportDir
 	victim := filepath.Join(t.TempDir(), "victim")
 	if err := os.WriteFile(victim, []byte("precious"), 0o644); err != nil {
 		t.Fatal(err)

@@ -52,7 +52,7 @@ func TestFlood(t *testing.T) {
 	}, "nats-server listening")
 	w := newWorldWith(t, testworld.Options{NATSURL: "nats://" + addr})
 	http := freeAddr(t)
-	marker := start(t, filepath.Join(bin, "marker"), []string{"HTTP_ADDR=" + http})
+	marker := start(t, filepath.Join(bin, "marker"), append(w.Environ(), "HTTP_ADDR="+http))
 	eventually(t, 30*time.Second, func() bool { return ready(http) }, "marker ready")
 
 	js := w.Bus.JetStream()

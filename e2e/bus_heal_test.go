@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"strings"
 	"syscall"
 	"testing"
@@ -179,15 +181,26 @@ func TestJetStreamLostItsStore(t *testing.T) {
 	eventually(t, 20*time.Second, func() bool { return ready(s.marker) && ready(s.cleaner) }, "ready on the new store")
 	t.Logf("ready again %s after the server came back empty", time.Since(lost).Round(10*time.Millisecond))
 	js := w.Bus.JetStream()
-	for _, name := range pipelineStreams {
-		if _, err := js.Stream(context.Background(), name); err != nil {
-			t.Errorf("stream %s not recreated: %v", name, err)
+	var missing error
+	recreated := func() bool {
+		missing = nil
+		for _, name := range pipelineStreams {
+			if _, err := js.Stream(context.Background(), name); err != nil {
+				missing = errors.Join(missing, fmt.Errorf("stream %s not recreated: %w", name, err))
+			}
 		}
+		for _, c := range []string{bus.ConsumerMarker, bus.ConsumerCleaner} {
+			if _, err := js.Consumer(context.Background(), bus.ConsumerStream(c), c); err != nil {
+				missing = errors.Join(missing, fmt.Errorf("consumer %s not recreated: %w", c, err))
+			}
+		}
+		return missing == nil
 	}
-	for _, c := range []string{bus.ConsumerMarker, bus.ConsumerCleaner} {
-		if _, err := js.Consumer(context.Background(), bus.ConsumerStream(c), c); err != nil {
-			t.Errorf("consumer %s not recreated: %v", c, err)
-		}
+	for deadline := time.Now().Add(5 * time.Second); !recreated() && time.Now().Before(deadline); {
+		time.Sleep(100 * time.Millisecond) // polling, as eventually does
+	}
+	if missing != nil {
+		t.Error(missing)
 	}
 	w.cleanedWithin(ids[1], 30*time.Second)
 	w.cleanedWithin(ids[2], 30*time.Second)

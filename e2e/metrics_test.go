@@ -40,14 +40,14 @@ func TestMetricsAndHealth(t *testing.T) {
 	w := newWorld(t)
 	w.DBs.CreateTenant(t, testenv.Tenant{ID: eligibleOld, Status: tenant.StatusGatedAccess, LastQuery: testenv.DaysAgo(200), Pairs: 1, DocsPerPair: 3})
 	markerAddr, cleanerAddr, waitingAddr, cutAddr := freeAddr(t), freeAddr(t), freeAddr(t), freeAddr(t)
-	start(t, filepath.Join(bin, "marker"), []string{"HTTP_ADDR=" + markerAddr})
-	start(t, filepath.Join(bin, "cleaner"), []string{"HTTP_ADDR=" + cleanerAddr})
+	start(t, filepath.Join(bin, "marker"), append(w.Environ(), "HTTP_ADDR="+markerAddr))
+	start(t, filepath.Join(bin, "cleaner"), append(w.Environ(), "HTTP_ADDR="+cleanerAddr))
 	// A service still waiting for JetStream is alive but not ready.
-	start(t, filepath.Join(bin, "cleaner"), []string{"HTTP_ADDR=" + waitingAddr, "NATS_URL=nats://" + freeAddr(t)})
+	start(t, filepath.Join(bin, "cleaner"), append(w.Environ(), "HTTP_ADDR="+waitingAddr, "NATS_URL=nats://"+freeAddr(t)))
 	// One whose control plane goes away becomes not ready.
 	proxy := testenv.StartProxy(t, "127.0.0.1:5432")
-	start(t, filepath.Join(bin, "cleaner"), []string{"HTTP_ADDR=" + cutAddr,
-		"CONTROL_PLANE_DATABASE_URL=" + strings.Replace(w.DBs.ControlURL, "127.0.0.1:5432", proxy.Addr, 1)})
+	start(t, filepath.Join(bin, "cleaner"), append(w.Environ(), "HTTP_ADDR="+cutAddr,
+		"CONTROL_PLANE_DATABASE_URL="+strings.Replace(w.DBs.ControlURL, "127.0.0.1:5432", proxy.Addr, 1)))
 
 	for _, addr := range []string{markerAddr, cleanerAddr, cutAddr} {
 		testenv.Eventually(t, 20*time.Second, func() bool { code, _ := httpGet("http://" + addr + "/readyz"); return code == 200 },
@@ -107,7 +107,7 @@ func TestMetricsAndHealth(t *testing.T) {
 	// The analyzer, running continuously (not --once), serves the same
 	// endpoints. Started last, it finds nothing left to publish.
 	analyzerAddr := freeAddr(t)
-	start(t, filepath.Join(bin, "analyzer"), []string{"HTTP_ADDR=" + analyzerAddr, "ANALYZER_REPORT_DIR=" + t.TempDir()})
+	start(t, filepath.Join(bin, "analyzer"), append(w.Environ(), "HTTP_ADDR="+analyzerAddr, "ANALYZER_REPORT_DIR="+t.TempDir()))
 	testenv.Eventually(t, 20*time.Second, func() bool { code, _ := httpGet("http://" + analyzerAddr + "/readyz"); return code == 200 },
 		"the analyzer is ready")
 	if code, _ := httpGet("http://" + analyzerAddr + "/healthz"); code != 200 {

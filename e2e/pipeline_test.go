@@ -103,7 +103,7 @@ func TestMixedFleetEndToEnd(t *testing.T) {
 	out := w.analyze()
 
 	// The report names exactly the tenants the rule makes eligible.
-	matches, _ := filepath.Glob(filepath.Join(os.Getenv("ANALYZER_REPORT_DIR"), "gated_tenants_no_query_3mo_*.csv"))
+	matches, _ := filepath.Glob(filepath.Join(w.Analyzer.ReportDir, "gated_tenants_no_query_3mo_*.csv"))
 	if len(matches) != 1 {
 		t.Fatalf("report files %v; want one gated_tenants_no_query_3mo_<timestamp>.csv\n%s", matches, out)
 	}
