@@ -76,29 +76,29 @@ func TestMetricsAndHealth(t *testing.T) {
 	_, cleaner := httpGet("http://" + cleanerAddr + "/metrics")
 	_, otherCleaner := httpGet("http://" + cutAddr + "/metrics")
 	_, marker := httpGet("http://" + markerAddr + "/metrics")
-	cleaned := `tenant_cleanup_tenants_total{outcome="cleaned",service="cleaner"} 1`
+	cleaned := `tenant_cleanup_tenants_total{component="cleaner",outcome="cleaned"} 1`
 	if !strings.Contains(cleaner, cleaned) && !strings.Contains(otherCleaner, cleaned) {
 		t.Errorf("no cleaner counts the cleaned tenant:\n%s", grepMetrics(cleaner))
 	}
 	for _, want := range []string{
-		`tenant_cleanup_tenants_in_phase{phase="cleaned",service="cleaner"} 1`,
-		`tenant_cleanup_tenants_in_phase{phase="draining",service="cleaner"} 0`,
-		`tenant_cleanup_oldest_tenant_age_seconds{phase="cleaned",service="cleaner"}`,
-		`tenant_cleanup_ready{service="cleaner"} 1`,
+		`tenant_cleanup_tenants_in_phase{component="cleaner",phase="cleaned"} 1`,
+		`tenant_cleanup_tenants_in_phase{component="cleaner",phase="draining"} 0`,
+		`tenant_cleanup_oldest_tenant_age_seconds{component="cleaner",phase="cleaned"}`,
+		`tenant_cleanup_ready{component="cleaner"} 1`,
 	} {
 		if !strings.Contains(cleaner, want) {
 			t.Errorf("cleaner /metrics lacks %s:\n%s", want, grepMetrics(cleaner))
 		}
 	}
 	both := cleaner + otherCleaner
-	for _, want := range []string{`tenant_cleanup_drain_checks_total{result="drained",service="cleaner"} 1`,
-		`tenant_cleanup_step_duration_seconds_count{service="cleaner",step="drop_schema"} 1`} {
+	for _, want := range []string{`tenant_cleanup_drain_checks_total{component="cleaner",result="drained"} 1`,
+		`tenant_cleanup_step_duration_seconds_count{component="cleaner",step="drop_schema"} 1`} {
 		if !strings.Contains(both, want) {
 			t.Errorf("cleaners' /metrics lack %s:\n%s", want, grepMetrics(both))
 		}
 	}
-	for _, want := range []string{`tenant_cleanup_tenants_total{outcome="marked",service="marker"} 1`,
-		`tenant_cleanup_step_duration_seconds_count{service="marker",step="mark"} 1`} {
+	for _, want := range []string{`tenant_cleanup_tenants_total{component="marker",outcome="marked"} 1`,
+		`tenant_cleanup_step_duration_seconds_count{component="marker",step="mark"} 1`} {
 		if !strings.Contains(marker, want) {
 			t.Errorf("marker /metrics lacks %s:\n%s", want, grepMetrics(marker))
 		}
@@ -113,8 +113,8 @@ func TestMetricsAndHealth(t *testing.T) {
 	if code, _ := httpGet("http://" + analyzerAddr + "/healthz"); code != 200 {
 		t.Errorf("analyzer /healthz = %d", code)
 	}
-	if code, analyzer := httpGet("http://" + analyzerAddr + "/metrics"); code != 200 || !strings.Contains(analyzer, `tenant_cleanup_ready{service="analyzer"} 1`) {
-		t.Errorf("analyzer /metrics = %d, lacks tenant_cleanup_ready{service=\"analyzer\"} 1:\n%s", code, grepMetrics(analyzer))
+	if code, analyzer := httpGet("http://" + analyzerAddr + "/metrics"); code != 200 || !strings.Contains(analyzer, `tenant_cleanup_ready{component="analyzer"} 1`) {
+		t.Errorf("analyzer /metrics = %d, lacks tenant_cleanup_ready{component=\"analyzer\"} 1:\n%s", code, grepMetrics(analyzer))
 	}
 }
 

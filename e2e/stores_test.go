@@ -119,7 +119,7 @@ func TestCleanerRemovesEveryStore(t *testing.T) {
 	if code := ctl.Main([]string{"status"}, &stdout, &stderr); code != 0 {
 		t.Fatalf("tenantctl status: exit %d\n%s%s", code, stdout.String(), stderr.String())
 	}
-	if !strings.Contains(stdout.String(), "Pace of the drops: 1 cleaner replica running") || !strings.Contains(stdout.String(), "of 2") {
+	if !strings.Contains(stdout.String(), "Pace of the drops: 1 cleaner replica reporting") || !strings.Contains(stdout.String(), "of 2") {
 		t.Errorf("tenantctl status does not show the cleaner's pace:\n%s", stdout.String())
 	}
 }
