@@ -1,7 +1,10 @@
 -- Unlink up to $2 of the large objects recorded for tenant $1
 -- (record_large_objects.sql) in one transaction, take them off the list and
 -- count them in the tenant's record. One already gone is only taken off.
--- Returns how many were taken off (0: none left).
+-- Returns how many were taken off (0: none left). The unlinking is forced by
+-- the final SELECT, not only by the count in the record: a tenant without a
+-- record row (a list written by hand, a record forgotten) must not have its
+-- objects taken off the list without being unlinked.
 WITH batch AS (
     DELETE FROM tenant_cleanup.large_objects
     WHERE tenant_id = $1 AND lobj_oid IN (
@@ -15,4 +18,4 @@ WITH batch AS (
         updated_at = now()
     WHERE tenant_id = $1
 )
-SELECT count(*) FROM batch
+SELECT (SELECT count(*) FROM batch) FROM (SELECT count(*) FROM unlinked) AS forced
