@@ -63,10 +63,10 @@ func ReadCSV(r io.Reader) (ids []tenant.ID, invalid []Invalid, err error) {
 		if lr.N <= 0 {
 			return nil, nil, fmt.Errorf("larger than %d MiB: not a cleaned_tenants.csv", MaxCSVBytes>>20)
 		}
-		line, _ := cr.FieldPos(0)
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, err // a *csv.ParseError names the line
 		}
+		line, _ := cr.FieldPos(0)
 		if col >= len(rec) {
 			invalid = append(invalid, Invalid{Line: line, Quoted: "(no tenant_id field)"})
 			continue
