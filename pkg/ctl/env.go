@@ -50,12 +50,14 @@ type (
 		config.Inactivity
 		DBMaxConns int32 `envconfig:"DB_MAX_CONNS" default:"4" range:"1..1000" desc:"connections per database (tenant schemas read at once)"`
 	}
-	// verifySpec: verify (NATS only with --repair).
+	// verifySpec: verify (NATS only with --repair; the other stores when
+	// configured).
 	verifySpec struct {
 		config.DataPlane
 		config.ControlPlane
 		config.Bastion
 		config.NATS
+		config.OtherStores
 	}
 )
 
@@ -88,7 +90,8 @@ func (s *statusSpec) check() error {
 }
 
 func (s *verifySpec) check() error {
-	return errors.Join(checkData(s.DataPlane), checkControl(s.ControlPlane, s.Bastion, true), checkNATS(s.NATS))
+	return errors.Join(checkData(s.DataPlane), checkControl(s.ControlPlane, s.Bastion, true), checkNATS(s.NATS),
+		checkStores(&s.OtherStores))
 }
 
 func (s *analysisSpec) check() error {

@@ -41,6 +41,12 @@ the schema so) that no record claims: left by a drop whose record is lost.
 and every invalid tenant id found in those tables (shown quoted, never used
 in a statement). A tenant with its schema and no ledger row is live: fine.
 
+  (e) in the ledger, yet something is left in a store outside PostgreSQL:
+      objects in the S3 file store (when S3_FILE_STORE_BUCKET_NAME or
+      FILE_STORE_BACKEND=s3 is set), Redis keys or memberships (when
+      REDIS_HOST is set), large objects the cleaner listed and did not
+      unlink. tenantctl sweep --apply removes them (see tenantctl sweep -h).
+
 Shards: when DATA_PLANE_SHARD_NAME is set, a tenant whose public.tenant_shard
 row names another shard lives elsewhere; its missing schema is not an
 inconsistency and it is only counted. When DATA_PLANE_SHARD_NAME is empty, a
@@ -114,10 +120,13 @@ type reconciliation struct {
 	maybeElsewhere                                []leftover // tenant_shard row, no schema, DATA_PLANE_SHARD_NAME empty
 	oddSchemas                                    []string   // tenant_… schemas that are not tenant ids
 	lostDrops                                     []string   // quarantine schemas no record claims
+
+	// stores is (e): leftovers in the other stores (sweep.go).
+	stores *storeCheck
 }
 
 func (r *reconciliation) inconsistent() bool {
-	return len(r.problems) > 0 || len(r.invalid) > 0 || len(r.lostDrops) > 0
+	return len(r.problems) > 0 || len(r.invalid) > 0 || len(r.lostDrops) > 0 || r.stores.found()
 }
 
 func (r *reconciliation) count(category string) int {
@@ -304,6 +313,9 @@ func (c *CLI) runVerify(ctx context.Context, cmd *cobra.Command, out output, rep
 		return c.fail(ctx, err)
 	}
 	r := reconcile(dataInv, controlInv, spec.ShardName, pending, time.Now())
+	if r.stores, err = checkStoresOf(ctx, &spec.OtherStores, data, control); err != nil {
+		return c.fail(ctx, err)
+	}
 
 	var published []tenant.ID
 	if repair {
@@ -504,6 +516,7 @@ func printReconciliation(w io.Writer, r *reconciliation, repair bool, published 
 		fmt.Fprintf(w, "\nSchemas named like tenants that are not tenant ids (never touched): %d\n", len(quoted))
 		listCapped(w, "  ", quoted, limit)
 	}
+	printStoreCheck(w, r.stores, time.Now())
 
 	if !r.inconsistent() {
 		fmt.Fprintln(w, "\nconsistent: no cleanup left anything behind")
@@ -520,6 +533,9 @@ func printReconciliation(w io.Writer, r *reconciliation, repair bool, published 
 	human += len(r.invalid)
 	fmt.Fprintf(w, "\ninconsistent: %s (a %d, b %d, c %d, d %d), %s\n", plural(len(r.problems), "tenant"),
 		r.count(halfCleaned), r.count(inLedger), r.count(orphan), r.count(lostWork), plural(len(r.invalid), "invalid tenant id"))
+	if r.stores.found() {
+		fmt.Fprintf(w, "(e) %s of the ledger left something in a store: tenantctl sweep --apply removes it\n", plural(len(r.stores.plan.Items), "tenant"))
+	}
 	switch {
 	case len(published) > 0:
 		ids := make([]string, len(published))

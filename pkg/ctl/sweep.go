@@ -1,0 +1,393 @@
+package ctl
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/tenantcleanup/tenant-cleanup/pkg/config"
+	"github.com/tenantcleanup/tenant-cleanup/pkg/controlplane"
+	"github.com/tenantcleanup/tenant-cleanup/pkg/dataplane"
+	"github.com/tenantcleanup/tenant-cleanup/pkg/filestore"
+	"github.com/tenantcleanup/tenant-cleanup/pkg/rediskeys"
+	"github.com/tenantcleanup/tenant-cleanup/pkg/sweep"
+	"github.com/tenantcleanup/tenant-cleanup/pkg/tenant"
+)
+
+// tenantctl sweep: the command glue of pkg/sweep, and the stores check of
+// tenantctl verify.
+
+func init() {
+	commands = append(commands, &command{name: "sweep", args: "[--csv FILE] [--apply] [--large-objects]",
+		summary: "remove what cleaned tenants left in S3, Redis and the large-object list (dry run unless --apply)",
+		help:    sweepHelp, run: runSweep})
+}
+
+const sweepHelp = `
+Finds what cleaned tenants left in the stores outside their schemas and, with
+--apply, removes it: their objects under S3_FILE_STORE_PREFIX/TENANT_ID/ in
+the S3 file store, their Redis keys TENANT_ID:* and memberships in
+cloud:gated_tenants and cloud:active_tenants, and the large objects the cleaner
+listed for them and did not unlink. A store whose variables are unset is not
+looked at. For the tenants cleaned before a store was configured (every row of
+tenant_cleanup.ledger), and with --csv for the tenants the original scripts
+cleaned: their cleaned_tenants.csv (a header row with a tenant_id column; the
+scripts write tenant_id,cleaned_at). Every id in it is validated first: one
+that is not a tenant id is shown (quoted) and nothing is done.
+
+Without --apply it is a dry run: it lists each tenant with something left,
+what is left in each store and what --apply would do, and removes nothing.
+With --apply it sweeps tenant by tenant: one progress line redrawn on a
+terminal, otherwise one line per tenant.
+
+It never touches a tenant that still lives. A tenant whose schema exists on
+the data plane, whose drop by this pipeline is under way, that has rows in the
+shared public tables (live, on another shard, or a half-done cleanup: see
+tenantctl verify) or a control-plane tenant row (whatever its status) is
+refused, and judged again under the tenant's lock right before each store is
+swept, so that a tenant listed in an old CSV that came back is left alone.
+
+What was removed is appended to tenant_cleanup.sweep_log in the control plane
+(one row per tenant and sweep: tenant_id, swept_at, swept_by, source,
+removed, complete, error). Running it again is safe: what is gone is not
+found again. A store that goes away stops the sweep (the rest is not
+attempted); run it again once the store is back.
+
+Large objects: after DROP SCHEMA nothing says whose a large object was, so only
+those on the cleaner's list are removed. --large-objects also counts the large
+objects no tenant's file_content and no list names (it reads every
+file_content table); they are reported, never removed.
+
+Exit status: 0 dry run done, or every tenant not refused swept clean; 1 a
+store or database failed, or a tenant could not be swept now (busy, failed, not
+attempted: run again); 2 bad arguments or configuration, an unreadable CSV or
+an invalid tenant id in it (nothing done); 130 interrupted.`
+
+// sweepSpec: sweep (and the stores verify checks).
+type sweepSpec struct {
+	config.DataPlane
+	config.ControlPlane
+	config.Bastion
+	config.OtherStores
+}
+
+func (s *sweepSpec) check() error {
+	return errors.Join(checkData(s.DataPlane), checkControl(s.ControlPlane, s.Bastion, true), checkStores(&s.OtherStores))
+}
+
+// checkStores validates the stores that are configured.
+func checkStores(o *config.OtherStores) error {
+	var errs []error
+	if o.FileStore.Enabled() {
+		errs = append(errs, o.FileStore.Validate())
+	}
+	if o.Redis.Enabled() {
+		errs = append(errs, o.Redis.Validate())
+	}
+	return errors.Join(errs...)
+}
+
+// newSweeper opens the configured stores around data and control.
+func newSweeper(ctx context.Context, o *config.OtherStores, data *dataplane.Store, control *controlplane.Store) (*sweep.Sweeper, func(), error) {
+	s := &sweep.Sweeper{Data: data, Control: control, By: requester()}
+	closeAll := func() {}
+	if o.FileStore.Enabled() {
+		files, err := filestore.Open(ctx, o.FileStore.Config)
+		if err != nil {
+			return nil, nil, err
+		}
+		s.Files = files
+	}
+	if o.Redis.Enabled() {
+		keys, err := rediskeys.Open(ctx, o.Redis.Config)
+		if err != nil {
+			return nil, nil, err
+		}
+		s.Keys = keys
+		closeAll = func() { _ = keys.Close() }
+	}
+	return s, closeAll, nil
+}
+
+func runSweep(ctx context.Context, c *CLI, cmd *command, args []string) int {
+	var (
+		spec         sweepSpec
+		csvPath      string
+		apply, lobjs bool
+	)
+	pos, code, ok := c.parse(cmd, args, &spec, func(fs *flag.FlagSet) {
+		fs.StringVar(&csvPath, "csv", "", "also sweep the tenants of this cleaned_tenants.csv (a tenant_id column)")
+		fs.BoolVar(&apply, "apply", false, "remove what is left (without it: a dry run)")
+		fs.BoolVar(&lobjs, "large-objects", false, "also count the large objects nobody names (reads every file_content table)")
+	})
+	if !ok {
+		return code
+	}
+	if len(pos) > 0 {
+		return c.usageError(cmd, "sweep takes no arguments, got %s (tenants come from the ledger and --csv)", tenant.QuoteInput(strings.Join(pos, " ")))
+	}
+	if !c.loadEnv(cmd, &spec) {
+		return exitUsage
+	}
+	var csvIDs []tenant.ID
+	if csvPath != "" {
+		var code int
+		if csvIDs, code = c.readSweepCSV(csvPath); code != exitOK {
+			return code
+		}
+	}
+	data, closeData, err := openData(ctx, spec.DataPlane, 4)
+	if err != nil {
+		return c.fail(ctx, err)
+	}
+	defer closeData()
+	control, closeControl, err := openControl(ctx, spec.ControlPlane, spec.Bastion)
+	if err != nil {
+		return c.fail(ctx, err)
+	}
+	defer closeControl()
+	sw, closeStores, err := newSweeper(ctx, &spec.OtherStores, data, control)
+	if err != nil {
+		return c.fail(ctx, err)
+	}
+	defer closeStores()
+	sw.LargeObjects = lobjs
+
+	plan, err := sw.Plan(ctx, csvIDs)
+	if err != nil {
+		return c.fail(ctx, fmt.Errorf("%w; nothing was removed", err))
+	}
+	w := c.Stdout
+	mode := "dry run"
+	if apply {
+		mode = "apply"
+	}
+	fmt.Fprintf(w, "Sweep (%s) of: %s\n", mode, strings.Join(plan.Stores, "; "))
+	if sw.Files == nil && sw.Keys == nil {
+		fmt.Fprintln(w, "no S3 file store (S3_FILE_STORE_BUCKET_NAME, FILE_STORE_BACKEND) and no Redis (REDIS_HOST) configured")
+	}
+	source := fmt.Sprintf("%s in the ledger", plural(plan.Ledger, "tenant"))
+	if csvPath != "" {
+		source += fmt.Sprintf(", %d more only in %s", plan.CSV, tenant.QuoteInput(csvPath))
+	}
+	fmt.Fprintf(w, "Looked for %s: %d with something left, %d refused\n", source, len(plan.Items), plan.Refused())
+	if plan.UnattributedLargeObjects >= 0 {
+		fmt.Fprintf(w, "%s on the data plane that no tenant's file_content and no cleanup's list name: whose they were cannot be told "+
+			"(DROP SCHEMA took the rows that named them), so they are left (review them with vacuumlo)\n",
+			plural(int(plan.UnattributedLargeObjects), "large object"))
+	}
+	if !apply {
+		printPlan(w, plan)
+		if n := len(plan.Items) - plan.Refused(); n > 0 {
+			fmt.Fprintf(w, "\ndry run: nothing was removed; tenantctl sweep --apply%s removes what %s left\n", csvFlag(csvPath), plural(n, "tenant"))
+		} else {
+			fmt.Fprintln(w, "\ndry run: nothing to remove")
+		}
+		return exitOK
+	}
+	if len(plan.Items) == 0 {
+		fmt.Fprintln(w, "nothing to remove")
+		return exitOK
+	}
+	return c.applySweep(ctx, sw, plan)
+}
+
+func csvFlag(path string) string {
+	if path == "" {
+		return ""
+	}
+	return " --csv " + path
+}
+
+// readSweepCSV reads the ids of a cleaned_tenants.csv; any invalid id
+// refuses the whole sweep (exit 2).
+func (c *CLI) readSweepCSV(path string) ([]tenant.ID, int) {
+	f, err := os.Open(path)
+	if err != nil {
+		c.errorf("%v; nothing was done", err)
+		return nil, exitUsage
+	}
+	defer f.Close()
+	ids, invalid, err := sweep.ReadCSV(f)
+	if err != nil {
+		c.errorf("read %s: %v; nothing was done", tenant.QuoteInput(path), err)
+		return nil, exitUsage
+	}
+	if len(invalid) > 0 {
+		c.errorf("%s holds %s that %s not tenant ids; nothing was done:", tenant.QuoteInput(path),
+			plural(len(invalid), "value"), map[bool]string{true: "is", false: "are"}[len(invalid) == 1])
+		lines := make([]string, len(invalid))
+		for i, in := range invalid {
+			lines[i] = fmt.Sprintf("line %d\t%s", in.Line, in.Quoted)
+		}
+		listCapped(c.Stderr, "  ", lines, listCap)
+		return nil, exitUsage
+	}
+	return ids, exitOK
+}
+
+// printPlan prints the tenants with something left and what --apply does.
+func printPlan(w io.Writer, p *sweep.Plan) {
+	if len(p.Items) == 0 {
+		return
+	}
+	fmt.Fprintln(w)
+	tw := table(w)
+	row(tw, "TENANT", "SOURCE", "CLEANED AT", "S3 OBJECTS", "REDIS KEYS", "LARGE OBJECTS", "ACTION")
+	for _, it := range p.Items {
+		action := "remove"
+		if it.Refused != "" {
+			action = "refused: " + it.Refused
+		}
+		cleaned := "-"
+		if !it.CleanedAt.IsZero() {
+			cleaned = stamp(it.CleanedAt)
+		}
+		row(tw, it.ID, it.Source, cleaned, it.S3Objects, it.RedisKeys, it.LargeObjects, action)
+	}
+	tw.Flush()
+}
+
+// sweepTally adds up the results of a sweep.
+type sweepTally struct {
+	outcomes map[sweep.Outcome]int
+	removed  sweep.Removed
+}
+
+func (t *sweepTally) add(r sweep.Result) {
+	t.outcomes[r.Outcome]++
+	t.removed.S3Objects += r.Removed.S3Objects
+	t.removed.S3Bytes += r.Removed.S3Bytes
+	t.removed.RedisKeys += r.Removed.RedisKeys
+	t.removed.RedisMemberships += r.Removed.RedisMemberships
+	t.removed.LargeObjects += r.Removed.LargeObjects
+}
+
+func (t *sweepTally) String() string {
+	var parts []string
+	for _, o := range []sweep.Outcome{sweep.Swept, sweep.Refused, sweep.Busy, sweep.Failed, sweep.Skipped} {
+		if n := t.outcomes[o]; n > 0 {
+			parts = append(parts, fmt.Sprintf("%d %s", n, o))
+		}
+	}
+	return strings.Join(parts, ", ")
+}
+
+func removedText(r sweep.Removed) string {
+	return fmt.Sprintf("S3 %s (%d bytes), Redis %s and %s, %s", plural(int(r.S3Objects), "object"), r.S3Bytes,
+		plural(int(r.RedisKeys), "key"), plural(int(r.RedisMemberships), "membership"), plural(int(r.LargeObjects), "large object"))
+}
+
+// applySweep sweeps the plan with its progress, then the summary.
+func (c *CLI) applySweep(ctx context.Context, sw *sweep.Sweeper, plan *sweep.Plan) int {
+	w := c.Stdout
+	terminal := isTerminal(w)
+	if c.terminal != nil {
+		terminal = *c.terminal
+	}
+	start := c.clock()
+	tally := &sweepTally{outcomes: map[sweep.Outcome]int{}}
+	width := 0
+	var notable []sweep.Result // shown after the progress line on a terminal
+	progress := func(done int, r sweep.Result) {
+		tally.add(r)
+		if !terminal {
+			fmt.Fprintf(w, "[%d/%d] %s\n", done, len(plan.Items), resultLine(r))
+			return
+		}
+		if r.Outcome != sweep.Swept {
+			notable = append(notable, r)
+		}
+		const bar = 24
+		filled := bar * done / len(plan.Items)
+		line := fmt.Sprintf("[%s%s] %d/%d tenants (%s) | %d objects, %d keys removed | %s",
+			strings.Repeat("#", filled), strings.Repeat("-", bar-filled), done, len(plan.Items), tally,
+			tally.removed.S3Objects, tally.removed.RedisKeys, short(c.clock().Sub(start)))
+		fmt.Fprintf(w, "\r%s%s", line, strings.Repeat(" ", max(width-len(line), 0)))
+		width = len(line)
+	}
+	_, err := sw.Apply(ctx, plan, progress)
+	if terminal && width > 0 {
+		fmt.Fprintln(w)
+		for _, r := range notable {
+			fmt.Fprintln(w, resultLine(r))
+		}
+	}
+	fmt.Fprintf(w, "\n%d tenants: %s; removed %s; logged in tenant_cleanup.sweep_log\n", len(plan.Items), tally, removedText(tally.removed))
+	switch {
+	case ctx.Err() != nil:
+		c.errorf("interrupted: the tenant in progress is finished or logged as it stood; run tenantctl sweep --apply again")
+		return exitInterrupted
+	case err != nil:
+		c.errorf("%v\nrun tenantctl sweep --apply again once it is back: it continues where this one stopped", err)
+		return exitFailed
+	case tally.outcomes[sweep.Busy]+tally.outcomes[sweep.Failed] > 0:
+		fmt.Fprintln(w, "some tenants could not be swept now (see above): run tenantctl sweep --apply again")
+		return exitFailed
+	}
+	return exitOK
+}
+
+// resultLine is one tenant's result: "TENANT swept: S3 …".
+func resultLine(r sweep.Result) string {
+	s := fmt.Sprintf("%s %s", r.ID, r.Outcome)
+	switch {
+	case r.Outcome == sweep.Swept:
+		s += ": " + removedText(r.Removed)
+	case r.Err != nil:
+		s += ": " + safe(r.Err.Error()) + "; removed before it: " + removedText(r.Removed)
+	case r.Reason != "":
+		s += ": " + safe(r.Reason)
+	}
+	return s
+}
+
+// storeCheck is what verify found in the stores of the ledgered tenants.
+type storeCheck struct {
+	plan *sweep.Plan
+}
+
+// found reports leftovers of ledgered tenants in a store.
+func (s *storeCheck) found() bool { return s != nil && len(s.plan.Items) > 0 }
+
+// checkStoresOf looks, for tenantctl verify, for what the ledger's tenants
+// left in the configured stores.
+func checkStoresOf(ctx context.Context, o *config.OtherStores, data *dataplane.Store, control *controlplane.Store) (*storeCheck, error) {
+	sw, closeStores, err := newSweeper(ctx, o, data, control)
+	if err != nil {
+		return nil, err
+	}
+	defer closeStores()
+	plan, err := sw.Plan(ctx, nil)
+	if err != nil {
+		return nil, fmt.Errorf("look for leftovers of the ledger's tenants in the stores: %w", err)
+	}
+	return &storeCheck{plan: plan}, nil
+}
+
+// printStoreCheck prints verify's section on the stores.
+func printStoreCheck(w io.Writer, s *storeCheck, now time.Time) {
+	if s == nil {
+		return
+	}
+	if !s.found() {
+		fmt.Fprintf(w, "\nStores: nothing left of the ledger's tenants in %s\n", strings.Join(s.plan.Stores, "; "))
+		return
+	}
+	fmt.Fprintf(w, "\n(e) in the ledger, yet something is left in a store: %d\n", len(s.plan.Items))
+	tw := table(w)
+	row(tw, "TENANT", "CLEANED AT", "S3 OBJECTS", "REDIS KEYS", "LARGE OBJECTS", "NEXT STEP")
+	for _, it := range s.plan.Items {
+		next := "tenantctl sweep --apply removes it"
+		if it.Refused != "" {
+			next = "needs a human: " + it.Refused
+		}
+		row(tw, it.ID, when(now, it.CleanedAt), it.S3Objects, it.RedisKeys, it.LargeObjects, next)
+	}
+	tw.Flush()
+}

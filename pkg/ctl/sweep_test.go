@@ -1,0 +1,108 @@
+package ctl
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/tenantcleanup/tenant-cleanup/pkg/controlplane"
+	"github.com/tenantcleanup/tenant-cleanup/pkg/rediskeys"
+	"github.com/tenantcleanup/tenant-cleanup/pkg/testenv"
+)
+
+// tenantctl verify reports what ledgered tenants left in S3 and Redis, with
+// the next step; tenantctl sweep lists it (a dry run removes nothing),
+// refuses a live tenant of the CSV, and with --apply removes the rest; then
+// verify is consistent and a second sweep has nothing to do.
+func TestVerifyAndSweepStores(t *testing.T) {
+	w := newWorld(t)
+	ctx := context.Background()
+	const bucket = "onyx-file-store-bucket"
+	s3 := testenv.StartS3(t, bucket)
+	rs := testenv.StartRedis(t)
+	for k, v := range map[string]string{
+		"S3_FILE_STORE_BUCKET_NAME": bucket, "S3_ENDPOINT_URL": s3.URL, "S3_AWS_ACCESS_KEY_ID": testenv.S3AccessKey,
+		"S3_AWS_SECRET_ACCESS_KEY": testenv.S3SecretKey, "AWS_REGION_NAME": "us-east-1", "S3_MAX_ATTEMPTS": "1",
+		"REDIS_HOST": "127.0.0.1", "REDIS_PORT": strconv.Itoa(rs.Port), "FILE_STORE_BACKEND": "", "S3_FILE_STORE_PREFIX": "",
+	} {
+		t.Setenv(k, v)
+	}
+	client := redis.NewClient(&redis.Options{Addr: rs.Addr})
+	t.Cleanup(func() { _ = client.Close() })
+	if err := controlplane.New(w.dbs.Control).Ensure(ctx); err != nil {
+		t.Fatal(err)
+	}
+	seed := func(id string, n int) {
+		for i := range n {
+			s3.Put(bucket, fmt.Sprintf("onyx-files/%s/f%d", id, i), []byte("x"))
+			client.Set(ctx, fmt.Sprintf("%s:k%d", id, i), "x", 0)
+		}
+		client.SAdd(ctx, rediskeys.GatedTenants, id)
+	}
+	left := func(id string) int {
+		return len(s3.Keys(bucket, "onyx-files/"+id+"/")) + len(client.Keys(ctx, id+":*").Val())
+	}
+	w.dbs.ExecControl(t, "INSERT INTO tenant_cleanup.ledger (tenant_id, cleaned_at) VALUES ($1, now())", idA)
+	w.dbs.CreateTenant(t, testenv.Tenant{ID: idB, Status: "ACTIVE"}) // paying, and in the old CSV
+	seed(idA, 12)
+	seed(idB, 5)
+	seed(idC, 3) // cleaned by the original scripts: only in the CSV
+	dir := t.TempDir()
+	csvPath := filepath.Join(dir, "cleaned_tenants.csv")
+	if err := os.WriteFile(csvPath, []byte("tenant_id,cleaned_at\n"+idB+",2026-01-01T00:00:00\n"+idC+",2026-01-01T00:00:00\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	stdout, _ := mustRun(t, 1, "verify")
+	contains(t, "verify", stdout, "(e) in the ledger, yet something is left in a store: 1", "tenantctl sweep --apply removes it")
+	if l := lineWith(stdout, idA, "sweep"); !strings.Contains(l, " 12 ") || !strings.Contains(l, " 13 ") {
+		t.Errorf("verify's line of %s: %q", idA, l)
+	}
+
+	stdout, _ = mustRun(t, 0, "sweep", "--csv", csvPath)
+	contains(t, "sweep (dry run)", stdout, "Sweep (dry run)", "S3 bucket "+bucket+" under onyx-files/", "Redis 127.0.0.1:",
+		"1 tenant in the ledger, 2 more only in", "dry run: nothing was removed; tenantctl sweep --apply --csv "+csvPath+" removes what 2 tenants left")
+	contains(t, "sweep (dry run)", lineWith(stdout, idB), "csv", "refused: its schema exists on the data plane: a live tenant")
+	contains(t, "sweep (dry run)", lineWith(stdout, idA), "ledger", "remove")
+	if left(idA) != 24 || left(idC) != 6 {
+		t.Fatal("a dry run removed something")
+	}
+
+	stdout, _ = mustRun(t, 0, "sweep", "--csv", csvPath, "--apply")
+	contains(t, "sweep --apply", stdout, "[1/3] "+idA+" swept: S3 12 objects (12 bytes), Redis 12 keys and 1 membership",
+		idB+" refused: its schema exists", idC+" swept", "3 tenants: 2 swept, 1 refused", "tenant_cleanup.sweep_log")
+	if left(idA) != 0 || left(idC) != 0 || left(idB) != 10 || !client.SIsMember(ctx, rediskeys.GatedTenants, idB).Val() {
+		t.Fatalf("after the sweep: %d, %d, %d left", left(idA), left(idC), left(idB))
+	}
+
+	stdout, _ = mustRun(t, 0, "verify")
+	contains(t, "verify after the sweep", stdout, "Stores: nothing left of the ledger's tenants", "consistent")
+	stdout, _ = mustRun(t, 0, "sweep", "--csv", csvPath, "--apply")
+	contains(t, "second sweep", stdout, "1 with something left, 1 refused") // the live tenant, again
+}
+
+// An invalid id anywhere in the CSV refuses the whole sweep: nothing is
+// read from a store, nothing removed, the values are shown quoted.
+func TestSweepRefusesABadCSV(t *testing.T) {
+	newWorld(t)
+	dir := t.TempDir()
+	csvPath := filepath.Join(dir, "cleaned_tenants.csv")
+	if err := os.WriteFile(csvPath, []byte("tenant_id\n"+idA+"\ntenant_*\n\"tenant_i-0ab1\x1b[2J\"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	stdout, stderr := mustRun(t, 2, "sweep", "--csv", csvPath, "--apply")
+	contains(t, "sweep with a bad CSV", stderr, "2 values that are not tenant ids; nothing was done", `line 3`, `"tenant_*"`, `"tenant_i-0ab1\x1b[2J"`)
+	if stdout != "" || strings.Contains(stderr, "\x1b") {
+		t.Fatalf("stdout %q, stderr %q", stdout, stderr)
+	}
+	mustRun(t, 2, "sweep", "--csv", filepath.Join(dir, "missing.csv"))
+	mustRun(t, 2, "sweep", idA)
+	stdout, _ = mustRun(t, 0, "sweep", "-h")
+	contains(t, "sweep -h", stdout, "--apply", "cleaned_tenants.csv", "tenant_cleanup.sweep_log", "S3_FILE_STORE_BUCKET_NAME", "REDIS_HOST", "never touches a tenant that still lives")
+}
