@@ -140,6 +140,14 @@ func run() error {
 		"NATS_URL="+natsURL, "DRAIN_CHECK_DELAY=2s", "DRAIN_CHECK_MAX_DELAY=4s", "ANALYZER_REPORT_DIR="+reportDir,
 		"LOG_LEVEL=warn", "HTTP_ADDR=") // the demo serves no metrics: nothing to collide with on this machine
 
+	step("starting the stores outside PostgreSQL: an S3 file store and Redis (stores.go)")
+	stores, err := startStores(ctx)
+	if err != nil {
+		return err
+	}
+	defer stores.close()
+	env = append(env, stores.Env...)
+
 	nc, err := nats.Connect(natsURL)
 	if err != nil {
 		return err
@@ -209,7 +217,13 @@ func run() error {
 	}
 	services = nil
 
-	return summary(ctx, data, control, events, time.Since(start))
+	if err := stores.sweepPast(*binDir, env, reportDir); err != nil {
+		return err
+	}
+	if err := summary(ctx, data, control, events, time.Since(start)); err != nil {
+		return err
+	}
+	return stores.summary(ctx)
 }
 
 func step(s string) { fmt.Printf("\n==> %s\n", s) }
@@ -406,7 +420,7 @@ func (e *eventLog) subscribe(nc *nats.Conn) error {
 		if who == "" {
 			who = "input " + ev.Input
 			e.invalid++
-		} else {
+		} else if e.last[who].Outcome != tenant.OutcomeCleaned { // final: a later request is refused as "already cleaned"
 			e.last[who] = ev
 		}
 		fmt.Printf("    event %-8s %s: %s\n", ev.Outcome, who, ev.Reason)

@@ -167,7 +167,7 @@ func runSweep(ctx context.Context, c *CLI, cmd *command, args []string) int {
 	if apply {
 		mode = "apply"
 	}
-	fmt.Fprintf(w, "Sweep (%s) of: %s\n", mode, strings.Join(plan.Stores, "; "))
+	fmt.Fprintf(w, "Sweep (%s) of %s\n", mode, strings.Join(plan.Stores, "; "))
 	if sw.Files == nil && sw.Keys == nil {
 		fmt.Fprintln(w, "no S3 file store (S3_FILE_STORE_BUCKET_NAME, FILE_STORE_BACKEND) and no Redis (REDIS_HOST) configured")
 	}

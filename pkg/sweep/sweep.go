@@ -115,7 +115,7 @@ func (p *Plan) Refused() int {
 // of a cleaned_tenants.csv), finds those that still have anything in a
 // store, counts it and judges each one. It removes nothing.
 func (s *Sweeper) Plan(ctx context.Context, csv []tenant.ID) (*Plan, error) {
-	p := &Plan{UnattributedLargeObjects: -1, Stores: []string{"large objects listed by the cleaner (data plane)"}}
+	p := &Plan{UnattributedLargeObjects: -1}
 	targets := map[tenant.ID]Item{}
 	ledger, err := s.Control.Ledger(ctx)
 	if err != nil {
@@ -173,6 +173,7 @@ func (s *Sweeper) Plan(ctx context.Context, csv []tenant.ID) (*Plan, error) {
 		}
 	}
 
+	p.Stores = append(p.Stores, "the large objects the cleaner listed (data plane)")
 	for _, id := range slices.Sorted(maps.Keys(found)) {
 		it, ok := targets[id]
 		if !ok {
