@@ -65,6 +65,7 @@ func (c *CLI) newRoot() *cobra.Command {
 	add(c.reportCmd(), &analysisSpec{})
 	add(c.verifyCmd(), &verifySpec{})
 	add(c.ledgerCmd(), &controlSpec{})
+	add(c.sweepCmd(), &sweepSpec{})
 	add(c.holdCmd(), &controlSpec{})
 	add(c.unholdCmd(), &controlSpec{})
 	dead := c.deadCmd()

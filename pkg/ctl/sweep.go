@@ -3,12 +3,15 @@ package ctl
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"strings"
 	"time"
+
+	"github.com/mattn/go-runewidth"
+	"github.com/spf13/cobra"
 
 	"github.com/tenantcleanup/tenant-cleanup/pkg/config"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/controlplane"
@@ -21,12 +24,6 @@ import (
 
 // tenantctl sweep: the command glue of pkg/sweep, and the stores check of
 // tenantctl verify.
-
-func init() {
-	commands = append(commands, &command{name: "sweep", args: "[--csv FILE] [--apply] [--large-objects]",
-		summary: "remove what cleaned tenants left in S3, Redis and the large-object list (dry run unless --apply)",
-		help:    sweepHelp, run: runSweep})
-}
 
 const sweepHelp = `
 Finds what cleaned tenants left in the stores outside their schemas and, with
@@ -41,9 +38,12 @@ scripts write tenant_id,cleaned_at). Every id in it is validated first: one
 that is not a tenant id is shown (quoted) and nothing is done.
 
 Without --apply it is a dry run: it lists each tenant with something left,
-what is left in each store and what --apply would do, and removes nothing.
-With --apply it sweeps tenant by tenant: one progress line redrawn on a
-terminal, otherwise one line per tenant.
+what is left in each store and what --apply would do, and removes nothing
+(-o json or csv for scripts). With --apply it lists the same, asks (y/N) on a
+terminal (--force or --yes does not ask; without a terminal and without
+--force it refuses), then sweeps tenant by tenant: one progress line redrawn
+on a terminal, a tenant not swept printed above it; otherwise one line per
+tenant.
 
 It never touches a tenant that still lives. A tenant whose schema exists on
 the data plane, whose drop by this pipeline is under way, that has rows in the
@@ -64,9 +64,10 @@ objects no tenant's file_content and no list names (it reads every
 file_content table); they are reported, never removed.
 
 Exit status: 0 dry run done, or every tenant not refused swept clean; 1 a
-store or database failed, or a tenant could not be swept now (busy, failed, not
-attempted: run again); 2 bad arguments or configuration, an unreadable CSV or
-an invalid tenant id in it (nothing done); 130 interrupted.`
+store or database failed, a tenant could not be swept now (busy, failed, not
+attempted: run again), or the question was answered no; 2 bad arguments or
+configuration, an unreadable CSV or an invalid tenant id in it, or a question
+that needs a terminal (nothing done); 130 interrupted.`
 
 // sweepSpec: sweep (and the stores verify checks).
 type sweepSpec struct {
@@ -94,7 +95,7 @@ func checkStores(o *config.OtherStores) error {
 
 // newSweeper opens the configured stores around data and control.
 func newSweeper(ctx context.Context, o *config.OtherStores, data *dataplane.Store, control *controlplane.Store) (*sweep.Sweeper, func(), error) {
-	s := &sweep.Sweeper{Data: data, Control: control, By: requester()}
+	s := &sweep.Sweeper{Data: data, Control: control}
 	closeAll := func() {}
 	if o.FileStore.Enabled() {
 		files, err := filestore.Open(ctx, o.FileStore.Config)
@@ -114,24 +115,45 @@ func newSweeper(ctx context.Context, o *config.OtherStores, data *dataplane.Stor
 	return s, closeAll, nil
 }
 
-func runSweep(ctx context.Context, c *CLI, cmd *command, args []string) int {
+func (c *CLI) sweepCmd() *cobra.Command {
 	var (
-		spec         sweepSpec
-		csvPath      string
-		apply, lobjs bool
+		out                 output
+		csvPath             string
+		apply, lobjs, force bool
 	)
-	pos, code, ok := c.parse(cmd, args, &spec, func(fs *flag.FlagSet) {
-		fs.StringVar(&csvPath, "csv", "", "also sweep the tenants of this cleaned_tenants.csv (a tenant_id column)")
-		fs.BoolVar(&apply, "apply", false, "remove what is left (without it: a dry run)")
-		fs.BoolVar(&lobjs, "large-objects", false, "also count the large objects nobody names (reads every file_content table)")
-	})
-	if !ok {
-		return code
+	cmd := &cobra.Command{
+		Use:   "sweep [--csv FILE] [--apply]",
+		Short: "remove what cleaned tenants left in S3, Redis and the large-object list (dry run unless --apply)",
+		Long:  helpText("Remove what cleaned tenants left in S3, Redis and the cleaner's large-object list.", sweepHelp),
+		Args:  cobra.NoArgs,
+		Example: "  tenantctl sweep\n  tenantctl sweep --csv cleaned_tenants.csv\n  tenantctl sweep --csv cleaned_tenants.csv --apply\n" +
+			"  tenantctl sweep -o json",
 	}
-	if len(pos) > 0 {
-		return c.usageError(cmd, "sweep takes no arguments, got %s (tenants come from the ledger and --csv)", tenant.QuoteInput(strings.Join(pos, " ")))
+	outputFlags(cmd, &out)
+	cmd.Flags().StringVar(&csvPath, "csv", "", "also sweep the tenants of this cleaned_tenants.csv (`FILE` with a tenant_id column)")
+	cmd.Flags().BoolVar(&apply, "apply", false, "remove what is left (asks first; without it: a dry run)")
+	cmd.Flags().BoolVar(&lobjs, "large-objects", false, "also count the large objects nobody names (reads every file_content table)")
+	forceFlags(cmd.Flags(), &force, "removing")
+	cmd.RunE = runner(func(ctx context.Context, cmd *cobra.Command, _ []string) int {
+		return c.runSweep(ctx, cmd, out, csvPath, apply, lobjs, force)
+	})
+	return cmd
+}
+
+func (c *CLI) runSweep(ctx context.Context, cmd *cobra.Command, out output, csvPath string, apply, lobjs, force bool) int {
+	var spec sweepSpec
+	if msg := out.check(); msg != "" {
+		return c.usageError(cmd, "%s", msg)
+	}
+	if apply && out.format != formatTable && out.format != formatWide {
+		return c.usageError(cmd, "-o %s lists a dry run: without --apply", out.format)
 	}
 	if !c.loadEnv(cmd, &spec) {
+		return exitUsage
+	}
+	by, err := c.requester()
+	if err != nil {
+		c.errorf("%v", err)
 		return exitUsage
 	}
 	var csvIDs []tenant.ID
@@ -156,11 +178,24 @@ func runSweep(ctx context.Context, c *CLI, cmd *command, args []string) int {
 		return c.fail(ctx, err)
 	}
 	defer closeStores()
-	sw.LargeObjects = lobjs
+	sw.LargeObjects, sw.By = lobjs, by
 
 	plan, err := sw.Plan(ctx, csvIDs)
 	if err != nil {
 		return c.fail(ctx, fmt.Errorf("%w; nothing was removed", err))
+	}
+	switch out.format {
+	case formatJSON, formatCSV:
+		err := out.write(c, func(w io.Writer) error {
+			if out.format == formatJSON {
+				return writeJSON(w, newSweepView(plan))
+			}
+			return writeCSV(w, sweepCSVHeader, sweepCSV(plan))
+		})
+		if err != nil {
+			return c.fail(ctx, err)
+		}
+		return exitOK
 	}
 	w := c.Stdout
 	mode := "dry run"
@@ -181,18 +216,23 @@ func runSweep(ctx context.Context, c *CLI, cmd *command, args []string) int {
 			"(DROP SCHEMA took the rows that named them), so they are left (review them with vacuumlo)\n",
 			plural(int(plan.UnattributedLargeObjects), "large object"))
 	}
+	printPlan(w, plan)
+	todo := len(plan.Items) - plan.Refused()
 	if !apply {
-		printPlan(w, plan)
-		if n := len(plan.Items) - plan.Refused(); n > 0 {
-			fmt.Fprintf(w, "\ndry run: nothing was removed; tenantctl sweep --apply%s removes what %s left\n", csvFlag(csvPath), plural(n, "tenant"))
+		if todo > 0 {
+			fmt.Fprintf(w, "\ndry run: nothing was removed; tenantctl sweep --apply%s removes what %s left\n", csvFlag(csvPath), plural(todo, "tenant"))
 		} else {
 			fmt.Fprintln(w, "\ndry run: nothing to remove")
 		}
 		return exitOK
 	}
-	if len(plan.Items) == 0 {
-		fmt.Fprintln(w, "nothing to remove")
+	if todo == 0 {
+		fmt.Fprintln(w, "\nnothing to remove")
 		return exitOK
+	}
+	if code := c.confirm(cmd, force, fmt.Sprintf("\nRemove what these %s left? It cannot be undone.", plural(todo, "tenant")),
+		"nothing was removed"); code != exitOK {
+		return code
 	}
 	return c.applySweep(ctx, sw, plan)
 }
@@ -286,38 +326,32 @@ func removedText(r sweep.Removed) string {
 // applySweep sweeps the plan with its progress, then the summary.
 func (c *CLI) applySweep(ctx context.Context, sw *sweep.Sweeper, plan *sweep.Plan) int {
 	w := c.Stdout
-	terminal := isTerminal(w)
+	scr := &screen{w: w, terminal: isTerminal(w), width: c.width}
 	if c.terminal != nil {
-		terminal = *c.terminal
+		scr.terminal = *c.terminal
 	}
 	start := c.clock()
 	tally := &sweepTally{outcomes: map[sweep.Outcome]int{}}
-	width := 0
-	var notable []sweep.Result // shown after the progress line on a terminal
 	progress := func(done int, r sweep.Result) {
 		tally.add(r)
-		if !terminal {
-			fmt.Fprintf(w, "[%d/%d] %s\n", done, len(plan.Items), resultLine(r))
+		line := fmt.Sprintf("[%d/%d] %s", done, len(plan.Items), resultLine(r))
+		if !scr.terminal {
+			fmt.Fprintln(w, line)
 			return
 		}
 		if r.Outcome != sweep.Swept {
-			notable = append(notable, r)
+			fmt.Fprint(w, eraseLine+line+"\n") // named now, above the status line
 		}
 		const bar = 24
 		filled := bar * done / len(plan.Items)
-		line := fmt.Sprintf("[%s%s] %d/%d tenants (%s) | %d objects, %d keys removed | %s",
+		status := fmt.Sprintf("[%s%s] %d/%d tenants (%s) | %d objects, %d keys removed | %s",
 			strings.Repeat("#", filled), strings.Repeat("-", bar-filled), done, len(plan.Items), tally,
 			tally.removed.S3Objects, tally.removed.RedisKeys, short(c.clock().Sub(start)))
-		fmt.Fprintf(w, "\r%s%s", line, strings.Repeat(" ", max(width-len(line), 0)))
-		width = len(line)
+		fmt.Fprint(w, eraseLine+runewidth.Truncate(status, scr.columns()-1, "…"))
+		scr.drawn = true
 	}
 	_, err := sw.Apply(ctx, plan, progress)
-	if terminal && width > 0 {
-		fmt.Fprintln(w)
-		for _, r := range notable {
-			fmt.Fprintln(w, resultLine(r))
-		}
-	}
+	scr.end()
 	fmt.Fprintf(w, "\n%d tenants: %s; removed %s; logged in tenant_cleanup.sweep_log\n", len(plan.Items), tally, removedText(tally.removed))
 	switch {
 	case ctx.Err() != nil:
@@ -390,4 +424,65 @@ func printStoreCheck(w io.Writer, s *storeCheck, now time.Time) {
 		row(tw, it.ID, when(now, it.CleanedAt), it.S3Objects, it.RedisKeys, it.LargeObjects, next)
 	}
 	tw.Flush()
+}
+
+// sweepItemView is one tenant of sweep -o json, and of verify -o json's
+// store_leftovers.
+type sweepItemView struct {
+	TenantID     tenant.ID  `json:"tenant_id"`
+	Source       string     `json:"source"`
+	CleanedAt    *time.Time `json:"cleaned_at"`
+	S3Objects    int64      `json:"s3_objects"`
+	RedisKeys    int64      `json:"redis_keys"`
+	LargeObjects int64      `json:"large_objects"`
+	Refused      string     `json:"refused,omitempty"`
+}
+
+func newSweepItemViews(items []sweep.Item) []sweepItemView {
+	out := make([]sweepItemView, 0, len(items))
+	for _, it := range items {
+		v := sweepItemView{TenantID: it.ID, Source: string(it.Source), S3Objects: it.S3Objects, RedisKeys: it.RedisKeys,
+			LargeObjects: it.LargeObjects, Refused: it.Refused}
+		if !it.CleanedAt.IsZero() {
+			t := it.CleanedAt.UTC()
+			v.CleanedAt = &t
+		}
+		out = append(out, v)
+	}
+	return out
+}
+
+// sweepView is sweep -o json: the dry run.
+type sweepView struct {
+	Stores        []string        `json:"stores"`
+	LedgerTenants int             `json:"ledger_tenants"`
+	CSVTenants    int             `json:"csv_tenants"`
+	Tenants       []sweepItemView `json:"tenants"`
+	// UnattributedLargeObjects is null without --large-objects.
+	UnattributedLargeObjects *int64 `json:"unattributed_large_objects"`
+}
+
+func newSweepView(p *sweep.Plan) sweepView {
+	v := sweepView{Stores: p.Stores, LedgerTenants: p.Ledger, CSVTenants: p.CSV, Tenants: newSweepItemViews(p.Items)}
+	if p.UnattributedLargeObjects >= 0 {
+		n := p.UnattributedLargeObjects
+		v.UnattributedLargeObjects = &n
+	}
+	return v
+}
+
+// sweepCSVHeader is the header of sweep -o csv.
+var sweepCSVHeader = []string{"tenant_id", "source", "cleaned_at", "s3_objects", "redis_keys", "large_objects", "refused"}
+
+func sweepCSV(p *sweep.Plan) [][]string {
+	var rows [][]string
+	for _, it := range p.Items {
+		cleaned := ""
+		if !it.CleanedAt.IsZero() {
+			cleaned = it.CleanedAt.UTC().Format(time.RFC3339)
+		}
+		rows = append(rows, []string{string(it.ID), string(it.Source), cleaned, strconv.FormatInt(it.S3Objects, 10),
+			strconv.FormatInt(it.RedisKeys, 10), strconv.FormatInt(it.LargeObjects, 10), tenant.SpreadsheetSafe(it.Refused)})
+	}
+	return rows
 }

@@ -1,6 +1,7 @@
 package ctl
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -74,16 +75,40 @@ func TestVerifyAndSweepStores(t *testing.T) {
 		t.Fatal("a dry run removed something")
 	}
 
-	stdout, _ = mustRun(t, 0, "sweep", "--csv", csvPath, "--apply")
-	contains(t, "sweep --apply", stdout, "[1/3] "+idA+" swept: S3 12 objects (12 bytes), Redis 12 keys and 1 membership",
-		idB+" refused: its schema exists", idC+" swept", "3 tenants: 2 swept, 1 refused", "tenant_cleanup.sweep_log")
+	_, stderr := mustRun(t, 2, "sweep", "--csv", csvPath, "--apply") // no terminal to ask on, no --yes
+	contains(t, "sweep --apply without --yes", stderr, "--force (or --yes)", "nothing was removed")
+	if left(idA) != 24 || left(idC) != 6 {
+		t.Fatal("an unconfirmed sweep removed something")
+	}
+	stdout, _ = mustRun(t, 0, "sweep", "--csv", csvPath, "-o", "json")
+	contains(t, "sweep -o json", stdout, `"tenant_id": "`+idA+`"`, `"s3_objects": 12`, `"redis_keys": 13`, `"refused": "its schema exists`)
+
+	// On a terminal: one status line redrawn, the refused tenant named above it.
+	var term, termErr bytes.Buffer
+	yes := true
+	code := (&CLI{Stdout: &term, Stderr: &termErr, terminal: &yes, width: 200}).Run(ctx, []string{"sweep", "--csv", csvPath, "--apply", "--yes"})
+	if code != exitOK {
+		t.Fatalf("sweep --apply on a terminal: exit %d\n%s%s", code, term.String(), termErr.String())
+	}
+	contains(t, "sweep --apply on a terminal", term.String(),
+		eraseLine+"[########----------------] 1/3 tenants (1 swept) | 12 objects, 12 keys removed | ",
+		eraseLine+"[2/3] "+idB+" refused: its schema exists on the data plane: a live tenant\n",
+		eraseLine+"[########################] 3/3 tenants (2 swept, 1 refused) | 15 objects, 15 keys removed | ",
+		"3 tenants: 2 swept, 1 refused; removed S3 15 objects (15 bytes), Redis 15 keys and 2 memberships, 0 large objects; logged in tenant_cleanup.sweep_log")
 	if left(idA) != 0 || left(idC) != 0 || left(idB) != 10 || !client.SIsMember(ctx, rediskeys.GatedTenants, idB).Val() {
 		t.Fatalf("after the sweep: %d, %d, %d left", left(idA), left(idC), left(idB))
 	}
 
+	// Without a terminal: a line per tenant.
+	w.dbs.ExecControl(t, "INSERT INTO tenant_cleanup.ledger (tenant_id, cleaned_at) VALUES ($1, now())", idE)
+	seed(idE, 2)
+	stdout, _ = mustRun(t, 0, "sweep", "--csv", csvPath, "--apply", "--yes")
+	contains(t, "sweep --apply", stdout, "[1/2] "+idB+" refused: its schema exists", "[2/2] "+idE+" swept: S3 2 objects (2 bytes), Redis 2 keys and 1 membership",
+		"2 tenants: 1 swept, 1 refused", "tenant_cleanup.sweep_log")
+
 	stdout, _ = mustRun(t, 0, "verify")
 	contains(t, "verify after the sweep", stdout, "Stores: nothing left of the ledger's tenants", "consistent")
-	stdout, _ = mustRun(t, 0, "sweep", "--csv", csvPath, "--apply")
+	stdout, _ = mustRun(t, 0, "sweep", "--csv", csvPath, "--apply", "--yes")
 	contains(t, "second sweep", stdout, "1 with something left, 1 refused") // the live tenant, again
 }
 
@@ -96,7 +121,7 @@ func TestSweepRefusesABadCSV(t *testing.T) {
 	if err := os.WriteFile(csvPath, []byte("tenant_id\n"+idA+"\ntenant_*\n\"tenant_i-0ab1\x1b[2J\"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	stdout, stderr := mustRun(t, 2, "sweep", "--csv", csvPath, "--apply")
+	stdout, stderr := mustRun(t, 2, "sweep", "--csv", csvPath, "--apply", "--yes")
 	contains(t, "sweep with a bad CSV", stderr, "2 values that are not tenant ids; nothing was done", `line 3`, `"tenant_*"`, `"tenant_i-0ab1\x1b[2J"`)
 	if stdout != "" || strings.Contains(stderr, "\x1b") {
 		t.Fatalf("stdout %q, stderr %q", stdout, stderr)
@@ -104,5 +129,5 @@ func TestSweepRefusesABadCSV(t *testing.T) {
 	mustRun(t, 2, "sweep", "--csv", filepath.Join(dir, "missing.csv"))
 	mustRun(t, 2, "sweep", idA)
 	stdout, _ = mustRun(t, 0, "sweep", "-h")
-	contains(t, "sweep -h", stdout, "--apply", "cleaned_tenants.csv", "tenant_cleanup.sweep_log", "S3_FILE_STORE_BUCKET_NAME", "REDIS_HOST", "never touches a tenant that still lives")
+	contains(t, "sweep -h", stdout, "--apply", "--yes", "-o, --output", "cleaned_tenants.csv", "tenant_cleanup.sweep_log", "S3_FILE_STORE_BUCKET_NAME", "REDIS_HOST", "never touches a tenant that still lives")
 }

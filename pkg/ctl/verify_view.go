@@ -23,6 +23,8 @@ type verifyView struct {
 	OnOtherShards       int             `json:"on_other_shards"`
 	OddSchemas          []string        `json:"odd_schemas"`
 	Published           []tenant.ID     `json:"published"`
+	// StoreLeftovers is (e): what ledgered tenants left in the other stores.
+	StoreLeftovers []sweepItemView `json:"store_leftovers"`
 }
 
 // problemView is one inconsistent tenant.
@@ -56,6 +58,10 @@ func newVerifyView(r *reconciliation, published []tenant.ID) verifyView {
 		OddSchemas: append([]string{}, r.oddSchemas...), Published: append([]tenant.ID{}, published...)}
 	for _, p := range r.problems {
 		v.Problems = append(v.Problems, newProblemView(p))
+	}
+	v.StoreLeftovers = []sweepItemView{}
+	if r.stores != nil {
+		v.StoreLeftovers = newSweepItemViews(r.stores.plan.Items)
 	}
 	for _, p := range r.maybeElsewhere {
 		v.MaybeElsewhere = append(v.MaybeElsewhere, newProblemView(p))
