@@ -277,6 +277,13 @@ func (s *Store) list(ctx context.Context, prefix string, token *string) ([]objec
 			return nil, nil, fmt.Errorf("listing %s in bucket %s returned %s, which is not under it: the server ignores the prefix, nothing is deleted",
 				prefix, s.bucket, tenant.QuoteInput(key))
 		}
+		if dotSegment(key[len(prefix):]) {
+			// A server that maps keys to file paths may resolve it outside
+			// the prefix (another tenant's folder): never deleted here.
+			return nil, nil, fmt.Errorf("listing %s in bucket %s returned %s, whose path has a '.' or '..' segment: "+
+				"it may name another tenant's object on a server that resolves paths; nothing is deleted: remove it by hand",
+				prefix, s.bucket, tenant.QuoteInput(key))
+		}
 		page = append(page, object{key: key, size: aws.ToInt64(o.Size)})
 	}
 	var next *string
@@ -284,6 +291,17 @@ func (s *Store) list(ctx context.Context, prefix string, token *string) ([]objec
 		next = out.NextContinuationToken
 	}
 	return page, next, nil
+}
+
+// dotSegment reports whether a key's remainder has a "." or ".." path
+// segment (Onyx's keys are uuids and names without them).
+func dotSegment(rest string) bool {
+	for seg := range strings.SplitSeq(rest, "/") {
+		if seg == "." || seg == ".." {
+			return true
+		}
+	}
+	return false
 }
 
 // delete deletes one page of objects in one request and returns those
