@@ -153,8 +153,8 @@ func (s *demoStores) sweepPast(binDir string, env []string, dir string) error {
 	if err := runCmd(binDir, env, "tenantctl", "sweep", "--csv", csvPath); err != nil {
 		return err
 	}
-	step("bin/tenantctl sweep --csv cleaned_tenants.csv --apply")
-	return runCmd(binDir, env, "tenantctl", "sweep", "--csv", csvPath, "--apply")
+	step("bin/tenantctl sweep --csv cleaned_tenants.csv --apply --yes")
+	return runCmd(binDir, env, "tenantctl", "sweep", "--csv", csvPath, "--apply", "--yes")
 }
 
 // summary prints what each tenant has left in the stores, and fails when a

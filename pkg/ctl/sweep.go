@@ -234,6 +234,7 @@ func (c *CLI) runSweep(ctx context.Context, cmd *cobra.Command, out output, csvP
 		"nothing was removed"); code != exitOK {
 		return code
 	}
+	fmt.Fprintln(w)
 	return c.applySweep(ctx, sw, plan)
 }
 
