@@ -97,3 +97,13 @@ func (s *Store) SweepLog(ctx context.Context, id tenant.ID) ([]SweepEntry, error
 	}
 	return entries, nil
 }
+
+// HasTenants reports whether the control plane has any tenant row: a sweep
+// against one without any would take every tenant for gone.
+func (s *Store) HasTenants(ctx context.Context) (bool, error) {
+	var ok bool
+	if err := s.pool.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM public.tenant)").Scan(&ok); err != nil {
+		return false, fmt.Errorf("control plane: look for tenants: %w", pgerr.Kind(err))
+	}
+	return ok, nil
+}

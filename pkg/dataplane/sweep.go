@@ -108,28 +108,8 @@ func (s *Store) UnattributedLargeObjects(ctx context.Context) (int64, error) {
 	if err := collect("SELECT lobj_oid::bigint FROM tenant_cleanup.large_objects"); err != nil && !noTable(err) {
 		return fail(err)
 	}
-	rows, err = s.pool.Query(ctx, `SELECT n.nspname FROM pg_catalog.pg_class c
-		JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-		JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid
-		WHERE c.relname = 'file_content' AND c.relkind IN ('r', 'p') AND a.attname = 'lobj_oid' AND NOT a.attisdropped
-		ORDER BY 1`)
-	if err != nil {
+	if err := s.eachFileContent(ctx, "", nil, func(oid int64) { named[oid] = true }); err != nil {
 		return fail(err)
-	}
-	schemas, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		return fail(err)
-	}
-	for len(schemas) > 0 {
-		batch := schemas[:min(referencesPerQuery, len(schemas))]
-		schemas = schemas[len(batch):]
-		parts := make([]string, len(batch))
-		for i, sc := range batch {
-			parts[i] = "SELECT lobj_oid::bigint FROM " + pgx.Identifier{sc, "file_content"}.Sanitize()
-		}
-		if err := collect(strings.Join(parts, " UNION ALL ")); err != nil && !isGone(err) {
-			return fail(err)
-		}
 	}
 	var n int64
 	for _, oid := range all {
@@ -138,4 +118,91 @@ func (s *Store) UnattributedLargeObjects(ctx context.Context) (int64, error) {
 		}
 	}
 	return n, nil
+}
+
+// eachFileContent calls f with every file_content.lobj_oid of every schema
+// that has such a table (restricted to oids when given: where is a
+// condition on lobj_oid with $1 the oids), referencesPerQuery tables a
+// statement. A schema dropped meanwhile is skipped.
+func (s *Store) eachFileContent(ctx context.Context, where string, oids []int64, f func(oid int64)) error {
+	rows, err := s.pool.Query(ctx, `SELECT n.nspname FROM pg_catalog.pg_class c
+		JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+		JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid
+		WHERE c.relname = 'file_content' AND c.relkind IN ('r', 'p') AND a.attname = 'lobj_oid' AND NOT a.attisdropped
+		ORDER BY 1`)
+	if err != nil {
+		return err
+	}
+	schemas, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return err
+	}
+	var args []any
+	if where != "" {
+		args = append(args, oids)
+	}
+	for len(schemas) > 0 {
+		batch := schemas[:min(referencesPerQuery, len(schemas))]
+		schemas = schemas[len(batch):]
+		parts := make([]string, len(batch))
+		for i, sc := range batch {
+			parts[i] = "SELECT lobj_oid::bigint FROM " + pgx.Identifier{sc, "file_content"}.Sanitize() + where
+		}
+		rows, err := s.pool.Query(ctx, strings.Join(parts, " UNION ALL "), args...)
+		if err == nil {
+			var oid int64
+			_, err = pgx.ForEachRow(rows, []any{&oid}, func() error { f(oid); return nil })
+		}
+		if err != nil && !isGone(err) {
+			return err
+		}
+	}
+	return nil
+}
+
+// ListedStillNamed returns the large objects listed for the tenant that a
+// schema's file_content still names (another tenant's file, or a schema
+// restored since): they must not be unlinked. It reads every file_content
+// table, for the few oids listed.
+func (s *Store) ListedStillNamed(ctx context.Context, id tenant.ID) ([]int64, error) {
+	fail := func(err error) ([]int64, error) {
+		return nil, fmt.Errorf("data plane: check the large objects listed for %s: %w", id, pgerr.Kind(err))
+	}
+	rows, err := s.pool.Query(ctx, "SELECT lobj_oid::bigint FROM tenant_cleanup.large_objects WHERE tenant_id = $1", string(id))
+	if err != nil {
+		if noTable(err) {
+			return nil, nil
+		}
+		return fail(err)
+	}
+	listed, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	if err != nil || len(listed) == 0 {
+		if err != nil {
+			return fail(err)
+		}
+		return nil, nil
+	}
+	named := map[int64]bool{}
+	if err := s.eachFileContent(ctx, " WHERE lobj_oid = ANY ($1)", listed, func(oid int64) { named[oid] = true }); err != nil {
+		return fail(err)
+	}
+	var out []int64
+	for _, oid := range listed {
+		if named[oid] {
+			out = append(out, oid)
+		}
+	}
+	return out, nil
+}
+
+// HasTenants reports whether the data plane holds any schema named as a
+// tenant id (tenant.ParseID's pattern): a sweep against a database without any would take every tenant
+// for gone.
+func (s *Store) HasTenants(ctx context.Context) (bool, error) {
+	var ok bool
+	err := s.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname ~ '^tenant_([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|i-[0-9a-f]+|dev)$')`).Scan(&ok)
+	if err != nil {
+		return false, fmt.Errorf("data plane: look for tenant schemas: %w", pgerr.Kind(err))
+	}
+	return ok, nil
 }

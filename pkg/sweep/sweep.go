@@ -295,6 +295,9 @@ var ErrStopped = errors.New("sweep stopped")
 // error wraps ErrStopped; other failures are reported in their Result and
 // the sweep goes on.
 func (s *Sweeper) Apply(ctx context.Context, p *Plan, progress func(done int, r Result)) ([]Result, error) {
+	if err := s.sane(ctx); err != nil {
+		return nil, err
+	}
 	if err := s.Control.EnsureSweepLog(ctx); err != nil {
 		return nil, err
 	}
@@ -324,6 +327,33 @@ func (s *Sweeper) Apply(ctx context.Context, p *Plan, progress func(done int, r 
 		return results, fmt.Errorf("%w: %w", ErrStopped, stop)
 	}
 	return results, nil
+}
+
+// ErrEmptyFleet is returned by Apply when the data plane holds no tenant
+// schema or the control plane no tenant: databases that are not the fleet's
+// (a wrong URL, a fresh restore), against which every tenant would look gone.
+var ErrEmptyFleet = errors.New("no tenant at all")
+
+// sane refuses to sweep against a data plane or control plane without any
+// tenant.
+func (s *Sweeper) sane(ctx context.Context) error {
+	data, err := s.Data.HasTenants(ctx)
+	if err != nil {
+		return err
+	}
+	control, err := s.Control.HasTenants(ctx)
+	if err != nil {
+		return err
+	}
+	switch {
+	case !data:
+		return fmt.Errorf("%w on the data plane (no schema named tenant_…): is DATA_PLANE_DATABASE_URL the fleet's? "+
+			"Against it every tenant would look gone; nothing was removed", ErrEmptyFleet)
+	case !control:
+		return fmt.Errorf("%w in the control plane (no tenant row): is it the fleet's? "+
+			"Against it every tenant would look gone; nothing was removed", ErrEmptyFleet)
+	}
+	return nil
 }
 
 // sweep sweeps one tenant.
@@ -407,6 +437,16 @@ func (s *Sweeper) steps(ctx context.Context, it Item, locked *dataplane.Locked, 
 	if it.LargeObjects > 0 {
 		if err := judge(); err != nil {
 			return err
+		}
+		named, err := s.Data.ListedStillNamed(ctx, it.ID)
+		if err != nil {
+			return err
+		}
+		if len(named) > 0 {
+			r.Outcome = Refused
+			r.Reason = fmt.Sprintf("%d of the large objects listed for it (e.g. oid %d) are named by a schema's file_content "+
+				"(another tenant's file?): none of them unlinked; check by hand", len(named), named[0])
+			return errRefused
 		}
 		*removing = true
 		n, err := locked.UnlinkLargeObjects(ctx)

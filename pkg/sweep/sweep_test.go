@@ -31,6 +31,9 @@ const (
 	idC     = "tenant_2cde62e7-9fbf-4bb6-8894-f1441fca6745"
 	idLive  = "tenant_3def62e7-9fbf-4bb6-8894-f1441fca6745"
 	idGated = "tenant_4ef062e7-9fbf-4bb6-8894-f1441fca6745"
+	// bystander is a live tenant every test has: a fleet without any is
+	// refused (ErrEmptyFleet).
+	bystander = "tenant_i-0b57a4de"
 )
 
 type env struct {
@@ -74,6 +77,7 @@ func setup(t *testing.T) *env {
 	e.client = redis.NewClient(&redis.Options{Addr: e.redis.Addr})
 	t.Cleanup(func() { _ = e.client.Close() })
 	e.sw = &sweep.Sweeper{Data: data, Control: control, Files: files, Keys: keys, By: "test"}
+	e.dbs.CreateTenant(t, testenv.Tenant{ID: bystander, Status: "ACTIVE"})
 	return e
 }
 
@@ -382,4 +386,50 @@ func TestSweepLargeObjects(t *testing.T) {
 	if n := e.dbs.CountData(t, "SELECT count(*) FROM pg_largeobject_metadata m WHERE m.oid IN (SELECT lobj_oid::oid FROM \""+idLive+"\".file_content)"); n != 3 {
 		t.Fatalf("the live tenant has %d of its 3 large objects", n)
 	}
+}
+
+// A listed large object that a schema's file_content still names (another
+// tenant's file) is not unlinked, nor any other of that tenant's list; its
+// files and keys are swept all the same.
+func TestSweepKeepsLargeObjectsStillNamed(t *testing.T) {
+	e := setup(t)
+	ctx := context.Background()
+	e.ledger(t, idA)
+	e.seed(t, idA, 2, 2)
+	var shared, own int64
+	if err := e.dbs.Data.QueryRow(ctx, "SELECT fixture.add_files($1, 1, 'postgres')::bigint", bystander).Scan(&shared); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.dbs.Data.QueryRow(ctx, "SELECT lo_from_bytea(0, 'a file of A')::bigint").Scan(&own); err != nil {
+		t.Fatal(err)
+	}
+	e.dbs.ExecData(t, "INSERT INTO tenant_cleanup.large_objects (tenant_id, lobj_oid) VALUES ($1, $2), ($1, $3)", idA, shared, own)
+	res := e.apply(t, e.plan(t))
+	if len(res) != 1 || res[0].Outcome != sweep.Refused || !strings.Contains(res[0].Reason, "named by a schema's file_content") ||
+		res[0].Removed.S3Objects != 2 || res[0].Removed.RedisKeys != 2 || res[0].Removed.LargeObjects != 0 {
+		t.Fatalf("result: %+v", res)
+	}
+	if n := e.dbs.CountData(t, "SELECT count(*) FROM pg_largeobject_metadata WHERE oid IN ($1::oid, $2::oid)", shared, own); n != 2 {
+		t.Fatalf("%d of the 2 large objects left", n)
+	}
+	e.mustBeClean(t, idA)
+}
+
+// Against a data plane or a control plane without any tenant (a wrong URL,
+// a fresh restore), where every tenant looks gone, Apply refuses to start.
+func TestSweepRefusesAnEmptyFleet(t *testing.T) {
+	e := setup(t)
+	e.ledger(t, idA)
+	e.seed(t, idA, 2, 2)
+	p := e.plan(t, idB)
+	e.dbs.ExecData(t, `DROP SCHEMA "`+bystander+`" CASCADE`)
+	if _, err := e.sw.Apply(context.Background(), p, nil); !errors.Is(err, sweep.ErrEmptyFleet) {
+		t.Fatalf("apply against a data plane without tenants: %v", err)
+	}
+	e.dbs.CreateTenant(t, testenv.Tenant{ID: idLive})
+	e.dbs.ExecControl(t, "DELETE FROM tenant_notification; DELETE FROM tenant_config; DELETE FROM subscription; DELETE FROM tenant")
+	if _, err := e.sw.Apply(context.Background(), p, nil); !errors.Is(err, sweep.ErrEmptyFleet) {
+		t.Fatalf("apply against a control plane without tenants: %v", err)
+	}
+	e.mustBeIntact(t, idA, 2, 2)
 }
