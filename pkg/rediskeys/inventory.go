@@ -12,7 +12,9 @@ import (
 // validates them (tenant.ParseID) before any use.
 type Inventory struct {
 	// Keys counts, by the text before their first ':', the keys that
-	// start with "tenant_" and hold a ':'.
+	// start with "tenant_" and hold a ':'. A key that SCAN returns twice
+	// (it may, while the server resizes its table) is counted twice: the
+	// counts are for people; what is removed is decided by prefix.
 	Keys map[string]int64
 	// Gated and Active are the members of cloud:gated_tenants and
 	// cloud:active_tenants.
@@ -35,13 +37,9 @@ func (inv Inventory) Count(id string) int64 {
 // and the two tenant sets (SSCAN, ZSCAN).
 func (s *Store) Inventory(ctx context.Context) (Inventory, error) {
 	inv := Inventory{Keys: map[string]int64{}, Gated: map[string]bool{}, Active: map[string]bool{}}
-	seen := map[string]bool{} // SCAN may return a key twice
+	// No set of the keys seen: its memory would grow with the keyspace.
 	err := s.scan(ctx, "tenant_", func(page []string) error {
 		for _, k := range page {
-			if seen[k] {
-				continue
-			}
-			seen[k] = true
 			if id, _, ok := strings.Cut(k, ":"); ok {
 				inv.Keys[id]++
 			}
