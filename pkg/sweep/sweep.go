@@ -398,7 +398,7 @@ func (s *Sweeper) sweep(ctx context.Context, it Item) Result {
 // errRefused stops the steps of a tenant judged alive.
 var errRefused = errors.New("refused")
 
-func (s *Sweeper) steps(ctx context.Context, it Item, locked *dataplane.Locked, r *Result, removing *bool) error {
+func (s *Sweeper) steps(ctx context.Context, it Item, locked *dataplane.TenantSession, r *Result, removing *bool) error {
 	judge := func() error {
 		why, err := s.refusal(ctx, it.ID, it.Source)
 		if err != nil {
