@@ -75,12 +75,20 @@ type ConsumerLiveness struct {
 	// Pulling is the number of pull requests waiting: 0 means no service is
 	// consuming now.
 	Pulling int `json:"pulling"`
+	// Working is true while messages delivered less than an ack wait ago
+	// are unacknowledged: a service works on them.
+	Working bool `json:"working"`
 	// LastDelivered is when a message was last delivered to it.
 	LastDelivered *time.Time `json:"last_delivered,omitempty"`
 }
 
-// Alive reports whether a service is consuming now.
-func (c ConsumerLiveness) Alive() bool { return c.Exists && c.Pulling > 0 }
+// Alive reports whether a service is consuming now: a pull request waits,
+// or a message delivered less than an ack wait ago is still being worked on
+// (a busy service has no pull request waiting: each pulls one message at a
+// time; a dead one's messages are redelivered after the ack wait).
+func (c ConsumerLiveness) Alive() bool {
+	return c.Exists && (c.Pulling > 0 || c.Working)
+}
 
 // Consumers reads the marker's and the cleaner's consumers.
 func (b *Bus) Consumers(ctx context.Context) ([]ConsumerLiveness, error) {
@@ -103,6 +111,7 @@ func (b *Bus) Consumers(ctx context.Context) ([]ConsumerLiveness, error) {
 			if info.Delivered.Last != nil {
 				t := info.Delivered.Last.UTC()
 				cl.LastDelivered = &t
+				cl.Working = info.NumAckPending > 0 && time.Since(t) < info.Config.AckWait
 			}
 		}
 		out = append(out, cl)

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mattn/go-runewidth"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/tenantcleanup/tenant-cleanup/pkg/bus"
@@ -137,21 +138,41 @@ func (p *progress) tally(final bool) string {
 	return strings.Join(parts, ", ")
 }
 
-// line is the progress bar: [#####-----] 3/10 finished (2 cleaned, 1 refused) | 7 in progress (…) | 12s
-func (p *progress) line(elapsed time.Duration) string {
-	const width = 24
+// lineFor is the progress line,
+// [#####-----] 3/10 finished (2 cleaned, 1 refused) | 7 in progress (…) | 12s,
+// or the most detailed form of it that fits in width cells (0:
+// no limit): with the bar and each outcome counted, then without the bar,
+// then fewer counts; the shortest may still need cutting.
+func (p *progress) lineFor(elapsed time.Duration, width int) string {
+	const barWidth = 24
 	filled := 0
 	if len(p.ids) > 0 {
-		filled = p.finished * width / len(p.ids)
+		filled = p.finished * barWidth / len(p.ids)
 	}
-	s := fmt.Sprintf("[%s%s] %d/%d finished", strings.Repeat("#", filled), strings.Repeat("-", width-filled), p.finished, len(p.ids))
+	bar := "[" + strings.Repeat("#", filled) + strings.Repeat("-", barWidth-filled) + "] "
+	finished := fmt.Sprintf("%d/%d finished", p.finished, len(p.ids))
+	finishedTally := finished
 	if t := p.tally(true); t != "" {
-		s += " (" + t + ")"
+		finishedTally += " (" + t + ")"
 	}
-	if rest := len(p.ids) - p.finished; rest > 0 {
-		s += fmt.Sprintf(" | %d in progress (%s)", rest, p.tally(false))
+	rest, restTally := "", ""
+	if n := len(p.ids) - p.finished; n > 0 {
+		rest = fmt.Sprintf(" | %d in progress", n)
+		restTally = rest + " (" + p.tally(false) + ")"
 	}
-	return s + " | " + short(elapsed)
+	took := " | " + short(elapsed)
+	candidates := []string{
+		bar + finishedTally + restTally + took,
+		finishedTally + restTally + took,
+		finishedTally + rest + took,
+		finished + rest + took,
+	}
+	for _, c := range candidates {
+		if width <= 0 || runewidth.StringWidth(c) <= width {
+			return c
+		}
+	}
+	return candidates[len(candidates)-1]
 }
 
 // waitFor shows the progress of the tenants of p until each one finished,
@@ -209,20 +230,49 @@ func (c *CLI) waitFor(ctx context.Context, f *follower, p *progress, timeout tim
 }
 
 // warnIfNotConsuming says at once when no marker or no cleaner is consuming:
-// the requests then wait in NATS and --wait would wait for nothing.
+// the requests then wait in NATS and --wait would wait for nothing. A
+// service between two pulls looks idle for an instant, so a consumer is
+// looked at a few times over notConsumingAfter before it is called dead.
 func (c *CLI) warnIfNotConsuming(ctx context.Context, b *bus.Bus) {
-	consumers, err := b.Consumers(ctx)
-	if err != nil {
-		c.errorf("warning: cannot tell whether the marker and the cleaner run: %v", err)
-		return
-	}
-	for _, cl := range consumers {
-		if !cl.Alive() {
-			c.errorf("warning: no %s is consuming (%d messages waiting for it): the requests wait in NATS until one runs; "+
-				"tenantctl status shows the pipeline's liveness", cl.Name, cl.Pending)
+	deadline := time.Now().Add(notConsumingAfter)
+	seen := map[string]bool{}
+	for {
+		consumers, err := b.Consumers(ctx)
+		if err != nil {
+			c.errorf("warning: cannot tell whether the marker and the cleaner run: %v", err)
+			return
+		}
+		var dead []bus.ConsumerLiveness
+		for _, cl := range consumers {
+			if cl.Alive() {
+				seen[cl.Name] = true
+			}
+			if !seen[cl.Name] {
+				dead = append(dead, cl)
+			}
+		}
+		if len(dead) == 0 {
+			return
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			for _, cl := range dead {
+				c.errorf("warning: no %s is consuming (%d messages waiting for it): the requests wait in NATS until one runs; "+
+					"tenantctl status shows the pipeline's liveness", cl.Name, cl.Pending)
+			}
+			return
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(notConsumingPoll):
 		}
 	}
 }
+
+// How long and how often warnIfNotConsuming looks.
+const (
+	notConsumingAfter = 1500 * time.Millisecond
+	notConsumingPoll  = 100 * time.Millisecond
+)
 
 func (p *progress) unfinished() []string {
 	var out []string

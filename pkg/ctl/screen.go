@@ -59,13 +59,17 @@ func (s *screen) columns() int {
 	return 80
 }
 
+// fit cuts line to the terminal's width, one cell short: some terminals
+// wrap at the last column.
+func (s *screen) fit(line string) string {
+	return runewidth.Truncate(line, s.columns()-1, "…")
+}
+
 func (s *screen) redraw(p *progress, elapsed time.Duration) {
 	if !s.terminal {
 		return
 	}
-	// One cell short of the width: some terminals wrap at the last column.
-	line := runewidth.Truncate(p.line(elapsed), s.columns()-1, "…")
-	fmt.Fprint(s.w, eraseLine+line)
+	fmt.Fprint(s.w, eraseLine+s.fit(p.lineFor(elapsed, s.columns()-1)))
 	s.drawn = true
 }
 
@@ -80,8 +84,9 @@ func (s *screen) finished(p *progress, i int, elapsed time.Duration) {
 		return
 	}
 	if ev.Outcome != tenant.OutcomeCleaned {
-		// A failure, named now, above the status line; it may wrap.
-		fmt.Fprint(s.w, eraseLine+line+"\n")
+		// A failure, named now, above the status line, cut to the width
+		// like it (the summary at the end has the whole reason).
+		fmt.Fprint(s.w, eraseLine+s.fit(line)+"\n")
 	}
 	s.redraw(p, elapsed)
 }
