@@ -256,8 +256,12 @@ func (c *CLI) warnIfNotConsuming(ctx context.Context, b *bus.Bus) {
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
 			for _, cl := range dead {
-				c.errorf("warning: no %s is consuming (%d messages waiting for it): the requests wait in NATS until one runs; "+
-					"tenantctl status shows the pipeline's liveness", cl.Name, cl.Pending)
+				why := fmt.Sprintf("%d messages waiting for it", cl.Pending)
+				if !cl.Exists {
+					why = "none ever ran against this NATS"
+				}
+				c.errorf("warning: no %s is consuming (%s): the requests wait in NATS until one runs; "+
+					"tenantctl status shows the pipeline's liveness", cl.Name, why)
 			}
 			return
 		}
