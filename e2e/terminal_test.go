@@ -28,6 +28,7 @@ type pane struct {
 	t      *testing.T
 	socket string
 	width  int
+	env    []string
 }
 
 // requireTmux skips the test when tmux is absent, except in CI, where
@@ -43,10 +44,9 @@ func requireTmux(t *testing.T) {
 }
 
 // newPane starts command (a shell command line) in a detached tmux session
-// of width×height cells; the environment is this process's (newWorld's
-// variables included). When the command ends the pane shows
+// of width×height cells, with env added to this process's environment. When the command ends the pane shows
 // "[exit STATUS]" and stays open until the test ends.
-func newPane(t *testing.T, width, height int, command string) *pane {
+func newPane(t *testing.T, width, height int, env []string, command string) *pane {
 	t.Helper()
 	requireTmux(t)
 	dir, err := os.MkdirTemp("", "tmux-") // short: a socket path has a length limit
@@ -59,6 +59,9 @@ func newPane(t *testing.T, width, height int, command string) *pane {
 		os.RemoveAll(dir)
 	})
 	script := command + `; echo "[exit $?]"; exec cat >/dev/null`
+	// The first command starts the server, whose environment the session's
+	// command inherits.
+	p.env = env
 	p.tmux("-f", "/dev/null", "new-session", "-d", "-s", "op", "-x", fmt.Sprint(width), "-y", fmt.Sprint(height), "sh", "-c", script)
 	return p
 }
@@ -66,7 +69,7 @@ func newPane(t *testing.T, width, height int, command string) *pane {
 func (p *pane) tmux(args ...string) string {
 	p.t.Helper()
 	cmd := exec.Command("tmux", append([]string{"-S", p.socket}, args...)...)
-	cmd.Env = append(os.Environ(), "TMUX=")
+	cmd.Env = append(append(os.Environ(), p.env...), "TMUX=")
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		p.t.Fatalf("tmux %s: %v\n%s", strings.Join(args, " "), err, out)
@@ -136,6 +139,7 @@ func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''
 // On a terminal, cleanup --csv lists what it will request and asks; "n"
 // publishes nothing and exits 1, "y" publishes.
 func TestTerminalCleanupCSVAsks(t *testing.T) {
+	t.Parallel()
 	requireTmux(t)
 	bin := binaries(t)
 	w := newWorld(t)
@@ -144,10 +148,10 @@ func TestTerminalCleanupCSVAsks(t *testing.T) {
 		t.Fatal(err)
 	}
 	command := shellQuote(filepath.Join(bin, "tenantctl")) + " cleanup --csv " + shellQuote(csvFile)
-	seq := w.streamLastSeq()
+	seq := w.StreamLastSeq()
 
 	// No.
-	p := newPane(t, 60, 20, command)
+	p := newPane(t, 60, 20, w.Environ(), command)
 	s := p.waitFor(20*time.Second, "the question", func(s string) bool { return strings.Contains(s, "[y/N]") })
 	for _, want := range []string{"requests the cleanup of 2 tenants", eligibleOld, eligibleNever, "Publish 2 cleanup requests? [y/N]"} {
 		if !strings.Contains(s, want) {
@@ -162,28 +166,28 @@ func TestTerminalCleanupCSVAsks(t *testing.T) {
 	if code != 1 || !strings.Contains(s, "not confirmed; nothing was published") {
 		t.Errorf("answered n: exit %d; want 1 and \"not confirmed; nothing was published\":\n%s", code, s)
 	}
-	if got := w.streamLastSeq(); got != seq {
+	if got := w.StreamLastSeq(); got != seq {
 		t.Errorf("answered n, yet %d messages were published", got-seq)
 	}
 	for _, id := range []tenant.ID{eligibleOld, eligibleNever} {
-		if _, found, _ := w.bus.TenantState(context.Background(), id); found {
+		if _, found, _ := w.Bus.TenantState(context.Background(), id); found {
 			t.Errorf("answered n, yet %s has a state", id)
 		}
 	}
 
 	// Yes.
-	p = newPane(t, 60, 20, command)
+	p = newPane(t, 60, 20, w.Environ(), command)
 	p.waitFor(20*time.Second, "the question", func(s string) bool { return strings.Contains(s, "[y/N]") })
 	p.send("y", "Enter")
 	code, s = p.waitExit(20 * time.Second)
 	if code != 0 || !strings.Contains(s, "published 2 cleanup request(s)") {
 		t.Errorf("answered y: exit %d; want 0 and 2 requests published:\n%s", code, s)
 	}
-	if got := w.streamLastSeq(); got != seq+2 {
+	if got := w.StreamLastSeq(); got != seq+2 {
 		t.Errorf("answered y: %d messages published, want 2", got-seq)
 	}
 	for _, id := range []tenant.ID{eligibleOld, eligibleNever} {
-		if st, found, _ := w.bus.TenantState(context.Background(), id); !found || st.Phase != tenant.PhaseRequested {
+		if st, found, _ := w.Bus.TenantState(context.Background(), id); !found || st.Phase != tenant.PhaseRequested {
 			t.Errorf("answered y: state of %s = %+v (found %v); want requested", id, st, found)
 		}
 	}
@@ -197,18 +201,19 @@ var progressLine = regexp.MustCompile(`^(\[[#-]+\] )?\d+/\d+ finished`)
 // fits (it is redrawn in place, never wrapped), and a tenant refused is named
 // as it happens, while the others are still in progress.
 func TestTerminalCleanupWaitProgress(t *testing.T) {
+	t.Parallel()
 	requireTmux(t)
 	bin := binaries(t)
 	for _, width := range []int{60, 200} {
 		t.Run(fmt.Sprintf("%d columns", width), func(t *testing.T) {
 			w := newWorld(t)
-			w.dbs.CreateTenant(t, testenv.Tenant{ID: eligibleOld, Status: tenant.StatusGatedAccess, LastQuery: testenv.DaysAgo(200), Pairs: 1, DocsPerPair: 4})
-			w.dbs.CreateTenant(t, testenv.Tenant{ID: active, Status: "ACTIVE", LastQuery: testenv.DaysAgo(200), Pairs: 1, DocsPerPair: 2})
-			w.dbs.CreateTenant(t, testenv.Tenant{ID: eligibleNever, Status: tenant.StatusGatedAccess, Pairs: 1, DocsPerPair: 3})
-			w.drainTenants(true, eligibleOld) // eligibleNever drains only when told
+			w.DBs.CreateTenant(t, testenv.Tenant{ID: eligibleOld, Status: tenant.StatusGatedAccess, LastQuery: testenv.DaysAgo(200), Pairs: 1, DocsPerPair: 4})
+			w.DBs.CreateTenant(t, testenv.Tenant{ID: active, Status: "ACTIVE", LastQuery: testenv.DaysAgo(200), Pairs: 1, DocsPerPair: 2})
+			w.DBs.CreateTenant(t, testenv.Tenant{ID: eligibleNever, Status: tenant.StatusGatedAccess, Pairs: 1, DocsPerPair: 3})
+			w.DrainTenants(true, eligibleOld) // eligibleNever drains only when told
 			w.startServices()
 
-			p := newPane(t, width, 20, shellQuote(filepath.Join(bin, "tenantctl"))+
+			p := newPane(t, width, 20, w.Environ(), shellQuote(filepath.Join(bin, "tenantctl"))+
 				" cleanup --wait --timeout 2m "+eligibleOld+" "+active+" "+eligibleNever)
 			// The refusal is named while the third tenant still drains.
 			refused := regexp.MustCompile(`\[\d/3\] ` + regexp.QuoteMeta(active) + ` refused`)
@@ -228,7 +233,7 @@ func TestTerminalCleanupWaitProgress(t *testing.T) {
 			})
 			checkProgressScreen(t, p, s)
 
-			w.drainTenants(true, eligibleNever)
+			w.DrainTenants(true, eligibleNever)
 			code, s := p.waitExit(90 * time.Second)
 			if code != 1 {
 				t.Errorf("exit %d; want 1 (one tenant refused)", code)
