@@ -164,7 +164,9 @@ func TestWatchReattachesToCleanupsInFlight(t *testing.T) {
 	w.gated(idB, 1, 5)
 	w.dbs.CreateTenant(t, testenv.Tenant{ID: idC, Status: "ACTIVE", LastQuery: testenv.DaysAgo(200)})
 	w.gated(idD, 0, 0)
-	w.drain(idD)
+	w.gated(idE, 0, 0) // held: not in flight
+	w.placeHold(tenant.Hold{ID: idE, Reason: "legal review", By: "tenantctl:ops@host", At: time.Now()})
+	w.drain(idD, idE)
 	w.startServices()
 
 	stdout, _ := mustRun(t, 0, "watch")
@@ -173,12 +175,13 @@ func TestWatchReattachesToCleanupsInFlight(t *testing.T) {
 	mustRun(t, 0, "cleanup", idD, "--wait", "--timeout", "60s") // finished before the watch
 	// Published by an earlier run (which did not wait); idA and idB do not
 	// drain yet, idC is refused.
-	mustRun(t, 0, "cleanup", idA, idB, idC)
+	mustRun(t, 0, "cleanup", idA, idB, idC, idE)
 	testenv.Eventually(t, 30*time.Second, func() bool {
 		s, found, _ := w.bus.TenantState(context.Background(), idC)
 		a, foundA, _ := w.bus.TenantState(context.Background(), idA)
-		return found && s.Phase == tenant.PhaseRefused && foundA && a.Phase == tenant.PhaseDraining
-	}, "%s refused and %s draining", idC, idA)
+		e, foundE, _ := w.bus.TenantState(context.Background(), idE)
+		return found && s.Phase == tenant.PhaseRefused && foundA && a.Phase == tenant.PhaseDraining && foundE && e.Phase == tenant.PhaseHeld
+	}, "%s refused, %s draining and %s held", idC, idA, idE)
 
 	// Without ids: the two in flight.
 	out, errOut, done := mainAsync("watch", "--timeout", "90s")
@@ -199,7 +202,7 @@ func TestWatchReattachesToCleanupsInFlight(t *testing.T) {
 			t.Errorf("watch does not report %s cleaned:\n%s", id, out)
 		}
 	}
-	if strings.Contains(out.String(), idC) || strings.Contains(out.String(), idD) {
+	if strings.Contains(out.String(), idC) || strings.Contains(out.String(), idD) || strings.Contains(out.String(), idE) {
 		t.Errorf("watch without ids follows finished tenants:\n%s", out)
 	}
 	if code := exitWithin(t, done2, 90*time.Second, out2, errOut2); code != 1 {

@@ -14,7 +14,7 @@ import (
 const watchHelp = `
 Re-attaches to cleanups in flight, the way cleanup --wait follows the requests
 it publishes: with TENANT_IDs, those tenants; without, every tenant the
-pipeline has not finished (requested, marked or draining). Tenants already
+pipeline has not finished (requested, marked or draining; not held). Tenants already
 finished (cleaned, refused, stuck, held, dead) count at once. It publishes
 nothing. The display is cleanup --wait's: a progress line on a terminal (with
 failures as they happen), plain lines otherwise, then each tenant's outcome.
@@ -76,7 +76,9 @@ func (c *CLI) runWatch(ctx context.Context, cmd *cobra.Command, args []string, t
 	watched := ids.valid
 	if len(watched) == 0 {
 		for _, s := range states {
-			if !s.Phase.Final() {
+			// In flight: not finished, nor ended for a wait (a held tenant
+			// is left alone while its hold lasts).
+			if !s.Phase.Final() && !finalForWait[tenant.Outcome(s.Phase)] {
 				watched = append(watched, s.ID)
 			}
 		}
