@@ -30,3 +30,11 @@ func (c *CLI) confirm(cmd *cobra.Command, force bool, question, untouched string
 	}
 	return exitOK
 }
+
+// these names n things in a question: "this tenant", "these 3 tenants".
+func these(n int, thing string) string {
+	if n == 1 {
+		return "this " + thing
+	}
+	return "these " + plural(n, thing)
+}

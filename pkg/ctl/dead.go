@@ -125,7 +125,7 @@ func (c *CLI) runReplay(ctx context.Context, cmd *cobra.Command, args []string, 
 		}
 		fmt.Fprintf(c.Stdout, "dead replay --all re-publishes %s to the subjects they came from:\n", plural(len(dead), "dead letter"))
 		c.printDead(c.Stdout, dead)
-		if code := c.confirm(cmd, force, fmt.Sprintf("Replay these %s?", plural(len(dead), "dead letter")), "nothing was replayed"); code != exitOK {
+		if code := c.confirm(cmd, force, "Replay "+these(len(dead), "dead letter")+"?", "nothing was replayed"); code != exitOK {
 			return code
 		}
 	}

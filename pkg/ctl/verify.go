@@ -331,7 +331,7 @@ func (c *CLI) runVerify(ctx context.Context, cmd *cobra.Command, out output, rep
 			fmt.Fprintf(c.Stderr, "verify --repair requests the cleanup of %s, which the pipeline checks again and completes:\n",
 				plural(len(ids), "tenant"))
 			listCapped(c.Stderr, "  ", todo, listCap)
-			if code := c.confirm(cmd, force, fmt.Sprintf("Request the cleanup of these %s?", plural(len(ids), "tenant")),
+			if code := c.confirm(cmd, force, "Request the cleanup of "+these(len(ids), "tenant")+"?",
 				"nothing was repaired"); code != exitOK {
 				return code
 			}
