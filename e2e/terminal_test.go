@@ -291,3 +291,31 @@ func lineMatching(s string, re *regexp.Regexp) string {
 	}
 	return ""
 }
+
+// On a terminal, completing a tenant whose schema is gone without evidence
+// says what it deletes and asks; "n" leaves its rows and publishes nothing.
+func TestTerminalCompletionAsks(t *testing.T) {
+	t.Parallel()
+	requireTmux(t)
+	bin := binaries(t)
+	w := newWorld(t)
+	w.DBs.CreateTenant(t, testenv.Tenant{ID: eligibleOld, Status: tenant.StatusGatedAccess, LastQuery: testenv.DaysAgo(200), NoSchema: true})
+	seq := w.StreamLastSeq()
+	rows := w.DBs.PublicRows(t, eligibleOld)
+	p := newPane(t, 80, 24, w.Environ(), shellQuote(filepath.Join(bin, "tenantctl"))+" cleanup "+eligibleOld)
+	s := p.waitFor(20*time.Second, "the question", func(s string) bool { return strings.Contains(s, "[y/N]") })
+	for _, want := range []string{eligibleOld + ": its schema is not on the data plane", fmt.Sprintf("deletes its %d public rows", rows),
+		"Complete the cleanup of 1 tenant(s) whose schema is gone? [y/N]"} {
+		if !strings.Contains(s, want) {
+			t.Errorf("before asking, the screen lacks %q:\n%s", want, s)
+		}
+	}
+	p.send("n", "Enter")
+	code, s := p.waitExit(20 * time.Second)
+	if code != 1 || !strings.Contains(s, "not confirmed; nothing was published") {
+		t.Errorf("answered n: exit %d; want 1:\n%s", code, s)
+	}
+	if w.StreamLastSeq() != seq || w.DBs.PublicRows(t, eligibleOld) != rows {
+		t.Error("answered n, yet something was published or deleted")
+	}
+}
