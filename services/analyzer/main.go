@@ -5,23 +5,9 @@
 package main
 
 import (
-	"context"
-	"flag"
-	"log/slog"
 	"os"
 
-	"github.com/tenantcleanup/tenant-cleanup/pkg/config"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/service"
 )
 
-func main() {
-	var (
-		cfg  config.Analyzer
-		once bool
-	)
-	os.Exit(service.Main("analyzer", "publishes gated, inactive tenants as cleanup candidates", os.Args[1:], &cfg,
-		func(fs *flag.FlagSet) { fs.BoolVar(&once, "once", false, "run a single analysis pass and exit") },
-		func(ctx context.Context, log *slog.Logger) error {
-			return service.RunAnalyzer(ctx, &cfg, once, os.Stdout, log)
-		}))
-}
+func main() { os.Exit(service.Program("analyzer", os.Args[1:])) }

@@ -4,16 +4,9 @@
 package main
 
 import (
-	"context"
-	"log/slog"
 	"os"
 
-	"github.com/tenantcleanup/tenant-cleanup/pkg/config"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/service"
 )
 
-func main() {
-	var cfg config.Cleaner
-	os.Exit(service.Main("cleaner", "checks drained tenants and cleans them up", os.Args[1:], &cfg, nil,
-		func(ctx context.Context, log *slog.Logger) error { return service.RunCleaner(ctx, &cfg, log) }))
-}
+func main() { os.Exit(service.Program("cleaner", os.Args[1:])) }

@@ -4,16 +4,9 @@
 package main
 
 import (
-	"context"
-	"log/slog"
 	"os"
 
-	"github.com/tenantcleanup/tenant-cleanup/pkg/config"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/service"
 )
 
-func main() {
-	var cfg config.Marker
-	os.Exit(service.Main("marker", "marks cleanup candidates and schedules their drain checks", os.Args[1:], &cfg, nil,
-		func(ctx context.Context, log *slog.Logger) error { return service.RunMarker(ctx, &cfg, log) }))
-}
+func main() { os.Exit(service.Program("marker", os.Args[1:])) }
