@@ -4,23 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/tenantcleanup/tenant-cleanup/internal/pgerr"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/tenantcleanup/tenant-cleanup/internal/pgschema"
+	"github.com/tenantcleanup/tenant-cleanup/internal/pgerr"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/tenant"
 )
-
-// holdColumns is the shape of tenant_cleanup.hold the code relies on.
-var holdColumns = []pgschema.Column{
-	{Name: "tenant_id", Types: pgschema.Text},
-	{Name: "reason", Types: pgschema.Text},
-	{Name: "until", Types: pgschema.Timestamptz},
-	{Name: "placed_by", Types: pgschema.Text},
-	{Name: "placed_at", Types: pgschema.Timestamptz},
-}
 
 // Hold reads a tenant's hold, active or expired.
 func (s *Store) Hold(ctx context.Context, id tenant.ID) (tenant.Hold, bool, error) {

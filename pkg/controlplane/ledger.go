@@ -4,12 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"github.com/tenantcleanup/tenant-cleanup/internal/pgerr"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/tenantcleanup/tenant-cleanup/internal/pgschema"
+	"github.com/tenantcleanup/tenant-cleanup/internal/pgerr"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/tenant"
 )
 
@@ -39,30 +38,6 @@ type LedgerEntry struct {
 	// StoresRemoved counts what was removed from the tenant's other stores,
 	// by name: large_objects (the PostgreSQL file store), …
 	StoresRemoved map[string]int64
-}
-
-// ledgerColumns is the shape of tenant_cleanup.ledger the code relies on.
-var ledgerColumns = []pgschema.Column{
-	{Name: "tenant_id", Types: pgschema.Text},
-	{Name: "cleaned_at", Types: pgschema.Timestamptz},
-	{Name: "requested_by", Types: pgschema.Text},
-	{Name: "marked_at", Types: pgschema.Timestamptz},
-	{Name: "documents_at_marking", Types: pgschema.Int},
-	{Name: "users_at_marking", Types: pgschema.Int},
-	{Name: "last_activity_at", Types: pgschema.Timestamptz},
-	{Name: "tenant_created_at", Types: pgschema.Timestamptz},
-	{Name: "application_status", Types: pgschema.Text},
-	{Name: "stripe_customer_id", Types: pgschema.Text},
-	{Name: "schema_existed", Types: pgschema.Bool},
-	{Name: "relations_dropped", Types: pgschema.Int},
-	{Name: "public_rows_deleted", Types: pgschema.Int},
-	{Name: "control_rows_deleted", Types: pgschema.JSONB},
-	{Name: "stores_removed", Types: pgschema.JSONB},
-	{Name: "cleaned_by", Types: pgschema.Text},
-	{Name: "drop_started_at", Types: pgschema.Timestamptz},
-	{Name: "schema_dropped_at", Types: pgschema.Timestamptz},
-	{Name: "public_rows_deleted_at", Types: pgschema.Timestamptz},
-	{Name: "evidence", Types: pgschema.Text},
 }
 
 // LedgerEntry reads one tenant's ledger row; found is false when it has none.

@@ -3,20 +3,13 @@ package controlplane
 import (
 	"context"
 	"fmt"
-	"github.com/tenantcleanup/tenant-cleanup/internal/pgerr"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/tenantcleanup/tenant-cleanup/internal/pgschema"
+	"github.com/tenantcleanup/tenant-cleanup/internal/pgerr"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/tenant"
 )
-
-// quotaColumns is the shape of tenant_cleanup.quota the code relies on.
-var quotaColumns = []pgschema.Column{
-	{Name: "tenant_id", Types: pgschema.Text},
-	{Name: "reserved_at", Types: pgschema.Timestamptz},
-}
 
 // Reservation is the answer of the cleanup caps.
 type Reservation struct {

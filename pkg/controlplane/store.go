@@ -1,7 +1,8 @@
 // Package controlplane runs every SQL statement the pipeline sends to the
 // control-plane database: tenant status reads, the row lock that makes the
 // final look stick (lock.go), the deletion of a tenant's rows, the ledger
-// (ledger.go), operators' holds (hold.go) and the cleanup caps (quota.go).
+// (ledger.go), operators' holds (hold.go), the cleanup caps (quota.go) and
+// the shape of those tables (tables.go).
 // The connection may go through the SSH bastion (see Open).
 package controlplane
 
@@ -10,7 +11,6 @@ import (
 	"embed"
 	"errors"
 	"fmt"
-	"github.com/tenantcleanup/tenant-cleanup/internal/pgerr"
 	"net"
 	"strings"
 	"time"
@@ -19,21 +19,17 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/tenantcleanup/tenant-cleanup/internal/pgschema"
+	"github.com/tenantcleanup/tenant-cleanup/internal/pgerr"
 	"github.com/tenantcleanup/tenant-cleanup/internal/pgsession"
+	"github.com/tenantcleanup/tenant-cleanup/internal/sqlfile"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/tenant"
 )
 
 //go:embed sql/*.sql
 var sqlFiles embed.FS
 
-func query(name string) string {
-	b, err := sqlFiles.ReadFile("sql/" + name + ".sql")
-	if err != nil {
-		panic(err) // a missing embedded file is a build mistake
-	}
-	return string(b)
-}
+// query returns the named statement from sql/.
+var query = sqlfile.Reader(sqlFiles)
 
 // DialFunc dials the control-plane server, e.g. through the SSH bastion.
 type DialFunc func(ctx context.Context, network, addr string) (net.Conn, error)
@@ -116,43 +112,6 @@ type Record struct {
 func (r Record) Facts(found bool, lastActivity time.Time) tenant.Facts {
 	return tenant.Facts{InControlPlane: found, Status: r.Status, CreatedAt: r.CreatedAt,
 		LastActivity: lastActivity, Problem: r.Problem}
-}
-
-// lockKeySchema serialises concurrent first starts of several replicas.
-const lockKeySchema = 2082340867
-
-// Ensure creates this pipeline's tables (the ledger, the cap reservations,
-// the holds) when they are missing, adds the ledger columns newer versions
-// write, and checks their shape: a table someone created differently (a
-// ledger without a unique tenant_id, say) is an error naming the problem.
-func (s *Store) Ensure(ctx context.Context) error {
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", lockKeySchema); err != nil {
-			return err
-		}
-		if _, err := tx.Exec(ctx, query("schema")); err != nil {
-			return err
-		}
-		if err := pgschema.CheckOwned(ctx, tx, "tenant_cleanup"); err != nil {
-			return err
-		}
-		if _, err := tx.Exec(ctx, pgschema.RevokeSQL("tenant_cleanup")); err != nil {
-			return err
-		}
-		for _, t := range []struct {
-			name string
-			cols []pgschema.Column
-		}{{"tenant_cleanup.ledger", ledgerColumns}, {"tenant_cleanup.quota", quotaColumns}, {"tenant_cleanup.hold", holdColumns}} {
-			if err := pgschema.Verify(ctx, tx, t.name, "tenant_id", t.cols); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("control plane: prepare this pipeline's tables: %w", pgerr.Kind(err))
-	}
-	return nil
 }
 
 // Unreadable is a control-plane row the analysis could not judge.

@@ -4,10 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/tenantcleanup/tenant-cleanup/internal/pgerr"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/tenantcleanup/tenant-cleanup/internal/pgerr"
 )
 
 // ControlTables are the control-plane tables holding a tenant's rows, in the

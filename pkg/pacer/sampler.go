@@ -10,19 +10,14 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tenantcleanup/tenant-cleanup/internal/pgsession"
+	"github.com/tenantcleanup/tenant-cleanup/internal/sqlfile"
 )
 
 //go:embed sql/*.sql
 var sqlFiles embed.FS
 
 // query returns the named statement from sql/.
-func query(name string) string {
-	b, err := sqlFiles.ReadFile("sql/" + name + ".sql")
-	if err != nil {
-		panic(err) // a missing embedded file is a build mistake
-	}
-	return string(b)
-}
+var query = sqlfile.Reader(sqlFiles)
 
 // ApplicationName is the application_name of the sampler's connection.
 const ApplicationName = "tenant-cleanup-pacer"
