@@ -3,7 +3,6 @@ package testworld
 import (
 	"context"
 	"encoding/json"
-	"slices"
 	"strings"
 	"time"
 
@@ -13,18 +12,12 @@ import (
 )
 
 // Events lists the events reported so far, oldest first.
-func (w *World) Events() []tenant.Event {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return slices.Clone(w.events)
-}
+func (w *World) Events() []tenant.Event { return w.events.All() }
 
 // Outcomes lists the outcomes reported for id so far, oldest first.
 func (w *World) Outcomes(id string) []tenant.Outcome {
-	w.mu.Lock()
-	defer w.mu.Unlock()
 	var out []tenant.Outcome
-	for _, ev := range w.events {
+	for _, ev := range w.events.All() {
 		if string(ev.TenantID) == id {
 			out = append(out, ev.Outcome)
 		}
@@ -49,17 +42,7 @@ func (w *World) WaitFor(id string, o tenant.Outcome, timeout time.Duration) {
 }
 
 // EventsWith lists the events reporting o so far.
-func (w *World) EventsWith(o tenant.Outcome) []tenant.Event {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	var out []tenant.Event
-	for _, ev := range w.events {
-		if ev.Outcome == o {
-			out = append(out, ev)
-		}
-	}
-	return out
-}
+func (w *World) EventsWith(o tenant.Outcome) []tenant.Event { return w.events.With(o) }
 
 // AssertCleaned checks the end state of a cleaned tenant: schema, public
 // rows and control-plane rows gone, exactly one ledger row.

@@ -22,7 +22,6 @@ import (
 	"github.com/tenantcleanup/tenant-cleanup/pkg/config"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/controlplane"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/dataplane"
-	"github.com/tenantcleanup/tenant-cleanup/pkg/tenant"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/testenv"
 )
 
@@ -42,8 +41,8 @@ type World struct {
 	Cleaner  config.Cleaner
 	Analyzer config.Analyzer
 
+	events testenv.Events
 	mu     sync.Mutex
-	events []tenant.Event
 	// draining lists the tenants whose background deletion is simulated.
 	draining map[string]bool
 }
@@ -77,11 +76,7 @@ func New(t testing.TB, o Options) *World {
 	}
 	t.Cleanup(b.Close)
 	w.Bus = b
-	stop, err := b.WatchEvents(context.Background(), time.Time{}, func(ev tenant.Event) {
-		w.mu.Lock()
-		w.events = append(w.events, ev)
-		w.mu.Unlock()
-	})
+	stop, err := b.WatchEvents(context.Background(), time.Time{}, w.events.Add)
 	if err != nil {
 		t.Fatal(err)
 	}

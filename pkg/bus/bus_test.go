@@ -3,6 +3,7 @@ package bus
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
 	"sync"
@@ -32,20 +33,17 @@ func connect(t *testing.T, url string) *Bus {
 	return b
 }
 
-// events collects every event published from now on.
-type events struct {
-	mu  sync.Mutex
-	all []tenant.Event
+// newBus connects to a fresh embedded JetStream.
+func newBus(t *testing.T) *Bus {
+	t.Helper()
+	return connect(t, testenv.StartJetStream(t).URL)
 }
 
-func watch(t *testing.T, b *Bus) *events {
+// watch collects every event published from now on.
+func watch(t *testing.T, b *Bus) *testenv.Events {
 	t.Helper()
-	e := &events{}
-	stop, err := b.WatchEvents(context.Background(), time.Time{}, func(ev tenant.Event) {
-		e.mu.Lock()
-		e.all = append(e.all, ev)
-		e.mu.Unlock()
-	})
+	e := &testenv.Events{}
+	stop, err := b.WatchEvents(context.Background(), time.Time{}, e.Add)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -53,16 +51,27 @@ func watch(t *testing.T, b *Bus) *events {
 	return e
 }
 
-func (e *events) find(o tenant.Outcome) []tenant.Event {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	var out []tenant.Event
-	for _, ev := range e.all {
-		if ev.Outcome == o {
-			out = append(out, ev)
-		}
+// counts counts calls by key; it is safe for concurrent use.
+type counts struct {
+	mu sync.Mutex
+	n  map[string]int
+}
+
+// add counts one more call for key and returns how many there were.
+func (c *counts) add(key string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.n == nil {
+		c.n = map[string]int{}
 	}
-	return out
+	c.n[key]++
+	return c.n[key]
+}
+
+func (c *counts) get(key string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.n[key]
 }
 
 func TestVersionAtLeast(t *testing.T) {
@@ -98,8 +107,7 @@ func TestRefusesOldServer(t *testing.T) {
 }
 
 func TestScheduleReplacesPendingSchedule(t *testing.T) {
-	srv := testenv.StartJetStream(t)
-	b := connect(t, srv.URL)
+	b := newBus(t)
 	ctx := context.Background()
 
 	if pending, err := b.DrainPending(ctx, idA); err != nil || pending {
@@ -150,24 +158,16 @@ func TestScheduleReplacesPendingSchedule(t *testing.T) {
 }
 
 func TestConsumeMapsErrorsToAcks(t *testing.T) {
-	srv := testenv.StartJetStream(t)
-	b := connect(t, srv.URL)
+	b := newBus(t)
 	ev := watch(t, b)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 
-	var (
-		mu    sync.Mutex
-		seen  = map[string]int{}
-		later atomic.Bool
-	)
+	var seen counts
 	handler := func(ctx context.Context, d Delivery) (Outcome, error) {
 		var out Outcome
 		req, err := tenant.ParseRequest(d.Data)
-		mu.Lock()
-		seen[string(d.Data)]++
-		n := seen[string(d.Data)]
-		mu.Unlock()
+		n := seen.add(string(d.Data))
 		if err != nil {
 			return out, err
 		}
@@ -177,7 +177,6 @@ func TestConsumeMapsErrorsToAcks(t *testing.T) {
 			return out, tenant.Refuse(req.ID, "not gated")
 		case "tenant_i-02": // later, once
 			if n == 1 {
-				later.Store(true)
 				return out, tenant.Later(100*time.Millisecond, "busy", nil)
 			}
 		case "tenant_i-03": // panics once, then succeeds
@@ -200,22 +199,18 @@ func TestConsumeMapsErrorsToAcks(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	count := func(body string) int {
-		mu.Lock()
-		defer mu.Unlock()
-		return seen[body]
-	}
+	count := seen.get
 	testenv.Eventually(t, 15*time.Second, func() bool {
 		return count("tenant_i-02") == 2 && count("tenant_i-03") == 2 && count("tenant_i-04") == 2 && count("tenant_i-05") == 1
 	}, "retried messages redelivered once")
-	testenv.Eventually(t, 5*time.Second, func() bool { return len(ev.find(tenant.OutcomeRefused)) == 3 }, "three refused events")
+	testenv.Eventually(t, 5*time.Second, func() bool { return len(ev.With(tenant.OutcomeRefused)) == 3 }, "three refused events")
 	for _, body := range []string{"tenant_i-01", "public", "tenant_i-05"} {
 		if n := count(body); n != 1 {
 			t.Errorf("%s delivered %d times; want once (acked or terminated)", body, n)
 		}
 	}
 	var inputs []string
-	for _, e := range ev.find(tenant.OutcomeRefused) {
+	for _, e := range ev.With(tenant.OutcomeRefused) {
 		if e.TenantID == "tenant_i-01" && e.Reason != "not gated" {
 			t.Errorf("refused event %+v lacks the reason", e)
 		}
@@ -240,8 +235,7 @@ func TestConsumeMapsErrorsToAcks(t *testing.T) {
 }
 
 func TestConsumeStoppedBeforeItStartsIsCleanShutdown(t *testing.T) {
-	srv := testenv.StartJetStream(t)
-	b := connect(t, srv.URL)
+	b := newBus(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel() // SIGTERM while the service was still starting
 	if err := b.nc.Publish(SubjectCandidate, []byte(idA)); err != nil {
@@ -259,8 +253,7 @@ func TestConsumeStoppedBeforeItStartsIsCleanShutdown(t *testing.T) {
 }
 
 func TestConsumeShutdownHandsBackSlowWork(t *testing.T) {
-	srv := testenv.StartJetStream(t)
-	b := connect(t, srv.URL)
+	b := newBus(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	started := make(chan struct{}, 2)
 	var cancelled atomic.Int32
@@ -307,5 +300,97 @@ func TestConsumeShutdownHandsBackSlowWork(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("handed-back message was not redelivered")
+	}
+}
+
+// TestPublishRequestsInBulk publishes more requests than the window, one of
+// them for a tenant the marker already answered: every request is published
+// once, in order, the new ones are recorded as requested, and the marker's
+// later answer is kept. A second call publishes them all again: its message
+// ids are its own.
+func TestPublishRequestsInBulk(t *testing.T) {
+	b := newBus(t)
+	ev := watch(t, b)
+	ctx := context.Background()
+	n := publishWindow + 44
+	var reqs []tenant.Request
+	for i := range n {
+		reqs = append(reqs, tenant.Request{ID: tenant.ID(fmt.Sprintf("tenant_i-%04x", i)), RequestedBy: "analyzer"})
+	}
+	answered := reqs[7].ID
+	b.Report(ctx, tenant.Event{TenantID: answered, Outcome: tenant.OutcomeRefused, Reason: "not gated",
+		Time: time.Now().Add(time.Hour)})
+	var got []Published
+	if err := b.PublishRequests(ctx, reqs, func(p Published) { got = append(got, p) }); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != n {
+		t.Fatalf("%d acknowledged; want %d", len(got), n)
+	}
+	for i, p := range got {
+		if p.Request.ID != reqs[i].ID || p.Duplicate {
+			t.Fatalf("acknowledgement %d: %+v; want %s, not a duplicate, in order", i, p, reqs[i].ID)
+		}
+	}
+	requests := func() uint64 {
+		s, err := b.js.Stream(ctx, StreamRequests)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s.CachedInfo().State.Msgs
+	}
+	if got := requests(); got != uint64(n) {
+		t.Fatalf("%d messages in %s; want %d", got, StreamRequests, n)
+	}
+	for i, r := range reqs {
+		s, found, err := b.TenantState(ctx, r.ID)
+		if err != nil || !found {
+			t.Fatalf("state of %s: found %v, %v", r.ID, found, err)
+		}
+		want := tenant.PhaseRequested
+		if r.ID == answered {
+			want = tenant.PhaseRefused
+		}
+		if s.Phase != want || (i != 7 && s.RequestedBy != "analyzer") {
+			t.Fatalf("state of %s: %+v; want phase %s", r.ID, s, want)
+		}
+	}
+	testenv.Eventually(t, 5*time.Second, func() bool { return len(ev.With(tenant.OutcomeRequested)) == n },
+		"%d requested events; want %d", len(ev.With(tenant.OutcomeRequested)), n)
+
+	got = nil
+	if err := b.PublishRequests(ctx, reqs, func(p Published) { got = append(got, p) }); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range got {
+		if p.Duplicate {
+			t.Fatalf("second call: %s taken for a duplicate of the first call's", p.Request.ID)
+		}
+	}
+	if k := requests(); len(got) != n || k != uint64(2*n) {
+		t.Fatalf("second call: %d acknowledged, %d messages in %s; want %d and %d", len(got), k, StreamRequests, n, 2*n)
+	}
+	testenv.Eventually(t, 5*time.Second, func() bool { return len(ev.With(tenant.OutcomeRequested)) == 2*n },
+		"%d requested events; want %d", len(ev.With(tenant.OutcomeRequested)), 2*n)
+	if s, _, err := b.TenantState(ctx, answered); err != nil || s.Phase != tenant.PhaseRefused {
+		t.Fatalf("state of %s after the second call: %+v, %v; want the marker's later answer kept", answered, s, err)
+	}
+}
+
+// TestPublishRequestsFailure: when the server is gone, the error comes back
+// and nothing looks published.
+func TestPublishRequestsFailure(t *testing.T) {
+	srv := testenv.StartJetStream(t)
+	b := connect(t, srv.URL)
+	srv.Shutdown()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	published := 0
+	err := b.PublishRequests(ctx, []tenant.Request{{ID: idA}}, func(p Published) { published++ })
+	if err == nil || published != 0 {
+		t.Fatalf("publish with the server down: %d published, error %v; want an error", published, err)
+	}
+	if !errors.Is(err, tenant.ErrUnavailable) {
+		t.Errorf("error %v is not marked unavailable", err)
 	}
 }

@@ -4,7 +4,7 @@ import (
 	"context"
 	"errors"
 	"strings"
-	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -13,17 +13,16 @@ import (
 )
 
 func TestPoisonMessageIsDeadLetteredAndReplayed(t *testing.T) {
-	srv := testenv.StartJetStream(t)
-	b := connect(t, srv.URL)
+	b := newBus(t)
 	ev := watch(t, b)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 
 	var (
-		mu     sync.Mutex
-		calls  = map[string]int{}
-		broken = true
+		calls  counts
+		broken atomic.Bool
 	)
+	broken.Store(true)
 	handler := func(_ context.Context, d Delivery) (Outcome, error) {
 		var out Outcome
 		req, err := tenant.ParseRequest(d.Data)
@@ -31,16 +30,14 @@ func TestPoisonMessageIsDeadLetteredAndReplayed(t *testing.T) {
 			return out, err
 		}
 		out.Tenant = req.ID
-		mu.Lock()
-		defer mu.Unlock()
-		calls[string(req.ID)]++
+		n := calls.add(string(req.ID))
 		switch req.ID {
 		case "tenant_i-0bad":
-			if broken {
+			if broken.Load() {
 				return out, errors.New("relation \"x\" does not exist")
 			}
 		case "tenant_i-0ff1": // down for longer than MaxFailures deliveries, then fine
-			if calls[string(req.ID)] <= 3 {
+			if n <= 3 {
 				return out, tenant.Unavailable(errors.New("connection refused"))
 			}
 		}
@@ -54,17 +51,12 @@ func TestPoisonMessageIsDeadLetteredAndReplayed(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	testenv.Eventually(t, 30*time.Second, func() bool { return len(ev.find(tenant.OutcomeDead)) == 1 }, "poison message dead-lettered")
-	mu.Lock()
-	if n := calls["tenant_i-0bad"]; n != 3 {
+	testenv.Eventually(t, 30*time.Second, func() bool { return len(ev.With(tenant.OutcomeDead)) == 1 }, "poison message dead-lettered")
+	if n := calls.get("tenant_i-0bad"); n != 3 {
 		t.Errorf("poison message handled %d times; want MaxFailures = 3", n)
 	}
-	mu.Unlock()
-	testenv.Eventually(t, 30*time.Second, func() bool {
-		mu.Lock()
-		defer mu.Unlock()
-		return calls["tenant_i-0ff1"] == 4
-	}, "unavailable dependency retried until it came back")
+	testenv.Eventually(t, 30*time.Second, func() bool { return calls.get("tenant_i-0ff1") == 4 },
+		"unavailable dependency retried until it came back")
 	dead, err := b.DeadLetters(context.Background())
 	if err != nil {
 		t.Fatal(err)
@@ -79,25 +71,18 @@ func TestPoisonMessageIsDeadLetteredAndReplayed(t *testing.T) {
 	}
 
 	// Replay after the fix: processed, and gone from the dead-letter stream.
-	mu.Lock()
-	broken = false
-	mu.Unlock()
+	broken.Store(false)
 	if _, err := b.Replay(context.Background(), dead[0].Seq); err != nil {
 		t.Fatal(err)
 	}
-	testenv.Eventually(t, 10*time.Second, func() bool {
-		mu.Lock()
-		defer mu.Unlock()
-		return calls["tenant_i-0bad"] == 4
-	}, "replayed message processed")
+	testenv.Eventually(t, 10*time.Second, func() bool { return calls.get("tenant_i-0bad") == 4 }, "replayed message processed")
 	if dead, err := b.DeadLetters(context.Background()); err != nil || len(dead) != 0 {
 		t.Fatalf("dead letters after replay: %+v, %v", dead, err)
 	}
 }
 
 func TestStateFollowsReports(t *testing.T) {
-	srv := testenv.StartJetStream(t)
-	b := connect(t, srv.URL)
+	b := newBus(t)
 	ctx := context.Background()
 	now := time.Now().UTC().Truncate(time.Second)
 	next := now.Add(time.Hour)
@@ -131,8 +116,7 @@ func TestStateFollowsReports(t *testing.T) {
 }
 
 func TestPauses(t *testing.T) {
-	srv := testenv.StartJetStream(t)
-	b := connect(t, srv.URL)
+	b := newBus(t)
 	ctx := context.Background()
 	now := time.Now()
 	past := now.Add(-time.Minute)

@@ -13,9 +13,9 @@ import (
 	"github.com/tenantcleanup/tenant-cleanup/pkg/testenv"
 )
 
-// consumed runs a marker consume loop on b until the test ends and returns
-// the tenants it handled so far.
-func consumed(t *testing.T, b *Bus) func() []tenant.ID {
+// consumed runs a marker consume loop on b (handling concurrency messages at
+// once) until the test ends and returns the tenants it handled so far.
+func consumed(t *testing.T, b *Bus, concurrency int) func() []tenant.ID {
 	t.Helper()
 	var (
 		mu   sync.Mutex
@@ -24,7 +24,7 @@ func consumed(t *testing.T, b *Bus) func() []tenant.ID {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- b.Consume(ctx, ConsumeOptions{Consumer: ConsumerMarker, FilterSubject: SubjectCandidate, Concurrency: 2},
+		done <- b.Consume(ctx, ConsumeOptions{Consumer: ConsumerMarker, FilterSubject: SubjectCandidate, Concurrency: concurrency},
 			func(_ context.Context, d Delivery) (Outcome, error) {
 				var out Outcome
 				req, err := tenant.ParseRequest(d.Data)
@@ -73,11 +73,10 @@ func requestHandled(t *testing.T, b *Bus, seen func() []tenant.ID, id tenant.ID,
 // loop recreates what it needs and handles a new request within seconds, and
 // Recreated fires when a stream was recreated.
 func TestConsumeRecreatesWhatVanished(t *testing.T) {
-	srv := testenv.StartJetStream(t)
-	b := connect(t, srv.URL)
+	b := newBus(t)
 	js := b.JetStream()
 	ctx := context.Background()
-	seen := consumed(t, b)
+	seen := consumed(t, b, 2)
 	testenv.Eventually(t, 10*time.Second, func() bool { return b.Ready() == nil }, "ready")
 	requestHandled(t, b, seen, "tenant_i-01", "at the start")
 
@@ -126,11 +125,10 @@ func TestConsumeRecreatesWhatVanished(t *testing.T) {
 // public subject under another name keeps the requests stream from being
 // recreated; the loop says it cannot consume until it is gone, then resumes.
 func TestNotReadyWhileTheStreamCannotBeRecreated(t *testing.T) {
-	srv := testenv.StartJetStream(t)
-	b := connect(t, srv.URL)
+	b := newBus(t)
 	js := b.JetStream()
 	ctx := context.Background()
-	seen := consumed(t, b)
+	seen := consumed(t, b, 2)
 	requestHandled(t, b, seen, "tenant_i-01", "at the start")
 	squat(t, js)
 	testenv.Eventually(t, 10*time.Second, func() bool { return b.Ready() != nil }, "not ready without its stream")
@@ -167,8 +165,7 @@ func squat(t *testing.T, js jetstream.JetStream) {
 // TestCallsRecreateWhatTheyNeed: a publish, a KV read or write and a stream
 // read whose stream or bucket is gone recreate it and succeed.
 func TestCallsRecreateWhatTheyNeed(t *testing.T) {
-	srv := testenv.StartJetStream(t)
-	b := connect(t, srv.URL)
+	b := newBus(t)
 	js := b.JetStream()
 	ctx := context.Background()
 	drop := func(name string) {
@@ -224,7 +221,7 @@ func TestCallsRecreateWhatTheyNeed(t *testing.T) {
 	drop(StreamEvents)
 	ev := watch(t, b)
 	b.Report(ctx, tenant.Event{TenantID: idA, Outcome: tenant.OutcomeDraining})
-	testenv.Eventually(t, 5*time.Second, func() bool { return len(ev.find(tenant.OutcomeDraining)) == 1 }, "event published")
+	testenv.Eventually(t, 5*time.Second, func() bool { return len(ev.With(tenant.OutcomeDraining)) == 1 }, "event published")
 
 	drop(StreamDead)
 	if dead, err := b.DeadLetters(ctx); err != nil || len(dead) != 0 {
