@@ -20,9 +20,7 @@ import (
 )
 
 func TestDialThroughBastionReusesClient(t *testing.T) {
-	s := bastiontest.Start(t)
-	tg := newTCPTarget(t)
-	d, logs := newDialer(t, s.BastionConfig())
+	s, tg, d, logs := tunnel(t, nil)
 
 	c1 := dial(t, d, tg.addr())
 	echo(t, c1, "one")
@@ -56,9 +54,7 @@ func TestDialThroughBastionReusesClient(t *testing.T) {
 }
 
 func TestTunnelConnDeadlines(t *testing.T) {
-	s := bastiontest.Start(t)
-	tg := newTCPTarget(t)
-	d, _ := newDialer(t, s.BastionConfig())
+	_, tg, d, _ := tunnel(t, nil)
 	c := dial(t, d, tg.addr())
 
 	// Nothing to read: the read deadline must fire (pgx relies on it to
@@ -76,9 +72,7 @@ func TestTunnelConnDeadlines(t *testing.T) {
 }
 
 func TestConcurrentDialsShareOneClient(t *testing.T) {
-	s := bastiontest.Start(t)
-	tg := newTCPTarget(t)
-	d, _ := newDialer(t, s.BastionConfig())
+	_, tg, d, _ := tunnel(t, nil)
 
 	var wg sync.WaitGroup
 	errs := make(chan error, 8)
@@ -102,9 +96,7 @@ func TestConcurrentDialsShareOneClient(t *testing.T) {
 			t.Error(err)
 		}
 	}
-	if got := d.ConnectCount(); got != 1 {
-		t.Errorf("SSH connections = %d, want 1", got)
-	}
+	assertSSHConnections(t, d, 1)
 }
 
 func TestUnixSocketThroughBastion(t *testing.T) {
@@ -191,9 +183,7 @@ func TestUnknownHostIsRefused(t *testing.T) {
 func TestHostKeyAlgorithmsFollowKnownHosts(t *testing.T) {
 	// sshd offers ECDSA and RSA host keys too, which the SSH library would
 	// prefer; known_hosts only has the ed25519 one.
-	s := bastiontest.Start(t, bastiontest.WithExtraHostKeys())
-	tg := newTCPTarget(t)
-	d, _ := newDialer(t, s.BastionConfig())
+	s, tg, d, _ := tunnel(t, nil, bastiontest.WithExtraHostKeys())
 	if got, want := d.HostKeyAlgorithms(), []string{"ssh-ed25519"}; !slices.Equal(got, want) {
 		t.Errorf("HostKeyAlgorithms = %v, want %v", got, want)
 	}
@@ -272,9 +262,7 @@ func TestHungBastionRespectsContextAndDialTimeout(t *testing.T) {
 }
 
 func TestBastionRestartReconnects(t *testing.T) {
-	s := bastiontest.Start(t)
-	tg := newTCPTarget(t)
-	d, logs := newDialer(t, s.BastionConfig())
+	s, tg, d, logs := tunnel(t, nil)
 	old := dial(t, d, tg.addr())
 	echo(t, old, "before restart")
 
@@ -291,9 +279,7 @@ func TestBastionRestartReconnects(t *testing.T) {
 	}
 	defer c.Close()
 	echo(t, c, "reconnected")
-	if got := d.ConnectCount(); got != 2 {
-		t.Errorf("SSH connections = %d, want 2", got)
-	}
+	assertSSHConnections(t, d, 2)
 	for _, line := range []string{"bastion connection lost", "bastion reconnected"} {
 		if got := strings.Count(logs.String(), line); got != 1 {
 			t.Errorf("logged %q %d times, want once:\n%s", line, got, logs)
@@ -304,9 +290,7 @@ func TestBastionRestartReconnects(t *testing.T) {
 func TestDeadClientIsReplacedOnDial(t *testing.T) {
 	// Dial immediately after the restart, racing the dialer noticing that
 	// the connection died: either way the dial must succeed.
-	s := bastiontest.Start(t)
-	tg := newTCPTarget(t)
-	d, _ := newDialer(t, s.BastionConfig())
+	s, tg, d, _ := tunnel(t, nil)
 	echo(t, dial(t, d, tg.addr()), "first")
 	for i := range 3 {
 		s.Restart(t)
@@ -318,9 +302,7 @@ func TestDeadClientIsReplacedOnDial(t *testing.T) {
 }
 
 func TestStoppedBastionDropsClient(t *testing.T) {
-	s := bastiontest.Start(t)
-	tg := newTCPTarget(t)
-	d, _ := newDialer(t, s.BastionConfig())
+	s, tg, d, _ := tunnel(t, nil)
 	c := dial(t, d, tg.addr())
 	echo(t, c, "ping")
 
@@ -339,11 +321,7 @@ func TestStoppedBastionDropsClient(t *testing.T) {
 }
 
 func TestKeepaliveDetectsHungBastion(t *testing.T) {
-	s := bastiontest.Start(t)
-	tg := newTCPTarget(t)
-	cfg := s.BastionConfig()
-	cfg.KeepAlive = 200 * time.Millisecond
-	d, logs := newDialer(t, cfg)
+	s, tg, d, logs := tunnel(t, func(cfg *bastion.Config) { cfg.KeepAlive = 200 * time.Millisecond })
 	c := dial(t, d, tg.addr())
 	echo(t, c, "ping")
 
@@ -362,17 +340,11 @@ func TestKeepaliveDetectsHungBastion(t *testing.T) {
 
 	s.Resume(t)
 	echo(t, dial(t, d, tg.addr()), "after resume")
-	if got := d.ConnectCount(); got != 2 {
-		t.Errorf("SSH connections = %d, want 2", got)
-	}
+	assertSSHConnections(t, d, 2)
 }
 
 func TestKeepaliveKeepsHealthyConnection(t *testing.T) {
-	s := bastiontest.Start(t)
-	tg := newTCPTarget(t)
-	cfg := s.BastionConfig()
-	cfg.KeepAlive = 50 * time.Millisecond
-	d, _ := newDialer(t, cfg)
+	s, tg, d, _ := tunnel(t, func(cfg *bastion.Config) { cfg.KeepAlive = 50 * time.Millisecond })
 	echo(t, dial(t, d, tg.addr()), "ping")
 	// Wait until sshd has answered several keepalives.
 	eventually(t, 5*time.Second, "sshd to receive keepalives", func() bool {
@@ -404,9 +376,7 @@ func TestTargetRefusedKeepsClient(t *testing.T) {
 }
 
 func TestCloseDialer(t *testing.T) {
-	s := bastiontest.Start(t)
-	tg := newTCPTarget(t)
-	d, _ := newDialer(t, s.BastionConfig())
+	_, tg, d, _ := tunnel(t, nil)
 	c := dial(t, d, tg.addr())
 	echo(t, c, "ping")
 
@@ -467,9 +437,7 @@ func TestUserKeyTypes(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			s := bastiontest.Start(t, tc.opts...)
-			tg := newTCPTarget(t)
-			d, _ := newDialer(t, s.BastionConfig())
+			_, tg, d, _ := tunnel(t, nil, tc.opts...)
 			echo(t, dial(t, d, tg.addr()), "ping")
 		})
 	}
@@ -518,11 +486,7 @@ func TestEncryptedUserKey(t *testing.T) {
 }
 
 func TestPassphraseIgnoredForUnencryptedKey(t *testing.T) {
-	s := bastiontest.Start(t)
-	tg := newTCPTarget(t)
-	cfg := s.BastionConfig()
-	cfg.KeyPassphrase = "not needed"
-	d, _ := newDialer(t, cfg)
+	_, tg, d, _ := tunnel(t, func(cfg *bastion.Config) { cfg.KeyPassphrase = "not needed" })
 	echo(t, dial(t, d, tg.addr()), "ping")
 }
 

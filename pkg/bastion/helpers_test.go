@@ -18,6 +18,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/tenantcleanup/tenant-cleanup/pkg/bastion"
+	"github.com/tenantcleanup/tenant-cleanup/pkg/bastion/bastiontest"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/testenv"
 )
 
@@ -38,6 +39,28 @@ func newDialer(t *testing.T, cfg bastion.Config) (*bastion.Dialer, *testenv.Sync
 		}
 	})
 	return d, logs
+}
+
+// tunnel starts a bastion (with opts), a TCP echo target and a dialer with
+// the bastion's configuration, changed by edit when it is not nil.
+func tunnel(t *testing.T, edit func(*bastion.Config), opts ...bastiontest.Option) (*bastiontest.SSHD, *target, *bastion.Dialer, *testenv.SyncBuffer) {
+	t.Helper()
+	s := bastiontest.Start(t, opts...)
+	tg := newTCPTarget(t)
+	cfg := s.BastionConfig()
+	if edit != nil {
+		edit(&cfg)
+	}
+	d, logs := newDialer(t, cfg)
+	return s, tg, d, logs
+}
+
+// assertSSHConnections checks that d made want SSH connections so far.
+func assertSSHConnections(t *testing.T, d *bastion.Dialer, want int) {
+	t.Helper()
+	if got := d.ConnectCount(); got != want {
+		t.Errorf("SSH connections = %d, want %d", got, want)
+	}
 }
 
 // target is a TCP (or unix) echo server standing in for a service behind the

@@ -26,6 +26,17 @@ func copyFile(t *testing.T, src, dst string) {
 	}
 }
 
+// ownKnownHosts returns an edit for tunnel that points the dialer at a copy
+// of the bastion's known_hosts file, and the copy's path, for the test to
+// edit.
+func ownKnownHosts(t *testing.T) (known string, edit func(*bastion.Config)) {
+	known = filepath.Join(t.TempDir(), "known_hosts")
+	return known, func(cfg *bastion.Config) {
+		copyFile(t, cfg.KnownHostsFile, known)
+		cfg.KnownHostsFile = known
+	}
+}
+
 // dialErr dials addr through d with a 10s bound and returns the error,
 // closing the connection if there was none.
 func dialErr(d *bastion.Dialer, addr string) error {
@@ -64,9 +75,7 @@ func TestBastionKnownHostsFixedWhileRunning(t *testing.T) {
 	copyFile(t, s.KnownHostsFile, known)
 	c := dial(t, d, tg.addr())
 	echo(t, c, "trusted now")
-	if got := d.ConnectCount(); got != 1 {
-		t.Errorf("SSH connections = %d, want 1", got)
-	}
+	assertSSHConnections(t, d, 1)
 	if got := tg.accepted.Load(); got != 1 {
 		t.Errorf("target accepted %d connections, want 1", got)
 	}
@@ -80,12 +89,8 @@ func TestBastionKnownHostsFixedWhileRunning(t *testing.T) {
 // the server's ECDSA key; once the ed25519 line is added only ed25519 is
 // asked for, and verification succeeds.
 func TestBastionKnownHostsEntryAddedWhileRunning(t *testing.T) {
-	s := bastiontest.Start(t, bastiontest.WithExtraHostKeys())
-	tg := newTCPTarget(t)
 	known := bastiontest.EmptyKnownHostsFile(t)
-	cfg := s.BastionConfig()
-	cfg.KnownHostsFile = known
-	d, _ := newDialer(t, cfg)
+	s, tg, d, _ := tunnel(t, func(cfg *bastion.Config) { cfg.KnownHostsFile = known }, bastiontest.WithExtraHostKeys())
 
 	err := dialErr(d, tg.addr())
 	if !errors.Is(err, bastion.ErrHostKey) || !strings.Contains(err.Error(), "not in known_hosts") {
@@ -106,13 +111,8 @@ func TestBastionKnownHostsEntryAddedWhileRunning(t *testing.T) {
 // is a clear host key error naming the file and the variable; nothing is
 // sent to the bastion or the target, and restoring the file is enough.
 func TestBastionKnownHostsUnreadableOnReconnect(t *testing.T) {
-	s := bastiontest.Start(t)
-	tg := newTCPTarget(t)
-	known := filepath.Join(t.TempDir(), "known_hosts")
-	copyFile(t, s.KnownHostsFile, known)
-	cfg := s.BastionConfig()
-	cfg.KnownHostsFile = known
-	d, _ := newDialer(t, cfg)
+	known, edit := ownKnownHosts(t)
+	s, tg, d, _ := tunnel(t, edit)
 	echo(t, dial(t, d, tg.addr()), "first")
 
 	if err := os.Remove(known); err != nil {
@@ -146,22 +146,15 @@ func TestBastionKnownHostsUnreadableOnReconnect(t *testing.T) {
 
 	copyFile(t, s.KnownHostsFile, known)
 	echo(t, dial(t, d, tg.addr()), "restored")
-	if got := d.ConnectCount(); got != 2 {
-		t.Errorf("SSH connections = %d, want 2", got)
-	}
+	assertSSHConnections(t, d, 2)
 }
 
 // The bastion is rebuilt with a new host key while the dialer is connected:
 // the reconnection is refused as a changed key until the operator updates
 // known_hosts, and then succeeds without restarting anything.
 func TestBastionRebuiltWithNewHostKey(t *testing.T) {
-	s := bastiontest.Start(t)
-	tg := newTCPTarget(t)
-	known := filepath.Join(t.TempDir(), "known_hosts")
-	copyFile(t, s.KnownHostsFile, known)
-	cfg := s.BastionConfig()
-	cfg.KnownHostsFile = known
-	d, _ := newDialer(t, cfg)
+	known, edit := ownKnownHosts(t)
+	s, tg, d, _ := tunnel(t, edit)
 	echo(t, dial(t, d, tg.addr()), "before")
 	oldKey := s.HostKey
 
@@ -180,7 +173,5 @@ func TestBastionRebuiltWithNewHostKey(t *testing.T) {
 
 	copyFile(t, s.KnownHostsFile, known)
 	echo(t, dial(t, d, tg.addr()), "after the operator's fix")
-	if got := d.ConnectCount(); got != 2 {
-		t.Errorf("SSH connections = %d, want 2", got)
-	}
+	assertSSHConnections(t, d, 2)
 }

@@ -50,6 +50,16 @@ func pgConnect(ctx context.Context, t *testing.T, d *bastion.Dialer, appName str
 	return pgx.ConnectConfig(ctx, cfg)
 }
 
+// pgBastion starts a bastion and a dialer through it, skipping the test
+// when PostgreSQL is not running (failing it in CI).
+func pgBastion(t *testing.T) (*bastiontest.SSHD, *bastion.Dialer) {
+	t.Helper()
+	requirePostgres(t)
+	s := bastiontest.Start(t)
+	d, _ := newDialer(t, s.BastionConfig())
+	return s, d
+}
+
 func uniqueAppName(t *testing.T) string {
 	b := make([]byte, 6)
 	_, _ = rand.Read(b)
@@ -57,9 +67,7 @@ func uniqueAppName(t *testing.T) string {
 }
 
 func TestPgxThroughBastion(t *testing.T) {
-	requirePostgres(t)
-	s := bastiontest.Start(t)
-	d, _ := newDialer(t, s.BastionConfig())
+	s, d := pgBastion(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	app := uniqueAppName(t)
@@ -119,9 +127,7 @@ func TestPgxThroughBastion(t *testing.T) {
 }
 
 func TestPgxCancelRequestThroughBastion(t *testing.T) {
-	requirePostgres(t)
-	s := bastiontest.Start(t)
-	d, _ := newDialer(t, s.BastionConfig())
+	_, d := pgBastion(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	conn, err := pgConnect(ctx, t, d, uniqueAppName(t))
