@@ -120,6 +120,26 @@ func (r *bastionRoute) assertNoDirectConnection() {
 	}
 }
 
+// assertNoConnectionSince fails the test if the control-plane address
+// received a connection after the first before ones; why says why none was
+// expected.
+func (r *bastionRoute) assertNoConnectionSince(before int, why string) {
+	r.w.t.Helper()
+	if n := r.fwd.total() - before; n != 0 {
+		r.w.t.Errorf("the control-plane address received %d connection(s) %s (%s)", n, why, r.fwd.summary())
+	}
+}
+
+// waitCleaned waits until id is cleaned (AssertCleaned), then checks that
+// its control-plane connections went through the bastion and that no tenant
+// was lost on the way.
+func (r *bastionRoute) waitCleaned(id string) {
+	r.w.t.Helper()
+	r.w.WaitCleaned(30*time.Second, id)
+	r.assertTunnelled()
+	r.w.bastionAssertNothingLost()
+}
+
 // assertTunnelled checks that control-plane connections arrived through sshd
 // and that sshd logged opening direct-tcpip channels to the forwarder.
 func (r *bastionRoute) assertTunnelled() {
@@ -211,10 +231,7 @@ func TestBastionFullCleanup(t *testing.T) {
 	w.startServices()
 	w.bastionRequest(viaBastionA)
 
-	w.WaitFor(viaBastionA, tenant.OutcomeCleaned, 30*time.Second)
-	w.AssertCleaned(viaBastionA)
-	r.assertTunnelled()
-	w.bastionAssertNothingLost()
+	r.waitCleaned(viaBastionA)
 	// Both services logged in with the key (one SSH connection each).
 	if n := strings.Count(r.sshd.Log(), "Accepted publickey for "+r.sshd.User()); n < 2 {
 		t.Errorf("sshd logged %d logins, want one per service (2)", n)
@@ -268,13 +285,10 @@ func TestBastionWrongHostKey(t *testing.T) {
 	if strings.Contains(r.sshd.Log(), "Accepted publickey") {
 		t.Errorf("a service logged in to a bastion whose host key it refused")
 	}
-	if n := r.fwd.total(); n != 0 {
-		t.Errorf("the control-plane address received %d connection(s) despite the host key failure", n)
-	}
+	r.assertNoConnectionSince(0, "despite the host key failure")
 
 	r.setKnownHosts(r.sshd.KnownHostsFile) // the operator fixes known_hosts
-	w.WaitFor(viaBastionA, tenant.OutcomeCleaned, 30*time.Second)
-	w.AssertCleaned(viaBastionA)
+	w.WaitCleaned(30*time.Second, viaBastionA)
 
 	// 2. While running: the bastion is rebuilt with a new host key. The
 	// SSH connections drop; the reconnections are refused.
@@ -289,15 +303,10 @@ func TestBastionWrongHostKey(t *testing.T) {
 		t.Errorf("no new host key log line")
 	}
 	w.bastionAssertUntouched(viaBastionB, beforeB)
-	if n := r.fwd.total(); n != connsBefore {
-		t.Errorf("the control-plane address received %d connection(s) despite the host key failure", n-connsBefore)
-	}
+	r.assertNoConnectionSince(connsBefore, "despite the host key failure")
 
 	r.setKnownHosts(r.sshd.KnownHostsFile) // the operator checks the new fingerprint and updates known_hosts
-	w.WaitFor(viaBastionB, tenant.OutcomeCleaned, 30*time.Second)
-	w.AssertCleaned(viaBastionB)
-	r.assertTunnelled()
-	w.bastionAssertNothingLost()
+	r.waitCleaned(viaBastionB)
 }
 
 // An unreachable bastion: first at start, then while running. Nothing
@@ -321,13 +330,10 @@ func TestBastionUnreachable(t *testing.T) {
 		}, "%s to log three failures to reach the bastion %s", svc, r.sshd.Addr)
 	}
 	w.bastionAssertUntouched(viaBastionA, beforeA)
-	if n := r.fwd.total(); n != 0 {
-		t.Errorf("the control-plane address received %d connection(s) while the bastion was down (%s)", n, r.fwd.summary())
-	}
+	r.assertNoConnectionSince(0, "while the bastion was down")
 
 	r.sshd.Restart(t) // the bastion comes up
-	w.WaitFor(viaBastionA, tenant.OutcomeCleaned, 30*time.Second)
-	w.AssertCleaned(viaBastionA)
+	w.WaitCleaned(30*time.Second, viaBastionA)
 
 	// 2. While running: the bastion goes down, a request arrives.
 	r.sshd.Stop()
@@ -337,15 +343,10 @@ func TestBastionUnreachable(t *testing.T) {
 		return w.bastionLogCount(`"tenant_id":"`+viaBastionB+`"`, "will retry", "bastion unreachable", r.sshd.Addr) >= 2
 	}, "the marker to retry %s twice because the bastion is unreachable", viaBastionB)
 	w.bastionAssertUntouched(viaBastionB, beforeB)
-	if n := r.fwd.total(); n != connsBefore {
-		t.Errorf("the control-plane address received %d connection(s) while the bastion was down", n-connsBefore)
-	}
+	r.assertNoConnectionSince(connsBefore, "while the bastion was down")
 
 	r.sshd.Restart(t)
-	w.WaitFor(viaBastionB, tenant.OutcomeCleaned, 30*time.Second)
-	w.AssertCleaned(viaBastionB)
-	r.assertTunnelled()
-	w.bastionAssertNothingLost()
+	r.waitCleaned(viaBastionB)
 }
 
 // The bastion restarts twice mid-run: after the tenants were marked, and
@@ -461,8 +462,7 @@ func TestBastionEncryptedKey(t *testing.T) {
 	w.DrainTenants(true, viaBastionA)
 	w.startServices()
 	w.bastionRequest(viaBastionA)
-	w.WaitFor(viaBastionA, tenant.OutcomeCleaned, 30*time.Second)
-	w.AssertCleaned(viaBastionA)
+	w.WaitCleaned(30*time.Second, viaBastionA)
 	r.assertTunnelled()
 
 	// -h of every service and of tenantctl.
