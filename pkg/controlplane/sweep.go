@@ -9,7 +9,6 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/tenantcleanup/tenant-cleanup/internal/pgerr"
-	"github.com/tenantcleanup/tenant-cleanup/internal/pgschema"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/tenant"
 )
 
@@ -34,19 +33,7 @@ type SweepEntry struct {
 // EnsureSweepLog creates tenant_cleanup.sweep_log when it is missing, with
 // the same ownership checks as Ensure.
 func (s *Store) EnsureSweepLog(ctx context.Context) error {
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", lockKeySchema); err != nil {
-			return err
-		}
-		if _, err := tx.Exec(ctx, query("sweep_schema")); err != nil {
-			return err
-		}
-		if err := pgschema.CheckOwned(ctx, tx, "tenant_cleanup"); err != nil {
-			return err
-		}
-		_, err := tx.Exec(ctx, pgschema.RevokeSQL("tenant_cleanup"))
-		return err
-	})
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error { return createTables(ctx, tx, "sweep_schema") })
 	if err != nil {
 		return fmt.Errorf("control plane: prepare tenant_cleanup.sweep_log: %w", pgerr.Kind(err))
 	}

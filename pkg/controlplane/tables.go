@@ -60,16 +60,7 @@ const lockKeySchema = 2082340867
 // ledger without a unique tenant_id, say) is an error naming the problem.
 func (s *Store) Ensure(ctx context.Context) error {
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", lockKeySchema); err != nil {
-			return err
-		}
-		if _, err := tx.Exec(ctx, query("schema")); err != nil {
-			return err
-		}
-		if err := pgschema.CheckOwned(ctx, tx, "tenant_cleanup"); err != nil {
-			return err
-		}
-		if _, err := tx.Exec(ctx, pgschema.RevokeSQL("tenant_cleanup")); err != nil {
+		if err := createTables(ctx, tx, "schema"); err != nil {
 			return err
 		}
 		for _, t := range tables {
@@ -83,4 +74,21 @@ func (s *Store) Ensure(ctx context.Context) error {
 		return fmt.Errorf("control plane: prepare this pipeline's tables: %w", pgerr.Kind(err))
 	}
 	return nil
+}
+
+// createTables runs the named statement, which creates tables of
+// tenant_cleanup when they are missing, under the schema lock; then it checks
+// who owns the schema and revokes the access of others (see pgschema).
+func createTables(ctx context.Context, tx pgx.Tx, statement string) error {
+	if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", lockKeySchema); err != nil {
+		return err
+	}
+	if _, err := tx.Exec(ctx, query(statement)); err != nil {
+		return err
+	}
+	if err := pgschema.CheckOwned(ctx, tx, "tenant_cleanup"); err != nil {
+		return err
+	}
+	_, err := tx.Exec(ctx, pgschema.RevokeSQL("tenant_cleanup"))
+	return err
 }
