@@ -7,7 +7,6 @@ import (
 	"context"
 	"crypto/rand"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -41,15 +40,7 @@ func TestFlood(t *testing.T) {
 	}
 	bin := binaries(t)
 	addr := freeAddr(t)
-	_, port, _ := strings.Cut(addr, ":")
-	nats := start(t, filepath.Join(bin, "nats-server"), nil, "-a", "127.0.0.1", "-p", port, "-js", "-sd", t.TempDir())
-	eventually(t, 20*time.Second, func() bool {
-		c, err := net.Dial("tcp", addr)
-		if err == nil {
-			c.Close()
-		}
-		return err == nil
-	}, "nats-server listening")
+	nats := startNATSServer(t, bin, addr, t.TempDir())
 	w := newWorldWith(t, testworld.Options{NATSURL: "nats://" + addr})
 	http := freeAddr(t)
 	marker := start(t, filepath.Join(bin, "marker"), append(w.Environ(), "HTTP_ADDR="+http))

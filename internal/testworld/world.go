@@ -41,7 +41,7 @@ type World struct {
 	Cleaner  config.Cleaner
 	Analyzer config.Analyzer
 
-	events testenv.Events
+	events testenv.Events // every event reported since New
 	mu     sync.Mutex
 	// draining lists the tenants whose background deletion is simulated.
 	draining map[string]bool
