@@ -5,14 +5,12 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/tenantcleanup/tenant-cleanup/internal/testworld"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/bus"
-	"github.com/tenantcleanup/tenant-cleanup/pkg/config"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/controlplane"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/dataplane"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/service"
@@ -32,48 +30,25 @@ const (
 	idH = "tenant_i-0ab1"
 )
 
-// world is one test's databases, JetStream server and environment, and,
-// when started, a marker, a cleaner and the simulation of Onyx's deletion.
+// world is one test's world (internal/testworld) with its configuration
+// in the environment, where tenantctl reads it: tests that run tenantctl
+// in this process therefore do not run in parallel.
 type world struct {
+	*testworld.World
 	t    *testing.T
 	dbs  *testenv.Databases
-	js   *testenv.JetStream
 	bus  *bus.Bus
 	logs *testenv.SyncBuffer
-
-	mu       sync.Mutex
-	draining map[string]bool
 }
 
 func newWorld(t *testing.T) *world {
 	t.Helper()
-	w := &world{t: t, dbs: testenv.NewDatabases(t), js: testenv.StartJetStream(t), logs: &testenv.SyncBuffer{}, draining: map[string]bool{}}
-	for k, v := range map[string]string{
-		"DATA_PLANE_DATABASE_URL":    w.dbs.DataURL,
-		"CONTROL_PLANE_DATABASE_URL": w.dbs.ControlURL,
-		"NATS_URL":                   w.js.URL,
-		"DRAIN_CHECK_DELAY":          "1s",
-		"DRAIN_CHECK_MAX_DELAY":      "1s",
-		"HTTP_ADDR":                  "",
-		"DATA_PLANE_SHARD_NAME":      "",
-		"CONTROL_PLANE_RDS_HOST":     "",
-		"BASTION_HOST":               "",
-		"NATS_REPLICAS":              "1",
-		"INACTIVE_DAYS":              "90",
-	} {
-		t.Setenv(k, v)
+	tw := testworld.New(t, testworld.Options{})
+	w := &world{World: tw, t: t, dbs: tw.DBs, bus: tw.Bus, logs: tw.Logs}
+	for _, kv := range tw.Environ() {
+		name, value, _ := strings.Cut(kv, "=")
+		t.Setenv(name, value)
 	}
-	b, err := bus.Connect(context.Background(), w.js.URL, bus.Options{Name: "test", Log: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(b.Close)
-	w.bus = b
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("service logs:\n%s", w.logs.String())
-		}
-	})
 	return w
 }
 
@@ -130,68 +105,14 @@ func (w *world) gated(id string, pairs, docsPerPair int) {
 // test ends.
 func (w *world) startServices() {
 	w.t.Helper()
-	var (
-		mcfg config.Marker
-		ccfg config.Cleaner
-	)
-	if err := config.Load(&mcfg); err != nil {
-		w.t.Fatal(err)
-	}
-	if err := config.Load(&ccfg); err != nil {
-		w.t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	errs := make(chan error, 2)
-	log := slog.New(slog.NewJSONHandler(w.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	wg.Add(3)
-	go func() { defer wg.Done(); errs <- service.RunMarker(ctx, &mcfg, log.With("service", "marker")) }()
-	go func() { defer wg.Done(); errs <- service.RunCleaner(ctx, &ccfg, log.With("service", "cleaner")) }()
-	go func() { defer wg.Done(); w.simulateDeletion(ctx) }()
-	w.t.Cleanup(func() {
-		cancel()
-		wg.Wait()
-		close(errs)
-		for err := range errs {
-			if err != nil {
-				w.t.Errorf("service stopped with %v", err)
-			}
-		}
-	})
+	m, c := testworld.Validated(w.t, w.Marker), testworld.Validated(w.t, w.Cleaner)
+	w.Go(func(ctx context.Context) error { return service.RunMarker(ctx, m, w.Logger("marker")) })
+	w.Go(func(ctx context.Context) error { return service.RunCleaner(ctx, c, w.Logger("cleaner")) })
+	w.SimulateDeletion()
 }
 
-// simulateDeletion is Onyx's background deletion: a drain step for every
-// tenant in w.draining, ten times a second.
-func (w *world) simulateDeletion(ctx context.Context) {
-	tick := time.NewTicker(100 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		}
-		w.mu.Lock()
-		var ids []string
-		for id, on := range w.draining {
-			if on {
-				ids = append(ids, id)
-			}
-		}
-		w.mu.Unlock()
-		for _, id := range ids {
-			_, _ = w.dbs.Data.Exec(ctx, "SELECT fixture.drain_step($1, 1000)", id)
-		}
-	}
-}
-
-func (w *world) drain(ids ...string) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	for _, id := range ids {
-		w.draining[id] = true
-	}
-}
+// drain turns on the simulated background deletion of ids.
+func (w *world) drain(ids ...string) { w.DrainTenants(true, ids...) }
 
 // ensureLedger creates this pipeline's tables on both planes (the ledger,
 // the holds, the records), as the services do at start.
@@ -279,15 +200,4 @@ func (w *world) deadLetter(id tenant.ID) bus.DeadLetter {
 var errFixture = errors.New(`relation "document" does not exist`)
 
 // streamLastSeq is the requests stream's last sequence number: it moves with every request published.
-func (w *world) streamLastSeq() uint64 {
-	w.t.Helper()
-	s, err := w.bus.JetStream().Stream(context.Background(), bus.StreamRequests)
-	if err != nil {
-		w.t.Fatal(err)
-	}
-	info, err := s.Info(context.Background())
-	if err != nil {
-		w.t.Fatal(err)
-	}
-	return info.State.LastSeq
-}
+func (w *world) streamLastSeq() uint64 { return w.StreamLastSeq() }
