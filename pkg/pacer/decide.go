@@ -54,12 +54,20 @@ const (
 	LabelNone        = "none"
 	LabelCalibrating = "calibrating"
 	LabelOff         = "off"
+	// LabelNoSignal: nothing could be read for UnreadLimit samples.
+	LabelNoSignal = "no_signal"
 )
+
+// UnreadLimit is how many samples in a row with no signal read the last
+// decision is trusted for. Past it the pacer neither runs at full speed on
+// a stale picture nor stays paused for good: it lets one drop at a time
+// start, each judged by its own COMMIT time (a signal the pacer always has).
+const UnreadLimit = 30
 
 // Labels lists every value of Decision.Label and State.Label, so that
 // metric series can exist from the start.
 func Labels() []string {
-	out := []string{LabelNone, LabelCalibrating, LabelOff}
+	out := []string{LabelNone, LabelCalibrating, LabelOff, LabelNoSignal}
 	for _, s := range AllSignals() {
 		out = append(out, s.String())
 	}
@@ -74,6 +82,8 @@ type Decision struct {
 	Limit int
 	// Healthy counts the healthy samples since the limit last changed.
 	Healthy int
+	// Unread counts the samples in a row with no signal read.
+	Unread int
 	// Label is a short reason for metrics: LabelNone, or the name of the
 	// worst signal over a threshold.
 	Label string
@@ -103,14 +113,24 @@ func Start(c Config) Decision {
 //   - HealthySamples healthy samples in a row add one to the limit, up to
 //     MaxConcurrency;
 //   - a sample with no signal read changes nothing (it says nothing about
-//     the load).
+//     the load), for UnreadLimit samples in a row; then the pacer throttles
+//     to one drop at a time until a signal is read again.
 func Decide(c Config, cur Decision, s Sample) Decision {
 	next := cur
 	next.Findings = judge(c, s)
 	if s.Read.Len() == 0 {
-		next.Reason = "no signal could be read; keeping the last decision: " + cur.Reason
+		next.Unread = cur.Unread + 1
+		if next.Unread < UnreadLimit {
+			next.Reason = fmt.Sprintf("no signal could be read (%d samples in a row); keeping the last decision: %s",
+				next.Unread, describe(c, cur))
+			return next
+		}
+		next.Throttle, next.Limit, next.Healthy, next.Label = Throttled, 1, 0, LabelNoSignal
+		next.Reason = fmt.Sprintf("no signal could be read for %d samples in a row: one drop at a time, each judged by its COMMIT time",
+			next.Unread)
 		return next
 	}
+	next.Unread = 0
 	worst := Severity(0)
 	for _, f := range next.Findings {
 		worst = max(worst, f.Severity)
@@ -155,6 +175,9 @@ func describe(c Config, d Decision) string {
 	why := strings.Join(texts, "; ")
 	switch d.Throttle {
 	case Paused:
+		if len(d.Findings) == 0 {
+			return "paused"
+		}
 		if worstFinding(d.Findings).Severity == OverCritical {
 			return "paused, no new drop starts: " + why
 		}

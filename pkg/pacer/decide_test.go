@@ -71,7 +71,7 @@ func TestDecide(t *testing.T) {
 			sample: Sample{Read: SetOf(SignalProbe), Probe: time.Second}, want: Running, limit: 2, healthy: 1, label: LabelNone},
 		{name: "nothing read changes nothing", cur: Decision{Throttle: Throttled, Limit: 2, Healthy: 0, Label: "probe", Reason: "throttled"},
 			sample: Sample{Probe: time.Hour, Baseline: baseline, Unread: map[Signal]string{SignalProbe: "connect: refused"}},
-			want:   Throttled, limit: 2, label: "probe", reason: "no signal could be read; keeping the last decision: throttled"},
+			want:   Throttled, limit: 2, label: "probe", reason: "keeping the last decision: throttled"},
 		{name: "a signal not read is ignored", cur: running(2, 0),
 			sample: Sample{Read: SetOf(SignalProbe), Probe: baseline, Baseline: baseline, ReplicationLag: time.Hour, CheckpointsRequested: 9},
 			want:   Running, limit: 2, healthy: 1, label: LabelNone},

@@ -206,7 +206,10 @@ func (p *Pacer) calibrate(s Sample) {
 	p.calibrated = true
 	p.dec = Start(p.cfg)
 	if !p.baseline.Learned() {
-		p.dec.Reason += "; no probe baseline yet (the probe could not be read)"
+		// Nothing says the database is idle: one drop at a time, each
+		// judged by its COMMIT time, until the probe can be read.
+		p.dec.Throttle, p.dec.Label = Throttled, LabelNoSignal
+		p.dec.Reason += "; no probe baseline yet (the probe could not be read): throttled to one drop at a time"
 	}
 	p.since = p.now()
 	p.log.Info("pacer calibrated", "baseline", p.baseline.Value, "reason", p.dec.Reason)
