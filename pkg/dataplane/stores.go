@@ -28,6 +28,24 @@ func recordLargeObjects(ctx context.Context, tx pgx.Tx, id tenant.ID) error {
 	return err
 }
 
+// KeepShared takes off the tenant's list, without unlinking them, the large
+// objects that a file_content table of another schema still names (a
+// tenant cloned or restored under another id shares them: large objects
+// belong to the database, not to a schema). It returns how many it kept,
+// left for review. Called after the drop, so the tenant's own table is gone.
+func (t *TenantSession) KeepShared(ctx context.Context) (int64, error) {
+	named, err := t.store.ListedStillNamed(ctx, t.id)
+	if err != nil || len(named) == 0 {
+		return 0, err
+	}
+	tag, err := t.conn.Exec(ctx, "DELETE FROM tenant_cleanup.large_objects WHERE tenant_id = $1 AND lobj_oid = ANY ($2::bigint[]::oid[])",
+		string(t.id), named)
+	if err != nil {
+		return 0, fmt.Errorf("keep the shared large objects of %s: %w", t.id, pgerr.Kind(err))
+	}
+	return tag.RowsAffected(), nil
+}
+
 // UnlinkLargeObjects unlinks the large objects listed for the tenant by its
 // drop, at most the lock budget of them per transaction (unlinking one locks
 // it), each transaction holding a drop slot, and counts them in the tenant's

@@ -54,12 +54,33 @@ type Cleaner struct {
 
 // FileStore is the S3 file store (filestore.Store).
 type FileStore interface {
+	Ping(ctx context.Context) error
 	RemoveTenant(ctx context.Context, id tenant.ID, recordKeys []string) (filestore.Removed, error)
 }
 
 // KeyStore is Redis (rediskeys.Store).
 type KeyStore interface {
+	Ping(ctx context.Context) error
 	RemoveTenant(ctx context.Context, id tenant.ID) (rediskeys.Removed, error)
+}
+
+// storesAnswer checks, before anything irreversible, that each configured
+// store answers (the S3 bucket exists and these credentials reach it;
+// Redis answers a PING): a store that is down or misconfigured stops the
+// cleanup before the drop, not after it. Its failure is "unavailable":
+// retried with backoff, never dead-lettered.
+func (c *Cleaner) storesAnswer(ctx context.Context) error {
+	if c.Files != nil {
+		if err := c.Files.Ping(ctx); err != nil {
+			return tenant.Unavailable(fmt.Errorf("the S3 file store does not answer, so nothing was dropped: %w", err))
+		}
+	}
+	if c.Keys != nil {
+		if err := c.Keys.Ping(ctx); err != nil {
+			return tenant.Unavailable(fmt.Errorf("redis does not answer, so nothing was dropped: %w", err))
+		}
+	}
+	return nil
 }
 
 // Pacer is what the cleaner needs of a pacer (pacer.Pacer).
@@ -262,6 +283,9 @@ func (e *notDrainedError) Error() string {
 func (c *Cleaner) clean(ctx context.Context, t *dataplane.TenantSession, out bus.Outcome, dc tenant.DrainCheck, pre checked) (bus.Outcome, error) {
 	id := dc.ID
 	rec := pre.snap.Record
+	if err := c.storesAnswer(ctx); err != nil {
+		return out, err
+	}
 	release, waiting, err := c.pace(ctx, out)
 	if err != nil {
 		return waiting, err
@@ -346,6 +370,10 @@ func (c *Cleaner) clean(ctx context.Context, t *dataplane.TenantSession, out bus
 	if err := c.afterStep.after("dropped"); err != nil {
 		return out, err
 	}
+	shared, err := t.KeepShared(ctx)
+	if err != nil {
+		return out, err
+	}
 	n, err := timed(c, "unlink_large_objects", func() (int64, error) { return t.UnlinkLargeObjects(ctx) })
 	c.observeStore("large_objects", map[string]int64{"objects": n}, err)
 	if err != nil {
@@ -389,6 +417,9 @@ func (c *Cleaner) clean(ctx context.Context, t *dataplane.TenantSession, out bus
 	if done.LargeObjectsUnlinked > 0 {
 		reason += fmt.Sprintf("; %d large objects (stored files)", done.LargeObjectsUnlinked)
 	}
+	if shared > 0 {
+		reason += fmt.Sprintf(" (%d large objects another schema's file_content still names were not unlinked: left for review)", shared)
+	}
 	if c.Files != nil {
 		reason += fmt.Sprintf("; S3: %d objects, %d bytes", done.Removed.S3Objects, done.Removed.S3Bytes)
 		if outside > 0 {
@@ -417,7 +448,7 @@ func (c *Cleaner) removeElsewhere(ctx context.Context, t *dataplane.TenantSessio
 		}
 		r, err := timed(c, "remove_s3_files", func() (filestore.Removed, error) { return c.Files.RemoveTenant(ctx, t.ID(), keys) })
 		c.observeStore("s3", map[string]int64{"objects": r.Objects, "bytes": r.Bytes}, err)
-		if rerr := t.RecordRemoved(ctx, dataplane.Removed{S3Objects: r.Objects, S3Bytes: r.Bytes}, err == nil); rerr != nil && err == nil {
+		if rerr := recordRemoved(ctx, t, dataplane.Removed{S3Objects: r.Objects, S3Bytes: r.Bytes}, err == nil); rerr != nil && err == nil {
 			err = rerr
 		}
 		if err != nil {
@@ -428,7 +459,7 @@ func (c *Cleaner) removeElsewhere(ctx context.Context, t *dataplane.TenantSessio
 	if c.Keys != nil {
 		r, err := timed(c, "remove_redis_keys", func() (rediskeys.Removed, error) { return c.Keys.RemoveTenant(ctx, t.ID()) })
 		c.observeStore("redis", map[string]int64{"keys": r.Keys, "memberships": r.Memberships}, err)
-		if rerr := t.RecordRemoved(ctx, dataplane.Removed{RedisKeys: r.Keys, RedisMemberships: r.Memberships}, false); rerr != nil && err == nil {
+		if rerr := recordRemoved(ctx, t, dataplane.Removed{RedisKeys: r.Keys, RedisMemberships: r.Memberships}, false); rerr != nil && err == nil {
 			err = rerr
 		}
 		if err != nil {
@@ -436,6 +467,16 @@ func (c *Cleaner) removeElsewhere(ctx context.Context, t *dataplane.TenantSessio
 		}
 	}
 	return outside, nil
+}
+
+// recordRemoved records what a store's removal removed even when the
+// attempt was cancelled meanwhile (shutdown's grace ran out, the work was
+// handed back): what was deleted is gone, and the next attempt will not
+// find it to count it again.
+func recordRemoved(ctx context.Context, t *dataplane.TenantSession, r dataplane.Removed, done bool) error {
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	return t.RecordRemoved(rctx, r, done)
 }
 
 func (c *Cleaner) observeStore(store string, removed map[string]int64, err error) {

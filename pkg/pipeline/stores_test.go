@@ -105,12 +105,21 @@ func TestStoreDownMidCleanup(t *testing.T) {
 				t.Fatal(err)
 			}
 			e.drain(t, idA)
-			if down == "s3" {
-				s3.Stop()
-			} else {
-				r.Stop()
+			// The store goes down right after the drop (before it, the
+			// cleanup stops before anything irreversible:
+			// TestBrokenStoreStopsTheCleanupBeforeTheDrop).
+			e.cleaner.afterStep = func(step string) error {
+				if step == "dropped" {
+					if down == "s3" {
+						s3.Stop()
+					} else {
+						r.Stop()
+					}
+				}
+				return nil
 			}
 			err := e.check(t, tenant.DrainCheck{ID: idA})
+			e.cleaner.afterStep = nil
 			if err == nil || !errors.Is(err, tenant.ErrUnavailable) && !errors.Is(err, tenant.ErrLater) {
 				t.Fatalf("drain check with %s down: %v; want unavailable or later", down, err)
 			}
