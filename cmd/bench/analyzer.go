@@ -31,7 +31,9 @@ func (b *bench) analyzerPass(ctx context.Context) (time.Duration, int, float64, 
 	if err != nil {
 		return 0, 0, 0, err
 	}
-	<-p.done
+	if err := poll(ctx, 10*time.Minute, func() (bool, error) { p.sample(); return p.exited(), nil }); err != nil {
+		return 0, 0, 0, err
+	}
 	took := time.Since(start)
 	if err := p.stop(); err != nil {
 		return 0, 0, 0, err
@@ -42,7 +44,7 @@ func (b *bench) analyzerPass(ctx context.Context) (time.Duration, int, float64, 
 		return 0, 0, 0, fmt.Errorf("bin/analyzer --once printed no summary: %w", p.failure())
 	}
 	n, _ := strconv.Atoi(string(m[1]))
-	return took, n, p.peakMiB(), nil
+	return took, n, p.peakMiB, nil
 }
 
 // perSchemaLoop is the original analyze script's approach: list the tenant
@@ -96,22 +98,16 @@ func perSchemaLoop(ctx context.Context, f fleet, sessions int, withControl bool)
 	}
 	status := map[string]string{}
 	var id, st string
-	var created time.Time
-	cutoff := time.Now().Add(-90 * 24 * time.Hour)
 	control, err := pgx.Connect(ctx, dbURL(f.control))
 	if err != nil {
 		return 0, 0, err
 	}
 	defer control.Close(context.Background())
-	rows, _ = control.Query(ctx, `SELECT tenant_id, application_status, created_at FROM tenant`)
-	if _, err := pgx.ForEachRow(rows, []any{&id, &st, &created}, func() error {
-		if created.Before(cutoff) {
-			status[id] = st
-		}
-		return nil
-	}); err != nil {
+	rows, _ = control.Query(ctx, `SELECT tenant_id, application_status FROM tenant WHERE created_at < now() - interval '90 days'`)
+	if _, err := pgx.ForEachRow(rows, []any{&id, &st}, func() error { status[id] = st; return nil }); err != nil {
 		return 0, 0, err
 	}
+	cutoff := time.Now().Add(-90 * 24 * time.Hour)
 	candidates := 0
 	for i, s := range schemas {
 		if status[s] == "GATED_ACCESS" && (acts[i].last == nil || acts[i].last.Before(cutoff)) {
@@ -121,6 +117,16 @@ func perSchemaLoop(ctx context.Context, f fleet, sessions int, withControl bool)
 	return time.Since(start), candidates, nil
 }
 
+// analyzerFleet builds half the analyzer fleet, runs the analyzer over it,
+// and builds the rest.
+func (b *bench) analyzerFleet(ctx context.Context) (err error) {
+	n := b.o.analyzerTenants
+	b.growSmallFleet(ctx, 0, n/2)
+	b.halfTook, _, b.analyzerRSS[0], err = b.analyzerPass(ctx)
+	b.growSmallFleet(ctx, n/2, n)
+	return err
+}
+
 // analyzer: bin/analyzer --once against the per-schema loop and the read
 // floor on a fleet of 13-table tenants (the reads touch four tables of each,
 // so the other 130 would change nothing but the build time), all gated and
@@ -128,13 +134,9 @@ func perSchemaLoop(ctx context.Context, f fleet, sessions int, withControl bool)
 func (b *bench) analyzer(ctx context.Context) error {
 	n := b.o.analyzerTenants
 	step("analyzer: %d tenants × 13 tables (measured at %d, then %d)", n, n/2, n)
-	b.growSmallFleet(ctx, 0, n/2)
-	halfTook, _, halfRSS, err := b.analyzerPass(ctx)
-	if err != nil {
+	if err := b.analyzerFleet(ctx); err != nil {
 		return err
 	}
-	b.analyzerRSS = [2]float64{halfRSS}
-	b.growSmallFleet(ctx, n/2, n)
 	if _, _, err := perSchemaLoop(ctx, b.small, 1, false); err != nil { // untimed: sets every row's hint bits
 		return err
 	}
@@ -187,7 +189,7 @@ func (b *bench) analyzer(ctx context.Context) error {
 			ratio(r.b.loop, r.b.analyzer), ratio(r.b.floor, r.b.analyzer))
 	}
 	s.add("  ms per tenant: %.3f at %d tenants, %.3f at %d (one pass each); read floor = the loop's reads on two sessions, no control plane",
-		ms1(halfTook)/float64(n/2), n/2, ms1(gated.analyzer)/float64(n), n)
+		ms1(b.halfTook)/float64(n/2), n/2, ms1(gated.analyzer)/float64(n), n)
 	b.res.target("analyzer, a quarter gated: ≥ 3 × faster than the per-schema loop (issue 17)", ratio(mixed.loop, mixed.analyzer) >= 3,
 		"%.2f × (%.2f s vs %.2f s)", ratio(mixed.loop, mixed.analyzer), mixed.analyzer.Seconds(), mixed.loop.Seconds())
 	b.res.target("analyzer, all gated: ≥ 0.75 × the read floor's rate (issue 17)", ratio(gated.floor, gated.analyzer) >= 0.75,
@@ -209,18 +211,14 @@ func minDur(a, b time.Duration) time.Duration {
 // linearly to 100,000 tenants from its growth between half and full.
 func (b *bench) memory(ctx context.Context) error {
 	n := b.o.analyzerTenants
-	if b.small.data == "" {
-		b.growSmallFleet(ctx, 0, n/2)
-		_, _, half, err := b.analyzerPass(ctx)
-		if err != nil {
+	if b.small.data == "" { // the analyzer phase did not run: its fleet and figures
+		if err := b.analyzerFleet(ctx); err != nil {
 			return err
 		}
-		b.growSmallFleet(ctx, n/2, n)
-		_, _, full, err := b.analyzerPass(ctx)
-		if err != nil {
+		var err error
+		if _, _, b.analyzerRSS[1], err = b.analyzerPass(ctx); err != nil {
 			return err
 		}
-		b.analyzerRSS = [2]float64{half, full}
 	}
 	step("memory: peak RSS with %d tenants in flight", n)
 	js := testenv.StartJetStream(b.t)
@@ -249,13 +247,13 @@ func (b *bench) memory(ctx context.Context) error {
 			return err
 		}
 		var half float64
-		if err := ev.wait(ctx, outcome, n, []*proc{p}, func() { half = p.peakMiB() }); err != nil {
+		if err := ev.wait(ctx, outcome, n, []*proc{p}, func() { half = p.sample() }); err != nil {
 			return err
 		}
 		if err := p.stop(); err != nil {
 			return err
 		}
-		rss[name] = [2]float64{half, p.peakMiB()}
+		rss[name] = [2]float64{half, p.peakMiB}
 		return nil
 	}
 	if err := service("marker", tenant.OutcomeMarked); err != nil {

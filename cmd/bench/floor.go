@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -34,15 +35,7 @@ const (
 ) SELECT (SELECT count(*) FROM canceled) + (SELECT count(*) FROM stopping) + (SELECT count(*) FROM deleting)`
 	floorDrain = `SELECT (SELECT count(*) FROM %[1]s.connector_credential_pair),
        (SELECT count(*) FROM (SELECT 1 FROM %[1]s.document LIMIT 6) d)`
-	floorDrop   = `DROP SCHEMA %[1]s CASCADE`
-	floorPublic = `WITH a AS (DELETE FROM public.user_tenant_mapping_oauth_account WHERE tenant_id = $1 RETURNING 1),
-     b AS (DELETE FROM public.user_tenant_mapping WHERE tenant_id = $1 RETURNING 1),
-     c AS (DELETE FROM public.tenant_shard WHERE tenant_id = $1 RETURNING 1),
-     d AS (DELETE FROM public.tenant_anonymous_user_path WHERE tenant_id = $1 RETURNING 1),
-     e AS (DELETE FROM public.tenant_invite_counter WHERE tenant_id = $1 RETURNING 1),
-     f AS (DELETE FROM public.tenant_sso_domain WHERE tenant_id = $1 RETURNING 1)
-SELECT (SELECT count(*) FROM a) + (SELECT count(*) FROM b) + (SELECT count(*) FROM c)
-     + (SELECT count(*) FROM d) + (SELECT count(*) FROM e) + (SELECT count(*) FROM f)`
+	floorDrop    = `DROP SCHEMA %[1]s CASCADE`
 	floorControl = `WITH n AS (DELETE FROM public.tenant_notification WHERE tenant_id = $1 RETURNING 1),
      c AS (DELETE FROM public.tenant_config WHERE tenant_id = $1 RETURNING 1),
      s AS (DELETE FROM public.subscription WHERE tenant_id = $1 RETURNING 1),
@@ -53,6 +46,17 @@ SELECT $1, $2, $3, $4, t.created_at, t.application_status, t.stripe_customer_id,
     'tenant_notification', (SELECT count(*) FROM n), 'tenant_config', (SELECT count(*) FROM c),
     'subscription', (SELECT count(*) FROM s), 'tenant', 1) FROM t`
 )
+
+// floorPublic deletes the tenant's rows of public in one statement.
+var floorPublic = func() string {
+	var with, sum []string
+	for i, t := range []string{"user_tenant_mapping_oauth_account", "user_tenant_mapping", "tenant_shard",
+		"tenant_anonymous_user_path", "tenant_invite_counter", "tenant_sso_domain"} {
+		with = append(with, fmt.Sprintf("d%d AS (DELETE FROM public.%s WHERE tenant_id = $1 RETURNING 1)", i, t))
+		sum = append(sum, fmt.Sprintf("(SELECT count(*) FROM d%d)", i))
+	}
+	return "WITH " + strings.Join(with, ", ") + " SELECT " + strings.Join(sum, " + ")
+}()
 
 // floorSessions is the number of concurrent sessions of the floor.
 const floorSessions = 2
@@ -166,11 +170,11 @@ func floorCleanup(ctx context.Context, data, control *pgx.Conn, id string) error
 // control-plane rows of any of ids left, and a ledger row for each.
 func verifyGone(ctx context.Context, f fleet, ledger string, ids []string) error {
 	var schemas, public, tenants, ledgered int64
-	if err := pgxQueryRow(ctx, dbURL(f.data), `SELECT (SELECT count(*) FROM pg_namespace WHERE nspname = ANY($1)),
+	if err := queryRow(ctx, dbURL(f.data), `SELECT (SELECT count(*) FROM pg_namespace WHERE nspname = ANY($1)),
 		(SELECT count(*) FROM public.user_tenant_mapping WHERE tenant_id = ANY($1))`, []any{ids}, &schemas, &public); err != nil {
 		return err
 	}
-	if err := pgxQueryRow(ctx, dbURL(f.control), `SELECT (SELECT count(*) FROM public.tenant WHERE tenant_id = ANY($1)),
+	if err := queryRow(ctx, dbURL(f.control), `SELECT (SELECT count(*) FROM public.tenant WHERE tenant_id = ANY($1)),
 		(SELECT count(*) FROM `+ledger+` WHERE tenant_id = ANY($1))`, []any{ids}, &tenants, &ledgered); err != nil {
 		return err
 	}

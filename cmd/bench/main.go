@@ -143,10 +143,11 @@ type bench struct {
 	res   *report
 	start time.Time
 
-	tplData, tplControl string     // throughput fleet templates
-	ids                 []string   // its tenants
-	small               fleet      // analyzer and memory fleet
-	analyzerRSS         [2]float64 // analyzer's peak RSS at half and full size
+	tplData, tplControl string        // throughput fleet templates
+	ids                 []string      // its tenants
+	small               fleet         // analyzer and memory fleet
+	analyzerRSS         [2]float64    // analyzer's peak RSS at half and full size
+	halfTook            time.Duration // its pass at half size
 }
 
 func step(format string, args ...any) {
@@ -160,7 +161,6 @@ func info(format string, args ...any) { fmt.Printf("    "+format+"\n", args...) 
 type tb struct {
 	testing.TB // nil: only the methods below are called
 	cleanups   []func()
-	dirs       int
 }
 
 type fatal string

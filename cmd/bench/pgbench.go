@@ -13,6 +13,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/tenantcleanup/tenant-cleanup/pkg/testenv"
 )
 
 // foreground is a pgbench load at a fixed rate (TPC-B-like transactions)
@@ -25,15 +27,14 @@ type foreground struct {
 }
 
 func (b *bench) startForeground(ctx context.Context) (*foreground, error) {
-	name := fmt.Sprintf("tc_%d_%d", os.Getpid(), 1_000_000+clones.Add(1))
-	if err := admin(ctx, "CREATE DATABASE "+ident(name)); err != nil {
+	name := b.newDatabase()
+	if err := execOn(ctx, testenv.AdminURL(), "CREATE DATABASE "+ident(name)); err != nil {
 		return nil, err
 	}
-	b.t.Cleanup(func() { dropDB(name) })
 	if out, err := exec.CommandContext(ctx, "pgbench", "-i", "-q", "-s", strconv.Itoa(b.o.scale), dbURL(name)).CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("pgbench -i: %v\n%s", err, out)
 	}
-	if err := admin(ctx, "CHECKPOINT"); err != nil {
+	if err := execOn(ctx, testenv.AdminURL(), "CHECKPOINT"); err != nil {
 		return nil, err
 	}
 	fg := &foreground{prefix: filepath.Join(b.t.TempDir(), "fg"), done: make(chan struct{})}

@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -22,29 +24,32 @@ import (
 	"github.com/tenantcleanup/tenant-cleanup/pkg/testenv"
 )
 
-// proc is one service process, its log in a file.
+// proc is one service process (bin/<name>), its output in a log file.
 type proc struct {
 	name, log, addr string
 	cmd             *exec.Cmd
 	done            chan struct{}
+	peakMiB         float64 // highest VmHWM sampled
 }
 
-// startProc starts bin/<name> with the clone's URLs, JetStream and the
-// given settings; everything else is at its default (the bench's own
-// environment is not passed on, so a shell's settings cannot leak in).
+// startProc starts bin/<name> on the fleet f and JetStream with the given
+// settings, everything else at its default: the bench's own environment is
+// not passed on, so that a shell's settings cannot leak in.
 func (b *bench) startProc(ctx context.Context, name string, f fleet, natsURL string, settings ...string) (*proc, error) {
-	p := &proc{name: name, addr: freeAddr(), done: make(chan struct{})}
-	logf, err := os.CreateTemp("", "bench-"+name+"-*.log")
+	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
 	}
-	p.log = logf.Name()
-	b.t.Cleanup(func() { os.Remove(p.log) })
-	args := []string{}
-	if name == "analyzer" {
-		args = append(args, "--once")
+	p := &proc{name: name, addr: l.Addr().String(), log: filepath.Join(b.t.TempDir(), "log"), done: make(chan struct{})}
+	l.Close()
+	logf, err := os.Create(p.log)
+	if err != nil {
+		return nil, err
 	}
-	p.cmd = exec.CommandContext(ctx, filepath.Join(b.o.bin, name), args...)
+	p.cmd = exec.CommandContext(ctx, filepath.Join(b.o.bin, name))
+	if name == "analyzer" {
+		p.cmd.Args = append(p.cmd.Args, "--once")
+	}
 	p.cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "DATA_PLANE_DATABASE_URL=" + dbURL(f.data),
 		"CONTROL_PLANE_DATABASE_URL=" + dbURL(f.control), "NATS_URL=" + natsURL, "HTTP_ADDR=" + p.addr}, settings...)
 	p.cmd.Stdout, p.cmd.Stderr = logf, logf
@@ -57,7 +62,7 @@ func (b *bench) startProc(ctx context.Context, name string, f fleet, natsURL str
 	return p, nil
 }
 
-// ready waits until the service's /readyz answers 200: its databases, its
+// ready waits until the service's /readyz answers 200: its databases,
 // stores and JetStream reachable, its consume loop consuming.
 func (p *proc) ready(ctx context.Context) error {
 	return poll(ctx, time.Minute, func() (bool, error) {
@@ -85,48 +90,53 @@ func (p *proc) exited() bool {
 func (p *proc) failure() error {
 	out, _ := os.ReadFile(p.log)
 	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
-	return fmt.Errorf("%s exited: %v\n%s", p.name, p.cmd.ProcessState, strings.Join(lines[max(0, len(lines)-6):], "\n"))
+	return fmt.Errorf("%s: %v\n%s", p.name, p.cmd.ProcessState, strings.Join(lines[max(0, len(lines)-6):], "\n"))
 }
 
-// stop ends the process (SIGTERM, a clean shutdown) and waits for it.
+// stop asks the process to shut down (SIGTERM) and waits for it.
 func (p *proc) stop() error {
 	if !p.exited() {
+		p.sample()
 		_ = p.cmd.Process.Signal(syscall.SIGTERM)
 		<-p.done
 	}
-	if !p.cmd.ProcessState.Success() && p.cmd.ProcessState.ExitCode() != -1 {
+	if !p.cmd.ProcessState.Success() {
 		return p.failure()
 	}
 	return nil
 }
 
-// peakMiB is the process's peak resident set: getrusage's ru_maxrss once it
-// exited, VmHWM while it runs.
-func (p *proc) peakMiB() float64 {
-	if p.exited() {
-		return float64(p.cmd.ProcessState.SysUsage().(*syscall.Rusage).Maxrss) / 1024
-	}
+// sample reads the process's peak resident set so far (VmHWM) and returns
+// the highest seen. (getrusage's ru_maxrss is no use: a child of a Go
+// program starts with its parent's.)
+func (p *proc) sample() float64 {
 	status, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid))
-	for _, line := range strings.Split(string(status), "\n") {
-		if f := strings.Fields(line); len(f) > 1 && f[0] == "VmHWM:" {
-			kb, _ := strconv.ParseFloat(f[1], 64)
-			return kb / 1024
-		}
-	}
-	return 0
+	_, hwm, _ := strings.Cut(string(status), "VmHWM:")
+	kb, _ := strconv.ParseFloat(strings.Fields(hwm + " 0")[0], 64)
+	p.peakMiB = max(p.peakMiB, kb/1024)
+	return p.peakMiB
 }
 
-func freeAddr() string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+// steps reads the cleaner's tenant_cleanup_step_duration_seconds sums
+// from its /metrics: seconds per step.
+func (p *proc) steps() map[string]float64 {
+	out := map[string]float64{}
+	resp, err := http.Get("http://" + p.addr + "/metrics")
 	if err != nil {
-		return "127.0.0.1:0"
+		return out
 	}
-	defer l.Close()
-	return l.Addr().String()
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	for _, m := range reStepSum.FindAllStringSubmatch(string(body), -1) {
+		out[m[1]], _ = strconv.ParseFloat(m[2], 64)
+	}
+	return out
 }
 
-// events counts the tenants that reached each outcome; an outcome that
-// should not happen in a bench (refused, stuck, ...) is kept as bad.
+var reStepSum = regexp.MustCompile(`(?m)^tenant_cleanup_step_duration_seconds_sum\{step="([a-z_0-9]+)"\} (\S+)$`)
+
+// events counts the tenants that reached each outcome, from the pipeline's
+// events; one that must not happen in a bench (refused, stuck, ...) is bad.
 type events struct {
 	mu      sync.Mutex
 	seen    map[tenant.Outcome]map[tenant.ID]bool
@@ -142,8 +152,8 @@ func watchEvents(ctx context.Context, bs *bus.Bus) (*events, func(), error) {
 			e.seen[ev.Outcome] = map[tenant.ID]bool{}
 		}
 		e.seen[ev.Outcome][ev.TenantID] = true
-		switch ev.Outcome {
-		case tenant.OutcomeRefused, tenant.OutcomeStuck, tenant.OutcomeHeld, tenant.OutcomeCapped, tenant.OutcomeDead:
+		if slices.Contains([]tenant.Outcome{tenant.OutcomeRefused, tenant.OutcomeStuck, tenant.OutcomeHeld,
+			tenant.OutcomeCapped, tenant.OutcomeDead}, ev.Outcome) {
 			e.bad = fmt.Sprintf("%s %s: %s", ev.Outcome, ev.TenantID, ev.Reason)
 		}
 		e.mu.Unlock()
@@ -155,15 +165,9 @@ func watchEvents(ctx context.Context, bs *bus.Bus) (*events, func(), error) {
 	return e, stop, err
 }
 
-func (e *events) count(o tenant.Outcome) int {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return len(e.seen[o])
-}
-
-// wait waits until n tenants reached outcome, failing on a bad event, a
-// process that exited, or no progress for two minutes; at half, it calls
-// half (once).
+// wait waits until n tenants reached outcome o; it fails on a bad event, a
+// process that exited, or no progress for five minutes. Once half are
+// there it calls half (when not nil).
 func (e *events) wait(ctx context.Context, o tenant.Outcome, n int, procs []*proc, half func()) error {
 	last, lastAt := -1, time.Now()
 	tick := time.NewTicker(time.Second)
@@ -218,12 +222,13 @@ type pipelineRun struct {
 	start             time.Time
 	took, calibration time.Duration
 	rssMiB            map[string]float64
+	steps             map[string]float64 // the cleaner's seconds per step
 }
 
 // runPipeline starts bin/marker and bin/cleaner on f (DRAIN_CHECK_DELAY=0s,
-// the given settings, everything else at its default) on a JetStream of its
-// own, requests the cleanup of ids once both are ready, and waits until every
-// one is cleaned; it verifies that they are gone.
+// then settings) with a JetStream of their own, requests the cleanup of ids
+// once both are ready (and the pacer calibrated), waits until every one is
+// cleaned, and verifies that they are gone.
 func (b *bench) runPipeline(ctx context.Context, f fleet, ids []string, settings ...string) (pipelineRun, error) {
 	r := pipelineRun{rssMiB: map[string]float64{}}
 	js := testenv.StartJetStream(b.t)
@@ -238,10 +243,9 @@ func (b *bench) runPipeline(ctx context.Context, f fleet, ids []string, settings
 		return r, err
 	}
 	defer stopEvents()
-	settings = append([]string{"DRAIN_CHECK_DELAY=0s"}, settings...)
 	var procs []*proc
 	for _, name := range []string{"marker", "cleaner"} {
-		p, err := b.startProc(ctx, name, f, js.URL, settings...)
+		p, err := b.startProc(ctx, name, f, js.URL, append([]string{"DRAIN_CHECK_DELAY=0s"}, settings...)...)
 		if err != nil {
 			return r, err
 		}
@@ -252,7 +256,7 @@ func (b *bench) runPipeline(ctx context.Context, f fleet, ids []string, settings
 			return r, err
 		}
 	}
-	// A paced cleaner first learns the probe's baseline (about 10 s) and
+	// A paced cleaner first learns the probe's baseline (about 10 s), and
 	// drops nothing meanwhile: a cost at start, measured apart.
 	calibrating := time.Now()
 	if err := poll(ctx, 2*time.Minute, func() (bool, error) {
@@ -262,19 +266,20 @@ func (b *bench) runPipeline(ctx context.Context, f fleet, ids []string, settings
 		return r, fmt.Errorf("pacer calibration: %w", err)
 	}
 	r.calibration = time.Since(calibrating)
-	start := time.Now()
+	r.start = time.Now()
 	if err := bs.PublishRequests(ctx, requests(ids), nil); err != nil {
 		return r, err
 	}
 	if err := ev.wait(ctx, tenant.OutcomeCleaned, len(ids), procs, nil); err != nil {
 		return r, err
 	}
-	r.start, r.took = start, time.Since(start)
+	r.took = time.Since(r.start)
+	r.steps = procs[1].steps()
 	for _, p := range procs {
 		if err := p.stop(); err != nil {
 			return r, err
 		}
-		r.rssMiB[p.name] = p.peakMiB()
+		r.rssMiB[p.name] = p.peakMiB
 	}
 	return r, verifyGone(ctx, f, "tenant_cleanup.ledger", ids)
 }

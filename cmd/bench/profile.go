@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"os"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -26,9 +28,9 @@ import (
 )
 
 // tracer times every statement of the pools it is set on (a pgx
-// QueryTracer and BatchTracer), by source and statement with the tenant's
-// schema and literals folded, as the client sees it (including waiting for
-// a CPU on a busy machine).
+// QueryTracer; the data plane sends no batches), by source and statement
+// with the tenant's schema folded, as the client sees it (including the
+// wait for a CPU on a busy machine).
 type tracer struct {
 	mu    sync.Mutex
 	stats map[[2]string]*stmtStat
@@ -66,16 +68,6 @@ func (s traced) TraceQueryEnd(ctx context.Context, _ *pgx.Conn, _ pgx.TraceQuery
 	}
 }
 
-func (s traced) TraceBatchStart(ctx context.Context, _ *pgx.Conn, d pgx.TraceBatchStartData) context.Context {
-	return context.WithValue(ctx, traceKey{}, traceStart{fmt.Sprintf("batch of %d: %s", d.Batch.Len(), d.Batch.QueuedQueries[0].SQL), time.Now()})
-}
-
-func (s traced) TraceBatchQuery(context.Context, *pgx.Conn, pgx.TraceBatchQueryData) {}
-
-func (s traced) TraceBatchEnd(ctx context.Context, c *pgx.Conn, _ pgx.TraceBatchEndData) {
-	s.TraceQueryEnd(ctx, c, pgx.TraceQueryEndData{})
-}
-
 var (
 	reSchema = regexp.MustCompile(`"?tenant_[0-9a-f-]{36}"?`)
 	reSpace  = regexp.MustCompile(`\s+`)
@@ -111,7 +103,7 @@ func (t *tracer) top(s *section, n, rows int) {
 		totals[k[0]] += v.total
 		calls[k[0]] += v.calls
 	}
-	for _, src := range sortedKeys(totals) {
+	for _, src := range slices.Sorted(maps.Keys(totals)) {
 		s.add("  %-14s %6.1f round trips, %7.1f ms per tenant", src, float64(calls[src])/float64(n), ms1(totals[src])/float64(n))
 	}
 	sort.Slice(keys, func(i, j int) bool { return t.stats[keys[i]].total > t.stats[keys[j]].total })
@@ -123,15 +115,6 @@ func (t *tracer) top(s *section, n, rows int) {
 }
 
 func ms1(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
-}
 
 // loadConfig reads a service's configuration as the binary would, from an
 // environment of the clone's URLs (and DRAIN_CHECK_DELAY=0s, PACE=off).

@@ -17,8 +17,6 @@ type report struct {
 	facts, setup []string
 	sections     []*section
 	targets      []string
-	// figures other phases compare with
-	floorIdle, floorLoad float64
 }
 
 type section struct {
@@ -28,6 +26,11 @@ type section struct {
 
 func (s *section) add(format string, args ...any) {
 	s.lines = append(s.lines, fmt.Sprintf(format, args...))
+}
+
+func (r *report) setupLine(format string, args ...any) {
+	r.setup = append(r.setup, fmt.Sprintf(format, args...))
+	info("%s", r.setup[len(r.setup)-1])
 }
 
 func (r *report) section(title string, header ...string) *section {
@@ -53,7 +56,7 @@ func (r *report) machine(ctx context.Context) {
 		time.Now().UTC().Format("2006-01-02 15:04 UTC"), runtime.NumCPU(), runtime.Version(),
 		strings.Join(strings.Fields(string(load))[:3], " "), strings.TrimSpace(string(commit))))
 	var version, settings string
-	_ = pgxQueryRow(ctx, testenv.AdminURL(), `SELECT split_part(version(), ' on ', 1), string_agg(name || '=' || setting || coalesce(unit, ''), ' ' ORDER BY name)
+	_ = queryRow(ctx, testenv.AdminURL(), `SELECT split_part(version(), ' on ', 1), string_agg(name || '=' || setting || coalesce(unit, ''), ' ' ORDER BY name)
 		FROM pg_settings WHERE name IN ('max_connections', 'max_locks_per_transaction', 'shared_buffers', 'fsync',
 		'synchronous_commit', 'max_wal_size', 'autovacuum', 'jit')`, nil, &version, &settings)
 	r.facts = append(r.facts, version+": "+settings)

@@ -86,13 +86,25 @@ func (b *bench) stores(ctx context.Context) error {
 	if left := len(s3.Keys(bucket, "")); left+int(los)+int(dbsize) != 0 {
 		return fmt.Errorf("left behind: %d S3 objects, %d large objects, %d Redis keys", left, los, dbsize)
 	}
-	per := func(r pipelineRun) float64 { return ms1(r.took) / float64(k) }
-	s := b.res.section(fmt.Sprintf("FILES AND KEYS: cleaner with S3 (gofakes3 over HTTP) and Redis configured, PACE=off; %d tenants × %d tables per run",
-		k, 13+b.o.filler), fmt.Sprintf("  %-58s %10s %12s", "tenants", "ms/tenant", "tenants/min"))
-	s.add("  %-58s %10.0f %12.0f", "without files or keys", per(without), perMin(k, without.took))
-	s.add("  %-58s %10.0f %12.0f", fmt.Sprintf("with %d S3 files + %d large objects + %d Redis keys", b.o.files, b.o.files, b.o.keys),
-		per(with), perMin(k, with.took))
-	s.add("  cost of the files and keys: %.0f ms per tenant (%.2f ms per 1,000 keys + files); all removed, none left in any store",
-		per(with)-per(without), (per(with)-per(without))*1000/float64(2*b.o.files+b.o.keys))
+	storeSteps := []string{"drop_schema", "unlink_large_objects", "remove_s3_files", "remove_redis_keys"}
+	s := b.res.section(fmt.Sprintf("FILES AND KEYS: cleaner with S3 (gofakes3 over HTTP) and Redis configured, PACE=off; %d tenants × %d tables per run; "+
+		"ms per tenant, wall and per step of the cleaner (its step_duration metrics)", k, 13+b.o.filler),
+		fmt.Sprintf("  %-22s %7s %12s %21s %16s %18s", "tenants", "wall", "drop_schema", "unlink_large_objects", "remove_s3_files", "remove_redis_keys"))
+	for _, r := range []struct {
+		name string
+		run  pipelineRun
+	}{{"without files or keys", without}, {"with files and keys", with}} {
+		line := fmt.Sprintf("  %-22s %7.0f", r.name, ms1(r.run.took)/float64(k))
+		for i, st := range storeSteps {
+			line += fmt.Sprintf(" %*.1f", []int{12, 21, 16, 18}[i], r.run.steps[st]*1000/float64(k))
+		}
+		s.add("%s", line)
+	}
+	cost := 0.0
+	for _, st := range storeSteps[1:] {
+		cost += (with.steps[st] - without.steps[st]) * 1000 / float64(k)
+	}
+	s.add("  %d S3 files + %d large objects + %d Redis keys cost %.0f ms per tenant in the cleaner's store steps; every one removed, none left",
+		b.o.files, b.o.files, b.o.keys, cost)
 	return nil
 }
