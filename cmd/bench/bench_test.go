@@ -62,3 +62,18 @@ func TestParseFlagsDefaultsAndPhases(t *testing.T) {
 		t.Error("an unknown phase was accepted")
 	}
 }
+
+func TestStepSumsReadFromTheMetrics(t *testing.T) {
+	body := `# TYPE tenant_cleanup_step_duration_seconds histogram
+tenant_cleanup_step_duration_seconds_bucket{component="cleaner",step="drop_schema",le="+Inf"} 3
+tenant_cleanup_step_duration_seconds_sum{component="cleaner",step="drop_schema"} 1.25
+tenant_cleanup_step_duration_seconds_sum{component="cleaner",step="remove_s3_files"} 2e-05
+`
+	got := map[string]string{}
+	for _, m := range reStepSum.FindAllStringSubmatch(body, -1) {
+		got[m[1]] = m[2]
+	}
+	if len(got) != 2 || got["drop_schema"] != "1.25" || got["remove_s3_files"] != "2e-05" {
+		t.Errorf("step sums %v", got)
+	}
+}

@@ -54,7 +54,7 @@ func (b *bench) throughput(ctx context.Context) error {
 		fmt.Sprintf("  %-32s %12s %8s  %s", "run", "tenants/min", "× floor", "rounds"))
 	best := func(i int) float64 { return maxOf(rates[i]) }
 	for i, c := range runs {
-		s.add("  %-32s %12.0f %8.2f  %v", c.name, best(i), best(i)/best(0), rates[i])
+		s.add("  %-32s %12.0f %8.2f  %.0f", c.name, best(i), best(i)/best(0), rates[i])
 	}
 	b.res.target("pipeline paced (default) on an idle server ≥ 0.8 × floor (issue 5)", best(1)/best(0) >= 0.8,
 		"%.2f × (%.0f vs %.0f tenants/min)", best(1)/best(0), best(1), best(0))

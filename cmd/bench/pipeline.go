@@ -133,7 +133,7 @@ func (p *proc) steps() map[string]float64 {
 	return out
 }
 
-var reStepSum = regexp.MustCompile(`(?m)^tenant_cleanup_step_duration_seconds_sum\{step="([a-z_0-9]+)"\} (\S+)$`)
+var reStepSum = regexp.MustCompile(`(?m)^tenant_cleanup_step_duration_seconds_sum\{[^}]*step="([a-z_0-9]+)"[^}]*\} (\S+)$`)
 
 // events counts the tenants that reached each outcome, from the pipeline's
 // events; one that must not happen in a bench (refused, stuck, ...) is bad.

@@ -6,7 +6,6 @@ import (
 	"io"
 	"log/slog"
 	"maps"
-	"os"
 	"regexp"
 	"slices"
 	"sort"
@@ -116,14 +115,11 @@ func (t *tracer) top(s *section, n, rows int) {
 
 func ms1(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
-// loadConfig reads a service's configuration as the binary would, from an
-// environment of the clone's URLs (and DRAIN_CHECK_DELAY=0s, PACE=off).
-func loadConfig(spec any, f fleet, natsURL string) error {
-	for k, v := range map[string]string{"DATA_PLANE_DATABASE_URL": dbURL(f.data), "CONTROL_PLANE_DATABASE_URL": dbURL(f.control),
-		"NATS_URL": natsURL, "DRAIN_CHECK_DELAY": "0s", "PACE": "off", "HTTP_ADDR": ""} {
-		os.Setenv(k, v)
-	}
-	return config.Load(spec)
+// configure gives a service's configuration its defaults and the clone's
+// URLs, as the binary would have them from the environment.
+func configure(spec any, c *config.Common, f fleet, natsURL string) {
+	config.Defaults(spec)
+	c.DataPlaneURL, c.ControlPlaneURL, c.NATSURL = dbURL(f.data), dbURL(f.control), natsURL
 }
 
 // openTraced opens the stores and the bus of a service run in-process, its
@@ -170,12 +166,9 @@ func (b *bench) profile(ctx context.Context) error {
 	defer js.Shutdown()
 	var mcfg config.Marker
 	var ccfg config.Cleaner
-	if err := loadConfig(&mcfg, f, js.URL); err != nil {
-		return err
-	}
-	if err := loadConfig(&ccfg, f, js.URL); err != nil {
-		return err
-	}
+	configure(&mcfg, &mcfg.Common, f, js.URL)
+	configure(&ccfg, &ccfg.Common, f, js.URL)
+	mcfg.CheckDelay, ccfg.CheckDelay = 0, 0
 	tr := &tracer{stats: map[[2]string]*stmtStat{}}
 	mstores, mbus := openTraced(ctx, b.t, tr, &mcfg.Common, "marker", dataplane.Options{})
 	cstores, cbus := openTraced(ctx, b.t, tr, &ccfg.Common, "cleaner", dataplane.Options{DropSlots: ccfg.DropSlots, LockTimeout: ccfg.DDLLockTimeout})
@@ -220,9 +213,7 @@ func (b *bench) tracedAnalyzerPass(ctx context.Context, n int) error {
 	js := testenv.StartJetStream(b.t)
 	defer js.Shutdown()
 	var cfg config.Analyzer
-	if err := loadConfig(&cfg, b.small, js.URL); err != nil {
-		return err
-	}
+	configure(&cfg, &cfg.Common, b.small, js.URL)
 	tr := &tracer{stats: map[[2]string]*stmtStat{}}
 	stores, bs := openTraced(ctx, b.t, tr, &cfg.Common, "analyzer", dataplane.Options{})
 	a := &analyzer.Analyzer{Data: stores.Data, Control: stores.Control, Bus: bs, InactiveDays: cfg.InactiveDays,
