@@ -194,7 +194,7 @@ func (b *bench) analyzer(ctx context.Context) error {
 		"%.2f × (%.2f s vs %.2f s)", ratio(mixed.loop, mixed.analyzer), mixed.analyzer.Seconds(), mixed.loop.Seconds())
 	b.res.target("analyzer, all gated: ≥ 0.75 × the read floor's rate (issue 17)", ratio(gated.floor, gated.analyzer) >= 0.75,
 		"%.2f × (%.2f s vs %.2f s)", ratio(gated.floor, gated.analyzer), gated.analyzer.Seconds(), gated.floor.Seconds())
-	return b.tracedAnalyzerPass(ctx, n)
+	return nil
 }
 
 func minDur(a, b time.Duration) time.Duration {

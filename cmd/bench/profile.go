@@ -3,8 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"io"
-	"log/slog"
 	"maps"
 	"regexp"
 	"slices"
@@ -16,7 +14,6 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/tenantcleanup/tenant-cleanup/pkg/analyzer"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/bus"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/config"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/controlplane"
@@ -205,24 +202,4 @@ func (b *bench) profile(ctx context.Context) error {
 		len(ids), took.Seconds(), perMin(len(ids), took)))
 	tr.top(s, len(ids), 16)
 	return verifyGone(ctx, f, "tenant_cleanup.ledger", ids)
-}
-
-// tracedAnalyzerPass runs one analysis pass in-process, its data-plane SQL
-// traced, and adds the statements to a section.
-func (b *bench) tracedAnalyzerPass(ctx context.Context, n int) error {
-	js := testenv.StartJetStream(b.t)
-	defer js.Shutdown()
-	var cfg config.Analyzer
-	configure(&cfg, &cfg.Common, b.small, js.URL)
-	tr := &tracer{stats: map[[2]string]*stmtStat{}}
-	stores, bs := openTraced(ctx, b.t, tr, &cfg.Common, "analyzer", dataplane.Options{})
-	a := &analyzer.Analyzer{Data: stores.Data, Control: stores.Control, Bus: bs, InactiveDays: cfg.InactiveDays,
-		ReportDir: b.t.TempDir(), Workers: int(cfg.DBMaxConns), Out: io.Discard, Now: time.Now, Log: slog.New(slog.DiscardHandler)}
-	start := time.Now()
-	if err := a.Pass(ctx); err != nil {
-		return err
-	}
-	s := b.res.section(fmt.Sprintf("ANALYZER PROFILE: one pass in-process over %d tenants in %.2f s with the tracer; data-plane SQL by statement", n, time.Since(start).Seconds()))
-	tr.top(s, n, 8)
-	return nil
 }
