@@ -1,274 +1,286 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"encoding/csv"
-	"encoding/json"
 	"fmt"
 	"os"
-	"path/filepath"
 	"regexp"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/tenantcleanup/tenant-cleanup/pkg/tenant"
+	"github.com/tenantcleanup/tenant-cleanup/pkg/testenv"
 )
 
-// analyzerRounds is how many times each approach runs per fleet size,
-// alternating; the fastest run of each counts (the others are in the JSON).
+// analyzerRounds: each approach runs this many times, alternating; the
+// fastest counts.
 const analyzerRounds = 2
 
-type analyzerResult struct {
-	Tenants           int       `json:"tenants"`
-	TablesPerTenant   int       `json:"tables_per_tenant"`
-	AnalyzerSeconds   []float64 `json:"analyzer_seconds"`
-	LoopSeconds       []float64 `json:"per_schema_loop_seconds"`
-	WarmupSeconds     float64   `json:"warmup_pass_seconds"`
-	ReadSeconds       []float64 `json:"analyzer_until_first_publish_seconds"`
-	PublishSeconds    []float64 `json:"analyzer_publishing_seconds"`
-	BestAnalyzer      float64   `json:"best_analyzer_seconds"`
-	BestLoop          float64   `json:"best_loop_seconds"`
-	Speedup           float64   `json:"speedup"`
-	AnalyzerPerTenant float64   `json:"analyzer_ms_per_tenant"`
-	LoopPerTenant     float64   `json:"loop_ms_per_tenant"`
-	Candidates        int       `json:"candidates"`
-	PeakRSSMiB        float64   `json:"analyzer_peak_rss_mib"`
-}
+var rePublished = regexp.MustCompile(`published (\d+) candidates`)
 
-// runAnalyzer is (d): bin/analyzer --once against the original script's
-// approach on each fleet size.
-func (b *bench) runAnalyzer(ctx context.Context) error {
-	for _, size := range b.o.analyzerSizes {
-		f := b.small[size]
-		step("(d) analyzer vs the per-schema loop: %d tenants × %d tables, %d rounds each", size, fixtureTables+b.o.smallFiller, analyzerRounds)
-		r := &analyzerResult{Tenants: size, TablesPerTenant: fixtureTables + b.o.smallFiller}
-		// The fleet was just written and nothing has read it: the first reader
-		// of every row would pay for setting its hint bits (writing the page),
-		// which autovacuum (off on this server) or earlier passes have done
-		// in a live database. One untimed pass does it for both approaches.
-		warm, _, err := originalLoop(ctx, b.dbURL(f.data), b.dbURL(f.control), b.tmp)
-		if err != nil {
-			return fmt.Errorf("warm-up pass: %w", err)
-		}
-		info("warm-up pass (untimed, sets hint bits): %.2f s", warm.Seconds())
-		r.WarmupSeconds = warm.Seconds()
-		for round := 1; round <= analyzerRounds; round++ {
-			loop, cands, err := originalLoop(ctx, b.dbURL(f.data), b.dbURL(f.control), b.tmp)
-			if err != nil {
-				return fmt.Errorf("per-schema loop: %w", err)
-			}
-			if cands != size {
-				return fmt.Errorf("per-schema loop found %d candidates, want %d", cands, size)
-			}
-			info("round %d: per-schema loop %.2f s (%d candidates)", round, loop.Seconds(), cands)
-			r.LoopSeconds = append(r.LoopSeconds, loop.Seconds())
-
-			a, err := b.analyzerPass(ctx, b.dbURL(f.data), b.dbURL(f.control), fmt.Sprintf("d%d-%d", size, round), nil)
-			if err != nil {
-				return err
-			}
-			if a.published != size {
-				return fmt.Errorf("analyzer published %d candidates, want %d", a.published, size)
-			}
-			info("round %d: bin/analyzer --once %.2f s: %.2f s to the first publish, %.2f s publishing %d candidates; peak RSS %.1f MiB",
-				round, a.took.Seconds(), a.readPhase.Seconds(), a.publishPhase.Seconds(), a.published, a.rssMiB)
-			r.AnalyzerSeconds = append(r.AnalyzerSeconds, a.took.Seconds())
-			r.ReadSeconds = append(r.ReadSeconds, a.readPhase.Seconds())
-			r.PublishSeconds = append(r.PublishSeconds, a.publishPhase.Seconds())
-			r.PeakRSSMiB = max(r.PeakRSSMiB, a.rssMiB)
-			r.Candidates = a.published
-		}
-		r.BestAnalyzer, r.BestLoop = minOf(r.AnalyzerSeconds), minOf(r.LoopSeconds)
-		r.Speedup = r.BestLoop / r.BestAnalyzer
-		r.AnalyzerPerTenant = r.BestAnalyzer * 1000 / float64(size)
-		r.LoopPerTenant = r.BestLoop * 1000 / float64(size)
-		b.res.Analyzer = append(b.res.Analyzer, r)
-		info("best: analyzer %.2f s (%.3f ms/tenant), loop %.2f s (%.3f ms/tenant): analyzer %.1f× faster",
-			r.BestAnalyzer, r.AnalyzerPerTenant, r.BestLoop, r.LoopPerTenant, r.Speedup)
-	}
-	// Where the analyzer's time goes: one more pass, in-process under the CPU
-	// profiler with its SQL timed, on the fleet closest to 2,000 tenants.
-	size := b.o.analyzerSizes[0]
-	for _, s := range b.o.analyzerSizes {
-		if abs(s-targetSpeedupSize) < abs(size-targetSpeedupSize) {
-			size = s
-		}
-	}
-	if err := b.profileAnalyzer(ctx, size); err != nil {
-		return fmt.Errorf("profiling the analyzer: %w", err)
-	}
-	return nil
-}
-
-func abs(x int) int { return max(x, -x) }
-
-var publishedLine = regexp.MustCompile(`published (\d+) candidates`)
-
-// analyzerRun is one bin/analyzer --once.
-type analyzerRun struct {
-	took      time.Duration
-	published int
-	rssMiB    float64
-	// readPhase is the time from the start of the process to its first
-	// "candidate published" log line (start-up, reading both planes,
-	// applying the rule); publishPhase from there to the last one.
-	readPhase, publishPhase time.Duration
-}
-
-// analyzerPass runs bin/analyzer --once (on its own fresh JetStream unless
-// js is given) with its VmHWM sampled every 5 ms.
-func (b *bench) analyzerPass(ctx context.Context, dataURL, controlURL, name string, js *jetStream) (analyzerRun, error) {
-	var r analyzerRun
-	if js == nil {
-		var err error
-		if js, err = b.startJetStream(name); err != nil {
-			return r, err
-		}
-		defer js.shutdown(b.o.keep)
-	}
-	reportDir, err := os.MkdirTemp(b.tmp, "report-")
-	if err != nil {
-		return r, err
-	}
-	env := serviceEnv(dataURL, controlURL, js.url, "ANALYZER_REPORT_DIR="+reportDir, "HTTP_ADDR="+freeAddr())
+// analyzerPass runs bin/analyzer --once on the analyzer fleet, on a
+// JetStream of its own, and returns its time, candidates and peak RSS.
+func (b *bench) analyzerPass(ctx context.Context) (time.Duration, int, float64, error) {
+	js := testenv.StartJetStream(b.t)
+	defer js.Shutdown()
 	start := time.Now()
-	p, err := b.startProc("analyzer-"+name, "analyzer", 5*time.Millisecond, env, "--once")
+	p, err := b.startProc(ctx, "analyzer", b.small, js.URL, "ANALYZER_REPORT_DIR="+b.t.TempDir())
 	if err != nil {
-		return r, err
+		return 0, 0, 0, err
 	}
-	select {
-	case <-ctx.Done():
-		_ = p.stop()
-		return r, ctx.Err()
-	case <-p.done:
+	if err := poll(ctx, 10*time.Minute, func() (bool, error) { p.sample(); return p.exited(), nil }); err != nil {
+		return 0, 0, 0, err
 	}
-	r.took = time.Since(start)
-	if p.err != nil {
-		return r, fmt.Errorf("bin/analyzer --once: %v\n%s", p.err, p.tail())
+	took := time.Since(start)
+	if err := p.stop(); err != nil {
+		return 0, 0, 0, err
 	}
 	out, _ := os.ReadFile(p.log)
-	m := publishedLine.FindSubmatch(out)
+	m := rePublished.FindSubmatch(out)
 	if m == nil {
-		return r, fmt.Errorf("bin/analyzer --once printed no summary:\n%s", p.tail())
+		return 0, 0, 0, fmt.Errorf("bin/analyzer --once printed no summary: %w", p.failure())
 	}
-	r.published, _ = strconv.Atoi(string(m[1]))
-	r.rssMiB = p.peakMiB()
-	var first, last time.Time
-	for _, line := range bytes.Split(out, []byte("\n")) {
-		var l struct {
-			Time time.Time `json:"time"`
-			Msg  string    `json:"msg"`
-		}
-		if len(line) == 0 || line[0] != '{' || json.Unmarshal(line, &l) != nil || l.Msg != "candidate published" {
-			continue
-		}
-		if first.IsZero() {
-			first = l.Time
-		}
-		last = l.Time
-	}
-	if !first.IsZero() {
-		r.readPhase, r.publishPhase = first.Sub(start), last.Sub(first)
-	}
-	return r, nil
+	n, _ := strconv.Atoi(string(m[1]))
+	return took, n, p.peakMiB, nil
 }
 
-// originalLoop is the original analyze script's approach: one session lists
-// the tenant schemas, then sends one query per schema (last USER query time,
-// documents, users), reads the control plane and writes the candidate CSV.
-// The script sent plain-text queries, so this uses the simple protocol.
-func originalLoop(ctx context.Context, dataURL, controlURL, dir string) (time.Duration, int, error) {
+// perSchemaLoop is the original analyze script's approach: list the tenant
+// schemas, then one query per schema (last USER query, documents, users),
+// in plain-text queries (the simple protocol). With one session and the
+// control plane it is the script (and returns the candidates); with two
+// sessions and no control plane it is the read floor: the loop's own reads
+// split over both cores.
+func perSchemaLoop(ctx context.Context, f fleet, sessions int, withControl bool) (time.Duration, int, error) {
 	start := time.Now()
-	cfg, err := pgx.ParseConfig(dataURL)
-	if err != nil {
-		return 0, 0, err
+	conns := make([]*pgx.Conn, sessions)
+	for i := range conns {
+		cfg, err := pgx.ParseConfig(dbURL(f.data))
+		if err != nil {
+			return 0, 0, err
+		}
+		cfg.DefaultQueryExecMode = pgx.QueryExecModeSimpleProtocol
+		if conns[i], err = pgx.ConnectConfig(ctx, cfg); err != nil {
+			return 0, 0, err
+		}
+		defer conns[i].Close(context.Background())
 	}
-	cfg.DefaultQueryExecMode = pgx.QueryExecModeSimpleProtocol
-	data, err := pgx.ConnectConfig(ctx, cfg)
-	if err != nil {
-		return 0, 0, err
-	}
-	defer data.Close(ctx)
-	rows, err := data.Query(ctx, `SELECT nspname::text FROM pg_namespace WHERE nspname LIKE 'tenant\_%' ORDER BY 1`)
-	if err != nil {
-		return 0, 0, err
-	}
+	rows, _ := conns[0].Query(ctx, `SELECT nspname::text FROM pg_namespace WHERE nspname LIKE 'tenant\_%' ORDER BY 1`)
 	schemas, err := pgx.CollectRows(rows, pgx.RowTo[string])
 	if err != nil {
 		return 0, 0, err
 	}
-	type act struct {
-		last       *time.Time
-		docs, user int64
+	type activity struct {
+		last        *time.Time
+		docs, users int64
 	}
-	acts := make(map[string]act, len(schemas))
-	for _, s := range schemas {
-		q := quoteIdent(s)
-		var a act
-		if err := data.QueryRow(ctx, fmt.Sprintf(`SELECT (SELECT max(time_sent) FROM %[1]s.chat_message WHERE message_type = 'USER'),
-			(SELECT count(*) FROM %[1]s.document), (SELECT count(*) FROM %[1]s."user")`, q)).Scan(&a.last, &a.docs, &a.user); err != nil {
-			return 0, 0, fmt.Errorf("%s: %w", s, err)
+	acts := make([]activity, len(schemas))
+	errs := make([]error, sessions)
+	var wg sync.WaitGroup
+	for w, conn := range conns {
+		wg.Go(func() {
+			for i := w; i < len(schemas) && errs[w] == nil; i += sessions {
+				errs[w] = conn.QueryRow(ctx, fmt.Sprintf(`SELECT (SELECT max(time_sent) FROM %[1]s.chat_message WHERE message_type = 'USER'),
+					(SELECT count(*) FROM %[1]s.document), (SELECT count(*) FROM %[1]s."user")`, ident(schemas[i]))).Scan(&acts[i].last, &acts[i].docs, &acts[i].users)
+			}
+		})
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return 0, 0, err
 		}
-		acts[s] = a
 	}
-	control, err := pgx.ConnectConfig(ctx, mustSimple(controlURL))
+	if !withControl {
+		return time.Since(start), 0, nil
+	}
+	status := map[string]string{}
+	var id, st string
+	control, err := pgx.Connect(ctx, dbURL(f.control))
 	if err != nil {
 		return 0, 0, err
 	}
-	defer control.Close(ctx)
-	rows, err = control.Query(ctx, `SELECT tenant_id, application_status, created_at FROM tenant`)
-	if err != nil {
+	defer control.Close(context.Background())
+	rows, _ = control.Query(ctx, `SELECT tenant_id, application_status FROM tenant WHERE created_at < now() - interval '90 days'`)
+	if _, err := pgx.ForEachRow(rows, []any{&id, &st}, func() error { status[id] = st; return nil }); err != nil {
 		return 0, 0, err
 	}
 	cutoff := time.Now().Add(-90 * 24 * time.Hour)
-	f, err := os.Create(filepath.Join(dir, "original-loop.csv"))
-	if err != nil {
-		return 0, 0, err
-	}
-	defer f.Close()
-	w := csv.NewWriter(f)
-	_ = w.Write([]string{"tenant_id", "num_documents", "num_users", "last_query_time"})
 	candidates := 0
-	for rows.Next() {
-		var (
-			id, status string
-			created    time.Time
-		)
-		if err := rows.Scan(&id, &status, &created); err != nil {
-			return 0, 0, err
+	for i, s := range schemas {
+		if status[s] == "GATED_ACCESS" && (acts[i].last == nil || acts[i].last.Before(cutoff)) {
+			candidates++
 		}
-		a, ok := acts[id]
-		if !ok || status != "GATED_ACCESS" || !created.Before(cutoff) || (a.last != nil && !a.last.Before(cutoff)) {
-			continue
-		}
-		candidates++
-		last := ""
-		if a.last != nil {
-			last = a.last.UTC().Format(time.RFC3339)
-		}
-		_ = w.Write([]string{id, strconv.FormatInt(a.docs, 10), strconv.FormatInt(a.user, 10), last})
 	}
-	if err := rows.Err(); err != nil {
-		return 0, 0, err
-	}
-	w.Flush()
-	return time.Since(start), candidates, w.Error()
+	return time.Since(start), candidates, nil
 }
 
-func mustSimple(url string) *pgx.ConnConfig {
-	cfg, err := pgx.ParseConfig(url)
+// analyzerFleet builds half the analyzer fleet, runs the analyzer over it,
+// and builds the rest.
+func (b *bench) analyzerFleet(ctx context.Context) (err error) {
+	n := b.o.analyzerTenants
+	b.growSmallFleet(ctx, 0, n/2)
+	b.halfTook, _, b.analyzerRSS[0], err = b.analyzerPass(ctx)
+	b.growSmallFleet(ctx, n/2, n)
+	return err
+}
+
+// analyzer: bin/analyzer --once against the per-schema loop and the read
+// floor on a fleet of 13-table tenants (the reads touch four tables of each,
+// so the other 130 would change nothing but the build time), all gated and
+// then with a quarter gated; the analyzer's peak RSS at half and full size.
+func (b *bench) analyzer(ctx context.Context) error {
+	n := b.o.analyzerTenants
+	step("analyzer: %d tenants × 13 tables (measured at %d, then %d)", n, n/2, n)
+	if err := b.analyzerFleet(ctx); err != nil {
+		return err
+	}
+	if _, _, err := perSchemaLoop(ctx, b.small, 1, false); err != nil { // untimed: sets every row's hint bits
+		return err
+	}
+	type best struct{ analyzer, loop, floor time.Duration }
+	measure := func(want int) (best, error) {
+		var r best
+		for range analyzerRounds {
+			loop, cands, err := perSchemaLoop(ctx, b.small, 1, true)
+			if err != nil || cands != want {
+				return r, fmt.Errorf("per-schema loop: %d candidates (want %d), %v", cands, want, err)
+			}
+			floor, _, err := perSchemaLoop(ctx, b.small, 2, false)
+			if err != nil {
+				return r, err
+			}
+			took, published, rss, err := b.analyzerPass(ctx)
+			if err != nil || published != want {
+				return r, fmt.Errorf("analyzer: %d candidates (want %d), %v", published, want, err)
+			}
+			b.analyzerRSS[1] = max(b.analyzerRSS[1], rss)
+			info("loop %.2f s, read floor %.2f s, analyzer %.2f s (%d candidates)", loop.Seconds(), floor.Seconds(), took.Seconds(), published)
+			r = best{minDur(r.analyzer, took), minDur(r.loop, loop), minDur(r.floor, floor)}
+		}
+		return r, nil
+	}
+	gated, err := measure(n)
 	if err != nil {
-		panic(err)
+		return err
 	}
-	cfg.DefaultQueryExecMode = pgx.QueryExecModeSimpleProtocol
-	return cfg
+	quarter := func(status string) error {
+		return execOn(ctx, dbURL(b.small.control), "UPDATE tenant SET application_status = $1 WHERE right(tenant_id, 1) NOT IN ('0', '4', '8', 'c')", status)
+	}
+	if err := quarter("ACTIVE"); err != nil {
+		return err
+	}
+	mixed, err := measure(n / 4)
+	if err != nil {
+		return err
+	}
+	if err := quarter("GATED_ACCESS"); err != nil {
+		return err
+	}
+	s := b.res.section(fmt.Sprintf("ANALYZER: bin/analyzer --once vs the per-schema loop, %d tenants × 13 tables, best of %d", n, analyzerRounds),
+		fmt.Sprintf("  %-22s %10s %10s %14s %10s %16s", "fleet", "loop s", "analyzer s", "read floor s", "× loop", "× floor's rate"))
+	for _, r := range []struct {
+		name string
+		b    best
+	}{{"all gated", gated}, {"a quarter gated", mixed}} {
+		s.add("  %-22s %10.2f %10.2f %14.2f %10.2f %16.2f", r.name, r.b.loop.Seconds(), r.b.analyzer.Seconds(), r.b.floor.Seconds(),
+			ratio(r.b.loop, r.b.analyzer), ratio(r.b.floor, r.b.analyzer))
+	}
+	s.add("  ms per tenant: %.3f at %d tenants, %.3f at %d (one pass each); read floor = the loop's reads on two sessions, no control plane",
+		ms1(b.halfTook)/float64(n/2), n/2, ms1(gated.analyzer)/float64(n), n)
+	b.res.target("analyzer, a quarter gated: ≥ 3 × faster than the per-schema loop (issue 17)", ratio(mixed.loop, mixed.analyzer) >= 3,
+		"%.2f × (%.2f s vs %.2f s)", ratio(mixed.loop, mixed.analyzer), mixed.analyzer.Seconds(), mixed.loop.Seconds())
+	b.res.target("analyzer, all gated: ≥ 0.75 × the read floor's rate (issue 17)", ratio(gated.floor, gated.analyzer) >= 0.75,
+		"%.2f × (%.2f s vs %.2f s)", ratio(gated.floor, gated.analyzer), gated.analyzer.Seconds(), gated.floor.Seconds())
+	return nil
 }
 
-func minOf(xs []float64) float64 {
-	m := xs[0]
-	for _, x := range xs[1:] {
-		m = min(m, x)
+func minDur(a, b time.Duration) time.Duration {
+	if a == 0 {
+		return b
 	}
-	return m
+	return min(a, b)
+}
+
+// memory: the peak RSS of the marker and the cleaner with the analyzer
+// fleet's tenants in flight (the marker with every request queued, then the
+// cleaner with every drain check due; DRAIN_CHECK_DELAY=1h keeps them all in
+// flight), with the analyzer's from the analyzer phase; each extrapolated
+// linearly to 100,000 tenants from its growth between half and full.
+func (b *bench) memory(ctx context.Context) error {
+	n := b.o.analyzerTenants
+	if b.small.data == "" { // the analyzer phase did not run: its fleet and figures
+		if err := b.analyzerFleet(ctx); err != nil {
+			return err
+		}
+		var err error
+		if _, _, b.analyzerRSS[1], err = b.analyzerPass(ctx); err != nil {
+			return err
+		}
+	}
+	step("memory: peak RSS with %d tenants in flight", n)
+	js := testenv.StartJetStream(b.t)
+	defer js.Shutdown()
+	bs, err := connectBus(ctx, js.URL)
+	if err != nil {
+		return err
+	}
+	defer bs.Close()
+	ev, stopEvents, err := watchEvents(ctx, bs)
+	if err != nil {
+		return err
+	}
+	defer stopEvents()
+	var ids []string
+	for i := range n {
+		ids = append(ids, smallID(i))
+	}
+	if err := bs.PublishRequests(ctx, requests(ids), nil); err != nil {
+		return err
+	}
+	rss := map[string][2]float64{"analyzer": b.analyzerRSS}
+	service := func(name string, outcome tenant.Outcome) error {
+		p, err := b.startProc(ctx, name, b.small, js.URL, "DRAIN_CHECK_DELAY=1h")
+		if err != nil {
+			return err
+		}
+		var half float64
+		if err := ev.wait(ctx, outcome, n, []*proc{p}, func() { half = p.sample() }); err != nil {
+			return err
+		}
+		if err := p.stop(); err != nil {
+			return err
+		}
+		rss[name] = [2]float64{half, p.peakMiB}
+		return nil
+	}
+	if err := service("marker", tenant.OutcomeMarked); err != nil {
+		return err
+	}
+	now := time.Now()
+	for _, id := range ids {
+		if err := bs.ScheduleDrainCheck(ctx, tenant.DrainCheck{ID: tenant.ID(id)}, now); err != nil {
+			return err
+		}
+	}
+	if err := service("cleaner", tenant.OutcomeDraining); err != nil {
+		return err
+	}
+	s := b.res.section(fmt.Sprintf("MEMORY: peak RSS with %d tenants in flight, extrapolated to 100,000 (a 100,000-tenant fleet is not built here)", n),
+		fmt.Sprintf("  %-10s %-44s %10s %16s", "service", "peak RSS (MiB)", "KiB/tenant", "at 100,000 (MiB)"))
+	for _, name := range []string{"analyzer", "marker", "cleaner"} {
+		r := rss[name]
+		slope := max(0, r[1]-r[0]) / float64(n-n/2) // MiB per tenant
+		at := r[1] + slope*float64(100_000-n)
+		what := fmt.Sprintf("%.1f at %d, %.1f at %d tenants", r[0], n/2, r[1], n)
+		if name != "analyzer" {
+			what = fmt.Sprintf("%.1f at half, %.1f at all processed", r[0], r[1])
+		}
+		s.add("  %-10s %-44s %10.2f %16.1f", name, what, slope*1024, at)
+		b.res.target(fmt.Sprintf("%s peak RSS ≤ 64 MiB with 100,000 tenants in flight (issue 17; extrapolated from %d)", name, n),
+			at <= 64, "%.1f MiB (measured %.1f MiB at %d)", at, r[1], n)
+	}
+	return nil
 }

@@ -2,119 +2,81 @@ package main
 
 import (
 	"context"
-	"encoding/csv"
-	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/tenantcleanup/tenant-cleanup/pkg/bus"
+	"github.com/tenantcleanup/tenant-cleanup/pkg/tenant"
+	"github.com/tenantcleanup/tenant-cleanup/pkg/testenv"
 )
 
-// jetStream is an embedded nats-server with a fresh store of its own.
-type jetStream struct {
-	srv   *server.Server
-	url   string
-	store string
-}
-
-func (b *bench) startJetStream(name string) (*jetStream, error) {
-	store, err := os.MkdirTemp(b.tmp, "js-"+name+"-")
-	if err != nil {
-		return nil, err
-	}
-	srv, err := server.NewServer(&server.Options{ServerName: "bench-" + name, Host: "127.0.0.1", Port: -1,
-		JetStream: true, StoreDir: store, NoLog: true, NoSigs: true})
-	if err != nil {
-		return nil, err
-	}
-	go srv.Start()
-	if !srv.ReadyForConnections(10 * time.Second) {
-		return nil, errors.New("nats-server did not start")
-	}
-	return &jetStream{srv: srv, store: store, url: fmt.Sprintf("nats://127.0.0.1:%d", srv.Addr().(*net.TCPAddr).Port)}, nil
-}
-
-func (j *jetStream) shutdown(keep bool) {
-	j.srv.Shutdown()
-	j.srv.WaitForShutdown()
-	if !keep {
-		os.RemoveAll(j.store)
-	}
-}
-
-// proc is one service process.
+// proc is one service process (bin/<name>), its output in a log file.
 type proc struct {
-	name string
-	cmd  *exec.Cmd
-	log  string
-	done chan struct{}
-	err  error
-	peak atomic.Int64 // highest VmHWM seen, KiB
+	name, log, addr string
+	cmd             *exec.Cmd
+	done            chan struct{}
+	peakMiB         float64 // highest VmHWM sampled
 }
 
-// startProc starts a service with its output going to a log file, and
-// samples its VmHWM every sampleEvery while it runs. (ru_maxrss from wait4
-// would be wrong here: Go starts children with vfork semantics, and Linux
-// carries the high-water mark of the address space the child was exec'd
-// from, this process's, into the child's ru_maxrss. VmHWM is the child's own.)
-func (b *bench) startProc(name, bin string, sampleEvery time.Duration, env []string, args ...string) (*proc, error) {
-	logPath := filepath.Join(b.tmp, fmt.Sprintf("%s-%d.log", name, time.Now().UnixNano()))
-	f, err := os.Create(logPath)
+// startProc starts bin/<name> on the fleet f and JetStream with the given
+// settings, everything else at its default: the bench's own environment is
+// not passed on, so that a shell's settings cannot leak in.
+func (b *bench) startProc(ctx context.Context, name string, f fleet, natsURL string, settings ...string) (*proc, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(filepath.Join(b.o.bin, bin), args...)
-	cmd.Env, cmd.Stdout, cmd.Stderr = env, f, f
-	if err := cmd.Start(); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("start %s: %w", name, err)
+	p := &proc{name: name, addr: l.Addr().String(), log: filepath.Join(b.t.TempDir(), "log"), done: make(chan struct{})}
+	l.Close()
+	logf, err := os.Create(p.log)
+	if err != nil {
+		return nil, err
 	}
-	p := &proc{name: name, cmd: cmd, log: logPath, done: make(chan struct{})}
-	exited := make(chan struct{})
-	go func() {
-		t := time.NewTicker(sampleEvery)
-		defer t.Stop()
-		for {
-			p.sample()
-			select {
-			case <-exited:
-				return
-			case <-t.C:
-			}
-		}
-	}()
-	go func() {
-		p.err = cmd.Wait()
-		close(exited)
-		f.Close()
-		close(p.done)
-	}()
+	p.cmd = exec.CommandContext(ctx, filepath.Join(b.o.bin, name))
+	if name == "analyzer" {
+		p.cmd.Args = append(p.cmd.Args, "--once")
+	}
+	p.cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "DATA_PLANE_DATABASE_URL=" + dbURL(f.data),
+		"CONTROL_PLANE_DATABASE_URL=" + dbURL(f.control), "NATS_URL=" + natsURL, "HTTP_ADDR=" + p.addr}, settings...)
+	p.cmd.Stdout, p.cmd.Stderr = logf, logf
+	if err := p.cmd.Start(); err != nil {
+		logf.Close()
+		return nil, err
+	}
+	go func() { _ = p.cmd.Wait(); logf.Close(); close(p.done) }()
+	b.t.Cleanup(func() { _ = p.stop() })
 	return p, nil
 }
 
-func (p *proc) sample() {
-	if kb := p.hwm(); kb > p.peak.Load() {
-		p.peak.Store(kb)
-	}
+// ready waits until the service's /readyz answers 200: its databases,
+// stores and JetStream reachable, its consume loop consuming.
+func (p *proc) ready(ctx context.Context) error {
+	return poll(ctx, time.Minute, func() (bool, error) {
+		if p.exited() {
+			return false, p.failure()
+		}
+		resp, err := http.Get("http://" + p.addr + "/readyz")
+		if err != nil {
+			return false, nil
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK, nil
+	})
 }
-
-// peakMiB is the highest VmHWM seen, in MiB.
-func (p *proc) peakMiB() float64 { return float64(p.peak.Load()) / 1024 }
 
 func (p *proc) exited() bool {
 	select {
@@ -125,481 +87,199 @@ func (p *proc) exited() bool {
 	}
 }
 
-// hwm is the process's peak resident set so far (VmHWM), in KiB.
-func (p *proc) hwm() int64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid))
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if strings.HasPrefix(line, "VmHWM:") {
-			kb, _ := strconv.ParseInt(strings.Fields(line)[1], 10, 64)
-			return kb
-		}
-	}
-	return 0
+func (p *proc) failure() error {
+	out, _ := os.ReadFile(p.log)
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	return fmt.Errorf("%s: %v\n%s", p.name, p.cmd.ProcessState, strings.Join(lines[max(0, len(lines)-6):], "\n"))
 }
 
-// stop sends SIGTERM and waits (SIGKILL after 40 s); it returns the
-// process's exit error, if any.
+// stop asks the process to shut down (SIGTERM) and waits for it.
 func (p *proc) stop() error {
-	if p.exited() {
-		return p.err
-	}
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
-	case <-time.After(40 * time.Second):
-		_ = p.cmd.Process.Kill()
+	if !p.exited() {
+		p.sample()
+		_ = p.cmd.Process.Signal(syscall.SIGTERM)
 		<-p.done
-		return fmt.Errorf("%s did not stop within 40 s of SIGTERM (killed)", p.name)
 	}
-	return p.err
+	if !p.cmd.ProcessState.Success() {
+		return p.failure()
+	}
+	return nil
 }
 
-func (p *proc) cpu() time.Duration {
-	if p.cmd.ProcessState == nil {
-		return 0
-	}
-	return p.cmd.ProcessState.UserTime() + p.cmd.ProcessState.SystemTime()
+// sample reads the process's peak resident set so far (VmHWM) and returns
+// the highest seen. (getrusage's ru_maxrss is no use: a child of a Go
+// program starts with its parent's.)
+func (p *proc) sample() float64 {
+	status, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid))
+	_, hwm, _ := strings.Cut(string(status), "VmHWM:")
+	kb, _ := strconv.ParseFloat(strings.Fields(hwm + " 0")[0], 64)
+	p.peakMiB = max(p.peakMiB, kb/1024)
+	return p.peakMiB
 }
 
-// notable counts the log lines of the process that say something went other
-// than planned: warnings, errors and "retry later", by message (and reason).
-func (p *proc) notable() map[string]int {
-	out := map[string]int{}
-	b, _ := os.ReadFile(p.log)
-	for _, line := range strings.Split(string(b), "\n") {
-		var l struct {
-			Level  string `json:"level"`
-			Msg    string `json:"msg"`
-			Reason string `json:"reason"`
-		}
-		if !strings.HasPrefix(line, "{") || json.Unmarshal([]byte(line), &l) != nil {
-			continue
-		}
-		if l.Level == "WARN" || l.Level == "ERROR" || strings.Contains(l.Msg, "later") {
-			key := l.Level + " " + l.Msg
-			if l.Reason != "" {
-				key += ": " + shorten(l.Reason, 80)
-			}
-			out[key]++
-		}
+// steps reads the cleaner's tenant_cleanup_step_duration_seconds sums
+// from its /metrics: seconds per step.
+func (p *proc) steps() map[string]float64 {
+	out := map[string]float64{}
+	resp, err := http.Get("http://" + p.addr + "/metrics")
+	if err != nil {
+		return out
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	for _, m := range reStepSum.FindAllStringSubmatch(string(body), -1) {
+		out[m[1]], _ = strconv.ParseFloat(m[2], 64)
 	}
 	return out
 }
 
-func (p *proc) tail() string {
-	b, _ := os.ReadFile(p.log)
-	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
-	if len(lines) > 8 {
-		lines = lines[len(lines)-8:]
-	}
-	return strings.Join(lines, "\n")
-}
+var reStepSum = regexp.MustCompile(`(?m)^tenant_cleanup_step_duration_seconds_sum\{[^}]*step="([a-z_0-9]+)"[^}]*\} (\S+)$`)
 
-// serviceEnv is the environment of a service: this process's, with the URLs
-// and the given settings (everything else at its default).
-func serviceEnv(dataURL, controlURL, natsURL string, extra ...string) []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		if k, _, _ := strings.Cut(kv, "="); !serviceSetting(k) {
-			env = append(env, kv)
-		}
-	}
-	env = append(env, "DATA_PLANE_DATABASE_URL="+dataURL, "CONTROL_PLANE_DATABASE_URL="+controlURL, "NATS_URL="+natsURL)
-	return append(env, extra...)
-}
-
-// serviceSetting reports whether k configures the services: the shell that
-// runs the bench must not leak such settings into the measured services.
-func serviceSetting(k string) bool {
-	for _, prefix := range []string{"DRAIN_", "CLEANUP_", "MARKER_", "CLEANER_", "ANALYZER_", "DB_", "CONTROL_PLANE_",
-		"DATA_PLANE_", "NATS_", "BASTION_", "BREAKER_", "DDL_", "DROP_", "DEAD_"} {
-		if strings.HasPrefix(k, prefix) {
-			return true
-		}
-	}
-	switch k {
-	case "PEM_FILE_LOCATION", "INACTIVE_DAYS", "HTTP_ADDR", "LOG_LEVEL":
-		return true
-	}
-	return false
-}
-
-// freeAddr is a loopback address nobody listens on: each replica's metrics
-// endpoint (HTTP_ADDR, default :9090) needs a port of its own on one machine.
-func freeAddr() string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return ""
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
-// events follows tenant.cleanup.event.> and counts tenants per outcome.
+// events counts the tenants that reached each outcome, from the pipeline's
+// events; one that must not happen in a bench (refused, stuck, ...) is bad.
 type events struct {
-	mu       sync.Mutex
-	sub      *nats.Subscription
-	tenants  map[string]map[string]bool // outcome → tenants
-	total    map[string]int             // outcome → events
-	lastBad  string
-	dropTx   map[int]int // drop transactions per tenant → tenants
-	relation map[int]int // relations per tenant → tenants
-	first    map[string]time.Time
-	last     map[string]time.Time
+	mu      sync.Mutex
+	seen    map[tenant.Outcome]map[tenant.ID]bool
+	bad     string
+	changed chan struct{}
 }
 
-var dropReason = regexp.MustCompile(`\((\d+) relations, (\d+) transactions\)`)
-
-func followEvents(nc *nats.Conn) (*events, error) {
-	e := &events{tenants: map[string]map[string]bool{}, total: map[string]int{}, dropTx: map[int]int{},
-		relation: map[int]int{}, first: map[string]time.Time{}, last: map[string]time.Time{}}
-	sub, err := nc.Subscribe(bus.EventSubjects, func(m *nats.Msg) {
-		var ev struct {
-			TenantID string `json:"tenant_id"`
-			Outcome  string `json:"outcome"`
-			Reason   string `json:"reason"`
-		}
-		if json.Unmarshal(m.Data, &ev) != nil {
-			return
-		}
-		now := time.Now()
+func watchEvents(ctx context.Context, bs *bus.Bus) (*events, func(), error) {
+	e := &events{seen: map[tenant.Outcome]map[tenant.ID]bool{}, changed: make(chan struct{}, 1)}
+	stop, err := bs.WatchEvents(ctx, time.Time{}, func(ev tenant.Event) {
 		e.mu.Lock()
-		defer e.mu.Unlock()
-		if e.tenants[ev.Outcome] == nil {
-			e.tenants[ev.Outcome] = map[string]bool{}
-			e.first[ev.Outcome] = now
+		if e.seen[ev.Outcome] == nil {
+			e.seen[ev.Outcome] = map[tenant.ID]bool{}
 		}
-		e.last[ev.Outcome] = now
-		e.total[ev.Outcome]++
-		if !e.tenants[ev.Outcome][ev.TenantID] && ev.Outcome == "cleaned" {
-			if m := dropReason.FindStringSubmatch(ev.Reason); m != nil {
-				rels, _ := strconv.Atoi(m[1])
-				tx, _ := strconv.Atoi(m[2])
-				e.dropTx[tx]++
-				e.relation[rels]++
-			}
+		e.seen[ev.Outcome][ev.TenantID] = true
+		if slices.Contains([]tenant.Outcome{tenant.OutcomeRefused, tenant.OutcomeStuck, tenant.OutcomeHeld,
+			tenant.OutcomeCapped, tenant.OutcomeDead}, ev.Outcome) {
+			e.bad = fmt.Sprintf("%s %s: %s", ev.Outcome, ev.TenantID, ev.Reason)
 		}
-		e.tenants[ev.Outcome][ev.TenantID] = true
-		switch ev.Outcome {
-		case "refused", "stuck", "held", "capped", "paused", "dead":
-			// every tenant of a bench fleet is eligible and drained (or, in
-			// (e), meant to stay in flight): any of these is a failure.
-			e.lastBad = ev.Outcome + " " + ev.TenantID + ": " + ev.Reason
+		e.mu.Unlock()
+		select {
+		case e.changed <- struct{}{}:
+		default:
 		}
 	})
-	if err != nil {
-		return nil, err
-	}
-	_ = sub.SetPendingLimits(-1, -1)
-	e.sub = sub
-	return e, nil
+	return e, stop, err
 }
 
-func (e *events) count(outcome string) int {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return len(e.tenants[outcome])
-}
-
-func (e *events) bad() string {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return e.lastBad
-}
-
-func (e *events) summary() string {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	var parts []string
-	for _, k := range sortedKeys(e.total) {
-		parts = append(parts, fmt.Sprintf("%s %d (%d tenants)", k, e.total[k], len(e.tenants[k])))
-	}
-	return strings.Join(parts, ", ")
-}
-
-// waitReady waits until the services have created the streams and their
-// consumers and every one of them is connected.
-func waitReady(ctx context.Context, js *jetStream, nc *nats.Conn, clients int, consumers []string, procs []*proc) error {
-	jsc, err := jetstream.New(nc)
-	if err != nil {
-		return err
-	}
-	deadline := time.Now().Add(60 * time.Second)
+// wait waits until n tenants reached outcome o; it fails on a bad event, a
+// process that exited, or no progress for five minutes. Once half are
+// there it calls half (when not nil).
+func (e *events) wait(ctx context.Context, o tenant.Outcome, n int, procs []*proc, half func()) error {
+	last, lastAt := -1, time.Now()
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
 	for {
-		ok := js.srv.NumClients() >= clients+1
-		for _, c := range consumers {
-			if !ok {
-				break
-			}
-			if _, err := jsc.Consumer(ctx, bus.ConsumerStream(c), c); err != nil {
-				ok = false
-			}
+		e.mu.Lock()
+		done, bad := len(e.seen[o]), e.bad
+		e.mu.Unlock()
+		if bad != "" {
+			return errors.New("unexpected event: " + bad)
 		}
-		if ok {
-			time.Sleep(500 * time.Millisecond) // let every fetch loop start
+		if half != nil && done >= n/2 {
+			half()
+			half = nil
+		}
+		if done >= n {
 			return nil
 		}
 		for _, p := range procs {
 			if p.exited() {
-				return fmt.Errorf("%s exited: %v\n%s", p.name, p.err, p.tail())
+				return p.failure()
 			}
 		}
-		if time.Now().After(deadline) {
-			return errors.New("the services did not become ready within 60 s")
+		if done != last {
+			last, lastAt = done, time.Now()
+		} else if time.Since(lastAt) > 5*time.Minute {
+			return fmt.Errorf("no progress for 5 minutes at %d/%d %s", done, n, o)
 		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(100 * time.Millisecond):
+		case <-e.changed:
+		case <-tick.C:
 		}
 	}
 }
 
-func writeCSV(path string, ids []string) error {
-	f, err := os.Create(path)
-	if err != nil {
-		return err
-	}
-	w := csv.NewWriter(f)
-	_ = w.Write([]string{"tenant_id"})
-	for _, id := range ids {
-		_ = w.Write([]string{id})
-	}
-	w.Flush()
-	if err := w.Error(); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
+func connectBus(ctx context.Context, url string) (*bus.Bus, error) {
+	return bus.Connect(ctx, url, bus.Options{Name: "bench", Log: slog.New(slog.DiscardHandler)})
 }
 
-type pipelineResult struct {
-	// RoundsPerMinute is every round's figure; the result is the best round.
-	RoundsPerMinute []float64          `json:"rounds_tenants_per_minute"`
-	Cleaners        int                `json:"cleaners"`
-	Tenants         int                `json:"tenants"`
-	Seconds         float64            `json:"seconds"`
-	PerMinute       float64            `json:"tenants_per_minute"`
-	RatioToFloor    float64            `json:"ratio_to_floor,omitempty"`
-	PublishSeconds  float64            `json:"publish_seconds"`
-	MarkedSeconds   float64            `json:"all_marked_after_seconds"`
-	DropTx          map[string]int     `json:"drop_transactions_per_tenant"`
-	Relations       map[string]int     `json:"relations_per_tenant"`
-	Events          string             `json:"events"`
-	CPU             cpuUse             `json:"cpu"`
-	PeakRSSMiB      map[string]float64 `json:"peak_rss_mib"`
-	// Notable counts warnings, errors and "retry later" lines in the
-	// services' logs.
-	Notable map[string]int `json:"notable_log_lines,omitempty"`
+func requests(ids []string) []tenant.Request {
+	reqs := make([]tenant.Request, len(ids))
+	for i, id := range ids {
+		reqs[i] = tenant.Request{ID: tenant.ID(id), RequestedBy: "bench"}
+	}
+	return reqs
 }
 
-// runPipeline is (b) with one cleaner and (c) with more: bin/marker and
-// cleaners on default settings (DRAIN_CHECK_DELAY=0s), fed by tenantctl.
-func (b *bench) runPipeline(ctx context.Context, cleaners int) error {
-	part := "b"
-	if cleaners > 1 {
-		part = fmt.Sprintf("c%d", cleaners)
-	}
-	step("(%s) pipeline: 1 marker, %d cleaner(s), default settings, DRAIN_CHECK_DELAY=0s, %d tenants", part, cleaners, len(b.fleet.ids))
-	data, control, err := b.clone(ctx, part, b.fleet.data, b.fleet.control)
-	if err != nil {
-		return err
-	}
-	defer b.dropDatabases(data, control)
-	js, err := b.startJetStream(part)
-	if err != nil {
-		return err
-	}
-	defer js.shutdown(b.o.keep)
+// pipelineRun is one run of the pipeline over some tenants of a clone.
+type pipelineRun struct {
+	start             time.Time
+	took, calibration time.Duration
+	rssMiB            map[string]float64
+	steps             map[string]float64 // the cleaner's seconds per step
+}
 
+// runPipeline starts bin/marker and bin/cleaner on f (DRAIN_CHECK_DELAY=0s,
+// then settings) with a JetStream of their own, requests the cleanup of ids
+// once both are ready (and the pacer calibrated), waits until every one is
+// cleaned, and verifies that they are gone.
+func (b *bench) runPipeline(ctx context.Context, f fleet, ids []string, settings ...string) (pipelineRun, error) {
+	r := pipelineRun{rssMiB: map[string]float64{}}
+	js := testenv.StartJetStream(b.t)
+	defer js.Shutdown()
+	bs, err := connectBus(ctx, js.URL)
+	if err != nil {
+		return r, err
+	}
+	defer bs.Close()
+	ev, stopEvents, err := watchEvents(ctx, bs)
+	if err != nil {
+		return r, err
+	}
+	defer stopEvents()
 	var procs []*proc
-	defer func() {
-		for _, p := range procs {
-			_ = p.stop()
-		}
-	}()
-	start := func(name, bin string) error {
-		env := serviceEnv(b.dbURL(data), b.dbURL(control), js.url, "DRAIN_CHECK_DELAY=0s", "HTTP_ADDR="+freeAddr())
-		p, err := b.startProc(name, bin, 100*time.Millisecond, env)
+	for _, name := range []string{"marker", "cleaner"} {
+		p, err := b.startProc(ctx, name, f, js.URL, append([]string{"DRAIN_CHECK_DELAY=0s"}, settings...)...)
 		if err != nil {
-			return err
+			return r, err
 		}
 		procs = append(procs, p)
-		return nil
 	}
-	if err := start("marker", "marker"); err != nil {
-		return err
-	}
-	for i := 1; i <= cleaners; i++ {
-		if err := start(fmt.Sprintf("cleaner-%d", i), "cleaner"); err != nil {
-			return err
-		}
-	}
-	nc, err := nats.Connect(js.url)
-	if err != nil {
-		return err
-	}
-	defer nc.Close()
-	if err := waitReady(ctx, js, nc, len(procs), []string{bus.ConsumerMarker, bus.ConsumerCleaner}, procs); err != nil {
-		return err
-	}
-	ev, err := followEvents(nc)
-	if err != nil {
-		return err
-	}
-	csvPath := filepath.Join(b.tmp, part+"-tenants.csv")
-	if err := writeCSV(csvPath, b.fleet.ids); err != nil {
-		return err
-	}
-
-	n := len(b.fleet.ids)
-	pg0, pgAll0 := b.backendCPU(ctx, data, control), postgresCPU()
-	cpu0 := sampleCPU()
-	t0 := time.Now()
-	ctl := exec.CommandContext(ctx, filepath.Join(b.o.bin, "tenantctl"), "cleanup", "--csv", csvPath)
-	ctl.Env = serviceEnv("", "", js.url)
-	if out, err := ctl.CombinedOutput(); err != nil {
-		return fmt.Errorf("tenantctl cleanup --csv: %w\n%s", err, out)
-	}
-	published := time.Since(t0)
-	var allMarked time.Duration
-	err = waitProgress(ctx, n, 3*time.Minute, func() (int, error) {
-		if allMarked == 0 && ev.count("marked") >= n {
-			allMarked = time.Since(t0)
-		}
-		if bad := ev.bad(); bad != "" {
-			return 0, fmt.Errorf("unexpected event: %s", bad)
-		}
-		for _, p := range procs {
-			if p.exited() {
-				return 0, fmt.Errorf("%s exited: %v\n%s", p.name, p.err, p.tail())
-			}
-		}
-		return ev.count("cleaned"), nil
-	}, func(done int) {
-		info("%d/%d cleaned after %s (%s)", done, n, time.Since(t0).Round(time.Second), ev.summary())
-	})
-	took := time.Since(t0)
-	if allMarked == 0 {
-		allMarked = took
-	}
-	if err != nil {
-		return fmt.Errorf("%w (events: %s; logs in %s)", err, ev.summary(), b.tmp)
-	}
-	cpu := sampleCPU().since(cpu0)
-	cpu.addPostgres(backendCPUSince(pg0, b.backendCPU(ctx, data, control)), backendCPUSince(pgAll0, postgresCPU()))
-	r := &pipelineResult{Cleaners: cleaners, Tenants: n, Seconds: took.Seconds(), PerMinute: float64(n) / took.Minutes(),
-		PublishSeconds: published.Seconds(), MarkedSeconds: allMarked.Seconds(), Events: ev.summary(),
-		DropTx: map[string]int{}, Relations: map[string]int{}, PeakRSSMiB: map[string]float64{}}
-	ev.mu.Lock()
-	for k, v := range ev.dropTx {
-		r.DropTx[strconv.Itoa(k)] = v
-	}
-	for k, v := range ev.relation {
-		r.Relations[strconv.Itoa(k)] = v
-	}
-	ev.mu.Unlock()
-	var stopErr error
 	for _, p := range procs {
-		if err := p.stop(); err != nil && stopErr == nil {
-			stopErr = fmt.Errorf("%s: %w\n%s", p.name, err, p.tail())
-		}
-		cpu.addService(strings.Split(p.name, "-")[0], p.cpu())
-		r.PeakRSSMiB[p.name] = p.peakMiB()
-		for k, v := range p.notable() {
-			if r.Notable == nil {
-				r.Notable = map[string]int{}
-			}
-			r.Notable[strings.Split(p.name, "-")[0]+": "+k] += v
+		if err := p.ready(ctx); err != nil {
+			return r, err
 		}
 	}
-	procs = nil
-	r.CPU = cpu
-	if stopErr != nil {
-		return fmt.Errorf("stopping the services: %w", stopErr)
+	// A paced cleaner first learns the probe's baseline (about 10 s), and
+	// drops nothing meanwhile: a cost at start, measured apart.
+	calibrating := time.Now()
+	if err := poll(ctx, 2*time.Minute, func() (bool, error) {
+		paces, err := bs.Paces(ctx, time.Now())
+		return slices.Contains(settings, "PACE=off") || len(paces) > 0 && paces[0].State != "calibrating", err
+	}); err != nil {
+		return r, fmt.Errorf("pacer calibration: %w", err)
 	}
-	if err := b.verifyGone(ctx, data, control, "tenant_cleanup.ledger", n); err != nil {
-		return err
+	r.calibration = time.Since(calibrating)
+	r.start = time.Now()
+	if err := bs.PublishRequests(ctx, requests(ids), nil); err != nil {
+		return r, err
 	}
-	if b.res.Floor != nil {
-		r.RatioToFloor = r.PerMinute / b.res.Floor.PerMinute
+	if err := ev.wait(ctx, tenant.OutcomeCleaned, len(ids), procs, nil); err != nil {
+		return r, err
 	}
-	b.res.Pipeline = keepBestRound(b.res.Pipeline, r)
-	info("%d tenants in %s: %.0f tenants/min (ratio to the floor %s); published in %.1f s, all marked after %.1f s",
-		n, took.Round(100*time.Millisecond), r.PerMinute, ratioText(r.RatioToFloor), r.PublishSeconds, r.MarkedSeconds)
-	for _, k := range sortedKeys(r.Notable) {
-		info("log: %d × %s", r.Notable[k], k)
+	r.took = time.Since(r.start)
+	r.steps = procs[1].steps()
+	for _, p := range procs {
+		if err := p.stop(); err != nil {
+			return r, err
+		}
+		r.rssMiB[p.name] = p.peakMiB
 	}
-	info("drop transactions per tenant %v; CPU: machine %.0f%% busy; PostgreSQL backends %.1f s, other PostgreSQL processes %.1f s, services %s, bench (JetStream) %.1f s, other %.1f s",
-		r.DropTx, cpu.BusyPercent, cpu.PostgresSeconds, cpu.PostgresOtherSeconds, fmtSeconds(cpu.ServiceSeconds), cpu.BenchSeconds, cpu.OtherSeconds)
-	return nil
-}
-
-// keepBestRound adds the round r to the results: the first round with its
-// number of cleaners is kept as it is; a later one replaces the earlier
-// result when it is faster. Either way the kept result lists every round's
-// tenants per minute.
-func keepBestRound(results []*pipelineResult, r *pipelineResult) []*pipelineResult {
-	r.RoundsPerMinute = []float64{r.PerMinute}
-	for i, best := range results {
-		if best.Cleaners != r.Cleaners {
-			continue
-		}
-		r.RoundsPerMinute = append(best.RoundsPerMinute, r.PerMinute)
-		if best.PerMinute > r.PerMinute {
-			best.RoundsPerMinute = r.RoundsPerMinute
-		} else {
-			results[i] = r
-		}
-		return results
-	}
-	return append(results, r)
-}
-
-func ratioText(r float64) string {
-	if r == 0 {
-		return "n/a"
-	}
-	return fmt.Sprintf("%.2f", r)
-}
-
-func fmtSeconds(m map[string]float64) string {
-	var parts []string
-	for _, k := range sortedKeys(m) {
-		parts = append(parts, fmt.Sprintf("%s %.1f s", k, m[k]))
-	}
-	return strings.Join(parts, ", ")
-}
-
-// waitProgress polls done() until it reaches n; it fails when nothing
-// progresses for stall, and reports progress every 10 s.
-func waitProgress(ctx context.Context, n int, stall time.Duration, done func() (int, error), report func(int)) error {
-	last, lastChange, lastReport := -1, time.Now(), time.Now()
-	for {
-		d, err := done()
-		if err != nil {
-			return err
-		}
-		if d >= n {
-			return nil
-		}
-		if d != last {
-			last, lastChange = d, time.Now()
-		}
-		if time.Since(lastChange) > stall {
-			return fmt.Errorf("no progress for %s at %d/%d", stall, d, n)
-		}
-		if time.Since(lastReport) >= 10*time.Second {
-			report(d)
-			lastReport = time.Now()
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
+	return r, verifyGone(ctx, f, "tenant_cleanup.ledger", ids)
 }
