@@ -22,9 +22,13 @@ WITH RECURSIVE reached(relid, event) AS (
     FROM reached r CROSS JOIN LATERAL (
         SELECT i.inhrelid, r.event FROM pg_inherits i WHERE i.inhparent = r.relid
         UNION ALL
-        SELECT k.conrelid, CASE WHEN r.event = 'delete' AND k.confdeltype = 'c' THEN 'delete' ELSE 'update' END
-        FROM pg_constraint k
-        WHERE k.contype = 'f' AND k.confrelid = r.relid
+        -- pg_constraint has no index on confrelid: a foreign key is found
+        -- through its dependency on the referenced table (pg_depend's
+        -- index), not by scanning every constraint of the database.
+        SELECT DISTINCT k.conrelid, CASE WHEN r.event = 'delete' AND k.confdeltype = 'c' THEN 'delete' ELSE 'update' END
+        FROM pg_depend d JOIN pg_constraint k ON k.oid = d.objid
+        WHERE d.refclassid = 'pg_class'::regclass AND d.refobjid = r.relid AND d.classid = 'pg_constraint'::regclass
+          AND k.contype = 'f' AND k.confrelid = r.relid
           AND CASE r.event WHEN 'delete' THEN k.confdeltype ELSE k.confupdtype END IN ('c', 'n', 'd')
     ) n(relid, event)
 )

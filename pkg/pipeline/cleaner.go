@@ -97,7 +97,7 @@ const PacedKind = "paced"
 // check is handed back (it is retried paceRetry later).
 const (
 	paceWait  = 30 * time.Second
-	paceRetry = time.Minute
+	paceRetry = 5 * time.Second
 )
 
 // pace waits until the pacer admits a drop. The release function is to be
