@@ -99,11 +99,13 @@ func (t *TenantSession) FileKeys(ctx context.Context) ([]string, error) {
 	return nil, fmt.Errorf("data plane: read the file keys of %s: %w", t.id, pgerr.Kind(err))
 }
 
-// RecordRemoved adds r to the tenant's record; with s3Done, the file keys
-// recorded for the cross-check are forgotten.
-func (t *TenantSession) RecordRemoved(ctx context.Context, r Removed, s3Done bool) error {
+// RecordRemoved adds r to the tenant's record. s3DonePrefix, once the S3
+// file store holds nothing under the tenant's prefix, is that prefix: the
+// file keys recorded for the cross-check under it are forgotten, those
+// outside it stay listed (left for review; FileKeys returns them).
+func (t *TenantSession) RecordRemoved(ctx context.Context, r Removed, s3DonePrefix string) error {
 	_, err := t.conn.Exec(ctx, query("record_removed", ""), string(t.id), r.S3Objects, r.S3Bytes, r.RedisKeys,
-		r.RedisMemberships, s3Done)
+		r.RedisMemberships, s3DonePrefix)
 	if err != nil {
 		return fmt.Errorf("data plane: record what was removed of %s: %w", t.id, pgerr.Kind(err))
 	}

@@ -145,7 +145,7 @@ func TestFileKeysAreKeptUntilRemoved(t *testing.T) {
 		t.Fatalf("file keys after the drop: %v, %v; want %v", got, err, want)
 	}
 	for range 2 {
-		if err := tt.RecordRemoved(ctx, Removed{S3Objects: 3, S3Bytes: 3072, RedisKeys: 7, RedisMemberships: 1}, true); err != nil {
+		if err := tt.RecordRemoved(ctx, Removed{S3Objects: 3, S3Bytes: 3072, RedisKeys: 7, RedisMemberships: 1}, "onyx-files/"+idA+"/"); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -242,6 +242,10 @@ func (s *Store) Leftovers(ctx context.Context, id tenant.ID) (int64, error) {
 // prefix is the tenant's key prefix, for a valid id only: an ID made
 // without tenant.ParseID (the zero ID, say) would give a prefix that is
 // not one tenant's.
+// Prefix is the key prefix of the tenant's objects (Config.TenantPrefix),
+// for a valid tenant id only.
+func (s *Store) Prefix(id tenant.ID) (string, error) { return s.prefix(id) }
+
 func (s *Store) prefix(id tenant.ID) (string, error) {
 	if _, err := tenant.ParseID(string(id)); err != nil {
 		return "", fmt.Errorf("s3 file store: %w", err)

@@ -55,6 +55,7 @@ type Cleaner struct {
 // FileStore is the S3 file store (filestore.Store).
 type FileStore interface {
 	Ping(ctx context.Context) error
+	Prefix(id tenant.ID) (string, error)
 	RemoveTenant(ctx context.Context, id tenant.ID, recordKeys []string) (filestore.Removed, error)
 }
 
@@ -397,7 +398,12 @@ func (c *Cleaner) clean(ctx context.Context, t *dataplane.TenantSession, out bus
 	if err != nil {
 		return out, err
 	}
-	if err := locked.Finish(ctx, c.ledgerFacts(entry, done, c.Now())); err != nil {
+	facts := c.ledgerFacts(entry, done, c.Now())
+	if c.Files != nil {
+		// Kept listed until then, they are counted on whichever attempt ends.
+		facts.StoresRemoved["s3_record_keys_outside_prefix_left"] = outside
+	}
+	if err := locked.Finish(ctx, facts); err != nil {
 		return out, err
 	}
 	if err := c.afterStep.after("control-plane-deleted"); err != nil {
@@ -448,7 +454,11 @@ func (c *Cleaner) removeElsewhere(ctx context.Context, t *dataplane.TenantSessio
 		}
 		r, err := timed(c, "remove_s3_files", func() (filestore.Removed, error) { return c.Files.RemoveTenant(ctx, t.ID(), keys) })
 		c.observeStore("s3", map[string]int64{"objects": r.Objects, "bytes": r.Bytes}, err)
-		if rerr := recordRemoved(ctx, t, dataplane.Removed{S3Objects: r.Objects, S3Bytes: r.Bytes}, err == nil); rerr != nil && err == nil {
+		done := ""
+		if err == nil {
+			done, err = c.Files.Prefix(t.ID())
+		}
+		if rerr := recordRemoved(ctx, t, dataplane.Removed{S3Objects: r.Objects, S3Bytes: r.Bytes}, done); rerr != nil && err == nil {
 			err = rerr
 		}
 		if err != nil {
@@ -459,7 +469,7 @@ func (c *Cleaner) removeElsewhere(ctx context.Context, t *dataplane.TenantSessio
 	if c.Keys != nil {
 		r, err := timed(c, "remove_redis_keys", func() (rediskeys.Removed, error) { return c.Keys.RemoveTenant(ctx, t.ID()) })
 		c.observeStore("redis", map[string]int64{"keys": r.Keys, "memberships": r.Memberships}, err)
-		if rerr := recordRemoved(ctx, t, dataplane.Removed{RedisKeys: r.Keys, RedisMemberships: r.Memberships}, false); rerr != nil && err == nil {
+		if rerr := recordRemoved(ctx, t, dataplane.Removed{RedisKeys: r.Keys, RedisMemberships: r.Memberships}, ""); rerr != nil && err == nil {
 			err = rerr
 		}
 		if err != nil {
@@ -473,7 +483,7 @@ func (c *Cleaner) removeElsewhere(ctx context.Context, t *dataplane.TenantSessio
 // attempt was cancelled meanwhile (shutdown's grace ran out, the work was
 // handed back): what was deleted is gone, and the next attempt will not
 // find it to count it again.
-func recordRemoved(ctx context.Context, t *dataplane.TenantSession, r dataplane.Removed, done bool) error {
+func recordRemoved(ctx context.Context, t *dataplane.TenantSession, r dataplane.Removed, done string) error {
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
 	return t.RecordRemoved(rctx, r, done)
