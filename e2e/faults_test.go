@@ -112,7 +112,7 @@ func TestReplicasShareWorkWithinConnectionBudget(t *testing.T) {
 	bin := binaries(t)
 	w := newWorld(t)
 	w.Common(func(c *config.Common) { c.DBMaxConns = 3 })
-	w.Cleaner.Concurrency, w.Marker.Concurrency = 2, 2
+	w.Cleaner.Concurrency, w.Marker.Concurrency = 1, 2 // a cleaner's pacer has one of its 3 connections
 	ids := w.fleet(24, 2, "a")
 	others := w.bystanders()
 	w.DrainTenants(true, ids...)

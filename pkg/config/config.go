@@ -274,8 +274,14 @@ func (m *Marker) Validate() error {
 
 // Validate checks the cleaner's configuration.
 func (c *Cleaner) Validate() error {
-	err := errors.Join(c.Common.Validate(), c.Common.concurrency("CLEANER_CONCURRENCY", c.Concurrency),
-		c.OtherStores.Validate(), c.Pace.Config.Validate())
+	err := errors.Join(c.Common.Validate(), c.OtherStores.Validate(), c.Pace.Config.Validate())
+	if c.Pace.Mode == pacer.ModeOff {
+		err = errors.Join(err, c.Common.concurrency("CLEANER_CONCURRENCY", c.Concurrency))
+	} else if int(c.DBMaxConns) < c.Concurrency+2 {
+		err = errors.Join(err, fmt.Errorf("DB_MAX_CONNS (%d) must be at least CLEANER_CONCURRENCY + 2 (%d) with PACE=%s: "+
+			"each tenant in flight holds a connection, and the pacer samples the data plane through one of its own",
+			c.DBMaxConns, c.Concurrency+2, c.Pace.Mode))
+	}
 	if c.BreakerMin > c.BreakerWindow {
 		// The breaker could never open.
 		err = errors.Join(err, fmt.Errorf("BREAKER_MIN_FAILURES (%d) must be at most BREAKER_WINDOW (%d)",

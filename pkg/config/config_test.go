@@ -117,7 +117,7 @@ func TestLoadDefaultsAndValidation(t *testing.T) {
 	for env, want := range map[string]string{
 		"INACTIVE_DAYS":       "INACTIVE_DAYS must be between 1 and 3650 days, got 0",
 		"DRAIN_TIMEOUT":       "DRAIN_TIMEOUT must be between 1s and 8760h, got 0s",
-		"CLEANER_CONCURRENCY": "DB_MAX_CONNS (6) must be at least CLEANER_CONCURRENCY + 1",
+		"CLEANER_CONCURRENCY": "DB_MAX_CONNS (6) must be at least CLEANER_CONCURRENCY + 2 (10) with PACE=auto",
 	} {
 		t.Run(env, func(t *testing.T) {
 			value := map[string]string{"INACTIVE_DAYS": "0", "DRAIN_TIMEOUT": "0s", "CLEANER_CONCURRENCY": "8"}[env]
@@ -199,7 +199,9 @@ var boundTable = []bound{
 	{"INACTIVE_DAYS", "106752", false, "INACTIVE_DAYS must be between 1 and 3650 days, got 106752", nil},
 	{"INACTIVE_DAYS", "9223372036854775807", false, "got 9223372036854775807", nil},
 	{"INACTIVE_DAYS", "9223372036854775808", false, "INACTIVE_DAYS", nil}, // envconfig: out of range of int
-	{"DB_MAX_CONNS", "2", true, "", map[string]string{"CLEANER_CONCURRENCY": "1"}},
+	{"DB_MAX_CONNS", "2", true, "", map[string]string{"CLEANER_CONCURRENCY": "1", "PACE": "off"}},
+	{"DB_MAX_CONNS", "3", true, "", map[string]string{"CLEANER_CONCURRENCY": "1"}},
+	{"DB_MAX_CONNS", "2", false, "DB_MAX_CONNS (2) must be at least CLEANER_CONCURRENCY + 2 (3) with PACE=auto", map[string]string{"CLEANER_CONCURRENCY": "1"}},
 	{"DB_MAX_CONNS", "0", false, "DB_MAX_CONNS must be between 1 and 1000, got 0", nil},
 	{"DB_MAX_CONNS", "1000", true, "", nil},
 	{"DB_MAX_CONNS", "1001", false, "DB_MAX_CONNS must be between 1 and 1000, got 1001", nil},
@@ -255,7 +257,7 @@ var boundTable = []bound{
 	{"MARKER_CONCURRENCY", "257", false, "MARKER_CONCURRENCY must be between 1 and 256, got 257", map[string]string{"DB_MAX_CONNS": "258"}},
 	{"CLEANER_CONCURRENCY", "1", true, "", nil},
 	{"CLEANER_CONCURRENCY", "0", false, "CLEANER_CONCURRENCY must be between 1 and 256, got 0", nil},
-	{"CLEANER_CONCURRENCY", "256", true, "", map[string]string{"DB_MAX_CONNS": "257"}},
+	{"CLEANER_CONCURRENCY", "256", true, "", map[string]string{"DB_MAX_CONNS": "258"}},
 	{"CLEANER_CONCURRENCY", "257", false, "CLEANER_CONCURRENCY must be between 1 and 256, got 257", map[string]string{"DB_MAX_CONNS": "258"}},
 	{"DDL_LOCK_TIMEOUT", "10ms", true, "", nil},
 	{"DDL_LOCK_TIMEOUT", "9ms", false, "DDL_LOCK_TIMEOUT must be between 10ms and 1m, got 9ms", nil},

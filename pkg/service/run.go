@@ -9,6 +9,7 @@ import (
 	"github.com/tenantcleanup/tenant-cleanup/pkg/analyzer"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/bus"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/config"
+	"github.com/tenantcleanup/tenant-cleanup/pkg/pacer"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/pipeline"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/tenant"
 )
@@ -66,7 +67,12 @@ func RunCleaner(ctx context.Context, cfg *config.Cleaner, log *slog.Logger) erro
 	}
 	defer obs.wait()
 	defer stopHTTP()
-	env, err := Open(ctx, "cleaner", &cfg.Common, What{Data: true, Control: true, Bus: true,
+	// The pacer's sampler has a connection of its own, within DB_MAX_CONNS.
+	pools := cfg.Common
+	if cfg.Pace.Mode != pacer.ModeOff {
+		pools.DBMaxConns--
+	}
+	env, err := Open(ctx, "cleaner", &pools, What{Data: true, Control: true, Bus: true,
 		LockTimeout: cfg.DDLLockTimeout, DropSlots: cfg.DropSlots}, log, true)
 	if err != nil {
 		return startErr(ctx, err)
