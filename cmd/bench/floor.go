@@ -5,11 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/tenantcleanup/tenant-cleanup/pkg/testenv"
 )
 
 // The raw statements of one cleanup, in the fewest round trips that still do
@@ -58,58 +59,27 @@ var floorPublic = func() string {
 	return "WITH " + strings.Join(with, ", ") + " SELECT " + strings.Join(sum, " + ")
 }()
 
-// floorSessions is the number of concurrent sessions of the floor.
-const floorSessions = 2
-
-// runFloor cleans ids from the clone f with the raw SQL of a cleanup, on two
-// sessions (a data-plane and a control-plane connection each) taking
-// tenants from a shared queue, and returns how long that took.
-func runFloor(ctx context.Context, f fleet, ids []string) (time.Duration, error) {
-	if err := execOn(ctx, dbURL(f.control), floorLedger); err != nil {
-		return 0, err
-	}
-	queue := make(chan string, len(ids))
-	for _, id := range ids {
-		queue <- id
-	}
-	close(queue)
-	errs := make([]error, floorSessions)
-	conns := make([][2]*pgx.Conn, floorSessions)
+// runFloor cleans ids from d with the raw SQL of a cleanup on two sessions
+// (a data-plane and a control-plane connection each) taking tenants from a
+// shared queue, and returns how long that took.
+func runFloor(ctx context.Context, t *tb, d *testenv.Databases, ids []string) time.Duration {
+	_, err := d.Control.Exec(ctx, floorLedger)
+	check(err)
+	oneTrip := func(c *pgx.ConnConfig) { c.DefaultQueryExecMode = pgx.QueryExecModeExec } // the statements differ per tenant
+	var conns [2][2]*pgx.Conn
 	for i := range conns {
-		for j, db := range []string{f.data, f.control} {
-			cfg, err := pgx.ParseConfig(dbURL(db))
-			if err != nil {
-				return 0, err
-			}
-			// One round trip per statement: they differ per tenant.
-			cfg.DefaultQueryExecMode = pgx.QueryExecModeExec
-			if conns[i][j], err = pgx.ConnectConfig(ctx, cfg); err != nil {
-				return 0, err
-			}
-			defer conns[i][j].Close(context.Background())
-		}
+		conns[i] = [2]*pgx.Conn{connect(ctx, t, d.DataURL, oneTrip), connect(ctx, t, d.ControlURL, oneTrip)}
 	}
-	var wg sync.WaitGroup
 	start := time.Now()
-	for i := range floorSessions {
-		wg.Go(func() {
-			for id := range queue {
-				if errs[i] = floorCleanup(ctx, conns[i][0], conns[i][1], id); errs[i] != nil {
-					errs[i] = fmt.Errorf("%s: %w", id, errs[i])
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
+	parallel(len(conns), len(ids), func(w, i int) { floorCleanup(ctx, conns[w][0], conns[w][1], ids[i]) })
 	took := time.Since(start)
-	if err := errors.Join(errs...); err != nil {
-		return 0, err
-	}
-	return took, verifyGone(ctx, f, "public.bench_floor_ledger", ids)
+	verifyGone(ctx, d, "public.bench_floor_ledger", ids)
+	return took
 }
 
-func floorCleanup(ctx context.Context, data, control *pgx.Conn, id string) error {
+// floorCleanup cleans id; it fails (check) on an error or a tenant that is
+// not eligible or not drained.
+func floorCleanup(ctx context.Context, data, control *pgx.Conn, id string) {
 	s := ident(id)
 	var (
 		status          string
@@ -117,70 +87,53 @@ func floorCleanup(ctx context.Context, data, control *pgx.Conn, id string) error
 		last, lastCraft *time.Time
 		docs, users     int64
 		hasCraft        bool
+		changed, pairs  int64
+		left, public    int64
 	)
-	if err := control.QueryRow(ctx, floorStatus, id).Scan(&status, &created); err != nil {
-		return err
-	}
-	if err := data.QueryRow(ctx, fmt.Sprintf(floorActivity, s), s+".build_session").Scan(&last, &docs, &users, &hasCraft); err != nil {
-		return err
-	}
+	check(control.QueryRow(ctx, floorStatus, id).Scan(&status, &created), id)
+	check(data.QueryRow(ctx, fmt.Sprintf(floorActivity, s), s+".build_session").Scan(&last, &docs, &users, &hasCraft), id)
 	if hasCraft {
-		if err := data.QueryRow(ctx, fmt.Sprintf(floorCraft, s)).Scan(&lastCraft); err != nil {
-			return err
-		}
+		check(data.QueryRow(ctx, fmt.Sprintf(floorCraft, s)).Scan(&lastCraft), id)
 		if lastCraft != nil && (last == nil || lastCraft.After(*last)) {
 			last = lastCraft
 		}
 	}
 	cutoff := time.Now().Add(-90 * 24 * time.Hour)
 	if status != "GATED_ACCESS" || !created.Before(cutoff) || (last != nil && !last.Before(cutoff)) {
-		return fmt.Errorf("not eligible (status %s, created %s, last activity %v)", status, created, last)
+		check(fmt.Errorf("not eligible (status %s, created %s, last activity %v)", status, created, last), id)
 	}
-	var changed, pairs, left, public int64
-	if err := data.QueryRow(ctx, fmt.Sprintf(floorMark, s)).Scan(&changed); err != nil {
-		return err
-	}
-	if err := data.QueryRow(ctx, fmt.Sprintf(floorDrain, s)).Scan(&pairs, &left); err != nil {
-		return err
-	}
+	check(data.QueryRow(ctx, fmt.Sprintf(floorMark, s)).Scan(&changed), id)
+	check(data.QueryRow(ctx, fmt.Sprintf(floorDrain, s)).Scan(&pairs, &left), id)
 	if pairs > 0 || left > 5 {
-		return fmt.Errorf("not drained: %d pairs, %d documents", pairs, left)
+		check(fmt.Errorf("not drained: %d pairs, %d documents", pairs, left), id)
 	}
-	for attempt := 0; ; attempt++ {
-		_, err := data.Exec(ctx, fmt.Sprintf(floorDrop, s))
-		var pgErr *pgconn.PgError
-		// out of shared memory: the lock table is shared with whatever else
-		// runs on the server (other engineers' tests): try again.
-		if errors.As(err, &pgErr) && pgErr.Code == "53200" && attempt < 20 {
-			continue
-		}
-		if err != nil {
-			return err
-		}
-		break
+	_, err := data.Exec(ctx, fmt.Sprintf(floorDrop, s))
+	// Out of shared memory: the lock table is shared with whatever else
+	// runs on the server (other engineers' tests): try again.
+	for attempt := 0; isCode(err, "53200") && attempt < 20; attempt++ {
+		_, err = data.Exec(ctx, fmt.Sprintf(floorDrop, s))
 	}
-	if err := data.QueryRow(ctx, floorPublic, id).Scan(&public); err != nil {
-		return err
-	}
-	_, err := control.Exec(ctx, floorControl, id, docs, users, last, public)
-	return err
+	check(err, id)
+	check(data.QueryRow(ctx, floorPublic, id).Scan(&public), id)
+	_, err = control.Exec(ctx, floorControl, id, docs, users, last, public)
+	check(err, id)
 }
 
-// verifyGone checks that the clone has neither schema, nor public or
-// control-plane rows of any of ids left, and a ledger row for each.
-func verifyGone(ctx context.Context, f fleet, ledger string, ids []string) error {
+func isCode(err error, code string) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == code
+}
+
+// verifyGone checks that d has neither schema, nor public or control-plane
+// rows of any of ids left, and a ledger row for each.
+func verifyGone(ctx context.Context, d *testenv.Databases, ledger string, ids []string) {
 	var schemas, public, tenants, ledgered int64
-	if err := queryRow(ctx, dbURL(f.data), `SELECT (SELECT count(*) FROM pg_namespace WHERE nspname = ANY($1)),
-		(SELECT count(*) FROM public.user_tenant_mapping WHERE tenant_id = ANY($1))`, []any{ids}, &schemas, &public); err != nil {
-		return err
-	}
-	if err := queryRow(ctx, dbURL(f.control), `SELECT (SELECT count(*) FROM public.tenant WHERE tenant_id = ANY($1)),
-		(SELECT count(*) FROM `+ledger+` WHERE tenant_id = ANY($1))`, []any{ids}, &tenants, &ledgered); err != nil {
-		return err
-	}
+	check(d.Data.QueryRow(ctx, `SELECT (SELECT count(*) FROM pg_namespace WHERE nspname = ANY($1)),
+		(SELECT count(*) FROM public.user_tenant_mapping WHERE tenant_id = ANY($1))`, ids).Scan(&schemas, &public))
+	check(d.Control.QueryRow(ctx, `SELECT (SELECT count(*) FROM public.tenant WHERE tenant_id = ANY($1)),
+		(SELECT count(*) FROM `+ledger+` WHERE tenant_id = ANY($1))`, ids).Scan(&tenants, &ledgered))
 	if schemas+public+tenants != 0 || ledgered != int64(len(ids)) {
-		return fmt.Errorf("not all cleaned: %d schemas, %d public rows, %d control-plane tenants left; %d ledger rows of %d",
-			schemas, public, tenants, ledgered, len(ids))
+		panic(fatal(fmt.Sprintf("not all cleaned: %d schemas, %d public rows, %d control-plane tenants left; %d ledger rows of %d",
+			schemas, public, tenants, ledgered, len(ids))))
 	}
-	return nil
 }

@@ -1,21 +1,13 @@
 // Command bench measures the tenant-cleanup pipeline (`make bench`; not part
-// of `make test`). Its phases, in the order they run (-phases picks some):
-//
-//	throughput  raw-SQL floor vs the pipeline (bin/marker + bin/cleaner,
-//	            paced by default and PACE=off) on clones of a fleet of
-//	            drained 143-table tenants, on an otherwise idle server
-//	load        a foreground pgbench load at a fixed rate (pgbench -R): its
-//	            p50/p99 alone, during the floor, the pipeline unpaced and paced
-//	profile     marker and cleaner in-process, their data-plane SQL timed by
-//	            a pgx tracer: statements and milliseconds per tenant
-//	stores      the cost per tenant of S3 files, large objects and Redis keys
-//	analyzer    bin/analyzer --once vs the original per-schema loop and the
-//	            loop's reads over two sessions (the read floor)
-//	memory      peak RSS of each service with the fleet in flight,
-//	            extrapolated to 100,000 tenants
-//
-// It prints the results with the issues' targets as PASS/FAIL lines and
-// writes them to -out. docs/performance.md explains the method and figures.
+// of `make test`). Its phases, in order (-phases picks some): throughput
+// (the raw-SQL floor vs bin/marker + bin/cleaner, paced and not, on an idle
+// server), load (a pgbench foreground's p50/p99 alone and during each
+// cleaning), profile (the services' data-plane SQL timed by a pgx tracer),
+// stores (what S3 files, large objects and Redis keys cost), analyzer
+// (bin/analyzer --once vs the per-schema loop) and memory (peak RSS,
+// extrapolated to 100,000 tenants). It prints the figures and the issues'
+// targets as PASS/FAIL lines and writes them to -out; docs/performance.md
+// explains them.
 package main
 
 import (
@@ -31,6 +23,10 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/tenantcleanup/tenant-cleanup/pkg/testenv"
 )
 
 var allPhases = []string{"throughput", "load", "profile", "stores", "analyzer", "memory"}
@@ -76,7 +72,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.IntVar(&o.analyzerTenants, "analyzer-tenants", 2000, "13-table tenants of the analyzer and memory fleet (measured at half and full size)")
 	fs.IntVar(&o.storeTenants, "store-tenants", 10, "tenants with files and keys in the stores phase")
 	fs.IntVar(&o.files, "files", 1000, "S3 objects and as many large objects per tenant in the stores phase")
-	fs.IntVar(&o.keys, "keys", 10000, "Redis keys per tenant in the stores phase")
+	fs.IntVar(&o.keys, "keys", 10000, "Redis keys per tenant in the stores phase (at least -files)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -87,67 +83,61 @@ func parseFlags(args []string) (*options, error) {
 		o.phases[p] = true
 	}
 	o.loadTenants = min(o.loadTenants, o.tenants)
-	if o.tenants < 1 || o.rounds < 1 || o.analyzerTenants < 2 || o.storeTenants < 1 || o.rate < 1 || o.clients < 1 {
-		return nil, errors.New("-tenants, -rounds, -store-tenants, -rate and -clients must be positive, -analyzer-tenants at least 2")
+	if o.tenants < 1 || o.rounds < 1 || o.analyzerTenants < 2 || o.storeTenants < 1 || o.rate < 1 || o.clients < 1 || o.keys < o.files {
+		return nil, errors.New("-tenants, -rounds, -store-tenants, -rate and -clients must be positive, -analyzer-tenants at least 2, -keys at least -files")
 	}
 	return o, nil
-}
-
-func run(ctx context.Context, o *options) (err error) {
-	for _, name := range []string{"analyzer", "marker", "cleaner"} {
-		if _, err := os.Stat(filepath.Join(o.bin, name)); err != nil {
-			return fmt.Errorf("%s not found in %s: run `make build` first", name, o.bin)
-		}
-	}
-	t := &tb{}
-	defer t.cleanup()
-	defer func() { // testenv's helpers fail through t.Fatalf
-		if r := recover(); r != nil {
-			f, ok := r.(fatal)
-			if !ok {
-				panic(r)
-			}
-			err = errors.New(string(f))
-		}
-	}()
-	b := &bench{o: o, t: t, res: &report{}, start: time.Now()}
-	b.res.machine(ctx)
-	if o.phases["throughput"] || o.phases["load"] || o.phases["profile"] || o.phases["stores"] {
-		b.buildThroughputFleet(ctx)
-	}
-	steps := []struct {
-		phase string
-		fn    func(context.Context) error
-	}{{"throughput", b.throughput}, {"load", b.load}, {"profile", b.profile}, {"stores", b.stores},
-		{"analyzer", b.analyzer}, {"memory", b.memory}}
-	for _, s := range steps {
-		if !o.phases[s.phase] || ctx.Err() != nil {
-			continue
-		}
-		if err := s.fn(ctx); err != nil {
-			return fmt.Errorf("%s: %w", s.phase, err)
-		}
-	}
-	if ctx.Err() != nil {
-		return ctx.Err()
-	}
-	text := b.res.render(b)
-	fmt.Print("\n" + text)
-	return os.WriteFile(o.out, []byte(text), 0o644)
 }
 
 // bench is one run: its options, the fleets it built and what it measured.
 type bench struct {
 	o     *options
-	t     *tb
-	res   *report
+	t     *tb // the run's: what lives until the bench ends
+	admin *pgxpool.Pool
+	res   report
 	start time.Time
 
-	tplData, tplControl string        // throughput fleet templates
-	ids                 []string      // its tenants
-	small               fleet         // analyzer and memory fleet
-	analyzerRSS         [2]float64    // analyzer's peak RSS at half and full size
-	halfTook            time.Duration // its pass at half size
+	tpl         *testenv.Databases // the throughput fleet (cloned per run)
+	ids         []string           // its tenants
+	small       *testenv.Databases // the analyzer and memory fleet
+	analyzerRSS [2]float64         // the analyzer's peak RSS at half and full size
+	halfTook    time.Duration      // its pass at half size
+}
+
+func run(ctx context.Context, o *options) error {
+	for _, name := range []string{"analyzer", "marker", "cleaner"} {
+		if _, err := os.Stat(filepath.Join(o.bin, name)); err != nil {
+			return fmt.Errorf("%s not found in %s: run `make build` first", name, o.bin)
+		}
+	}
+	b := &bench{o: o, t: &tb{}, start: time.Now()}
+	defer b.t.cleanup()
+	steps := []struct {
+		phase string
+		fn    func(context.Context)
+	}{{"setup", b.setup}, {"throughput", b.throughput}, {"load", b.load}, {"profile", b.profile},
+		{"stores", b.stores}, {"analyzer", b.analyzer}, {"memory", b.memory}}
+	for _, s := range steps {
+		if s.phase != "setup" && !o.phases[s.phase] {
+			continue
+		}
+		if err := try(func() { s.fn(ctx) }); err != nil {
+			return fmt.Errorf("%s: %w", s.phase, err)
+		}
+	}
+	text := b.res.render(b.start)
+	fmt.Print("\n" + text)
+	return os.WriteFile(o.out, []byte(text), 0o644)
+}
+
+// setup records the machine and builds the throughput fleet when a phase
+// needs it.
+func (b *bench) setup(ctx context.Context) {
+	b.admin = testenv.Pool(b.t, testenv.AdminURL())
+	b.machine(ctx)
+	if b.o.phases["throughput"] || b.o.phases["load"] || b.o.phases["profile"] || b.o.phases["stores"] {
+		b.buildThroughputFleet(ctx)
+	}
 }
 
 func step(format string, args ...any) {
@@ -156,8 +146,9 @@ func step(format string, args ...any) {
 
 func info(format string, args ...any) { fmt.Printf("    "+format+"\n", args...) }
 
-// tb lets the bench use pkg/testenv's helpers outside a test: a failure
-// panics with fatal (recovered by run), cleanups run when the bench ends.
+// tb lets the bench use pkg/testenv's and internal/testworld's helpers
+// outside a test: a failure panics with a fatal (try returns it as an
+// error), and cleanups run when the scope the tb belongs to ends.
 type tb struct {
 	testing.TB // nil: only the methods below are called
 	cleanups   []func()
@@ -166,18 +157,16 @@ type tb struct {
 type fatal string
 
 func (t *tb) Helper()                           {}
+func (t *tb) Failed() bool                      { return false }
+func (t *tb) Name() string                      { return "bench" }
 func (t *tb) Cleanup(f func())                  { t.cleanups = append(t.cleanups, f) }
 func (t *tb) Fatal(args ...any)                 { panic(fatal(fmt.Sprint(args...))) }
 func (t *tb) Fatalf(format string, args ...any) { panic(fatal(fmt.Sprintf(format, args...))) }
 func (t *tb) Errorf(format string, args ...any) { panic(fatal(fmt.Sprintf(format, args...))) }
 func (t *tb) Logf(format string, args ...any)   { info(format, args...) }
-func (t *tb) Name() string                      { return "bench" }
 
 func (t *tb) TempDir() string {
-	dir, err := os.MkdirTemp("", "tenant-cleanup-bench-")
-	if err != nil {
-		t.Fatal(err)
-	}
+	dir := must(os.MkdirTemp("", "tenant-cleanup-bench-"))
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	return dir
 }
@@ -186,4 +175,44 @@ func (t *tb) cleanup() {
 	for i := len(t.cleanups) - 1; i >= 0; i-- {
 		t.cleanups[i]()
 	}
+}
+
+// scope runs fn with a tb of its own: what fn starts ends with it.
+func scope(fn func(t *tb)) {
+	t := &tb{}
+	defer t.cleanup()
+	fn(t)
+}
+
+// try calls fn and returns its failure as an error.
+func try(fn func()) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			f, ok := r.(fatal)
+			if !ok {
+				panic(r)
+			}
+			err = errors.New(string(f))
+		}
+	}()
+	fn()
+	return nil
+}
+
+// check fails the bench, as t.Fatal fails a test, when err is not nil.
+func check(err error, context ...string) {
+	if err != nil {
+		panic(fatal(strings.Join(append(context, err.Error()), ": ")))
+	}
+}
+
+func must[T any](v T, err error) T {
+	check(err)
+	return v
+}
+
+// until polls cond every 20 ms until it holds; it fails after timeout or
+// when ctx ends.
+func until(ctx context.Context, timeout time.Duration, what string, cond func() bool) {
+	testenv.Eventually(&tb{}, timeout, func() bool { check(ctx.Err()); return cond() }, "%s", what)
 }

@@ -26,73 +26,48 @@ type foreground struct {
 	done   chan struct{}
 }
 
-func (b *bench) startForeground(ctx context.Context) (*foreground, error) {
-	name := b.newDatabase()
-	if err := execOn(ctx, testenv.AdminURL(), "CREATE DATABASE "+ident(name)); err != nil {
-		return nil, err
-	}
-	if out, err := exec.CommandContext(ctx, "pgbench", "-i", "-q", "-s", strconv.Itoa(b.o.scale), dbURL(name)).CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("pgbench -i: %v\n%s", err, out)
-	}
-	if err := execOn(ctx, testenv.AdminURL(), "CHECKPOINT"); err != nil {
-		return nil, err
-	}
-	fg := &foreground{prefix: filepath.Join(b.t.TempDir(), "fg"), done: make(chan struct{})}
+func (b *bench) startForeground(ctx context.Context, t *tb) *foreground {
+	name := b.newDatabase(t)
+	b.exec(ctx, "CREATE DATABASE "+ident(name))
+	out, err := exec.CommandContext(ctx, "pgbench", "-i", "-q", "-s", strconv.Itoa(b.o.scale), testenv.DatabaseURL(name)).CombinedOutput()
+	check(err, "pgbench -i", string(out))
+	b.exec(ctx, "CHECKPOINT")
+	fg := &foreground{prefix: filepath.Join(t.TempDir(), "fg"), done: make(chan struct{})}
 	// -R: latency counts from each transaction's scheduled start, so a
 	// foreground held up by the cleanup shows it even when it catches up.
 	fg.cmd = exec.CommandContext(ctx, "pgbench", "-n", "-c", strconv.Itoa(b.o.clients), "-j", "2",
-		"-R", strconv.Itoa(b.o.rate), "-T", "86400", "-l", "--log-prefix", fg.prefix, dbURL(name))
-	if err := fg.cmd.Start(); err != nil {
-		return nil, err
-	}
+		"-R", strconv.Itoa(b.o.rate), "-T", "86400", "-l", "--log-prefix", fg.prefix, testenv.DatabaseURL(name))
+	check(fg.cmd.Start())
 	go func() { _ = fg.cmd.Wait(); close(fg.done) }()
-	b.t.Cleanup(fg.stop)
-	return fg, nil
-}
-
-func (fg *foreground) stop() {
-	select {
-	case <-fg.done:
-	default:
-		_ = fg.cmd.Process.Kill()
-		<-fg.done
-	}
+	t.Cleanup(func() { _ = fg.cmd.Process.Kill(); <-fg.done })
+	return fg
 }
 
 // window is the foreground's transactions that ended between from and to.
 // pgbench buffers its logs, so it first waits until every log file has
 // reached to.
-func (fg *foreground) window(ctx context.Context, from, to time.Time) ([]time.Duration, error) {
-	var lat []time.Duration
-	err := poll(ctx, time.Minute, func() (bool, error) {
+func (fg *foreground) window(ctx context.Context, from, to time.Time) (lat []time.Duration) {
+	until(ctx, time.Minute, "pgbench's logs reaching the window's end", func() bool {
 		files, _ := filepath.Glob(fg.prefix + ".*")
-		if len(files) == 0 {
-			return false, nil
-		}
 		lat = lat[:0]
 		for _, file := range files {
-			f, err := os.Open(file)
-			if err != nil {
-				return false, err
-			}
+			f := must(os.Open(file))
 			got, last, err := parsePgbenchLog(f, from, to)
 			f.Close()
-			if err != nil {
-				return false, err
-			}
+			check(err)
 			if last.Before(to) {
 				select {
 				case <-fg.done:
-					return false, fmt.Errorf("pgbench exited: %v", fg.cmd.ProcessState)
+					check(fmt.Errorf("pgbench exited: %v", fg.cmd.ProcessState))
 				default:
-					return false, nil
 				}
+				return false
 			}
 			lat = append(lat, got...)
 		}
-		return true, nil
+		return len(files) > 0
 	})
-	return lat, err
+	return lat
 }
 
 // parsePgbenchLog reads a pgbench transaction log (pgbench -l: "client_id
@@ -141,13 +116,10 @@ func percentile(xs []time.Duration, p float64) time.Duration {
 
 // latency summarises a window of the foreground.
 type latency struct {
-	n        int
 	p50, p99 time.Duration
 	tps      float64
 }
 
 func summarise(xs []time.Duration, window time.Duration) latency {
-	return latency{n: len(xs), p50: percentile(xs, 50), p99: percentile(xs, 99), tps: float64(len(xs)) / window.Seconds()}
+	return latency{p50: percentile(xs, 50), p99: percentile(xs, 99), tps: float64(len(xs)) / window.Seconds()}
 }
-
-func ms(d time.Duration) string { return fmt.Sprintf("%.1f ms", float64(d)/float64(time.Millisecond)) }

@@ -3,131 +3,175 @@ package main
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
+
+	"github.com/tenantcleanup/tenant-cleanup/internal/testworld"
+	"github.com/tenantcleanup/tenant-cleanup/pkg/config"
 )
 
-func perMin(n int, d time.Duration) float64 { return float64(n) / d.Minutes() }
-
-func ratio(a, b time.Duration) float64 { return float64(a) / float64(max(b, 1)) }
-
-// cleaning is one way of cleaning the fleet: the floor (no pace) or the
-// pipeline with PACE=pace.
+// cleaning is one way of cleaning the fleet: the floor (no pace), the
+// pipeline with PACE=pace, or none ("-": the foreground alone).
 type cleaning struct{ name, pace string }
 
 var floorRun = cleaning{"raw-SQL floor, 2 sessions", ""}
 
 // clean cleans ids on a fresh settled clone of the throughput fleet.
-func (b *bench) clean(ctx context.Context, c cleaning, ids []string) (pipelineRun, error) {
-	f := b.clone(ctx, fleet{b.tplData, b.tplControl})
-	defer f.drop()
-	if c.pace == "" {
-		start := time.Now()
-		took, err := runFloor(ctx, f, ids)
-		return pipelineRun{start: start, took: took}, err
-	}
-	r, err := b.runPipeline(ctx, f, ids, "PACE="+c.pace)
-	info("%s: pacer calibration before the clock %.1f s; peak RSS marker %.0f MiB, cleaner %.0f MiB",
-		c.name, r.calibration.Seconds(), r.rssMiB["marker"], r.rssMiB["cleaner"])
-	return r, err
+func (b *bench) clean(ctx context.Context, c cleaning, ids []string) (r pipelineRun) {
+	scope(func(t *tb) {
+		d := b.clone(ctx, t)
+		if c.pace == "" {
+			r.start = time.Now()
+			r.took = runFloor(ctx, t, d, ids)
+			return
+		}
+		r = b.runPipeline(ctx, d, ids, "PACE="+c.pace)
+		info("%s: pacer calibration before the clock %.1f s; peak RSS marker %.0f MiB, cleaner %.0f MiB",
+			c.name, r.calibration.Seconds(), r.rssMiB["marker"], r.rssMiB["cleaner"])
+	})
+	return r
 }
 
 // throughput: the floor, the pipeline paced (the default) and unpaced on an
 // otherwise idle server, -rounds times each; the best round of each counts
 // (a round slowed by other work on a shared machine says nothing about what
 // is measured).
-func (b *bench) throughput(ctx context.Context) error {
+func (b *bench) throughput(ctx context.Context) {
 	ids := b.ids[:b.o.tenants]
 	step("throughput: %d drained tenants × %d tables per run, %d round(s)", len(ids), 13+b.o.filler, b.o.rounds)
 	runs := []cleaning{floorRun, {"pipeline, PACE=auto (default)", "auto"}, {"pipeline, PACE=off", "off"}}
 	rates := make([][]float64, len(runs))
 	for range b.o.rounds {
 		for i, c := range runs {
-			r, err := b.clean(ctx, c, ids)
-			if err != nil {
-				return fmt.Errorf("%s: %w", c.name, err)
-			}
-			rates[i] = append(rates[i], perMin(len(ids), r.took))
-			info("%-32s %d tenants in %5.1f s: %4.0f tenants/min", c.name, len(ids), r.took.Seconds(), perMin(len(ids), r.took))
+			took := b.clean(ctx, c, ids).took
+			rates[i] = append(rates[i], perMin(len(ids), took))
+			info("%-32s %d tenants in %5.1f s: %4.0f tenants/min", c.name, len(ids), took.Seconds(), perMin(len(ids), took))
 		}
 	}
-	s := b.res.section(fmt.Sprintf("THROUGHPUT on an idle server: %d drained tenants × %d tables, best of %d round(s)", len(ids), 13+b.o.filler, b.o.rounds),
-		fmt.Sprintf("  %-32s %12s %8s  %s", "run", "tenants/min", "× floor", "rounds"))
-	best := func(i int) float64 { return maxOf(rates[i]) }
+	s := b.res.table(fmt.Sprintf("THROUGHPUT on an idle server: %d drained tenants × %d tables, best of %d round(s)", len(ids), 13+b.o.filler, b.o.rounds),
+		"  %-32s %12.0f %8.2f  %.0f", "run", "tenants/min", "× floor", "rounds")
+	best := make([]float64, len(runs))
 	for i, c := range runs {
-		s.add("  %-32s %12.0f %8.2f  %.0f", c.name, best(i), best(i)/best(0), rates[i])
+		best[i] = slices.Max(rates[i])
+		s.row(c.name, best[i], best[i]/best[0], rates[i])
 	}
-	b.res.target("pipeline paced (default) on an idle server ≥ 0.8 × floor (issue 5)", best(1)/best(0) >= 0.8,
-		"%.2f × (%.0f vs %.0f tenants/min)", best(1)/best(0), best(1), best(0))
-	b.res.target("pipeline PACE=off on an idle server ≥ 0.9 × floor (issue 17)", best(2)/best(0) >= 0.9,
-		"%.2f × (%.0f vs %.0f tenants/min)", best(2)/best(0), best(2), best(0))
-	return nil
+	b.res.target("pipeline paced (default) on an idle server ≥ 0.8 × floor (issue 5)", best[1]/best[0] >= 0.8,
+		"%.2f × (%.0f vs %.0f tenants/min)", best[1]/best[0], best[1], best[0])
+	b.res.target("pipeline PACE=off on an idle server ≥ 0.9 × floor (issue 17)", best[2]/best[0] >= 0.9,
+		"%.2f × (%.0f vs %.0f tenants/min)", best[2]/best[0], best[2], best[0])
 }
 
 // load: one pgbench process runs throughout; the foreground's figures are
 // the windows of its log alone, during the floor, the pipeline unpaced and
 // paced (each cleaning -load-tenants tenants of a fresh clone), and alone
 // again.
-func (b *bench) load(ctx context.Context) error {
+func (b *bench) load(ctx context.Context) {
 	ids := b.ids[:b.o.loadTenants]
 	step("load: pgbench -c %d -R %d (scale %d) on the same server; %d tenants per cleaning run", b.o.clients, b.o.rate, b.o.scale, len(ids))
-	fg, err := b.startForeground(ctx)
-	if err != nil {
-		return err
-	}
-	defer fg.stop()
 	type row struct {
 		name string
 		fg   latency
-		took time.Duration
+		took time.Duration // 0: the foreground alone
 	}
 	var rows []row
-	for _, c := range []cleaning{{"pgbench alone (before)", "-"}, floorRun, {"pipeline, PACE=off", "off"},
-		{"pipeline, PACE=auto (default)", "auto"}, {"pgbench alone (after)", "-"}} {
-		r := pipelineRun{start: time.Now(), took: b.o.alone}
-		if c.pace == "-" {
-			select { // the measurement's own duration
-			case <-ctx.Done():
-				return ctx.Err()
-			case <-time.After(b.o.alone):
+	scope(func(t *tb) {
+		fg := b.startForeground(ctx, t)
+		for _, c := range []cleaning{{"pgbench alone (before)", "-"}, floorRun, {"pipeline, PACE=off", "off"},
+			{"pipeline, PACE=auto (default)", "auto"}, {"pgbench alone (after)", "-"}} {
+			r := pipelineRun{start: time.Now(), took: b.o.alone}
+			if c.pace == "-" {
+				sleep(ctx, b.o.alone) // the measurement's own duration
+			} else {
+				r = b.clean(ctx, c, ids)
 			}
-		} else if r, err = b.clean(ctx, c, ids); err != nil {
-			return fmt.Errorf("%s: %w", c.name, err)
+			lat := fg.window(ctx, r.start, r.start.Add(r.took))
+			rows = append(rows, row{c.name, summarise(lat, r.took), r.took})
+			if c.pace == "-" {
+				rows[len(rows)-1].took = 0
+			}
+			info("%-30s %5.1f s; foreground p50 %s, p99 %s (%d transactions)", c.name, r.took.Seconds(),
+				ms(rows[len(rows)-1].fg.p50), ms(rows[len(rows)-1].fg.p99), len(lat))
 		}
-		lat, err := fg.window(ctx, r.start, r.start.Add(r.took))
-		if err != nil {
-			return err
-		}
-		rows = append(rows, row{c.name, summarise(lat, r.took), r.took})
-		if c.pace == "-" {
-			rows[len(rows)-1].took = 0
-		}
-		info("%-30s %5.1f s; foreground p50 %s, p99 %s (%d transactions)", c.name, r.took.Seconds(), ms(rows[len(rows)-1].fg.p50),
-			ms(rows[len(rows)-1].fg.p99), len(lat))
-	}
-	s := b.res.section(fmt.Sprintf("UNDER LOAD: pgbench -c %d -j 2 -R %d (scale %d) on the same server; %d drained tenants × %d tables per run",
+	})
+	s := b.res.table(fmt.Sprintf("UNDER LOAD: pgbench -c %d -j 2 -R %d (scale %d) on the same server; %d drained tenants × %d tables per run",
 		b.o.clients, b.o.rate, b.o.scale, len(ids), 13+b.o.filler),
-		fmt.Sprintf("  %-30s %8s %8s %7s %7s %12s %8s", "run", "fg p50", "fg p99", "p99 ×", "fg tps", "tenants/min", "× floor"))
+		"  %-30s %8s %8s %7.2f %7.0f %12s %8s", "run", "fg p50", "fg p99", "p99 ×", "fg tps", "tenants/min", "× floor")
 	// The stricter of the two baselines: other work on a shared machine
 	// can only have slowed the foreground.
 	alone, floor, paced := min(rows[0].fg.p99, rows[4].fg.p99), perMin(len(ids), rows[1].took), rows[3]
 	for _, r := range rows {
-		clean, vs := "—", "—"
+		rate, vs := "—", "—"
 		if r.took > 0 {
-			clean, vs = fmt.Sprintf("%.0f", perMin(len(ids), r.took)), fmt.Sprintf("%.2f", perMin(len(ids), r.took)/floor)
+			rate, vs = fmt.Sprintf("%.0f", perMin(len(ids), r.took)), fmt.Sprintf("%.2f", perMin(len(ids), r.took)/floor)
 		}
-		s.add("  %-30s %8s %8s %7.2f %7.0f %12s %8s", r.name, ms(r.fg.p50), ms(r.fg.p99), ratio(r.fg.p99, alone), r.fg.tps, clean, vs)
+		s.row(r.name, ms(r.fg.p50), ms(r.fg.p99), ratio(r.fg.p99, alone), r.fg.tps, rate, vs)
 	}
 	b.res.target("paced: foreground p99 during cleaning ≤ 1.5 × alone (the lower of before/after; issue 17)", ratio(paced.fg.p99, alone) <= 1.5,
 		"%.2f × (%s vs %s alone)", ratio(paced.fg.p99, alone), ms(paced.fg.p99), ms(alone))
-	b.res.target("paced: cleaning under load ≥ 0.6 × the floor's rate under the same load (issue 17)",
-		perMin(len(ids), paced.took)/floor >= 0.6, "%.2f × (%.0f vs %.0f tenants/min)", perMin(len(ids), paced.took)/floor, perMin(len(ids), paced.took), floor)
-	return nil
+	pacedRate := perMin(len(ids), paced.took)
+	b.res.target("paced: cleaning under load ≥ 0.6 × the floor's rate under the same load (issue 17)", pacedRate/floor >= 0.6,
+		"%.2f × (%.0f vs %.0f tenants/min)", pacedRate/floor, pacedRate, floor)
 }
 
-func maxOf(xs []float64) float64 {
-	m := 0.0
-	for _, x := range xs {
-		m = max(m, x)
+func sleep(ctx context.Context, d time.Duration) {
+	select {
+	case <-ctx.Done():
+		check(ctx.Err())
+	case <-time.After(d):
 	}
-	return m
+}
+
+// stores: the cost per tenant of files and keys. The cleaner, PACE=off, is
+// configured with S3 (gofakes3 over HTTP) and Redis as Onyx configures them
+// (testworld's other stores). It cleans -store-tenants tenants without files
+// or keys, then as many with -files objects in S3 (recorded in
+// file_record), -files large objects and -keys Redis keys each, plus both
+// memberships; the difference per tenant is the cost of the files and keys.
+func (b *bench) stores(ctx context.Context) {
+	k := b.o.storeTenants
+	plain, loaded := b.ids[:k], b.ids[k:2*k]
+	step("stores: %d tenants without, %d with %d S3 files + %d large objects + %d Redis keys each", k, k, b.o.files, b.o.files, b.o.keys)
+	var without, with pipelineRun
+	scope(func(t *tb) {
+		d := b.clone(ctx, t)
+		st := testworld.StartOtherStores(t)
+		start := time.Now()
+		for _, id := range loaded {
+			st.Seed(t, d, id, b.o.files) // files in S3 and as many Redis keys
+			_, err := d.Data.Exec(ctx, "SELECT count(*) FROM fixture.add_files($1, $2, 'postgres')", id, b.o.files)
+			check(err)
+			pipe := st.Client.Pipeline()
+			for i := b.o.files; i < b.o.keys; i++ {
+				pipe.Set(ctx, fmt.Sprintf("%s:cache:%d", id, i), "x", 0)
+			}
+			_, err = pipe.Exec(ctx)
+			check(err)
+		}
+		b.res.setupLine("stores: files, large objects and keys of %d tenants in %.0f s", k, time.Since(start).Seconds())
+		var other config.OtherStores
+		config.Defaults(&other)
+		st.Configure(&other)
+		settings := append([]string{"PACE=off"}, config.Environ(&other)...)
+		without = b.runPipeline(ctx, d, plain, settings...)
+		with = b.runPipeline(ctx, d, loaded, settings...)
+		los := d.CountData(t, "SELECT count(*) FROM pg_largeobject_metadata")
+		left, keys := len(st.S3.Keys(testworld.Bucket, "")), must(st.Client.DBSize(ctx).Result())
+		if left+int(los)+int(keys) != 0 {
+			check(fmt.Errorf("left behind: %d S3 objects, %d large objects, %d Redis keys", left, los, keys))
+		}
+	})
+	s := b.res.table(fmt.Sprintf("FILES AND KEYS: cleaner with S3 (gofakes3 over HTTP) and Redis configured, PACE=off; %d tenants × %d tables per run; "+
+		"ms per tenant, wall and per step of the cleaner (its step_duration metrics)", k, 13+b.o.filler),
+		"  %-22s %7.0f %12.1f %21.1f %16.1f %18.1f", "tenants", "wall", "drop_schema", "unlink_large_objects", "remove_s3_files", "remove_redis_keys")
+	per := func(r pipelineRun, step string) float64 { return r.steps[step] * 1000 / float64(k) }
+	for i, r := range []pipelineRun{without, with} {
+		s.row([]string{"without files or keys", "with files and keys"}[i], ms1(r.took)/float64(k),
+			per(r, "drop_schema"), per(r, "unlink_large_objects"), per(r, "remove_s3_files"), per(r, "remove_redis_keys"))
+	}
+	cost := 0.0
+	for _, step := range []string{"unlink_large_objects", "remove_s3_files", "remove_redis_keys"} {
+		cost += per(with, step) - per(without, step)
+	}
+	s.add("  %d S3 files + %d large objects + %d Redis keys cost %.0f ms per tenant in the cleaner's store steps; every one removed, none left",
+		b.o.files, b.o.files, b.o.keys, cost)
 }

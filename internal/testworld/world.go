@@ -55,6 +55,9 @@ type Options struct {
 	NATSURL string
 	// NATSReplicas is NATS_REPLICAS for the services (default 1).
 	NATSReplicas int
+	// Databases are existing databases to work on (default: fresh ones
+	// cloned from the fixture's templates); the world does not drop them.
+	Databases *testenv.Databases
 }
 
 // New builds a world for t; everything in it ends with t.
@@ -63,7 +66,10 @@ func New(t testing.TB, o Options) *World {
 	if o.PostgresAdmin == "" {
 		o.PostgresAdmin = testenv.AdminURL()
 	}
-	w := &World{T: t, DBs: testenv.NewDatabasesOn(t, o.PostgresAdmin), Logs: &testenv.SyncBuffer{}, draining: map[string]bool{}}
+	w := &World{T: t, DBs: o.Databases, Logs: &testenv.SyncBuffer{}, draining: map[string]bool{}}
+	if w.DBs == nil {
+		w.DBs = testenv.NewDatabasesOn(t, o.PostgresAdmin)
+	}
 	if o.NATSURL == "" {
 		w.JS = testenv.StartJetStream(t)
 		o.NATSURL = w.JS.URL
