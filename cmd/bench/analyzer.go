@@ -117,8 +117,7 @@ func (b *bench) analyzer(ctx context.Context) {
 	}
 	gated := measure(n)
 	quarter := func(status string) {
-		_, err := b.small.Control.Exec(ctx, "UPDATE tenant SET application_status = $1 WHERE right(tenant_id, 1) NOT IN ('0', '4', '8', 'c')", status)
-		check(err)
+		execSQL(ctx, b.small.Control, "UPDATE tenant SET application_status = $1 WHERE right(tenant_id, 1) NOT IN ('0', '4', '8', 'c')", status)
 	}
 	quarter("ACTIVE")
 	mixed := measure(n / 4)

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/tenantcleanup/tenant-cleanup/pkg/testenv"
 )
@@ -23,9 +24,14 @@ func smallID(i int) string      { return fmt.Sprintf("tenant_d0000000-0000-4000-
 
 func dbName(u string) string { p := must(url.Parse(u)); return strings.TrimPrefix(p.Path, "/") }
 
-func (b *bench) exec(ctx context.Context, sql string, args ...any) {
-	_, err := b.admin.Exec(ctx, sql, args...)
-	check(err, sql)
+type execer interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+}
+
+// execSQL runs sql on db (a session or a pool).
+func execSQL(ctx context.Context, db execer, sql string, args ...any) {
+	_, err := db.Exec(ctx, sql, args...)
+	check(err, strings.Join(strings.Fields(sql[:min(len(sql), 80)]), " "))
 }
 
 var databases atomic.Int64
@@ -56,10 +62,10 @@ func (b *bench) clone(ctx context.Context, t *tb) *testenv.Databases {
 			return n == 0
 		})
 		name := b.newDatabase(t)
-		b.exec(ctx, "CREATE DATABASE "+ident(name)+" TEMPLATE "+ident(from)+" STRATEGY FILE_COPY")
+		execSQL(ctx, b.admin, "CREATE DATABASE "+ident(name)+" TEMPLATE "+ident(from)+" STRATEGY FILE_COPY")
 		urls = append(urls, testenv.DatabaseURL(name))
 	}
-	b.exec(ctx, "CHECKPOINT")
+	execSQL(ctx, b.admin, "CHECKPOINT")
 	syscall.Sync()
 	return &testenv.Databases{DataURL: urls[0], ControlURL: urls[1], Data: testenv.Pool(t, urls[0]), Control: testenv.Pool(t, urls[1])}
 }
@@ -94,20 +100,38 @@ func parallel(workers, n int, fn func(w, i int)) {
 	check(errors.Join(errs...))
 }
 
-// craft gives every tenth tenant a Craft build_session (last used 150 days
-// ago), so that the "build_session if present" paths run too.
-func craft(i int) string {
-	if i%10 == 9 {
-		return "now() - interval '150 days'"
-	}
-	return "NULL"
+// addTenants creates tenants [from, to) of d, batch per transaction, two
+// transactions at a time: gated, created 400 days ago, last query 200 days
+// ago, every tenth with a Craft build_session last used 150 days ago, each
+// with what more(id) adds on the data plane. Each batch has fresh sessions
+// (synchronous_commit off: nothing here must survive a crash): a session
+// that created thousands of relations pays for every invalidation the
+// other's DDL sends. Then it analyzes the catalogs (autovacuum may be off).
+func addTenants(ctx context.Context, d *testenv.Databases, id func(int) string, from, to, batch int, more func(id string) string) {
+	syncOff := func(c *pgx.ConnConfig) { c.RuntimeParams["synchronous_commit"] = "off" }
+	parallel(2, (to-from+batch-1)/batch, func(_, j int) {
+		var sql strings.Builder
+		var ids []string
+		for i := from + j*batch; i < min(from+(j+1)*batch, to); i++ {
+			craft := map[bool]string{true: "now() - interval '150 days'", false: "NULL"}[i%10 == 9]
+			ids = append(ids, id(i))
+			fmt.Fprintf(&sql, "SELECT fixture.create_tenant('%[1]s', 0); SELECT fixture.seed_tenant('%[1]s', 2, 1, 5, now() - interval '200 days', %[2]s);%[3]s",
+				id(i), craft, more(id(i)))
+		}
+		scope(func(t *tb) {
+			execSQL(ctx, connect(ctx, t, d.DataURL, syncOff), sql.String())
+			execSQL(ctx, connect(ctx, t, d.ControlURL, syncOff),
+				"SELECT fixture_control_tenant(id, 'GATED_ACCESS', now() - interval '400 days') FROM unnest($1::text[]) id", ids)
+		})
+	})
+	execSQL(ctx, d.Data, `ANALYZE pg_catalog.pg_class, pg_catalog.pg_attribute, pg_catalog.pg_depend,
+		pg_catalog.pg_type, pg_catalog.pg_constraint, pg_catalog.pg_index, pg_catalog.pg_namespace, public.user_tenant_mapping`)
 }
 
 // buildThroughputFleet builds the template of the throughput, load, profile
-// and stores phases: eligible tenants of 13+filler tables (gated, created
-// 400 days ago, last query 200 days ago), marked and drained as Onyx's
-// background deletion leaves them, with 3 stray documents (the cleaner
-// tolerates DRAIN_MAX_LEFTOVER_DOCS=5).
+// and stores phases: tenants of 13+filler tables, marked and drained as
+// Onyx's background deletion leaves them, with 3 stray documents (the
+// cleaner tolerates DRAIN_MAX_LEFTOVER_DOCS=5).
 func (b *bench) buildThroughputFleet(ctx context.Context) {
 	n, start := max(b.o.tenants, 2*b.o.storeTenants), time.Now()
 	step("building the throughput fleet: %d drained tenants × %d tables", n, 13+b.o.filler)
@@ -115,25 +139,18 @@ func (b *bench) buildThroughputFleet(ctx context.Context) {
 		b.ids = append(b.ids, throughputID(i))
 	}
 	b.tpl = testenv.NewDatabases(b.t)
-	b.build(ctx, b.tpl, n, func(data, control *pgx.Conn, i int) {
-		id, s := b.ids[i], ident(b.ids[i])
-		sql := fmt.Sprintf("SELECT fixture.create_tenant('%[1]s', 0); SELECT fixture.seed_tenant('%[1]s', 2, 1, 5, now() - interval '200 days', %[2]s);", id, craft(i))
+	addTenants(ctx, b.tpl, throughputID, 0, n, 1, func(id string) string {
+		var sql strings.Builder
 		for from := 1; from <= b.o.filler; from += 65 { // at most about 1,200 locks per transaction
-			sql += fmt.Sprintf("SELECT fixture.filler_table('%s', g) FROM generate_series(%d, %d) g;", id, from, min(from+64, b.o.filler))
+			fmt.Fprintf(&sql, "SELECT fixture.filler_table('%s', g) FROM generate_series(%d, %d) g;", id, from, min(from+64, b.o.filler))
 		}
-		sql += fmt.Sprintf(`UPDATE %[1]s.index_attempt SET cancellation_requested = true WHERE status = 'IN_PROGRESS';
+		fmt.Fprintf(&sql, `UPDATE %[1]s.index_attempt SET cancellation_requested = true WHERE status = 'IN_PROGRESS';
 			UPDATE %[1]s.index_attempt SET status = 'CANCELED' WHERE status = 'NOT_STARTED';
-			UPDATE %[1]s.connector_credential_pair SET status = 'DELETING';`, s)
-		_, err := data.Exec(ctx, sql)
-		check(err, "create "+id)
-		for left := int64(1); left > 0; {
-			check(data.QueryRow(ctx, "SELECT fixture.drain_step($1, 1000) + (SELECT count(*) FROM "+s+".connector_credential_pair)", id).Scan(&left), "drain "+id)
-		}
-		_, err = data.Exec(ctx, "INSERT INTO "+s+".document (id, semantic_id, link, chunk_count) "+
-			"SELECT 'stray-' || g, 'stray doc', 'https://example.com/stray-' || g, 1 FROM generate_series(1, 3) g")
-		check(err)
-		_, err = control.Exec(ctx, "SELECT fixture_control_tenant($1, 'GATED_ACCESS', now() - interval '400 days')", id)
-		check(err)
+			UPDATE %[1]s.connector_credential_pair SET status = 'DELETING';
+			DO $$ BEGIN WHILE fixture.drain_step('%[2]s', 1000) + (SELECT count(*) FROM %[1]s.connector_credential_pair) > 0 LOOP END LOOP; END $$;
+			INSERT INTO %[1]s.document (id, semantic_id, link, chunk_count)
+			SELECT 'stray-' || g, 'stray doc', 'https://example.com/stray-' || g, 1 FROM generate_series(1, 3) g;`, ident(id), id)
+		return sql.String()
 	})
 	b.tpl.Data.Close() // no session may be left on a template
 	b.tpl.Control.Close()
@@ -144,38 +161,136 @@ func (b *bench) buildThroughputFleet(ctx context.Context) {
 }
 
 // growSmallFleet adds tenants [from, to) of the fixture's 13 tables to the
-// analyzer fleet: eligible and not drained (pairs and documents left).
+// analyzer fleet, not drained (pairs and documents left).
 func (b *bench) growSmallFleet(ctx context.Context, from, to int) {
 	if b.small == nil {
 		b.small = testenv.NewDatabases(b.t)
 	}
-	const batch = 10
 	start := time.Now()
-	b.build(ctx, b.small, (to-from+batch-1)/batch, func(data, control *pgx.Conn, j int) {
-		var sql strings.Builder
-		var ids []string
-		for i := from + j*batch; i < min(from+(j+1)*batch, to); i++ {
-			ids = append(ids, smallID(i))
-			fmt.Fprintf(&sql, "SELECT fixture.create_tenant('%[1]s', 0); SELECT fixture.seed_tenant('%[1]s', 2, 1, 5, now() - interval '200 days', %[2]s);", smallID(i), craft(i))
-		}
-		_, err := data.Exec(ctx, sql.String())
-		check(err)
-		_, err = control.Exec(ctx, "SELECT fixture_control_tenant(id, 'GATED_ACCESS', now() - interval '400 days') FROM unnest($1::text[]) id", ids)
-		check(err)
-	})
+	addTenants(ctx, b.small, smallID, from, to, 10, func(string) string { return "" })
 	b.res.setupLine("analyzer fleet: +%d tenants × 13 tables in %.0f s", to-from, time.Since(start).Seconds())
 }
 
-// build runs fn(0..n-1) two at a time, each call on fresh sessions
-// (synchronous_commit off: nothing here must survive a crash): a session
-// that created thousands of relations pays for every invalidation the
-// other's DDL sends. Then it analyzes the catalogs (autovacuum may be off).
-func (b *bench) build(ctx context.Context, d *testenv.Databases, n int, fn func(data, control *pgx.Conn, i int)) {
-	syncOff := func(c *pgx.ConnConfig) { c.RuntimeParams["synchronous_commit"] = "off" }
-	parallel(2, n, func(_, i int) {
-		scope(func(t *tb) { fn(connect(ctx, t, d.DataURL, syncOff), connect(ctx, t, d.ControlURL, syncOff), i) })
-	})
-	_, err := d.Data.Exec(ctx, `ANALYZE pg_catalog.pg_class, pg_catalog.pg_attribute, pg_catalog.pg_depend,
-		pg_catalog.pg_type, pg_catalog.pg_constraint, pg_catalog.pg_index, pg_catalog.pg_namespace, public.user_tenant_mapping`)
-	check(err)
+// The raw statements of one cleanup, in the fewest round trips that still do
+// every piece of work of a cleanup: 2 on the control plane, 5 on the data
+// plane (6 for a tenant with Craft), each its own implicit transaction.
+// %[1]s is the quoted schema.
+const (
+	floorLedger = `CREATE TABLE IF NOT EXISTS public.bench_floor_ledger (tenant_id text PRIMARY KEY,
+    cleaned_at timestamptz NOT NULL DEFAULT now(), documents bigint, users bigint, last_activity_at timestamptz,
+    tenant_created_at timestamptz, application_status text, stripe_customer_id text, public_rows_deleted bigint,
+    control_rows_deleted jsonb)`
+	floorStatus   = `SELECT application_status, created_at FROM public.tenant WHERE tenant_id = $1`
+	floorActivity = `SELECT (SELECT max(time_sent) FROM %[1]s.chat_message WHERE message_type = 'USER'),
+       (SELECT count(*) FROM %[1]s.document), (SELECT count(*) FROM %[1]s."user"), to_regclass($1) IS NOT NULL`
+	floorCraft = `SELECT max(last_activity_at) FROM %[1]s.build_session`
+	floorMark  = `WITH canceled AS (
+    UPDATE %[1]s.index_attempt SET status = 'CANCELED', time_updated = now() WHERE status = 'NOT_STARTED' RETURNING 1
+), stopping AS (
+    UPDATE %[1]s.index_attempt SET cancellation_requested = true, time_updated = now()
+    WHERE status = 'IN_PROGRESS' AND cancellation_requested IS NOT TRUE RETURNING 1
+), deleting AS (
+    UPDATE %[1]s.connector_credential_pair SET status = 'DELETING' WHERE status <> 'DELETING' RETURNING 1
+) SELECT (SELECT count(*) FROM canceled) + (SELECT count(*) FROM stopping) + (SELECT count(*) FROM deleting)`
+	floorDrain = `SELECT (SELECT count(*) FROM %[1]s.connector_credential_pair),
+       (SELECT count(*) FROM (SELECT 1 FROM %[1]s.document LIMIT 6) d)`
+	floorDrop    = `DROP SCHEMA %[1]s CASCADE`
+	floorControl = `WITH n AS (DELETE FROM public.tenant_notification WHERE tenant_id = $1 RETURNING 1),
+     c AS (DELETE FROM public.tenant_config WHERE tenant_id = $1 RETURNING 1),
+     s AS (DELETE FROM public.subscription WHERE tenant_id = $1 RETURNING 1),
+     t AS (DELETE FROM public.tenant WHERE tenant_id = $1 RETURNING created_at, application_status, stripe_customer_id)
+INSERT INTO public.bench_floor_ledger (tenant_id, documents, users, last_activity_at, tenant_created_at,
+    application_status, stripe_customer_id, public_rows_deleted, control_rows_deleted)
+SELECT $1, $2, $3, $4, t.created_at, t.application_status, t.stripe_customer_id, $5, jsonb_build_object(
+    'tenant_notification', (SELECT count(*) FROM n), 'tenant_config', (SELECT count(*) FROM c),
+    'subscription', (SELECT count(*) FROM s), 'tenant', 1) FROM t`
+)
+
+// floorPublic deletes the tenant's rows of public in one statement.
+var floorPublic = func() string {
+	var with, sum []string
+	for i, t := range []string{"user_tenant_mapping_oauth_account", "user_tenant_mapping", "tenant_shard",
+		"tenant_anonymous_user_path", "tenant_invite_counter", "tenant_sso_domain"} {
+		with = append(with, fmt.Sprintf("d%d AS (DELETE FROM public.%s WHERE tenant_id = $1 RETURNING 1)", i, t))
+		sum = append(sum, fmt.Sprintf("(SELECT count(*) FROM d%d)", i))
+	}
+	return "WITH " + strings.Join(with, ", ") + " SELECT " + strings.Join(sum, " + ")
+}()
+
+// runFloor cleans ids from d with the raw SQL of a cleanup on two sessions
+// (a data-plane and a control-plane connection each) taking tenants from a
+// shared queue, and returns how long that took.
+func runFloor(ctx context.Context, t *tb, d *testenv.Databases, ids []string) time.Duration {
+	execSQL(ctx, d.Control, floorLedger)
+	oneTrip := func(c *pgx.ConnConfig) { c.DefaultQueryExecMode = pgx.QueryExecModeExec } // the statements differ per tenant
+	var conns [2][2]*pgx.Conn
+	for i := range conns {
+		conns[i] = [2]*pgx.Conn{connect(ctx, t, d.DataURL, oneTrip), connect(ctx, t, d.ControlURL, oneTrip)}
+	}
+	start := time.Now()
+	parallel(len(conns), len(ids), func(w, i int) { floorCleanup(ctx, conns[w][0], conns[w][1], ids[i]) })
+	took := time.Since(start)
+	verifyGone(ctx, d, "public.bench_floor_ledger", ids)
+	return took
+}
+
+// floorCleanup cleans id; it fails (check) on an error or a tenant that is
+// not eligible or not drained.
+func floorCleanup(ctx context.Context, data, control *pgx.Conn, id string) {
+	s := ident(id)
+	var (
+		status          string
+		created         time.Time
+		last, lastCraft *time.Time
+		docs, users     int64
+		hasCraft        bool
+		changed, pairs  int64
+		left, public    int64
+	)
+	check(control.QueryRow(ctx, floorStatus, id).Scan(&status, &created), id)
+	check(data.QueryRow(ctx, fmt.Sprintf(floorActivity, s), s+".build_session").Scan(&last, &docs, &users, &hasCraft), id)
+	if hasCraft {
+		check(data.QueryRow(ctx, fmt.Sprintf(floorCraft, s)).Scan(&lastCraft), id)
+		if lastCraft != nil && (last == nil || lastCraft.After(*last)) {
+			last = lastCraft
+		}
+	}
+	cutoff := time.Now().Add(-90 * 24 * time.Hour)
+	if status != "GATED_ACCESS" || !created.Before(cutoff) || (last != nil && !last.Before(cutoff)) {
+		check(fmt.Errorf("not eligible (status %s, created %s, last activity %v)", status, created, last), id)
+	}
+	check(data.QueryRow(ctx, fmt.Sprintf(floorMark, s)).Scan(&changed), id)
+	check(data.QueryRow(ctx, fmt.Sprintf(floorDrain, s)).Scan(&pairs, &left), id)
+	if pairs > 0 || left > 5 {
+		check(fmt.Errorf("not drained: %d pairs, %d documents", pairs, left), id)
+	}
+	_, err := data.Exec(ctx, fmt.Sprintf(floorDrop, s))
+	// Out of shared memory: the lock table is shared with whatever else
+	// runs on the server (other engineers' tests): try again.
+	for attempt := 0; isCode(err, "53200") && attempt < 20; attempt++ {
+		_, err = data.Exec(ctx, fmt.Sprintf(floorDrop, s))
+	}
+	check(err, id)
+	check(data.QueryRow(ctx, floorPublic, id).Scan(&public), id)
+	_, err = control.Exec(ctx, floorControl, id, docs, users, last, public)
+	check(err, id)
+}
+
+func isCode(err error, code string) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == code
+}
+
+// verifyGone checks that d has neither schema, nor public or control-plane
+// rows of any of ids left, and a ledger row for each.
+func verifyGone(ctx context.Context, d *testenv.Databases, ledger string, ids []string) {
+	var schemas, public, tenants, ledgered int64
+	check(d.Data.QueryRow(ctx, `SELECT (SELECT count(*) FROM pg_namespace WHERE nspname = ANY($1)),
+		(SELECT count(*) FROM public.user_tenant_mapping WHERE tenant_id = ANY($1))`, ids).Scan(&schemas, &public))
+	check(d.Control.QueryRow(ctx, `SELECT (SELECT count(*) FROM public.tenant WHERE tenant_id = ANY($1)),
+		(SELECT count(*) FROM `+ledger+` WHERE tenant_id = ANY($1))`, ids).Scan(&tenants, &ledgered))
+	if schemas+public+tenants != 0 || ledgered != int64(len(ids)) {
+		panic(fatal(fmt.Sprintf("not all cleaned: %d schemas, %d public rows, %d control-plane tenants left; %d ledger rows of %d",
+			schemas, public, tenants, ledgered, len(ids))))
+	}
 }
