@@ -18,11 +18,8 @@ func TestPercentileIsNearestRank(t *testing.T) {
 			t.Errorf("p%v = %v, want %v", p, got, want)
 		}
 	}
-	if xs[0] != 100*time.Millisecond {
-		t.Error("percentile sorted its argument")
-	}
-	if got := percentile(nil, 99); got != 0 {
-		t.Errorf("p99 of nothing = %v, want 0", got)
+	if xs[0] != 100*time.Millisecond || percentile(nil, 99) != 0 {
+		t.Error("percentile sorted its argument, or the p99 of nothing is not 0")
 	}
 }
 
@@ -34,16 +31,10 @@ func TestParsePgbenchLogKeepsTheWindow(t *testing.T) {
 0 3 1200 0 17000`
 	from, to := time.Unix(1700000000, 600_000_000), time.Unix(1700000002, 0)
 	lat, last, err := parsePgbenchLog(strings.NewReader(log), from, to)
-	if err != nil {
-		t.Fatal(err)
-	}
 	// Only the second transaction ended in [from, to): the first before,
 	// the skipped one does not count, the fourth at to, the last is torn.
-	if want := []time.Duration{3500 * time.Microsecond}; !slices.Equal(lat, want) {
-		t.Errorf("latencies %v, want %v", lat, want)
-	}
-	if !last.Equal(time.Unix(1700000002, 0)) {
-		t.Errorf("last logged end %v, want %v", last, time.Unix(1700000002, 0))
+	if err != nil || !slices.Equal(lat, []time.Duration{3500 * time.Microsecond}) || !last.Equal(to) {
+		t.Errorf("latencies %v, last logged end %v, %v", lat, last, err)
 	}
 	if _, _, err := parsePgbenchLog(strings.NewReader("0 1 x 0 1 2"), from, to); err == nil {
 		t.Error("a line that is not pgbench's log was accepted")
@@ -52,28 +43,31 @@ func TestParsePgbenchLogKeepsTheWindow(t *testing.T) {
 
 func TestParseFlagsDefaultsAndPhases(t *testing.T) {
 	o, err := parseFlags([]string{"-phases", "load,memory", "-tenants", "30"})
-	if err != nil {
-		t.Fatal(err)
+	if err != nil || !o.phases["load"] || !o.phases["memory"] || o.phases["throughput"] || o.loadTenants != 30 {
+		t.Fatalf("%+v, %v", o, err)
 	}
-	if !o.phases["load"] || !o.phases["memory"] || o.phases["throughput"] || o.loadTenants != 30 {
-		t.Errorf("phases %v, load tenants %d", o.phases, o.loadTenants)
-	}
-	if _, err := parseFlags([]string{"-phases", "nope"}); err == nil {
-		t.Error("an unknown phase was accepted")
+	for _, args := range [][]string{{"-phases", "nope"}, {"-files", "10", "-keys", "5"}} {
+		if _, err := parseFlags(args); err == nil {
+			t.Errorf("%v was accepted", args)
+		}
 	}
 }
 
 func TestStepSumsReadFromTheMetrics(t *testing.T) {
-	body := `# TYPE tenant_cleanup_step_duration_seconds histogram
-tenant_cleanup_step_duration_seconds_bucket{component="cleaner",step="drop_schema",le="+Inf"} 3
+	body := `tenant_cleanup_step_duration_seconds_bucket{component="cleaner",step="drop_schema",le="+Inf"} 3
 tenant_cleanup_step_duration_seconds_sum{component="cleaner",step="drop_schema"} 1.25
 tenant_cleanup_step_duration_seconds_sum{component="cleaner",step="remove_s3_files"} 2e-05
 `
-	got := map[string]string{}
-	for _, m := range reStepSum.FindAllStringSubmatch(body, -1) {
-		got[m[1]] = m[2]
-	}
-	if len(got) != 2 || got["drop_schema"] != "1.25" || got["remove_s3_files"] != "2e-05" {
+	got := reStepSum.FindAllStringSubmatch(body, -1)
+	if len(got) != 2 || got[0][1] != "drop_schema" || got[0][2] != "1.25" || got[1][2] != "2e-05" {
 		t.Errorf("step sums %v", got)
+	}
+}
+
+func TestTableHeaderTakesTheWidthsOfTheRows(t *testing.T) {
+	s := (&report{}).section("T").table("  %-8s %7.2f %.0f", "run", "× floor", "rounds")
+	s.row("floor", 1.0, []float64{3})
+	if want := []string{"  run      × floor rounds", "  floor       1.00 [3]"}; !slices.Equal(s.lines, want) {
+		t.Errorf("%q, want %q", s.lines, want)
 	}
 }

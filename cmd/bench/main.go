@@ -50,10 +50,11 @@ func main() {
 		os.Exit(2)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	err = run(ctx, o)
+	if err = run(ctx, o); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+	}
 	stop()
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
 }
@@ -95,7 +96,7 @@ func parseFlags(args []string) (*options, error) {
 // bench is one run: its options, the fleets it built and what it measured.
 type bench struct {
 	o     *options
-	t     *tb // the run's: what lives until the bench ends
+	t     *tb // what lives until the bench ends
 	admin *pgxpool.Pool
 	res   report
 	start time.Time
@@ -233,28 +234,27 @@ type section struct {
 	lines         []string
 }
 
-func (s *section) add(format string, args ...any) {
-	s.lines = append(s.lines, fmt.Sprintf(format, args...))
-}
-
-func (s *section) row(args ...any) { s.add(s.format, args...) }
-
 func (r *report) section(title string) *section {
 	s := &section{title: title}
 	r.sections = append(r.sections, s)
 	return s
 }
 
+func (s *section) add(format string, args ...any) {
+	s.lines = append(s.lines, fmt.Sprintf(format, args...))
+}
+
 var reVerb = regexp.MustCompile(`%(-?\d*)(\.\d+)?[a-z]`)
 
-// table is a section whose rows are in format; its header is columns in
-// format with every verb a string of the same width.
-func (r *report) table(title, format string, columns ...any) *section {
-	s := r.section(title)
+// table makes the rows that follow a table in format, headed by columns in
+// format with every verb a string of its width.
+func (s *section) table(format string, columns ...any) *section {
 	s.format = format
 	s.add(reVerb.ReplaceAllString(format, "%${1}s"), columns...)
 	return s
 }
+
+func (s *section) row(args ...any) { s.add(s.format, args...) }
 
 func (r *report) setupLine(format string, args ...any) {
 	r.setup = append(r.setup, fmt.Sprintf(format, args...))

@@ -281,8 +281,7 @@ func (tr *tracer) top(s *section, n, rows int) {
 		s.add("  %-14s %6.1f round trips, %7.1f ms per tenant", src, float64(calls[src])/float64(n), ms1(totals[src])/float64(n))
 	}
 	keys := slices.SortedFunc(maps.Keys(tr.stats), func(a, b [2]string) int { return int(tr.stats[b].total - tr.stats[a].total) })
-	s.format = "  %-14s %8.2f %9.2f %8.1f  %s"
-	s.add(reVerb.ReplaceAllString(s.format, "%${1}s"), "source", "calls/t", "ms/tenant", "max ms", "statement")
+	s.table("  %-14s %8.2f %9.2f %8.1f  %s", "source", "calls/t", "ms/tenant", "max ms", "statement")
 	for _, k := range keys[:min(rows, len(keys))] {
 		v := tr.stats[k]
 		s.row(k[0], float64(v.calls)/float64(n), ms1(v.total)/float64(n), ms1(v.max), k[1])
