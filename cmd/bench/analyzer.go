@@ -15,9 +15,7 @@ import (
 	"github.com/tenantcleanup/tenant-cleanup/pkg/testenv"
 )
 
-// analyzerRounds: each approach runs this many times, alternating; the
-// fastest counts.
-const analyzerRounds = 2
+const analyzerRounds = 2 // each approach, alternating; the fastest counts
 
 var rePublished = regexp.MustCompile(`published (\d+) candidates`)
 
@@ -41,12 +39,10 @@ func (b *bench) analyzerPass(ctx context.Context) (took time.Duration, published
 	return took, published, rssMiB
 }
 
-// perSchemaLoop is the original analyze script's approach: list the tenant
-// schemas, then one query per schema (last USER query, documents, users),
-// in plain-text queries (the simple protocol). With one session and the
-// control plane it is the script (and returns the candidates); with two
-// sessions and no control plane it is the read floor: the loop's own reads
-// split over both cores.
+// perSchemaLoop is the original analyze script: list the tenant schemas,
+// then one plain-text query per schema (last USER query, documents, users).
+// With one session and the control plane it is the script (and counts the
+// candidates); with two sessions and no control plane it is the read floor.
 func perSchemaLoop(ctx context.Context, d *testenv.Databases, sessions int, withControl bool) (took time.Duration, candidates int) {
 	start := time.Now()
 	scope(func(t *tb) {
@@ -82,8 +78,7 @@ func perSchemaLoop(ctx context.Context, d *testenv.Databases, sessions int, with
 	return took, candidates
 }
 
-// analyzerFleet builds half the analyzer fleet, runs the analyzer over it,
-// and builds the rest.
+// analyzerFleet builds half the fleet, runs the analyzer on it, then the rest.
 func (b *bench) analyzerFleet(ctx context.Context) {
 	n := b.o.analyzerTenants
 	b.growSmallFleet(ctx, 0, n/2)
@@ -92,9 +87,8 @@ func (b *bench) analyzerFleet(ctx context.Context) {
 }
 
 // analyzer: bin/analyzer --once against the per-schema loop and the read
-// floor on a fleet of 13-table tenants (the reads touch four tables of each,
-// so the other 130 would change nothing but the build time), all gated and
-// then with a quarter gated; the analyzer's peak RSS at half and full size.
+// floor on 13-table tenants (the reads touch four tables of each: filler
+// would only slow the build), all gated, then a quarter gated.
 func (b *bench) analyzer(ctx context.Context) {
 	n := b.o.analyzerTenants
 	step("analyzer: %d tenants × 13 tables (measured at %d, then %d)", n, n/2, n)
@@ -143,11 +137,10 @@ func minDur(a, b time.Duration) time.Duration {
 	return min(a, b)
 }
 
-// memory: the peak RSS of the marker and the cleaner with the analyzer
-// fleet's tenants in flight (the marker with every request queued, then the
-// cleaner with every drain check due; DRAIN_CHECK_DELAY=1h keeps them all in
-// flight), with the analyzer's from the analyzer phase; each extrapolated
-// linearly to 100,000 tenants from its growth between half and full.
+// memory: the peak RSS of the marker with every request of the analyzer
+// fleet queued, then the cleaner with every drain check due (DRAIN_CHECK_DELAY
+// =1h keeps them in flight), and the analyzer's; each extrapolated linearly
+// to 100,000 tenants from its growth between half and full.
 func (b *bench) memory(ctx context.Context) {
 	n := b.o.analyzerTenants
 	if b.small == nil { // the analyzer phase did not run: its fleet and figures

@@ -43,8 +43,7 @@ func (b *bench) clean(ctx context.Context, c cleaning, ids []string) (r pipeline
 
 // throughput: the floor, the pipeline paced (the default) and unpaced on an
 // otherwise idle server, -rounds times each; the best round of each counts
-// (a round slowed by other work on a shared machine says nothing about what
-// is measured).
+// (a round slowed by other work on a shared machine measures that work).
 func (b *bench) throughput(ctx context.Context) {
 	ids := b.ids[:b.o.tenants]
 	step("throughput: %d drained tenants × %d tables per run, %d round(s)", len(ids), 13+b.o.filler, b.o.rounds)
@@ -70,10 +69,9 @@ func (b *bench) throughput(ctx context.Context) {
 		"%.2f × (%.0f vs %.0f tenants/min)", best[2]/best[0], best[2], best[0])
 }
 
-// load: one pgbench process runs throughout; the foreground's figures are
-// the windows of its log alone, during the floor, the pipeline unpaced and
-// paced (each cleaning -load-tenants tenants of a fresh clone), and alone
-// again.
+// load: one pgbench runs throughout; the foreground's figures are windows
+// of its log: alone, during the floor, the pipeline unpaced and paced (each
+// cleaning -load-tenants tenants of a fresh clone), and alone again.
 func (b *bench) load(ctx context.Context) {
 	ids := b.ids[:b.o.loadTenants]
 	step("load: pgbench -c %d -R %d (scale %d) on the same server; %d tenants per cleaning run", b.o.clients, b.o.rate, b.o.scale, len(ids))
@@ -94,12 +92,12 @@ func (b *bench) load(ctx context.Context) {
 				r = b.clean(ctx, c, ids)
 			}
 			lat := fg.window(ctx, r.start, r.start.Add(r.took))
-			rows = append(rows, row{c.name, summarise(lat, r.took), r.took})
+			x := row{c.name, summarise(lat, r.took), r.took}
 			if c.pace == "-" {
-				rows[len(rows)-1].took = 0
+				x.took = 0
 			}
-			info("%-30s %5.1f s; foreground p50 %s, p99 %s (%d transactions)", c.name, r.took.Seconds(),
-				ms(rows[len(rows)-1].fg.p50), ms(rows[len(rows)-1].fg.p99), len(lat))
+			rows = append(rows, x)
+			info("%-30s %5.1f s; foreground p50 %s, p99 %s (%d transactions)", c.name, r.took.Seconds(), ms(x.fg.p50), ms(x.fg.p99), len(lat))
 		}
 	})
 	s := b.res.section(fmt.Sprintf("UNDER LOAD: pgbench -c %d -j 2 -R %d (scale %d) on the same server; %d drained tenants × %d tables per run",
@@ -130,12 +128,10 @@ func sleep(ctx context.Context, d time.Duration) {
 	}
 }
 
-// stores: the cost per tenant of files and keys. The cleaner, PACE=off, is
-// configured with S3 (gofakes3 over HTTP) and Redis as Onyx configures them
-// (testworld's other stores). It cleans -store-tenants tenants without files
-// or keys, then as many with -files objects in S3 (recorded in
-// file_record), -files large objects and -keys Redis keys each, plus both
-// memberships; the difference per tenant is the cost of the files and keys.
+// stores: the cleaner (PACE=off) with S3 and Redis configured cleans
+// -store-tenants tenants without files or keys, then as many with -files S3
+// objects, -files large objects and -keys Redis keys each: the difference
+// per tenant is what files and keys cost.
 func (b *bench) stores(ctx context.Context) {
 	k := b.o.storeTenants
 	plain, loaded := b.ids[:k], b.ids[k:2*k]
@@ -183,13 +179,12 @@ func (b *bench) stores(ctx context.Context) {
 		b.o.files, b.o.files, b.o.keys, cost)
 }
 
-// foreground is a pgbench load at a fixed rate (TPC-B-like transactions)
-// on a database of its own on the same server, logging every transaction,
-// so that the latencies of any window of time can be read afterwards.
+// foreground is pgbench at a fixed rate on a database of its own on the
+// same server, logging every transaction, so that the latencies of any
+// window of time can be read afterwards.
 type foreground struct {
-	cmd    *exec.Cmd
+	*proc
 	prefix string
-	done   chan struct{}
 }
 
 func (b *bench) startForeground(ctx context.Context, t *tb) *foreground {
@@ -198,14 +193,11 @@ func (b *bench) startForeground(ctx context.Context, t *tb) *foreground {
 	out, err := exec.CommandContext(ctx, "pgbench", "-i", "-q", "-s", strconv.Itoa(b.o.scale), testenv.DatabaseURL(name)).CombinedOutput()
 	check(err, "pgbench -i", string(out))
 	execSQL(ctx, b.admin, "CHECKPOINT")
-	fg := &foreground{prefix: filepath.Join(t.TempDir(), "fg"), done: make(chan struct{})}
+	fg := &foreground{prefix: filepath.Join(t.TempDir(), "fg")}
 	// -R: latency counts from each transaction's scheduled start, so a
 	// foreground held up by the cleanup shows it even when it catches up.
-	fg.cmd = exec.CommandContext(ctx, "pgbench", "-n", "-c", strconv.Itoa(b.o.clients), "-j", "2",
-		"-R", strconv.Itoa(b.o.rate), "-T", "86400", "-l", "--log-prefix", fg.prefix, testenv.DatabaseURL(name))
-	check(fg.cmd.Start())
-	go func() { _ = fg.cmd.Wait(); close(fg.done) }()
-	t.Cleanup(func() { _ = fg.cmd.Process.Kill(); <-fg.done })
+	fg.proc = spawn(t, "pgbench", exec.CommandContext(ctx, "pgbench", "-n", "-c", strconv.Itoa(b.o.clients), "-j", "2",
+		"-R", strconv.Itoa(b.o.rate), "-T", "86400", "-l", "--log-prefix", fg.prefix, testenv.DatabaseURL(name)))
 	return fg
 }
 
@@ -222,10 +214,8 @@ func (fg *foreground) window(ctx context.Context, from, to time.Time) (lat []tim
 			f.Close()
 			check(err)
 			if last.Before(to) {
-				select {
-				case <-fg.done:
-					check(fmt.Errorf("pgbench exited: %v", fg.cmd.ProcessState))
-				default:
+				if fg.exited() {
+					check(fg.failure())
 				}
 				return false
 			}

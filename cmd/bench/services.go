@@ -31,7 +31,7 @@ import (
 	"github.com/tenantcleanup/tenant-cleanup/pkg/testenv"
 )
 
-// proc is one service process (bin/<name>), its output in a log file.
+// proc is a process of the bench (a service, pgbench), its output in a log file.
 type proc struct {
 	name, log, addr string
 	cmd             *exec.Cmd
@@ -39,24 +39,32 @@ type proc struct {
 	peakMiB         float64 // highest VmHWM sampled
 }
 
+// spawn starts cmd for t's scope, its output in a log file.
+func spawn(t *tb, name string, cmd *exec.Cmd) *proc {
+	p := &proc{name: name, cmd: cmd, log: filepath.Join(t.TempDir(), "log"), done: make(chan struct{})}
+	logf := must(os.Create(p.log))
+	cmd.Stdout, cmd.Stderr = logf, logf
+	check(cmd.Start(), name)
+	go func() { _ = cmd.Wait(); logf.Close(); close(p.done) }()
+	t.Cleanup(func() { _ = p.stop() })
+	return p
+}
+
 // startProc starts bin/<name> for t's scope on d and JetStream, with the
 // given settings and everything else at its default: the bench's own
 // environment is not passed on, so that a shell's settings cannot leak in.
 func (b *bench) startProc(ctx context.Context, t *tb, name string, d *testenv.Databases, natsURL string, settings ...string) *proc {
 	l := must(net.Listen("tcp", "127.0.0.1:0"))
-	p := &proc{name: name, addr: l.Addr().String(), log: filepath.Join(t.TempDir(), "log"), done: make(chan struct{})}
+	addr := l.Addr().String()
 	l.Close()
-	logf := must(os.Create(p.log))
-	p.cmd = exec.CommandContext(ctx, filepath.Join(b.o.bin, name))
+	cmd := exec.CommandContext(ctx, filepath.Join(b.o.bin, name))
 	if name == "analyzer" {
-		p.cmd.Args = append(p.cmd.Args, "--once")
+		cmd.Args = append(cmd.Args, "--once")
 	}
-	p.cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "DATA_PLANE_DATABASE_URL=" + d.DataURL,
-		"CONTROL_PLANE_DATABASE_URL=" + d.ControlURL, "NATS_URL=" + natsURL, "HTTP_ADDR=" + p.addr}, settings...)
-	p.cmd.Stdout, p.cmd.Stderr = logf, logf
-	check(p.cmd.Start(), name)
-	go func() { _ = p.cmd.Wait(); logf.Close(); close(p.done) }()
-	t.Cleanup(func() { _ = p.stop() })
+	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "DATA_PLANE_DATABASE_URL=" + d.DataURL,
+		"CONTROL_PLANE_DATABASE_URL=" + d.ControlURL, "NATS_URL=" + natsURL, "HTTP_ADDR=" + addr}, settings...)
+	p := spawn(t, name, cmd)
+	p.addr = addr
 	return p
 }
 
@@ -214,7 +222,7 @@ func (b *bench) runPipeline(ctx context.Context, d *testenv.Databases, ids []str
 			check(p.stop())
 			r.rssMiB[p.name] = p.peakMiB
 		}
-		verifyGone(ctx, d, "tenant_cleanup.ledger", ids)
+		verifyGone(t, d, "tenant_cleanup.ledger", ids)
 	})
 	return r
 }
@@ -250,21 +258,17 @@ func (tr *tracer) on(cfg *pgxpool.Config, source string) *pgxpool.Config {
 }
 
 func (tr *tracer) add(source, sql string, took time.Duration) {
-	sql = reSpace.ReplaceAllString(reSchema.ReplaceAllString(sql, "<t>"), " ")
-	if len(sql) > 110 {
+	if sql = reSpace.ReplaceAllString(reSchema.ReplaceAllString(sql, "<t>"), " "); len(sql) > 110 {
 		sql = sql[:110] + "…"
 	}
-	sql = strings.TrimSpace(sql)
+	k := [2]string{source, strings.TrimSpace(sql)}
 	tr.mu.Lock()
 	defer tr.mu.Unlock()
-	s := tr.stats[[2]string{source, sql}]
-	if s == nil {
-		s = &stmtStat{}
-		tr.stats[[2]string{source, sql}] = s
+	if tr.stats[k] == nil {
+		tr.stats[k] = &stmtStat{}
 	}
-	s.calls++
-	s.total += took
-	s.max = max(s.max, took)
+	s := tr.stats[k]
+	s.calls, s.total, s.max = s.calls+1, s.total+took, max(s.max, took)
 }
 
 // top writes the round trips and time per tenant of n of each source, then
@@ -330,7 +334,7 @@ func (b *bench) profile(ctx context.Context) {
 		check(w.Bus.PublishRequests(ctx, requests(ids), nil))
 		await(ctx, w, tenant.OutcomeCleaned, len(ids), nil, nil)
 		took = time.Since(start)
-		verifyGone(ctx, d, "tenant_cleanup.ledger", ids)
+		verifyGone(t, d, "tenant_cleanup.ledger", ids)
 	})
 	s := b.res.section(fmt.Sprintf("PROFILE: marker + cleaner in-process (PACE=off), %d tenants in %.1f s (%.0f tenants/min with the tracer); data-plane SQL by statement, as the client saw it",
 		len(ids), took.Seconds(), perMin(len(ids), took)))
