@@ -134,8 +134,7 @@ func run(ctx context.Context, o *options) error {
 	return os.WriteFile(o.out, []byte(text), 0o644)
 }
 
-// setup records the machine and builds the throughput fleet when a phase
-// needs it.
+// setup records the machine, and builds the throughput fleet if needed.
 func (b *bench) setup(ctx context.Context) {
 	b.admin = testenv.Pool(b.t, testenv.AdminURL())
 	b.machine(ctx)
@@ -150,9 +149,8 @@ func step(format string, args ...any) {
 
 func info(format string, args ...any) { fmt.Printf("    "+format+"\n", args...) }
 
-// tb lets the bench use pkg/testenv's and internal/testworld's helpers
-// outside a test: a failure panics with a fatal (try returns it as an
-// error), and cleanups run when the scope the tb belongs to ends.
+// tb lets the bench use testenv's and testworld's helpers outside a test: a
+// failure panics with a fatal (try returns it), cleanups run when its scope ends.
 type tb struct {
 	testing.TB // nil: only the methods below are called
 	cleanups   []func()
@@ -162,7 +160,6 @@ type fatal string
 
 func (t *tb) Helper()                           {}
 func (t *tb) Failed() bool                      { return false }
-func (t *tb) Name() string                      { return "bench" }
 func (t *tb) Cleanup(f func())                  { t.cleanups = append(t.cleanups, f) }
 func (t *tb) Fatal(args ...any)                 { panic(fatal(fmt.Sprint(args...))) }
 func (t *tb) Fatalf(format string, args ...any) { panic(fatal(fmt.Sprintf(format, args...))) }
@@ -215,8 +212,7 @@ func must[T any](v T, err error) T {
 	return v
 }
 
-// until polls cond every 20 ms until it holds; it fails after timeout or
-// when ctx ends.
+// until polls cond every 20 ms until it holds; it fails after timeout or when ctx ends.
 func until(ctx context.Context, timeout time.Duration, what string, cond func() bool) {
 	testenv.Eventually(&tb{}, timeout, func() bool { check(ctx.Err()); return cond() }, "%s", what)
 }
@@ -266,8 +262,7 @@ func (r *report) target(what string, pass bool, format string, args ...any) {
 	r.targets = append(r.targets, fmt.Sprintf("  %s  %-88s %s", verdict, what, fmt.Sprintf(format, args...)))
 }
 
-// machine records what the figures depend on: the machine, its load, the
-// server's settings and the commit measured.
+// machine records what the figures depend on: machine, load, server settings, commit.
 func (b *bench) machine(ctx context.Context) {
 	load, _ := os.ReadFile("/proc/loadavg")
 	commit, _ := exec.Command("git", "describe", "--always", "--dirty").Output()

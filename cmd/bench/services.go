@@ -68,8 +68,7 @@ func (b *bench) startProc(ctx context.Context, t *tb, name string, d *testenv.Da
 	return p
 }
 
-// ready waits until the service's /readyz answers 200: its databases,
-// stores and JetStream reachable, its consume loop consuming.
+// ready waits until the service's /readyz answers 200 (its stores reachable, its loop consuming).
 func (p *proc) ready(ctx context.Context) {
 	until(ctx, time.Minute, p.name+" ready", func() bool {
 		if p.exited() {
@@ -112,9 +111,8 @@ func (p *proc) stop() error {
 	return nil
 }
 
-// sample reads the process's peak resident set so far (VmHWM) and returns
-// the highest seen. (getrusage's ru_maxrss is no use: a child of a Go
-// program starts with its parent's.)
+// sample reads the process's peak resident set so far, VmHWM (a Go program's
+// child starts with its parent's ru_maxrss).
 func (p *proc) sample() float64 {
 	status, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid))
 	_, hwm, _ := strings.Cut(string(status), "VmHWM:")
@@ -125,8 +123,7 @@ func (p *proc) sample() float64 {
 
 var reStepSum = regexp.MustCompile(`(?m)^tenant_cleanup_step_duration_seconds_sum\{[^}]*step="([a-z_0-9]+)"[^}]*\} (\S+)$`)
 
-// steps reads the cleaner's tenant_cleanup_step_duration_seconds sums
-// from its /metrics: seconds per step.
+// steps reads the seconds per step of the cleaner's /metrics.
 func (p *proc) steps() map[string]float64 {
 	out := map[string]float64{}
 	if resp, err := http.Get("http://" + p.addr + "/metrics"); err == nil {
@@ -147,7 +144,7 @@ var badOutcomes = []tenant.Outcome{tenant.OutcomeRefused, tenant.OutcomeStuck, t
 // half are there it calls half (when not nil).
 func await(ctx context.Context, w *testworld.World, o tenant.Outcome, n int, procs []*proc, half func()) {
 	last, lastAt := -1, time.Now()
-	until(ctx, 1000*time.Hour, fmt.Sprintf("%d tenants %s", n, o), func() bool {
+	until(ctx, 24*time.Hour, fmt.Sprintf("%d tenants %s", n, o), func() bool {
 		reached := map[tenant.ID]bool{}
 		for _, ev := range w.Events() {
 			if slices.Contains(badOutcomes, ev.Outcome) {
@@ -227,9 +224,8 @@ func (b *bench) runPipeline(ctx context.Context, d *testenv.Databases, ids []str
 	return r
 }
 
-// tracer sums the time of every statement of the pools it is set on, as
-// the client saw it (a wait for a CPU on a busy machine included), by
-// source and statement with the tenant's schema folded.
+// tracer sums the time of every statement of the pools it is set on, as the
+// client saw it, by source and statement (the tenant's schema folded).
 type tracer struct {
 	mu    sync.Mutex
 	stats map[[2]string]*stmtStat
@@ -245,8 +241,7 @@ var (
 	reSpace  = regexp.MustCompile(`\s+`)
 )
 
-// on sets the tracer on cfg: pgx's tracelog, whose "Query" entries carry
-// the statement and its time (the data plane sends no batches).
+// on sets the tracer on cfg, through pgx's tracelog (the data plane sends no batches).
 func (tr *tracer) on(cfg *pgxpool.Config, source string) *pgxpool.Config {
 	cfg.ConnConfig.Tracer = &tracelog.TraceLog{LogLevel: tracelog.LogLevelInfo, Logger: tracelog.LoggerFunc(
 		func(_ context.Context, _ tracelog.LogLevel, msg string, data map[string]any) {
@@ -271,8 +266,8 @@ func (tr *tracer) add(source, sql string, took time.Duration) {
 	s.calls, s.total, s.max = s.calls+1, s.total+took, max(s.max, took)
 }
 
-// top writes the round trips and time per tenant of n of each source, then
-// the statements that took most time, into s.
+// top writes into s each source's round trips and time per tenant of n,
+// then the statements that took most time.
 func (tr *tracer) top(s *section, n, rows int) {
 	tr.mu.Lock()
 	defer tr.mu.Unlock()
