@@ -64,7 +64,7 @@ func perSchemaLoop(ctx context.Context, d *testenv.Databases, sessions int, with
 		if withControl {
 			status := map[string]string{}
 			var id, st string
-			rows, _ = connect(ctx, t, d.ControlURL, simple).Query(ctx, `SELECT tenant_id, application_status FROM tenant WHERE created_at < now() - interval '90 days'`)
+			rows, _ = connect(ctx, t, d.ControlURL, func(*pgx.ConnConfig) {}).Query(ctx, `SELECT tenant_id, application_status FROM tenant WHERE created_at < now() - interval '90 days'`)
 			must(pgx.ForEachRow(rows, []any{&id, &st}, func() error { status[id] = st; return nil }))
 			cutoff := time.Now().Add(-90 * 24 * time.Hour)
 			for i, s := range schemas {
