@@ -206,7 +206,7 @@ func (c *CLI) runCleanup(ctx context.Context, cmd *cobra.Command, o cleanupOpts,
 // partial run finishes what is left.
 func (c *CLI) alreadyCleaned(ctx context.Context, b *bus.Bus, spec cleanupSpec, ids []tenant.ID) ([]tenant.ID, map[tenant.ID]tenant.Event, error) {
 	cleaned := map[tenant.ID]string{}
-	if controlConfigured(spec.ControlPlane) {
+	if spec.ControlPlane.Configured() {
 		control, closeControl, err := openControl(ctx, spec.ControlPlane, spec.Bastion)
 		if err != nil {
 			return nil, nil, err

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 
-	"github.com/kelseyhightower/envconfig"
 	"github.com/spf13/cobra"
 
 	"github.com/tenantcleanup/tenant-cleanup/pkg/bus"
@@ -63,66 +62,42 @@ type (
 
 var discard = slog.New(slog.DiscardHandler)
 
-// loadEnv fills spec from the environment and validates what it holds:
-// the bounds of its variables (config.CheckBounds), then spec.check.
-func (c *CLI) loadEnv(cmd *cobra.Command, spec interface{ check() error }) bool {
-	err := envconfig.Process("", spec)
-	if err == nil {
-		err = errors.Join(config.CheckBounds(spec), spec.check())
-	}
-	if err != nil {
-		c.errorf("configuration: %v\n(%s --help lists the variables it reads)", err, cmd.CommandPath())
+// loadEnv fills spec from the environment and validates it with the
+// services' own checks (config.Load: the bounds of its variables, then
+// spec.Validate, made of pkg/config's parts).
+func (c *CLI) loadEnv(cmd *cobra.Command, spec interface{ Validate() error }) bool {
+	if err := config.Load(spec); err != nil {
+		c.errorf("%v\n(%s --help lists the variables it reads)", err, cmd.CommandPath())
 		return false
 	}
 	return true
 }
 
-func (s *natsSpec) check() error { return checkNATS(s.NATS) }
-func (s *cleanupSpec) check() error {
-	return errors.Join(checkNATS(s.NATS), checkControl(s.ControlPlane, s.Bastion, false))
-}
-func (s *controlSpec) check() error { return checkControl(s.ControlPlane, s.Bastion, true) }
+// Validate checks the NATS credentials.
+func (s *natsSpec) Validate() error { return s.NATS.Validate() }
 
-// The control plane is optional for status: it reads the ledger only when
-// one is configured.
-func (s *statusSpec) check() error {
-	return errors.Join(checkNATS(s.NATS), checkControl(s.ControlPlane, s.Bastion, false))
-}
+// Validate checks NATS and the bastion; the control plane is optional for
+// cleanup (it is read only when configured).
+func (s *cleanupSpec) Validate() error { return errors.Join(s.NATS.Validate(), s.Bastion.Validate()) }
 
-func (s *verifySpec) check() error {
-	return errors.Join(checkData(s.DataPlane), checkControl(s.ControlPlane, s.Bastion, true), checkNATS(s.NATS),
-		checkStores(&s.OtherStores))
+// Validate checks the control plane and the bastion.
+func (s *controlSpec) Validate() error {
+	return errors.Join(s.ControlPlane.Validate(), s.Bastion.Validate())
 }
 
-func (s *analysisSpec) check() error {
-	return errors.Join(checkData(s.DataPlane), checkControl(s.ControlPlane, s.Bastion, true))
+// Validate checks NATS and the bastion; the control plane is optional for
+// status (it reads the ledger only when one is configured).
+func (s *statusSpec) Validate() error { return errors.Join(s.NATS.Validate(), s.Bastion.Validate()) }
+
+// Validate checks both planes, the bastion, NATS and the configured stores.
+func (s *verifySpec) Validate() error {
+	return errors.Join(s.DataPlane.Validate(), s.ControlPlane.Validate(), s.Bastion.Validate(), s.NATS.Validate(),
+		s.OtherStores.Validate())
 }
 
-// checkNATS: NATS_REPLICAS is checked by its bounds; the rest by the NATS
-// client when tenantctl connects.
-func checkNATS(config.NATS) error { return nil }
-
-func checkData(d config.DataPlane) error {
-	if d.DataPlaneURL == "" {
-		return errors.New("DATA_PLANE_DATABASE_URL is empty: set it to the data-plane Postgres URL")
-	}
-	return nil
-}
-
-func checkControl(cp config.ControlPlane, b config.Bastion, required bool) error {
-	var errs []error
-	if required && !controlConfigured(cp) {
-		errs = append(errs, errors.New("set CONTROL_PLANE_DATABASE_URL, or CONTROL_PLANE_RDS_HOST and CONTROL_PLANE_RDS_PASSWORD"))
-	}
-	if b.BastionHost != "" && b.PEMFile == "" {
-		errs = append(errs, errors.New("BASTION_HOST is set but PEM_FILE_LOCATION is not"))
-	}
-	return errors.Join(errs...)
-}
-
-// controlConfigured reports whether a control plane is set at all.
-func controlConfigured(cp config.ControlPlane) bool {
-	return cp.ControlPlaneURL != "" || cp.RDSHost != ""
+// Validate checks both planes and the bastion.
+func (s *analysisSpec) Validate() error {
+	return errors.Join(s.DataPlane.Validate(), s.ControlPlane.Validate(), s.Bastion.Validate())
 }
 
 // connectBus connects to JetStream as tenantctl, leaving the streams the

@@ -91,7 +91,7 @@ func (c *CLI) runStatus(ctx context.Context, cmd *cobra.Command, out output, pos
 	}
 	defer b.Close()
 	var control *controlplane.Store
-	if controlConfigured(spec.ControlPlane) {
+	if spec.ControlPlane.Configured() {
 		store, closeControl, err := openControl(ctx, spec.ControlPlane, spec.Bastion)
 		if err != nil {
 			return c.fail(ctx, err)

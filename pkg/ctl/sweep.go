@@ -77,20 +77,9 @@ type sweepSpec struct {
 	config.OtherStores
 }
 
-func (s *sweepSpec) check() error {
-	return errors.Join(checkData(s.DataPlane), checkControl(s.ControlPlane, s.Bastion, true), checkStores(&s.OtherStores))
-}
-
-// checkStores validates the stores that are configured.
-func checkStores(o *config.OtherStores) error {
-	var errs []error
-	if o.FileStore.Enabled() {
-		errs = append(errs, o.FileStore.Validate())
-	}
-	if o.Redis.Enabled() {
-		errs = append(errs, o.Redis.Validate())
-	}
-	return errors.Join(errs...)
+// Validate checks both planes, the bastion and the configured stores.
+func (s *sweepSpec) Validate() error {
+	return errors.Join(s.DataPlane.Validate(), s.ControlPlane.Validate(), s.Bastion.Validate(), s.OtherStores.Validate())
 }
 
 // newSweeper opens the configured stores around data and control.
