@@ -9,6 +9,7 @@
 package redact
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/url"
@@ -269,3 +270,25 @@ type hidden struct {
 
 func (h *hidden) Error() string { return h.msg }
 func (h *hidden) Unwrap() error { return h.err }
+
+// Shards hides the passwords of ONYX_DB_SHARDS (a JSON object of shard name
+// → connection overrides): every "password" value is masked. Text that is
+// not such an object is hidden whole.
+func Shards(raw string) string {
+	var shards map[string]map[string]any
+	if err := json.Unmarshal([]byte(raw), &shards); err != nil {
+		return "(set, not a JSON object of objects: hidden)"
+	}
+	for _, o := range shards {
+		for k := range o {
+			if secretKey(k) || strings.EqualFold(k, "password") {
+				o[k] = Mask
+			}
+		}
+	}
+	b, err := json.Marshal(shards)
+	if err != nil {
+		return "(set, hidden)"
+	}
+	return string(b)
+}

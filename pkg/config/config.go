@@ -24,7 +24,12 @@ import (
 // DataPlane locates the data-plane database (the catalog shard holding public).
 type DataPlane struct {
 	DataPlaneURL string `envconfig:"DATA_PLANE_DATABASE_URL" required:"true" secret:"postgres" desc:"data-plane Postgres (the catalog shard holding public)"`
-	ShardName    string `envconfig:"DATA_PLANE_SHARD_NAME" desc:"when set, tenants whose public.tenant_shard row names another shard are refused"`
+	ShardName    string `envconfig:"DATA_PLANE_SHARD_NAME" desc:"older name of ONYX_DB_DEFAULT_SHARD (one-shard setups): the shard DATA_PLANE_DATABASE_URL is; tenants placed on a shard that is not configured are refused"`
+	// ShardsJSON, DefaultShardName and CatalogShardName are Onyx's own
+	// variables (see Shards).
+	ShardsJSON       string `envconfig:"ONYX_DB_SHARDS" secret:"shards" desc:"other shards, as Onyx: JSON {\"<name>\": {\"host\", \"port\", \"db\", \"user\", \"password\"}} overriding the parts of DATA_PLANE_DATABASE_URL"`
+	DefaultShardName string `envconfig:"ONYX_DB_DEFAULT_SHARD" desc:"(default: DATA_PLANE_SHARD_NAME, else default) name of the shard of DATA_PLANE_DATABASE_URL, where tenants without a public.tenant_shard row live"`
+	CatalogShardName string `envconfig:"ONYX_DB_CATALOG_SHARD" desc:"the shard holding the public tables and public.tenant_shard (default: the default shard)"`
 }
 
 // ControlPlane locates the control-plane database, directly or through the bastion.
@@ -195,7 +200,8 @@ func (d *DataPlane) Validate() error {
 	if d.DataPlaneURL == "" {
 		return errors.New("DATA_PLANE_DATABASE_URL is empty: set it to the data-plane Postgres URL")
 	}
-	return nil
+	_, err := d.Shards()
+	return err
 }
 
 // Configured reports whether a control plane is set at all (a URL, or the

@@ -32,6 +32,8 @@ func Usage(w io.Writer, spec any) {
 			cur = "(set, hidden)"
 		case f.Tag.Get("secret") == "postgres":
 			cur = redact.Postgres(cur)
+		case f.Tag.Get("secret") == "shards":
+			cur = redact.Shards(cur)
 		case f.Tag.Get("secret") == "nats":
 			cur = redact.NATS(cur)
 		case f.Tag.Get("secret") != "":
@@ -44,6 +46,44 @@ func Usage(w io.Writer, spec any) {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", f.Tag.Get("envconfig"), def, cur, desc)
 	}
 	tw.Flush()
+	printShards(w, spec)
+}
+
+// printShards lists the data-plane shards spec would use, passwords hidden
+// (nothing when spec reads no data plane).
+func printShards(w io.Writer, spec any) {
+	v := reflect.ValueOf(spec).Elem()
+	if v.Kind() != reflect.Struct {
+		return
+	}
+	var d DataPlane
+	found := false
+	for _, f := range fields(v.Type()) {
+		switch f.Tag.Get("envconfig") {
+		case "DATA_PLANE_DATABASE_URL":
+			d.DataPlaneURL, found = os.Getenv("DATA_PLANE_DATABASE_URL"), true
+		case "DATA_PLANE_SHARD_NAME":
+			d.ShardName = os.Getenv("DATA_PLANE_SHARD_NAME")
+		case "ONYX_DB_SHARDS":
+			d.ShardsJSON = os.Getenv("ONYX_DB_SHARDS")
+		case "ONYX_DB_DEFAULT_SHARD":
+			d.DefaultShardName = os.Getenv("ONYX_DB_DEFAULT_SHARD")
+		case "ONYX_DB_CATALOG_SHARD":
+			d.CatalogShardName = os.Getenv("ONYX_DB_CATALOG_SHARD")
+		}
+	}
+	if !found {
+		return
+	}
+	fmt.Fprintln(w, "\nData-plane shards (from the variables above):")
+	shards, err := d.Shards()
+	if err != nil {
+		fmt.Fprintf(w, "  invalid: %s\n", redact.Any(err.Error()))
+		return
+	}
+	for _, s := range shards {
+		fmt.Fprintf(w, "  %s\n", s.Redacted())
+	}
 }
 
 // fields lists the struct fields carrying an envconfig tag, flattening
