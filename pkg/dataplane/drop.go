@@ -167,7 +167,7 @@ func (t *TenantSession) drop(ctx context.Context, checks DropChecks) (DropResult
 // oid, and which of the tables the cleanup reads it has.
 func liveSchema(ctx context.Context, q querier, id tenant.ID) (exists bool, oid int64, tables []string, err error) {
 	var shard *string
-	err = q.QueryRow(ctx, query("catalog", ""), string(id)).Scan(&exists, &oid, &tables, &shard)
+	err = q.QueryRow(ctx, schemaQuery(), string(id)).Scan(&exists, &oid, &tables, &shard)
 	return exists, oid, tables, err
 }
 
@@ -321,8 +321,10 @@ func (b *dropBatch) run(ctx context.Context, tx pgx.Tx, judge func(Facts) error,
 		if l := facts.Activity.Last(); !l.IsZero() {
 			lastActivity = l
 		}
-		if res.PublicRows, err = deletePublicRows(ctx, tx, t.id); err != nil {
-			return err
+		if t.store.Catalog() { // elsewhere the catalog's store deletes them (DeletePublicRows)
+			if res.PublicRows, err = deletePublicRows(ctx, tx, t.id); err != nil {
+				return err
+			}
 		}
 	}
 	relations := 0

@@ -74,6 +74,14 @@ type Options struct {
 	// Default: dropLockShare of the shared lock table divided by DropSlots,
 	// so that all drops together leave the rest of it to live traffic.
 	LockBudget int
+	// Shard names the shard this database is, in a sharded fleet (errors
+	// and refusals name it; "" in a one-shard setup).
+	Shard string
+	// NotCatalog is true for a shard that does not hold the public tables
+	// (ONYX_DB_CATALOG_SHARD names another): nothing on it reads or deletes
+	// public rows; a drop there leaves the tenant's public rows to the
+	// catalog's store (DeletePublicRows). The zero value is the catalog.
+	NotCatalog bool
 }
 
 // dropLockShare is the share of the shared lock table
@@ -141,6 +149,29 @@ func Open(ctx context.Context, cfg *pgxpool.Config, opts Options) (*Store, error
 	}
 	return &Store{pool: pool, opts: opts}, nil
 }
+
+// Shard is the name of the shard this store is ("" when not set).
+func (s *Store) Shard() string { return s.opts.Shard }
+
+// Catalog reports whether this store holds the public tables.
+func (s *Store) Catalog() bool { return !s.opts.NotCatalog }
+
+// LockBudget is the number of locks one drop transaction may take on this
+// database (its own max_locks_per_transaction and max_connections).
+func (s *Store) LockBudget() int { return s.opts.LockBudget }
+
+// catalogQuery is catalog.sql for this database: with the tenant's
+// public.tenant_shard row on the catalog, NULL elsewhere.
+func (s *Store) catalogQuery() string {
+	placement := "(SELECT shard_name FROM public.tenant_shard WHERE tenant_id = $1)"
+	if s.opts.NotCatalog {
+		placement = "NULL::text"
+	}
+	return strings.ReplaceAll(query("catalog", ""), "{{placement}}", placement)
+}
+
+// schemaQuery is catalog.sql without the placement (liveSchema).
+func schemaQuery() string { return strings.ReplaceAll(query("catalog", ""), "{{placement}}", "NULL::text") }
 
 // Close closes the store's pool.
 func (s *Store) Close() { s.pool.Close() }

@@ -129,7 +129,7 @@ func (t *TenantSession) inspect(ctx context.Context) (Snapshot, error) {
 		shard  *string
 		err    error
 	)
-	if err := t.conn.QueryRow(ctx, query("catalog", ""), string(t.id)).Scan(&snap.SchemaExists, &snap.SchemaOID, &tables, &shard); err != nil {
+	if err := t.conn.QueryRow(ctx, t.store.catalogQuery(), string(t.id)).Scan(&snap.SchemaExists, &snap.SchemaOID, &tables, &shard); err != nil {
 		return Snapshot{}, err
 	}
 	if shard != nil {
@@ -378,6 +378,9 @@ type PublicRows struct {
 // schema is gone.)
 func (t *TenantSession) DeletePublicRows(ctx context.Context) (PublicRows, error) {
 	var r PublicRows
+	if !t.store.Catalog() {
+		return r, fmt.Errorf("delete public rows of %s: shard %q is not the catalog", t.id, t.store.Shard())
+	}
 	err := pgx.BeginTxFunc(ctx, t.conn, t.beginWithLockTimeout(), func(tx pgx.Tx) (err error) {
 		r, err = deletePublicRows(ctx, tx, t.id)
 		return err
@@ -484,4 +487,14 @@ func (s *Store) FullyMarked(ctx context.Context, id tenant.ID) (bool, error) {
 		return false, fmt.Errorf("data plane: look at %s: %w", id, pgerr.Kind(err))
 	}
 	return left == 0, nil
+}
+
+// SchemaExists reports whether a schema of the tenant's name is on this
+// database, without locking anything.
+func (s *Store) SchemaExists(ctx context.Context, id tenant.ID) (bool, error) {
+	exists, _, _, err := liveSchema(ctx, s.pool, id)
+	if err != nil {
+		return false, fmt.Errorf("data plane: look at %s: %w", id, pgerr.Kind(err))
+	}
+	return exists, nil
 }

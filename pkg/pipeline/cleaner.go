@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -175,6 +176,7 @@ func (c *Cleaner) Handle(ctx context.Context, d bus.Delivery) (bus.Outcome, erro
 	if err != nil {
 		return out, err
 	}
+	defer pre.release()
 	rec := pre.snap.Record
 	switch {
 	case pre.snap.Forgotten:
@@ -360,7 +362,7 @@ func (c *Cleaner) clean(ctx context.Context, t *dataplane.TenantSession, out bus
 			}
 		},
 	}
-	drop, err := timed(c, "drop_schema", func() (dataplane.DropResult, error) { return t.Drop(ctx, dropChecks) })
+	drop, err := timed(c, "drop_schema", func() (dataplane.DropResult, error) { return dropAll(ctx, pre.copies, dropChecks) })
 	var nd *notDrainedError
 	if errors.As(err, &nd) {
 		return c.notDrained(out, dc, rec, nd.drain, c.Now()), nil
@@ -371,16 +373,20 @@ func (c *Cleaner) clean(ctx context.Context, t *dataplane.TenantSession, out bus
 	if err := c.afterStep.after("dropped"); err != nil {
 		return out, err
 	}
-	shared, err := t.KeepShared(ctx)
-	if err != nil {
-		return out, err
+	var shared int64 // large objects another schema's file_content still names: kept
+	for _, cp := range pre.copies { // each database has its own large objects
+		k, err := cp.t.KeepShared(ctx)
+		if err != nil {
+			return out, err
+		}
+		shared += k
+		n, err := timed(c, "unlink_large_objects", func() (int64, error) { return cp.t.UnlinkLargeObjects(ctx) })
+		c.observeStore("large_objects", map[string]int64{"objects": n}, err)
+		if err != nil {
+			return out, err
+		}
 	}
-	n, err := timed(c, "unlink_large_objects", func() (int64, error) { return t.UnlinkLargeObjects(ctx) })
-	c.observeStore("large_objects", map[string]int64{"objects": n}, err)
-	if err != nil {
-		return out, err
-	}
-	outside, err := c.removeElsewhere(ctx, t)
+	outside, err := c.removeElsewhere(ctx, pre.copies)
 	if err != nil {
 		return out, err
 	}
@@ -394,7 +400,7 @@ func (c *Cleaner) clean(ctx context.Context, t *dataplane.TenantSession, out bus
 	if err := c.afterStep.after("public-rows-deleted"); err != nil {
 		return out, err
 	}
-	done, err := t.Record(ctx)
+	done, err := records(ctx, pre.copies)
 	if err != nil {
 		return out, err
 	}
@@ -435,6 +441,12 @@ func (c *Cleaner) clean(ctx context.Context, t *dataplane.TenantSession, out bus
 	if c.Keys != nil {
 		reason += fmt.Sprintf("; Redis: %d keys, %d memberships", done.Removed.RedisKeys, done.Removed.RedisMemberships)
 	}
+	if c.sharded() {
+		reason += "; shards: " + shardList(pre.copies)
+		if len(pre.skipped) > 0 {
+			reason += "; not reachable, not checked for a copy: " + strings.Join(pre.skipped, ", ")
+		}
+	}
 	out.Events = []tenant.Event{event(dc, rec, tenant.OutcomeCleaned, reason)}
 	return out, nil
 }
@@ -446,12 +458,19 @@ func (c *Cleaner) clean(ctx context.Context, t *dataplane.TenantSession, out bus
 // tenant uncleaned, and the redelivery does it again (both removals are
 // idempotent). It returns how many object keys of the tenant's file records
 // lie outside its prefix and are still there (left for review).
-func (c *Cleaner) removeElsewhere(ctx context.Context, t *dataplane.TenantSession) (outside int64, err error) {
+func (c *Cleaner) removeElsewhere(ctx context.Context, copies []shardCopy) (outside int64, err error) {
+	t := copies[0].t // the catalog's session: what was removed is recorded there
 	if c.Files != nil {
-		keys, err := t.FileKeys(ctx)
-		if err != nil {
-			return 0, err
+		var keys []string
+		for _, cp := range copies { // each copy's file records, listed by its drop
+			k, err := cp.t.FileKeys(ctx)
+			if err != nil {
+				return 0, err
+			}
+			keys = append(keys, k...)
 		}
+		slices.Sort(keys)
+		keys = slices.Compact(keys)
 		r, err := timed(c, "remove_s3_files", func() (filestore.Removed, error) { return c.Files.RemoveTenant(ctx, t.ID(), keys) })
 		c.observeStore("s3", map[string]int64{"objects": r.Objects, "bytes": r.Bytes}, err)
 		done := ""
@@ -460,6 +479,11 @@ func (c *Cleaner) removeElsewhere(ctx context.Context, t *dataplane.TenantSessio
 		}
 		if rerr := recordRemoved(ctx, t, dataplane.Removed{S3Objects: r.Objects, S3Bytes: r.Bytes}, done); rerr != nil && err == nil {
 			err = rerr
+		}
+		for _, cp := range copies[1:] { // their file keys, listed by their drops
+			if err == nil {
+				err = recordRemoved(ctx, cp.t, dataplane.Removed{}, done)
+			}
 		}
 		if err != nil {
 			return 0, err
@@ -527,4 +551,21 @@ func (c *Cleaner) ledgerFacts(e controlplane.LedgerEntry, rec dataplane.Record, 
 		e.Evidence = rec.Evidence(now)
 	}
 	return e
+}
+
+// records reads the tenant's record on every copy and merges them (the
+// record of its one database in a one-shard setup).
+func records(ctx context.Context, copies []shardCopy) (dataplane.Record, error) {
+	var recs []dataplane.Record
+	for _, cp := range copies {
+		r, err := cp.t.Record(ctx)
+		if err != nil {
+			return dataplane.Record{}, err
+		}
+		recs = append(recs, r)
+	}
+	if len(recs) == 1 {
+		return recs[0], nil
+	}
+	return mergeRecords(recs), nil
 }

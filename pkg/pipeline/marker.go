@@ -66,24 +66,12 @@ func (m *Marker) Handle(ctx context.Context, d bus.Delivery) (bus.Outcome, error
 	// check needs nothing: a repeated request (an analyzer pass, or a flood
 	// of them) neither takes its lock, which its drain check needs, nor moves
 	// its drain timeout.
-	if rec, err := m.Data.Record(ctx, id); err != nil {
+	if rec, full, err := m.alreadyMarked(ctx, id); err != nil {
 		return out, err
-	} else if rec.Marked() && !rec.DropStarted() {
-		pending, err := m.Pending.DrainPending(ctx, id)
-		if err != nil {
-			return out, err
-		}
-		full := false
-		if pending {
-			if full, err = m.Data.FullyMarked(ctx, id); err != nil {
-				return out, err
-			}
-		}
-		if full {
-			out.Events = []tenant.Event{{TenantID: id, Outcome: tenant.OutcomeMarked, RequestedBy: req.RequestedBy,
-				Reason: "already marked at " + rec.MarkedAt.UTC().Format(time.RFC3339) + " and its drain check is scheduled: nothing to do"}}
-			return out, nil
-		}
+	} else if full {
+		out.Events = []tenant.Event{{TenantID: id, Outcome: tenant.OutcomeMarked, RequestedBy: req.RequestedBy,
+			Reason: "already marked at " + rec.MarkedAt.UTC().Format(time.RFC3339) + " and its drain check is scheduled: nothing to do"}}
+		return out, nil
 	}
 	t, err := m.lockTenant(ctx, id)
 	if err != nil {
@@ -94,6 +82,7 @@ func (m *Marker) Handle(ctx context.Context, d bus.Delivery) (bus.Outcome, error
 	if err != nil {
 		return out, err
 	}
+	defer pre.release()
 	if err := m.afterStep.after("preflight"); err != nil {
 		return out, err
 	}
@@ -107,14 +96,20 @@ func (m *Marker) Handle(ctx context.Context, d bus.Delivery) (bus.Outcome, error
 		return out, tenant.RefuseHeld(id, *locked.Hold)
 	}
 	var res dataplane.MarkResult
-	if pre.snap.SchemaExists && !pre.snap.Underway {
-		res, err = t.Mark(ctx, req.RequestedBy, func(f dataplane.Facts) error {
-			return eligible(id, locked.Record, locked.Found, f.Activity, m.Window, m.Now())
-		})
+	judge := func(f dataplane.Facts) error {
+		return eligible(id, locked.Record, locked.Found, f.Activity, m.Window, m.Now())
+	}
+	switch targets := markTargets(pre); {
+	case len(pre.copies) == 1 && pre.snap.SchemaExists && !pre.snap.Underway:
+		res, err = t.Mark(ctx, req.RequestedBy, judge)
+	case len(pre.copies) > 1 && len(targets) > 0:
+		// Every copy is marked (a tenant being moved has two).
+		res, err = markAll(ctx, targets, req.RequestedBy, judge)
 	}
 	locked.Release()
 	// Unlock before the drain check is scheduled, so that a cleaner that
 	// picks it up at once does not find the tenant still locked.
+	pre.release()
 	t.Release()
 	if err != nil {
 		return out, err
@@ -135,6 +130,9 @@ func (m *Marker) Handle(ctx context.Context, d bus.Delivery) (bus.Outcome, error
 	case !pre.snap.SchemaExists:
 		ev.Reason = "an interrupted cleanup, to be completed: " + pre.snap.Record.Evidence(now)
 	}
+	if m.sharded() && pre.snap.SchemaExists {
+		ev.Reason += "; on shard(s) " + shardList(withSchema(pre.copies))
+	}
 	pending, err := m.Pending.DrainPending(ctx, id)
 	if err != nil {
 		return out, err
@@ -151,4 +149,52 @@ func (m *Marker) Handle(ctx context.Context, d bus.Delivery) (bus.Outcome, error
 	}
 	out.Events = []tenant.Event{ev}
 	return out, nil
+}
+
+// alreadyMarked reports whether the tenant is marked (by this pipeline,
+// its drop not begun), with nothing left to mark on any shard and its drain
+// check pending: then a request changes nothing and takes no lock. It reads
+// without locking; anything it cannot tell sends the request the normal
+// way.
+func (m *Marker) alreadyMarked(ctx context.Context, id tenant.ID) (dataplane.Record, bool, error) {
+	stores := []*dataplane.Store{m.Data}
+	for _, name := range m.shardNames(m.Rules)[1:] {
+		stores = append(stores, m.Shards[name])
+	}
+	var recs []dataplane.Record
+	for i, st := range stores {
+		rec, err := st.Record(ctx, id)
+		if err != nil && i > 0 {
+			return dataplane.Record{}, false, nil // a shard that does not answer: the normal way tells
+		} else if err != nil {
+			return dataplane.Record{}, false, err
+		}
+		recs = append(recs, rec)
+	}
+	rec := mergeRecords(recs)
+	if !rec.Marked() || rec.DropStarted() {
+		return rec, false, nil
+	}
+	pending, err := m.Pending.DrainPending(ctx, id)
+	if err != nil || !pending {
+		return rec, false, err
+	}
+	for i, st := range stores {
+		if recs[i].Marked() {
+			full, err := st.FullyMarked(ctx, id)
+			if err != nil || !full {
+				return rec, false, err
+			}
+			continue
+		}
+		if i == 0 && len(stores) == 1 {
+			continue
+		}
+		// A copy this pipeline never marked is not marked.
+		exists, err := st.SchemaExists(ctx, id)
+		if err != nil || exists {
+			return rec, false, err
+		}
+	}
+	return rec, true, nil
 }

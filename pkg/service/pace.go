@@ -19,7 +19,13 @@ func startPacer(ctx context.Context, cfg *config.Cleaner, log *slog.Logger) (*pa
 	var src pacer.Source
 	closeSrc := func() {}
 	if cfg.Pace.Mode != pacer.ModeOff {
-		pcfg, err := dataPlanePool(&cfg.Common, "cleaner")
+		// The pacer samples the catalog shard (one pacer per replica; the
+		// other shards' own drop slots and lock budgets bound their drops).
+		shards, err := cfg.Common.DataPlane.Shards()
+		if err != nil {
+			return nil, nil, err
+		}
+		pcfg, err := dataPlanePool(&cfg.Common, shards[0].URL, "cleaner")
 		if err != nil {
 			return nil, nil, err
 		}

@@ -42,8 +42,9 @@ func RunMarker(ctx context.Context, cfg *config.Marker, log *slog.Logger) error 
 	defer env.Close()
 	obs.attach(env)
 	m := &pipeline.Marker{
-		Stores:     pipeline.Stores{Data: env.Data, Control: env.Control},
-		Rules:      pipeline.Rules{Window: tenant.Window(cfg.InactiveDays), ShardName: cfg.ShardName, RowLockTimeout: rowLockTimeout},
+		Stores:     pipeline.Stores{Data: env.Data, Control: env.Control, Shards: env.Shards},
+		Rules:      pipeline.Rules{Window: tenant.Window(cfg.InactiveDays), ShardName: env.CatalogShard, DefaultShard: env.DefaultShard,
+			RowLockTimeout: rowLockTimeout},
 		Pending:    env.Bus,
 		CheckDelay: cfg.CheckDelay,
 		Now:        time.Now,
@@ -91,8 +92,9 @@ func RunCleaner(ctx context.Context, cfg *config.Cleaner, log *slog.Logger) erro
 	defer closePace()
 	go reportPace(ctx, pace, env.Bus, obs.metrics, identity, log)
 	c := &pipeline.Cleaner{
-		Stores:          pipeline.Stores{Data: env.Data, Control: env.Control},
-		Rules:           pipeline.Rules{Window: tenant.Window(cfg.InactiveDays), ShardName: cfg.ShardName, RowLockTimeout: rowLockTimeout},
+		Stores:          pipeline.Stores{Data: env.Data, Control: env.Control, Shards: env.Shards},
+		Rules:           pipeline.Rules{Window: tenant.Window(cfg.InactiveDays), ShardName: env.CatalogShard, DefaultShard: env.DefaultShard,
+			RowLockTimeout: rowLockTimeout},
 		CheckDelay:      cfg.CheckDelay,
 		CheckMaxDelay:   cfg.CheckMaxDelay,
 		Timeout:         cfg.Timeout,

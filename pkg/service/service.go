@@ -97,7 +97,12 @@ func Retry(ctx context.Context, log *slog.Logger, what string, fn func(context.C
 
 // Env is an opened environment: the stores and the bus a service works with.
 type Env struct {
-	Data    *dataplane.Store
+	// Data is the data plane's catalog shard; Shards its other shards by
+	// name (ONYX_DB_SHARDS; nil with one shard). CatalogShard and
+	// DefaultShard name the catalog and the default shard.
+	Data                       *dataplane.Store
+	Shards                     map[string]*dataplane.Store
+	CatalogShard, DefaultShard string
 	Control *controlplane.Store
 	Bus     *bus.Bus
 	// Files and Keys are the S3 file store and Redis, when configured
@@ -166,27 +171,59 @@ func (o *opener) try(desc string, fn func(context.Context) error) error {
 	return fn(o.ctx)
 }
 
-// dataPlane opens the data-plane store and, unless read-only, gives the
-// data plane this pipeline's tables.
+// dataPlane opens the data-plane stores, one per shard (each its own pool,
+// drop slots and lock budget), and, unless read-only, gives each database
+// this pipeline's tables. Every shard must be reachable at start; later, a
+// shard that is down delays only the tenants on it.
 func (o *opener) dataPlane() error {
-	pcfg, err := dataPlanePool(o.cfg, o.name)
+	shards, err := o.cfg.DataPlane.Shards()
 	if err != nil {
 		return err
 	}
-	return o.try("connect to the data plane", func(ctx context.Context) error {
-		data, err := dataplane.Open(ctx, pcfg, dataplane.Options{DropSlots: o.what.DropSlots, LockTimeout: o.what.LockTimeout})
+	o.env.CatalogShard, o.env.DefaultShard = o.cfg.CatalogShard(), o.cfg.DefaultShard()
+	for _, sh := range shards {
+		if err := o.openShard(sh, len(shards) > 1); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// openShard opens the store of one shard into env.
+func (o *opener) openShard(sh config.Shard, sharded bool) error {
+	pcfg, err := dataPlanePool(o.cfg, sh.URL, o.name)
+	if err != nil {
+		if sharded {
+			return fmt.Errorf("shard %s: %w", sh.Name, err)
+		}
+		return err
+	}
+	desc := "connect to the data plane"
+	if sharded {
+		desc += " (shard " + sh.Name + ")"
+	}
+	return o.try(desc, func(ctx context.Context) error {
+		data, err := dataplane.Open(ctx, pcfg, dataplane.Options{DropSlots: o.what.DropSlots, LockTimeout: o.what.LockTimeout,
+			Shard: sh.Name, NotCatalog: !sh.Catalog})
 		if err != nil {
 			return err
 		}
-		o.env.Data = data
+		if sh.Catalog {
+			o.env.Data = data
+		} else {
+			if o.env.Shards == nil {
+				o.env.Shards = map[string]*dataplane.Store{}
+			}
+			o.env.Shards[sh.Name] = data
+		}
 		o.env.closers = append(o.env.closers, data.Close)
 		if o.what.ReadOnly {
 			return nil
 		}
 		guarded, err := data.Ensure(ctx, true)
 		if err == nil && !guarded {
-			o.log.Info("the sql_drop event trigger net is not installed (the data-plane role is not a superuser); " +
-				"every drop is still checked against its own locks")
+			o.log.Info("the sql_drop event trigger net is not installed (the data-plane role is not a superuser); "+
+				"every drop is still checked against its own locks", "shard", sh.Name)
 		}
 		return err
 	})
@@ -228,8 +265,8 @@ func (o *opener) bus() error {
 
 // dataPlanePool is the pool configuration of DATA_PLANE_DATABASE_URL for
 // the service name.
-func dataPlanePool(cfg *config.Common, name string) (*pgxpool.Config, error) {
-	pcfg, err := pgxpool.ParseConfig(cfg.DataPlaneURL)
+func dataPlanePool(cfg *config.Common, url, name string) (*pgxpool.Config, error) {
+	pcfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
 		return nil, errors.New("DATA_PLANE_DATABASE_URL is not a valid connection string (not shown: it may hold a password)")
 	}
