@@ -67,6 +67,9 @@ type Tenant struct {
 	// Reason says why the tenant is not eligible.
 	Reason string
 	Group  Group
+	// Shards are the shards its schema was found on (a sharded fleet;
+	// several while it is being moved).
+	Shards []string
 }
 
 // Report is the result of one analysis. It keeps the candidates and counts
@@ -97,6 +100,12 @@ type Report struct {
 	// InPipeline lists candidates this pipeline marked within
 	// RepublishAfter: they are not published again.
 	InPipeline []tenant.ID
+	// Shards counts, in a sharded fleet, the tenant schemas and candidates
+	// of each shard (catalog first); nil with one shard.
+	Shards []ShardCount
+	// StrayCopies are tenant schemas found on a shard other than the one
+	// public.tenant_shard (or the default) places the tenant on.
+	StrayCopies []StrayCopy
 
 	candidates []Tenant
 	totals     [4][2]int64 // per Group: tenants, documents
@@ -120,6 +129,22 @@ func (r *Report) add(t Tenant) {
 	}
 }
 
+// ShardCount is one shard's line of the summary.
+type ShardCount struct {
+	Name                string
+	Schemas, Candidates int
+	Documents           int64
+	// Unreachable says why the shard could not be read this pass ("" when
+	// it was): its tenants are not judged until it is back.
+	Unreachable string
+}
+
+// StrayCopy is a tenant schema on a shard it is not placed on.
+type StrayCopy struct {
+	ID               tenant.ID
+	Shard, Placement string
+}
+
 // Unreadable is a tenant a pass skipped, and why.
 type Unreadable struct {
 	ID     tenant.ID
@@ -140,8 +165,14 @@ func (r *Report) Candidates() []Tenant {
 
 // Analyzer reads both planes and, in a pass, publishes the candidates.
 type Analyzer struct {
-	Data    *dataplane.Store
-	Control *controlplane.Store
+	// Data is the data plane's catalog shard; Shards its other shards by
+	// name (nil with one shard), CatalogShard and DefaultShard the names of
+	// the catalog and of the shard of tenants without a tenant_shard row
+	// ("" : "default" and the catalog).
+	Data                       *dataplane.Store
+	Shards                     map[string]*dataplane.Store
+	CatalogShard, DefaultShard string
+	Control                    *controlplane.Store
 	// Bus is where a pass publishes candidates.
 	Bus          *bus.Bus
 	InactiveDays int
@@ -187,91 +218,178 @@ func (a *Analyzer) Analyze(ctx context.Context) (*Report, error) {
 		defer wg.Done()
 		control, _, controlErr = a.Control.Tenants(ctx)
 	}()
-	schemas, skipped, err := a.Data.ListTenantSchemas(ctx)
+	reads := a.listShards(ctx)
 	wg.Wait()
-	if err != nil {
-		return nil, err
+	if reads[0].err != nil {
+		return nil, reads[0].err
 	}
 	if controlErr != nil {
 		return nil, controlErr
-	}
-	records, err := a.Data.Records(ctx)
-	if err != nil {
-		return nil, err
-	}
-	recordOf := make(map[tenant.ID]dataplane.Record, len(records))
-	for _, rec := range records {
-		if id, err := tenant.ParseID(rec.ID); err == nil {
-			recordOf[id] = rec.Record
-		}
 	}
 	// A schema of a tenant's name is read whatever the record says: a drop
 	// under way renamed the schema it drops, so one of the tenant's name is
 	// another copy (restored, recreated), as alive as any. Only a tenant
 	// the control plane says could be eligible needs its activity.
-	oidOf := make(map[tenant.ID]int64, len(schemas))
-	var toRead []dataplane.SchemaInfo
-	for _, sc := range schemas {
-		oidOf[sc.ID] = sc.OID
-		if rec, found := control[sc.ID]; a.ReadAll || mayBeEligible(rec, found, now, window) {
-			toRead = append(toRead, sc)
-		}
-	}
-	activities, err := a.Data.Activities(ctx, toRead, min(a.Workers, maxReaders))
-	if err != nil {
+	if err := a.readActivities(ctx, reads, func(sc dataplane.SchemaInfo) bool {
+		rec, found := control[sc.ID]
+		return a.ReadAll || mayBeEligible(rec, found, now, window)
+	}); err != nil {
 		return nil, err
 	}
 	withPublicRows, err := a.Data.TenantsWithPublicRows(ctx)
 	if err != nil {
 		return nil, err
 	}
+	placements := map[tenant.ID]string{}
+	if a.sharded() {
+		if placements, err = a.Data.Placements(ctx); err != nil {
+			return nil, err
+		}
+	}
 
-	r := &Report{At: now, InactiveDays: a.InactiveDays, SkippedSchemas: skipped, keepAll: a.ReadAll}
-	add := func(t Tenant) {
+	r := &Report{At: now, InactiveDays: a.InactiveDays, SkippedSchemas: reads[0].skipped, keepAll: a.ReadAll}
+	recordOf := func(id tenant.ID) dataplane.Record {
+		var recs []dataplane.Record
+		for _, sr := range reads {
+			recs = append(recs, sr.records[id])
+		}
+		return dataplane.MergeRecords(recs)
+	}
+	counts := map[string]*ShardCount{}
+	for _, sr := range reads {
+		c := &ShardCount{Name: sr.name}
+		if sr.err != nil {
+			c.Unreachable = sr.err.Error()
+		}
+		counts[sr.name] = c
+		if a.sharded() {
+			r.Shards = append(r.Shards, ShardCount{}) // filled below
+		}
+		if sr.name != reads[0].name {
+			r.SkippedSchemas = append(r.SkippedSchemas, sr.skipped...)
+		}
+	}
+	unreachable := func() []string {
+		var names []string
+		for _, sr := range reads {
+			if sr.err != nil {
+				names = append(names, sr.name)
+			}
+		}
+		return names
+	}()
+	add := func(t Tenant, copies []shardCopy) {
 		t = classify(t, control, now, window)
-		if rec := recordOf[t.ID]; t.Eligible && rec.Marked() && now.Sub(rec.LastMarkedAt) < RepublishAfter &&
-			!rec.DropStarted() && t.SchemaExists && !rec.AboutAnotherCopy(oidOf[t.ID]) {
+		rec := recordOf(t.ID)
+		if t.Eligible && rec.Marked() && now.Sub(rec.LastMarkedAt) < RepublishAfter && !rec.DropStarted() && t.SchemaExists &&
+			!slices.ContainsFunc(copies, func(c shardCopy) bool { return c.record.AboutAnotherCopy(c.info.OID) }) {
 			t.InPipeline = true
+		}
+		for _, c := range copies {
+			counts[c.shard].Schemas++
+			counts[c.shard].Documents += c.activity.Activity.Documents
+			if t.Eligible {
+				counts[c.shard].Candidates++
+			}
 		}
 		r.add(t)
 	}
-	seen := make(map[tenant.ID]bool, len(schemas))
-	next := 0 // activities are in the order of toRead, a subsequence of schemas
-	for _, sc := range schemas {
-		seen[sc.ID] = true
-		var ta dataplane.TenantActivity
-		if next < len(activities) && activities[next].ID == sc.ID {
-			ta = activities[next]
-			next++
+	seen := make(map[tenant.ID]bool)
+	byID := map[tenant.ID][]shardCopy{}
+	var ids []tenant.ID
+	for _, sr := range reads {
+		for _, c := range sr.copies {
+			if _, ok := byID[c.info.ID]; !ok {
+				ids = append(ids, c.info.ID)
+			}
+			byID[c.info.ID] = append(byID[c.info.ID], c)
 		}
-		if ta.Gone {
-			continue // dropped while we read it
+	}
+	slices.Sort(ids)
+	for _, id := range ids {
+		seen[id] = true
+		var (
+			copies     []shardCopy
+			unreadable string
+		)
+		for _, c := range byID[id] {
+			switch {
+			case c.activity.Gone:
+				continue // dropped while we read it
+			case c.activity.Unreadable != "" && unreadable == "":
+				unreadable = c.activity.Unreadable
+				if a.sharded() {
+					unreadable = "shard " + c.shard + ": " + unreadable
+				}
+			}
+			copies = append(copies, c)
 		}
-		if ta.Unreadable != "" {
-			r.Unreadable = append(r.Unreadable, Unreadable{ID: sc.ID, Reason: ta.Unreadable})
+		if len(copies) == 0 {
 			continue
 		}
-		t := Tenant{ID: sc.ID, SchemaExists: true, Activity: ta.Activity}
-		if len(sc.MissingTables) > 0 {
-			t.Reason = "schema lacks table(s) " + strings.Join(sc.MissingTables, ", ")
+		if unreadable != "" {
+			r.Unreadable = append(r.Unreadable, Unreadable{ID: id, Reason: unreadable})
+			continue
 		}
-		add(t)
+		t := Tenant{ID: id, SchemaExists: true}
+		for _, c := range copies {
+			t.Activity = dataplane.MergeActivity(t.Activity, c.activity.Activity)
+			t.Shards = append(t.Shards, c.shard)
+			if len(c.info.MissingTables) > 0 && t.Reason == "" {
+				t.Reason = "schema lacks table(s) " + strings.Join(c.info.MissingTables, ", ")
+				if a.sharded() {
+					t.Reason += " (on shard " + c.shard + ")"
+				}
+			}
+		}
+		if len(copies) == 1 {
+			t.Activity = copies[0].activity.Activity
+		}
+		if a.sharded() {
+			placement := a.placement(placements[id])
+			for _, c := range copies {
+				if c.shard != placement {
+					r.StrayCopies = append(r.StrayCopies, StrayCopy{ID: id, Shard: c.shard, Placement: placement})
+				}
+			}
+			if !a.configured(placement) && t.Reason == "" {
+				t.Reason = fmt.Sprintf("public.tenant_shard places it on shard %q, which is not configured: left alone", placement)
+			}
+		}
+		add(t, copies)
 	}
 	// Interrupted cleanups: tenants whose schema is gone but whose public
 	// rows remain on this data plane, and whose cleanup by this pipeline
 	// began (or an operator confirmed it). Without that evidence a tenant is
-	// never selected: it is listed for review.
+	// never selected: it is listed for review. In a sharded fleet its
+	// schema must be missing on every shard, and it must not be placed on a
+	// shard that is not configured.
 	for _, id := range withPublicRows {
 		if seen[id] {
 			continue
 		}
 		seen[id] = true
 		t := Tenant{ID: id}
-		if recordOf[id].Evidence(now) == "" {
+		placement := a.placement(placements[id])
+		switch {
+		case a.sharded() && !a.configured(placement):
+			t.Reason = fmt.Sprintf("no schema on the configured shards, and public.tenant_shard places it on shard %q, "+
+				"which is not configured: left for review", placement)
+			r.ForReview = append(r.ForReview, id)
+		case len(unreachable) > 0:
+			r.Unreadable = append(r.Unreadable, Unreadable{ID: id, Reason: "no schema on the shards that answered, and shard(s) " +
+				strings.Join(unreachable, ", ") + " could not be read: its schema may be there"})
+			continue
+		case recordOf(id).Evidence(now) == "":
 			t.Reason = "schema gone, and nothing shows that a cleanup of it began: left for review"
 			r.ForReview = append(r.ForReview, id)
 		}
-		add(t)
+		add(t, nil)
+	}
+	if a.sharded() {
+		for i, sr := range reads {
+			r.Shards[i] = *counts[sr.name]
+		}
 	}
 	for id, rec := range control {
 		switch {
@@ -285,6 +403,125 @@ func (a *Analyzer) Analyze(ctx context.Context) (*Report, error) {
 	slices.Sort(r.InPipeline)
 	slices.SortFunc(r.Tenants, func(x, y Tenant) int { return strings.Compare(string(x.ID), string(y.ID)) })
 	return r, nil
+}
+
+// shardRead is what a pass read of one shard.
+type shardRead struct {
+	name    string
+	store   *dataplane.Store
+	schemas []dataplane.SchemaInfo
+	skipped []string
+	records map[tenant.ID]dataplane.Record
+	copies  []shardCopy
+	// err is why the shard could not be read (the pass fails for the
+	// catalog; another shard's tenants are left for the next pass).
+	err error
+}
+
+// shardCopy is one tenant schema on one shard, as a pass read it.
+type shardCopy struct {
+	shard    string
+	info     dataplane.SchemaInfo
+	record   dataplane.Record
+	activity dataplane.TenantActivity
+}
+
+func (a *Analyzer) sharded() bool { return len(a.Shards) > 0 }
+
+func (a *Analyzer) catalogName() string {
+	if a.CatalogShard == "" {
+		return "default"
+	}
+	return a.CatalogShard
+}
+
+// placement is the shard a tenant_shard row (name; "" for none) places a
+// tenant on.
+func (a *Analyzer) placement(name string) string {
+	switch {
+	case name != "":
+		return name
+	case a.DefaultShard != "":
+		return a.DefaultShard
+	}
+	return a.catalogName()
+}
+
+func (a *Analyzer) configured(name string) bool {
+	_, ok := a.Shards[name]
+	return ok || name == a.catalogName()
+}
+
+// listShards lists the tenant schemas and reads the records of every shard,
+// the catalog first, the other shards at the same time.
+func (a *Analyzer) listShards(ctx context.Context) []*shardRead {
+	reads := []*shardRead{{name: a.catalogName(), store: a.Data}}
+	var names []string
+	for name := range a.Shards {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	for _, name := range names {
+		reads = append(reads, &shardRead{name: name, store: a.Shards[name]})
+	}
+	var wg sync.WaitGroup
+	for _, sr := range reads {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sr.schemas, sr.skipped, sr.err = sr.store.ListTenantSchemas(ctx)
+			if sr.err != nil {
+				return
+			}
+			var recs []dataplane.TenantRecord
+			if recs, sr.err = sr.store.Records(ctx); sr.err != nil {
+				return
+			}
+			sr.records = make(map[tenant.ID]dataplane.Record, len(recs))
+			for _, rec := range recs {
+				if id, err := tenant.ParseID(rec.ID); err == nil {
+					sr.records[id] = rec.Record
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return reads
+}
+
+// readActivities reads, on every shard that could be listed, the activity
+// of the schemas want selects (the others are copies without a read); an
+// error fails the pass on the catalog, and marks another shard unreachable.
+func (a *Analyzer) readActivities(ctx context.Context, reads []*shardRead, want func(dataplane.SchemaInfo) bool) error {
+	for _, sr := range reads {
+		if sr.err != nil {
+			continue
+		}
+		var toRead []dataplane.SchemaInfo
+		for _, sc := range sr.schemas {
+			if want(sc) {
+				toRead = append(toRead, sc)
+			}
+		}
+		activities, err := sr.store.Activities(ctx, toRead, min(a.Workers, maxReaders))
+		if err != nil {
+			if sr == reads[0] {
+				return err
+			}
+			sr.err = err
+			continue
+		}
+		next := 0 // activities are in the order of toRead, a subsequence of schemas
+		for _, sc := range sr.schemas {
+			c := shardCopy{shard: sr.name, info: sc, record: sr.records[sc.ID]}
+			if next < len(activities) && activities[next].ID == sc.ID {
+				c.activity = activities[next]
+				next++
+			}
+			sr.copies = append(sr.copies, c)
+		}
+	}
+	return nil
 }
 
 // mayBeEligible reports whether a tenant with control-plane row rec (found

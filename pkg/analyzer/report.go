@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -28,6 +29,11 @@ func CSVName(inactiveDays int, at time.Time) string {
 
 // CSVHeader is the report's header row.
 var CSVHeader = []string{"tenant_id", "num_documents", "num_users", "last_query_time", "days_since_last_query"}
+
+// CSVShardColumn is the column a sharded fleet's report adds last: the
+// shard(s) the candidate's schema is on, separated by ";" (a tenant being
+// moved has two). A one-shard report has no such column.
+const CSVShardColumn = "shard"
 
 // WriteCSV writes the candidates, most documents first, to a new file at
 // path. last_query_time is the tenant's last activity (USER chat message or
@@ -68,7 +74,12 @@ func WriteCSVIn(dir string, inactiveDays int, r *Report) (string, error) {
 
 func writeCSV(w io.Writer, r *Report) error {
 	cw := csv.NewWriter(w)
-	if err := cw.Write(CSVHeader); err != nil {
+	sharded := r.Shards != nil
+	header := CSVHeader
+	if sharded {
+		header = append(slices.Clone(CSVHeader), CSVShardColumn)
+	}
+	if err := cw.Write(header); err != nil {
 		return err
 	}
 	for _, t := range r.Candidates() {
@@ -77,8 +88,12 @@ func writeCSV(w io.Writer, r *Report) error {
 			last = l.UTC().Format(time.RFC3339)
 			days = strconv.Itoa(int(r.At.Sub(l).Hours() / 24))
 		}
-		if err := cw.Write([]string{string(t.ID), strconv.FormatInt(t.Activity.Documents, 10),
-			strconv.FormatInt(t.Activity.Users, 10), last, days}); err != nil {
+		row := []string{string(t.ID), strconv.FormatInt(t.Activity.Documents, 10),
+			strconv.FormatInt(t.Activity.Users, 10), last, days}
+		if sharded {
+			row = append(row, strings.Join(t.Shards, ";"))
+		}
+		if err := cw.Write(row); err != nil {
 			return err
 		}
 	}
@@ -119,6 +134,7 @@ func PrintSummary(w io.Writer, r *Report) {
 		fmt.Fprintf(tw, "%s\t%d\t%d\t\n", GroupLabel(g, r.InactiveDays), totals[g][0], totals[g][1])
 	}
 	tw.Flush()
+	printShards(w, r)
 	if len(r.SkippedSchemas) > 0 {
 		fmt.Fprintf(w, "skipped %d schemas named like tenants that are not valid tenant ids\n", len(r.SkippedSchemas))
 	}
@@ -147,3 +163,32 @@ func PrintSummary(w io.Writer, r *Report) {
 
 // WriteCSVTo writes the candidate CSV (CSVHeader, one row per candidate) to w.
 func WriteCSVTo(w io.Writer, r *Report) error { return writeCSV(w, r) }
+
+// printShards prints the per-shard counts and the stray copies of a
+// sharded fleet.
+func printShards(w io.Writer, r *Report) {
+	if r.Shards == nil {
+		return
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "shard\ttenant schemas\tcandidates\tdocuments\t")
+	for _, s := range r.Shards {
+		if s.Unreachable != "" {
+			fmt.Fprintf(tw, "%s\t-\t-\t-\tnot read: %s\n", s.Name, s.Unreachable)
+			continue
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t\n", s.Name, s.Schemas, s.Candidates, s.Documents)
+	}
+	tw.Flush()
+	if len(r.StrayCopies) > 0 {
+		fmt.Fprintf(w, "%d stray copies: tenant schemas on a shard other than their placement (cleaned with the tenant; "+
+			"tenantctl verify lists them):\n", len(r.StrayCopies))
+		for i, c := range r.StrayCopies {
+			if i == 20 {
+				fmt.Fprintf(w, "  … and %d more\n", len(r.StrayCopies)-i)
+				break
+			}
+			fmt.Fprintf(w, "  %s on shard %s (placed on %s)\n", c.ID, c.Shard, c.Placement)
+		}
+	}
+}

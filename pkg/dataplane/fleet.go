@@ -252,3 +252,25 @@ func (s *Store) TenantsWithPublicRows(ctx context.Context) ([]tenant.ID, error) 
 	}
 	return ids, nil
 }
+
+// Placements reads public.tenant_shard (on the catalog): the shard each
+// tenant with a row is placed on. Rows whose tenant id is not valid are
+// left out.
+func (s *Store) Placements(ctx context.Context) (map[tenant.ID]string, error) {
+	rows, err := s.pool.Query(ctx, "SELECT tenant_id, shard_name FROM public.tenant_shard")
+	if err != nil {
+		return nil, fmt.Errorf("read public.tenant_shard: %w", pgerr.Kind(err))
+	}
+	out := map[tenant.ID]string{}
+	var id, shard string
+	_, err = pgx.ForEachRow(rows, []any{&id, &shard}, func() error {
+		if tid, err := tenant.ParseID(id); err == nil {
+			out[tid] = shard
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read public.tenant_shard: %w", pgerr.Kind(err))
+	}
+	return out, nil
+}

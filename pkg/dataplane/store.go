@@ -171,7 +171,9 @@ func (s *Store) catalogQuery() string {
 }
 
 // schemaQuery is catalog.sql without the placement (liveSchema).
-func schemaQuery() string { return strings.ReplaceAll(query("catalog", ""), "{{placement}}", "NULL::text") }
+func schemaQuery() string {
+	return strings.ReplaceAll(query("catalog", ""), "{{placement}}", "NULL::text")
+}
 
 // Close closes the store's pool.
 func (s *Store) Close() { s.pool.Close() }

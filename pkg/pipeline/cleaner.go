@@ -567,5 +567,5 @@ func records(ctx context.Context, copies []shardCopy) (dataplane.Record, error) 
 	if len(recs) == 1 {
 		return recs[0], nil
 	}
-	return mergeRecords(recs), nil
+	return dataplane.MergeRecords(recs), nil
 }

@@ -171,7 +171,7 @@ func (m *Marker) alreadyMarked(ctx context.Context, id tenant.ID) (dataplane.Rec
 		}
 		recs = append(recs, rec)
 	}
-	rec := mergeRecords(recs)
+	rec := dataplane.MergeRecords(recs)
 	if !rec.Marked() || rec.DropStarted() {
 		return rec, false, nil
 	}

@@ -42,8 +42,8 @@ func RunMarker(ctx context.Context, cfg *config.Marker, log *slog.Logger) error 
 	defer env.Close()
 	obs.attach(env)
 	m := &pipeline.Marker{
-		Stores:     pipeline.Stores{Data: env.Data, Control: env.Control, Shards: env.Shards},
-		Rules:      pipeline.Rules{Window: tenant.Window(cfg.InactiveDays), ShardName: env.CatalogShard, DefaultShard: env.DefaultShard,
+		Stores: pipeline.Stores{Data: env.Data, Control: env.Control, Shards: env.Shards},
+		Rules: pipeline.Rules{Window: tenant.Window(cfg.InactiveDays), ShardName: env.CatalogShard, DefaultShard: env.DefaultShard,
 			RowLockTimeout: rowLockTimeout},
 		Pending:    env.Bus,
 		CheckDelay: cfg.CheckDelay,
@@ -92,8 +92,8 @@ func RunCleaner(ctx context.Context, cfg *config.Cleaner, log *slog.Logger) erro
 	defer closePace()
 	go reportPace(ctx, pace, env.Bus, obs.metrics, identity, log)
 	c := &pipeline.Cleaner{
-		Stores:          pipeline.Stores{Data: env.Data, Control: env.Control, Shards: env.Shards},
-		Rules:           pipeline.Rules{Window: tenant.Window(cfg.InactiveDays), ShardName: env.CatalogShard, DefaultShard: env.DefaultShard,
+		Stores: pipeline.Stores{Data: env.Data, Control: env.Control, Shards: env.Shards},
+		Rules: pipeline.Rules{Window: tenant.Window(cfg.InactiveDays), ShardName: env.CatalogShard, DefaultShard: env.DefaultShard,
 			RowLockTimeout: rowLockTimeout},
 		CheckDelay:      cfg.CheckDelay,
 		CheckMaxDelay:   cfg.CheckMaxDelay,
@@ -150,7 +150,8 @@ func RunAnalyzer(ctx context.Context, cfg *config.Analyzer, once bool, out io.Wr
 	}
 	defer env.Close()
 	obs.attach(env)
-	a := &analyzer.Analyzer{Data: env.Data, Control: env.Control, Bus: env.Bus, InactiveDays: cfg.InactiveDays,
+	a := &analyzer.Analyzer{Data: env.Data, Shards: env.Shards, CatalogShard: env.CatalogShard, DefaultShard: env.DefaultShard,
+		Control: env.Control, Bus: env.Bus, InactiveDays: cfg.InactiveDays,
 		ReportDir: cfg.ReportDir, Workers: int(cfg.DBMaxConns), Out: out, Now: time.Now, Log: log}
 	interval := cfg.Interval
 	if once {

@@ -103,8 +103,8 @@ type Env struct {
 	Data                       *dataplane.Store
 	Shards                     map[string]*dataplane.Store
 	CatalogShard, DefaultShard string
-	Control *controlplane.Store
-	Bus     *bus.Bus
+	Control                    *controlplane.Store
+	Bus                        *bus.Bus
 	// Files and Keys are the S3 file store and Redis, when configured
 	// (OpenOtherStores).
 	Files   *filestore.Store
