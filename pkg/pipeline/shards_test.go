@@ -323,3 +323,79 @@ func (w *shardWorld) lastEvent(t *testing.T, id string) tenant.Event {
 	}
 	return last
 }
+
+// TestShardOnAnotherServer: a shard on a PostgreSQL server of its own
+// (started by the test, with a small lock table) gets the limits of that
+// server: its store's lock budget comes from its own
+// max_locks_per_transaction and max_connections, and a tenant there that
+// exceeds it is dropped in batches, while the same tenant on the catalog
+// goes in one transaction. Stopping that server makes only its tenants
+// wait; once it is back they complete.
+func TestShardOnAnotherServer(t *testing.T) {
+	e := setup(t)
+	server := testenv.StartPostgres(t, "max_locks_per_transaction=16", "max_connections=25")
+	dbs := testenv.NewDatabasesOn(t, server.AdminURL)
+	st, err := dataplane.New(context.Background(), dbs.Data, dataplane.Options{Shard: "far", NotCatalog: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(st.Close)
+	if _, err := st.Ensure(context.Background(), true); err != nil {
+		t.Fatal(err)
+	}
+	e.marker.Shards = map[string]*dataplane.Store{"far": st}
+	e.cleaner.Shards = e.marker.Shards
+	w := &shardWorld{env: e, shards: map[string]*testenv.Databases{"far": dbs}}
+	if far, near := st.LockBudget(), e.cleaner.Data.LockBudget(); far != 200 || near <= far {
+		t.Fatalf("lock budgets: far shard %d (want 200: its own lock table of 16 × 25 entries, at least 200), catalog %d", far, near)
+	}
+	// Alike tenants, one per server, each larger than the far lock budget.
+	big := func(id string) testenv.Tenant {
+		return testenv.Tenant{ID: id, Filler: 30, Pairs: 1, DocsPerPair: 2, LastQuery: testenv.DaysAgo(200)}
+	}
+	tn := big(idA)
+	dbs.CreateTenant(t, tn)
+	tn.Status, tn.NoSchema = tenant.StatusGatedAccess, true
+	w.DBs.CreateTenant(t, tn)
+	w.DBs.ExecData(t, `INSERT INTO public.tenant_shard (tenant_id, shard_name) VALUES ($1, 'far')`, idA)
+	tnB := big(idB)
+	tnB.Status = tenant.StatusGatedAccess
+	w.DBs.CreateTenant(t, tnB)
+	for _, id := range []string{idA, idB} {
+		if err := w.mark(t, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w.drainOn(t, idA, "far")
+	w.drainOn(t, idB, "default")
+
+	// The far server stops: its tenant waits, the catalog's is cleaned.
+	server.Stop()
+	if err := w.check(t, tenant.DrainCheck{ID: idA}); !errors.Is(err, tenant.ErrLater) && !errors.Is(err, tenant.ErrUnavailable) {
+		t.Fatalf("drain check with its server down: %v; want later", err)
+	}
+	if w.DBs.PublicRows(t, idA) == 0 || w.DBs.CountControl(t, `SELECT count(*) FROM tenant WHERE tenant_id = $1`, idA) != 1 {
+		t.Fatal("rows of the waiting tenant were deleted")
+	}
+	if err := w.check(t, tenant.DrainCheck{ID: idB}); err != nil {
+		t.Fatal(err)
+	}
+	w.waitOutcome(t, idB, tenant.OutcomeCleaned)
+	if reason := w.lastEvent(t, idB).Reason; !strings.Contains(reason, " 1 transactions") {
+		t.Errorf("catalog tenant: %q; want one drop transaction", reason)
+	}
+
+	// Back: the far tenant completes, dropped in batches within its
+	// server's budget.
+	server.Start()
+	testenv.Eventually(t, 30*time.Second, func() bool { return w.check(t, tenant.DrainCheck{ID: idA}) == nil },
+		"the far shard's tenant completes once its server is back")
+	w.waitOutcome(t, idA, tenant.OutcomeCleaned)
+	reason := w.lastEvent(t, idA).Reason
+	if strings.Contains(reason, " 1 transactions") || !strings.Contains(reason, "transactions") {
+		t.Errorf("far tenant: %q; want several drop transactions (its server's lock budget)", reason)
+	}
+	if dbs.SchemaExists(t, idA) || w.DBs.PublicRows(t, idA) != 0 {
+		t.Fatal("the far tenant is not gone")
+	}
+}
