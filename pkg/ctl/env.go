@@ -146,6 +146,17 @@ func openData(ctx context.Context, d config.DataPlane, maxConns int32) (*datapla
 	return env.Data, env.Close, nil
 }
 
+// openShards opens the data plane's shards (the catalog's store in Data,
+// the others in Shards) read-only, as the services do.
+func openShards(ctx context.Context, d config.DataPlane, maxConns int32) (*service.Env, error) {
+	env, err := service.Open(ctx, "tenantctl", &config.Common{DataPlane: d, DBMaxConns: max(maxConns, 1)},
+		service.What{Data: true, ReadOnly: true}, discard, false)
+	if err != nil {
+		return nil, fmt.Errorf("%w\n(check DATA_PLANE_DATABASE_URL and ONYX_DB_SHARDS)", err)
+	}
+	return env, nil
+}
+
 // fail reports err and returns exitFailed, or exitInterrupted when the
 // command was interrupted.
 func (c *CLI) fail(ctx context.Context, err error) int {

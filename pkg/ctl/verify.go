@@ -123,10 +123,12 @@ type reconciliation struct {
 
 	// stores is (e): leftovers in the other stores (sweep.go).
 	stores *storeCheck
+	// shards is what a sharded fleet's shards hold (nil with one shard).
+	shards *shardCheck
 }
 
 func (r *reconciliation) inconsistent() bool {
-	return len(r.problems) > 0 || len(r.invalid) > 0 || len(r.lostDrops) > 0 || r.stores.found()
+	return len(r.problems) > 0 || len(r.invalid) > 0 || len(r.lostDrops) > 0 || r.stores.found() || r.shards.found()
 }
 
 func (r *reconciliation) count(category string) int {
@@ -142,8 +144,12 @@ func (r *reconciliation) count(category string) int {
 // reconcile classifies every tenant id found in either plane or the ledger;
 // pending reports whether a drain check of a marked tenant is scheduled or
 // due.
+//
+// configured, in a sharded fleet, names every configured shard: a tenant
+// placed on one of them whose schema is on none is checked like any other
+// (data holds the schemas of every shard); one placed elsewhere is counted.
 func reconcile(data *dataplane.Inventory, control *controlplane.Inventory, shardName string, pending map[tenant.ID]bool,
-	now time.Time) *reconciliation {
+	now time.Time, configured ...string) *reconciliation {
 	r := &reconciliation{shardName: shardName, ledgerTenants: len(control.Ledger)}
 	claimed := map[string]bool{}
 	for _, rec := range data.Records {
@@ -225,7 +231,12 @@ func reconcile(data *dataplane.Inventory, control *controlplane.Inventory, shard
 			}
 			continue // a live tenant
 		}
-		if !partlyDropped && !underway && l.shard != "" {
+		if !partlyDropped && !underway && l.shard != "" && len(configured) > 0 {
+			if !slices.Contains(configured, l.shard) {
+				r.elsewhere++
+				continue
+			}
+		} else if !partlyDropped && !underway && l.shard != "" {
 			if shardName != "" && l.shard != shardName {
 				r.elsewhere++
 				continue
@@ -290,11 +301,12 @@ func (c *CLI) runVerify(ctx context.Context, cmd *cobra.Command, out output, rep
 	if !c.loadEnv(cmd, &spec) {
 		return exitUsage
 	}
-	data, closeData, err := openData(ctx, spec.DataPlane, 2)
+	env, err := openShards(ctx, spec.DataPlane, 2)
 	if err != nil {
 		return c.fail(ctx, err)
 	}
-	defer closeData()
+	defer env.Close()
+	data := env.Data
 	control, closeControl, err := openControl(ctx, spec.ControlPlane, spec.Bastion)
 	if err != nil {
 		return c.fail(ctx, err)
@@ -304,6 +316,12 @@ func (c *CLI) runVerify(ctx context.Context, cmd *cobra.Command, out output, rep
 	if err != nil {
 		return c.fail(ctx, err)
 	}
+	var shards *shardCheck
+	if len(env.Shards) > 0 {
+		if shards, err = checkShards(ctx, env, dataInv); err != nil {
+			return c.fail(ctx, err)
+		}
+	}
 	controlInv, err := control.Inventory(ctx)
 	if err != nil {
 		return c.fail(ctx, err)
@@ -312,7 +330,13 @@ func (c *CLI) runVerify(ctx context.Context, cmd *cobra.Command, out output, rep
 	if err != nil {
 		return c.fail(ctx, err)
 	}
-	r := reconcile(dataInv, controlInv, spec.ShardName, pending, time.Now())
+	var r *reconciliation
+	if shards != nil {
+		r = reconcile(dataInv, controlInv, env.CatalogShard, pending, time.Now(), shards.names...)
+		r.shards = shards
+	} else {
+		r = reconcile(dataInv, controlInv, spec.ShardName, pending, time.Now())
+	}
 	if r.stores, err = checkStoresOf(ctx, &spec.OtherStores, data, control); err != nil {
 		return c.fail(ctx, err)
 	}
@@ -421,6 +445,9 @@ func printReconciliation(w io.Writer, r *reconciliation, repair bool, published 
 	if r.shardName != "" {
 		shard = "DATA_PLANE_SHARD_NAME=" + r.shardName
 	}
+	if r.shards != nil {
+		shard = "shards " + strings.Join(r.shards.names, ", ") + "; catalog " + r.shardName
+	}
 	fmt.Fprintf(w, "Verified %d tenant schemas, %d tenants with public rows, %d control-plane tenants, %d ledger rows (%s)\n",
 		r.schemas, r.withPublic, r.inControl, r.ledgerTenants, shard)
 
@@ -516,6 +543,7 @@ func printReconciliation(w io.Writer, r *reconciliation, repair bool, published 
 		fmt.Fprintf(w, "\nSchemas named like tenants that are not tenant ids (never touched): %d\n", len(quoted))
 		listCapped(w, "  ", quoted, limit)
 	}
+	printShardCheck(w, r.shards, limit)
 	printStoreCheck(w, r.stores, time.Now())
 
 	if !r.inconsistent() {

@@ -1,0 +1,152 @@
+package ctl
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"maps"
+	"slices"
+
+	"github.com/tenantcleanup/tenant-cleanup/pkg/dataplane"
+	"github.com/tenantcleanup/tenant-cleanup/pkg/service"
+	"github.com/tenantcleanup/tenant-cleanup/pkg/tenant"
+)
+
+// shardCheck is what verify finds across the shards of a sharded fleet
+// (ONYX_DB_SHARDS): every shard's tenant schemas against the catalog's
+// placements (public.tenant_shard; no row: the default shard).
+type shardCheck struct {
+	// names are the configured shards, the catalog first.
+	names []string
+	// schemas counts the tenant schemas per shard.
+	schemas map[string]int
+	// strays are tenant schemas on a shard their tenant is not placed on:
+	// nothing references them there (a move under way, or left behind).
+	strays []shardFinding
+	// placedNoSchema are placements (tenant_shard rows) naming a configured
+	// shard that holds no schema of the tenant, while the tenant still has
+	// a schema on another shard (a tenant with no schema anywhere is a
+	// half-done cleanup or an orphan, listed above).
+	placedNoSchema []shardFinding
+	// lostDrops are quarantine schemas on the other shards that no record
+	// there claims.
+	lostDrops []string
+}
+
+// shardFinding is a tenant, the shard at issue and its placement.
+type shardFinding struct {
+	id               string
+	shard, placement string
+}
+
+func (s *shardCheck) found() bool {
+	return s != nil && (len(s.strays) > 0 || len(s.placedNoSchema) > 0 || len(s.lostDrops) > 0)
+}
+
+// checkShards reads the inventory of every other shard and folds it into
+// catalog (the catalog's inventory): a tenant's schemas, records and drops
+// under way on any shard count as the tenant's, for the reconciliation.
+func checkShards(ctx context.Context, env *service.Env, catalog *dataplane.Inventory) (*shardCheck, error) {
+	sc := &shardCheck{names: []string{env.CatalogShard}, schemas: map[string]int{env.CatalogShard: len(catalog.Schemas)}}
+	names := slices.Sorted(maps.Keys(env.Shards))
+	sc.names = append(sc.names, names...)
+	on := map[string][]string{} // tenant → shards holding its schema
+	for k := range catalog.Schemas {
+		on[k] = append(on[k], env.CatalogShard)
+	}
+	var recs = map[string][]dataplane.Record{}
+	for k, r := range catalog.Records {
+		recs[k] = append(recs[k], r)
+	}
+	for _, name := range names {
+		inv, err := env.Shards[name].Inventory(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("shard %s: %w", name, err)
+		}
+		sc.schemas[name] = len(inv.Schemas)
+		claimed := map[string]bool{}
+		for _, rec := range inv.Records {
+			claimed[rec.Quarantine()] = true
+		}
+		for q := range inv.Quarantines {
+			if claimed[q] {
+				catalog.Quarantines[q] = true
+			} else {
+				sc.lostDrops = append(sc.lostDrops, q+" (shard "+name+")")
+			}
+		}
+		for k, partly := range inv.Schemas {
+			on[k] = append(on[k], name)
+			catalog.Schemas[k] = catalog.Schemas[k] || partly
+			if _, ok := catalog.SchemaOIDs[k]; !ok {
+				catalog.SchemaOIDs[k] = inv.SchemaOIDs[k]
+			}
+		}
+		for k, r := range inv.Records {
+			recs[k] = append(recs[k], r)
+		}
+	}
+	for k, rs := range recs {
+		catalog.Records[k] = dataplane.MergeRecords(rs)
+	}
+	slices.Sort(sc.lostDrops)
+	placementOf := func(k string) string {
+		if p, ok := catalog.Shards[k]; ok {
+			return p
+		}
+		return env.DefaultShard
+	}
+	for _, k := range slices.Sorted(maps.Keys(on)) {
+		if _, err := tenant.ParseID(k); err != nil {
+			continue // listed as schemas named like tenants
+		}
+		placement := placementOf(k)
+		for _, shard := range on[k] {
+			if shard != placement {
+				sc.strays = append(sc.strays, shardFinding{id: k, shard: shard, placement: placement})
+			}
+		}
+		if !slices.Contains(on[k], placement) && slices.Contains(sc.names, placement) {
+			sc.placedNoSchema = append(sc.placedNoSchema, shardFinding{id: k, shard: placement, placement: placement})
+		}
+	}
+	return sc, nil
+}
+
+// printShardCheck prints the per-shard counts and what is wrong across shards.
+func printShardCheck(w io.Writer, s *shardCheck, limit int) {
+	if s == nil {
+		return
+	}
+	fmt.Fprintln(w, "\nShards (tenant schemas):")
+	tw := table(w)
+	row(tw, "SHARD", "TENANT SCHEMAS")
+	for _, name := range s.names {
+		row(tw, name, s.schemas[name])
+	}
+	tw.Flush()
+	list := func(title string, items []shardFinding, next string) {
+		if len(items) == 0 {
+			return
+		}
+		fmt.Fprintf(w, "\n%s: %d\n", title, len(items))
+		tw := table(w)
+		row(tw, "TENANT", "SHARD", "PLACED ON", "NEXT STEP")
+		for i, f := range items {
+			if i == limit {
+				row(tw, fmt.Sprintf("… and %d more", len(items)-i), "", "", "")
+				break
+			}
+			row(tw, f.id, f.shard, f.placement, next)
+		}
+		tw.Flush()
+	}
+	list("Schemas on a shard nothing places them on (stray copies)", s.strays,
+		"a move under way, or a copy left behind: the pipeline cleans every copy with its tenant; otherwise needs a human")
+	list("Placements (public.tenant_shard) pointing at no schema", s.placedNoSchema,
+		"the tenant's schema is on another shard only: fix its tenant_shard row, or finish the move")
+	if len(s.lostDrops) > 0 {
+		fmt.Fprintf(w, "\nSchemas left on the shards by a drop whose record is lost (need a human): %d\n", len(s.lostDrops))
+		listCapped(w, "  ", s.lostDrops, limit)
+	}
+}
