@@ -52,7 +52,9 @@ const (
 	// DrainChecksTotal counts drain checks: counter, label result
 	// (drained, not_drained, stuck, refused, error).
 	DrainChecksTotal = "tenant_cleanup_drain_checks_total"
-	// StepDurationSeconds times the steps of the pipeline: histogram, label step.
+	// StepDurationSeconds times the steps of the pipeline: histogram, labels
+	// step and shard (a per-tenant step of a sharded fleet timed on one
+	// shard: a configured shard's name; empty otherwise).
 	StepDurationSeconds = "tenant_cleanup_step_duration_seconds"
 	// TenantsInPhase is the number of tenants in each phase: gauge, label phase.
 	TenantsInPhase = "tenant_cleanup_tenants_in_phase"
@@ -113,6 +115,10 @@ type Metrics struct {
 	events   *prometheus.CounterVec
 	drains   *prometheus.CounterVec
 	steps    *prometheus.HistogramVec
+	// shards are the configured shard names (SetShards): the only values
+	// of the shard label, which keeps its cardinality bounded.
+	shardsMu sync.Mutex
+	shards   map[string]bool
 	inPhase  *prometheus.GaugeVec
 	oldest   *prometheus.GaugeVec
 	ready    prometheus.Gauge
@@ -151,9 +157,9 @@ func New(service string) *Metrics {
 		}, []string{"result"}),
 		steps: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    StepDurationSeconds,
-			Help:    "Duration of the pipeline's steps (analysis pass, mark, drain check, drop, ...).",
+			Help:    "Duration of the pipeline's steps (analysis pass, mark, drain check, drop, ...); shard: a per-tenant step on one shard of a sharded fleet.",
 			Buckets: StepBuckets,
-		}, []string{"step"}),
+		}, []string{"step", "shard"}),
 		inPhase: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: TenantsInPhase,
 			Help: "Tenants in each phase of the pipeline.",
@@ -254,7 +260,37 @@ func (m *Metrics) ObserveStep(step string, d time.Duration) {
 	if m == nil {
 		return
 	}
-	m.steps.WithLabelValues(step).Observe(d.Seconds())
+	m.steps.WithLabelValues(step, "").Observe(d.Seconds())
+}
+
+// SetShards sets the shard names ObserveShardStep accepts (the configured
+// shards).
+func (m *Metrics) SetShards(names []string) {
+	if m == nil {
+		return
+	}
+	m.shardsMu.Lock()
+	defer m.shardsMu.Unlock()
+	m.shards = map[string]bool{}
+	for _, n := range names {
+		m.shards[n] = true
+	}
+}
+
+// ObserveShardStep records that a per-tenant step took d on shard
+// (tenant_cleanup_step_duration_seconds{step,shard}); a name SetShards did
+// not give is recorded as "other", so the label never grows beyond the
+// configured shards.
+func (m *Metrics) ObserveShardStep(step, shard string, d time.Duration) {
+	if m == nil {
+		return
+	}
+	m.shardsMu.Lock()
+	if !m.shards[shard] {
+		shard = "other"
+	}
+	m.shardsMu.Unlock()
+	m.steps.WithLabelValues(step, shard).Observe(d.Seconds())
 }
 
 // SetPhases sets tenant_cleanup_tenants_in_phase{phase} from count and

@@ -46,6 +46,10 @@ type Cleaner struct {
 	// delete_control_plane_rows (prepared), drop_schema,
 	// unlink_large_objects, delete_public_rows.
 	ObserveStep func(step string, took time.Duration)
+	// ObserveShardStep, when set, receives in a sharded fleet how long a
+	// per-tenant step took on one shard (drop_schema, unlink_large_objects);
+	// shard is a configured shard's name.
+	ObserveShardStep func(step, shard string, took time.Duration)
 	// ObserveStore, when set, receives each attempt's removal from a store
 	// (large_objects, s3, redis): what it removed by unit, and its error.
 	ObserveStore func(store string, removed map[string]int64, err error)
@@ -362,7 +366,9 @@ func (c *Cleaner) clean(ctx context.Context, t *dataplane.TenantSession, out bus
 			}
 		},
 	}
-	drop, err := timed(c, "drop_schema", func() (dataplane.DropResult, error) { return dropAll(ctx, pre.copies, dropChecks) })
+	drop, err := timed(c, "drop_schema", func() (dataplane.DropResult, error) {
+		return dropAll(ctx, pre.copies, dropChecks, c.shardTimer("drop_schema"))
+	})
 	var nd *notDrainedError
 	if errors.As(err, &nd) {
 		return c.notDrained(out, dc, rec, nd.drain, c.Now()), nil
@@ -380,7 +386,11 @@ func (c *Cleaner) clean(ctx context.Context, t *dataplane.TenantSession, out bus
 			return out, err
 		}
 		shared += k
+		start := time.Now()
 		n, err := timed(c, "unlink_large_objects", func() (int64, error) { return cp.t.UnlinkLargeObjects(ctx) })
+		if observe := c.shardTimer("unlink_large_objects"); observe != nil {
+			observe(cp.shard, time.Since(start))
+		}
 		c.observeStore("large_objects", map[string]int64{"objects": n}, err)
 		if err != nil {
 			return out, err
@@ -568,4 +578,12 @@ func records(ctx context.Context, copies []shardCopy) (dataplane.Record, error) 
 		return recs[0], nil
 	}
 	return dataplane.MergeRecords(recs), nil
+}
+
+// shardTimer is ObserveShardStep for step, nil with one shard (or none set).
+func (c *Cleaner) shardTimer(step string) func(shard string, took time.Duration) {
+	if c.ObserveShardStep == nil || !c.sharded() {
+		return nil
+	}
+	return func(shard string, took time.Duration) { c.ObserveShardStep(step, shard, took) }
 }

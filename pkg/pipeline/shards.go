@@ -255,9 +255,20 @@ func markAll(ctx context.Context, copies []shardCopy, requestedBy string, judge 
 // copy (the catalog's, which deletes the public rows in its look) commits
 // last. Each copy's drop keeps its guarantees on its own shard: closure and
 // net, its drop slots and lock budget, its record and quarantine.
-func dropAll(ctx context.Context, copies []shardCopy, checks dataplane.DropChecks) (dataplane.DropResult, error) {
+//
+// observe, when set, receives how long each copy's drop took (a nested one
+// includes the copies after it).
+func dropAll(ctx context.Context, copies []shardCopy, checks dataplane.DropChecks, observe func(shard string, took time.Duration)) (dataplane.DropResult, error) {
+	drop := func(c shardCopy, checks dataplane.DropChecks) (dataplane.DropResult, error) {
+		start := time.Now()
+		r, err := c.t.Drop(ctx, checks)
+		if observe != nil {
+			observe(c.shard, time.Since(start))
+		}
+		return r, err
+	}
 	if len(copies) == 1 {
-		return copies[0].t.Drop(ctx, checks)
+		return drop(copies[0], checks)
 	}
 	total := dataplane.DropResult{AlreadyGone: true}
 	add := func(r dataplane.DropResult) {
@@ -275,7 +286,7 @@ func dropAll(ctx context.Context, copies []shardCopy, checks dataplane.DropCheck
 	var live []shardCopy
 	for _, c := range copies {
 		if c.snap.Underway {
-			r, err := c.t.Drop(ctx, checks)
+			r, err := drop(c, checks)
 			add(r)
 			if err != nil {
 				return total, fmt.Errorf("shard %s: %w", c.shard, err)
@@ -300,7 +311,7 @@ func dropAll(ctx context.Context, copies []shardCopy, checks dataplane.DropCheck
 			ran = true
 			return dropFrom(i+1, mergeFacts(acc, f), true)
 		}
-		r, err := live[i].t.Drop(ctx, cc)
+		r, err := drop(live[i], cc)
 		add(r)
 		if err != nil {
 			return fmt.Errorf("shard %s: %w", live[i].shard, err)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -397,5 +398,38 @@ func TestShardOnAnotherServer(t *testing.T) {
 	}
 	if dbs.SchemaExists(t, idA) || w.DBs.PublicRows(t, idA) != 0 {
 		t.Fatal("the far tenant is not gone")
+	}
+}
+
+// TestShardStepsAreTimedPerShard: a sharded cleaner times its per-tenant
+// steps with the shard they ran on, and only configured shard names.
+func TestShardStepsAreTimedPerShard(t *testing.T) {
+	w := setupShards(t, []string{"b"})
+	var mu sync.Mutex
+	seen := map[string]bool{}
+	w.cleaner.ObserveShardStep = func(step, shard string, _ time.Duration) {
+		mu.Lock()
+		defer mu.Unlock()
+		seen[step+"@"+shard] = true
+	}
+	w.onShard(t, idA, "b", "b", 200)
+	if err := w.mark(t, idA); err != nil {
+		t.Fatal(err)
+	}
+	w.drainOn(t, idA, "b")
+	if err := w.check(t, tenant.DrainCheck{ID: idA}); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for _, want := range []string{"drop_schema@b", "drop_schema@default", "unlink_large_objects@b"} {
+		if !seen[want] {
+			t.Errorf("no %s timing; got %v", want, seen)
+		}
+	}
+	for k := range seen {
+		if shard := k[strings.Index(k, "@")+1:]; shard != "b" && shard != "default" {
+			t.Errorf("timed on shard %q, not a configured shard", shard)
+		}
 	}
 }

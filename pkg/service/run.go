@@ -95,17 +95,18 @@ func RunCleaner(ctx context.Context, cfg *config.Cleaner, log *slog.Logger) erro
 		Stores: pipeline.Stores{Data: env.Data, Control: env.Control, Shards: env.Shards},
 		Rules: pipeline.Rules{Window: tenant.Window(cfg.InactiveDays), ShardName: env.CatalogShard, DefaultShard: env.DefaultShard,
 			RowLockTimeout: rowLockTimeout},
-		CheckDelay:      cfg.CheckDelay,
-		CheckMaxDelay:   cfg.CheckMaxDelay,
-		Timeout:         cfg.Timeout,
-		MaxLeftoverDocs: cfg.MaxLeftoverDocs,
-		MaxPerHour:      cfg.MaxPerHour,
-		MaxPerDay:       cfg.MaxPerDay,
-		Identity:        identity,
-		Now:             time.Now,
-		Pacer:           pace,
-		ObserveStep:     obs.metrics.ObserveStep,
-		ObserveStore:    storeMetrics(obs.metrics),
+		CheckDelay:       cfg.CheckDelay,
+		CheckMaxDelay:    cfg.CheckMaxDelay,
+		Timeout:          cfg.Timeout,
+		MaxLeftoverDocs:  cfg.MaxLeftoverDocs,
+		MaxPerHour:       cfg.MaxPerHour,
+		MaxPerDay:        cfg.MaxPerDay,
+		Identity:         identity,
+		Now:              time.Now,
+		Pacer:            pace,
+		ObserveStep:      obs.metrics.ObserveStep,
+		ObserveShardStep: obs.metrics.ObserveShardStep,
+		ObserveStore:     storeMetrics(obs.metrics),
 	}
 	if env.Files != nil {
 		c.Files = env.Files
@@ -113,6 +114,7 @@ func RunCleaner(ctx context.Context, cfg *config.Cleaner, log *slog.Logger) erro
 	if env.Keys != nil {
 		c.Keys = env.Keys
 	}
+	obs.metrics.SetShards(c.ShardNames(c.Rules))
 	breaker := &pipeline.Breaker{Window: cfg.BreakerWindow, MinFailures: cfg.BreakerMin, Rate: cfg.BreakerRate,
 		Cooldown: cfg.BreakerPause}
 	reconciler := &pipeline.Reconciler{Stores: c.Stores, Bus: env.Bus, Now: time.Now, Log: log}
