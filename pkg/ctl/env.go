@@ -40,6 +40,12 @@ type (
 		config.NATS
 		config.ControlPlane
 		config.Bastion
+		// The data plane, read only in a sharded fleet (ONYX_DB_SHARDS set):
+		// status TENANT_ID then shows where the tenant lives.
+		DataPlaneURL     string `envconfig:"DATA_PLANE_DATABASE_URL" secret:"postgres" desc:"with ONYX_DB_SHARDS: status TENANT_ID shows its shard"`
+		ShardsJSON       string `envconfig:"ONYX_DB_SHARDS" secret:"shards" desc:"the other shards, as the services read them"`
+		DefaultShardName string `envconfig:"ONYX_DB_DEFAULT_SHARD" desc:"as the services read it"`
+		CatalogShardName string `envconfig:"ONYX_DB_CATALOG_SHARD" desc:"as the services read it"`
 	}
 	// analysisSpec: report.
 	analysisSpec struct {
@@ -144,6 +150,12 @@ func openData(ctx context.Context, d config.DataPlane, maxConns int32) (*datapla
 		return nil, nil, fmt.Errorf("%w\n(check DATA_PLANE_DATABASE_URL)", err)
 	}
 	return env.Data, env.Close, nil
+}
+
+// dataPlane is the data plane status reads in a sharded fleet.
+func (s *statusSpec) dataPlane() config.DataPlane {
+	return config.DataPlane{DataPlaneURL: s.DataPlaneURL, ShardsJSON: s.ShardsJSON, DefaultShardName: s.DefaultShardName,
+		CatalogShardName: s.CatalogShardName}
 }
 
 // openShards opens the data plane's shards (the catalog's store in Data,

@@ -12,6 +12,7 @@ import (
 
 	"github.com/tenantcleanup/tenant-cleanup/pkg/bus"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/controlplane"
+	"github.com/tenantcleanup/tenant-cleanup/pkg/service"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/pipeline"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/tenant"
 )
@@ -100,7 +101,16 @@ func (c *CLI) runStatus(ctx context.Context, cmd *cobra.Command, out output, pos
 		control = store
 	}
 	if id != "" {
-		return c.tenantStatus(ctx, b, control, id, out)
+		var shards *service.Env
+		if strings.TrimSpace(spec.ShardsJSON) != "" && spec.DataPlaneURL != "" {
+			env, err := openShards(ctx, spec.dataPlane(), 1)
+			if err != nil {
+				return c.fail(ctx, err)
+			}
+			defer env.Close()
+			shards = env
+		}
+		return c.tenantStatus(ctx, b, control, shards, id, out)
 	}
 	return c.fleetStatus(ctx, b, control, out)
 }
@@ -121,9 +131,11 @@ type tenantView struct {
 	Hold            *holdView     `json:"hold"`
 	LedgerConsulted bool          `json:"ledger_consulted"`
 	Ledger          *ledgerRow    `json:"ledger"`
+	// Shards is where the tenant lives, in a sharded fleet only.
+	Shards *shardsView `json:"shards,omitempty"`
 }
 
-func (c *CLI) tenantStatus(ctx context.Context, b *bus.Bus, control *controlplane.Store, id tenant.ID, out output) int {
+func (c *CLI) tenantStatus(ctx context.Context, b *bus.Bus, control *controlplane.Store, shards *service.Env, id tenant.ID, out output) int {
 	now := c.clock()
 	v := tenantView{TenantID: id, LedgerConsulted: control != nil}
 	state, found, err := b.TenantState(ctx, id)
@@ -148,6 +160,11 @@ func (c *CLI) tenantStatus(ctx context.Context, b *bus.Bus, control *controlplan
 		if inLedger {
 			r := newLedgerRow(e)
 			v.Ledger = &r
+		}
+	}
+	if shards != nil {
+		if v.Shards, err = tenantShards(ctx, shards, id); err != nil {
+			return c.fail(ctx, err)
 		}
 	}
 	v.Known = v.State != nil || v.Hold != nil || v.Ledger != nil
@@ -176,6 +193,9 @@ func printTenant(w io.Writer, now time.Time, v tenantView, consulted bool) {
 	id := v.TenantID
 	tw := table(w)
 	row(tw, "tenant", id)
+	if v.Shards != nil {
+		row(tw, "shard", v.Shards.describe())
+	}
 	switch {
 	case v.State == nil && v.Ledger != nil:
 		row(tw, "phase", "cleaned at "+when(now, v.Ledger.CleanedAt)+", per the ledger (the pipeline has no state for it)")

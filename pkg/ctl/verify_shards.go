@@ -6,6 +6,7 @@ import (
 	"io"
 	"maps"
 	"slices"
+	"strings"
 
 	"github.com/tenantcleanup/tenant-cleanup/pkg/dataplane"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/service"
@@ -149,4 +150,63 @@ func printShardCheck(w io.Writer, s *shardCheck, limit int) {
 		fmt.Fprintf(w, "\nSchemas left on the shards by a drop whose record is lost (need a human): %d\n", len(s.lostDrops))
 		listCapped(w, "  ", s.lostDrops, limit)
 	}
+}
+
+// shardsView is where one tenant lives in a sharded fleet (status TENANT_ID).
+type shardsView struct {
+	// Placement is the shard public.tenant_shard places it on (the default
+	// shard without a row); Configured is false when it is not a shard
+	// this product knows.
+	Placement  string `json:"placement"`
+	Configured bool   `json:"placement_configured"`
+	// SchemaOn lists the shards holding a schema of its name; Unreachable
+	// those that could not be asked.
+	SchemaOn    []string `json:"schema_on"`
+	Unreachable []string `json:"unreachable,omitempty"`
+}
+
+func (v *shardsView) describe() string {
+	s := "placed on " + v.Placement
+	if !v.Configured {
+		s += " (not a configured shard: the pipeline refuses the tenant)"
+	}
+	if len(v.SchemaOn) == 0 {
+		s += "; schema on no configured shard"
+	} else {
+		s += "; schema on " + strings.Join(v.SchemaOn, ", ")
+	}
+	if len(v.Unreachable) > 0 {
+		s += "; not reachable: " + strings.Join(v.Unreachable, ", ")
+	}
+	return s
+}
+
+// tenantShards reads where id lives: its placement on the catalog and the
+// shards holding its schema.
+func tenantShards(ctx context.Context, env *service.Env, id tenant.ID) (*shardsView, error) {
+	placements, err := env.Data.Placements(ctx)
+	if err != nil {
+		return nil, err
+	}
+	v := &shardsView{Placement: env.DefaultShard}
+	if p, ok := placements[id]; ok {
+		v.Placement = p
+	}
+	_, v.Configured = env.Shards[v.Placement]
+	v.Configured = v.Configured || v.Placement == env.CatalogShard
+	stores := map[string]*dataplane.Store{env.CatalogShard: env.Data}
+	maps.Copy(stores, env.Shards)
+	names := append([]string{env.CatalogShard}, slices.Sorted(maps.Keys(env.Shards))...)
+	for _, name := range names {
+		exists, err := stores[name].SchemaExists(ctx, id)
+		switch {
+		case err != nil && name == env.CatalogShard:
+			return nil, err
+		case err != nil:
+			v.Unreachable = append(v.Unreachable, name)
+		case exists:
+			v.SchemaOn = append(v.SchemaOn, name)
+		}
+	}
+	return v, nil
 }

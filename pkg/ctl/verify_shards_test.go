@@ -29,6 +29,9 @@ func TestVerifyShards(t *testing.T) {
 	w.dbs.ExecData(t, "INSERT INTO public.tenant_shard (tenant_id, shard_name) VALUES ($1, 'b')", idA)
 	stdout, _ := mustRun(t, 0, "verify")
 	contains(t, "verify of a consistent sharded fleet", stdout, "shards default, b; catalog default", "SHARD", "consistent: no cleanup left anything behind")
+	// status shows where the tenant lives.
+	stdout, _ = mustRun(t, 1, "status", idA)
+	contains(t, "status of a tenant on shard b", stdout, "placed on b; schema on b")
 
 	// idB: on default (its placement) and a copy on b; idC: placed on b,
 	// schema on default only.
