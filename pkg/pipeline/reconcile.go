@@ -36,10 +36,21 @@ func (r *Reconciler) Reconcile(ctx context.Context) (int, error) {
 	if err != nil {
 		return 0, err
 	}
+	// In a sharded fleet a tenant's record is on the shard of its schema.
+	for name, st := range r.Shards {
+		more, err := st.Records(ctx)
+		if err != nil { // a shard that is down: its tenants next time
+			r.Log.Warn("lost work: shard not read", "shard", name, "error", err)
+			continue
+		}
+		recs = append(recs, more...)
+	}
 	var ids []tenant.ID
+	added := map[tenant.ID]bool{}
 	for _, rec := range recs {
 		id, err := tenant.ParseID(rec.ID)
-		if err == nil && (rec.Marked() || rec.DropStarted()) {
+		if err == nil && (rec.Marked() || rec.DropStarted()) && !added[id] {
+			added[id] = true
 			ids = append(ids, id)
 		}
 	}

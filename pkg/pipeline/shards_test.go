@@ -3,6 +3,7 @@ package pipeline
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"net/url"
 	"strings"
 	"sync"
@@ -431,5 +432,20 @@ func TestShardStepsAreTimedPerShard(t *testing.T) {
 		if shard := k[strings.Index(k, "@")+1:]; shard != "b" && shard != "default" {
 			t.Errorf("timed on shard %q, not a configured shard", shard)
 		}
+	}
+}
+
+// TestLostWorkOnAnotherShardIsReconciled: the lost-work scan reads the
+// records of every shard (a tenant's record is on the shard of its schema).
+func TestLostWorkOnAnotherShardIsReconciled(t *testing.T) {
+	w := setupShards(t, []string{"b"})
+	w.onShard(t, idA, "b", "b", 200)
+	w.shards["b"].ExecData(t, "INSERT INTO tenant_cleanup.progress (tenant_id, marked_at, last_marked_at) VALUES ($1, now(), now())", idA)
+	r := &Reconciler{Stores: w.cleaner.Stores, Bus: w.Bus, Now: time.Now, Log: slog.New(slog.DiscardHandler)}
+	if n, err := r.Reconcile(context.Background()); err != nil || n != 1 {
+		t.Fatalf("lost-work scan scheduled %d, %v; want the tenant marked on shard b", n, err)
+	}
+	if !pendingChecks(t, w.env, idA) {
+		t.Fatal("no drain check scheduled")
 	}
 }
