@@ -390,6 +390,7 @@ func TestShardOnAnotherServer(t *testing.T) {
 	// Back: the far tenant completes, dropped in batches within its
 	// server's budget.
 	server.Start()
+	dbs.Data.Reset() // the test's own connections died with the server
 	testenv.Eventually(t, 30*time.Second, func() bool { return w.check(t, tenant.DrainCheck{ID: idA}) == nil },
 		"the far shard's tenant completes once its server is back")
 	w.waitOutcome(t, idA, tenant.OutcomeCleaned)
