@@ -44,8 +44,15 @@ type demoTenant struct {
 	filler   int
 	noSchema bool // schema dropped by an interrupted cleanup (its drop on record)
 	renamed  bool // schema renamed for maintenance: gone, without evidence
-	expect   tenant.Outcome
+	// shard places the tenant (public.tenant_shard) on the demo's second
+	// shard, where its schema is; moving: a copy stays on the default shard.
+	shard  string
+	moving bool
+	expect tenant.Outcome
 }
+
+// shardB is the demo's second shard (ONYX_DB_SHARDS), a database of its own.
+const shardB = "shard-b"
 
 var fleet = []demoTenant{
 	{id: "tenant_d0000001-0000-4000-8000-000000000001", kind: "gated, last query 200 days ago", status: "GATED_ACCESS", created: 400, query: 200, filler: 130, expect: tenant.OutcomeCleaned},
@@ -61,6 +68,9 @@ var fleet = []demoTenant{
 	{id: "tenant_d0000002-0000-4000-8000-000000000006", kind: "no control-plane row", created: 400, query: 200, filler: 20},
 	{id: "tenant_d0000002-0000-4000-8000-000000000007", kind: "gated, a public view depends on it", status: "GATED_ACCESS", created: 400, query: 200, filler: 20, expect: tenant.OutcomeRefused},
 	{id: "tenant_d0000002-0000-4000-8000-000000000008", kind: "gated, schema renamed for maintenance", status: "GATED_ACCESS", created: 400, query: 5, filler: 20, renamed: true},
+	{id: "tenant_d0000003-0000-4000-8000-000000000001", kind: "gated, on " + shardB, status: "GATED_ACCESS", created: 400, query: 200, filler: 20, shard: shardB, expect: tenant.OutcomeCleaned},
+	{id: "tenant_d0000003-0000-4000-8000-000000000002", kind: "gated, being moved to " + shardB, status: "GATED_ACCESS", created: 400, query: 150, filler: 20, shard: shardB, moving: true, expect: tenant.OutcomeCleaned},
+	{id: "tenant_d0000003-0000-4000-8000-000000000003", kind: "gated, on " + shardB + ", queried 5 days ago", status: "GATED_ACCESS", created: 400, query: 5, filler: 20, shard: shardB},
 }
 
 func main() {
@@ -116,6 +126,12 @@ func run() error {
 	if err != nil {
 		return err
 	}
+	shardName := "tenant_cleanup_demo_" + run + "_shard_b"
+	shardURL, err := freshDatabase(ctx, admin, shardName, onyx.DataPlaneSQL, &created)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("    second shard %s: database %s (ONYX_DB_SHARDS)\n", shardB, shardName)
 	fmt.Printf("    databases %s and %s (dropped at the end unless -keep)\n", dataName, controlName)
 	data, err := pgxpool.New(ctx, dataURL)
 	if err != nil {
@@ -127,7 +143,12 @@ func run() error {
 		return err
 	}
 	defer control.Close()
-	if err := seed(ctx, data, control); err != nil {
+	shard, err := pgxpool.New(ctx, shardURL)
+	if err != nil {
+		return err
+	}
+	defer shard.Close()
+	if err := seed(ctx, data, control, shard); err != nil {
 		return err
 	}
 	fmt.Printf("    %d tenants, plus a schema named tenant_notes that is not a tenant\n", len(fleet))
@@ -138,7 +159,8 @@ func run() error {
 	}
 	env := append(os.Environ(), "DATA_PLANE_DATABASE_URL="+dataURL, "CONTROL_PLANE_DATABASE_URL="+controlURL,
 		"NATS_URL="+natsURL, "DRAIN_CHECK_DELAY=2s", "DRAIN_CHECK_MAX_DELAY=4s", "ANALYZER_REPORT_DIR="+reportDir,
-		"LOG_LEVEL=warn", "HTTP_ADDR=") // the demo serves no metrics: nothing to collide with on this machine
+		"LOG_LEVEL=warn", "HTTP_ADDR=", // the demo serves no metrics: nothing to collide with on this machine
+		`ONYX_DB_SHARDS={"`+shardB+`": {"db": "`+shardName+`"}}`)
 
 	step("starting the stores outside PostgreSQL: an S3 file store and Redis (stores.go)")
 	stores, err := startStores(ctx)
@@ -177,6 +199,7 @@ func run() error {
 
 	step("simulating Onyx's background deletion (fixture.drain_step, 3 documents per pair every 500ms)")
 	go simulateDeletion(ctx, data)
+	go simulateDeletion(ctx, shard)
 
 	step("bin/analyzer --once")
 	if err := runCmd(*binDir, env, "analyzer", "--once"); err != nil {
@@ -220,7 +243,7 @@ func run() error {
 	if err := stores.sweepPast(*binDir, env, reportDir); err != nil {
 		return err
 	}
-	if err := summary(ctx, data, control, events, time.Since(start)); err != nil {
+	if err := summary(ctx, data, control, shard, events, time.Since(start)); err != nil {
 		return err
 	}
 	return stores.summary(ctx)
@@ -320,7 +343,7 @@ func daysAgo(n int) any {
 	return time.Now().Add(-time.Duration(n) * 24 * time.Hour)
 }
 
-func seed(ctx context.Context, data, control *pgxpool.Pool) error {
+func seed(ctx context.Context, data, control, shard *pgxpool.Pool) error {
 	store, err := dataplane.New(ctx, data, dataplane.Options{})
 	if err == nil {
 		_, err = store.Ensure(ctx, false)
@@ -341,6 +364,22 @@ func seed(ctx context.Context, data, control *pgxpool.Pool) error {
 			}
 			if _, err := data.Exec(ctx, `INSERT INTO tenant_cleanup.progress (tenant_id, requested_by, marked_at, last_marked_at,
 				drop_started_at, drop_finished_at, relations_dropped) VALUES ($1, 'analyzer', now(), now(), now(), now(), 143)`, t.id); err != nil {
+				return err
+			}
+		}
+		if t.shard != "" { // its schema on the other shard; its public rows on the catalog
+			if _, err := shard.Exec(ctx, "SELECT fixture.create_tenant($1, $2)", t.id, t.filler); err != nil {
+				return err
+			}
+			if _, err := shard.Exec(ctx, "SELECT fixture.seed_tenant($1, 3, 2, 25, $2, $3)", t.id, daysAgo(t.query), daysAgo(t.craft)); err != nil {
+				return err
+			}
+			if !t.moving {
+				if _, err := data.Exec(ctx, "DROP SCHEMA "+pgx.Identifier{t.id}.Sanitize()+" CASCADE"); err != nil {
+					return err
+				}
+			}
+			if _, err := data.Exec(ctx, "INSERT INTO public.tenant_shard (tenant_id, shard_name) VALUES ($1, $2)", t.id, t.shard); err != nil {
 				return err
 			}
 		}
@@ -440,7 +479,7 @@ func (e *eventLog) invalidRefusals() int {
 	return e.invalid
 }
 
-func summary(ctx context.Context, data, control *pgxpool.Pool, events *eventLog, took time.Duration) error {
+func summary(ctx context.Context, data, control, shard *pgxpool.Pool, events *eventLog, took time.Duration) error {
 	step(fmt.Sprintf("what happened to each tenant (in %s)", took.Round(time.Second)))
 	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "TENANT\tKIND\tOUTCOME\tSCHEMA\tPUBLIC ROWS\tCONTROL ROW\tLEDGER")
@@ -453,6 +492,11 @@ func summary(ctx context.Context, data, control *pgxpool.Pool, events *eventLog,
 			(SELECT count(*) FROM public.user_tenant_mapping WHERE tenant_id = $1)`, t.id).Scan(&schema, &public); err != nil {
 			return err
 		}
+		var onShard bool
+		if err := shard.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)`, t.id).Scan(&onShard); err != nil {
+			return err
+		}
+		schema = schema || onShard
 		if err := control.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM tenant WHERE tenant_id = $1),
 			EXISTS (SELECT 1 FROM tenant_cleanup.ledger WHERE tenant_id = $1)`, t.id).Scan(&controlRow, &ledger); err != nil {
 			return err
