@@ -52,10 +52,13 @@ const (
 	// DrainChecksTotal counts drain checks: counter, label result
 	// (drained, not_drained, stuck, refused, error).
 	DrainChecksTotal = "tenant_cleanup_drain_checks_total"
-	// StepDurationSeconds times the steps of the pipeline: histogram, labels
-	// step and shard (a per-tenant step of a sharded fleet timed on one
-	// shard: a configured shard's name; empty otherwise).
+	// StepDurationSeconds times the steps of the pipeline: histogram, label step.
 	StepDurationSeconds = "tenant_cleanup_step_duration_seconds"
+	// ShardStepDurationSeconds times, in a sharded fleet only (it is
+	// registered by SetShards with several shards, and so not in Names),
+	// the per-tenant steps on one shard: histogram, labels step and shard
+	// (a configured shard's name, else "other").
+	ShardStepDurationSeconds = "tenant_cleanup_shard_step_duration_seconds"
 	// TenantsInPhase is the number of tenants in each phase: gauge, label phase.
 	TenantsInPhase = "tenant_cleanup_tenants_in_phase"
 	// OldestTenantAgeSeconds is how long the oldest tenant of each phase has
@@ -116,18 +119,22 @@ type Metrics struct {
 	drains   *prometheus.CounterVec
 	steps    *prometheus.HistogramVec
 	// shards are the configured shard names (SetShards): the only values
-	// of the shard label, which keeps its cardinality bounded.
-	shardsMu sync.Mutex
-	shards   map[string]bool
-	inPhase  *prometheus.GaugeVec
-	oldest   *prometheus.GaugeVec
-	ready    prometheus.Gauge
-	paceLim  prometheus.Gauge
-	paceRun  prometheus.Gauge
-	paceWhy  *prometheus.GaugeVec
-	removed  *prometheus.CounterVec
-	failed   *prometheus.CounterVec
-	pass     analyzerMetrics
+	// of the shard label, which keeps its cardinality bounded; shardSteps
+	// is ShardStepDurationSeconds, registered with them.
+	shardsMu   sync.Mutex
+	shards     map[string]bool
+	shardSteps *prometheus.HistogramVec
+	// reg is the registerer with the service label, for shardSteps.
+	reg     prometheus.Registerer
+	inPhase *prometheus.GaugeVec
+	oldest  *prometheus.GaugeVec
+	ready   prometheus.Gauge
+	paceLim prometheus.Gauge
+	paceRun prometheus.Gauge
+	paceWhy *prometheus.GaugeVec
+	removed *prometheus.CounterVec
+	failed  *prometheus.CounterVec
+	pass    analyzerMetrics
 
 	mu       sync.Mutex
 	phases   map[string]bool // every phase SetPhases has seen, to reset the missing ones
@@ -157,9 +164,9 @@ func New(service string) *Metrics {
 		}, []string{"result"}),
 		steps: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    StepDurationSeconds,
-			Help:    "Duration of the pipeline's steps (analysis pass, mark, drain check, drop, ...); shard: a per-tenant step on one shard of a sharded fleet.",
+			Help:    "Duration of the pipeline's steps (analysis pass, mark, drain check, drop, ...).",
 			Buckets: StepBuckets,
-		}, []string{"step", "shard"}),
+		}, []string{"step"}),
 		inPhase: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: TenantsInPhase,
 			Help: "Tenants in each phase of the pipeline.",
@@ -194,6 +201,7 @@ func New(service string) *Metrics {
 		}, []string{"store"}),
 		phases: map[string]bool{},
 	}
+	m.reg = r
 	r.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
@@ -260,11 +268,12 @@ func (m *Metrics) ObserveStep(step string, d time.Duration) {
 	if m == nil {
 		return
 	}
-	m.steps.WithLabelValues(step, "").Observe(d.Seconds())
+	m.steps.WithLabelValues(step).Observe(d.Seconds())
 }
 
 // SetShards sets the shard names ObserveShardStep accepts (the configured
-// shards).
+// shards) and, with several, registers ShardStepDurationSeconds (once). With
+// one shard nothing changes: ObserveShardStep records nothing.
 func (m *Metrics) SetShards(names []string) {
 	if m == nil {
 		return
@@ -275,22 +284,33 @@ func (m *Metrics) SetShards(names []string) {
 	for _, n := range names {
 		m.shards[n] = true
 	}
+	if len(names) > 1 && m.shardSteps == nil {
+		m.shardSteps = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    ShardStepDurationSeconds,
+			Help:    "Duration of the per-tenant steps on one shard of a sharded fleet (drop_schema, unlink_large_objects), by configured shard.",
+			Buckets: StepBuckets,
+		}, []string{"step", "shard"})
+		m.reg.MustRegister(m.shardSteps)
+	}
 }
 
 // ObserveShardStep records that a per-tenant step took d on shard
-// (tenant_cleanup_step_duration_seconds{step,shard}); a name SetShards did
-// not give is recorded as "other", so the label never grows beyond the
+// (tenant_cleanup_shard_step_duration_seconds{step,shard}); a name SetShards
+// did not give is recorded as "other", so the label never grows beyond the
 // configured shards.
 func (m *Metrics) ObserveShardStep(step, shard string, d time.Duration) {
 	if m == nil {
 		return
 	}
 	m.shardsMu.Lock()
+	defer m.shardsMu.Unlock()
+	if m.shardSteps == nil {
+		return
+	}
 	if !m.shards[shard] {
 		shard = "other"
 	}
-	m.shardsMu.Unlock()
-	m.steps.WithLabelValues(step, shard).Observe(d.Seconds())
+	m.shardSteps.WithLabelValues(step, shard).Observe(d.Seconds())
 }
 
 // SetPhases sets tenant_cleanup_tenants_in_phase{phase} from count and
