@@ -152,7 +152,7 @@ func (c *CLI) runCleanup(ctx context.Context, cmd *cobra.Command, o cleanupOpts,
 		return exitFailed
 	}
 	if len(todo) > 0 && spec.DataPlaneURL != "" {
-		if code := c.confirmCompletions(ctx, cmd, spec.DataPlaneURL, todo, o.force, by); code != exitOK {
+		if code := c.confirmCompletions(ctx, cmd, spec.dataPlane(), todo, o.force, by); code != exitOK {
 			return code
 		}
 	}
@@ -266,13 +266,14 @@ func idStrings(ids []tenant.ID) []string {
 // it says what completing it deletes, asks (or takes --force), and records
 // the confirmation. It publishes nothing; a tenant not confirmed stops the
 // command before anything is published.
-func (c *CLI) confirmCompletions(ctx context.Context, cmd *cobra.Command, dataURL string, ids []tenant.ID, force bool, by string) int {
-	data, closeData, err := openData(ctx, config.DataPlane{DataPlaneURL: dataURL}, 2)
+func (c *CLI) confirmCompletions(ctx context.Context, cmd *cobra.Command, dp config.DataPlane, ids []tenant.ID, force bool, by string) int {
+	env, err := openShards(ctx, dp, 2)
 	if err != nil {
 		c.errorf("%v; nothing was published", err)
 		return exitFailed
 	}
-	defer closeData()
+	defer env.Close()
+	data := env.Data
 	var todo []tenant.ID
 	for _, id := range ids {
 		fp, err := data.Footprint(ctx, id)
@@ -282,6 +283,22 @@ func (c *CLI) confirmCompletions(ctx context.Context, cmd *cobra.Command, dataUR
 		}
 		if fp.SchemaExists || fp.PublicRows == 0 || fp.Record.Evidence(time.Now()) != "" {
 			continue
+		}
+		// In a sharded fleet its schema may be on another shard: then it
+		// is not gone, and there is nothing to confirm.
+		if len(env.Shards) > 0 {
+			where, err := tenantShards(ctx, env, id)
+			if err != nil {
+				c.errorf("%v; nothing was published", err)
+				return exitFailed
+			}
+			if len(where.SchemaOn) > 0 {
+				continue
+			}
+			if len(where.Unreachable) > 0 || !where.Configured {
+				fmt.Fprintf(c.Stdout, "%s: %s: not asking to complete it (the pipeline refuses it while this is so)\n", id, where.describe())
+				continue
+			}
 		}
 		fmt.Fprintf(c.Stdout, "%s: its schema is not on the data plane, and nothing shows that a cleanup of it began.\n"+
 			"  Completing it deletes its %d public rows and, if it is GATED_ACCESS and inactive, its control-plane rows.\n"+

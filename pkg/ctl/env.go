@@ -29,6 +29,10 @@ type (
 		config.ControlPlane
 		config.Bastion
 		DataPlaneURL string `envconfig:"DATA_PLANE_DATABASE_URL" secret:"postgres" desc:"when set, each tenant is looked up first: one whose schema is gone is completed only once you confirm it"`
+		// A sharded fleet's other shards: a schema on any shard is not gone.
+		ShardsJSON       string `envconfig:"ONYX_DB_SHARDS" secret:"shards" desc:"the other shards, as the services read them: a tenant is looked up on every shard"`
+		DefaultShardName string `envconfig:"ONYX_DB_DEFAULT_SHARD" desc:"as the services read it"`
+		CatalogShardName string `envconfig:"ONYX_DB_CATALOG_SHARD" desc:"as the services read it"`
 	}
 	// controlSpec: ledger.
 	controlSpec struct {
@@ -150,6 +154,12 @@ func openData(ctx context.Context, d config.DataPlane, maxConns int32) (*datapla
 		return nil, nil, fmt.Errorf("%w\n(check DATA_PLANE_DATABASE_URL)", err)
 	}
 	return env.Data, env.Close, nil
+}
+
+// dataPlane is the data plane cleanup looks tenants up on.
+func (s *cleanupSpec) dataPlane() config.DataPlane {
+	return config.DataPlane{DataPlaneURL: s.DataPlaneURL, ShardsJSON: s.ShardsJSON, DefaultShardName: s.DefaultShardName,
+		CatalogShardName: s.CatalogShardName}
 }
 
 // dataPlane is the data plane status reads in a sharded fleet.

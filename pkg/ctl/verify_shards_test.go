@@ -29,8 +29,14 @@ func TestVerifyShards(t *testing.T) {
 	w.dbs.ExecData(t, "INSERT INTO public.tenant_shard (tenant_id, shard_name) VALUES ($1, 'b')", idA)
 	stdout, _ := mustRun(t, 0, "verify")
 	contains(t, "verify of a consistent sharded fleet", stdout, "shards default, b; catalog default", "SHARD", "consistent: no cleanup left anything behind")
+	// cleanup does not take a tenant living on b for one whose schema is gone
+	// (it would ask to confirm completing it; without a terminal it refuses).
+	stdout, _ = mustRun(t, 0, "cleanup", idA)
+	if strings.Contains(stdout, "its schema is not on the data plane") {
+		t.Errorf("cleanup asks to complete a tenant living on shard b:\n%s", stdout)
+	}
 	// status shows where the tenant lives.
-	stdout, _ = mustRun(t, 1, "status", idA)
+	stdout, _ = mustRun(t, 0, "status", idA) // requested just above
 	contains(t, "status of a tenant on shard b", stdout, "placed on b; schema on b")
 
 	// idB: on default (its placement) and a copy on b; idC: placed on b,
