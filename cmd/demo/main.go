@@ -68,9 +68,9 @@ var fleet = []demoTenant{
 	{id: "tenant_d0000002-0000-4000-8000-000000000006", kind: "no control-plane row", created: 400, query: 200, filler: 20},
 	{id: "tenant_d0000002-0000-4000-8000-000000000007", kind: "gated, a public view depends on it", status: "GATED_ACCESS", created: 400, query: 200, filler: 20, expect: tenant.OutcomeRefused},
 	{id: "tenant_d0000002-0000-4000-8000-000000000008", kind: "gated, schema renamed for maintenance", status: "GATED_ACCESS", created: 400, query: 5, filler: 20, renamed: true},
-	{id: "tenant_d0000003-0000-4000-8000-000000000001", kind: "gated, on " + shardB, status: "GATED_ACCESS", created: 400, query: 200, filler: 20, shard: shardB, expect: tenant.OutcomeCleaned},
-	{id: "tenant_d0000003-0000-4000-8000-000000000002", kind: "gated, being moved to " + shardB, status: "GATED_ACCESS", created: 400, query: 150, filler: 20, shard: shardB, moving: true, expect: tenant.OutcomeCleaned},
-	{id: "tenant_d0000003-0000-4000-8000-000000000003", kind: "gated, on " + shardB + ", queried 5 days ago", status: "GATED_ACCESS", created: 400, query: 5, filler: 20, shard: shardB},
+	{id: "tenant_d0000004-0000-4000-8000-000000000001", kind: "gated, on " + shardB, status: "GATED_ACCESS", created: 400, query: 200, filler: 20, shard: shardB, expect: tenant.OutcomeCleaned},
+	{id: "tenant_d0000004-0000-4000-8000-000000000002", kind: "gated, being moved to " + shardB, status: "GATED_ACCESS", created: 400, query: 150, filler: 20, shard: shardB, moving: true, expect: tenant.OutcomeCleaned},
+	{id: "tenant_d0000004-0000-4000-8000-000000000003", kind: "gated, on " + shardB + ", queried 5 days ago", status: "GATED_ACCESS", created: 400, query: 5, filler: 20, shard: shardB},
 }
 
 func main() {

@@ -452,7 +452,7 @@ func (c *Cleaner) clean(ctx context.Context, t *dataplane.TenantSession, out bus
 		reason += fmt.Sprintf("; Redis: %d keys, %d memberships", done.Removed.RedisKeys, done.Removed.RedisMemberships)
 	}
 	if c.sharded() {
-		reason += "; shards: " + shardList(pre.copies)
+		reason += "; shards checked: " + shardList(pre.copies)
 		if len(pre.skipped) > 0 {
 			reason += "; not reachable, not checked for a copy: " + strings.Join(pre.skipped, ", ")
 		}
