@@ -379,8 +379,10 @@ func (c *Cleaner) clean(ctx context.Context, t *dataplane.TenantSession, out bus
 	if err := c.afterStep.after("dropped"); err != nil {
 		return out, err
 	}
-	var shared int64 // large objects another schema's file_content still names: kept
-	for _, cp := range pre.copies { // each database has its own large objects
+	// Each database has its own large objects; shared counts those another
+	// schema's file_content still names (kept).
+	var shared int64
+	for _, cp := range pre.copies {
 		k, err := cp.t.KeepShared(ctx)
 		if err != nil {
 			return out, err
