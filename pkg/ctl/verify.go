@@ -52,6 +52,11 @@ row names another shard lives elsewhere; its missing schema is not an
 inconsistency and it is only counted. When DATA_PLANE_SHARD_NAME is empty, a
 tenant with a tenant_shard row and no schema here may live on another shard: it
 is listed apart, under "on another shard?", and not counted as inconsistent.
+With ONYX_DB_SHARDS (a sharded fleet) every shard is read: a tenant's
+schema on any shard is its schema; verify lists the schemas per shard, the
+schemas on a shard nothing places them on (stray copies), the placements
+(public.tenant_shard) pointing at no schema, and counts the tenants placed on
+a shard that is not configured.
 Schemas named tenant_… that are not tenant ids are listed for information.
 
 A tenant of (a) is completed by the pipeline only with evidence that its
