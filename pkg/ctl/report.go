@@ -122,17 +122,19 @@ func (c *CLI) runReport(ctx context.Context, cmd *cobra.Command, out output, csv
 // analyze runs the analyzer's analysis read-only; on failure it returns nil
 // and the exit status.
 func (c *CLI) analyze(ctx context.Context, spec analysisSpec) (*analyzer.Report, int) {
-	data, closeData, err := openData(ctx, spec.DataPlane, spec.DBMaxConns)
+	env, err := openShards(ctx, spec.DataPlane, spec.DBMaxConns)
 	if err != nil {
 		return nil, c.fail(ctx, err)
 	}
-	defer closeData()
+	defer env.Close()
 	control, closeControl, err := openControl(ctx, spec.ControlPlane, spec.Bastion)
 	if err != nil {
 		return nil, c.fail(ctx, err)
 	}
 	defer closeControl()
-	a := &analyzer.Analyzer{Data: data, Control: control, InactiveDays: spec.InactiveDays, ReadAll: true,
+	// Every shard of a sharded fleet, as the analyzer reads them.
+	a := &analyzer.Analyzer{Data: env.Data, Shards: env.Shards, CatalogShard: env.CatalogShard, DefaultShard: env.DefaultShard,
+		Control: control, InactiveDays: spec.InactiveDays, ReadAll: true,
 		Workers: int(spec.DBMaxConns), Now: c.clock, Log: discard}
 	r, err := a.Analyze(ctx)
 	if err != nil {
