@@ -34,7 +34,7 @@ func recordLargeObjects(ctx context.Context, tx pgx.Tx, id tenant.ID) error {
 // belong to the database, not to a schema). It returns how many it kept,
 // left for review. Called after the drop, so the tenant's own table is gone.
 func (t *TenantSession) KeepShared(ctx context.Context) (int64, error) {
-	named, err := t.store.ListedStillNamed(ctx, t.id)
+	named, err := listedStillNamed(ctx, t.conn, t.id) // on the session: a worker holds one connection
 	if err != nil || len(named) == 0 {
 		return 0, err
 	}

@@ -125,7 +125,13 @@ func (s *Store) UnattributedLargeObjects(ctx context.Context) (int64, error) {
 // condition on lobj_oid with $1 the oids), referencesPerQuery tables a
 // statement. A schema dropped meanwhile is skipped.
 func (s *Store) eachFileContent(ctx context.Context, where string, oids []int64, f func(oid int64)) error {
-	rows, err := s.pool.Query(ctx, `SELECT n.nspname FROM pg_catalog.pg_class c
+	return eachFileContent(ctx, s.pool, where, oids, f)
+}
+
+// eachFileContent is Store.eachFileContent on q (the pool, or a tenant
+// session's own connection, so that a worker holding one takes no other).
+func eachFileContent(ctx context.Context, q rowsQuerier, where string, oids []int64, f func(oid int64)) error {
+	rows, err := q.Query(ctx, `SELECT n.nspname FROM pg_catalog.pg_class c
 		JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 		JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid
 		WHERE c.relname = 'file_content' AND c.relkind IN ('r', 'p') AND a.attname = 'lobj_oid' AND NOT a.attisdropped
@@ -148,7 +154,7 @@ func (s *Store) eachFileContent(ctx context.Context, where string, oids []int64,
 		for i, sc := range batch {
 			parts[i] = "SELECT lobj_oid::bigint FROM " + pgx.Identifier{sc, "file_content"}.Sanitize() + where
 		}
-		rows, err := s.pool.Query(ctx, strings.Join(parts, " UNION ALL "), args...)
+		rows, err := q.Query(ctx, strings.Join(parts, " UNION ALL "), args...)
 		if err == nil {
 			var oid int64
 			_, err = pgx.ForEachRow(rows, []any{&oid}, func() error { f(oid); return nil })
@@ -165,10 +171,15 @@ func (s *Store) eachFileContent(ctx context.Context, where string, oids []int64,
 // restored since): they must not be unlinked. It reads every file_content
 // table, for the few oids listed.
 func (s *Store) ListedStillNamed(ctx context.Context, id tenant.ID) ([]int64, error) {
+	return listedStillNamed(ctx, s.pool, id)
+}
+
+// listedStillNamed is ListedStillNamed on q.
+func listedStillNamed(ctx context.Context, q rowsQuerier, id tenant.ID) ([]int64, error) {
 	fail := func(err error) ([]int64, error) {
 		return nil, fmt.Errorf("data plane: check the large objects listed for %s: %w", id, pgerr.Kind(err))
 	}
-	rows, err := s.pool.Query(ctx, "SELECT lobj_oid::bigint FROM tenant_cleanup.large_objects WHERE tenant_id = $1", string(id))
+	rows, err := q.Query(ctx, "SELECT lobj_oid::bigint FROM tenant_cleanup.large_objects WHERE tenant_id = $1", string(id))
 	if err != nil {
 		if noTable(err) {
 			return nil, nil
@@ -183,7 +194,7 @@ func (s *Store) ListedStillNamed(ctx context.Context, id tenant.ID) ([]int64, er
 		return nil, nil
 	}
 	named := map[int64]bool{}
-	if err := s.eachFileContent(ctx, " WHERE lobj_oid = ANY ($1)", listed, func(oid int64) { named[oid] = true }); err != nil {
+	if err := eachFileContent(ctx, q, " WHERE lobj_oid = ANY ($1)", listed, func(oid int64) { named[oid] = true }); err != nil {
 		return fail(err)
 	}
 	var out []int64
