@@ -417,14 +417,7 @@ func TestCleanupRemovesLargeObjects(t *testing.T) {
 	count := func(id string) int64 {
 		return e.DBs.CountData(t, "SELECT count(*) FROM pg_largeobject_metadata m WHERE convert_from(lo_get(m.oid), 'UTF8') LIKE $1 || ' %'", id)
 	}
-	if err := e.mark(t, idA); err != nil {
-		t.Fatal(err)
-	}
-	e.drain(t, idA)
-	if err := e.check(t, tenant.DrainCheck{ID: idA}); err != nil {
-		t.Fatal(err)
-	}
-	e.AssertCleaned(idA)
+	e.markDrainAndClean(t, idA)
 	entry, _, err := e.cleaner.Control.LedgerEntry(ctx, idA)
 	if err != nil || entry.StoresRemoved["large_objects"] != 4 || count(idA) != 0 || count(idB) != 2 {
 		t.Fatalf("ledger %+v, %v; large objects left: %d of the tenant's, %d of 2 of the other's", entry.StoresRemoved, err, count(idA), count(idB))

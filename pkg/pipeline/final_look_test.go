@@ -229,14 +229,7 @@ func TestTenantWithMaterializedViewIsCleaned(t *testing.T) {
 	e.DBs.ExecData(t, `CREATE MATERIALIZED VIEW "`+idA+`".stats AS SELECT count(*) FROM "`+idA+`".document;
 		CREATE TABLE "`+idA+`".events (id int, at date) PARTITION BY RANGE (at);
 		CREATE TABLE "`+idA+`".events_2026 PARTITION OF "`+idA+`".events FOR VALUES FROM ('2026-01-01') TO ('2027-01-01')`)
-	if err := e.mark(t, idA); err != nil {
-		t.Fatal(err)
-	}
-	e.drain(t, idA)
-	if err := e.check(t, tenant.DrainCheck{ID: idA}); err != nil {
-		t.Fatal(err)
-	}
-	e.AssertCleaned(idA)
+	e.markDrainAndClean(t, idA)
 }
 
 // The message body of a drain check is parsed for its tenant id and attempt

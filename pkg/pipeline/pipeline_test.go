@@ -78,6 +78,20 @@ func (e *env) markedAndDrained(t *testing.T, id string) {
 	e.drain(t, id)
 }
 
+// markDrainAndClean marks id (an eligible tenant), lets it drain, runs its
+// drain check and asserts that it was cleaned.
+func (e *env) markDrainAndClean(t *testing.T, id string) {
+	t.Helper()
+	if err := e.mark(t, id); err != nil {
+		t.Fatal(err)
+	}
+	e.drain(t, id)
+	if err := e.check(t, tenant.DrainCheck{ID: tenant.ID(id)}); err != nil {
+		t.Fatal(err)
+	}
+	e.AssertCleaned(id)
+}
+
 // crashAfter delivers a drain check of id that stops right after step, as
 // a crash there would.
 func (e *env) crashAfter(t *testing.T, id, step string) {

@@ -5,8 +5,6 @@ import (
 	"testing"
 
 	"github.com/jackc/pgx/v5"
-
-	"github.com/tenantcleanup/tenant-cleanup/pkg/tenant"
 )
 
 // A live tenant (idB) whose file_content references the same large
@@ -29,14 +27,7 @@ func TestSharedLargeObjectOfLiveTenantSurvives(t *testing.T) {
 	if err := e.DBs.Data.QueryRow(ctx, "SELECT lobj_oid FROM "+b+".file_content WHERE file_id = 'shared'").Scan(&shared); err != nil {
 		t.Fatal(err)
 	}
-	if err := e.mark(t, idA); err != nil {
-		t.Fatal(err)
-	}
-	e.drain(t, idA)
-	if err := e.check(t, tenant.DrainCheck{ID: idA}); err != nil {
-		t.Fatal(err)
-	}
-	e.AssertCleaned(idA)
+	e.markDrainAndClean(t, idA)
 	if n := e.DBs.CountData(t, "SELECT count(*) FROM pg_largeobject_metadata WHERE oid = $1::oid", shared); n != 1 {
 		t.Fatalf("large object %d, still referenced by live tenant %s's file_content, was unlinked by cleaning %s", shared, idB, idA)
 	}

@@ -60,14 +60,7 @@ func TestCleanupRemovesFilesAndKeys(t *testing.T) {
 	e.seedStores(t, idB, 5)
 	s3.Put(bucket, "onyx-files/"+neighbour+"/kept", []byte("x"))
 	client.Set(ctx, neighbour+":kept", "x", 0)
-	if err := e.mark(t, idA); err != nil {
-		t.Fatal(err)
-	}
-	e.drain(t, idA)
-	if err := e.check(t, tenant.DrainCheck{ID: idA}); err != nil {
-		t.Fatal(err)
-	}
-	e.AssertCleaned(idA)
+	e.markDrainAndClean(t, idA)
 	if left := s3.Keys(bucket, "onyx-files/"+idA+"/"); len(left) != 0 {
 		t.Fatalf("S3 objects left: %v", left)
 	}
