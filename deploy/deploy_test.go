@@ -82,19 +82,31 @@ func loadYAML(t *testing.T, path string) []doc {
 func k8sDocs(t *testing.T) []doc {
 	t.Helper()
 	var docs []doc
-	err := filepath.WalkDir(k8sDir, func(path string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if !d.IsDir() && (strings.HasSuffix(path, ".yaml") || strings.HasSuffix(path, ".yml")) {
-			docs = append(docs, loadYAML(t, path)...)
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
+	for _, path := range yamlFiles(t, k8sDir) {
+		docs = append(docs, loadYAML(t, path)...)
 	}
 	return docs
+}
+
+// yamlFiles lists the YAML files under dirs.
+func yamlFiles(t *testing.T, dirs ...string) []string {
+	t.Helper()
+	var paths []string
+	for _, dir := range dirs {
+		err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+			if err != nil {
+				return err
+			}
+			if !d.IsDir() && (strings.HasSuffix(path, ".yaml") || strings.HasSuffix(path, ".yml")) {
+				paths = append(paths, path)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	return paths
 }
 
 func isKustomize(d doc) bool {

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -173,19 +172,8 @@ func decodeStrict(d rawDoc) (any, error) {
 func deployDocs(t *testing.T) []rawDoc {
 	t.Helper()
 	var docs []rawDoc
-	for _, dir := range []string{k8sDir, "examples"} {
-		err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
-			if err != nil {
-				return err
-			}
-			if !d.IsDir() && (strings.HasSuffix(path, ".yaml") || strings.HasSuffix(path, ".yml")) {
-				docs = append(docs, splitYAML(t, path)...)
-			}
-			return nil
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
+	for _, path := range yamlFiles(t, k8sDir, "examples") {
+		docs = append(docs, splitYAML(t, path)...)
 	}
 	return docs
 }
