@@ -32,11 +32,17 @@ WITH RECURSIVE reached(relid, event) AS (
           AND CASE r.event WHEN 'delete' THEN k.confdeltype ELSE k.confupdtype END IN ('c', 'n', 'd')
     ) n(relid, event)
 )
-SELECT c.oid::int8, n.nspname::text, c.relname::text,
-       bool_or(r.event = 'delete'), bool_or(r.event = 'update'),
-       has_table_privilege(c.oid, 'INSERT, UPDATE, DELETE, TRUNCATE')
-FROM reached r
-JOIN pg_class c ON c.oid = r.relid
-JOIN pg_namespace n ON n.oid = c.relnamespace
-GROUP BY c.oid, n.nspname, c.relname
+-- The catalog rows are found through their indexes, per reached table
+-- (OFFSET 0 keeps the planner from hashing all of pg_class: it cannot
+-- estimate how few tables a recursion reaches).
+SELECT c.oid::int8, c.nspname, c.relname, r.del, r.upd, c.may_lock
+FROM (SELECT relid, bool_or(event = 'delete') AS del, bool_or(event = 'update') AS upd
+      FROM reached GROUP BY relid) r
+CROSS JOIN LATERAL (
+    SELECT c.oid, n.nspname::text AS nspname, c.relname::text AS relname,
+           has_table_privilege(c.oid, 'INSERT, UPDATE, DELETE, TRUNCATE') AS may_lock
+    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE c.oid = r.relid
+    OFFSET 0
+) c
 ORDER BY 2, 3

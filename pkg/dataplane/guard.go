@@ -98,7 +98,11 @@ var errNet = errors.New("the drop reached objects the check did not see")
 // ACCESS EXCLUSIVE with the closure walked before it; the caller rolls back
 // on error, so nothing is dropped.
 func checkNet(ctx context.Context, tx pgx.Tx, c closure) error {
-	rows, err := tx.Query(ctx, query("net", ""))
+	classids, objids := make([]int64, 0, len(c.objects)), make([]int64, 0, len(c.objects))
+	for k := range c.objects {
+		classids, objids = append(classids, k.classid), append(objids, k.objid)
+	}
+	rows, err := tx.Query(ctx, query("net", ""), classids, objids)
 	if err != nil {
 		return err
 	}

@@ -381,15 +381,32 @@ func (t *TenantSession) DeletePublicRows(ctx context.Context) (PublicRows, error
 	if !t.store.Catalog() {
 		return r, fmt.Errorf("delete public rows of %s: shard %q is not the catalog", t.id, t.store.Shard())
 	}
-	err := pgx.BeginTxFunc(ctx, t.conn, t.beginWithLockTimeout(), func(tx pgx.Tx) (err error) {
-		r, err = deletePublicRows(ctx, tx, t.id)
-		return err
-	})
+	// None left, and the record says they were deleted (by the drop's look
+	// transaction, or an earlier attempt): no transaction, no COMMIT.
+	var (
+		left     int64
+		recorded bool
+	)
+	err := t.conn.QueryRow(ctx, publicRowsLeftSQL, string(t.id)).Scan(&left, &recorded)
+	if err == nil && left == 0 && recorded {
+		return r, nil
+	}
+	if err == nil {
+		err = pgx.BeginTxFunc(ctx, t.conn, t.beginWithLockTimeout(), func(tx pgx.Tx) (err error) {
+			r, err = deletePublicRows(ctx, tx, t.id)
+			return err
+		})
+	}
 	if err != nil {
 		return PublicRows{}, fmt.Errorf("delete public rows of %s: %w", t.id, pgerr.Kind(err))
 	}
 	return r, nil
 }
+
+// publicRowsLeftSQL is how many public rows tenant $1 has, and whether its
+// record says they were deleted once.
+var publicRowsLeftSQL = "SELECT (\n" + query("public_row_count", "") + "\n), EXISTS (SELECT FROM tenant_cleanup.progress " +
+	"WHERE tenant_id = $1 AND public_rows_deleted_at IS NOT NULL)"
 
 // deletePublicRows deletes the tenant's public rows in tx. It refuses the
 // tenant first if the delete would run code of another role (a trigger) with

@@ -27,7 +27,7 @@ WITH ns AS (
                SELECT FROM pg_depend o
                WHERE o.classid = 'pg_class'::regclass::oid AND o.objid = c.oid
                  AND o.refclassid = 'pg_class'::regclass::oid AND o.deptype IN ('a', 'i')))
-), fk AS (
+), fk AS MATERIALIZED (
     SELECT k.confrelid, array_agg(DISTINCT f.relname::text) AS refs
     FROM rels f JOIN pg_constraint k ON k.conrelid = f.oid AND k.contype = 'f'
     WHERE k.confrelid <> f.oid
