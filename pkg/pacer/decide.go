@@ -13,7 +13,7 @@ const (
 	// Running: drops start up to the limit.
 	Running Throttle = iota
 	// Throttled: the last sample was over a max threshold; the limit was
-	// halved and at most Limit drops start per sample interval.
+	// halved, and it counts every replica's drops in flight.
 	Throttled
 	// Paused: a sample was over a critical threshold; no drop starts until
 	// a sample is below every max threshold (hysteresis).
@@ -109,7 +109,9 @@ func Start(c Config) Decision {
 //   - paused, the pacer stays paused until a sample has every signal below
 //     its max threshold (hysteresis), then runs one drop at a time;
 //   - a signal over a max threshold halves the limit (never below 1) and
-//     throttles: at most Limit drops start per sample interval;
+//     throttles: the limit then counts every replica's drops, and at 1
+//     drops run one after another (what one drop costs the foreground is
+//     about the least a cleanup can cost it);
 //   - HealthySamples healthy samples in a row add one to the limit, up to
 //     MaxConcurrency;
 //   - a sample with no signal read changes nothing (it says nothing about
@@ -183,8 +185,7 @@ func describe(c Config, d Decision) string {
 		}
 		return "paused until every signal is below its max: " + why
 	case Throttled:
-		return fmt.Sprintf("throttled to %d %s at once, at most %d started per %s: %s",
-			d.Limit, drops(d.Limit), d.Limit, c.Interval, why)
+		return fmt.Sprintf("throttled to %d %s at once across replicas: %s", d.Limit, drops(d.Limit), why)
 	}
 	if d.Limit >= c.MaxConcurrency {
 		return fmt.Sprintf("healthy: up to %d %s at once (PACE_MAX_CONCURRENCY)", d.Limit, drops(d.Limit))

@@ -51,7 +51,7 @@ func TestDecide(t *testing.T) {
 			want: Throttled, limit: 2, label: "probe", reason: "probe 5.00 ms is 2.5× its 2.00 ms baseline (max 2×)"},
 		{name: "halving rounds down", cur: running(3, 0), sample: probe(3), want: Throttled, limit: 1, label: "probe"},
 		{name: "over max never goes below 1", cur: Decision{Throttle: Throttled, Limit: 1}, sample: probe(4.9),
-			want: Throttled, limit: 1, label: "probe", reason: "throttled to 1 drop at once, at most 1 started per 1s"},
+			want: Throttled, limit: 1, label: "probe", reason: "throttled to 1 drop at once across replicas"},
 		{name: "over critical pauses", cur: running(4, 2), sample: probe(6),
 			want: Paused, limit: 1, label: "probe", reason: "paused, no new drop starts: probe 12.0 ms is 6.0× its 2.00 ms baseline (critical 5×)"},
 		{name: "paused stays paused above max (hysteresis)", cur: Decision{Throttle: Paused, Limit: 1}, sample: probe(3),

@@ -120,7 +120,7 @@ type Pacer struct {
 	baseline   probeBaseline
 	inFlight   int
 	waiting    int
-	startsLeft int           // drops that may still start this interval while throttled; -1: no bound
+	others     int           // other replicas' drops in flight at the last sample, counted while throttled
 	busy       bool          // a drop of this replica ran since the previous sample
 	commit     time.Duration // the longest COMMIT reported since the previous sample
 	last       Sample
@@ -138,7 +138,7 @@ func New(cfg Config, src Source, log *slog.Logger) (*Pacer, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	p := &Pacer{cfg: cfg, src: src, log: log, now: time.Now, startsLeft: -1, changed: make(chan struct{})}
+	p := &Pacer{cfg: cfg, src: src, log: log, now: time.Now, changed: make(chan struct{})}
 	p.since = p.now()
 	switch cfg.Mode {
 	case ModeOff:
@@ -233,9 +233,12 @@ func (p *Pacer) apply(s Sample) {
 
 	prev := p.dec
 	p.dec = Decide(p.cfg, prev, s)
-	p.startsLeft = -1
-	if p.dec.Throttle == Throttled {
-		p.startsLeft = p.dec.Limit
+	// Throttled, the limit counts the drops of every replica the sample
+	// saw (SamplerOptions.DropLockKey), so that N throttled replicas do not
+	// run N drops between them.
+	p.others = 0
+	if p.dec.Throttle == Throttled && s.DropsInFlight > 0 {
+		p.others = max(0, s.DropsInFlight-p.inFlight)
 	}
 	if p.dec.Throttle != prev.Throttle {
 		p.since = p.now()
@@ -275,15 +278,15 @@ func (p *Pacer) admit() bool {
 		return true
 	case !p.calibrated, p.dec.Throttle == Paused, p.inFlight >= p.dec.Limit:
 		return false
-	case p.dec.Throttle == Throttled && p.startsLeft == 0:
+	case p.dec.Throttle == Throttled && p.inFlight+p.others >= p.dec.Limit:
 		return false
 	}
 	return true
 }
 
 // Acquire waits until a drop may start (calibrated, not paused, fewer than
-// the limit in flight, and while throttled at most Limit started per
-// interval), then counts it in flight. Call release exactly once when the
+// the limit in flight, counting while throttled the other replicas' drops
+// the last sample saw), then counts it in flight. Call release exactly once when the
 // drop is over, with what came of it; later calls do nothing. When ctx ends
 // first, Acquire returns a *WaitError (errors.Is ErrPaced) saying why it
 // waited: bound the wait with a context deadline and turn that error into
@@ -295,9 +298,6 @@ func (p *Pacer) Acquire(ctx context.Context) (release func(Outcome), err error) 
 		if ctx.Err() == nil && p.admit() {
 			p.inFlight++
 			p.busy = true
-			if p.startsLeft > 0 {
-				p.startsLeft--
-			}
 			p.broadcast()
 			p.mu.Unlock()
 			var once sync.Once

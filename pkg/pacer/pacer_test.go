@@ -196,7 +196,7 @@ func TestCalibrationGivesUpWaiting(t *testing.T) {
 	})
 }
 
-func TestThrottleHalvesTheLimitAndSpacesStarts(t *testing.T) {
+func TestThrottleHalvesTheLimitAndCountsOtherReplicas(t *testing.T) {
 	t.Parallel()
 	cfg := testConfig()
 	cfg.HealthySamples = 1
@@ -213,7 +213,9 @@ func TestThrottleHalvesTheLimitAndSpacesStarts(t *testing.T) {
 	}
 	fifth := f.wait(t, f.ctx)
 
-	st := f.sample(idle(3))
+	over := idle(3)
+	over.DropsInFlight = 4 // this replica's own
+	st := f.sample(over)
 	if st.Throttle != Throttled || st.Limit != 2 || st.Label != "probe" || !strings.Contains(st.Reason, "probe 6.00 ms is 3.0×") {
 		t.Fatalf("over max: %+v", st)
 	}
@@ -223,28 +225,40 @@ func TestThrottleHalvesTheLimitAndSpacesStarts(t *testing.T) {
 		t.Fatal("started with 2 in flight at a limit of 2")
 	}
 	releases[2](Outcome{})
-	fifth.granted(t)(Outcome{}) // 1 of the 2 starts of this interval
+	fifth.granted(t)(Outcome{})
 	releases[3](Outcome{})
-	f.acquire(t)(Outcome{}) // 2 of 2
-	if st := f.p.State(); st.InFlight != 0 {
-		t.Fatalf("in flight %d, want 0", st.InFlight)
+	// Throttled at 2, drops start one after another up to the limit: no
+	// spacing in time.
+	for range 3 {
+		a, b := f.acquire(t), f.acquire(t)
+		a(Outcome{})
+		b(Outcome{})
 	}
-	next := f.wait(t, f.ctx)
-	if !next.waiting() {
-		t.Fatal("a third drop started in one throttled interval")
-	}
-	st = f.sample(idle(3))
+
+	// Another replica's drop, seen by the sample, counts against the limit
+	// while throttled.
+	over.DropsInFlight = 1
+	st = f.sample(over)
 	if st.Limit != 1 || st.Throttle != Throttled {
 		t.Fatalf("still over max: %+v", st)
 	}
-	release := next.granted(t) // the next interval has a start
-	third := f.wait(t, f.ctx)
-	f.sample(idle(1)) // healthy: no bound on starts, but the limit is 1
-	if !third.waiting() {
-		t.Fatal("two in flight at a limit of 1")
+	blocked := f.wait(t, f.ctx)
+	if !blocked.waiting() {
+		t.Fatal("started beside another replica's drop at a throttled limit of 1")
 	}
+	over.DropsInFlight = 0 // the other replica's drop ended
+	f.sample(over)
+	release := blocked.granted(t)
+	third := f.wait(t, f.ctx)
+	f.sample(idle(1)) // healthy: the limit grows to 2 again
 	release(Outcome{})
 	third.granted(t)(Outcome{})
+
+	// Running (not throttled), the limit is this replica's alone.
+	busy := idle(1)
+	busy.DropsInFlight = 5
+	f.sample(busy)
+	f.acquire(t)(Outcome{})
 }
 
 func TestPauseAtCriticalUntilBelowMax(t *testing.T) {
