@@ -182,7 +182,8 @@ func (b *Bus) each(ctx context.Context, prefix string, fn func([]byte)) error {
 // last write: a replica writes it on every change and every third of it.
 const PaceReportTTL = 90 * time.Second
 
-// keyPace is the prefix of the pace reports: pace.<replica>.
+// keyPace is the prefix of the pace reports: pace.<replica>, and
+// pace.<replica>.<shard> in a sharded fleet.
 const keyPace = "pace."
 
 // PaceReport is what one cleaner replica's pacer does now (pkg/pacer), for
@@ -190,6 +191,9 @@ const keyPace = "pace."
 type PaceReport struct {
 	// By is the replica (cleaner@host/pid).
 	By string `json:"by"`
+	// Shard is the data-plane shard this pacer paces, in a sharded fleet
+	// (each shard has a pacer of its own); empty with one shard.
+	Shard string `json:"shard,omitempty"`
 	// State is running, throttled, paused, calibrating or off.
 	State string `json:"state"`
 	// Limit is how many drops may run at once, Max its ceiling.
@@ -211,6 +215,9 @@ func (b *Bus) SetPace(ctx context.Context, r PaceReport) error {
 		return err
 	}
 	key := keyPace + sanitizeKey(r.By)
+	if r.Shard != "" {
+		key += "." + sanitizeKey(r.Shard)
+	}
 	return b.healed(ctx, func() error {
 		// A TTL is set only when a key is created: the replica is the
 		// key's only writer, so delete and create it.

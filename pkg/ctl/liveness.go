@@ -26,7 +26,7 @@ func readLiveness(ctx context.Context, b *bus.Bus, paces []bus.PaceReport) (live
 	if l.Consumers, err = b.Consumers(ctx); err != nil {
 		return l, err
 	}
-	l.Replicas = len(paces)
+	l.Replicas = replicasIn(paces)
 	p, found, err := b.LastAnalyzerPass(ctx)
 	if err != nil {
 		return l, err
@@ -90,4 +90,14 @@ func printLiveness(w io.Writer, now time.Time, l liveness) {
 		fmt.Fprintln(w)
 	}
 	fmt.Fprintln(w)
+}
+
+// replicasIn counts the cleaner replicas of pace reports (a replica reports
+// once per shard in a sharded fleet).
+func replicasIn(paces []bus.PaceReport) int {
+	replicas := map[string]bool{}
+	for _, p := range paces {
+		replicas[p.By] = true
+	}
+	return len(replicas)
 }

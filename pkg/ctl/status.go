@@ -510,12 +510,16 @@ func printFleet(w io.Writer, now time.Time, v fleetView) {
 		tw.Flush()
 	}
 
-	fmt.Fprintf(w, "\nPace of the drops: %s reporting\n", plural(len(v.Pace), "cleaner replica"))
+	fmt.Fprintf(w, "\nPace of the drops: %s reporting\n", plural(replicasIn(v.Pace), "cleaner replica"))
 	if len(v.Pace) > 0 {
 		tw = table(w)
 		row(tw, "REPLICA", "STATE", "DROPS AT ONCE", "IN FLIGHT", "WAITING", "WHY")
 		for _, p := range v.Pace {
-			row(tw, p.By, p.State, fmt.Sprintf("%d of %d", p.Limit, p.Max), p.InFlight, p.Waiting, p.Reason)
+			by := p.By
+			if p.Shard != "" {
+				by += " on shard " + p.Shard
+			}
+			row(tw, by, p.State, fmt.Sprintf("%d of %d", p.Limit, p.Max), p.InFlight, p.Waiting, p.Reason)
 		}
 		tw.Flush()
 	}

@@ -129,8 +129,8 @@ type Metrics struct {
 	inPhase *prometheus.GaugeVec
 	oldest  *prometheus.GaugeVec
 	ready   prometheus.Gauge
-	paceLim prometheus.Gauge
-	paceRun prometheus.Gauge
+	paceLim *prometheus.GaugeVec
+	paceRun *prometheus.GaugeVec
 	paceWhy *prometheus.GaugeVec
 	removed *prometheus.CounterVec
 	failed  *prometheus.CounterVec
@@ -179,18 +179,18 @@ func New(service string) *Metrics {
 			Name: Ready,
 			Help: "1 when the last /readyz check passed (databases and JetStream reachable), else 0.",
 		}),
-		paceLim: prometheus.NewGauge(prometheus.GaugeOpts{
+		paceLim: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: PaceLimit,
-			Help: "Drops the cleaner's pacer lets run at once (0 while paused by the data plane's load).",
-		}),
-		paceRun: prometheus.NewGauge(prometheus.GaugeOpts{
+			Help: "Drops the cleaner's pacer of a shard lets run at once (0 while paused by the shard's load).",
+		}, []string{"shard"}),
+		paceRun: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: PaceInFlight,
-			Help: "The cleaner's drops running now.",
-		}),
+			Help: "The cleaner's drops running now on a shard.",
+		}, []string{"shard"}),
 		paceWhy: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: PaceThrottled,
-			Help: "1 for the reason the pacer throttles or pauses drops now (none: not throttled).",
-		}, []string{"reason"}),
+			Help: "1 for the reason the pacer of a shard throttles or pauses drops now (none: not throttled).",
+		}, []string{"shard", "reason"}),
 		removed: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: StoreRemovedTotal,
 			Help: "What cleanups removed from the tenants' other stores, by store and unit.",
@@ -336,20 +336,21 @@ func (m *Metrics) SetPhases(count map[string]int, oldest map[string]time.Duratio
 	}
 }
 
-// SetPace sets the pace gauges: the limit (0 while paused), the drops in
-// flight, and 1 for reason among reasons (the others 0).
-func (m *Metrics) SetPace(limit, inFlight int, reason string, reasons []string) {
+// SetPace sets the pace gauges of the pacer of shard (each data-plane shard
+// has its own): the limit (0 while paused), the drops in flight, and 1 for
+// reason among reasons (the others 0).
+func (m *Metrics) SetPace(shard string, limit, inFlight int, reason string, reasons []string) {
 	if m == nil {
 		return
 	}
-	m.paceLim.Set(float64(limit))
-	m.paceRun.Set(float64(inFlight))
+	m.paceLim.WithLabelValues(shard).Set(float64(limit))
+	m.paceRun.WithLabelValues(shard).Set(float64(inFlight))
 	for _, r := range reasons {
 		v := 0.0
 		if r == reason {
 			v = 1
 		}
-		m.paceWhy.WithLabelValues(r).Set(v)
+		m.paceWhy.WithLabelValues(shard, r).Set(v)
 	}
 }
 

@@ -121,7 +121,7 @@ func TestExposition(t *testing.T) {
 	m.ObserveStep("drop", 1500*time.Millisecond)
 	m.ObserveStep("drop", 3*time.Millisecond)
 	m.SetPhases(map[string]int{"draining": 4}, map[string]time.Duration{"draining": 90 * time.Minute})
-	m.SetPace(0, 1, "probe", []string{"none", "probe", "commit"})
+	m.SetPace("default", 0, 1, "probe", []string{"none", "probe", "commit"})
 	m.StoreRemoved("s3", "objects", 1000)
 	m.StoreRemoved("s3", "bytes", 4096)
 	m.StoreRemoved("redis", "keys", 0) // nothing removed: no series
@@ -188,13 +188,13 @@ func TestExposition(t *testing.T) {
 		t.Errorf("go_goroutines = %v", g.GetGauge().GetValue())
 	}
 
-	if v := find(t, fams, metrics.PaceThrottled, map[string]string{"reason": "probe"}).GetGauge().GetValue(); v != 1 {
+	if v := find(t, fams, metrics.PaceThrottled, map[string]string{"shard": "default", "reason": "probe"}).GetGauge().GetValue(); v != 1 {
 		t.Errorf("pace throttled by probe = %v, want 1", v)
 	}
-	if v := find(t, fams, metrics.PaceThrottled, map[string]string{"reason": "none"}).GetGauge().GetValue(); v != 0 {
+	if v := find(t, fams, metrics.PaceThrottled, map[string]string{"shard": "default", "reason": "none"}).GetGauge().GetValue(); v != 0 {
 		t.Errorf("pace throttled, none = %v, want 0", v)
 	}
-	if v := find(t, fams, metrics.PaceInFlight, nil).GetGauge().GetValue(); v != 1 {
+	if v := find(t, fams, metrics.PaceInFlight, map[string]string{"shard": "default"}).GetGauge().GetValue(); v != 1 {
 		t.Errorf("pace in flight = %v, want 1", v)
 	}
 	if v := find(t, fams, metrics.StoreRemovedTotal, map[string]string{"store": "s3", "unit": "objects"}).GetCounter().GetValue(); v != 1000 {

@@ -39,9 +39,10 @@ type Cleaner struct {
 	// once each configured store holds nothing of it.
 	Files FileStore
 	Keys  KeyStore
-	// Pacer, when set, paces the drops by the data plane's health
-	// (pkg/pacer): a drop starts only when it admits one.
-	Pacer Pacer
+	// Pacers pace the drops by each data-plane shard's health (pkg/pacer),
+	// by shard name: a tenant's drop starts only when the pacer of every
+	// shard it has a schema on admits it. A shard without one is not paced.
+	Pacers map[string]Pacer
 	// ObserveStep, when set, receives how long each irreversible step took:
 	// delete_control_plane_rows (prepared), drop_schema,
 	// unlink_large_objects, delete_public_rows.
@@ -106,23 +107,43 @@ const (
 	paceRetry = 5 * time.Second
 )
 
-// pace waits until the pacer admits a drop. The release function is to be
-// called with the longest COMMIT the drop took; a wait that ends is the
-// outcome "paused" (the tenant waits, it is not stuck).
-func (c *Cleaner) pace(ctx context.Context, out bus.Outcome) (release func(pacer.Outcome), waiting bus.Outcome, err error) {
-	if c.Pacer == nil {
-		return func(pacer.Outcome) {}, out, nil
+// pace waits until the pacer of each shard where the tenant has a schema to
+// drop admits the drop, in the order of copies (the order every worker
+// locks them in). The release
+// function is to be called with the longest COMMIT the drop took on each
+// shard; a wait that ends is the outcome "paused" (the tenant waits, it is
+// not stuck).
+func (c *Cleaner) pace(ctx context.Context, out bus.Outcome, copies []shardCopy) (release func(commits map[string]time.Duration), waiting bus.Outcome, err error) {
+	releases := map[string]func(pacer.Outcome){}
+	release = func(commits map[string]time.Duration) {
+		for shard, r := range releases {
+			r(pacer.Outcome{Commit: commits[shard]})
+		}
 	}
 	actx, cancel := context.WithTimeout(ctx, paceWait)
 	defer cancel()
-	release, err = c.Pacer.Acquire(actx)
-	if errors.Is(err, pacer.ErrPaced) && ctx.Err() == nil {
-		waiting, err = Waiting(out, tenant.OutcomePaused, "pace@"+c.Identity, c.Identity, c.Now().Add(paceRetry),
-			"paced by the data plane's load: "+c.Pacer.State().Reason)
-		waiting.Pause.Kind = PacedKind
-		return nil, waiting, err
+	for _, cp := range copies {
+		p := c.Pacers[cp.shard]
+		if p == nil || releases[cp.shard] != nil || !cp.snap.SchemaExists && !cp.snap.Underway {
+			continue
+		}
+		r, err := p.Acquire(actx)
+		if err != nil {
+			release(nil)
+			if errors.Is(err, pacer.ErrPaced) && ctx.Err() == nil {
+				reason := "paced by the data plane's load: " + p.State().Reason
+				if c.sharded() {
+					reason = "paced by the load of shard " + cp.shard + ": " + p.State().Reason
+				}
+				waiting, err = Waiting(out, tenant.OutcomePaused, "pace@"+c.Identity, c.Identity, c.Now().Add(paceRetry), reason)
+				waiting.Pause.Kind = PacedKind
+				return nil, waiting, err
+			}
+			return nil, out, err
+		}
+		releases[cp.shard] = r
 	}
-	return release, out, err
+	return release, out, nil
 }
 
 // timed runs fn and hands its duration to ObserveStep as step.
@@ -293,12 +314,12 @@ func (c *Cleaner) clean(ctx context.Context, t *dataplane.TenantSession, out bus
 	if err := c.storesAnswer(ctx); err != nil {
 		return out, err
 	}
-	release, waiting, err := c.pace(ctx, out)
+	release, waiting, err := c.pace(ctx, out, pre.copies)
 	if err != nil {
 		return waiting, err
 	}
-	var longest time.Duration // the longest COMMIT of the drop, for the pacer
-	defer func() { release(pacer.Outcome{Commit: longest}) }()
+	longest := map[string]time.Duration{} // the longest COMMIT of the drop on each shard, for its pacer
+	defer func() { release(longest) }()
 	res, err := c.Control.Reserve(ctx, id, c.MaxPerHour, c.MaxPerDay)
 	if err != nil {
 		return out, err
@@ -359,15 +380,15 @@ func (c *Cleaner) clean(ctx context.Context, t *dataplane.TenantSession, out bus
 		// The tenant's row (its status, its hold) stays locked until the
 		// end: if its transaction died, stop before the next drop.
 		Before: locked.Alive,
-		Committed: func(d time.Duration) {
-			longest = max(longest, d)
-			if c.Pacer != nil {
-				c.Pacer.Observe(d)
-			}
-		},
+	}
+	committed := func(shard string, d time.Duration) {
+		longest[shard] = max(longest[shard], d)
+		if p := c.Pacers[shard]; p != nil {
+			p.Observe(d)
+		}
 	}
 	drop, err := timed(c, "drop_schema", func() (dataplane.DropResult, error) {
-		return dropAll(ctx, pre.copies, dropChecks, c.shardTimer("drop_schema"))
+		return dropAll(ctx, pre.copies, dropChecks, committed, c.shardTimer("drop_schema"))
 	})
 	var nd *notDrainedError
 	if errors.As(err, &nd) {

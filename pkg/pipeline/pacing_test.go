@@ -55,7 +55,7 @@ func TestCleanerWaitsForThePacer(t *testing.T) {
 	e := setup(t)
 	e.markedAndDrained(t, idA)
 	p := &fakePacer{}
-	e.cleaner.Pacer = p
+	e.cleaner.Pacers = map[string]Pacer{e.cleaner.catalogName(): p}
 	before := e.State(idA)
 	err := e.check(t, tenant.DrainCheck{ID: idA})
 	var later *tenant.LaterError
@@ -73,5 +73,39 @@ func TestCleanerWaitsForThePacer(t *testing.T) {
 	e.AssertCleaned(idA)
 	if p.acquired != 1 || len(p.released) != 1 || p.released[0].Commit <= 0 || len(p.observed) == 0 {
 		t.Fatalf("acquired %d, released %v, observed %v; want one drop with its COMMITs reported", p.acquired, p.released, p.observed)
+	}
+}
+
+// Each shard is paced by its own pacer: a tenant whose schema lives on a
+// paused shard waits, naming that shard, while the catalog's pacer is not
+// asked; once that shard's pacer admits it, its drop reports its COMMITs
+// there and nowhere else.
+func TestEachShardIsPacedByItsOwnPacer(t *testing.T) {
+	w := setupShards(t, []string{"b"})
+	w.onShard(t, idA, "b", "b", 200)
+	if err := w.mark(t, idA); err != nil {
+		t.Fatal(err)
+	}
+	w.drainOn(t, idA, "b")
+	catalog, b := &fakePacer{admit: true}, &fakePacer{}
+	w.cleaner.Pacers = map[string]Pacer{"default": catalog, "b": b}
+	err := w.check(t, tenant.DrainCheck{ID: idA})
+	var later *tenant.LaterError
+	if !errors.As(err, &later) || !strings.Contains(later.Reason, "paced by the load of shard b: probe 9 ms") {
+		t.Fatalf("drain check while shard b is paused: %v; want later, naming shard b", err)
+	}
+	if !w.schemaOn(t, idA, "b") {
+		t.Fatal("a paced cleaner dropped the schema")
+	}
+	b.admit = true
+	if err := w.check(t, tenant.DrainCheck{ID: idA}); err != nil {
+		t.Fatal(err)
+	}
+	w.waitOutcome(t, idA, tenant.OutcomeCleaned)
+	if b.acquired != 1 || len(b.released) != 1 || b.released[0].Commit <= 0 || len(b.observed) == 0 {
+		t.Fatalf("shard b's pacer: acquired %d, released %v, observed %v; want the drop with its COMMITs", b.acquired, b.released, b.observed)
+	}
+	if catalog.acquired != 0 || len(catalog.observed) != 0 {
+		t.Fatalf("the catalog's pacer was asked (acquired %d, observed %v) for a tenant with no schema there", catalog.acquired, catalog.observed)
 	}
 }

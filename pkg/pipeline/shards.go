@@ -256,10 +256,15 @@ func markAll(ctx context.Context, copies []shardCopy, requestedBy string, judge 
 // last. Each copy's drop keeps its guarantees on its own shard: closure and
 // net, its drop slots and lock budget, its record and quarantine.
 //
-// observe, when set, receives how long each copy's drop took (a nested one
-// includes the copies after it).
-func dropAll(ctx context.Context, copies []shardCopy, checks dataplane.DropChecks, observe func(shard string, took time.Duration)) (dataplane.DropResult, error) {
+// committed, when set, receives each drop transaction's COMMIT latency with
+// its shard (for that shard's pacer); observe, when set, how long each
+// copy's drop took (a nested one includes the copies after it).
+func dropAll(ctx context.Context, copies []shardCopy, checks dataplane.DropChecks,
+	committed func(shard string, commit time.Duration), observe func(shard string, took time.Duration)) (dataplane.DropResult, error) {
 	drop := func(c shardCopy, checks dataplane.DropChecks) (dataplane.DropResult, error) {
+		if committed != nil {
+			checks.Committed = func(d time.Duration) { committed(c.shard, d) }
+		}
 		start := time.Now()
 		r, err := c.t.Drop(ctx, checks)
 		if observe != nil {

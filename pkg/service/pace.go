@@ -2,6 +2,7 @@ package service
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"time"
 
@@ -12,42 +13,58 @@ import (
 	"github.com/tenantcleanup/tenant-cleanup/pkg/pacer"
 )
 
-// startPacer starts the cleaner's pacer (PACE_*): with PACE=auto it samples
-// the data plane through a connection of its own until ctx ends. The
-// returned function closes what it opened.
-func startPacer(ctx context.Context, cfg *config.Cleaner, log *slog.Logger) (*pacer.Pacer, func(), error) {
-	var src pacer.Source
-	closeSrc := func() {}
-	if cfg.Pace.Mode != pacer.ModeOff {
-		// The pacer samples the catalog shard (one pacer per replica; the
-		// other shards' own drop slots and lock budgets bound their drops).
-		shards, err := cfg.Common.DataPlane.Shards()
-		if err != nil {
-			return nil, nil, err
-		}
-		pcfg, err := dataPlanePool(&cfg.Common, shards[0].URL, "cleaner")
-		if err != nil {
-			return nil, nil, err
-		}
-		sampler, err := pacer.OpenSampler(ctx, pcfg, cfg.Pace.Config, pacer.SamplerOptions{DropLockKey: dataplane.DropLockKey})
-		if err != nil {
-			return nil, nil, err
-		}
-		src, closeSrc = sampler, sampler.Close
-	}
-	p, err := pacer.New(cfg.Pace.Config, src, log.With("component", "pacer"))
+// startPacers starts the cleaner's pacers (PACE_*), one per data-plane
+// shard by its name: each server is paced by its own health, so that a
+// loaded shard slows only its own tenants' drops. With PACE=auto each
+// samples its shard through a connection of its own until ctx ends. The
+// returned function closes what they opened.
+func startPacers(ctx context.Context, cfg *config.Cleaner, log *slog.Logger) (map[string]*pacer.Pacer, func(), error) {
+	shards, err := cfg.Common.DataPlane.Shards()
 	if err != nil {
-		closeSrc()
 		return nil, nil, err
 	}
-	go p.Run(ctx)
-	return p, closeSrc, nil
+	pacers := map[string]*pacer.Pacer{}
+	var closers []func()
+	closeAll := func() {
+		for _, c := range closers {
+			c()
+		}
+	}
+	for _, sh := range shards {
+		var src pacer.Source
+		if cfg.Pace.Mode != pacer.ModeOff {
+			pcfg, err := dataPlanePool(&cfg.Common, sh.URL, "cleaner")
+			if err != nil {
+				closeAll()
+				return nil, nil, err
+			}
+			sampler, err := pacer.OpenSampler(ctx, pcfg, cfg.Pace.Config, pacer.SamplerOptions{DropLockKey: dataplane.DropLockKey})
+			if err != nil {
+				closeAll()
+				return nil, nil, fmt.Errorf("shard %s: %w", sh.Name, err)
+			}
+			src = sampler
+			closers = append(closers, sampler.Close)
+		}
+		plog := log.With("component", "pacer")
+		if len(shards) > 1 {
+			plog = plog.With("shard", sh.Name)
+		}
+		p, err := pacer.New(cfg.Pace.Config, src, plog)
+		if err != nil {
+			closeAll()
+			return nil, nil, err
+		}
+		go p.Run(ctx)
+		pacers[sh.Name] = p
+	}
+	return pacers, closeAll, nil
 }
 
 // reportPace publishes the pacer's state for tenantctl status (a pace
 // report in the state bucket) and the pace metrics, on every change and
 // at least every third of bus.PaceReportTTL, until ctx ends.
-func reportPace(ctx context.Context, p *pacer.Pacer, b *bus.Bus, m *metrics.Metrics, by string, log *slog.Logger) {
+func reportPace(ctx context.Context, p *pacer.Pacer, b *bus.Bus, m *metrics.Metrics, by, shard string, sharded bool, log *slog.Logger) {
 	tick := time.NewTicker(bus.PaceReportTTL / 3)
 	defer tick.Stop()
 	for {
@@ -57,9 +74,12 @@ func reportPace(ctx context.Context, p *pacer.Pacer, b *bus.Bus, m *metrics.Metr
 		if s.Throttle == pacer.Paused {
 			limit = 0
 		}
-		m.SetPace(limit, s.InFlight, s.Label, pacer.Labels())
+		m.SetPace(shard, limit, s.InFlight, s.Label, pacer.Labels())
 		r := bus.PaceReport{By: by, State: paceState(s), Limit: limit, Max: s.MaxConcurrency,
 			InFlight: s.InFlight, Waiting: s.Waiting, Reason: s.Reason, At: time.Now()}
+		if sharded {
+			r.Shard = shard
+		}
 		if err := b.SetPace(ctx, r); err != nil && ctx.Err() == nil {
 			log.Warn("record the pace for tenantctl status", "error", err)
 		}

@@ -85,12 +85,16 @@ func RunCleaner(ctx context.Context, cfg *config.Cleaner, log *slog.Logger) erro
 	obs.attach(env)
 	obs.metrics.OnScrape(phaseExporter(env.Bus, obs.metrics, 5*time.Second, log))
 	identity := Identity("cleaner")
-	pace, closePace, err := startPacer(ctx, cfg, log)
+	pacers, closePacers, err := startPacers(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
-	defer closePace()
-	go reportPace(ctx, pace, env.Bus, obs.metrics, identity, log)
+	defer closePacers()
+	paced := map[string]pipeline.Pacer{}
+	for shard, p := range pacers {
+		paced[shard] = p
+		go reportPace(ctx, p, env.Bus, obs.metrics, identity, shard, len(pacers) > 1, log)
+	}
 	c := &pipeline.Cleaner{
 		Stores: pipeline.Stores{Data: env.Data, Control: env.Control, Shards: env.Shards},
 		Rules: pipeline.Rules{Window: tenant.Window(cfg.InactiveDays), ShardName: env.CatalogShard, DefaultShard: env.DefaultShard,
@@ -103,7 +107,7 @@ func RunCleaner(ctx context.Context, cfg *config.Cleaner, log *slog.Logger) erro
 		MaxPerDay:        cfg.MaxPerDay,
 		Identity:         identity,
 		Now:              time.Now,
-		Pacer:            pace,
+		Pacers:           paced,
 		ObserveStep:      obs.metrics.ObserveStep,
 		ObserveShardStep: obs.metrics.ObserveShardStep,
 		ObserveStore:     storeMetrics(obs.metrics),
