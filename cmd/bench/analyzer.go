@@ -116,7 +116,7 @@ func (b *bench) analyzer(ctx context.Context) {
 	quarter("ACTIVE")
 	mixed := measure(n / 4)
 	quarter("GATED_ACCESS")
-	s := b.res.section(fmt.Sprintf("ANALYZER: bin/analyzer --once vs the per-schema loop, %d tenants × 13 tables, best of %d", n, analyzerRounds)).table(
+	s := b.res.section("ANALYZER: bin/analyzer --once vs the per-schema loop, %d tenants × 13 tables, best of %d", n, analyzerRounds).table(
 		"  %-22s %10.2f %10.2f %14.2f %10.2f %16.2f", "fleet", "loop s", "analyzer s", "read floor s", "× loop", "× floor's rate")
 	for i, r := range []best{gated, mixed} {
 		s.row([]string{"all gated", "a quarter gated"}[i], r.loop.Seconds(), r.analyzer.Seconds(), r.floor.Seconds(),
@@ -170,7 +170,7 @@ func (b *bench) memory(ctx context.Context) {
 		}
 		service("cleaner", tenant.OutcomeDraining)
 	})
-	s := b.res.section(fmt.Sprintf("MEMORY: peak RSS with %d tenants in flight, extrapolated to 100,000 (a 100,000-tenant fleet is not built here)", n)).table(
+	s := b.res.section("MEMORY: peak RSS with %d tenants in flight, extrapolated to 100,000 (a 100,000-tenant fleet is not built here)", n).table(
 		"  %-10s %-44s %10.2f %16.1f", "service", "peak RSS (MiB)", "KiB/tenant", "at 100,000 (MiB)")
 	for _, name := range []string{"analyzer", "marker", "cleaner"} {
 		r := rss[name]

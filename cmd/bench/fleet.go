@@ -65,9 +65,18 @@ func (b *bench) clone(ctx context.Context, t *tb) *testenv.Databases {
 		execSQL(ctx, b.admin, "CREATE DATABASE "+ident(name)+" TEMPLATE "+ident(from)+" STRATEGY FILE_COPY")
 		urls = append(urls, testenv.DatabaseURL(name))
 	}
-	execSQL(ctx, b.admin, "CHECKPOINT")
-	syscall.Sync()
+	settle(ctx, b.admin)
 	return &testenv.Databases{DataURL: urls[0], ControlURL: urls[1], Data: testenv.Pool(t, urls[0]), Control: testenv.Pool(t, urls[1])}
+}
+
+// settle writes the servers' dirty pages (a checkpoint on each, through a
+// session of theirs) and the kernel's (sync(2)), so that no writeback of the
+// setup falls into a measured run.
+func settle(ctx context.Context, servers ...execer) {
+	for _, db := range servers {
+		execSQL(ctx, db, "CHECKPOINT")
+	}
+	syscall.Sync()
 }
 
 // connect opens a session on u for t's scope, its configuration adjusted.
@@ -129,9 +138,7 @@ func addTenants(ctx context.Context, d *testenv.Databases, id func(int) string, 
 }
 
 // buildThroughputFleet builds the template of the throughput, load, profile
-// and stores phases: tenants of 13+filler tables, marked and drained as
-// Onyx's background deletion leaves them, with 3 stray documents (the
-// cleaner tolerates DRAIN_MAX_LEFTOVER_DOCS=5).
+// and stores phases: tenants of 13+filler tables, drained.
 func (b *bench) buildThroughputFleet(ctx context.Context) {
 	n, start := max(b.o.tenants, 2*b.o.storeTenants), time.Now()
 	step("building the throughput fleet: %d drained tenants × %d tables", n, 13+b.o.filler)
@@ -139,25 +146,30 @@ func (b *bench) buildThroughputFleet(ctx context.Context) {
 		b.ids = append(b.ids, throughputID(i))
 	}
 	b.tpl = testenv.NewDatabases(b.t)
-	addTenants(ctx, b.tpl, throughputID, 0, n, 1, func(id string) string {
-		var sql strings.Builder
-		for from := 1; from <= b.o.filler; from += 65 { // at most about 1,200 locks per transaction
-			fmt.Fprintf(&sql, "SELECT fixture.filler_table('%s', g) FROM generate_series(%d, %d) g;", id, from, min(from+64, b.o.filler))
-		}
-		fmt.Fprintf(&sql, `UPDATE %[1]s.index_attempt SET cancellation_requested = true WHERE status = 'IN_PROGRESS';
-			UPDATE %[1]s.index_attempt SET status = 'CANCELED' WHERE status = 'NOT_STARTED';
-			UPDATE %[1]s.connector_credential_pair SET status = 'DELETING';
-			DO $$ BEGIN WHILE fixture.drain_step('%[2]s', 1000) + (SELECT count(*) FROM %[1]s.connector_credential_pair) > 0 LOOP END LOOP; END $$;
-			INSERT INTO %[1]s.document (id, semantic_id, link, chunk_count)
-			SELECT 'stray-' || g, 'stray doc', 'https://example.com/stray-' || g, 1 FROM generate_series(1, 3) g;`, ident(id), id)
-		return sql.String()
-	})
+	addTenants(ctx, b.tpl, throughputID, 0, n, 1, b.drained)
 	b.tpl.Data.Close() // no session may be left on a template
 	b.tpl.Control.Close()
 	var size int64
 	_ = b.admin.QueryRow(ctx, "SELECT pg_database_size($1)", dbName(b.tpl.DataURL)).Scan(&size)
 	b.res.setupLine("throughput fleet: %d tenants × %d tables in %.0f s, data plane %.2f GiB", n, 13+b.o.filler,
 		time.Since(start).Seconds(), float64(size)/(1<<30))
+}
+
+// drained is the SQL that gives tenant id its filler tables and leaves it
+// marked and drained as Onyx's background deletion leaves a tenant, with 3
+// stray documents (the cleaner tolerates DRAIN_MAX_LEFTOVER_DOCS=5).
+func (b *bench) drained(id string) string {
+	var sql strings.Builder
+	for from := 1; from <= b.o.filler; from += 65 { // at most about 1,200 locks per transaction
+		fmt.Fprintf(&sql, "SELECT fixture.filler_table('%s', g) FROM generate_series(%d, %d) g;", id, from, min(from+64, b.o.filler))
+	}
+	fmt.Fprintf(&sql, `UPDATE %[1]s.index_attempt SET cancellation_requested = true WHERE status = 'IN_PROGRESS';
+		UPDATE %[1]s.index_attempt SET status = 'CANCELED' WHERE status = 'NOT_STARTED';
+		UPDATE %[1]s.connector_credential_pair SET status = 'DELETING';
+		DO $$ BEGIN WHILE fixture.drain_step('%[2]s', 1000) + (SELECT count(*) FROM %[1]s.connector_credential_pair) > 0 LOOP END LOOP; END $$;
+		INSERT INTO %[1]s.document (id, semantic_id, link, chunk_count)
+		SELECT 'stray-' || g, 'stray doc', 'https://example.com/stray-' || g, 1 FROM generate_series(1, 3) g;`, ident(id), id)
+	return sql.String()
 }
 
 // growSmallFleet adds tenants [from, to) of the fixture's 13 tables to the

@@ -4,8 +4,9 @@
 // server), load (a pgbench foreground's p50/p99 alone and during each
 // cleaning), profile (the services' data-plane SQL timed by a pgx tracer),
 // stores (what S3 files, large objects and Redis keys cost), analyzer
-// (bin/analyzer --once vs the per-schema loop) and memory (peak RSS,
-// extrapolated to 100,000 tenants). It prints the figures and the issues'
+// (bin/analyzer --once vs the per-schema loop), memory (peak RSS,
+// extrapolated to 100,000 tenants) and shards (one fleet on one shard, then
+// split over two PostgreSQL servers). It prints the figures and the issues'
 // targets as PASS/FAIL lines and writes them to -out; docs/performance.md
 // explains them.
 package main
@@ -32,7 +33,7 @@ import (
 	"github.com/tenantcleanup/tenant-cleanup/pkg/testenv"
 )
 
-var allPhases = []string{"throughput", "load", "profile", "stores", "analyzer", "memory"}
+var allPhases = []string{"throughput", "load", "profile", "stores", "analyzer", "memory", "shards"}
 
 type options struct {
 	bin, out                                   string
@@ -41,6 +42,7 @@ type options struct {
 	rate, clients, scale                       int
 	alone                                      time.Duration
 	analyzerTenants, storeTenants, files, keys int
+	shardTenants                               int
 }
 
 func main() {
@@ -67,7 +69,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.StringVar(&o.out, "out", "bench-results.txt", "results file")
 	fs.IntVar(&o.tenants, "tenants", 100, "drained tenants cleaned per throughput run")
 	fs.IntVar(&o.loadTenants, "load-tenants", 60, "tenants cleaned per run under the foreground load (at most -tenants)")
-	fs.IntVar(&o.filler, "filler", 130, "filler tables per throughput tenant (on top of the fixture's 13)")
+	fs.IntVar(&o.filler, "filler", 130, "filler tables per throughput and shards tenant (on top of the fixture's 13)")
 	fs.IntVar(&o.rounds, "rounds", 1, "rounds of the idle floor and pipeline runs; the best of each counts")
 	fs.IntVar(&o.rate, "rate", 150, "foreground pgbench transactions per second (pgbench -R)")
 	fs.IntVar(&o.clients, "clients", 4, "foreground pgbench clients")
@@ -77,6 +79,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.IntVar(&o.storeTenants, "store-tenants", 10, "tenants with files and keys in the stores phase")
 	fs.IntVar(&o.files, "files", 1000, "S3 objects and as many large objects per tenant in the stores phase")
 	fs.IntVar(&o.keys, "keys", 10000, "Redis keys per tenant in the stores phase (at least -files)")
+	fs.IntVar(&o.shardTenants, "shard-tenants", 40, "drained tenants cleaned per run of the shards phase (half on each server when split)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -87,8 +90,10 @@ func parseFlags(args []string) (*options, error) {
 		o.phases[p] = true
 	}
 	o.loadTenants = min(o.loadTenants, o.tenants)
-	if o.tenants < 1 || o.rounds < 1 || o.analyzerTenants < 2 || o.storeTenants < 1 || o.rate < 1 || o.clients < 1 || o.keys < o.files {
-		return nil, errors.New("-tenants, -rounds, -store-tenants, -rate and -clients must be positive, -analyzer-tenants at least 2, -keys at least -files")
+	if o.tenants < 1 || o.rounds < 1 || o.analyzerTenants < 2 || o.storeTenants < 1 || o.rate < 1 || o.clients < 1 ||
+		o.keys < o.files || o.shardTenants < 2 {
+		return nil, errors.New("-tenants, -rounds, -store-tenants, -rate and -clients must be positive, " +
+			"-analyzer-tenants and -shard-tenants at least 2, -keys at least -files")
 	}
 	return o, nil
 }
@@ -116,18 +121,18 @@ func run(ctx context.Context, o *options) error {
 	}
 	b := &bench{o: o, t: &tb{}, start: time.Now()}
 	defer b.t.cleanup()
-	steps := []struct {
-		phase string
-		fn    func(context.Context)
-	}{{"setup", b.setup}, {"throughput", b.throughput}, {"load", b.load}, {"profile", b.profile},
-		{"stores", b.stores}, {"analyzer", b.analyzer}, {"memory", b.memory}}
-	for _, s := range steps {
-		if s.phase != "setup" && !o.phases[s.phase] {
-			continue
+	phases := map[string]func(context.Context){"throughput": b.throughput, "load": b.load, "profile": b.profile,
+		"stores": b.stores, "analyzer": b.analyzer, "memory": b.memory, "shards": b.shards}
+	phase := "setup"
+	if err := try(func() {
+		b.setup(ctx)
+		for _, phase = range allPhases {
+			if o.phases[phase] {
+				phases[phase](ctx)
+			}
 		}
-		if err := try(func() { s.fn(ctx) }); err != nil {
-			return fmt.Errorf("%s: %w", s.phase, err)
-		}
+	}); err != nil {
+		return fmt.Errorf("%s: %w", phase, err)
 	}
 	text := b.res.render(b.start)
 	fmt.Print("\n" + text)
@@ -230,8 +235,8 @@ type section struct {
 	lines         []string
 }
 
-func (r *report) section(title string) *section {
-	s := &section{title: title}
+func (r *report) section(format string, args ...any) *section {
+	s := &section{title: fmt.Sprintf(format, args...)}
 	r.sections = append(r.sections, s)
 	return s
 }
@@ -271,10 +276,14 @@ func (b *bench) machine(ctx context.Context) {
 		strings.Join(strings.Fields(string(load))[:3], " "), strings.TrimSpace(string(commit))))
 	var version, settings string
 	_ = b.admin.QueryRow(ctx, `SELECT split_part(version(), ' on ', 1), string_agg(name || '=' || setting || coalesce(unit, ''), ' ' ORDER BY name)
-		FROM pg_settings WHERE name IN ('max_connections', 'max_locks_per_transaction', 'shared_buffers', 'fsync',
-		'synchronous_commit', 'max_wal_size', 'autovacuum', 'jit')`).Scan(&version, &settings)
+		FROM pg_settings WHERE name = ANY($1)`, serverSettings).Scan(&version, &settings)
 	b.res.facts = append(b.res.facts, version+": "+settings)
 }
+
+// serverSettings are the server's settings the figures depend on (the
+// shards phase's second server copies them).
+var serverSettings = []string{"max_connections", "max_locks_per_transaction", "shared_buffers", "fsync",
+	"synchronous_commit", "max_wal_size", "autovacuum", "jit"}
 
 func (r *report) render(start time.Time) string {
 	var w strings.Builder

@@ -56,7 +56,7 @@ func (b *bench) throughput(ctx context.Context) {
 			info("%-32s %d tenants in %5.1f s: %4.0f tenants/min", c.name, len(ids), took.Seconds(), perMin(len(ids), took))
 		}
 	}
-	s := b.res.section(fmt.Sprintf("THROUGHPUT on an idle server: %d drained tenants × %d tables, best of %d round(s)", len(ids), 13+b.o.filler, b.o.rounds)).table(
+	s := b.res.section("THROUGHPUT on an idle server: %d drained tenants × %d tables, best of %d round(s)", len(ids), 13+b.o.filler, b.o.rounds).table(
 		"  %-32s %12.0f %8.2f  %.0f", "run", "tenants/min", "× floor", "rounds")
 	best := make([]float64, len(runs))
 	for i, c := range runs {
@@ -100,8 +100,8 @@ func (b *bench) load(ctx context.Context) {
 			info("%-30s %5.1f s; foreground p50 %s, p99 %s (%d transactions)", c.name, r.took.Seconds(), ms(x.fg.p50), ms(x.fg.p99), len(lat))
 		}
 	})
-	s := b.res.section(fmt.Sprintf("UNDER LOAD: pgbench -c %d -j 2 -R %d (scale %d) on the same server; %d drained tenants × %d tables per run",
-		b.o.clients, b.o.rate, b.o.scale, len(ids), 13+b.o.filler)).table(
+	s := b.res.section("UNDER LOAD: pgbench -c %d -j 2 -R %d (scale %d) on the same server; %d drained tenants × %d tables per run",
+		b.o.clients, b.o.rate, b.o.scale, len(ids), 13+b.o.filler).table(
 		"  %-30s %8s %8s %7.2f %7.0f %12s %8s", "run", "fg p50", "fg p99", "p99 ×", "fg tps", "tenants/min", "× floor")
 	// The stricter of the two baselines: other work on a shared machine
 	// can only have slowed the foreground.
@@ -163,8 +163,8 @@ func (b *bench) stores(ctx context.Context) {
 			check(fmt.Errorf("left behind: %d S3 objects, %d large objects, %d Redis keys", left, los, keys))
 		}
 	})
-	s := b.res.section(fmt.Sprintf("FILES AND KEYS: cleaner with S3 (gofakes3 over HTTP) and Redis configured, PACE=off; %d tenants × %d tables per run; "+
-		"ms per tenant, wall and per step of the cleaner (its step_duration metrics)", k, 13+b.o.filler)).table(
+	s := b.res.section("FILES AND KEYS: cleaner with S3 (gofakes3 over HTTP) and Redis configured, PACE=off; %d tenants × %d tables per run; "+
+		"ms per tenant, wall and per step of the cleaner (its step_duration metrics)", k, 13+b.o.filler).table(
 		"  %-22s %7.0f %12.1f %21.1f %16.1f %18.1f", "tenants", "wall", "drop_schema", "unlink_large_objects", "remove_s3_files", "remove_redis_keys")
 	per := func(r pipelineRun, step string) float64 { return r.steps[step] * 1000 / float64(k) }
 	for i, r := range []pipelineRun{without, with} {

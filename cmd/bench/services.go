@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"maps"
 	"net"
 	"net/http"
@@ -18,15 +19,11 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/jackc/pgx/v5/tracelog"
 
 	"github.com/tenantcleanup/tenant-cleanup/internal/testworld"
-	"github.com/tenantcleanup/tenant-cleanup/pkg/bus"
-	"github.com/tenantcleanup/tenant-cleanup/pkg/config"
-	"github.com/tenantcleanup/tenant-cleanup/pkg/controlplane"
-	"github.com/tenantcleanup/tenant-cleanup/pkg/dataplane"
-	"github.com/tenantcleanup/tenant-cleanup/pkg/pipeline"
+	"github.com/tenantcleanup/tenant-cleanup/pkg/pacer"
+	"github.com/tenantcleanup/tenant-cleanup/pkg/service"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/tenant"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/testenv"
 )
@@ -50,13 +47,18 @@ func spawn(t *tb, name string, cmd *exec.Cmd) *proc {
 	return p
 }
 
+// freeAddr is a loopback address with a port nothing listens on.
+func freeAddr() string {
+	l := must(net.Listen("tcp", "127.0.0.1:0"))
+	defer l.Close()
+	return l.Addr().String()
+}
+
 // startProc starts bin/<name> for t's scope on d and JetStream, with the
 // given settings and everything else at its default: the bench's own
 // environment is not passed on, so that a shell's settings cannot leak in.
 func (b *bench) startProc(ctx context.Context, t *tb, name string, d *testenv.Databases, natsURL string, settings ...string) *proc {
-	l := must(net.Listen("tcp", "127.0.0.1:0"))
-	addr := l.Addr().String()
-	l.Close()
+	addr := freeAddr()
 	cmd := exec.CommandContext(ctx, filepath.Join(b.o.bin, name))
 	if name == "analyzer" {
 		cmd.Args = append(cmd.Args, "--once")
@@ -68,13 +70,14 @@ func (b *bench) startProc(ctx context.Context, t *tb, name string, d *testenv.Da
 	return p
 }
 
-// ready waits until the service's /readyz answers 200 (its stores reachable, its loop consuming).
-func (p *proc) ready(ctx context.Context) {
-	until(ctx, time.Minute, p.name+" ready", func() bool {
-		if p.exited() {
+// ready waits until the service at addr answers 200 on /readyz (its stores
+// reachable, its loop consuming); p, when not nil, is its process.
+func ready(ctx context.Context, addr string, p *proc) {
+	until(ctx, time.Minute, addr+" ready", func() bool {
+		if p != nil && p.exited() {
 			check(p.failure())
 		}
-		resp, err := http.Get("http://" + p.addr + "/readyz")
+		resp, err := http.Get("http://" + addr + "/readyz")
 		if err != nil {
 			return false
 		}
@@ -201,7 +204,7 @@ func (b *bench) runPipeline(ctx context.Context, d *testenv.Databases, ids []str
 			procs = append(procs, b.startProc(ctx, t, name, d, w.JS.URL, append([]string{"DRAIN_CHECK_DELAY=0s"}, settings...)...))
 		}
 		for _, p := range procs {
-			p.ready(ctx)
+			ready(ctx, p.addr, p)
 		}
 		// A paced cleaner first learns the probe's baseline (about 10 s)
 		// and drops nothing meanwhile: a cost at start, measured apart.
@@ -241,15 +244,16 @@ var (
 	reSpace  = regexp.MustCompile(`\s+`)
 )
 
-// on sets the tracer on cfg, through pgx's tracelog (the data plane sends no batches).
-func (tr *tracer) on(cfg *pgxpool.Config, source string) *pgxpool.Config {
-	cfg.ConnConfig.Tracer = &tracelog.TraceLog{LogLevel: tracelog.LogLevelInfo, Logger: tracelog.LoggerFunc(
+// on is ctx with the tracer for service source, through pgx's tracelog (the data
+// plane sends no batches): the data-plane pools a service opens under it
+// are traced.
+func (tr *tracer) on(ctx context.Context, source string) context.Context {
+	return service.WithQueryTracer(ctx, &tracelog.TraceLog{LogLevel: tracelog.LogLevelInfo, Logger: tracelog.LoggerFunc(
 		func(_ context.Context, _ tracelog.LogLevel, msg string, data map[string]any) {
 			if sql, ok := data["sql"].(string); ok && msg == "Query" {
-				tr.add(source, sql, data["time"].(time.Duration))
+				tr.add(source+"/data", sql, data["time"].(time.Duration))
 			}
-		})}
-	return cfg
+		})})
 }
 
 func (tr *tracer) add(source, sql string, took time.Duration) {
@@ -287,9 +291,9 @@ func (tr *tracer) top(s *section, n, rows int) {
 	}
 }
 
-// profile: the marker and the cleaner run in this process with their
-// configurations' defaults (as pkg/service assembles them, without pacing
-// and metrics), their data-plane SQL traced, over the throughput fleet.
+// profile: the marker and the cleaner run in this process as pkg/service
+// runs them (PACE=off, the world's configurations), their data-plane SQL
+// traced, over the throughput fleet.
 func (b *bench) profile(ctx context.Context) {
 	ids := b.ids[:b.o.tenants]
 	step("profile: marker and cleaner in-process, data-plane SQL timed by a pgx tracer, %d tenants", len(ids))
@@ -299,39 +303,20 @@ func (b *bench) profile(ctx context.Context) {
 		d := b.clone(ctx, t)
 		w := testworld.New(t, testworld.Options{Databases: d})
 		w.SetCheckDelay(0)
-		mcfg, ccfg := &w.Marker, &w.Cleaner
-		stores := func(c *config.Common, name string, opts dataplane.Options) pipeline.Stores {
-			pcfg := must(pgxpool.ParseConfig(c.DataPlaneURL))
-			pcfg.MaxConns = c.DBMaxConns
-			data := must(dataplane.Open(ctx, tr.on(pcfg, name+"/data"), opts))
-			t.Cleanup(data.Close)
-			must(data.Ensure(ctx, true)) // as the services do at start
-			control := must(controlplane.Open(ctx, c.ControlPlaneDSN(), "bench-"+name, c.DBMaxConns, nil))
-			t.Cleanup(control.Close)
-			check(control.Ensure(ctx))
-			return pipeline.Stores{Data: data, Control: control}
-		}
-		rules := pipeline.Rules{Window: tenant.Window(mcfg.InactiveDays), ShardName: mcfg.ShardName, RowLockTimeout: 15 * time.Second}
-		m := &pipeline.Marker{Stores: stores(&mcfg.Common, "marker", dataplane.Options{}), Rules: rules, Pending: w.Bus,
-			CheckDelay: mcfg.CheckDelay, Now: time.Now}
-		c := &pipeline.Cleaner{Stores: stores(&ccfg.Common, "cleaner", dataplane.Options{DropSlots: ccfg.DropSlots, LockTimeout: ccfg.DDLLockTimeout}),
-			Rules: rules, CheckDelay: ccfg.CheckDelay, CheckMaxDelay: ccfg.CheckMaxDelay, Timeout: ccfg.Timeout,
-			MaxLeftoverDocs: ccfg.MaxLeftoverDocs, MaxPerHour: ccfg.MaxPerHour, MaxPerDay: ccfg.MaxPerDay, Identity: "bench-cleaner", Now: time.Now}
-		w.Go(func(ctx context.Context) error {
-			return w.Bus.Consume(ctx, bus.ConsumeOptions{Consumer: bus.ConsumerMarker, FilterSubject: bus.SubjectCandidate,
-				Concurrency: mcfg.Concurrency, AckWait: mcfg.AckWait, MaxFailures: mcfg.MaxFailures}, m.Handle)
-		})
-		w.Go(func(ctx context.Context) error {
-			return w.Bus.Consume(ctx, bus.ConsumeOptions{Consumer: bus.ConsumerCleaner, FilterSubject: bus.DrainSubjects,
-				Concurrency: ccfg.Concurrency, AckWait: ccfg.AckWait, MaxFailures: ccfg.MaxFailures}, c.Handle)
-		})
+		w.Cleaner.Pace.Mode = pacer.ModeOff
+		w.Marker.HTTPAddr, w.Cleaner.HTTPAddr = freeAddr(), freeAddr()
+		log := slog.New(slog.DiscardHandler)
+		w.Go(func(ctx context.Context) error { return service.RunMarker(tr.on(ctx, "marker"), &w.Marker, log) })
+		w.Go(func(ctx context.Context) error { return service.RunCleaner(tr.on(ctx, "cleaner"), &w.Cleaner, log) })
+		ready(ctx, w.Marker.HTTPAddr, nil)
+		ready(ctx, w.Cleaner.HTTPAddr, nil)
 		start := time.Now()
 		check(w.Bus.PublishRequests(ctx, requests(ids), nil))
 		await(ctx, w, tenant.OutcomeCleaned, len(ids), nil, nil)
 		took = time.Since(start)
 		verifyGone(t, d, "tenant_cleanup.ledger", ids)
 	})
-	s := b.res.section(fmt.Sprintf("PROFILE: marker + cleaner in-process (PACE=off), %d tenants in %.1f s (%.0f tenants/min with the tracer); data-plane SQL by statement, as the client saw it",
-		len(ids), took.Seconds(), perMin(len(ids), took)))
+	s := b.res.section("PROFILE: marker + cleaner in-process (PACE=off), %d tenants in %.1f s (%.0f tenants/min with the tracer); data-plane SQL by statement, as the client saw it",
+		len(ids), took.Seconds(), perMin(len(ids), took))
 	tr.top(s, len(ids), 16)
 }

@@ -198,6 +198,7 @@ func (o *opener) openShard(sh config.Shard, sharded bool) error {
 		}
 		return err
 	}
+	pcfg.ConnConfig.Tracer = queryTracer(o.ctx)
 	desc := "connect to the data plane"
 	if sharded {
 		desc += " (shard " + sh.Name + ")"
