@@ -2,51 +2,15 @@ package main
 
 import (
 	"slices"
-	"strings"
 	"testing"
-	"time"
 )
 
-func TestPercentileIsNearestRank(t *testing.T) {
-	var xs []time.Duration
-	for i := 100; i >= 1; i-- { // unsorted on purpose
-		xs = append(xs, time.Duration(i)*time.Millisecond)
-	}
-	for p, want := range map[float64]time.Duration{50: 50 * time.Millisecond, 99: 99 * time.Millisecond,
-		100: 100 * time.Millisecond, 0.1: time.Millisecond} {
-		if got := percentile(xs, p); got != want {
-			t.Errorf("p%v = %v, want %v", p, got, want)
-		}
-	}
-	if xs[0] != 100*time.Millisecond || percentile(nil, 99) != 0 {
-		t.Error("percentile sorted its argument, or the p99 of nothing is not 0")
-	}
-}
-
-func TestParsePgbenchLogKeepsTheWindow(t *testing.T) {
-	log := `0 1 2100 0 1700000000 500000 120
-1 1 3500 0 1700000001 000100 80
-0 2 skipped 0 1700000001 200000 9000
-1 2 9000 0 1700000002 000000 10
-0 3 1200 0 17000`
-	from, to := time.Unix(1700000000, 600_000_000), time.Unix(1700000002, 0)
-	lat, last, err := parsePgbenchLog(strings.NewReader(log), from, to)
-	// Only the second transaction ended in [from, to): the first before,
-	// the skipped one does not count, the fourth at to, the last is torn.
-	if err != nil || !slices.Equal(lat, []time.Duration{3500 * time.Microsecond}) || !last.Equal(to) {
-		t.Errorf("latencies %v, last logged end %v, %v", lat, last, err)
-	}
-	if _, _, err := parsePgbenchLog(strings.NewReader("0 1 x 0 1 2"), from, to); err == nil {
-		t.Error("a line that is not pgbench's log was accepted")
-	}
-}
-
 func TestParseFlagsDefaultsAndPhases(t *testing.T) {
-	o, err := parseFlags([]string{"-phases", "load,memory", "-tenants", "30"})
-	if err != nil || !o.phases["load"] || !o.phases["memory"] || o.phases["throughput"] || o.loadTenants != 30 {
+	o, err := parseFlags([]string{"-phases", "load,memory,shards", "-tenants", "30"})
+	if err != nil || !o.phases["load"] || !o.phases["shards"] || o.phases["throughput"] || o.loadTenants != 30 || o.shardTenants != 40 {
 		t.Fatalf("%+v, %v", o, err)
 	}
-	for _, args := range [][]string{{"-phases", "nope"}, {"-files", "10", "-keys", "5"}} {
+	for _, args := range [][]string{{"-phases", "nope"}, {"-files", "10", "-keys", "5"}, {"-shard-tenants", "1"}} {
 		if _, err := parseFlags(args); err == nil {
 			t.Errorf("%v was accepted", args)
 		}

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
-	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -21,6 +20,16 @@ import (
 func ident(s string) string     { return pgx.Identifier{s}.Sanitize() }
 func throughputID(i int) string { return fmt.Sprintf("tenant_b0000000-0000-4000-8000-%012x", i+1) }
 func smallID(i int) string      { return fmt.Sprintf("tenant_d0000000-0000-4000-8000-%012x", i+1) }
+func shardID(i int) string      { return fmt.Sprintf("tenant_e0000000-0000-4000-8000-%012x", i+1) }
+
+// tenantIDs are the ids id(i) of the first n tenants of a fleet.
+func tenantIDs(id func(int) string, n int) []string {
+	ids := make([]string, n)
+	for i := range ids {
+		ids[i] = id(i)
+	}
+	return ids
+}
 
 func dbName(u string) string { p := must(url.Parse(u)); return strings.TrimPrefix(p.Path, "/") }
 
@@ -34,26 +43,9 @@ func execSQL(ctx context.Context, db execer, sql string, args ...any) {
 	check(err, strings.Join(strings.Fields(sql[:min(len(sql), 80)]), " "))
 }
 
-var databases atomic.Int64
-
-// newDatabase names a database of t's scope as testenv names its own
-// (tc_<pid>_<n>), so that the next test run drops those of a bench that
-// died.
-func (b *bench) newDatabase(t *tb) string {
-	name := fmt.Sprintf("tc_%d_%d", os.Getpid(), 1_000_000+databases.Add(1))
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-		defer cancel()
-		_, _ = b.admin.Exec(ctx, "DROP DATABASE IF EXISTS "+ident(name)+" WITH (FORCE)")
-	})
-	return name
-}
-
-// clone copies the throughput fleet into databases of t's scope with
-// STRATEGY FILE_COPY (much faster than WAL_LOG for 100,000 relations), then
-// settles the copy untimed (a checkpoint and sync(2)) so that the kernel
-// does not write its dirty pages back during the measured run.
-func (b *bench) clone(ctx context.Context, t *tb) *testenv.Databases {
+// clone copies the throughput fleet into databases of t's scope
+// (testenv.CopyDatabase: a file copy) and settles the copy, untimed.
+func (b *bench) clone(ctx context.Context, t *testenv.Outside) *testenv.Databases {
 	var urls []string
 	for _, from := range []string{dbName(b.tpl.DataURL), dbName(b.tpl.ControlURL)} {
 		until(ctx, 30*time.Second, "the template's sessions gone", func() bool {
@@ -61,17 +53,14 @@ func (b *bench) clone(ctx context.Context, t *tb) *testenv.Databases {
 			check(b.admin.QueryRow(ctx, "SELECT count(*) FROM pg_stat_activity WHERE datname = $1", from).Scan(&n))
 			return n == 0
 		})
-		name := b.newDatabase(t)
-		execSQL(ctx, b.admin, "CREATE DATABASE "+ident(name)+" TEMPLATE "+ident(from)+" STRATEGY FILE_COPY")
-		urls = append(urls, testenv.DatabaseURL(name))
+		urls = append(urls, testenv.CopyDatabase(t, from))
 	}
 	settle(ctx, b.admin)
 	return &testenv.Databases{DataURL: urls[0], ControlURL: urls[1], Data: testenv.Pool(t, urls[0]), Control: testenv.Pool(t, urls[1])}
 }
 
-// settle writes the servers' dirty pages (a checkpoint on each, through a
-// session of theirs) and the kernel's (sync(2)), so that no writeback of the
-// setup falls into a measured run.
+// settle writes the servers' dirty pages (a checkpoint through a session of
+// each) and the kernel's (sync(2)): no writeback of a setup in a measured run.
 func settle(ctx context.Context, servers ...execer) {
 	for _, db := range servers {
 		execSQL(ctx, db, "CHECKPOINT")
@@ -80,7 +69,7 @@ func settle(ctx context.Context, servers ...execer) {
 }
 
 // connect opens a session on u for t's scope, its configuration adjusted.
-func connect(ctx context.Context, t *tb, u string, adjust func(*pgx.ConnConfig)) *pgx.Conn {
+func connect(ctx context.Context, t *testenv.Outside, u string, adjust func(*pgx.ConnConfig)) *pgx.Conn {
 	cfg := must(pgx.ParseConfig(u))
 	adjust(cfg)
 	conn := must(pgx.ConnectConfig(ctx, cfg))
@@ -96,7 +85,7 @@ func parallel(workers, n int, fn func(w, i int)) {
 	var wg sync.WaitGroup
 	for w := range workers {
 		wg.Go(func() {
-			if errs[w] = try(func() {
+			if errs[w] = testenv.Try(func() {
 				for i := int(next.Add(1) - 1); i < n; i = int(next.Add(1) - 1) {
 					fn(w, i)
 				}
@@ -109,12 +98,11 @@ func parallel(workers, n int, fn func(w, i int)) {
 	check(errors.Join(errs...))
 }
 
-// addTenants creates tenants [from, to) of d, batch per transaction, two
-// transactions at a time: gated, created 400 days ago, last query 200 days
-// ago, every tenth with a Craft build_session last used 150 days ago, each
-// with what more(id) adds on the data plane. Each batch has fresh sessions
-// (synchronous_commit off: nothing here must survive a crash): a session
-// that created thousands of relations pays for every invalidation the
+// addTenants creates tenants [from, to) of d, batch per transaction, two at
+// a time: gated, created 400 days ago, last query 200 days ago, every tenth
+// with a Craft build_session used 150 days ago, each with what more(id)
+// adds on the data plane. Fresh sessions per batch (synchronous_commit off):
+// one that created thousands of relations pays for every invalidation the
 // other's DDL sends. Then it analyzes the catalogs (autovacuum may be off).
 func addTenants(ctx context.Context, d *testenv.Databases, id func(int) string, from, to, batch int, more func(id string) string) {
 	syncOff := func(c *pgx.ConnConfig) { c.RuntimeParams["synchronous_commit"] = "off" }
@@ -127,7 +115,7 @@ func addTenants(ctx context.Context, d *testenv.Databases, id func(int) string, 
 			fmt.Fprintf(&sql, "SELECT fixture.create_tenant('%[1]s', 0); SELECT fixture.seed_tenant('%[1]s', 2, 1, 5, now() - interval '200 days', %[2]s);%[3]s",
 				id(i), craft, more(id(i)))
 		}
-		scope(func(t *tb) {
+		testenv.Scope(func(t *testenv.Outside) {
 			execSQL(ctx, connect(ctx, t, d.DataURL, syncOff), sql.String())
 			execSQL(ctx, connect(ctx, t, d.ControlURL, syncOff),
 				"SELECT fixture_control_tenant(id, 'GATED_ACCESS', now() - interval '400 days') FROM unnest($1::text[]) id", ids)
@@ -142,10 +130,7 @@ func addTenants(ctx context.Context, d *testenv.Databases, id func(int) string, 
 func (b *bench) buildThroughputFleet(ctx context.Context) {
 	n, start := max(b.o.tenants, 2*b.o.storeTenants), time.Now()
 	step("building the throughput fleet: %d drained tenants × %d tables", n, 13+b.o.filler)
-	for i := range n {
-		b.ids = append(b.ids, throughputID(i))
-	}
-	b.tpl = testenv.NewDatabases(b.t)
+	b.ids, b.tpl = tenantIDs(throughputID, n), testenv.NewDatabases(b.t)
 	addTenants(ctx, b.tpl, throughputID, 0, n, 1, b.drained)
 	b.tpl.Data.Close() // no session may be left on a template
 	b.tpl.Control.Close()
@@ -172,15 +157,19 @@ func (b *bench) drained(id string) string {
 	return sql.String()
 }
 
-// growSmallFleet adds tenants [from, to) of the fixture's 13 tables to the
-// analyzer fleet, not drained (pairs and documents left).
-func (b *bench) growSmallFleet(ctx context.Context, from, to int) {
-	if b.small == nil {
-		b.small = testenv.NewDatabases(b.t)
+// analyzerFleet builds the analyzer and memory fleet of 13-table tenants, not
+// drained (pairs and documents left): half, an analyzer pass, then the rest.
+func (b *bench) analyzerFleet(ctx context.Context) {
+	n := b.o.analyzerTenants
+	b.small = testenv.NewDatabases(b.t)
+	for _, half := range [][2]int{{0, n / 2}, {n / 2, n}} {
+		if half[0] > 0 {
+			b.halfTook, _, b.analyzerRSS[0] = b.analyzerPass(ctx)
+		}
+		start := time.Now()
+		addTenants(ctx, b.small, smallID, half[0], half[1], 10, func(string) string { return "" })
+		b.res.setupLine("analyzer fleet: +%d tenants × 13 tables in %.0f s", half[1]-half[0], time.Since(start).Seconds())
 	}
-	start := time.Now()
-	addTenants(ctx, b.small, smallID, from, to, 10, func(string) string { return "" })
-	b.res.setupLine("analyzer fleet: +%d tenants × 13 tables in %.0f s", to-from, time.Since(start).Seconds())
 }
 
 // The raw statements of one cleanup, in the fewest round trips that still do
@@ -219,20 +208,19 @@ SELECT $1, $2, $3, $4, t.created_at, t.application_status, t.stripe_customer_id,
 )
 
 // floorPublic deletes the tenant's rows of public in one statement.
-var floorPublic = func() string {
-	var with, sum []string
-	for i, t := range []string{"user_tenant_mapping_oauth_account", "user_tenant_mapping", "tenant_shard",
-		"tenant_anonymous_user_path", "tenant_invite_counter", "tenant_sso_domain"} {
-		with = append(with, fmt.Sprintf("d%d AS (DELETE FROM public.%s WHERE tenant_id = $1 RETURNING 1)", i, t))
-		sum = append(sum, fmt.Sprintf("(SELECT count(*) FROM d%d)", i))
-	}
-	return "WITH " + strings.Join(with, ", ") + " SELECT " + strings.Join(sum, " + ")
-}()
+const floorPublic = `WITH d0 AS (DELETE FROM public.user_tenant_mapping_oauth_account WHERE tenant_id = $1 RETURNING 1),
+     d1 AS (DELETE FROM public.user_tenant_mapping WHERE tenant_id = $1 RETURNING 1),
+     d2 AS (DELETE FROM public.tenant_shard WHERE tenant_id = $1 RETURNING 1),
+     d3 AS (DELETE FROM public.tenant_anonymous_user_path WHERE tenant_id = $1 RETURNING 1),
+     d4 AS (DELETE FROM public.tenant_invite_counter WHERE tenant_id = $1 RETURNING 1),
+     d5 AS (DELETE FROM public.tenant_sso_domain WHERE tenant_id = $1 RETURNING 1)
+SELECT (SELECT count(*) FROM d0) + (SELECT count(*) FROM d1) + (SELECT count(*) FROM d2) + (SELECT count(*) FROM d3) +
+    (SELECT count(*) FROM d4) + (SELECT count(*) FROM d5)`
 
 // runFloor cleans ids from d with the raw SQL of a cleanup on two sessions
 // (a data-plane and a control-plane connection each) taking tenants from a
-// shared queue, and returns how long that took.
-func runFloor(ctx context.Context, t *tb, d *testenv.Databases, ids []string) time.Duration {
+// shared queue: when it started and how long it took.
+func runFloor(ctx context.Context, t *testenv.Outside, d *testenv.Databases, ids []string) (time.Time, time.Duration) {
 	execSQL(ctx, d.Control, floorLedger)
 	oneTrip := func(c *pgx.ConnConfig) { c.DefaultQueryExecMode = pgx.QueryExecModeExec } // the statements differ per tenant
 	var conns [2][2]*pgx.Conn
@@ -243,7 +231,7 @@ func runFloor(ctx context.Context, t *tb, d *testenv.Databases, ids []string) ti
 	parallel(len(conns), len(ids), func(w, i int) { floorCleanup(ctx, conns[w][0], conns[w][1], ids[i]) })
 	took := time.Since(start)
 	verifyGone(t, d, "public.bench_floor_ledger", ids)
-	return took
+	return start, took
 }
 
 // floorCleanup cleans id; it fails (check) on an error or a tenant that is
@@ -279,7 +267,8 @@ func floorCleanup(ctx context.Context, data, control *pgx.Conn, id string) {
 	_, err := data.Exec(ctx, fmt.Sprintf(floorDrop, s))
 	// Out of shared memory: the lock table is shared with whatever else
 	// runs on the server (other engineers' tests): try again.
-	for attempt := 0; isCode(err, "53200") && attempt < 20; attempt++ {
+	var pgErr *pgconn.PgError
+	for attempt := 0; errors.As(err, &pgErr) && pgErr.Code == "53200" && attempt < 20; attempt++ {
 		_, err = data.Exec(ctx, fmt.Sprintf(floorDrop, s))
 	}
 	check(err, id)
@@ -288,14 +277,9 @@ func floorCleanup(ctx context.Context, data, control *pgx.Conn, id string) {
 	check(err, id)
 }
 
-func isCode(err error, code string) bool {
-	var pgErr *pgconn.PgError
-	return errors.As(err, &pgErr) && pgErr.Code == code
-}
-
 // verifyGone checks that d has neither the schema, nor public or
 // control-plane rows of any of ids left, and one ledger row for each.
-func verifyGone(t *tb, d *testenv.Databases, ledger string, ids []string) {
+func verifyGone(t *testenv.Outside, d *testenv.Databases, ledger string, ids []string) {
 	for _, id := range ids {
 		if d.SchemaExists(t, id) || d.PublicRows(t, id) != 0 || d.ControlRows(t, id) != "----" ||
 			d.CountControl(t, "SELECT count(*) FROM "+ledger+" WHERE tenant_id = $1", id) != 1 {

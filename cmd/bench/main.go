@@ -25,7 +25,6 @@ import (
 	"slices"
 	"strings"
 	"syscall"
-	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -101,10 +100,9 @@ func parseFlags(args []string) (*options, error) {
 // bench is one run: its options, the fleets it built and what it measured.
 type bench struct {
 	o     *options
-	t     *tb // what lives until the bench ends
+	t     *testenv.Outside // what lives until the bench ends
 	admin *pgxpool.Pool
 	res   report
-	start time.Time
 
 	tpl         *testenv.Databases // the throughput fleet (cloned per run)
 	ids         []string           // its tenants
@@ -119,13 +117,17 @@ func run(ctx context.Context, o *options) error {
 			return fmt.Errorf("%s not found in %s: run `make build` first", name, o.bin)
 		}
 	}
-	b := &bench{o: o, t: &tb{}, start: time.Now()}
-	defer b.t.cleanup()
+	b, start := &bench{o: o, t: &testenv.Outside{}}, time.Now()
+	defer b.t.Close()
 	phases := map[string]func(context.Context){"throughput": b.throughput, "load": b.load, "profile": b.profile,
 		"stores": b.stores, "analyzer": b.analyzer, "memory": b.memory, "shards": b.shards}
 	phase := "setup"
-	if err := try(func() {
-		b.setup(ctx)
+	if err := testenv.Try(func() {
+		b.admin = testenv.Pool(b.t, testenv.AdminURL())
+		b.machine(ctx)
+		if o.phases["throughput"] || o.phases["load"] || o.phases["profile"] || o.phases["stores"] {
+			b.buildThroughputFleet(ctx) // the template these phases clone
+		}
 		for _, phase = range allPhases {
 			if o.phases[phase] {
 				phases[phase](ctx)
@@ -134,18 +136,9 @@ func run(ctx context.Context, o *options) error {
 	}); err != nil {
 		return fmt.Errorf("%s: %w", phase, err)
 	}
-	text := b.res.render(b.start)
+	text := b.res.render(start)
 	fmt.Print("\n" + text)
 	return os.WriteFile(o.out, []byte(text), 0o644)
-}
-
-// setup records the machine, and builds the throughput fleet if needed.
-func (b *bench) setup(ctx context.Context) {
-	b.admin = testenv.Pool(b.t, testenv.AdminURL())
-	b.machine(ctx)
-	if b.o.phases["throughput"] || b.o.phases["load"] || b.o.phases["profile"] || b.o.phases["stores"] {
-		b.buildThroughputFleet(ctx)
-	}
 }
 
 func step(format string, args ...any) {
@@ -154,72 +147,18 @@ func step(format string, args ...any) {
 
 func info(format string, args ...any) { fmt.Printf("    "+format+"\n", args...) }
 
-// tb lets the bench use testenv's and testworld's helpers outside a test: a
-// failure panics with a fatal (try returns it), cleanups run when its scope ends.
-type tb struct {
-	testing.TB // nil: only the methods below are called
-	cleanups   []func()
-}
-
-type fatal string
-
-func (t *tb) Helper()                           {}
-func (t *tb) Failed() bool                      { return false }
-func (t *tb) Cleanup(f func())                  { t.cleanups = append(t.cleanups, f) }
-func (t *tb) Fatal(args ...any)                 { panic(fatal(fmt.Sprint(args...))) }
-func (t *tb) Fatalf(format string, args ...any) { panic(fatal(fmt.Sprintf(format, args...))) }
-func (t *tb) Errorf(format string, args ...any) { panic(fatal(fmt.Sprintf(format, args...))) }
-func (t *tb) Logf(format string, args ...any)   { info(format, args...) }
-
-func (t *tb) TempDir() string {
-	dir := must(os.MkdirTemp("", "tenant-cleanup-bench-"))
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	return dir
-}
-
-func (t *tb) cleanup() {
-	for i := len(t.cleanups) - 1; i >= 0; i-- {
-		t.cleanups[i]()
-	}
-}
-
-// scope runs fn with a tb of its own: what fn starts ends with it.
-func scope(fn func(t *tb)) {
-	t := &tb{}
-	defer t.cleanup()
-	fn(t)
-}
-
-// try calls fn and returns its failure as an error.
-func try(fn func()) (err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			f, ok := r.(fatal)
-			if !ok {
-				panic(r)
-			}
-			err = errors.New(string(f))
-		}
-	}()
-	fn()
-	return nil
-}
-
 // check fails the bench, as t.Fatal fails a test, when err is not nil.
 func check(err error, context ...string) {
 	if err != nil {
-		panic(fatal(strings.Join(append(context, err.Error()), ": ")))
+		panic(testenv.Failure(strings.Join(append(context, err.Error()), ": ")))
 	}
 }
 
-func must[T any](v T, err error) T {
-	check(err)
-	return v
-}
+func must[T any](v T, err error) T { check(err); return v }
 
 // until polls cond every 20 ms until it holds; it fails after timeout or when ctx ends.
 func until(ctx context.Context, timeout time.Duration, what string, cond func() bool) {
-	testenv.Eventually(&tb{}, timeout, func() bool { check(ctx.Err()); return cond() }, "%s", what)
+	testenv.Eventually(&testenv.Outside{}, timeout, func() bool { check(ctx.Err()); return cond() }, "%s", what)
 }
 
 // report is what the run measured, as text sections and targets.
@@ -299,9 +238,6 @@ func (r *report) render(start time.Time) string {
 }
 
 func perMin(n int, d time.Duration) float64 { return float64(n) / d.Minutes() }
-
-func ratio(a, b time.Duration) float64 { return float64(a) / float64(max(b, 1)) }
-
-func ms(d time.Duration) string { return fmt.Sprintf("%.1f ms", ms1(d)) }
-
-func ms1(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+func ratio(a, b time.Duration) float64      { return float64(a) / float64(max(b, 1)) }
+func ms(d time.Duration) string             { return fmt.Sprintf("%.1f ms", ms1(d)) }
+func ms1(d time.Duration) float64           { return float64(d) / float64(time.Millisecond) }

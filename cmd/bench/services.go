@@ -6,7 +6,6 @@ import (
 	"io"
 	"log/slog"
 	"maps"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -16,7 +15,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5/tracelog"
@@ -28,45 +26,24 @@ import (
 	"github.com/tenantcleanup/tenant-cleanup/pkg/testenv"
 )
 
-// proc is a process of the bench (a service, pgbench), its output in a log file.
+// proc is a service's binary started by the bench.
 type proc struct {
-	name, log, addr string
-	cmd             *exec.Cmd
-	done            chan struct{}
-	peakMiB         float64 // highest VmHWM sampled
-}
-
-// spawn starts cmd for t's scope, its output in a log file.
-func spawn(t *tb, name string, cmd *exec.Cmd) *proc {
-	p := &proc{name: name, cmd: cmd, log: filepath.Join(t.TempDir(), "log"), done: make(chan struct{})}
-	logf := must(os.Create(p.log))
-	cmd.Stdout, cmd.Stderr = logf, logf
-	check(cmd.Start(), name)
-	go func() { _ = cmd.Wait(); logf.Close(); close(p.done) }()
-	t.Cleanup(func() { _ = p.stop() })
-	return p
-}
-
-// freeAddr is a loopback address with a port nothing listens on.
-func freeAddr() string {
-	l := must(net.Listen("tcp", "127.0.0.1:0"))
-	defer l.Close()
-	return l.Addr().String()
+	*testenv.Process
+	name, addr string
 }
 
 // startProc starts bin/<name> for t's scope on d and JetStream, with the
 // given settings and everything else at its default: the bench's own
 // environment is not passed on, so that a shell's settings cannot leak in.
-func (b *bench) startProc(ctx context.Context, t *tb, name string, d *testenv.Databases, natsURL string, settings ...string) *proc {
-	addr := freeAddr()
+func (b *bench) startProc(ctx context.Context, t *testenv.Outside, name string, d *testenv.Databases, natsURL string, settings ...string) *proc {
+	p := &proc{name: name, addr: testenv.FreeAddr(t)}
 	cmd := exec.CommandContext(ctx, filepath.Join(b.o.bin, name))
 	if name == "analyzer" {
 		cmd.Args = append(cmd.Args, "--once")
 	}
 	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "DATA_PLANE_DATABASE_URL=" + d.DataURL,
-		"CONTROL_PLANE_DATABASE_URL=" + d.ControlURL, "NATS_URL=" + natsURL, "HTTP_ADDR=" + addr}, settings...)
-	p := spawn(t, name, cmd)
-	p.addr = addr
+		"CONTROL_PLANE_DATABASE_URL=" + d.ControlURL, "NATS_URL=" + natsURL, "HTTP_ADDR=" + p.addr}, settings...)
+	p.Process = testenv.StartProcess(t, cmd)
 	return p
 }
 
@@ -74,8 +51,8 @@ func (b *bench) startProc(ctx context.Context, t *tb, name string, d *testenv.Da
 // reachable, its loop consuming); p, when not nil, is its process.
 func ready(ctx context.Context, addr string, p *proc) {
 	until(ctx, time.Minute, addr+" ready", func() bool {
-		if p != nil && p.exited() {
-			check(p.failure())
+		if p != nil && p.Exited() {
+			check(p.Failure())
 		}
 		resp, err := http.Get("http://" + addr + "/readyz")
 		if err != nil {
@@ -84,44 +61,6 @@ func ready(ctx context.Context, addr string, p *proc) {
 		resp.Body.Close()
 		return resp.StatusCode == http.StatusOK
 	})
-}
-
-func (p *proc) exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
-}
-
-func (p *proc) failure() error {
-	out, _ := os.ReadFile(p.log)
-	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
-	return fmt.Errorf("%s: %v\n%s", p.name, p.cmd.ProcessState, strings.Join(lines[max(0, len(lines)-6):], "\n"))
-}
-
-// stop asks the process to shut down (SIGTERM) and waits for it.
-func (p *proc) stop() error {
-	if !p.exited() {
-		p.sample()
-		_ = p.cmd.Process.Signal(syscall.SIGTERM)
-		<-p.done
-	}
-	if !p.cmd.ProcessState.Success() {
-		return p.failure()
-	}
-	return nil
-}
-
-// sample reads the process's peak resident set so far, VmHWM (a Go program's
-// child starts with its parent's ru_maxrss).
-func (p *proc) sample() float64 {
-	status, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid))
-	_, hwm, _ := strings.Cut(string(status), "VmHWM:")
-	kb, _ := strconv.ParseFloat(strings.Fields(hwm + " 0")[0], 64)
-	p.peakMiB = max(p.peakMiB, kb/1024)
-	return p.peakMiB
 }
 
 var reStepSum = regexp.MustCompile(`(?m)^tenant_cleanup_step_duration_seconds_sum\{[^}]*step="([a-z_0-9]+)"[^}]*\} (\S+)$`)
@@ -158,8 +97,8 @@ func await(ctx context.Context, w *testworld.World, o tenant.Outcome, n int, pro
 			}
 		}
 		for _, p := range procs {
-			if p.exited() {
-				check(p.failure())
+			if p.Exited() {
+				check(p.Failure())
 			}
 		}
 		count := len(reached)
@@ -184,6 +123,18 @@ func requests(ids []string) []tenant.Request {
 	return reqs
 }
 
+// cleanAll requests the cleanup of ids from w's services (procs, if they
+// are processes), waits until all are cleaned and verifies that they are
+// gone: when it requested them and how long until the last was cleaned.
+func cleanAll(ctx context.Context, t *testenv.Outside, w *testworld.World, ids []string, procs []*proc) (time.Time, time.Duration) {
+	start := time.Now()
+	check(w.Bus.PublishRequests(ctx, requests(ids), nil))
+	await(ctx, w, tenant.OutcomeCleaned, len(ids), procs, nil)
+	took := time.Since(start)
+	verifyGone(t, w.DBs, "tenant_cleanup.ledger", ids)
+	return start, took
+}
+
 // pipelineRun is one run of the pipeline (or the floor) over some tenants.
 type pipelineRun struct {
 	start             time.Time
@@ -193,11 +144,10 @@ type pipelineRun struct {
 }
 
 // runPipeline starts bin/marker and bin/cleaner on d (DRAIN_CHECK_DELAY=0s,
-// then settings) with a JetStream of their own, requests the cleanup of ids
-// once both are ready and the pacer has calibrated, waits until every one is
-// cleaned, and verifies that they are gone.
+// then settings) with a JetStream of their own and, once both are ready and
+// the pacer has calibrated, cleans ids with them (cleanAll).
 func (b *bench) runPipeline(ctx context.Context, d *testenv.Databases, ids []string, settings ...string) (r pipelineRun) {
-	scope(func(t *tb) {
+	testenv.Scope(func(t *testenv.Outside) {
 		w := testworld.New(t, testworld.Options{Databases: d})
 		var procs []*proc
 		for _, name := range []string{"marker", "cleaner"} {
@@ -213,16 +163,13 @@ func (b *bench) runPipeline(ctx context.Context, d *testenv.Databases, ids []str
 			paces := must(w.Bus.Paces(ctx, time.Now()))
 			return slices.Contains(settings, "PACE=off") || len(paces) > 0 && paces[0].State != "calibrating"
 		})
-		r = pipelineRun{calibration: time.Since(calibrating), start: time.Now(), rssMiB: map[string]float64{}}
-		check(w.Bus.PublishRequests(ctx, requests(ids), nil))
-		await(ctx, w, tenant.OutcomeCleaned, len(ids), procs, nil)
-		r.took = time.Since(r.start)
+		r = pipelineRun{calibration: time.Since(calibrating), rssMiB: map[string]float64{}}
+		r.start, r.took = cleanAll(ctx, t, w, ids, procs)
 		r.steps = procs[1].steps()
 		for _, p := range procs {
-			check(p.stop())
-			r.rssMiB[p.name] = p.peakMiB
+			check(p.Stop())
+			r.rssMiB[p.name] = p.PeakRSS()
 		}
-		verifyGone(t, d, "tenant_cleanup.ledger", ids)
 	})
 	return r
 }
@@ -231,7 +178,7 @@ func (b *bench) runPipeline(ctx context.Context, d *testenv.Databases, ids []str
 // client saw it, by source and statement (the tenant's schema folded).
 type tracer struct {
 	mu    sync.Mutex
-	stats map[[2]string]*stmtStat
+	stats map[[2]string]stmtStat
 }
 
 type stmtStat struct {
@@ -244,9 +191,8 @@ var (
 	reSpace  = regexp.MustCompile(`\s+`)
 )
 
-// on is ctx with the tracer for service source, through pgx's tracelog (the data
-// plane sends no batches): the data-plane pools a service opens under it
-// are traced.
+// on is ctx with the tracer (pgx's tracelog: the data plane sends no
+// batches) for the data-plane pools the service source opens under it.
 func (tr *tracer) on(ctx context.Context, source string) context.Context {
 	return service.WithQueryTracer(ctx, &tracelog.TraceLog{LogLevel: tracelog.LogLevelInfo, Logger: tracelog.LoggerFunc(
 		func(_ context.Context, _ tracelog.LogLevel, msg string, data map[string]any) {
@@ -263,11 +209,8 @@ func (tr *tracer) add(source, sql string, took time.Duration) {
 	k := [2]string{source, strings.TrimSpace(sql)}
 	tr.mu.Lock()
 	defer tr.mu.Unlock()
-	if tr.stats[k] == nil {
-		tr.stats[k] = &stmtStat{}
-	}
 	s := tr.stats[k]
-	s.calls, s.total, s.max = s.calls+1, s.total+took, max(s.max, took)
+	tr.stats[k] = stmtStat{s.calls + 1, s.total + took, max(s.max, took)}
 }
 
 // top writes into s each source's round trips and time per tenant of n,
@@ -297,24 +240,20 @@ func (tr *tracer) top(s *section, n, rows int) {
 func (b *bench) profile(ctx context.Context) {
 	ids := b.ids[:b.o.tenants]
 	step("profile: marker and cleaner in-process, data-plane SQL timed by a pgx tracer, %d tenants", len(ids))
-	tr := &tracer{stats: map[[2]string]*stmtStat{}}
+	tr := &tracer{stats: map[[2]string]stmtStat{}}
 	var took time.Duration
-	scope(func(t *tb) {
+	testenv.Scope(func(t *testenv.Outside) {
 		d := b.clone(ctx, t)
 		w := testworld.New(t, testworld.Options{Databases: d})
 		w.SetCheckDelay(0)
 		w.Cleaner.Pace.Mode = pacer.ModeOff
-		w.Marker.HTTPAddr, w.Cleaner.HTTPAddr = freeAddr(), freeAddr()
+		w.Marker.HTTPAddr, w.Cleaner.HTTPAddr = testenv.FreeAddr(t), testenv.FreeAddr(t)
 		log := slog.New(slog.DiscardHandler)
 		w.Go(func(ctx context.Context) error { return service.RunMarker(tr.on(ctx, "marker"), &w.Marker, log) })
 		w.Go(func(ctx context.Context) error { return service.RunCleaner(tr.on(ctx, "cleaner"), &w.Cleaner, log) })
 		ready(ctx, w.Marker.HTTPAddr, nil)
 		ready(ctx, w.Cleaner.HTTPAddr, nil)
-		start := time.Now()
-		check(w.Bus.PublishRequests(ctx, requests(ids), nil))
-		await(ctx, w, tenant.OutcomeCleaned, len(ids), nil, nil)
-		took = time.Since(start)
-		verifyGone(t, d, "tenant_cleanup.ledger", ids)
+		_, took = cleanAll(ctx, t, w, ids, nil)
 	})
 	s := b.res.section("PROFILE: marker + cleaner in-process (PACE=off), %d tenants in %.1f s (%.0f tenants/min with the tracer); data-plane SQL by statement, as the client saw it",
 		len(ids), took.Seconds(), perMin(len(ids), took))

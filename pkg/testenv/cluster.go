@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -74,6 +75,13 @@ func StartJetStreamCluster(t testing.TB, n int) *Cluster {
 		return false
 	}, "JetStream cluster elects a meta leader")
 	return c
+}
+
+// FreeAddr is a loopback host:port nothing listens on (for a server the
+// test starts, an HTTP_ADDR say).
+func FreeAddr(t testing.TB) string {
+	t.Helper()
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t)))
 }
 
 func freePort(t testing.TB) int {
