@@ -214,7 +214,8 @@ func (b *bench) shards(ctx context.Context) {
 		n, 13+b.o.filler).table("  %-36s %12.0f %8.2f", "run", "tenants/min", "× one")
 	s.row("one shard (one server)", perMin(n, took[0]), 1.0)
 	s.row("two shards on two servers", perMin(n, took[1]), ratio(took[0], took[1]))
-	s.add("  on this %d-CPU machine both servers, the services and the bench share the CPU: the ratio is bounded by it, not by what a second server adds", runtime.NumCPU())
+	s.add("  this machine has %d CPUs and one disk, shared by both servers, the services and the bench: the gain is bounded by the CPU, "+
+		"not what a second machine would add", runtime.NumCPU())
 }
 
 const analyzerRounds = 2 // each approach, alternating; the fastest counts
