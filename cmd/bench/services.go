@@ -55,11 +55,7 @@ func ready(ctx context.Context, addr string, p *proc) {
 			check(p.Failure())
 		}
 		resp, err := http.Get("http://" + addr + "/readyz")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
+		return err == nil && resp.Body.Close() == nil && resp.StatusCode == http.StatusOK
 	})
 }
 
