@@ -169,7 +169,7 @@ func (b *bench) stores(ctx context.Context) {
 }
 
 // shards: the same fleet cleaned by bin/marker and bin/cleaner (PACE=off:
-// the pacer samples the catalog shard only) on one shard, then with every
+// the cleaning's own rate, unpaced) on one shard, then with every
 // other tenant's schema on a second server the bench starts (testenv's
 // initdb, the first server's settings), placed the Onyx way: a
 // public.tenant_shard row on the catalog, the shard in ONYX_DB_SHARDS.
