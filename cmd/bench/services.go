@@ -20,6 +20,7 @@ import (
 	"github.com/jackc/pgx/v5/tracelog"
 
 	"github.com/tenantcleanup/tenant-cleanup/internal/testworld"
+	"github.com/tenantcleanup/tenant-cleanup/pkg/bus"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/pacer"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/service"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/tenant"
@@ -157,7 +158,8 @@ func (b *bench) runPipeline(ctx context.Context, d *testenv.Databases, ids []str
 		calibrating := time.Now()
 		until(ctx, 2*time.Minute, "pacer calibration", func() bool {
 			paces := must(w.Bus.Paces(ctx, time.Now()))
-			return slices.Contains(settings, "PACE=off") || len(paces) > 0 && paces[0].State != "calibrating"
+			return slices.Contains(settings, "PACE=off") || len(paces) > 0 && !slices.ContainsFunc(paces,
+				func(p bus.PaceReport) bool { return p.State == "calibrating" }) // one pacer per shard
 		})
 		r = pipelineRun{calibration: time.Since(calibrating), rssMiB: map[string]float64{}}
 		r.start, r.took = cleanAll(ctx, t, w, ids, procs)
