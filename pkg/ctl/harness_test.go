@@ -45,11 +45,27 @@ func newWorld(t *testing.T) *world {
 	t.Helper()
 	tw := testworld.New(t, testworld.Options{})
 	w := &world{World: tw, t: t, dbs: tw.DBs, bus: tw.Bus, logs: tw.Logs}
-	for _, kv := range tw.Environ() {
-		name, value, _ := strings.Cut(kv, "=")
-		t.Setenv(name, value)
-	}
+	w.setenv()
 	return w
+}
+
+// setenv puts the world's configuration in the environment.
+func (w *world) setenv() {
+	for _, kv := range w.Environ() {
+		name, value, _ := strings.Cut(kv, "=")
+		w.t.Setenv(name, value)
+	}
+}
+
+// withStores starts an S3 server and a Redis of the test's own (the stores
+// besides the databases) and points tenantctl at them.
+func (w *world) withStores() *testworld.OtherStores {
+	w.t.Helper()
+	o := testworld.StartOtherStores(w.t)
+	o.Configure(&w.Cleaner.OtherStores)
+	w.Cleaner.FileStore.MaxAttempts = 1
+	w.setenv()
+	return o
 }
 
 // run runs tenantctl as the binary does and returns its exit status and output.

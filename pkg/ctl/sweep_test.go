@@ -6,13 +6,10 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 
-	"github.com/redis/go-redis/v9"
-
-	"github.com/tenantcleanup/tenant-cleanup/pkg/controlplane"
+	"github.com/tenantcleanup/tenant-cleanup/internal/testworld"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/rediskeys"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/testenv"
 )
@@ -24,21 +21,9 @@ import (
 func TestVerifyAndSweepStores(t *testing.T) {
 	w := newWorld(t)
 	ctx := context.Background()
-	const bucket = "onyx-file-store-bucket"
-	s3 := testenv.StartS3(t, bucket)
-	rs := testenv.StartRedis(t)
-	for k, v := range map[string]string{
-		"S3_FILE_STORE_BUCKET_NAME": bucket, "S3_ENDPOINT_URL": s3.URL, "S3_AWS_ACCESS_KEY_ID": testenv.S3AccessKey,
-		"S3_AWS_SECRET_ACCESS_KEY": testenv.S3SecretKey, "AWS_REGION_NAME": "us-east-1", "S3_MAX_ATTEMPTS": "1",
-		"REDIS_HOST": "127.0.0.1", "REDIS_PORT": strconv.Itoa(rs.Port), "FILE_STORE_BACKEND": "", "S3_FILE_STORE_PREFIX": "",
-	} {
-		t.Setenv(k, v)
-	}
-	client := redis.NewClient(&redis.Options{Addr: rs.Addr})
-	t.Cleanup(func() { _ = client.Close() })
-	if err := controlplane.New(w.dbs.Control).Ensure(ctx); err != nil {
-		t.Fatal(err)
-	}
+	stores := w.withStores()
+	s3, client, bucket := stores.S3, stores.Client, testworld.Bucket
+	w.ensureLedger()
 	seed := func(id string, n int) {
 		for i := range n {
 			s3.Put(bucket, fmt.Sprintf("onyx-files/%s/f%d", id, i), []byte("x"))
