@@ -7,14 +7,12 @@ import (
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/redis/go-redis/v9"
 
 	"github.com/tenantcleanup/tenant-cleanup/internal/testworld"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/controlplane"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/dataplane"
-	"github.com/tenantcleanup/tenant-cleanup/pkg/filestore"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/rediskeys"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/sweep"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/tenant"
@@ -62,18 +60,7 @@ func setup(t *testing.T) *env {
 	if err := control.Ensure(ctx); err != nil {
 		t.Fatal(err)
 	}
-	files, err := filestore.Open(ctx, filestore.Config{Bucket: bucket, Prefix: "onyx-files", EndpointURL: e.S3.URL,
-		AccessKeyID: testenv.S3AccessKey, SecretAccessKey: testenv.S3SecretKey, Region: "us-east-1",
-		Timeout: 2 * time.Second, MaxAttempts: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	keys, err := rediskeys.Open(ctx, rediskeys.Config{Host: "127.0.0.1", Port: e.Redis.Port, Timeout: time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = keys.Close() })
-	e.sw = &sweep.Sweeper{Data: data, Control: control, Files: files, Keys: keys, By: "test"}
+	e.sw = &sweep.Sweeper{Data: data, Control: control, Files: e.Files(t, bucket), Keys: e.Keys(t), By: "test"}
 	e.dbs.CreateTenant(t, testenv.Tenant{ID: bystander, Status: "ACTIVE"})
 	return e
 }
