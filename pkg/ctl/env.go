@@ -11,7 +11,6 @@ import (
 	"github.com/tenantcleanup/tenant-cleanup/pkg/bus"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/config"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/controlplane"
-	"github.com/tenantcleanup/tenant-cleanup/pkg/dataplane"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/service"
 )
 
@@ -156,16 +155,6 @@ func openControl(ctx context.Context, cp config.ControlPlane, b config.Bastion) 
 		return nil, nil, fmt.Errorf("%w\n(check CONTROL_PLANE_DATABASE_URL or CONTROL_PLANE_RDS_*, and BASTION_* when the control plane is behind the bastion)", err)
 	}
 	return store, func() { store.Close(); closeDial() }, nil
-}
-
-// openData opens the data plane with service.Open, as the services do.
-func openData(ctx context.Context, d config.DataPlane, maxConns int32) (*dataplane.Store, func(), error) {
-	env, err := service.Open(ctx, "tenantctl", &config.Common{DataPlane: d, DBMaxConns: max(maxConns, 1)},
-		service.What{Data: true, ReadOnly: true}, discard, false)
-	if err != nil {
-		return nil, nil, fmt.Errorf("%w\n(check DATA_PLANE_DATABASE_URL)", err)
-	}
-	return env.Data, env.Close, nil
 }
 
 // openShards opens the data plane's shards (the catalog's store in Data,

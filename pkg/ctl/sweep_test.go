@@ -116,3 +116,26 @@ func TestSweepRefusesABadCSV(t *testing.T) {
 	stdout, _ = mustRun(t, 0, "sweep", "-h")
 	contains(t, "sweep -h", stdout, "--apply", "--yes", "-o, --output", "cleaned_tenants.csv", "tenant_cleanup.sweep_log", "S3_FILE_STORE_BUCKET_NAME", "REDIS_HOST", "never touches a tenant that still lives")
 }
+
+// tenantctl sweep reads every shard of ONYX_DB_SHARDS: the large objects
+// the cleaner listed on shard b are found and unlinked there.
+func TestSweepEveryShard(t *testing.T) {
+	w := newWorld(t)
+	w.ensureLedger()
+	b := w.shardB()
+	w.dbs.CreateTenant(t, testenv.Tenant{ID: idB, Status: "ACTIVE"}) // a fleet, not an empty data plane
+	w.dbs.ExecControl(t, "INSERT INTO tenant_cleanup.ledger (tenant_id, cleaned_at) VALUES ($1, now())", idA)
+	var listed int64
+	if err := b.Data.QueryRow(context.Background(), "SELECT lo_from_bytea(0, 'a file of A')::bigint").Scan(&listed); err != nil {
+		t.Fatal(err)
+	}
+	b.ExecData(t, "INSERT INTO tenant_cleanup.large_objects (tenant_id, lobj_oid) VALUES ($1, $2)", idA, listed)
+
+	stdout, _ := mustRun(t, 0, "sweep", "-o", "json")
+	contains(t, "sweep -o json", stdout, `"tenant_id": "`+idA+`"`, `"large_objects": 1`, "every shard: the catalog, b")
+	stdout, _ = mustRun(t, 0, "sweep", "--apply", "--yes")
+	contains(t, "sweep --apply", stdout, idA+" swept", "1 large object")
+	if n := b.CountData(t, "SELECT count(*) FROM pg_largeobject_metadata WHERE oid = $1::oid", listed); n != 0 {
+		t.Fatal("the large object listed on shard b is still there")
+	}
+}

@@ -3,7 +3,6 @@ package ctl
 import (
 	"encoding/csv"
 	"encoding/json"
-	"net/url"
 	"slices"
 	"strings"
 	"testing"
@@ -19,12 +18,7 @@ import (
 func TestVerifyShards(t *testing.T) {
 	w := newWorld(t)
 	w.ensureLedger()
-	b := testenv.NewDatabases(t)
-	u, err := url.Parse(b.DataURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Setenv("ONYX_DB_SHARDS", `{"b": {"db": "`+strings.TrimPrefix(u.Path, "/")+`"}}`)
+	b := w.shardB()
 	gated, old := tenant.StatusGatedAccess, testenv.DaysAgo(200)
 	// idA lives on b, placed there: consistent.
 	w.dbs.CreateTenant(t, testenv.Tenant{ID: idA, Status: gated, LastQuery: old, NoSchema: true})

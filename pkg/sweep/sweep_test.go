@@ -417,3 +417,74 @@ func TestSweepRefusesAnEmptyFleet(t *testing.T) {
 	}
 	e.mustBeIntact(t, idA, 2, 2)
 }
+
+// TestSweepEveryShard: with two shard databases, the sweep reads and
+// sweeps both. A ledgered tenant whose schema is left on the second shard
+// (a stray copy) still lives there and is refused; the large objects the
+// cleaner listed on the second shard are counted and unlinked there, and
+// the unattributed ones of both shards counted; a data plane whose tenant
+// schemas are all on the second shard is the fleet's, not an empty one.
+func TestSweepEveryShard(t *testing.T) {
+	e := setup(t)
+	ctx := context.Background()
+	b := testenv.NewDatabases(t)
+	shardB, err := dataplane.New(ctx, b.Data, dataplane.Options{Shard: "b", NotCatalog: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(shardB.Close)
+	if _, err := shardB.Ensure(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	e.sw.Shards = map[string]*dataplane.Store{"b": shardB}
+	e.sw.LargeObjects = true
+	e.dbs.ExecData(t, `DROP SCHEMA "`+bystander+`" CASCADE`) // the catalog holds no tenant schema
+	b.CreateTenant(t, testenv.Tenant{ID: bystander, Status: "ACTIVE"})
+
+	// idA: cleaned, a copy of its schema left on b. idB: cleaned, a large
+	// object listed on b.
+	e.ledger(t, idA)
+	e.seed(t, idA, 2, 2)
+	b.CreateTenant(t, testenv.Tenant{ID: idA})
+	e.ledger(t, idB)
+	var listed, orphan int64
+	if err := b.Data.QueryRow(ctx, "SELECT lo_from_bytea(0, 'a file of B')::bigint").Scan(&listed); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Data.QueryRow(ctx, "SELECT lo_from_bytea(0, 'whose?')::bigint").Scan(&orphan); err != nil {
+		t.Fatal(err)
+	}
+	b.ExecData(t, "INSERT INTO tenant_cleanup.large_objects (tenant_id, lobj_oid) VALUES ($1, $2)", idB, listed)
+
+	p := e.plan(t)
+	a, okA := item(p, idA)
+	itB, okB := item(p, idB)
+	if !okA || a.Refused != "its schema exists on shard b: a live tenant" {
+		t.Errorf("%s, whose schema is on shard b: %+v (found %v); want refused", idA, a, okA)
+	}
+	if !okB || itB.LargeObjects != 1 || itB.Refused != "" || p.UnattributedLargeObjects != 1 {
+		t.Errorf("%s: %+v (found %v), unattributed %d; want 1 large object listed on b, 1 unattributed", idB, itB, okB,
+			p.UnattributedLargeObjects)
+	}
+	if last := p.Stores[len(p.Stores)-1]; !strings.Contains(last, "every shard: the catalog, b") {
+		t.Errorf("stores: %q", last)
+	}
+	res, err := e.sw.Apply(ctx, p, nil)
+	if err != nil {
+		t.Fatal(err) // not ErrEmptyFleet: the fleet's schemas are on b
+	}
+	outcomes := map[tenant.ID]sweep.Outcome{}
+	for _, r := range res {
+		outcomes[r.ID] = r.Outcome
+	}
+	if outcomes[idA] != sweep.Refused || outcomes[idB] != sweep.Swept {
+		t.Fatalf("outcomes %v; want %s refused, %s swept", outcomes, idA, idB)
+	}
+	e.mustBeIntact(t, idA, 2, 2)
+	exists := func(oid int64) bool {
+		return b.CountData(t, "SELECT count(*) FROM pg_largeobject_metadata WHERE oid = $1::oid", oid) == 1
+	}
+	if exists(listed) || !exists(orphan) || b.CountData(t, "SELECT count(*) FROM tenant_cleanup.large_objects") != 0 {
+		t.Fatal("on shard b, the listed large object must be unlinked (and its listing gone), the unattributed one kept")
+	}
+}
