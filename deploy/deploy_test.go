@@ -840,7 +840,7 @@ var (
 )
 
 // histograms are the metrics of metrics.Names() that are histograms.
-var histograms = []string{metrics.StepDurationSeconds, metrics.AnalyzerPassDurationSeconds}
+var histograms = []string{metrics.StepDurationSeconds, metrics.ShardStepDurationSeconds, metrics.AnalyzerPassDurationSeconds}
 
 // metricOf maps a series name to its metric name (a histogram's _bucket, _sum, _count).
 func metricOf(series string) string {

@@ -23,6 +23,16 @@ type Column struct {
 	Types []string
 }
 
+// Columns are the columns named names, each of the types types (one of
+// the type sets below).
+func Columns(types []string, names ...string) []Column {
+	cols := make([]Column, len(names))
+	for i, name := range names {
+		cols[i] = Column{Name: name, Types: types}
+	}
+	return cols
+}
+
 // Querier runs a query (a pool, a connection or a transaction).
 type Querier interface {
 	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)

@@ -4,10 +4,12 @@ import (
 	"context"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
 	"github.com/tenantcleanup/tenant-cleanup/pkg/config"
+	"github.com/tenantcleanup/tenant-cleanup/pkg/filestore"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/rediskeys"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/testenv"
 )
@@ -38,6 +40,30 @@ func (o *OtherStores) Configure(cfg *config.OtherStores) {
 	files.Bucket, files.EndpointURL, files.Region = Bucket, o.S3.URL, "us-east-1"
 	files.AccessKeyID, files.SecretAccessKey = testenv.S3AccessKey, testenv.S3SecretKey
 	cfg.Redis.Host, cfg.Redis.Port = "127.0.0.1", o.Redis.Port
+}
+
+// Files opens a file store on their S3 server's bucket (Bucket, or another
+// name: a typo, say), one attempt per request, as the tests want it.
+func (o *OtherStores) Files(t testing.TB, bucket string) *filestore.Store {
+	t.Helper()
+	files, err := filestore.Open(context.Background(), filestore.Config{Bucket: bucket, Prefix: "onyx-files",
+		EndpointURL: o.S3.URL, AccessKeyID: testenv.S3AccessKey, SecretAccessKey: testenv.S3SecretKey, Region: "us-east-1",
+		Timeout: 5 * time.Second, MaxAttempts: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return files
+}
+
+// Keys opens a Redis store on their Redis; it closes when t ends.
+func (o *OtherStores) Keys(t testing.TB) *rediskeys.Store {
+	t.Helper()
+	keys, err := rediskeys.Open(context.Background(), rediskeys.Config{Host: "127.0.0.1", Port: o.Redis.Port, Timeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = keys.Close() })
+	return keys
 }
 
 // Seed gives tenant id n files (recorded in its file_record rows, uploaded

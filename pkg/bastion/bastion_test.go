@@ -118,66 +118,57 @@ func TestUnixSocketThroughBastion(t *testing.T) {
 	}
 }
 
-func TestHostKeyMismatchIsRefused(t *testing.T) {
-	s := bastiontest.Start(t)
-	tg := newSilentTarget(t)
-	cfg := s.BastionConfig()
-	cfg.KnownHostsFile = s.WrongKnownHostsFile(t)
-	d, logs := newDialer(t, cfg)
+// A bastion whose host key known_hosts does not list is refused, every
+// time, before anything is sent: a changed key (known_hosts lists another)
+// and an unknown host (known_hosts lists none).
+func TestUnverifiedHostKeyIsRefused(t *testing.T) {
+	for _, tt := range []struct {
+		name       string
+		knownHosts func(*bastiontest.SSHD) string
+		listsKeys  bool   // the knownhosts.KeyError lists the keys known_hosts has
+		says       string // what the error says of the key
+	}{
+		{"changed", func(s *bastiontest.SSHD) string { return s.WrongKnownHostsFile(t) }, true, "CHANGED"},
+		{"unknown", func(*bastiontest.SSHD) string { return bastiontest.EmptyKnownHostsFile(t) }, false, "not in known_hosts"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			s := bastiontest.Start(t)
+			tg := newSilentTarget(t)
+			cfg := s.BastionConfig()
+			cfg.KnownHostsFile = tt.knownHosts(s)
+			d, logs := newDialer(t, cfg)
 
-	for range 2 { // refused every time, not just once
-		_, err := d.DialContext(context.Background(), "tcp", tg.addr())
-		if !errors.Is(err, bastion.ErrHostKey) {
-			t.Fatalf("err = %v, want ErrHostKey", err)
-		}
-		if errors.Is(err, bastion.ErrUnreachable) {
-			t.Errorf("host key error also wraps ErrUnreachable: %v", err)
-		}
-		t.Logf("error: %v", err)
-		var keyErr *knownhosts.KeyError
-		if !errors.As(err, &keyErr) || len(keyErr.Want) == 0 {
-			t.Errorf("err does not wrap a key-mismatch knownhosts.KeyError: %v", err)
-		}
-		for _, want := range []string{"host key", s.Addr, "CHANGED"} {
-			if !strings.Contains(err.Error(), want) {
-				t.Errorf("error %q lacks %q", err, want)
+			for range 2 { // refused every time, not just once
+				_, err := d.DialContext(context.Background(), "tcp", tg.addr())
+				if !errors.Is(err, bastion.ErrHostKey) {
+					t.Fatalf("err = %v, want ErrHostKey", err)
+				}
+				if errors.Is(err, bastion.ErrUnreachable) {
+					t.Errorf("host key error also wraps ErrUnreachable: %v", err)
+				}
+				t.Logf("error: %v", err)
+				var keyErr *knownhosts.KeyError
+				if !errors.As(err, &keyErr) || (len(keyErr.Want) > 0) != tt.listsKeys {
+					t.Errorf("err does not wrap a knownhosts.KeyError (listing keys: %v): %v", tt.listsKeys, err)
+				}
+				for _, want := range []string{"host key", s.Addr, tt.says} {
+					if !strings.Contains(err.Error(), want) {
+						t.Errorf("error %q lacks %q", err, want)
+					}
+				}
 			}
-		}
+			tg.assertNoConnection(t)
+			if d.ConnectCount() != 0 || d.HasClient() {
+				t.Errorf("dialer kept a connection after a host key failure")
+			}
+			if got := strings.Count(logs.String(), "bastion connection failed"); got != 2 {
+				t.Errorf("logged %d failure lines, want one per failure (2):\n%s", got, logs)
+			}
+			if strings.Contains(s.Log(), "Accepted publickey") {
+				t.Errorf("client authenticated to a server whose host key it refused")
+			}
+		})
 	}
-	tg.assertNoConnection(t)
-	if d.ConnectCount() != 0 || d.HasClient() {
-		t.Errorf("dialer kept a connection after a host key failure")
-	}
-	if got := strings.Count(logs.String(), "bastion connection failed"); got != 2 {
-		t.Errorf("logged %d failure lines, want one per failure (2):\n%s", got, logs)
-	}
-	if strings.Contains(s.Log(), "Accepted publickey") {
-		t.Errorf("client authenticated to a server whose host key it refused")
-	}
-}
-
-func TestUnknownHostIsRefused(t *testing.T) {
-	s := bastiontest.Start(t)
-	tg := newSilentTarget(t)
-	cfg := s.BastionConfig()
-	cfg.KnownHostsFile = bastiontest.EmptyKnownHostsFile(t)
-	d, _ := newDialer(t, cfg)
-
-	_, err := d.DialContext(context.Background(), "tcp", tg.addr())
-	if !errors.Is(err, bastion.ErrHostKey) {
-		t.Fatalf("err = %v, want ErrHostKey", err)
-	}
-	t.Logf("error: %v", err)
-	var keyErr *knownhosts.KeyError
-	if !errors.As(err, &keyErr) || len(keyErr.Want) != 0 {
-		t.Errorf("err does not wrap an unknown-host knownhosts.KeyError: %v", err)
-	}
-	for _, want := range []string{"host key", s.Addr, "not in known_hosts"} {
-		if !strings.Contains(err.Error(), want) {
-			t.Errorf("error %q lacks %q", err, want)
-		}
-	}
-	tg.assertNoConnection(t)
 }
 
 func TestHostKeyAlgorithmsFollowKnownHosts(t *testing.T) {

@@ -192,27 +192,30 @@ func (b *Bus) ensure(ctx context.Context) error {
 // stream creates or updates a stream (or, with NoUpdate, creates it only
 // when missing).
 func (b *Bus) stream(ctx context.Context, cfg jetstream.StreamConfig) (jetstream.Stream, error) {
-	if !b.noUpdate {
-		return b.js.CreateOrUpdateStream(ctx, cfg)
-	}
-	s, err := b.js.CreateStream(ctx, cfg)
-	if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
-		return b.js.Stream(ctx, cfg.Name)
-	}
-	return s, err
+	return upsert(ctx, b.noUpdate, cfg, cfg.Name, b.js.CreateOrUpdateStream, b.js.CreateStream, b.js.Stream,
+		jetstream.ErrStreamNameAlreadyInUse)
 }
 
 // bucket creates or updates a KV bucket (or, with NoUpdate, creates it only
 // when missing).
 func (b *Bus) bucket(ctx context.Context, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
-	if !b.noUpdate {
-		return b.js.CreateOrUpdateKeyValue(ctx, cfg)
+	return upsert(ctx, b.noUpdate, cfg, cfg.Bucket, b.js.CreateOrUpdateKeyValue, b.js.CreateKeyValue, b.js.KeyValue,
+		jetstream.ErrBucketExists)
+}
+
+// upsert creates or updates what cfg configures (a stream, a bucket) with
+// update; with noUpdate, it creates it only when missing: create, and when
+// that fails with exists, opens the one named name as it is.
+func upsert[C, T any](ctx context.Context, noUpdate bool, cfg C, name string,
+	update, create func(context.Context, C) (T, error), open func(context.Context, string) (T, error), exists error) (T, error) {
+	if !noUpdate {
+		return update(ctx, cfg)
 	}
-	kv, err := b.js.CreateKeyValue(ctx, cfg)
-	if errors.Is(err, jetstream.ErrBucketExists) {
-		return b.js.KeyValue(ctx, cfg.Bucket)
+	v, err := create(ctx, cfg)
+	if errors.Is(err, exists) {
+		return open(ctx, name)
 	}
-	return kv, err
+	return v, err
 }
 
 // errCodeSubjectOverlap is the server's "subjects overlap with an existing

@@ -24,12 +24,27 @@ import (
 // DataPlane locates the data-plane database (the catalog shard holding public).
 type DataPlane struct {
 	DataPlaneURL string `envconfig:"DATA_PLANE_DATABASE_URL" required:"true" secret:"postgres" desc:"data-plane Postgres (the catalog shard holding public)"`
-	ShardName    string `envconfig:"DATA_PLANE_SHARD_NAME" desc:"older name of ONYX_DB_DEFAULT_SHARD (one-shard setups): the shard DATA_PLANE_DATABASE_URL is; tenants placed on a shard that is not configured are refused"`
+	ShardLayout
+}
+
+// ShardLayout names the shards of a sharded fleet, as Onyx configures them
+// (see DataPlane.Shards).
+type ShardLayout struct {
+	ShardName string `envconfig:"DATA_PLANE_SHARD_NAME" desc:"older name of ONYX_DB_DEFAULT_SHARD (one-shard setups): the shard DATA_PLANE_DATABASE_URL is; tenants placed on a shard that is not configured are refused"`
 	// ShardsJSON, DefaultShardName and CatalogShardName are Onyx's own
-	// variables (see Shards).
+	// variables.
 	ShardsJSON       string `envconfig:"ONYX_DB_SHARDS" secret:"shards" desc:"other shards, as Onyx: JSON {\"<name>\": {\"host\", \"port\", \"db\", \"user\", \"password\"}} overriding the parts of DATA_PLANE_DATABASE_URL"`
 	DefaultShardName string `envconfig:"ONYX_DB_DEFAULT_SHARD" desc:"(default: DATA_PLANE_SHARD_NAME, else default) name of the shard of DATA_PLANE_DATABASE_URL, where tenants without a public.tenant_shard row live"`
 	CatalogShardName string `envconfig:"ONYX_DB_CATALOG_SHARD" desc:"the shard holding the public tables and public.tenant_shard (default: the default shard)"`
+}
+
+// OptionalDataPlane is the data plane of the tenantctl commands that read
+// it only when it is configured (cleanup, status): DATA_PLANE_DATABASE_URL
+// may be empty, and the shard variables are checked as the services check
+// them all the same, so that a mistake in them is refused at start.
+type OptionalDataPlane struct {
+	DataPlaneURL string `envconfig:"DATA_PLANE_DATABASE_URL" secret:"postgres" desc:"when set, each tenant is looked up on the data plane, on every shard (see the command's help)"`
+	ShardLayout
 }
 
 // ControlPlane locates the control-plane database, directly or through the bastion.
@@ -200,6 +215,24 @@ func (d *DataPlane) Validate() error {
 	if d.DataPlaneURL == "" {
 		return errors.New("DATA_PLANE_DATABASE_URL is empty: set it to the data-plane Postgres URL")
 	}
+	_, err := d.Shards()
+	return err
+}
+
+// Configured reports whether DATA_PLANE_DATABASE_URL is set.
+func (o *OptionalDataPlane) Configured() bool { return o.DataPlaneURL != "" }
+
+// DataPlane is the data plane o configures (DATA_PLANE_DATABASE_URL may be
+// empty).
+func (o *OptionalDataPlane) DataPlane() DataPlane {
+	return DataPlane{DataPlaneURL: o.DataPlaneURL, ShardLayout: o.ShardLayout}
+}
+
+// Validate checks the shard variables as DataPlane.Validate does (their
+// errors name the variable at fault), whether or not DATA_PLANE_DATABASE_URL
+// is set.
+func (o *OptionalDataPlane) Validate() error {
+	d := o.DataPlane()
 	_, err := d.Shards()
 	return err
 }

@@ -36,8 +36,8 @@ func TestShardsAsOnyxWritesThem(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			d := DataPlane{DataPlaneURL: base, ShardName: tt.legacy, ShardsJSON: tt.shards, DefaultShardName: tt.defaultShard,
-				CatalogShardName: tt.catalog}
+			d := DataPlane{DataPlaneURL: base, ShardLayout: ShardLayout{ShardName: tt.legacy, ShardsJSON: tt.shards,
+				DefaultShardName: tt.defaultShard, CatalogShardName: tt.catalog}}
 			got, err := d.Shards()
 			if err != nil {
 				t.Fatal(err)

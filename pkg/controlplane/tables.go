@@ -3,6 +3,7 @@ package controlplane
 import (
 	"context"
 	"fmt"
+	"slices"
 
 	"github.com/jackc/pgx/v5"
 
@@ -16,39 +17,22 @@ var tables = []struct {
 	name string
 	cols []pgschema.Column
 }{
-	{"tenant_cleanup.ledger", []pgschema.Column{
-		{Name: "tenant_id", Types: pgschema.Text},
-		{Name: "cleaned_at", Types: pgschema.Timestamptz},
-		{Name: "requested_by", Types: pgschema.Text},
-		{Name: "marked_at", Types: pgschema.Timestamptz},
-		{Name: "documents_at_marking", Types: pgschema.Int},
-		{Name: "users_at_marking", Types: pgschema.Int},
-		{Name: "last_activity_at", Types: pgschema.Timestamptz},
-		{Name: "tenant_created_at", Types: pgschema.Timestamptz},
-		{Name: "application_status", Types: pgschema.Text},
-		{Name: "stripe_customer_id", Types: pgschema.Text},
-		{Name: "schema_existed", Types: pgschema.Bool},
-		{Name: "relations_dropped", Types: pgschema.Int},
-		{Name: "public_rows_deleted", Types: pgschema.Int},
-		{Name: "control_rows_deleted", Types: pgschema.JSONB},
-		{Name: "stores_removed", Types: pgschema.JSONB},
-		{Name: "cleaned_by", Types: pgschema.Text},
-		{Name: "drop_started_at", Types: pgschema.Timestamptz},
-		{Name: "schema_dropped_at", Types: pgschema.Timestamptz},
-		{Name: "public_rows_deleted_at", Types: pgschema.Timestamptz},
-		{Name: "evidence", Types: pgschema.Text},
-	}},
-	{"tenant_cleanup.quota", []pgschema.Column{
-		{Name: "tenant_id", Types: pgschema.Text},
-		{Name: "reserved_at", Types: pgschema.Timestamptz},
-	}},
-	{"tenant_cleanup.hold", []pgschema.Column{
-		{Name: "tenant_id", Types: pgschema.Text},
-		{Name: "reason", Types: pgschema.Text},
-		{Name: "until", Types: pgschema.Timestamptz},
-		{Name: "placed_by", Types: pgschema.Text},
-		{Name: "placed_at", Types: pgschema.Timestamptz},
-	}},
+	{"tenant_cleanup.ledger", slices.Concat(
+		pgschema.Columns(pgschema.Text, "tenant_id", "requested_by", "application_status", "stripe_customer_id", "cleaned_by", "evidence"),
+		pgschema.Columns(pgschema.Timestamptz, "cleaned_at", "marked_at", "last_activity_at", "tenant_created_at",
+			"drop_started_at", "schema_dropped_at", "public_rows_deleted_at"),
+		pgschema.Columns(pgschema.Int, "documents_at_marking", "users_at_marking", "relations_dropped", "public_rows_deleted"),
+		pgschema.Columns(pgschema.Bool, "schema_existed"),
+		pgschema.Columns(pgschema.JSONB, "control_rows_deleted", "stores_removed"),
+	)},
+	{"tenant_cleanup.quota", slices.Concat(
+		pgschema.Columns(pgschema.Text, "tenant_id"),
+		pgschema.Columns(pgschema.Timestamptz, "reserved_at"),
+	)},
+	{"tenant_cleanup.hold", slices.Concat(
+		pgschema.Columns(pgschema.Text, "tenant_id", "reason", "placed_by"),
+		pgschema.Columns(pgschema.Timestamptz, "until", "placed_at"),
+	)},
 }
 
 // lockKeySchema serialises concurrent first starts of several replicas.

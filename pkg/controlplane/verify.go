@@ -29,7 +29,7 @@ type Inventory struct {
 	Ledger map[string]time.Time
 }
 
-// Inventory reads, with one grouped scan per table, every tenant's rows in
+// Inventory reads, with one grouped scan of the tables, every tenant's rows in
 // the control-plane tables, then the ledger.
 func (s *Store) Inventory(ctx context.Context) (*Inventory, error) {
 	inv := &Inventory{Rows: map[string]map[string]int64{}, Status: map[string]string{}, Ledger: map[string]time.Time{}}

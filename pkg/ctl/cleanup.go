@@ -131,7 +131,7 @@ func (c *CLI) runCleanup(ctx context.Context, cmd *cobra.Command, o cleanupOpts,
 	if o.dryRun {
 		return c.dryRun(ctx, cmd, ids.valid)
 	}
-	var spec cleanupSpec
+	var spec lookupSpec
 	if !c.loadEnv(cmd, &spec) {
 		return exitUsage
 	}
@@ -151,8 +151,8 @@ func (c *CLI) runCleanup(ctx context.Context, cmd *cobra.Command, o cleanupOpts,
 		c.errorf("%v; nothing was published", err)
 		return exitFailed
 	}
-	if len(todo) > 0 && spec.DataPlaneURL != "" {
-		if code := c.confirmCompletions(ctx, cmd, spec.dataPlane(), todo, o.force, by); code != exitOK {
+	if len(todo) > 0 && spec.OptionalDataPlane.Configured() {
+		if code := c.confirmCompletions(ctx, cmd, spec.OptionalDataPlane.DataPlane(), todo, o.force, by); code != exitOK {
 			return code
 		}
 	}
@@ -204,7 +204,7 @@ func (c *CLI) runCleanup(ctx context.Context, cmd *cobra.Command, o cleanupOpts,
 // (per the ledger when a control plane is configured, else per the
 // pipeline's state), which it reports as such: a CSV run again after a
 // partial run finishes what is left.
-func (c *CLI) alreadyCleaned(ctx context.Context, b *bus.Bus, spec cleanupSpec, ids []tenant.ID) ([]tenant.ID, map[tenant.ID]tenant.Event, error) {
+func (c *CLI) alreadyCleaned(ctx context.Context, b *bus.Bus, spec lookupSpec, ids []tenant.ID) ([]tenant.ID, map[tenant.ID]tenant.Event, error) {
 	cleaned := map[tenant.ID]string{}
 	if spec.ControlPlane.Configured() {
 		control, closeControl, err := openControl(ctx, spec.ControlPlane, spec.Bastion)

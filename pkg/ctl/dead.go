@@ -55,7 +55,7 @@ func (c *CLI) deadCmd() *cobra.Command {
 			if msg := out.check(); msg != "" {
 				return c.usageError(cmd, "%s", msg)
 			}
-			b, code := c.deadBus(ctx, cmd)
+			b, code := c.natsBus(ctx, cmd)
 			if b == nil {
 				return code
 			}
@@ -80,18 +80,11 @@ func (c *CLI) deadCmd() *cobra.Command {
 	return dead
 }
 
-// deadBus loads the configuration and connects; on failure it returns nil
-// and the exit status.
-func (c *CLI) deadBus(ctx context.Context, cmd *cobra.Command) (*bus.Bus, int) {
+// natsBus loads the NATS configuration and connects; on failure it returns
+// nil and the exit status.
+func (c *CLI) natsBus(ctx context.Context, cmd *cobra.Command) (*bus.Bus, int) {
 	var spec natsSpec
-	if !c.loadEnv(cmd, &spec) {
-		return nil, exitUsage
-	}
-	b, err := connectBus(ctx, spec.NATS)
-	if err != nil {
-		return nil, c.fail(ctx, err)
-	}
-	return b, exitOK
+	return c.connect(ctx, cmd, &spec, &spec.NATS)
 }
 
 func (c *CLI) runReplay(ctx context.Context, cmd *cobra.Command, args []string, all, force bool) int {
@@ -106,7 +99,7 @@ func (c *CLI) runReplay(ctx context.Context, cmd *cobra.Command, args []string, 
 	if all == (len(seqs) > 0) {
 		return c.usageError(cmd, "dead replay needs either sequence numbers or --all")
 	}
-	b, code := c.deadBus(ctx, cmd)
+	b, code := c.natsBus(ctx, cmd)
 	if b == nil {
 		return code
 	}

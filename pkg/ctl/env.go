@@ -11,7 +11,6 @@ import (
 	"github.com/tenantcleanup/tenant-cleanup/pkg/bus"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/config"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/controlplane"
-	"github.com/tenantcleanup/tenant-cleanup/pkg/dataplane"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/service"
 )
 
@@ -22,34 +21,20 @@ type (
 	natsSpec struct {
 		config.NATS
 	}
-	// cleanupSpec: cleanup (the data plane and the control plane only when
-	// they are configured).
-	cleanupSpec struct {
+	// lookupSpec: cleanup and status. The control plane and the data plane
+	// are read only when they are configured: cleanup looks each tenant up
+	// first (one whose schema is gone is completed only once you confirm
+	// it), status TENANT_ID in a sharded fleet shows where it lives.
+	lookupSpec struct {
 		config.NATS
 		config.ControlPlane
 		config.Bastion
-		DataPlaneURL string `envconfig:"DATA_PLANE_DATABASE_URL" secret:"postgres" desc:"when set, each tenant is looked up first: one whose schema is gone is completed only once you confirm it"`
-		// A sharded fleet's other shards: a schema on any shard is not gone.
-		ShardsJSON       string `envconfig:"ONYX_DB_SHARDS" secret:"shards" desc:"the other shards, as the services read them: a tenant is looked up on every shard"`
-		DefaultShardName string `envconfig:"ONYX_DB_DEFAULT_SHARD" desc:"as the services read it"`
-		CatalogShardName string `envconfig:"ONYX_DB_CATALOG_SHARD" desc:"as the services read it"`
+		config.OptionalDataPlane
 	}
-	// controlSpec: ledger.
+	// controlSpec: ledger, hold, unhold.
 	controlSpec struct {
 		config.ControlPlane
 		config.Bastion
-	}
-	// statusSpec: status (the control plane only when it is configured).
-	statusSpec struct {
-		config.NATS
-		config.ControlPlane
-		config.Bastion
-		// The data plane, read only in a sharded fleet (ONYX_DB_SHARDS set):
-		// status TENANT_ID then shows where the tenant lives.
-		DataPlaneURL     string `envconfig:"DATA_PLANE_DATABASE_URL" secret:"postgres" desc:"with ONYX_DB_SHARDS: status TENANT_ID shows its shard"`
-		ShardsJSON       string `envconfig:"ONYX_DB_SHARDS" secret:"shards" desc:"the other shards, as the services read them"`
-		DefaultShardName string `envconfig:"ONYX_DB_DEFAULT_SHARD" desc:"as the services read it"`
-		CatalogShardName string `envconfig:"ONYX_DB_CATALOG_SHARD" desc:"as the services read it"`
 	}
 	// analysisSpec: report.
 	analysisSpec struct {
@@ -86,18 +71,16 @@ func (c *CLI) loadEnv(cmd *cobra.Command, spec interface{ Validate() error }) bo
 // Validate checks the NATS credentials.
 func (s *natsSpec) Validate() error { return s.NATS.Validate() }
 
-// Validate checks NATS and the bastion; the control plane is optional for
-// cleanup (it is read only when configured).
-func (s *cleanupSpec) Validate() error { return errors.Join(s.NATS.Validate(), s.Bastion.Validate()) }
+// Validate checks NATS, the bastion and the shard variables (as the
+// services do); the control plane and the data plane are optional.
+func (s *lookupSpec) Validate() error {
+	return errors.Join(s.NATS.Validate(), s.Bastion.Validate(), s.OptionalDataPlane.Validate())
+}
 
 // Validate checks the control plane and the bastion.
 func (s *controlSpec) Validate() error {
 	return errors.Join(s.ControlPlane.Validate(), s.Bastion.Validate())
 }
-
-// Validate checks NATS and the bastion; the control plane is optional for
-// status (it reads the ledger only when one is configured).
-func (s *statusSpec) Validate() error { return errors.Join(s.NATS.Validate(), s.Bastion.Validate()) }
 
 // Validate checks both planes, the bastion, NATS and the configured stores.
 func (s *verifySpec) Validate() error {
@@ -108,6 +91,34 @@ func (s *verifySpec) Validate() error {
 // Validate checks both planes and the bastion.
 func (s *analysisSpec) Validate() error {
 	return errors.Join(s.DataPlane.Validate(), s.ControlPlane.Validate(), s.Bastion.Validate())
+}
+
+// connect loads spec from the environment and connects to the JetStream
+// of n (spec's NATS); on failure it returns nil and the exit status.
+func (c *CLI) connect(ctx context.Context, cmd *cobra.Command, spec interface{ Validate() error }, n *config.NATS) (*bus.Bus, int) {
+	if !c.loadEnv(cmd, spec) {
+		return nil, exitUsage
+	}
+	b, err := connectBus(ctx, *n)
+	if err != nil {
+		return nil, c.fail(ctx, err)
+	}
+	return b, exitOK
+}
+
+// controlPlane loads controlSpec from the environment and opens the control
+// plane; on failure it returns nil and the exit status, else the store and
+// the function that closes it.
+func (c *CLI) controlPlane(ctx context.Context, cmd *cobra.Command) (*controlplane.Store, func(), int) {
+	var spec controlSpec
+	if !c.loadEnv(cmd, &spec) {
+		return nil, nil, exitUsage
+	}
+	control, closeControl, err := openControl(ctx, spec.ControlPlane, spec.Bastion)
+	if err != nil {
+		return nil, nil, c.fail(ctx, err)
+	}
+	return control, closeControl, exitOK
 }
 
 // connectBus connects to JetStream as tenantctl, leaving the streams the
@@ -144,28 +155,6 @@ func openControl(ctx context.Context, cp config.ControlPlane, b config.Bastion) 
 		return nil, nil, fmt.Errorf("%w\n(check CONTROL_PLANE_DATABASE_URL or CONTROL_PLANE_RDS_*, and BASTION_* when the control plane is behind the bastion)", err)
 	}
 	return store, func() { store.Close(); closeDial() }, nil
-}
-
-// openData opens the data plane with service.Open, as the services do.
-func openData(ctx context.Context, d config.DataPlane, maxConns int32) (*dataplane.Store, func(), error) {
-	env, err := service.Open(ctx, "tenantctl", &config.Common{DataPlane: d, DBMaxConns: max(maxConns, 1)},
-		service.What{Data: true, ReadOnly: true}, discard, false)
-	if err != nil {
-		return nil, nil, fmt.Errorf("%w\n(check DATA_PLANE_DATABASE_URL)", err)
-	}
-	return env.Data, env.Close, nil
-}
-
-// dataPlane is the data plane cleanup looks tenants up on.
-func (s *cleanupSpec) dataPlane() config.DataPlane {
-	return config.DataPlane{DataPlaneURL: s.DataPlaneURL, ShardsJSON: s.ShardsJSON, DefaultShardName: s.DefaultShardName,
-		CatalogShardName: s.CatalogShardName}
-}
-
-// dataPlane is the data plane status reads in a sharded fleet.
-func (s *statusSpec) dataPlane() config.DataPlane {
-	return config.DataPlane{DataPlaneURL: s.DataPlaneURL, ShardsJSON: s.ShardsJSON, DefaultShardName: s.DefaultShardName,
-		CatalogShardName: s.CatalogShardName}
 }
 
 // openShards opens the data plane's shards (the catalog's store in Data,

@@ -5,12 +5,14 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/tenantcleanup/tenant-cleanup/internal/testworld"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/bus"
+	"github.com/tenantcleanup/tenant-cleanup/pkg/config"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/controlplane"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/dataplane"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/service"
@@ -45,11 +47,50 @@ func newWorld(t *testing.T) *world {
 	t.Helper()
 	tw := testworld.New(t, testworld.Options{})
 	w := &world{World: tw, t: t, dbs: tw.DBs, bus: tw.Bus, logs: tw.Logs}
-	for _, kv := range tw.Environ() {
-		name, value, _ := strings.Cut(kv, "=")
-		t.Setenv(name, value)
-	}
+	w.setenv()
 	return w
+}
+
+// setenv puts the world's configuration in the environment.
+func (w *world) setenv() {
+	for _, kv := range w.Environ() {
+		name, value, _ := strings.Cut(kv, "=")
+		w.t.Setenv(name, value)
+	}
+}
+
+// shardB adds a second shard, b (a database of its own with this
+// pipeline's tables), to the world's data plane (ONYX_DB_SHARDS) and
+// returns its databases.
+func (w *world) shardB() *testenv.Databases {
+	w.t.Helper()
+	b := testenv.NewDatabases(w.t)
+	u, err := url.Parse(b.DataURL)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	data, err := dataplane.New(context.Background(), b.Data, dataplane.Options{Shard: "b", NotCatalog: true})
+	if err == nil {
+		_, err = data.Ensure(context.Background(), false)
+	}
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	data.Close()
+	w.Common(func(c *config.Common) { c.ShardsJSON = `{"b": {"db": "` + strings.TrimPrefix(u.Path, "/") + `"}}` })
+	w.setenv()
+	return b
+}
+
+// withStores starts an S3 server and a Redis of the test's own (the stores
+// besides the databases) and points tenantctl at them.
+func (w *world) withStores() *testworld.OtherStores {
+	w.t.Helper()
+	o := testworld.StartOtherStores(w.t)
+	o.Configure(&w.Cleaner.OtherStores)
+	w.Cleaner.FileStore.MaxAttempts = 1
+	w.setenv()
+	return o
 }
 
 // run runs tenantctl as the binary does and returns its exit status and output.

@@ -58,7 +58,6 @@ func (c *CLI) holdCmd() *cobra.Command {
 }
 
 func (c *CLI) runHold(ctx context.Context, cmd *cobra.Command, arg, reason, until string) int {
-	var spec controlSpec
 	id, err := tenant.ParseID(arg)
 	if err != nil {
 		c.errorf("%v", err)
@@ -82,12 +81,9 @@ func (c *CLI) runHold(ctx context.Context, cmd *cobra.Command, arg, reason, unti
 		}
 		h.Until = &end
 	}
-	if !c.loadEnv(cmd, &spec) {
-		return exitUsage
-	}
-	control, closeControl, err := openControl(ctx, spec.ControlPlane, spec.Bastion)
-	if err != nil {
-		return c.fail(ctx, err)
+	control, closeControl, code := c.controlPlane(ctx, cmd)
+	if control == nil {
+		return code
 	}
 	defer closeControl()
 	if err := control.Ensure(ctx); err != nil {
@@ -145,18 +141,14 @@ func (c *CLI) unholdCmd() *cobra.Command {
 }
 
 func (c *CLI) runUnhold(ctx context.Context, cmd *cobra.Command, arg string) int {
-	var spec controlSpec
 	id, err := tenant.ParseID(arg)
 	if err != nil {
 		c.errorf("%v", err)
 		return exitUsage
 	}
-	if !c.loadEnv(cmd, &spec) {
-		return exitUsage
-	}
-	control, closeControl, err := openControl(ctx, spec.ControlPlane, spec.Bastion)
-	if err != nil {
-		return c.fail(ctx, err)
+	control, closeControl, code := c.controlPlane(ctx, cmd)
+	if control == nil {
+		return code
 	}
 	defer closeControl()
 	h, removed, err := control.RemoveHold(ctx, id)

@@ -115,16 +115,12 @@ func (c *CLI) ledgerCmd() *cobra.Command {
 }
 
 func (c *CLI) runLedger(ctx context.Context, cmd *cobra.Command, out output) int {
-	var spec controlSpec
 	if msg := out.check(); msg != "" {
 		return c.usageError(cmd, "%s", msg)
 	}
-	if !c.loadEnv(cmd, &spec) {
-		return exitUsage
-	}
-	control, closeControl, err := openControl(ctx, spec.ControlPlane, spec.Bastion)
-	if err != nil {
-		return c.fail(ctx, err)
+	control, closeControl, code := c.controlPlane(ctx, cmd)
+	if control == nil {
+		return code
 	}
 	defer closeControl()
 	entries, err := control.Ledger(ctx)

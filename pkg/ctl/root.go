@@ -59,9 +59,9 @@ func (c *CLI) newRoot() *cobra.Command {
 			specs[cmd] = spec
 		}
 	}
-	add(c.statusCmd(), &statusSpec{})
+	add(c.statusCmd(), &lookupSpec{})
 	add(c.watchCmd(), &natsSpec{})
-	add(c.cleanupCmd(), &cleanupSpec{})
+	add(c.cleanupCmd(), &lookupSpec{})
 	add(c.reportCmd(), &analysisSpec{})
 	add(c.verifyCmd(), &verifySpec{})
 	add(c.ledgerCmd(), &controlSpec{})

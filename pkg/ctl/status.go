@@ -71,7 +71,7 @@ func (c *CLI) statusCmd() *cobra.Command {
 }
 
 func (c *CLI) runStatus(ctx context.Context, cmd *cobra.Command, out output, pos []string) int {
-	var spec statusSpec
+	var spec lookupSpec
 	if msg := out.check(); msg != "" {
 		return c.usageError(cmd, "%s", msg)
 	}
@@ -83,12 +83,9 @@ func (c *CLI) runStatus(ctx context.Context, cmd *cobra.Command, out output, pos
 			return exitUsage
 		}
 	}
-	if !c.loadEnv(cmd, &spec) {
-		return exitUsage
-	}
-	b, err := connectBus(ctx, spec.NATS)
-	if err != nil {
-		return c.fail(ctx, err)
+	b, code := c.connect(ctx, cmd, &spec, &spec.NATS)
+	if b == nil {
+		return code
 	}
 	defer b.Close()
 	var control *controlplane.Store
@@ -102,8 +99,8 @@ func (c *CLI) runStatus(ctx context.Context, cmd *cobra.Command, out output, pos
 	}
 	if id != "" {
 		var shards *service.Env
-		if strings.TrimSpace(spec.ShardsJSON) != "" && spec.DataPlaneURL != "" {
-			env, err := openShards(ctx, spec.dataPlane(), 1)
+		if strings.TrimSpace(spec.ShardsJSON) != "" && spec.OptionalDataPlane.Configured() {
+			env, err := openShards(ctx, spec.OptionalDataPlane.DataPlane(), 1)
 			if err != nil {
 				return c.fail(ctx, err)
 			}

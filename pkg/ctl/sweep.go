@@ -15,9 +15,9 @@ import (
 
 	"github.com/tenantcleanup/tenant-cleanup/pkg/config"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/controlplane"
-	"github.com/tenantcleanup/tenant-cleanup/pkg/dataplane"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/filestore"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/rediskeys"
+	"github.com/tenantcleanup/tenant-cleanup/pkg/service"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/sweep"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/tenant"
 )
@@ -46,7 +46,8 @@ on a terminal, a tenant not swept printed above it; otherwise one line per
 tenant.
 
 It never touches a tenant that still lives. A tenant whose schema exists on
-the data plane, whose drop by this pipeline is under way, that has rows in the
+the data plane (on any shard of ONYX_DB_SHARDS), whose drop by this pipeline
+is under way, that has rows in the
 shared public tables (live, on another shard, or a half-done cleanup: see
 tenantctl verify) or a control-plane tenant row (whatever its status) is
 refused, and judged again under the tenant's lock right before each store is
@@ -59,7 +60,7 @@ found again. A store that goes away stops the sweep (the rest is not
 attempted); run it again once the store is back.
 
 Large objects: after DROP SCHEMA nothing says whose a large object was, so only
-those on the cleaner's list are removed. --large-objects also counts the large
+those on the cleaner's list are removed, on the shard whose list names them. --large-objects also counts the large
 objects no tenant's file_content and no list names (it reads every
 file_content table); they are reported, never removed.
 
@@ -82,9 +83,10 @@ func (s *sweepSpec) Validate() error {
 	return errors.Join(s.DataPlane.Validate(), s.ControlPlane.Validate(), s.Bastion.Validate(), s.OtherStores.Validate())
 }
 
-// newSweeper opens the configured stores around data and control.
-func newSweeper(ctx context.Context, o *config.OtherStores, data *dataplane.Store, control *controlplane.Store) (*sweep.Sweeper, func(), error) {
-	s := &sweep.Sweeper{Data: data, Control: control}
+// newSweeper opens the configured stores around the data plane's shards
+// (env) and control.
+func newSweeper(ctx context.Context, o *config.OtherStores, env *service.Env, control *controlplane.Store) (*sweep.Sweeper, func(), error) {
+	s := &sweep.Sweeper{Data: env.Data, Shards: env.Shards, Control: control}
 	closeAll := func() {}
 	if o.FileStore.Enabled() {
 		files, err := filestore.Open(ctx, o.FileStore.Config)
@@ -152,17 +154,17 @@ func (c *CLI) runSweep(ctx context.Context, cmd *cobra.Command, out output, csvP
 			return code
 		}
 	}
-	data, closeData, err := openData(ctx, spec.DataPlane, 4)
+	env, err := openShards(ctx, spec.DataPlane, 4)
 	if err != nil {
 		return c.fail(ctx, err)
 	}
-	defer closeData()
+	defer env.Close()
 	control, closeControl, err := openControl(ctx, spec.ControlPlane, spec.Bastion)
 	if err != nil {
 		return c.fail(ctx, err)
 	}
 	defer closeControl()
-	sw, closeStores, err := newSweeper(ctx, &spec.OtherStores, data, control)
+	sw, closeStores, err := newSweeper(ctx, &spec.OtherStores, env, control)
 	if err != nil {
 		return c.fail(ctx, err)
 	}
@@ -381,8 +383,8 @@ func (s *storeCheck) found() bool { return s != nil && len(s.plan.Items) > 0 }
 
 // checkStoresOf looks, for tenantctl verify, for what the ledger's tenants
 // left in the configured stores.
-func checkStoresOf(ctx context.Context, o *config.OtherStores, data *dataplane.Store, control *controlplane.Store) (*storeCheck, error) {
-	sw, closeStores, err := newSweeper(ctx, o, data, control)
+func checkStoresOf(ctx context.Context, o *config.OtherStores, env *service.Env, control *controlplane.Store) (*storeCheck, error) {
+	sw, closeStores, err := newSweeper(ctx, o, env, control)
 	if err != nil {
 		return nil, err
 	}

@@ -6,13 +6,10 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 
-	"github.com/redis/go-redis/v9"
-
-	"github.com/tenantcleanup/tenant-cleanup/pkg/controlplane"
+	"github.com/tenantcleanup/tenant-cleanup/internal/testworld"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/rediskeys"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/testenv"
 )
@@ -24,21 +21,9 @@ import (
 func TestVerifyAndSweepStores(t *testing.T) {
 	w := newWorld(t)
 	ctx := context.Background()
-	const bucket = "onyx-file-store-bucket"
-	s3 := testenv.StartS3(t, bucket)
-	rs := testenv.StartRedis(t)
-	for k, v := range map[string]string{
-		"S3_FILE_STORE_BUCKET_NAME": bucket, "S3_ENDPOINT_URL": s3.URL, "S3_AWS_ACCESS_KEY_ID": testenv.S3AccessKey,
-		"S3_AWS_SECRET_ACCESS_KEY": testenv.S3SecretKey, "AWS_REGION_NAME": "us-east-1", "S3_MAX_ATTEMPTS": "1",
-		"REDIS_HOST": "127.0.0.1", "REDIS_PORT": strconv.Itoa(rs.Port), "FILE_STORE_BACKEND": "", "S3_FILE_STORE_PREFIX": "",
-	} {
-		t.Setenv(k, v)
-	}
-	client := redis.NewClient(&redis.Options{Addr: rs.Addr})
-	t.Cleanup(func() { _ = client.Close() })
-	if err := controlplane.New(w.dbs.Control).Ensure(ctx); err != nil {
-		t.Fatal(err)
-	}
+	stores := w.withStores()
+	s3, client, bucket := stores.S3, stores.Client, testworld.Bucket
+	w.ensureLedger()
 	seed := func(id string, n int) {
 		for i := range n {
 			s3.Put(bucket, fmt.Sprintf("onyx-files/%s/f%d", id, i), []byte("x"))
@@ -130,4 +115,27 @@ func TestSweepRefusesABadCSV(t *testing.T) {
 	mustRun(t, 2, "sweep", idA)
 	stdout, _ = mustRun(t, 0, "sweep", "-h")
 	contains(t, "sweep -h", stdout, "--apply", "--yes", "-o, --output", "cleaned_tenants.csv", "tenant_cleanup.sweep_log", "S3_FILE_STORE_BUCKET_NAME", "REDIS_HOST", "never touches a tenant that still lives")
+}
+
+// tenantctl sweep reads every shard of ONYX_DB_SHARDS: the large objects
+// the cleaner listed on shard b are found and unlinked there.
+func TestSweepEveryShard(t *testing.T) {
+	w := newWorld(t)
+	w.ensureLedger()
+	b := w.shardB()
+	w.dbs.CreateTenant(t, testenv.Tenant{ID: idB, Status: "ACTIVE"}) // a fleet, not an empty data plane
+	w.dbs.ExecControl(t, "INSERT INTO tenant_cleanup.ledger (tenant_id, cleaned_at) VALUES ($1, now())", idA)
+	var listed int64
+	if err := b.Data.QueryRow(context.Background(), "SELECT lo_from_bytea(0, 'a file of A')::bigint").Scan(&listed); err != nil {
+		t.Fatal(err)
+	}
+	b.ExecData(t, "INSERT INTO tenant_cleanup.large_objects (tenant_id, lobj_oid) VALUES ($1, $2)", idA, listed)
+
+	stdout, _ := mustRun(t, 0, "sweep", "-o", "json")
+	contains(t, "sweep -o json", stdout, `"tenant_id": "`+idA+`"`, `"large_objects": 1`, "every shard: the catalog, b")
+	stdout, _ = mustRun(t, 0, "sweep", "--apply", "--yes")
+	contains(t, "sweep --apply", stdout, idA+" swept", "1 large object")
+	if n := b.CountData(t, "SELECT count(*) FROM pg_largeobject_metadata WHERE oid = $1::oid", listed); n != 0 {
+		t.Fatal("the large object listed on shard b is still there")
+	}
 }

@@ -342,7 +342,7 @@ func (c *CLI) runVerify(ctx context.Context, cmd *cobra.Command, out output, rep
 	} else {
 		r = reconcile(dataInv, controlInv, spec.ShardName, pending, time.Now())
 	}
-	if r.stores, err = checkStoresOf(ctx, &spec.OtherStores, data, control); err != nil {
+	if r.stores, err = checkStoresOf(ctx, &spec.OtherStores, env, control); err != nil {
 		return c.fail(ctx, err)
 	}
 

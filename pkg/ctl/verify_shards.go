@@ -30,8 +30,8 @@ type shardCheck struct {
 	// half-done cleanup or an orphan, listed above).
 	placedNoSchema []shardFinding
 	// lostDrops are quarantine schemas on the other shards that no record
-	// there claims.
-	lostDrops []string
+	// there claims (shardFinding.id is the schema's name).
+	lostDrops []shardFinding
 }
 
 // shardFinding is a tenant, the shard at issue and its placement.
@@ -39,6 +39,19 @@ type shardFinding struct {
 	id               string
 	shard, placement string
 }
+
+// What verify says of each kind of shard finding, in every output: the
+// title of its list, its category (-o csv) and the next step.
+const (
+	strayTitle     = "Schemas on a shard nothing places them on (stray copies)"
+	strayCategory  = "stray copy"
+	strayNext      = "a move under way, or a copy left behind: the pipeline cleans every copy with its tenant; otherwise needs a human"
+	placedTitle    = "Placements (public.tenant_shard) pointing at no schema"
+	placedCategory = "placement without schema"
+	placedNext     = "the tenant's schema is on another shard only: fix its tenant_shard row, or finish the move"
+	lostCategory   = "lost drop"
+	lostNext       = "left on the shard by a drop whose record is lost: needs a human"
+)
 
 func (s *shardCheck) found() bool {
 	return s != nil && (len(s.strays) > 0 || len(s.placedNoSchema) > 0 || len(s.lostDrops) > 0)
@@ -73,7 +86,7 @@ func checkShards(ctx context.Context, env *service.Env, catalog *dataplane.Inven
 			if claimed[q] {
 				catalog.Quarantines[q] = true
 			} else {
-				sc.lostDrops = append(sc.lostDrops, q+" (shard "+name+")")
+				sc.lostDrops = append(sc.lostDrops, shardFinding{id: q, shard: name})
 			}
 		}
 		for k, partly := range inv.Schemas {
@@ -90,7 +103,7 @@ func checkShards(ctx context.Context, env *service.Env, catalog *dataplane.Inven
 	for k, rs := range recs {
 		catalog.Records[k] = dataplane.MergeRecords(rs)
 	}
-	slices.Sort(sc.lostDrops)
+	slices.SortFunc(sc.lostDrops, func(a, b shardFinding) int { return strings.Compare(a.id, b.id) })
 	placementOf := func(k string) string {
 		if p, ok := catalog.Shards[k]; ok {
 			return p
@@ -142,14 +155,73 @@ func printShardCheck(w io.Writer, s *shardCheck, limit int) {
 		}
 		tw.Flush()
 	}
-	list("Schemas on a shard nothing places them on (stray copies)", s.strays,
-		"a move under way, or a copy left behind: the pipeline cleans every copy with its tenant; otherwise needs a human")
-	list("Placements (public.tenant_shard) pointing at no schema", s.placedNoSchema,
-		"the tenant's schema is on another shard only: fix its tenant_shard row, or finish the move")
+	list(strayTitle, s.strays, strayNext)
+	list(placedTitle, s.placedNoSchema, placedNext)
 	if len(s.lostDrops) > 0 {
 		fmt.Fprintf(w, "\nSchemas left on the shards by a drop whose record is lost (need a human): %d\n", len(s.lostDrops))
-		listCapped(w, "  ", s.lostDrops, limit)
+		lost := make([]string, len(s.lostDrops))
+		for i, f := range s.lostDrops {
+			lost[i] = f.id + " (shard " + f.shard + ")"
+		}
+		listCapped(w, "  ", lost, limit)
 	}
+}
+
+// shardCheckView is a sharded fleet's shard findings in verify -o json.
+type shardCheckView struct {
+	// Schemas counts the tenant schemas per shard.
+	Schemas        map[string]int     `json:"schemas"`
+	StrayCopies    []shardFindingView `json:"stray_copies"`
+	PlacedNoSchema []shardFindingView `json:"placements_without_schema"`
+	LostDrops      []shardFindingView `json:"lost_drops"`
+}
+
+// shardFindingView is one shard finding: a tenant (or, for a lost drop, a
+// schema), the shard at issue, the tenant's placement and the next step.
+type shardFindingView struct {
+	TenantID string `json:"tenant_id,omitempty"`
+	Schema   string `json:"schema"`
+	Shard    string `json:"shard"`
+	PlacedOn string `json:"placed_on,omitempty"`
+	NextStep string `json:"next_step"`
+}
+
+// view is s as verify -o json shows it (nil with one shard).
+func (s *shardCheck) view() *shardCheckView {
+	if s == nil {
+		return nil
+	}
+	return &shardCheckView{Schemas: s.schemas, StrayCopies: findingViews(s.strays, strayNext),
+		PlacedNoSchema: findingViews(s.placedNoSchema, placedNext), LostDrops: findingViews(s.lostDrops, lostNext)}
+}
+
+func findingViews(fs []shardFinding, next string) []shardFindingView {
+	out := []shardFindingView{}
+	for _, f := range fs {
+		v := shardFindingView{Schema: f.id, Shard: f.shard, PlacedOn: f.placement, NextStep: next}
+		if f.placement != "" {
+			v.TenantID = f.id
+		}
+		out = append(out, v)
+	}
+	return out
+}
+
+// csvRows are s's findings as rows of verify -o csv (verifyCSVHeader).
+func (s *shardCheck) csvRows() [][]string {
+	if s == nil {
+		return nil
+	}
+	var rows [][]string
+	for _, kind := range []struct {
+		category, next string
+		fs             []shardFinding
+	}{{strayCategory, strayNext, s.strays}, {placedCategory, placedNext, s.placedNoSchema}, {lostCategory, lostNext, s.lostDrops}} {
+		for _, v := range findingViews(kind.fs, kind.next) {
+			rows = append(rows, []string{kind.category, v.TenantID, v.Schema, "", "", "", "false", "false", v.NextStep, v.Shard})
+		}
+	}
+	return rows
 }
 
 // shardsView is where one tenant lives in a sharded fleet (status TENANT_ID).

@@ -1,7 +1,9 @@
 package ctl
 
 import (
-	"net/url"
+	"encoding/csv"
+	"encoding/json"
+	"slices"
 	"strings"
 	"testing"
 
@@ -16,12 +18,7 @@ import (
 func TestVerifyShards(t *testing.T) {
 	w := newWorld(t)
 	w.ensureLedger()
-	b := testenv.NewDatabases(t)
-	u, err := url.Parse(b.DataURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Setenv("ONYX_DB_SHARDS", `{"b": {"db": "`+strings.TrimPrefix(u.Path, "/")+`"}}`)
+	b := w.shardB()
 	gated, old := tenant.StatusGatedAccess, testenv.DaysAgo(200)
 	// idA lives on b, placed there: consistent.
 	w.dbs.CreateTenant(t, testenv.Tenant{ID: idA, Status: gated, LastQuery: old, NoSchema: true})
@@ -53,4 +50,47 @@ func TestVerifyShards(t *testing.T) {
 	if strings.Contains(stdout, "(a) schema gone") {
 		t.Errorf("a tenant living on shard b was taken for a half-done cleanup:\n%s", stdout)
 	}
+
+	// -o json and -o csv say the same.
+	stdout, _ = mustRun(t, 1, "verify", "-o", "json")
+	var v struct {
+		Consistent bool
+		Shards     *struct {
+			Schemas        map[string]int
+			StrayCopies    []shardFindingJSON `json:"stray_copies"`
+			PlacedNoSchema []shardFindingJSON `json:"placements_without_schema"`
+		}
+	}
+	if err := json.Unmarshal([]byte(stdout), &v); err != nil || v.Shards == nil {
+		t.Fatalf("verify -o json: %v, no shards:\n%s", err, stdout)
+	}
+	strays, placed := []shardFindingJSON{{idB, "b", "default"}, {idC, "default", "b"}}, []shardFindingJSON{{idC, "b", "b"}}
+	if v.Consistent || v.Shards.Schemas["default"] != 2 || v.Shards.Schemas["b"] != 2 ||
+		!slices.Equal(v.Shards.StrayCopies, strays) || !slices.Equal(v.Shards.PlacedNoSchema, placed) {
+		t.Errorf("verify -o json: %+v; want 2 schemas on each shard, stray copies %v, placements without schema %v:\n%s",
+			v, strays, placed, stdout)
+	}
+	stdout, _ = mustRun(t, 1, "verify", "-o", "csv")
+	records, err := csv.NewReader(strings.NewReader(stdout)).ReadAll()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var found [][3]string // category, tenant, shard
+	for _, r := range records[1:] {
+		if r[0] == "stray copy" || r[0] == "placement without schema" {
+			found = append(found, [3]string{r[0], r[1], r[len(r)-1]})
+		}
+	}
+	want := [][3]string{{"stray copy", idB, "b"}, {"stray copy", idC, "default"}, {"placement without schema", idC, "b"}}
+	if records[0][len(records[0])-1] != "shard" || !slices.Equal(found, want) {
+		t.Errorf("verify -o csv has %v; want %v (the shard last):\n%s", found, want, stdout)
+	}
+}
+
+// shardFindingJSON is a shard finding of verify -o json: a tenant, the
+// shard at issue and its placement.
+type shardFindingJSON struct {
+	TenantID string `json:"tenant_id"`
+	Shard    string `json:"shard"`
+	PlacedOn string `json:"placed_on"`
 }

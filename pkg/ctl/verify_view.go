@@ -25,6 +25,9 @@ type verifyView struct {
 	Published           []tenant.ID     `json:"published"`
 	// StoreLeftovers is (e): what ledgered tenants left in the other stores.
 	StoreLeftovers []sweepItemView `json:"store_leftovers"`
+	// Shards is what verify found across the shards of a sharded fleet
+	// (absent with one shard).
+	Shards *shardCheckView `json:"shards,omitempty"`
 }
 
 // problemView is one inconsistent tenant.
@@ -59,6 +62,7 @@ func newVerifyView(r *reconciliation, published []tenant.ID) verifyView {
 	for _, p := range r.problems {
 		v.Problems = append(v.Problems, newProblemView(p))
 	}
+	v.Shards = r.shards.view()
 	v.StoreLeftovers = []sweepItemView{}
 	if r.stores != nil {
 		v.StoreLeftovers = newSweepItemViews(r.stores.plan.Items)
@@ -72,8 +76,10 @@ func newVerifyView(r *reconciliation, published []tenant.ID) verifyView {
 	return v
 }
 
-// verifyCSVHeader is the header of verify -o csv.
-var verifyCSVHeader = []string{"category", "tenant_id", "schema", "public_rows", "control_plane_rows", "status", "repairable", "requested", "needs_human"}
+// verifyCSVHeader is the header of verify -o csv: a row per problem, then
+// (in a sharded fleet) one per shard finding, its shard in the last column.
+var verifyCSVHeader = []string{"category", "tenant_id", "schema", "public_rows", "control_plane_rows", "status", "repairable", "requested",
+	"needs_human", "shard"}
 
 func verifyCSV(r *reconciliation) [][]string {
 	text := tenant.SpreadsheetSafe
@@ -81,7 +87,7 @@ func verifyCSV(r *reconciliation) [][]string {
 	for _, p := range r.problems {
 		rows = append(rows, []string{p.category, string(p.id), p.schema, counts(dataplane.PublicTables, p.public),
 			counts(controlplane.ControlTables, p.control), text(p.status), strconv.FormatBool(p.repairable),
-			strconv.FormatBool(p.publishedOK), p.needsHuman})
+			strconv.FormatBool(p.publishedOK), p.needsHuman, p.shard})
 	}
-	return rows
+	return append(rows, r.shards.csvRows()...)
 }

@@ -50,13 +50,9 @@ func (c *CLI) runWatch(ctx context.Context, cmd *cobra.Command, args []string, t
 		}
 		return exitUsage
 	}
-	var spec natsSpec
-	if !c.loadEnv(cmd, &spec) {
-		return exitUsage
-	}
-	b, err := connectBus(ctx, spec.NATS)
-	if err != nil {
-		return c.fail(ctx, err)
+	b, code := c.natsBus(ctx, cmd)
+	if b == nil {
+		return code
 	}
 	defer b.Close()
 	// Follow first, then read the states: an event between the two is seen.

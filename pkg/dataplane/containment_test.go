@@ -390,14 +390,7 @@ func TestBatchedDropQuarantinesTheSchema(t *testing.T) {
 	// instant before the rename is found by the next transaction.
 	dbs.ExecData(t, `ALTER SCHEMA "`+idA+`" RENAME TO "`+idB+`"`)
 	dbs.CreateTenant(t, testenv.Tenant{ID: idC, Filler: 12, Pairs: 1, DocsPerPair: 2})
-	s.afterDropTx = func(n int) error {
-		if n == 1 {
-			_, err := dbs.Data.Exec(ctx, `DO $$ BEGIN EXECUTE format('CREATE TABLE %I.build_session (last_activity_at timestamptz DEFAULT now())',
-				(SELECT nspname FROM pg_namespace WHERE nspname LIKE 'tenant\_cleanup\_dropping\_%')); END $$`)
-			return err
-		}
-		return nil
-	}
+	s.afterDropTx = inQuarantineAfter(dbs, 1, `CREATE TABLE %I.build_session (last_activity_at timestamptz DEFAULT now())`)
 	_, err = locked(t, s, idC, func(tt *TenantSession) (DropResult, error) { return tt.Drop(ctx, DropChecks{Look: noCheck}) })
 	if !errors.Is(err, tenant.ErrRefused) || !strings.Contains(err.Error(), "build_session appeared in its schema") {
 		t.Fatalf("drop with an activity table created after the look: %v; want the rest left for review", err)

@@ -54,6 +54,20 @@ func inspectOf(t *testing.T, s *Store, id tenant.ID) (Snapshot, error) {
 
 func noCheck(Facts) error { return nil }
 
+// inQuarantineAfter is an afterDropTx hook: after drop transaction n it runs
+// stmt, as someone else would, with %I in it naming the quarantined schema
+// (the tenant's schema, renamed by then).
+func inQuarantineAfter(dbs *testenv.Databases, n int, stmt string) func(int) error {
+	return func(i int) error {
+		if i != n {
+			return nil
+		}
+		_, err := dbs.Data.Exec(context.Background(), `DO $$ BEGIN EXECUTE format('`+stmt+`',
+			(SELECT nspname FROM pg_namespace WHERE nspname LIKE 'tenant\_cleanup\_dropping\_%')); END $$`)
+		return err
+	}
+}
+
 func TestInspect(t *testing.T) {
 	dbs, s := setup(t, Options{})
 	lastQuery := testenv.DaysAgo(200).Truncate(time.Microsecond)
@@ -520,14 +534,7 @@ func TestLaterBatchesNeverCascadeOutside(t *testing.T) {
 	dbs.CreateTenant(t, testenv.Tenant{ID: idA, Filler: 6, Pairs: 1, DocsPerPair: 2})
 	// After the first batch, someone creates a view over a table dropped
 	// later (the schema is quarantined by then: found by its new name).
-	s.afterDropTx = func(n int) error {
-		if n == 1 {
-			_, err := dbs.Data.Exec(ctx, `DO $$ BEGIN EXECUTE format('CREATE VIEW public.late AS SELECT id FROM %I."user"',
-				(SELECT nspname FROM pg_namespace WHERE nspname LIKE 'tenant\_cleanup\_dropping\_%')); END $$`)
-			return err
-		}
-		return nil
-	}
+	s.afterDropTx = inQuarantineAfter(dbs, 1, `CREATE VIEW public.late AS SELECT id FROM %I."user"`)
 	_, err := locked(t, s, idA, func(tt *TenantSession) (DropResult, error) { return tt.Drop(ctx, DropChecks{Look: noCheck}) })
 	var refused *tenant.RefusedError
 	if !errors.As(err, &refused) || !strings.Contains(refused.Reason, "view public.late") {

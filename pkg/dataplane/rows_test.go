@@ -87,19 +87,35 @@ func waitForRowLock(t *testing.T, dbs *testenv.Databases) {
 	}, "the delete waits for the tenant's rows")
 }
 
+// rowRace is a tenant (idA) whose public rows another session references
+// without committing (referenceUncommitted), locked by a store.
+type rowRace struct {
+	dbs    *testenv.Databases
+	tt     *TenantSession // idA, locked until the test ends
+	other  pgx.Tx         // the other session's transaction
+	public int64          // idA's public rows at the start
+}
+
+// setupRowRace makes a rowRace with a store whose lock_timeout is lockTimeout.
+func setupRowRace(t *testing.T, lockTimeout time.Duration) rowRace {
+	t.Helper()
+	dbs, s := setup(t, Options{LockTimeout: lockTimeout})
+	dbs.CreateTenant(t, testenv.Tenant{ID: idA})
+	r := rowRace{dbs: dbs, public: dbs.PublicRows(t, idA), other: referenceUncommitted(t, dbs, idA)}
+	r.tt = lock(t, s, idA)
+	t.Cleanup(r.tt.Release)
+	return r
+}
+
 // A row referencing the tenant's public rows, inserted by a transaction that
 // has not committed when the delete begins, cannot slip past the foreign-key
 // check: the delete locks the tenant's rows first and waits for that
 // transaction; once it commits, the check sees its rows and refuses the
 // tenant, and the rows survive (rather than being deleted by the cascade).
 func TestForeignRowsCannotBeRaced(t *testing.T) {
-	dbs, s := setup(t, Options{LockTimeout: time.Minute})
+	r := setupRowRace(t, time.Minute)
+	dbs, tt, other, public := r.dbs, r.tt, r.other, r.public
 	ctx := context.Background()
-	dbs.CreateTenant(t, testenv.Tenant{ID: idA})
-	public := dbs.PublicRows(t, idA)
-	other := referenceUncommitted(t, dbs, idA)
-	tt := lock(t, s, idA)
-	defer tt.Release()
 	result := make(chan error, 1)
 	go func() {
 		_, err := tt.DeletePublicRows(ctx)
@@ -127,13 +143,9 @@ func TestForeignRowsCannotBeRaced(t *testing.T) {
 // not a failure, and changes nothing; once the other transaction is gone
 // (rolled back), the delete goes through.
 func TestRowLockTimeoutIsLater(t *testing.T) {
-	dbs, s := setup(t, Options{LockTimeout: 200 * time.Millisecond})
+	r := setupRowRace(t, 200*time.Millisecond)
+	dbs, tt, other, public := r.dbs, r.tt, r.other, r.public
 	ctx := context.Background()
-	dbs.CreateTenant(t, testenv.Tenant{ID: idA})
-	public := dbs.PublicRows(t, idA)
-	other := referenceUncommitted(t, dbs, idA)
-	tt := lock(t, s, idA)
-	defer tt.Release()
 	if _, err := tt.DeletePublicRows(ctx); !errors.Is(err, tenant.ErrLater) {
 		t.Fatalf("delete while another transaction references the rows: %v; want later", err)
 	}

@@ -55,9 +55,9 @@ const (
 	// StepDurationSeconds times the steps of the pipeline: histogram, label step.
 	StepDurationSeconds = "tenant_cleanup_step_duration_seconds"
 	// ShardStepDurationSeconds times, in a sharded fleet only (it is
-	// registered by SetShards with several shards, and so not in Names),
-	// the per-tenant steps on one shard: histogram, labels step and shard
-	// (a configured shard's name, else "other").
+	// registered by SetShards with several shards: a cleaner of one shard
+	// does not expose it), the per-tenant steps on one shard: histogram,
+	// labels step and shard (a configured shard's name, else "other").
 	ShardStepDurationSeconds = "tenant_cleanup_shard_step_duration_seconds"
 	// TenantsInPhase is the number of tenants in each phase: gauge, label phase.
 	TenantsInPhase = "tenant_cleanup_tenants_in_phase"
@@ -86,7 +86,7 @@ const (
 // Names lists the names of every tenant_cleanup_* metric this package defines
 // (for dashboards and the tests that check them).
 func Names() []string {
-	return []string{TenantsTotal, EventsTotal, DrainChecksTotal, StepDurationSeconds, TenantsInPhase, OldestTenantAgeSeconds, Ready,
+	return []string{TenantsTotal, EventsTotal, DrainChecksTotal, StepDurationSeconds, ShardStepDurationSeconds, TenantsInPhase, OldestTenantAgeSeconds, Ready,
 		PaceLimit, PaceInFlight, PaceThrottled, StoreRemovedTotal, StoreFailuresTotal, AnalyzerPassDurationSeconds,
 		AnalyzerTenantsSeen, AnalyzerCandidates, AnalyzerLastSuccessTimestamp, AnalyzerPassFailuresTotal, BuildInfo}
 }

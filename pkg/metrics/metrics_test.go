@@ -120,6 +120,8 @@ func TestExposition(t *testing.T) {
 	m.DrainCheck("not_drained")
 	m.ObserveStep("drop", 1500*time.Millisecond)
 	m.ObserveStep("drop", 3*time.Millisecond)
+	m.SetShards([]string{"default", "b"}) // a sharded cleaner: every name of Names is exposed
+	m.ObserveShardStep("drop_schema", "b", time.Second)
 	m.SetPhases(map[string]int{"draining": 4}, map[string]time.Duration{"draining": 90 * time.Minute})
 	m.SetPace("default", 0, 1, "probe", []string{"none", "probe", "commit"})
 	m.StoreRemoved("s3", "objects", 1000)
@@ -130,19 +132,20 @@ func TestExposition(t *testing.T) {
 	fams := scrape(t, base)
 
 	types := map[string]dto.MetricType{
-		metrics.TenantsTotal:           dto.MetricType_COUNTER,
-		metrics.DrainChecksTotal:       dto.MetricType_COUNTER,
-		metrics.StepDurationSeconds:    dto.MetricType_HISTOGRAM,
-		metrics.TenantsInPhase:         dto.MetricType_GAUGE,
-		metrics.OldestTenantAgeSeconds: dto.MetricType_GAUGE,
-		metrics.Ready:                  dto.MetricType_GAUGE,
-		metrics.PaceLimit:              dto.MetricType_GAUGE,
-		metrics.PaceInFlight:           dto.MetricType_GAUGE,
-		metrics.PaceThrottled:          dto.MetricType_GAUGE,
-		metrics.StoreRemovedTotal:      dto.MetricType_COUNTER,
-		metrics.StoreFailuresTotal:     dto.MetricType_COUNTER,
-		metrics.EventsTotal:            dto.MetricType_COUNTER,
-		metrics.BuildInfo:              dto.MetricType_GAUGE,
+		metrics.TenantsTotal:             dto.MetricType_COUNTER,
+		metrics.DrainChecksTotal:         dto.MetricType_COUNTER,
+		metrics.StepDurationSeconds:      dto.MetricType_HISTOGRAM,
+		metrics.ShardStepDurationSeconds: dto.MetricType_HISTOGRAM,
+		metrics.TenantsInPhase:           dto.MetricType_GAUGE,
+		metrics.OldestTenantAgeSeconds:   dto.MetricType_GAUGE,
+		metrics.Ready:                    dto.MetricType_GAUGE,
+		metrics.PaceLimit:                dto.MetricType_GAUGE,
+		metrics.PaceInFlight:             dto.MetricType_GAUGE,
+		metrics.PaceThrottled:            dto.MetricType_GAUGE,
+		metrics.StoreRemovedTotal:        dto.MetricType_COUNTER,
+		metrics.StoreFailuresTotal:       dto.MetricType_COUNTER,
+		metrics.EventsTotal:              dto.MetricType_COUNTER,
+		metrics.BuildInfo:                dto.MetricType_GAUGE,
 		// The analyzer's only (TestAnalyzerPassMetrics).
 		metrics.AnalyzerPassDurationSeconds:  dto.MetricType_HISTOGRAM,
 		metrics.AnalyzerTenantsSeen:          dto.MetricType_GAUGE,

@@ -6,10 +6,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/tenantcleanup/tenant-cleanup/internal/testworld"
-	"github.com/tenantcleanup/tenant-cleanup/pkg/filestore"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/rediskeys"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/tenant"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/testenv"
@@ -21,20 +21,8 @@ const bucket = testworld.Bucket
 // returns them with a client to seed Redis.
 func (e *env) withStores(t *testing.T) (*testenv.S3, *testenv.Redis, *redis.Client) {
 	t.Helper()
-	ctx := context.Background()
 	stores := testworld.StartOtherStores(t)
-	files, err := filestore.Open(ctx, filestore.Config{Bucket: bucket, Prefix: "onyx-files", EndpointURL: stores.S3.URL,
-		AccessKeyID: testenv.S3AccessKey, SecretAccessKey: testenv.S3SecretKey, Region: "us-east-1",
-		Timeout: 5 * time.Second, MaxAttempts: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	keys, err := rediskeys.Open(ctx, rediskeys.Config{Host: "127.0.0.1", Port: stores.Redis.Port, Timeout: 2 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = keys.Close() })
-	e.cleaner.Files, e.cleaner.Keys = files, keys
+	e.cleaner.Files, e.cleaner.Keys = stores.Files(t, bucket), stores.Keys(t)
 	e.stores = stores
 	return stores.S3, stores.Redis, stores.Client
 }
@@ -135,5 +123,90 @@ func TestStoreDownMidCleanup(t *testing.T) {
 				t.Fatalf("ledger stores_removed %v; want the 10 objects counted", entry.StoresRemoved)
 			}
 		})
+	}
+}
+
+// A configured store that can never succeed (a bucket name with a typo) is
+// found out BEFORE the irreversible drop: the tenant waits, "unavailable"
+// (never dead-lettered), its schema and everything else in place, instead
+// of each drained tenant in turn losing its schema and being left
+// half-done until someone fixes the configuration. Redis down likewise.
+func TestBrokenStoreStopsTheCleanupBeforeTheDrop(t *testing.T) {
+	e := setup(t)
+	e.withStores(t)
+	e.cleaner.Files = e.stores.Files(t, bucket+"-typo")
+	dropped := 0
+	for _, id := range []string{idA, idB} {
+		e.eligible(t, id)
+		e.seedStores(t, id, 2)
+		if err := e.mark(t, id); err != nil {
+			t.Fatal(err)
+		}
+		e.drain(t, id)
+		err := e.check(t, tenant.DrainCheck{ID: tenant.ID(id)})
+		if err == nil {
+			t.Fatalf("%s cleaned with a bucket that does not exist", id)
+		}
+		if !errors.Is(err, tenant.ErrUnavailable) {
+			t.Errorf("%s: %v; want an unavailable store (retried, never dead-lettered)", id, err)
+		}
+		if !e.DBs.SchemaExists(t, id) {
+			dropped++
+		}
+	}
+	if dropped > 0 {
+		t.Fatalf("%d of 2 tenants had their schema dropped although the S3 file store could never be cleaned (bucket not found)", dropped)
+	}
+}
+
+// Redis down: the same, before the drop.
+func TestRedisDownStopsTheCleanupBeforeTheDrop(t *testing.T) {
+	e := setup(t)
+	e.withStores(t)
+	e.eligible(t, idA)
+	if err := e.mark(t, idA); err != nil {
+		t.Fatal(err)
+	}
+	e.drain(t, idA)
+	e.stores.Redis.Stop()
+	err := e.check(t, tenant.DrainCheck{ID: tenant.ID(idA)})
+	if !errors.Is(err, tenant.ErrUnavailable) {
+		t.Fatalf("cleaning with Redis down: %v; want an unavailable store", err)
+	}
+	if !e.DBs.SchemaExists(t, idA) {
+		t.Fatal("the schema was dropped although Redis was down")
+	}
+	e.stores.Redis.Start()
+	if err := e.check(t, tenant.DrainCheck{ID: tenant.ID(idA)}); err != nil {
+		t.Fatalf("once Redis is back: %v", err)
+	}
+	if e.DBs.SchemaExists(t, idA) {
+		t.Fatal("not cleaned once Redis was back")
+	}
+}
+
+// A live tenant (idB) whose file_content references the same large
+// object as the dead tenant (a cloned/restored tenant copies lobj_oid values;
+// large objects are database-wide, not per schema). Cleaning idA must not
+// unlink a large object that another tenant still references.
+func TestSharedLargeObjectOfLiveTenantSurvives(t *testing.T) {
+	e := setup(t)
+	ctx := context.Background()
+	e.eligible(t, idA)
+	e.eligible(t, idB)
+	e.DBs.ExecData(t, "SELECT count(*) FROM fixture.add_files($1, 2, 'postgres')", idA)
+	e.DBs.ExecData(t, "SELECT count(*) FROM fixture.add_files($1, 1, 'postgres')", idB) // creates B's tables
+	// B (live) gets a file whose content is A's first large object (cloned tenant).
+	b := pgx.Identifier{idB}.Sanitize()
+	a := pgx.Identifier{idA}.Sanitize()
+	e.DBs.ExecData(t, "INSERT INTO "+b+".file_record (file_id, bucket_name, object_key) VALUES ('shared', 'x', 'onyx-files/"+idB+"/shared')")
+	e.DBs.ExecData(t, "INSERT INTO "+b+".file_content (file_id, lobj_oid) SELECT 'shared', min(lobj_oid) FROM "+a+".file_content")
+	var shared int64
+	if err := e.DBs.Data.QueryRow(ctx, "SELECT lobj_oid FROM "+b+".file_content WHERE file_id = 'shared'").Scan(&shared); err != nil {
+		t.Fatal(err)
+	}
+	e.markDrainAndClean(t, idA)
+	if n := e.DBs.CountData(t, "SELECT count(*) FROM pg_largeobject_metadata WHERE oid = $1::oid", shared); n != 1 {
+		t.Fatalf("large object %d, still referenced by live tenant %s's file_content, was unlinked by cleaning %s", shared, idB, idA)
 	}
 }

@@ -9,8 +9,9 @@
 // listing of the S3 folders, one SCAN of Redis), which of those tenants
 // still have anything there, counts it and judges each one; Apply removes
 // it, tenant by tenant. Nothing is removed of a tenant that still lives:
-// one whose schema exists on the data plane (or whose drop by this pipeline
-// is under way), that has rows in the shared public tables (a live tenant,
+// one whose schema exists on the data plane, on any shard of a sharded
+// fleet (or whose drop by this pipeline is under way), that has rows in the
+// shared public tables (a live tenant,
 // one placed on another shard, a half-done cleanup) or a control-plane
 // tenant row, whatever its status. A tenant listed in an old CSV that was
 // reactivated or never cleaned is refused. The judgement is made again
@@ -29,7 +30,8 @@
 // (pg_largeobject holds neither a tenant id nor a path; the file_content
 // rows that named them are gone). Only those the cleaner listed when it
 // began a drop (tenant_cleanup.large_objects) can be attributed and are
-// unlinked; the others are counted (Plan.UnattributedLargeObjects) and left.
+// unlinked, on the shard whose list names them; the others are counted
+// (Plan.UnattributedLargeObjects) and left.
 package sweep
 
 import (
@@ -38,6 +40,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/tenantcleanup/tenant-cleanup/pkg/controlplane"
@@ -61,7 +64,12 @@ const (
 // Sweeper sweeps the configured stores. Data and Control are required;
 // Files and Keys are nil when that store is not configured.
 type Sweeper struct {
+	// Data is the data plane's catalog shard (the public tables); Shards
+	// are the other shards of a sharded fleet, by name (none: one shard).
+	// A tenant whose schema exists on any of them is refused, and each
+	// one's listed large objects are unlinked there.
 	Data    *dataplane.Store
+	Shards  map[string]*dataplane.Store
 	Control *controlplane.Store
 	Files   *filestore.Store
 	Keys    *rediskeys.Store
@@ -80,10 +88,36 @@ type Item struct {
 	CleanedAt time.Time
 	// S3Objects counts its objects under its prefix; RedisKeys its keys
 	// and memberships; LargeObjects the large objects the cleaner listed
-	// for it and did not unlink.
+	// for it and did not unlink, on every shard.
 	S3Objects, RedisKeys, LargeObjects int64
 	// Refused says why it must not be swept ("" when it may be).
 	Refused string
+	// listedOn counts LargeObjects per shard ("" is the catalog, Data).
+	listedOn map[string]int64
+}
+
+// shard is one data-plane database of the sweep: its name in Shards, ""
+// for Data.
+type shard struct {
+	name  string
+	store *dataplane.Store
+}
+
+// shards are Data, then Shards by name.
+func (s *Sweeper) shards() []shard {
+	out := []shard{{"", s.Data}}
+	for _, name := range slices.Sorted(maps.Keys(s.Shards)) {
+		out = append(out, shard{name, s.Shards[name]})
+	}
+	return out
+}
+
+// on says where, in a sharded fleet, for the reasons given.
+func (sh shard) on() string {
+	if sh.name == "" {
+		return "the data plane"
+	}
+	return "shard " + sh.name
 }
 
 // Plan is what a sweep would do.
@@ -136,9 +170,18 @@ func (s *Sweeper) Plan(ctx context.Context, csv []tenant.ID) (*Plan, error) {
 		}
 	}
 
-	listed, err := s.Data.ListedLargeObjects(ctx)
-	if err != nil {
-		return nil, err
+	listed := map[string]map[string]int64{} // tenant id as stored → shard → count
+	for _, sh := range s.shards() {
+		on, err := sh.store.ListedLargeObjects(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", sh.on(), err)
+		}
+		for key, n := range on {
+			if listed[key] == nil {
+				listed[key] = map[string]int64{}
+			}
+			listed[key][sh.name] = n
+		}
 	}
 	found := map[tenant.ID]bool{}
 	for key := range listed {
@@ -173,13 +216,24 @@ func (s *Sweeper) Plan(ctx context.Context, csv []tenant.ID) (*Plan, error) {
 		}
 	}
 
-	p.Stores = append(p.Stores, "the large objects the cleaner listed (data plane)")
+	if len(s.Shards) == 0 {
+		p.Stores = append(p.Stores, "the large objects the cleaner listed (data plane)")
+	} else {
+		names := []string{"the catalog"}
+		for _, sh := range s.shards()[1:] {
+			names = append(names, sh.name)
+		}
+		p.Stores = append(p.Stores, "the large objects the cleaner listed (every shard: "+strings.Join(names, ", ")+")")
+	}
 	for _, id := range slices.Sorted(maps.Keys(found)) {
 		it, ok := targets[id]
 		if !ok {
 			continue
 		}
-		it.LargeObjects = listed[string(id)]
+		it.listedOn = listed[string(id)]
+		for _, n := range it.listedOn {
+			it.LargeObjects += n
+		}
 		it.RedisKeys = keys.Count(string(id))
 		if s.Files != nil {
 			if it.S3Objects, err = s.Files.Leftovers(ctx, id); err != nil {
@@ -195,8 +249,13 @@ func (s *Sweeper) Plan(ctx context.Context, csv []tenant.ID) (*Plan, error) {
 		p.Items = append(p.Items, it)
 	}
 	if s.LargeObjects {
-		if p.UnattributedLargeObjects, err = s.Data.UnattributedLargeObjects(ctx); err != nil {
-			return nil, err
+		p.UnattributedLargeObjects = 0
+		for _, sh := range s.shards() {
+			n, err := sh.store.UnattributedLargeObjects(ctx)
+			if err != nil {
+				return nil, err
+			}
+			p.UnattributedLargeObjects += n
 		}
 	}
 	return p, nil
@@ -214,18 +273,22 @@ func counts(set map[string]bool) map[string]int64 {
 // it still lives, on the data plane or the control plane, or its cleanup by
 // this pipeline is under way.
 func (s *Sweeper) refusal(ctx context.Context, id tenant.ID, source Source) (string, error) {
-	p, err := s.Data.Presence(ctx, id)
-	if err != nil {
-		return "", err
-	}
-	switch {
-	case p.SchemaExists:
-		return "its schema exists on the data plane: a live tenant", nil
-	case p.DropUnderway:
-		return "this pipeline's drop of it is under way: the cleaner removes its stores itself", nil
-	case p.PublicRows > 0:
-		return fmt.Sprintf("it has %d rows in the shared public tables (a live tenant, one on another shard, "+
-			"or a half-done cleanup: see tenantctl verify)", p.PublicRows), nil
+	dropStarted := false
+	for _, sh := range s.shards() {
+		p, err := sh.store.Presence(ctx, id)
+		if err != nil {
+			return "", err
+		}
+		switch {
+		case p.SchemaExists:
+			return "its schema exists on " + sh.on() + ": a live tenant", nil
+		case p.DropUnderway:
+			return "this pipeline's drop of it is under way: the cleaner removes its stores itself", nil
+		case p.PublicRows > 0:
+			return fmt.Sprintf("it has %d rows in the shared public tables (a live tenant, one on another shard, "+
+				"or a half-done cleanup: see tenantctl verify)", p.PublicRows), nil
+		}
+		dropStarted = dropStarted || p.Record.DropStarted()
 	}
 	rec, found, err := s.Control.Tenant(ctx, id)
 	if err != nil {
@@ -241,7 +304,7 @@ func (s *Sweeper) refusal(ctx context.Context, id tenant.ID, source Source) (str
 	switch {
 	case source == FromLedger && !cleaned[id]:
 		return "its ledger row is gone since the plan", nil
-	case !cleaned[id] && p.Record.DropStarted():
+	case !cleaned[id] && dropStarted:
 		return "this pipeline began its cleanup and has not finished it: the cleaner completes it (tenantctl status)", nil
 	}
 	return "", nil
@@ -337,9 +400,13 @@ var ErrEmptyFleet = errors.New("no tenant at all")
 // sane refuses to sweep against a data plane or control plane without any
 // tenant.
 func (s *Sweeper) sane(ctx context.Context) error {
-	data, err := s.Data.HasTenants(ctx)
-	if err != nil {
-		return err
+	data := false
+	for _, sh := range s.shards() {
+		has, err := sh.store.HasTenants(ctx)
+		if err != nil {
+			return err
+		}
+		data = data || has
 	}
 	control, err := s.Control.HasTenants(ctx)
 	if err != nil {
@@ -356,12 +423,15 @@ func (s *Sweeper) sane(ctx context.Context) error {
 	return nil
 }
 
+// busyReason is why a tenant whose lock is taken is not swept now.
+const busyReason = "the cleaner (or another sweep) is at work on it: run the sweep again later"
+
 // sweep sweeps one tenant.
 func (s *Sweeper) sweep(ctx context.Context, it Item) Result {
 	r := Result{Item: it}
 	locked, err := s.Data.Lock(ctx, it.ID)
 	if errors.Is(err, dataplane.ErrBusy) {
-		r.Outcome, r.Reason = Busy, "the cleaner (or another sweep) is at work on it: run the sweep again later"
+		r.Outcome, r.Reason = Busy, busyReason
 		return r
 	}
 	if err != nil {
@@ -374,6 +444,9 @@ func (s *Sweeper) sweep(ctx context.Context, it Item) Result {
 	switch {
 	case err != nil && r.Outcome == Refused:
 		// judged alive again: nothing (more) is removed
+	case errors.Is(err, dataplane.ErrBusy):
+		// its lock on another shard is taken
+		r.Outcome, r.Reason = Busy, busyReason
 	case err != nil:
 		r.Outcome, r.Err = Failed, err
 	default:
@@ -434,26 +507,43 @@ func (s *Sweeper) steps(ctx context.Context, it Item, locked *dataplane.TenantSe
 			return err
 		}
 	}
-	if it.LargeObjects > 0 {
+	for _, sh := range s.shards() {
+		if it.listedOn[sh.name] == 0 {
+			continue
+		}
 		if err := judge(); err != nil {
 			return err
 		}
-		named, err := s.Data.ListedStillNamed(ctx, it.ID)
+		named, err := sh.store.ListedStillNamed(ctx, it.ID)
 		if err != nil {
 			return err
 		}
 		if len(named) > 0 {
 			r.Outcome = Refused
-			r.Reason = fmt.Sprintf("%d of the large objects listed for it (e.g. oid %d) are named by a schema's file_content "+
-				"(another tenant's file?): none of them unlinked; check by hand", len(named), named[0])
+			r.Reason = fmt.Sprintf("%d of the large objects listed for it on %s (e.g. oid %d) are named by a schema's file_content "+
+				"(another tenant's file?): none of them unlinked; check by hand", len(named), sh.on(), named[0])
 			return errRefused
 		}
 		*removing = true
-		n, err := locked.UnlinkLargeObjects(ctx)
-		r.Removed.LargeObjects = n
+		n, err := s.unlink(ctx, sh, it.ID, locked)
+		r.Removed.LargeObjects += n
 		if err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// unlink unlinks the large objects listed for the tenant on sh, under its
+// lock there (locked, on the catalog, is the lock already held).
+func (s *Sweeper) unlink(ctx context.Context, sh shard, id tenant.ID, locked *dataplane.TenantSession) (int64, error) {
+	if sh.name == "" {
+		return locked.UnlinkLargeObjects(ctx)
+	}
+	t, err := sh.store.Lock(ctx, id)
+	if err != nil {
+		return 0, fmt.Errorf("%s: %w", sh.on(), err)
+	}
+	defer t.Release()
+	return t.UnlinkLargeObjects(ctx)
 }

@@ -7,20 +7,19 @@ import (
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/tenantcleanup/tenant-cleanup/internal/testworld"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/controlplane"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/dataplane"
-	"github.com/tenantcleanup/tenant-cleanup/pkg/filestore"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/rediskeys"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/sweep"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/tenant"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/testenv"
 )
 
-const bucket = "onyx-file-store-bucket"
+const bucket = testworld.Bucket
 
 // Tenant ids of the tests. paying shares its first characters with gone.
 const (
@@ -37,11 +36,9 @@ const (
 )
 
 type env struct {
-	dbs    *testenv.Databases
-	s3     *testenv.S3
-	redis  *testenv.Redis
-	client *redis.Client
-	sw     *sweep.Sweeper
+	dbs *testenv.Databases
+	*testworld.OtherStores
+	sw *sweep.Sweeper
 }
 
 // setup gives a test its own data and control planes (with this
@@ -50,7 +47,7 @@ func setup(t *testing.T) *env {
 	t.Helper()
 	t.Parallel()
 	ctx := context.Background()
-	e := &env{dbs: testenv.NewDatabases(t), s3: testenv.StartS3(t, bucket), redis: testenv.StartRedis(t)}
+	e := &env{dbs: testenv.NewDatabases(t), OtherStores: testworld.StartOtherStores(t)}
 	data, err := dataplane.New(ctx, e.dbs.Data, dataplane.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -63,20 +60,7 @@ func setup(t *testing.T) *env {
 	if err := control.Ensure(ctx); err != nil {
 		t.Fatal(err)
 	}
-	files, err := filestore.Open(ctx, filestore.Config{Bucket: bucket, Prefix: "onyx-files", EndpointURL: e.s3.URL,
-		AccessKeyID: testenv.S3AccessKey, SecretAccessKey: testenv.S3SecretKey, Region: "us-east-1",
-		Timeout: 2 * time.Second, MaxAttempts: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	keys, err := rediskeys.Open(ctx, rediskeys.Config{Host: "127.0.0.1", Port: e.redis.Port, Timeout: time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = keys.Close() })
-	e.client = redis.NewClient(&redis.Options{Addr: e.redis.Addr})
-	t.Cleanup(func() { _ = e.client.Close() })
-	e.sw = &sweep.Sweeper{Data: data, Control: control, Files: files, Keys: keys, By: "test"}
+	e.sw = &sweep.Sweeper{Data: data, Control: control, Files: e.Files(t, bucket), Keys: e.Keys(t), By: "test"}
 	e.dbs.CreateTenant(t, testenv.Tenant{ID: bystander, Status: "ACTIVE"})
 	return e
 }
@@ -93,9 +77,9 @@ func (e *env) seed(t *testing.T, id string, files, keys int) {
 	t.Helper()
 	ctx := context.Background()
 	for i := range files {
-		e.s3.Put(bucket, fmt.Sprintf("onyx-files/%s/file-%05d", id, i), []byte("contents"))
+		e.S3.Put(bucket, fmt.Sprintf("onyx-files/%s/file-%05d", id, i), []byte("contents"))
 	}
-	pipe := e.client.Pipeline()
+	pipe := e.Client.Pipeline()
 	for i := range keys {
 		pipe.Set(ctx, fmt.Sprintf("%s:cache:%d", id, i), "x", 0)
 		if (i+1)%1000 == 0 {
@@ -115,10 +99,10 @@ func (e *env) seed(t *testing.T, id string, files, keys int) {
 func (e *env) left(t *testing.T, id string) (objects, keys int, member bool) {
 	t.Helper()
 	ctx := context.Background()
-	objects = len(e.s3.Keys(bucket, "onyx-files/"+id+"/"))
+	objects = len(e.S3.Keys(bucket, "onyx-files/"+id+"/"))
 	var cursor uint64
 	for {
-		page, next, err := e.client.Scan(ctx, cursor, id+":*", 1000).Result()
+		page, next, err := e.Client.Scan(ctx, cursor, id+":*", 1000).Result()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -127,8 +111,8 @@ func (e *env) left(t *testing.T, id string) (objects, keys int, member bool) {
 			break
 		}
 	}
-	member = e.client.SIsMember(ctx, rediskeys.GatedTenants, id).Val() ||
-		e.client.ZScore(ctx, rediskeys.ActiveTenants, id).Err() == nil
+	member = e.Client.SIsMember(ctx, rediskeys.GatedTenants, id).Val() ||
+		e.Client.ZScore(ctx, rediskeys.ActiveTenants, id).Err() == nil
 	return objects, keys, member
 }
 
@@ -187,8 +171,8 @@ func TestSweepLedgeredTenants(t *testing.T) {
 	e.seed(t, gone, 30, 40)
 	e.seed(t, idA, 3, 0)
 	e.seed(t, paying, 7, 9)
-	e.s3.Put(bucket, "onyx-files/"+gone, []byte("an object named like the folder, outside it"))
-	e.client.Set(ctx, gone+"x:1", "not a key of "+gone, 0)
+	e.S3.Put(bucket, "onyx-files/"+gone, []byte("an object named like the folder, outside it"))
+	e.Client.Set(ctx, gone+"x:1", "not a key of "+gone, 0)
 
 	p := e.plan(t)
 	if p.Ledger != 3 || p.CSV != 0 || len(p.Items) != 2 || p.Refused() != 0 {
@@ -211,7 +195,7 @@ func TestSweepLedgeredTenants(t *testing.T) {
 	e.mustBeClean(t, gone)
 	e.mustBeClean(t, idA)
 	e.mustBeIntact(t, paying, 7, 9)
-	if !slices.Contains(e.s3.Keys(bucket, "onyx-files/"+gone), "onyx-files/"+gone) || e.client.Exists(ctx, gone+"x:1").Val() != 1 {
+	if !slices.Contains(e.S3.Keys(bucket, "onyx-files/"+gone), "onyx-files/"+gone) || e.Client.Exists(ctx, gone+"x:1").Val() != 1 {
 		t.Fatal("an object or key merely starting with the swept id was removed")
 	}
 	log, err := e.sw.Control.SweepLog(ctx, gone)
@@ -312,9 +296,9 @@ func TestStoreDownMidSweep(t *testing.T) {
 			down := func(done int, r sweep.Result) {
 				if done == 1 {
 					if store == "s3" {
-						e.s3.Stop()
+						e.S3.Stop()
 					} else {
-						e.redis.Pause()
+						e.Redis.Pause()
 					}
 				}
 			}
@@ -326,9 +310,9 @@ func TestStoreDownMidSweep(t *testing.T) {
 				t.Fatalf("results: %+v", res)
 			}
 			if store == "s3" {
-				e.s3.Start()
+				e.S3.Start()
 			} else {
-				e.redis.Resume()
+				e.Redis.Resume()
 			}
 			e.mustBeClean(t, idA)
 			p = e.plan(t)
@@ -432,4 +416,75 @@ func TestSweepRefusesAnEmptyFleet(t *testing.T) {
 		t.Fatalf("apply against a control plane without tenants: %v", err)
 	}
 	e.mustBeIntact(t, idA, 2, 2)
+}
+
+// TestSweepEveryShard: with two shard databases, the sweep reads and
+// sweeps both. A ledgered tenant whose schema is left on the second shard
+// (a stray copy) still lives there and is refused; the large objects the
+// cleaner listed on the second shard are counted and unlinked there, and
+// the unattributed ones of both shards counted; a data plane whose tenant
+// schemas are all on the second shard is the fleet's, not an empty one.
+func TestSweepEveryShard(t *testing.T) {
+	e := setup(t)
+	ctx := context.Background()
+	b := testenv.NewDatabases(t)
+	shardB, err := dataplane.New(ctx, b.Data, dataplane.Options{Shard: "b", NotCatalog: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(shardB.Close)
+	if _, err := shardB.Ensure(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	e.sw.Shards = map[string]*dataplane.Store{"b": shardB}
+	e.sw.LargeObjects = true
+	e.dbs.ExecData(t, `DROP SCHEMA "`+bystander+`" CASCADE`) // the catalog holds no tenant schema
+	b.CreateTenant(t, testenv.Tenant{ID: bystander, Status: "ACTIVE"})
+
+	// idA: cleaned, a copy of its schema left on b. idB: cleaned, a large
+	// object listed on b.
+	e.ledger(t, idA)
+	e.seed(t, idA, 2, 2)
+	b.CreateTenant(t, testenv.Tenant{ID: idA})
+	e.ledger(t, idB)
+	var listed, orphan int64
+	if err := b.Data.QueryRow(ctx, "SELECT lo_from_bytea(0, 'a file of B')::bigint").Scan(&listed); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Data.QueryRow(ctx, "SELECT lo_from_bytea(0, 'whose?')::bigint").Scan(&orphan); err != nil {
+		t.Fatal(err)
+	}
+	b.ExecData(t, "INSERT INTO tenant_cleanup.large_objects (tenant_id, lobj_oid) VALUES ($1, $2)", idB, listed)
+
+	p := e.plan(t)
+	a, okA := item(p, idA)
+	itB, okB := item(p, idB)
+	if !okA || a.Refused != "its schema exists on shard b: a live tenant" {
+		t.Errorf("%s, whose schema is on shard b: %+v (found %v); want refused", idA, a, okA)
+	}
+	if !okB || itB.LargeObjects != 1 || itB.Refused != "" || p.UnattributedLargeObjects != 1 {
+		t.Errorf("%s: %+v (found %v), unattributed %d; want 1 large object listed on b, 1 unattributed", idB, itB, okB,
+			p.UnattributedLargeObjects)
+	}
+	if last := p.Stores[len(p.Stores)-1]; !strings.Contains(last, "every shard: the catalog, b") {
+		t.Errorf("stores: %q", last)
+	}
+	res, err := e.sw.Apply(ctx, p, nil)
+	if err != nil {
+		t.Fatal(err) // not ErrEmptyFleet: the fleet's schemas are on b
+	}
+	outcomes := map[tenant.ID]sweep.Outcome{}
+	for _, r := range res {
+		outcomes[r.ID] = r.Outcome
+	}
+	if outcomes[idA] != sweep.Refused || outcomes[idB] != sweep.Swept {
+		t.Fatalf("outcomes %v; want %s refused, %s swept", outcomes, idA, idB)
+	}
+	e.mustBeIntact(t, idA, 2, 2)
+	exists := func(oid int64) bool {
+		return b.CountData(t, "SELECT count(*) FROM pg_largeobject_metadata WHERE oid = $1::oid", oid) == 1
+	}
+	if exists(listed) || !exists(orphan) || b.CountData(t, "SELECT count(*) FROM tenant_cleanup.large_objects") != 0 {
+		t.Fatal("on shard b, the listed large object must be unlinked (and its listing gone), the unattributed one kept")
+	}
 }
