@@ -12,6 +12,7 @@ import (
 	"github.com/tenantcleanup/tenant-cleanup/pkg/bus"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/pacer"
 	"github.com/tenantcleanup/tenant-cleanup/pkg/tenant"
+	"github.com/tenantcleanup/tenant-cleanup/pkg/testenv"
 )
 
 // slotPacer admits up to limit drops at once (a healthy shard's pacer at
@@ -159,4 +160,35 @@ func errString(err error) string {
 		return ""
 	}
 	return err.Error()
+}
+
+// Out of the scope of the pacing commits, found while testing them: a copy
+// of the tenant's schema that appears on shard b after preflight looked at
+// every shard (a move under way copies it there) is left behind, yet the
+// tenant is recorded cleaned (ledger row, control-plane rows deleted). The
+// contract: the cleaner drops the schema on every shard where it exists, and
+// the tenant counts as cleaned only when each configured store holds
+// nothing of it.
+//
+// It fails: preflight keeps only the copies that mattered when it looked
+// (shardCopy.relevant), and dropAll never looks at the other shards again.
+func TestCopyAppearingMidCleanupIsNotLeftBehind(t *testing.T) {
+	w := setupShards(t, []string{"b"})
+	w.markedAndDrained(t, idA) // on the catalog only, for now
+	w.cleaner.afterStep = func(s string) error {
+		if s == "control-plane-prepared" { // after preflight, before the drop
+			// A copy with no pairs and no documents left (drained).
+			w.shards["b"].CreateTenant(t, testenv.Tenant{ID: idA, LastQuery: testenv.DaysAgo(150)})
+		}
+		return nil
+	}
+	err := w.check(t, tenant.DrainCheck{ID: idA})
+	w.cleaner.afterStep = nil
+	_, cleaned, lerr := w.cleaner.Control.LedgerEntry(context.Background(), idA)
+	if lerr != nil {
+		t.Fatal(lerr)
+	}
+	if cleaned && w.schemaOn(t, idA, "b") {
+		t.Fatalf("the tenant is in the ledger (drain check: %v) while its schema is still on shard b", err)
+	}
 }
