@@ -192,3 +192,37 @@ func TestCopyAppearingMidCleanupIsNotLeftBehind(t *testing.T) {
 		t.Fatalf("the tenant is in the ledger (drain check: %v) while its schema is still on shard b", err)
 	}
 }
+
+// A drop waits for the pacer of each shard it drops a schema on
+// (docs/sharding.md). The catalog's copy is always among the copies a drop
+// goes through, schema or not: one whose schema appears after preflight
+// looked (a move back under way) must not be dropped while the catalog's
+// pacer admits no drop.
+//
+// It fails: pace() skips the pacer of a copy where preflight saw no schema,
+// and dropAll drops the schema it finds there by then.
+func TestCatalogCopyAppearingAfterPreflightIsNotDroppedUnpaced(t *testing.T) {
+	w := setupShards(t, []string{"b"})
+	w.onShard(t, idA, "b", "b", 200)
+	if err := w.mark(t, idA); err != nil {
+		t.Fatal(err)
+	}
+	w.drainOn(t, idA, "b")
+	catalog := &gatePacer{open: make(chan struct{}), entered: make(chan struct{}, 1)}
+	b := newSlotPacer(1)
+	w.cleaner.Pacers = map[string]Pacer{"default": catalog, "b": b}
+	w.cleaner.afterStep = func(s string) error {
+		if s == "control-plane-prepared" { // after pace(), before the drop
+			// An empty (drained, inactive) copy on the catalog.
+			w.DBs.ExecData(t, "SELECT fixture.create_tenant($1, 0)", idA)
+			w.DBs.ExecData(t, `DELETE FROM "`+idA+`".connector_credential_pair`)
+		}
+		return nil
+	}
+	err := w.check(t, tenant.DrainCheck{ID: idA})
+	w.cleaner.afterStep = nil
+	t.Logf("drain check: %v; catalog copy left: %v; catalog pacer asked: %v", err, w.schemaOn(t, idA, "default"), len(catalog.entered) > 0)
+	if !w.schemaOn(t, idA, "default") && len(catalog.entered) == 0 {
+		t.Fatalf("the copy on the catalog, paused, was dropped without asking its pacer (drain check: %v)", err)
+	}
+}
