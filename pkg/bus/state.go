@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"strings"
 	"time"
 
@@ -139,6 +140,19 @@ func sanitizeKey(s string) string {
 	}, s)
 }
 
+// distinctKey is s as a key token that no other name shares: s itself when
+// it is one, else sanitizeKey(s) with a hash of s (shards "a.b" and "a_b"
+// keep reports of their own).
+func distinctKey(s string) string {
+	k := sanitizeKey(s)
+	if k == s {
+		return k
+	}
+	h := fnv.New64a()
+	h.Write([]byte(s))
+	return fmt.Sprintf("%s_%016x", k, h.Sum64())
+}
+
 func (b *Bus) getJSON(ctx context.Context, key string, v any) (bool, error) {
 	var entry jetstream.KeyValueEntry
 	err := b.healed(ctx, func() (err error) { entry, err = b.state.Get(ctx, key); return err })
@@ -216,7 +230,7 @@ func (b *Bus) SetPace(ctx context.Context, r PaceReport) error {
 	}
 	key := keyPace + sanitizeKey(r.By)
 	if r.Shard != "" {
-		key += "." + sanitizeKey(r.Shard)
+		key += "." + distinctKey(r.Shard)
 	}
 	return b.healed(ctx, func() error {
 		// A TTL is set only when a key is created: the replica is the

@@ -107,13 +107,27 @@ const (
 	paceRetry = 5 * time.Second
 )
 
+// paceTry bounds the wait for a shard's pacer while the drop holds another
+// shard's: a drop never waits long for one pacer while it holds another.
+const paceTry = 50 * time.Millisecond
+
 // pace waits until the pacer of each shard where the tenant has a schema to
-// drop admits the drop, in the order of copies (the order every worker
-// locks them in). The release
-// function is to be called with the longest COMMIT the drop took on each
-// shard; a wait that ends is the outcome "paused" (the tenant waits, it is
-// not stuck).
+// drop admits the drop. It never waits for one pacer while it holds
+// another (a tenant being moved would otherwise hold the slot of a healthy
+// shard while it waits for a loaded one, and slow every tenant there): it
+// waits only while it holds nothing, and while it holds a shard's pacer it
+// only tries the others briefly; one that does not admit the drop is waited
+// for alone, the others released meanwhile. The release function is to be
+// called with the longest COMMIT the drop took on each shard; a wait that
+// ends is the outcome "paused" (the tenant waits, it is not stuck).
 func (c *Cleaner) pace(ctx context.Context, out bus.Outcome, copies []shardCopy) (release func(commits map[string]time.Duration), waiting bus.Outcome, err error) {
+	var need []string
+	for _, cp := range copies {
+		if c.Pacers[cp.shard] == nil || slices.Contains(need, cp.shard) || !cp.snap.SchemaExists && !cp.snap.Underway {
+			continue
+		}
+		need = append(need, cp.shard)
+	}
 	releases := map[string]func(pacer.Outcome){}
 	release = func(commits map[string]time.Duration) {
 		for shard, r := range releases {
@@ -122,18 +136,37 @@ func (c *Cleaner) pace(ctx context.Context, out bus.Outcome, copies []shardCopy)
 	}
 	actx, cancel := context.WithTimeout(ctx, paceWait)
 	defer cancel()
-	for _, cp := range copies {
-		p := c.Pacers[cp.shard]
-		if p == nil || releases[cp.shard] != nil || !cp.snap.SchemaExists && !cp.snap.Underway {
-			continue
-		}
-		r, err := p.Acquire(actx)
-		if err != nil {
+	for len(releases) < len(need) {
+		for _, shard := range need {
+			if releases[shard] != nil {
+				continue
+			}
+			p := c.Pacers[shard]
+			wctx, wcancel := actx, context.CancelFunc(func() {})
+			if len(releases) > 0 {
+				wctx, wcancel = context.WithTimeout(actx, paceTry)
+			}
+			r, err := p.Acquire(wctx)
+			wcancel()
+			if err == nil {
+				releases[shard] = r
+				continue
+			}
+			if len(releases) > 0 && actx.Err() == nil {
+				// Busy while another is held: release them, wait for
+				// this one alone, then try the others again.
+				release(nil)
+				clear(releases)
+				if r, err = p.Acquire(actx); err == nil {
+					releases[shard] = r
+					break
+				}
+			}
 			release(nil)
 			if errors.Is(err, pacer.ErrPaced) && ctx.Err() == nil {
 				reason := "paced by the data plane's load: " + p.State().Reason
 				if c.sharded() {
-					reason = "paced by the load of shard " + cp.shard + ": " + p.State().Reason
+					reason = "paced by the load of shard " + shard + ": " + p.State().Reason
 				}
 				waiting, err = Waiting(out, tenant.OutcomePaused, "pace@"+c.Identity, c.Identity, c.Now().Add(paceRetry), reason)
 				waiting.Pause.Kind = PacedKind
@@ -141,7 +174,6 @@ func (c *Cleaner) pace(ctx context.Context, out bus.Outcome, copies []shardCopy)
 			}
 			return nil, out, err
 		}
-		releases[cp.shard] = r
 	}
 	return release, out, nil
 }

@@ -273,7 +273,7 @@ func dropAll(ctx context.Context, copies []shardCopy, checks dataplane.DropCheck
 		return r, err
 	}
 	if len(copies) == 1 {
-		return drop(copies[0], checks)
+		return drop(copies[0], unseen(copies[0], checks))
 	}
 	total := dataplane.DropResult{AlreadyGone: true}
 	add := func(r dataplane.DropResult) {
@@ -316,6 +316,7 @@ func dropAll(ctx context.Context, copies []shardCopy, checks dataplane.DropCheck
 			ran = true
 			return dropFrom(i+1, mergeFacts(acc, f), true)
 		}
+		cc = unseen(live[i], cc)
 		r, err := drop(live[i], cc)
 		add(r)
 		if err != nil {
@@ -327,6 +328,21 @@ func dropAll(ctx context.Context, copies []shardCopy, checks dataplane.DropCheck
 		return nil
 	}
 	return total, dropFrom(0, dataplane.Facts{}, false)
+}
+
+// unseen makes the drop of a copy where preflight saw no schema (and no
+// drop under way) stop at its look if it finds one: a schema that appeared
+// since (a move under way) was not checked by preflight nor paced by its
+// shard's pacer; the tenant is looked at again from the start.
+func unseen(c shardCopy, checks dataplane.DropChecks) dataplane.DropChecks {
+	if c.snap.SchemaExists || c.snap.Underway {
+		return checks
+	}
+	checks.Look = func(dataplane.Facts) error {
+		return tenant.Later(time.Second, "a schema of its name appeared on shard "+c.shard+
+			" since it was looked at: it is looked at again from the start", nil)
+	}
+	return checks
 }
 
 func addPublicRows(a, b dataplane.PublicRows) dataplane.PublicRows {
