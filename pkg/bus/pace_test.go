@@ -12,7 +12,8 @@ import (
 // one of them only and their writers delete each other's report (SetPace
 // assumes "the replica is the key's only writer").
 //
-// It fails: sanitizeKey turns every such character into '_'.
+// (sanitizeKey turns every such character into '_': the shard part gets a
+// hash of the name when sanitizing changed it.)
 func TestPaceReportsOfShardsWithSimilarNamesAreKeptApart(t *testing.T) {
 	b := newBus(t)
 	ctx := context.Background()

@@ -238,7 +238,14 @@ func (p *Pacer) apply(s Sample) {
 	// run N drops between them.
 	p.others = 0
 	if p.dec.Throttle == Throttled && s.DropsInFlight > 0 {
-		p.others = max(0, s.DropsInFlight-p.inFlight)
+		// This replica's drops in flight span whole cleanups, the sample's
+		// only drop transactions: with the sample's count of its own, a
+		// drop of another replica is never taken for one of them.
+		own := s.OwnDrops
+		if own < 0 {
+			own = p.inFlight
+		}
+		p.others = max(0, s.DropsInFlight-own)
 	}
 	if p.dec.Throttle != prev.Throttle {
 		p.since = p.now()

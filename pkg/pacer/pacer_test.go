@@ -214,7 +214,7 @@ func TestThrottleHalvesTheLimitAndCountsOtherReplicas(t *testing.T) {
 	fifth := f.wait(t, f.ctx)
 
 	over := idle(3)
-	over.DropsInFlight = 4 // this replica's own
+	over.DropsInFlight, over.OwnDrops = 4, 4 // this replica's own
 	st := f.sample(over)
 	if st.Throttle != Throttled || st.Limit != 2 || st.Label != "probe" || !strings.Contains(st.Reason, "probe 6.00 ms is 3.0×") {
 		t.Fatalf("over max: %+v", st)
@@ -237,7 +237,7 @@ func TestThrottleHalvesTheLimitAndCountsOtherReplicas(t *testing.T) {
 
 	// Another replica's drop, seen by the sample, counts against the limit
 	// while throttled.
-	over.DropsInFlight = 1
+	over.DropsInFlight, over.OwnDrops = 1, 0
 	st = f.sample(over)
 	if st.Limit != 1 || st.Throttle != Throttled {
 		t.Fatalf("still over max: %+v", st)
@@ -246,7 +246,7 @@ func TestThrottleHalvesTheLimitAndCountsOtherReplicas(t *testing.T) {
 	if !blocked.waiting() {
 		t.Fatal("started beside another replica's drop at a throttled limit of 1")
 	}
-	over.DropsInFlight = 0 // the other replica's drop ended
+	over.DropsInFlight, over.OwnDrops = 0, 0 // the other replica's drop ended
 	f.sample(over)
 	release := blocked.granted(t)
 	third := f.wait(t, f.ctx)

@@ -27,7 +27,8 @@ func (f fixture) admits() bool {
 // drop the sample saw for their own, and each starts a second: 4 drops at a
 // throttled limit of 2, and with N replicas 2N.
 //
-// It fails: others = DropsInFlight − own in flight (pacer.apply) is 0 for both.
+// The sample tells each replica's own drop transactions from the others'
+// (SamplerOptions.OwnApplicationName): A's says none of the drop is its own.
 func TestThrottledReplicasDoNotCountAnotherReplicasDropAsTheirOwn(t *testing.T) {
 	t.Parallel()
 	cfg := testConfig()
@@ -43,9 +44,9 @@ func TestThrottledReplicasDoNotCountAnotherReplicasDropAsTheirOwn(t *testing.T) 
 	releaseA, releaseB := a.acquire(t), b.acquire(t)
 	defer releaseA(Outcome{})
 	defer releaseB(Outcome{})
-	over := idle(3)
-	over.DropsInFlight = 1 // B's drop transaction: the only one in the database
-	for _, f := range []fixture{a, b} {
+	for f, own := range map[fixture]int{a: 0, b: 1} {
+		over := idle(3)
+		over.DropsInFlight, over.OwnDrops = 1, own // B's drop transaction: the only one in the database
 		if st := f.sample(over); st.Throttle != Throttled || st.Limit != 2 {
 			t.Fatalf("over max: %+v", st)
 		}

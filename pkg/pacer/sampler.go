@@ -32,6 +32,10 @@ type SamplerOptions struct {
 	// sampler counts the drops of every replica in flight, and the probe's
 	// baseline learns only while there are none.
 	DropLockKey int32
+	// OwnApplicationName is the application_name of this replica's
+	// data-plane sessions (unique per replica): the drops they hold are its
+	// own, the others another replica's. Empty: unknown.
+	OwnApplicationName string
 }
 
 // Sampler reads the data plane's health through one connection of its own
@@ -99,7 +103,7 @@ func (s *Sampler) Close() {
 func (s *Sampler) Sample(ctx context.Context) Sample {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := Sample{At: time.Now(), DropsInFlight: -1, Unread: map[Signal]string{}}
+	out := Sample{At: time.Now(), DropsInFlight: -1, OwnDrops: -1, Unread: map[Signal]string{}}
 	s.probes(ctx, &out)
 	now := time.Now()
 	elapsed := now.Sub(s.prev.at).Seconds()
@@ -110,8 +114,12 @@ func (s *Sampler) Sample(ctx context.Context) Sample {
 	s.readReplication(ctx, &out)
 	s.readActivity(ctx, &out)
 	if s.opts.DropLockKey != 0 {
-		if err := s.pool.QueryRow(ctx, query("drops"), s.opts.DropLockKey).Scan(&out.DropsInFlight); err != nil {
+		if err := s.pool.QueryRow(ctx, query("drops"), s.opts.DropLockKey, s.opts.OwnApplicationName).Scan(
+			&out.DropsInFlight, &out.OwnDrops); err != nil {
 			out.DropsInFlight = -1
+		}
+		if s.opts.OwnApplicationName == "" || out.DropsInFlight < 0 {
+			out.OwnDrops = -1
 		}
 	}
 	return out

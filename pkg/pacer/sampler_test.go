@@ -33,7 +33,8 @@ func TestSamplerReadsWhatItsRoleMay(t *testing.T) {
 	u, _ := url.Parse(dbURL)
 	u.User = url.User(role)
 	cfg := pacer.DefaultConfig()
-	s := pacer.NewSampler(testenv.Pool(t, u.String()), cfg, pacer.SamplerOptions{DropLockKey: dropLockKey})
+	const own = "tenant-cleanup-cleaner-test"
+	s := pacer.NewSampler(testenv.Pool(t, u.String()), cfg, pacer.SamplerOptions{DropLockKey: dropLockKey, OwnApplicationName: own})
 
 	first := s.Sample(ctx)
 	if !first.Read.Has(pacer.SignalProbe) || first.Probe <= 0 || first.Read.Has(pacer.SignalWALRate) || first.Read.Has(pacer.SignalCheckpoints) {
@@ -63,9 +64,26 @@ func TestSamplerReadsWhatItsRoleMay(t *testing.T) {
 	if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1, 1)", int32(dropLockKey)); err != nil {
 		t.Fatal(err)
 	}
-	if got := s.Sample(ctx).DropsInFlight; got != 1 {
-		t.Errorf("drops in flight %d while a slot is held, want 1", got)
+	if got := s.Sample(ctx); got.DropsInFlight != 1 || got.OwnDrops != 0 {
+		t.Errorf("drops in flight %d, own %d while another replica holds a slot, want 1 and 0", got.DropsInFlight, got.OwnDrops)
 	}
+	// A drop of this replica (its sessions' application_name, another role
+	// than the sampler's: application_name is visible to every role).
+	ownURL, _ := url.Parse(dbURL)
+	q := ownURL.Query()
+	q.Set("application_name", own)
+	ownURL.RawQuery = q.Encode()
+	ownTx, err := testenv.Pool(t, ownURL.String()).Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ownTx.Exec(ctx, "SELECT pg_advisory_xact_lock($1, 0)", int32(dropLockKey)); err != nil {
+		t.Fatal(err)
+	}
+	if got := s.Sample(ctx); got.DropsInFlight != 2 || got.OwnDrops != 1 {
+		t.Errorf("drops in flight %d, own %d with one of each, want 2 and 1", got.DropsInFlight, got.OwnDrops)
+	}
+	_ = ownTx.Rollback(ctx)
 	_ = tx.Rollback(ctx)
 
 	if _, err := admin.Exec(ctx, "GRANT pg_monitor TO "+role); err != nil {

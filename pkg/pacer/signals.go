@@ -116,6 +116,10 @@ type Sample struct {
 	// DropsInFlight counts the drop transactions running on the server, of
 	// every replica (-1: unknown; see SamplerOptions.DropLockKey).
 	DropsInFlight int
+	// OwnDrops counts those of this replica (its sessions' application_name
+	// is SamplerOptions.OwnApplicationName); -1: unknown, when the pacer
+	// takes its own drops in flight for them.
+	OwnDrops int
 }
 
 // Source takes samples; *Sampler reads them from PostgreSQL, tests use a

@@ -469,6 +469,9 @@ func (c *Cleaner) clean(ctx context.Context, t *dataplane.TenantSession, out bus
 	if err != nil {
 		return out, err
 	}
+	if err := c.noNewCopies(ctx, id, pre.copies); err != nil {
+		return out, err
+	}
 	facts := c.ledgerFacts(entry, done, c.Now())
 	if c.Files != nil {
 		// Kept listed until then, they are counted on whichever attempt ends.
@@ -641,4 +644,34 @@ func (c *Cleaner) shardTimer(step string) func(shard string, took time.Duration)
 		return nil
 	}
 	return func(shard string, took time.Duration) { c.ObserveShardStep(step, shard, took) }
+}
+
+// noNewCopies looks, right before the control plane commits, at the shards
+// where preflight found nothing of the tenant: a schema of its name that
+// appeared on one meanwhile (a move under way) would otherwise be left
+// behind while the ledger says the tenant is cleaned. It is "later": the
+// next attempt looks at every copy from the start. A shard that cannot be
+// reached is skipped, as preflight skips it.
+func (c *Cleaner) noNewCopies(ctx context.Context, id tenant.ID, copies []shardCopy) error {
+	if !c.sharded() {
+		return nil
+	}
+	for _, name := range c.shardNames(c.Rules) {
+		if slices.ContainsFunc(copies, func(cp shardCopy) bool { return cp.shard == name }) {
+			continue
+		}
+		store := c.Data
+		if name != c.catalogName() {
+			store = c.Shards[name]
+		}
+		exists, err := store.SchemaExists(ctx, id)
+		if err != nil && ctx.Err() != nil {
+			return err
+		}
+		if exists {
+			return tenant.Later(time.Second, "a copy of its schema appeared on shard "+name+
+				" while it was being cleaned: the tenant is looked at again from the start", nil)
+		}
+	}
+	return nil
 }

@@ -93,11 +93,9 @@ func (p *gatePacer) State() pacer.State {
 // is dropping there; a tenant whose schema is on the catalog only must be
 // cleaned while the moving tenant waits for shard b.
 //
-// It fails: pace() acquires the pacers in the order of the copies and
-// waits for the next one while holding the previous, so the moving tenant
-// holds the catalog's only slot for up to paceWait (30 s, then again 5 s
-// later, …) and every tenant of the healthy catalog is paced "by the load
-// of shard default".
+// (A pace() that waited for the next pacer while holding the previous one
+// held the catalog's only slot for up to paceWait, and every tenant of the
+// healthy catalog was paced "by the load of shard default".)
 func TestPausedShardDoesNotHoldTheCatalogsPacer(t *testing.T) {
 	w := setupShards(t, []string{"b"})
 	w.onShard(t, idA, "default", "b", 200)
@@ -170,8 +168,9 @@ func errString(err error) string {
 // the tenant counts as cleaned only when each configured store holds
 // nothing of it.
 //
-// It fails: preflight keeps only the copies that mattered when it looked
-// (shardCopy.relevant), and dropAll never looks at the other shards again.
+// (Preflight keeps only the copies that mattered when it looked: the
+// cleaner looks at the other shards again before the control plane commits,
+// noNewCopies.)
 func TestCopyAppearingMidCleanupIsNotLeftBehind(t *testing.T) {
 	w := setupShards(t, []string{"b"})
 	w.markedAndDrained(t, idA) // on the catalog only, for now
@@ -199,8 +198,8 @@ func TestCopyAppearingMidCleanupIsNotLeftBehind(t *testing.T) {
 // looked (a move back under way) must not be dropped while the catalog's
 // pacer admits no drop.
 //
-// It fails: pace() skips the pacer of a copy where preflight saw no schema,
-// and dropAll drops the schema it finds there by then.
+// (pace() skips the pacer of a copy where preflight saw no schema: its drop
+// stops with "later" if it finds one.)
 func TestCatalogCopyAppearingAfterPreflightIsNotDroppedUnpaced(t *testing.T) {
 	w := setupShards(t, []string{"b"})
 	w.onShard(t, idA, "b", "b", 200)

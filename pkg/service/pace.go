@@ -38,7 +38,8 @@ func startPacers(ctx context.Context, cfg *config.Cleaner, log *slog.Logger) (ma
 				closeAll()
 				return nil, nil, err
 			}
-			sampler, err := pacer.OpenSampler(ctx, pcfg, cfg.Pace.Config, pacer.SamplerOptions{DropLockKey: dataplane.DropLockKey})
+			sampler, err := pacer.OpenSampler(ctx, pcfg, cfg.Pace.Config, pacer.SamplerOptions{DropLockKey: dataplane.DropLockKey,
+				OwnApplicationName: ApplicationName("cleaner")})
 			if err != nil {
 				closeAll()
 				return nil, nil, fmt.Errorf("shard %s: %w", sh.Name, err)

@@ -6,6 +6,8 @@ package service
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
@@ -272,8 +274,17 @@ func dataPlanePool(cfg *config.Common, url, name string) (*pgxpool.Config, error
 		return nil, errors.New("DATA_PLANE_DATABASE_URL is not a valid connection string (not shown: it may hold a password)")
 	}
 	pcfg.MaxConns = cfg.DBMaxConns
-	pcfg.ConnConfig.RuntimeParams["application_name"] = "tenant-cleanup-" + name
+	pcfg.ConnConfig.RuntimeParams["application_name"] = ApplicationName(name)
 	return pcfg, nil
+}
+
+// ApplicationName is the application_name of this replica's data-plane
+// sessions: tenant-cleanup-<service>-<8 hex digits of its Identity>, unique
+// per replica, so that the pacer tells this replica's drops from the
+// others' (pacer.SamplerOptions.OwnApplicationName).
+func ApplicationName(service string) string {
+	sum := sha256.Sum256([]byte(Identity(service)))
+	return "tenant-cleanup-" + service + "-" + hex.EncodeToString(sum[:4])
 }
 
 // OpenOtherStores opens the S3 file store and Redis, those configured, into
