@@ -101,10 +101,13 @@ type Pacer interface {
 const PacedKind = "paced"
 
 // paceWait bounds the wait for the pacer before a drained tenant's drain
-// check is handed back (it is retried paceRetry later).
+// check is handed back (it is retried paceRetry later). In a sharded fleet
+// a worker waits at most shardPaceWait: the tenants of a loaded shard must
+// not hold the workers the other shards' tenants need.
 const (
-	paceWait  = 30 * time.Second
-	paceRetry = 5 * time.Second
+	paceWait      = 30 * time.Second
+	shardPaceWait = 2 * time.Second
+	paceRetry     = 5 * time.Second
 )
 
 // paceTry bounds the wait for a shard's pacer while the drop holds another
@@ -134,7 +137,11 @@ func (c *Cleaner) pace(ctx context.Context, out bus.Outcome, copies []shardCopy)
 			r(pacer.Outcome{Commit: commits[shard]})
 		}
 	}
-	actx, cancel := context.WithTimeout(ctx, paceWait)
+	wait := paceWait
+	if c.sharded() {
+		wait = shardPaceWait
+	}
+	actx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
 	for len(releases) < len(need) {
 		for _, shard := range need {

@@ -19,11 +19,16 @@ type fakePacer struct {
 	acquired int
 	released []pacer.Outcome
 	observed []time.Duration
+	// waits are how long each Acquire could have waited (its context's deadline).
+	waits []time.Duration
 }
 
 func (p *fakePacer) Acquire(ctx context.Context) (func(pacer.Outcome), error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if d, ok := ctx.Deadline(); ok {
+		p.waits = append(p.waits, time.Until(d))
+	}
 	if !p.admit {
 		return nil, &pacer.WaitError{State: p.state(), Err: context.DeadlineExceeded}
 	}
@@ -96,6 +101,10 @@ func TestEachShardIsPacedByItsOwnPacer(t *testing.T) {
 	}
 	if !w.schemaOn(t, idA, "b") {
 		t.Fatal("a paced cleaner dropped the schema")
+	}
+	// The worker is given back soon, for the other shards' tenants.
+	if len(b.waits) != 1 || b.waits[0] > shardPaceWait {
+		t.Fatalf("waited for shard b's pacer up to %v, want at most %v in a sharded fleet", b.waits, shardPaceWait)
 	}
 	b.admit = true
 	if err := w.check(t, tenant.DrainCheck{ID: idA}); err != nil {
