@@ -14,9 +14,16 @@ SELECT k.conname::text,
        ARRAY(SELECT a.attname::text FROM unnest(k.confkey) WITH ORDINALITY u(n, i)
              JOIN pg_attribute a ON a.attrelid = k.confrelid AND a.attnum = u.n ORDER BY u.i),
        (r.relnamespace = 'public'::regnamespace AND r.relname = ANY ($1)) AS in_list
-FROM pg_constraint k
-JOIN pg_class t ON t.oid = k.confrelid AND t.relnamespace = 'public'::regnamespace AND t.relname = ANY ($1)
+FROM pg_class t
+-- pg_constraint has no index on confrelid: a foreign key is found through
+-- its dependency on the referenced table (pg_depend's index; one row per
+-- referenced column), not by scanning every constraint of the database.
+CROSS JOIN LATERAL (
+    SELECT DISTINCT d.objid FROM pg_depend d
+    WHERE d.refclassid = 'pg_class'::regclass AND d.refobjid = t.oid AND d.classid = 'pg_constraint'::regclass
+) dep
+JOIN pg_constraint k ON k.oid = dep.objid AND k.contype = 'f' AND k.confrelid = t.oid
 JOIN pg_class r ON r.oid = k.conrelid
 JOIN pg_namespace rn ON rn.oid = r.relnamespace
-WHERE k.contype = 'f'
+WHERE t.relnamespace = 'public'::regnamespace AND t.relname = ANY ($1)
 ORDER BY 1
