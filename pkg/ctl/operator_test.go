@@ -301,6 +301,21 @@ func TestStatusLiveness(t *testing.T) {
 	}, "status shows the marker and the cleaner consuming and one replica")
 	contains(t, "status with services", stdout, "Pace of the drops: 1 cleaner replica reporting")
 
+	// A sharded replica reports a pace per shard: one line each, one replica.
+	for _, shard := range []string{"default", "b"} {
+		if err := w.bus.SetPace(ctx, bus.PaceReport{By: "cleaner@sharded/9", Shard: shard, State: "throttled", Limit: 1, Max: 2,
+			Reason: "probe on " + shard, At: time.Now()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stdout, _ = mustRun(t, 0, "status")
+	contains(t, "status with a sharded replica", stdout, "Pace of the drops: 2 cleaner replicas reporting", "Cleaner replicas reporting: 2")
+	for _, shard := range []string{"default", "b"} {
+		if lineWith(stdout, "cleaner@sharded/9 on shard "+shard, "throttled", "probe on "+shard) == "" {
+			t.Errorf("status has no pace line for shard %s:\n%s", shard, stdout)
+		}
+	}
+
 	// The analyzer's last pass, then one overdue.
 	now := time.Now().UTC()
 	success := now.Add(-3 * time.Hour)
