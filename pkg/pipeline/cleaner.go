@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/tenantcleanup/tenant-cleanup/pkg/bus"
@@ -358,7 +359,11 @@ func (c *Cleaner) clean(ctx context.Context, t *dataplane.TenantSession, out bus
 		return waiting, err
 	}
 	longest := map[string]time.Duration{} // the longest COMMIT of the drop on each shard, for its pacer
-	defer func() { release(longest) }()
+	// The pacer counts the drop (and the large objects' unlinks) in flight,
+	// not the other stores or the control plane's commit after them.
+	var once sync.Once
+	releasePacers := func() { once.Do(func() { release(longest) }) }
+	defer releasePacers()
 	res, err := c.Control.Reserve(ctx, id, c.MaxPerHour, c.MaxPerDay)
 	if err != nil {
 		return out, err
@@ -458,6 +463,7 @@ func (c *Cleaner) clean(ctx context.Context, t *dataplane.TenantSession, out bus
 			return out, err
 		}
 	}
+	releasePacers()
 	outside, err := c.removeElsewhere(ctx, pre.copies)
 	if err != nil {
 		return out, err

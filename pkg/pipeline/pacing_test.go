@@ -72,10 +72,25 @@ func TestCleanerWaitsForThePacer(t *testing.T) {
 	}
 	e.waitOutcome(t, idA, tenant.OutcomePaused)
 	p.admit = true
+	// The pacer counts the drop, not the steps after it (the other stores,
+	// the public rows, the control plane's commit).
+	releasedBefore := -1
+	e.cleaner.afterStep = func(step string) error {
+		if step == "public-rows-deleted" {
+			p.mu.Lock()
+			releasedBefore = len(p.released)
+			p.mu.Unlock()
+		}
+		return nil
+	}
 	if err := e.check(t, tenant.DrainCheck{ID: idA}); err != nil {
 		t.Fatal(err)
 	}
+	e.cleaner.afterStep = nil
 	e.AssertCleaned(idA)
+	if releasedBefore != 1 {
+		t.Fatalf("the pacer was released %d times before the public rows were deleted, want once (right after the drop)", releasedBefore)
+	}
 	if p.acquired != 1 || len(p.released) != 1 || p.released[0].Commit <= 0 || len(p.observed) == 0 {
 		t.Fatalf("acquired %d, released %v, observed %v; want one drop with its COMMITs reported", p.acquired, p.released, p.observed)
 	}
