@@ -6,6 +6,7 @@ import (
 	"github.com/tenantcleanup/tenant-cleanup/internal/pgerr"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -201,8 +202,20 @@ func activityTemplate(id tenant.ID, hasCraft bool) string {
 	if hasCraft {
 		craft = "(SELECT max(last_activity_at) FROM " + schema(id) + ".build_session)"
 	}
-	return strings.ReplaceAll(query("activity", id), "{{craft}}", craft)
+	return strings.NewReplacer("{{schema}}", schema(id), "{{craft}}", craft).Replace(activitySQL())
 }
+
+// activitySQL is sql/activity.sql without its comments (it is sent once per
+// tenant).
+var activitySQL = sync.OnceValue(func() string {
+	var lines []string
+	for _, line := range strings.Split(query("activity", ""), "\n") {
+		if t := strings.TrimSpace(line); t != "" && !strings.HasPrefix(t, "--") {
+			lines = append(lines, t)
+		}
+	}
+	return strings.Join(lines, " ")
+})
 
 // CheckContained refuses the tenant (a tenant.RefusedError naming them) if
 // a DROP SCHEMA … CASCADE would remove or change objects outside its schema
