@@ -327,16 +327,18 @@ func (p *passState) run(ctx context.Context, want func(dataplane.SchemaInfo, map
 func (p *passState) produce(ctx context.Context, want func(dataplane.SchemaInfo, map[tenant.ID]controlplane.Record) bool,
 	chunks chan<- *chunk, jobs []chan readJob) {
 	for {
-		c := p.nextChunk(ctx)
+		c := p.nextChunk()
 		if c == nil {
 			return
 		}
 		var batches [][]int
 		var batchShard []int
-		if err := c.failure(); err != nil {
-		} else if err := p.lookUp(ctx, c); err != nil {
-			c.fail(err)
-		} else {
+		if c.failure() == nil {
+			if err := p.lookUp(ctx, c); err != nil {
+				c.fail(err)
+			}
+		}
+		if c.failure() == nil {
 			perShard := make([][]int, len(p.reads))
 			for i := range c.copies {
 				cp := &c.copies[i]
@@ -381,7 +383,7 @@ func (p *passState) produce(ctx context.Context, want func(dataplane.SchemaInfo,
 // nextChunk takes the next chunkTenants tenants of the shards' lists, with
 // all their copies, as they are listed; nil at the end. A catalog that could
 // not be listed fails the pass (in the chunk).
-func (p *passState) nextChunk(ctx context.Context) *chunk {
+func (p *passState) nextChunk() *chunk {
 	c := &chunk{}
 	for len(c.ids) < chunkTenants {
 		var least *dataplane.SchemaInfo
