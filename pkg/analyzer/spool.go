@@ -15,10 +15,10 @@ import (
 	"github.com/tenantcleanup/tenant-cleanup/pkg/tenant"
 )
 
-// spoolRun is how many candidates a pass's spool holds in memory; beyond,
-// it writes them, sorted, as a run to a temporary file and merges the runs
-// when the CSV is written.
-const spoolRun = 256
+// spoolRun is how many candidates a pass's spool holds in memory (a
+// variable for tests); beyond, it writes them, sorted, as a run to a
+// temporary file and merges the runs when the CSV is written.
+var spoolRun = 256
 
 // csvRow is what the CSV says of one candidate.
 type csvRow struct {

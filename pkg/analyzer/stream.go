@@ -26,10 +26,9 @@ import (
 // At most chunksAhead chunks are looked up or read ahead of the one being
 // judged, so what a pass holds besides the list does not grow with the
 // fleet.
-const (
-	chunkTenants = 100
-	chunksAhead  = 2
-)
+var chunkTenants = 100 // a variable for tests
+
+const chunksAhead = 2
 
 // Analyze reads both planes and applies the rule; it changes nothing. The
 // report keeps the candidates (and, with ReadAll, every tenant).
