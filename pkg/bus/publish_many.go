@@ -215,6 +215,9 @@ func (b *Bus) publishRequests(ctx context.Context, src *requestSource, nonce str
 			req, _, ok = src.take(ctx, true)
 		}
 		if !ok {
+			if src.ch != nil && firstErr == nil {
+				firstErr = ctx.Err() // stopped waiting for requests
+			}
 			break
 		}
 		body, err := json.Marshal(req)
@@ -332,6 +335,9 @@ func (r *recorder) create(ev tenant.Event) bool {
 	b := r.b
 	if ev.TenantID == "" {
 		return true // recordState records nothing either
+	}
+	if _, err := tenant.ParseID(string(ev.TenantID)); err != nil {
+		return false // not a key to build a subject from: the key-value API checks it
 	}
 	next := tenant.State{}.Apply(ev)
 	if next.Phase == tenant.PhaseRefused {

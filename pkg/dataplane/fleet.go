@@ -39,10 +39,9 @@ func (s *Store) ListTenantSchemas(ctx context.Context) (schemas []SchemaInfo, sk
 }
 
 // EachTenantSchema calls fn with each schema whose name is a valid tenant
-// id, by name (byte order: a name's collation is C), as the rows arrive: the
-// list is never held. An error of fn stops it and is returned. Schemas that
-// start like a tenant but are not valid ids are returned in skipped and
-// never touched.
+// id, by name in byte order, as the rows arrive: the list is never held. An
+// error of fn stops it and is returned. Schemas that start like a tenant but
+// are not valid ids are returned in skipped and never touched.
 func (s *Store) EachTenantSchema(ctx context.Context, fn func(SchemaInfo) error) (skipped []string, err error) {
 	rows, err := s.pool.Query(ctx, query("list_schemas", ""))
 	if err != nil {
