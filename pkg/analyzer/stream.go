@@ -17,15 +17,15 @@ import (
 	"github.com/tenantcleanup/tenant-cleanup/pkg/tenant"
 )
 
-// A pass holds little per tenant: it lists every shard's tenant schemas
-// into a compact list (about 50 bytes a schema, kept to tell a tenant whose
-// schema is gone from one it listed), then takes the fleet a chunk of
-// chunkTenants tenants at a time, by tenant id: their control-plane rows,
-// records and placements in one lookup each, their activity read by the
-// readers, their verdict handed to the caller as soon as the chunk is read.
-// At most chunksAhead chunks are looked up or read ahead of the one being
-// judged, so what a pass holds besides the list does not grow with the
-// fleet.
+// A pass holds little per tenant: it keeps the names of every shard's
+// tenant schemas in a compact list (about 50 bytes a schema, to tell a
+// tenant whose schema is gone from one it listed), and takes the fleet a
+// chunk of chunkTenants tenants at a time, by tenant id, as the shards list
+// them: their control-plane rows, records and placements in one lookup
+// each, their activity read by each shard's readers, their verdict handed on
+// as soon as the chunk is read. At most chunksAhead chunks are looked up or
+// read ahead of the one being judged, so that what a pass holds besides the
+// names does not grow with the fleet.
 var chunkTenants = 100 // a variable for tests
 
 const chunksAhead = 2
@@ -112,7 +112,7 @@ type shardRead struct {
 	// listed brings the shard's schemas, by name, as they are listed; it is
 	// closed at the end of the list (skipped and err are then set).
 	listed chan dataplane.SchemaInfo
-	// schemas are those listed (read once listed is closed).
+	// schemas are the names listed (read once listed is closed).
 	schemas schemaList
 	skipped []string
 	mu      sync.Mutex
@@ -151,7 +151,7 @@ func (a *Analyzer) listShards(ctx context.Context, wg *sync.WaitGroup) []*shardR
 				if n := sr.schemas.len(); n > 0 && bytes.Compare(sr.schemas.name(n-1), []byte(info.ID)) >= 0 {
 					return fmt.Errorf("list tenant schemas: %s came after %s: the list is not in byte order", info.ID, sr.schemas.name(n-1))
 				}
-				sr.schemas.add(info)
+				sr.schemas.add(info.ID)
 				select {
 				case sr.listed <- info:
 					return nil
@@ -168,27 +168,16 @@ func (a *Analyzer) listShards(ctx context.Context, wg *sync.WaitGroup) []*shardR
 	return reads
 }
 
-// schemaList is one shard's tenant schemas, compactly: the names in one
-// byte slice, by name.
+// schemaList is the names of one shard's tenant schemas, compactly, in
+// byte order: one byte slice, and where each name ends in it.
 type schemaList struct {
-	names   []byte
-	ends    []uint32 // where each name ends in names
-	oids    []uint32 // pg_namespace oids
-	craft   []bool
-	missing map[int][]string // the required tables a schema lacks (rare)
+	names []byte
+	ends  []uint32
 }
 
-func (l *schemaList) add(info dataplane.SchemaInfo) {
-	l.names = append(l.names, info.ID...)
+func (l *schemaList) add(id tenant.ID) {
+	l.names = append(l.names, id...)
 	l.ends = append(l.ends, uint32(len(l.names)))
-	l.oids = append(l.oids, uint32(info.OID))
-	l.craft = append(l.craft, info.HasCraft)
-	if len(info.MissingTables) > 0 {
-		if l.missing == nil {
-			l.missing = map[int][]string{}
-		}
-		l.missing[len(l.ends)-1] = info.MissingTables
-	}
 }
 
 func (l *schemaList) len() int { return len(l.ends) }
@@ -199,10 +188,6 @@ func (l *schemaList) name(i int) []byte {
 		start = l.ends[i-1]
 	}
 	return l.names[start:l.ends[i]]
-}
-
-func (l *schemaList) info(i int) dataplane.SchemaInfo {
-	return dataplane.SchemaInfo{ID: tenant.ID(l.name(i)), OID: int64(l.oids[i]), HasCraft: l.craft[i], MissingTables: l.missing[i]}
 }
 
 func (l *schemaList) contains(id tenant.ID) bool {
