@@ -1,9 +1,10 @@
-// Package analyzer finds the tenants to clean up: it reads every tenant
-// schema's activity, documents and users from the data plane in batches, the
-// tenants' status from the control plane, applies the eligibility rule and
-// groups the fleet the way the original analyze script reported it. A pass
-// publishes the eligible tenants as cleanup candidates and writes the
-// candidate CSV.
+// Package analyzer finds the tenants to clean up: it goes through the tenant
+// schemas of the data plane a chunk at a time, reads the tenants' status
+// from the control plane and, for those that could be eligible, their
+// activity, documents and users from the data plane in batches, applies the
+// eligibility rule and groups the fleet the way the original analyze script
+// reported it. A pass publishes the eligible tenants as cleanup candidates
+// as it finds them and writes the candidate CSV.
 package analyzer
 
 import (
@@ -209,8 +210,8 @@ type Analyzer struct {
 	InactiveDays int
 	// ReportDir is where a pass writes the candidate CSV.
 	ReportDir string
-	// Workers is the number of data-plane connections reading at once (at
-	// most maxReaders).
+	// Workers is the number of connections reading activity at once on
+	// each shard (at most maxReaders).
 	Workers int
 	// Out receives the printed summary of a pass.
 	Out io.Writer
