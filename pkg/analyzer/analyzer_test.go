@@ -276,3 +276,35 @@ func TestPassPublishesAsItGoes(t *testing.T) {
 		t.Fatalf("the report directory holds %d entries; want the CSV alone", len(entries))
 	}
 }
+
+// TestAnalyzeOnOneConnection: with a single data-plane connection (the
+// schema list cannot hold one while the reads go on), a pass still goes
+// through the fleet.
+func TestAnalyzeOnOneConnection(t *testing.T) {
+	chunks := chunkTenants
+	chunkTenants = 2
+	t.Cleanup(func() { chunkTenants = chunks })
+	dbs := testenv.NewDatabases(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for i := range 5 {
+		dbs.CreateTenant(t, testenv.Tenant{ID: fmt.Sprintf("tenant_i-%02x", i), Status: tenant.StatusGatedAccess,
+			LastQuery: testenv.DaysAgo(200)})
+	}
+	cfg := dbs.Data.Config()
+	cfg.MaxConns = 1
+	data, err := dataplane.Open(ctx, cfg, dataplane.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer data.Close()
+	a := &Analyzer{Data: data, Control: controlplane.New(dbs.Control), InactiveDays: 90, Workers: 1, Now: time.Now,
+		Log: slog.New(slog.DiscardHandler)}
+	r, err := a.Analyze(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Candidates()) != 5 {
+		t.Fatalf("%d candidates; want 5", len(r.Candidates()))
+	}
+}

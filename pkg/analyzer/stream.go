@@ -147,18 +147,26 @@ func (a *Analyzer) listShards(ctx context.Context, wg *sync.WaitGroup) []*shardR
 		sr.listed = make(chan dataplane.SchemaInfo, chunkTenants)
 		wg.Go(func() {
 			defer close(sr.listed)
+			// The list holds a connection while the pass goes; with a single
+			// one, the reads would wait for it forever: the list is then
+			// read whole first.
+			var held []dataplane.SchemaInfo
 			skipped, err := sr.store.EachTenantSchema(ctx, func(info dataplane.SchemaInfo) error {
 				if n := sr.schemas.len(); n > 0 && bytes.Compare(sr.schemas.name(n-1), []byte(info.ID)) >= 0 {
 					return fmt.Errorf("list tenant schemas: %s came after %s: the list is not in byte order", info.ID, sr.schemas.name(n-1))
 				}
 				sr.schemas.add(info.ID)
-				select {
-				case sr.listed <- info:
+				if sr.store.MaxConns() < 2 {
+					held = append(held, info)
 					return nil
-				case <-ctx.Done():
-					return ctx.Err()
 				}
+				return send(ctx, sr.listed, info)
 			})
+			for _, info := range held {
+				if err == nil {
+					err = send(ctx, sr.listed, info)
+				}
+			}
 			sr.skipped = skipped
 			if err != nil {
 				sr.fail(err)
@@ -166,6 +174,15 @@ func (a *Analyzer) listShards(ctx context.Context, wg *sync.WaitGroup) []*shardR
 		})
 	}
 	return reads
+}
+
+func send[T any](ctx context.Context, ch chan<- T, v T) error {
+	select {
+	case ch <- v:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // schemaList is the names of one shard's tenant schemas, compactly, in
