@@ -1,9 +1,10 @@
-// Package analyzer finds the tenants to clean up: it reads every tenant
-// schema's activity, documents and users from the data plane in batches, the
-// tenants' status from the control plane, applies the eligibility rule and
-// groups the fleet the way the original analyze script reported it. A pass
-// publishes the eligible tenants as cleanup candidates and writes the
-// candidate CSV.
+// Package analyzer finds the tenants to clean up: it goes through the tenant
+// schemas of the data plane a chunk at a time, reads the tenants' status
+// from the control plane and, for those that could be eligible, their
+// activity, documents and users from the data plane in batches, applies the
+// eligibility rule and groups the fleet the way the original analyze script
+// reported it. A pass publishes the eligible tenants as cleanup candidates
+// as it finds them and writes the candidate CSV.
 package analyzer
 
 import (
@@ -72,9 +73,11 @@ type Tenant struct {
 	Shards []string
 }
 
-// Report is the result of one analysis. It keeps the candidates and counts
-// the rest, so that its size follows the candidates, not the fleet; with
-// Analyzer.ReadAll it also keeps every tenant (Tenants).
+// Report is the result of one analysis. It counts the tenants; Analyze
+// keeps the candidates (with Analyzer.ReadAll every tenant too, Tenants),
+// while a pass hands each candidate on as it finds it and keeps the
+// candidate CSV's rows in bounded memory, so that what it holds does not
+// grow with the fleet.
 type Report struct {
 	At           time.Time
 	InactiveDays int
@@ -98,7 +101,8 @@ type Report struct {
 	// operator to look at.
 	ForReview []tenant.ID
 	// InPipeline lists candidates this pipeline marked within
-	// RepublishAfter: they are not published again.
+	// RepublishAfter: they are not published again. Analyze lists them; a
+	// pass only counts them (InPipelineCount).
 	InPipeline []tenant.ID
 	// Shards counts, in a sharded fleet, the tenant schemas and candidates
 	// of each shard (catalog first); nil with one shard.
@@ -107,27 +111,48 @@ type Report struct {
 	// public.tenant_shard (or the default) places the tenant on.
 	StrayCopies []StrayCopy
 
-	candidates []Tenant
+	candidates     []Tenant
+	keepCandidates bool
+	// spool keeps a pass's candidates for the CSV (when they are not kept).
+	spool      *candidateSpool
+	eligible   int
+	inPipeline int
 	totals     [4][2]int64 // per Group: tenants, documents
 	keepAll    bool
 }
 
 // add counts t in its group, and keeps it if it is a candidate (or every
-// tenant is kept).
-func (r *Report) add(t Tenant) {
+// tenant is kept); a pass's candidate goes to the spool instead.
+func (r *Report) add(t Tenant) error {
 	r.Seen++
 	r.totals[t.Group][0]++
 	r.totals[t.Group][1] += t.Activity.Documents
-	if t.Eligible {
-		r.candidates = append(r.candidates, t)
-		if t.InPipeline {
-			r.InPipeline = append(r.InPipeline, t.ID)
-		}
-	}
 	if r.keepAll {
 		r.Tenants = append(r.Tenants, t)
 	}
+	if !t.Eligible {
+		return nil
+	}
+	r.eligible++
+	if t.InPipeline {
+		r.inPipeline++
+	}
+	if !r.keepCandidates {
+		return r.spool.add(t)
+	}
+	r.candidates = append(r.candidates, t)
+	if t.InPipeline {
+		r.InPipeline = append(r.InPipeline, t.ID)
+	}
+	return nil
 }
+
+// CandidateCount is the number of eligible tenants (those in the pipeline
+// already included).
+func (r *Report) CandidateCount() int { return r.eligible }
+
+// InPipelineCount is the number of candidates in the pipeline already.
+func (r *Report) InPipelineCount() int { return r.inPipeline }
 
 // ShardCount is one shard's line of the summary.
 type ShardCount struct {
@@ -151,16 +176,23 @@ type Unreadable struct {
 	Reason string
 }
 
-// Candidates returns the eligible tenants, most documents first.
+// Candidates returns the eligible tenants, most documents first (kept by
+// Analyze; a pass keeps none).
 func (r *Report) Candidates() []Tenant {
 	out := slices.Clone(r.candidates)
-	slices.SortFunc(out, func(a, b Tenant) int {
-		if a.Activity.Documents != b.Activity.Documents {
-			return int(b.Activity.Documents - a.Activity.Documents)
-		}
-		return strings.Compare(string(a.ID), string(b.ID))
-	})
+	slices.SortFunc(out, func(a, b Tenant) int { return byDocuments(a.ID, a.Activity.Documents, b.ID, b.Activity.Documents) })
 	return out
+}
+
+// byDocuments orders candidates most documents first, then by tenant id.
+func byDocuments(a tenant.ID, aDocs int64, b tenant.ID, bDocs int64) int {
+	if aDocs != bDocs {
+		if aDocs > bDocs {
+			return -1
+		}
+		return 1
+	}
+	return strings.Compare(string(a), string(b))
 }
 
 // Analyzer reads both planes and, in a pass, publishes the candidates.
@@ -178,8 +210,8 @@ type Analyzer struct {
 	InactiveDays int
 	// ReportDir is where a pass writes the candidate CSV.
 	ReportDir string
-	// Workers is the number of data-plane connections reading at once (at
-	// most maxReaders).
+	// Workers is the number of connections reading activity at once on
+	// each shard (at most maxReaders).
 	Workers int
 	// Out receives the printed summary of a pass.
 	Out io.Writer
@@ -200,231 +232,6 @@ type Analyzer struct {
 
 // defaultRetryDelay is the first wait after a failed pass.
 const defaultRetryDelay = 30 * time.Second
-
-// Analyze reads both planes and applies the rule; it changes nothing.
-func (a *Analyzer) Analyze(ctx context.Context) (*Report, error) {
-	now := a.Now()
-	window := tenant.Window(a.InactiveDays)
-	// The two planes are listed at once; the public rows are read after the
-	// activity, so that a tenant whose schema is dropped meanwhile is seen
-	// as an interrupted cleanup only if its public rows outlive the read.
-	var (
-		control    map[tenant.ID]controlplane.Record
-		controlErr error
-		wg         sync.WaitGroup
-	)
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		control, _, controlErr = a.Control.Tenants(ctx)
-	}()
-	reads := a.listShards(ctx)
-	wg.Wait()
-	if reads[0].err != nil {
-		return nil, reads[0].err
-	}
-	if controlErr != nil {
-		return nil, controlErr
-	}
-	// A schema of a tenant's name is read whatever the record says: a drop
-	// under way renamed the schema it drops, so one of the tenant's name is
-	// another copy (restored, recreated), as alive as any. Only a tenant
-	// the control plane says could be eligible needs its activity.
-	if err := a.readActivities(ctx, reads, func(sc dataplane.SchemaInfo) bool {
-		rec, found := control[sc.ID]
-		return a.ReadAll || mayBeEligible(rec, found, now, window)
-	}); err != nil {
-		return nil, err
-	}
-	withPublicRows, err := a.Data.TenantsWithPublicRows(ctx)
-	if err != nil {
-		return nil, err
-	}
-	placements := map[tenant.ID]string{}
-	if a.sharded() {
-		if placements, err = a.Data.Placements(ctx); err != nil {
-			return nil, err
-		}
-	}
-
-	r := &Report{At: now, InactiveDays: a.InactiveDays, SkippedSchemas: reads[0].skipped, keepAll: a.ReadAll}
-	recordOf := func(id tenant.ID) dataplane.Record {
-		var recs []dataplane.Record
-		for _, sr := range reads {
-			recs = append(recs, sr.records[id])
-		}
-		return dataplane.MergeRecords(recs)
-	}
-	counts := map[string]*ShardCount{}
-	for _, sr := range reads {
-		c := &ShardCount{Name: sr.name}
-		if sr.err != nil {
-			c.Unreachable = sr.err.Error()
-		}
-		counts[sr.name] = c
-		if a.sharded() {
-			r.Shards = append(r.Shards, ShardCount{}) // filled below
-		}
-		if sr.name != reads[0].name {
-			r.SkippedSchemas = append(r.SkippedSchemas, sr.skipped...)
-		}
-	}
-	unreachable := func() []string {
-		var names []string
-		for _, sr := range reads {
-			if sr.err != nil {
-				names = append(names, sr.name)
-			}
-		}
-		return names
-	}()
-	add := func(t Tenant, copies []shardCopy) {
-		t = classify(t, control, now, window)
-		rec := recordOf(t.ID)
-		if t.Eligible && rec.Marked() && now.Sub(rec.LastMarkedAt) < RepublishAfter && !rec.DropStarted() && t.SchemaExists &&
-			!slices.ContainsFunc(copies, func(c shardCopy) bool { return c.record.AboutAnotherCopy(c.info.OID) }) {
-			t.InPipeline = true
-		}
-		for _, c := range copies {
-			counts[c.shard].Schemas++
-			counts[c.shard].Documents += c.activity.Activity.Documents
-			if t.Eligible {
-				counts[c.shard].Candidates++
-			}
-		}
-		r.add(t)
-	}
-	seen := make(map[tenant.ID]bool)
-	byID := map[tenant.ID][]shardCopy{}
-	var ids []tenant.ID
-	for _, sr := range reads {
-		for _, c := range sr.copies {
-			if _, ok := byID[c.info.ID]; !ok {
-				ids = append(ids, c.info.ID)
-			}
-			byID[c.info.ID] = append(byID[c.info.ID], c)
-		}
-	}
-	slices.Sort(ids)
-	for _, id := range ids {
-		seen[id] = true
-		var (
-			copies     []shardCopy
-			unreadable string
-		)
-		for _, c := range byID[id] {
-			switch {
-			case c.activity.Gone:
-				continue // dropped while we read it
-			case c.activity.Unreadable != "" && unreadable == "":
-				unreadable = c.activity.Unreadable
-				if a.sharded() {
-					unreadable = "shard " + c.shard + ": " + unreadable
-				}
-			}
-			copies = append(copies, c)
-		}
-		if len(copies) == 0 {
-			continue
-		}
-		if unreadable != "" {
-			r.Unreadable = append(r.Unreadable, Unreadable{ID: id, Reason: unreadable})
-			continue
-		}
-		t := Tenant{ID: id, SchemaExists: true}
-		for _, c := range copies {
-			t.Activity = dataplane.MergeActivity(t.Activity, c.activity.Activity)
-			t.Shards = append(t.Shards, c.shard)
-			if len(c.info.MissingTables) > 0 && t.Reason == "" {
-				t.Reason = "schema lacks table(s) " + strings.Join(c.info.MissingTables, ", ")
-				if a.sharded() {
-					t.Reason += " (on shard " + c.shard + ")"
-				}
-			}
-		}
-		if len(copies) == 1 {
-			t.Activity = copies[0].activity.Activity
-		}
-		if a.sharded() {
-			placement := a.placement(placements[id])
-			for _, c := range copies {
-				if c.shard != placement {
-					r.StrayCopies = append(r.StrayCopies, StrayCopy{ID: id, Shard: c.shard, Placement: placement})
-				}
-			}
-			if !a.configured(placement) && t.Reason == "" {
-				t.Reason = fmt.Sprintf("public.tenant_shard places it on shard %q, which is not configured: left alone", placement)
-			}
-		}
-		add(t, copies)
-	}
-	// Interrupted cleanups: tenants whose schema is gone but whose public
-	// rows remain on this data plane, and whose cleanup by this pipeline
-	// began (or an operator confirmed it). Without that evidence a tenant is
-	// never selected: it is listed for review. In a sharded fleet its
-	// schema must be missing on every shard, and it must not be placed on a
-	// shard that is not configured.
-	for _, id := range withPublicRows {
-		if seen[id] {
-			continue
-		}
-		seen[id] = true
-		t := Tenant{ID: id}
-		placement := a.placement(placements[id])
-		switch {
-		case a.sharded() && !a.configured(placement):
-			t.Reason = fmt.Sprintf("no schema on the configured shards, and public.tenant_shard places it on shard %q, "+
-				"which is not configured: left for review", placement)
-			r.ForReview = append(r.ForReview, id)
-		case len(unreachable) > 0:
-			r.Unreadable = append(r.Unreadable, Unreadable{ID: id, Reason: "no schema on the shards that answered, and shard(s) " +
-				strings.Join(unreachable, ", ") + " could not be read: its schema may be there"})
-			continue
-		case recordOf(id).Evidence(now) == "":
-			t.Reason = "schema gone, and nothing shows that a cleanup of it began: left for review"
-			r.ForReview = append(r.ForReview, id)
-		}
-		add(t, nil)
-	}
-	if a.sharded() {
-		for i, sr := range reads {
-			r.Shards[i] = *counts[sr.name]
-		}
-	}
-	for id, rec := range control {
-		switch {
-		case rec.Problem != "" && seen[id]:
-			r.Unreadable = append(r.Unreadable, Unreadable{ID: id, Reason: rec.Problem})
-		case !seen[id]:
-			r.NotHere++
-		}
-	}
-	slices.SortFunc(r.Unreadable, func(x, y Unreadable) int { return strings.Compare(string(x.ID), string(y.ID)) })
-	slices.Sort(r.InPipeline)
-	slices.SortFunc(r.Tenants, func(x, y Tenant) int { return strings.Compare(string(x.ID), string(y.ID)) })
-	return r, nil
-}
-
-// shardRead is what a pass read of one shard.
-type shardRead struct {
-	name    string
-	store   *dataplane.Store
-	schemas []dataplane.SchemaInfo
-	skipped []string
-	records map[tenant.ID]dataplane.Record
-	copies  []shardCopy
-	// err is why the shard could not be read (the pass fails for the
-	// catalog; another shard's tenants are left for the next pass).
-	err error
-}
-
-// shardCopy is one tenant schema on one shard, as a pass read it.
-type shardCopy struct {
-	shard    string
-	info     dataplane.SchemaInfo
-	record   dataplane.Record
-	activity dataplane.TenantActivity
-}
 
 func (a *Analyzer) sharded() bool { return len(a.Shards) > 0 }
 
@@ -450,78 +257,6 @@ func (a *Analyzer) placement(name string) string {
 func (a *Analyzer) configured(name string) bool {
 	_, ok := a.Shards[name]
 	return ok || name == a.catalogName()
-}
-
-// listShards lists the tenant schemas and reads the records of every shard,
-// the catalog first, the other shards at the same time.
-func (a *Analyzer) listShards(ctx context.Context) []*shardRead {
-	reads := []*shardRead{{name: a.catalogName(), store: a.Data}}
-	var names []string
-	for name := range a.Shards {
-		names = append(names, name)
-	}
-	slices.Sort(names)
-	for _, name := range names {
-		reads = append(reads, &shardRead{name: name, store: a.Shards[name]})
-	}
-	var wg sync.WaitGroup
-	for _, sr := range reads {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			sr.schemas, sr.skipped, sr.err = sr.store.ListTenantSchemas(ctx)
-			if sr.err != nil {
-				return
-			}
-			var recs []dataplane.TenantRecord
-			if recs, sr.err = sr.store.Records(ctx); sr.err != nil {
-				return
-			}
-			sr.records = make(map[tenant.ID]dataplane.Record, len(recs))
-			for _, rec := range recs {
-				if id, err := tenant.ParseID(rec.ID); err == nil {
-					sr.records[id] = rec.Record
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	return reads
-}
-
-// readActivities reads, on every shard that could be listed, the activity
-// of the schemas want selects (the others are copies without a read); an
-// error fails the pass on the catalog, and marks another shard unreachable.
-func (a *Analyzer) readActivities(ctx context.Context, reads []*shardRead, want func(dataplane.SchemaInfo) bool) error {
-	for _, sr := range reads {
-		if sr.err != nil {
-			continue
-		}
-		var toRead []dataplane.SchemaInfo
-		for _, sc := range sr.schemas {
-			if want(sc) {
-				toRead = append(toRead, sc)
-			}
-		}
-		activities, err := sr.store.Activities(ctx, toRead, min(a.Workers, maxReaders))
-		if err != nil {
-			if sr == reads[0] {
-				return err
-			}
-			sr.err = err
-			continue
-		}
-		next := 0 // activities are in the order of toRead, a subsequence of schemas
-		for _, sc := range sr.schemas {
-			c := shardCopy{shard: sr.name, info: sc, record: sr.records[sc.ID]}
-			if next < len(activities) && activities[next].ID == sc.ID {
-				c.activity = activities[next]
-				next++
-			}
-			sr.copies = append(sr.copies, c)
-		}
-	}
-	return nil
 }
 
 // mayBeEligible reports whether a tenant with control-plane row rec (found
@@ -571,7 +306,7 @@ func (a *Analyzer) Pass(ctx context.Context) error {
 	r, err := a.pass(ctx, stats.Started)
 	stats.Finished, stats.Err = time.Now(), err
 	if r != nil {
-		stats.Seen, stats.Candidates = r.Seen, len(r.Candidates())
+		stats.Seen, stats.Candidates = r.Seen, r.CandidateCount()
 	}
 	if a.Observe != nil {
 		a.Observe(ctx, stats)
@@ -579,36 +314,69 @@ func (a *Analyzer) Pass(ctx context.Context) error {
 	return err
 }
 
+// pass analyses the fleet and publishes each candidate (not in the pipeline
+// already) as soon as its chunk is judged, while the next chunks are read:
+// the requests go out through a window, so that neither the candidates nor
+// their requests are ever held all at once. The candidates' CSV rows go to a
+// spool, from which the CSV is written, sorted, once the analysis is done.
+// A failed publish stops the analysis; a failed analysis stops taking
+// candidates, and the requests sent are still seen through.
 func (a *Analyzer) pass(ctx context.Context, start time.Time) (*Report, error) {
-	r, err := a.Analyze(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("analysis: %w", err)
+	r := &Report{spool: newCandidateSpool(a.ReportDir)}
+	defer r.spool.close()
+	// What a request's log line says, until it is acknowledged (the
+	// requests in the window and on their way to it).
+	type logged struct {
+		documents, users int64
+		last             time.Time
 	}
-	candidates := r.Candidates()
-	var reqs []tenant.Request
-	byID := make(map[tenant.ID]*Tenant, len(candidates))
-	for i := range candidates {
-		t := &candidates[i]
-		if t.InPipeline {
-			continue
-		}
-		reqs = append(reqs, tenant.Request{ID: t.ID, RequestedBy: "analyzer", RequestedAt: r.At})
-		byID[t.ID] = t
-	}
-	published, duplicates := 0, 0
-	err = a.Bus.PublishRequests(ctx, reqs,
-		func(p bus.Published) {
+	var (
+		mu                    sync.Mutex
+		inFlight              = map[tenant.ID]logged{}
+		published, duplicates int
+	)
+	reqs := make(chan tenant.Request, chunkTenants)
+	actx, stopAnalysis := context.WithCancel(ctx)
+	defer stopAnalysis()
+	var pubErr error
+	pubDone := make(chan struct{})
+	go func() {
+		defer close(pubDone)
+		pubErr = a.Bus.PublishRequestsFrom(ctx, reqs, func(p bus.Published) {
+			mu.Lock()
+			l := inFlight[p.Request.ID]
+			delete(inFlight, p.Request.ID)
+			mu.Unlock()
 			if p.Duplicate {
 				duplicates++
 				return
 			}
 			published++
-			t := byID[p.Request.ID]
-			a.Log.Info("candidate published", "tenant_id", t.ID, "documents", t.Activity.Documents,
-				"users", t.Activity.Users, "last_activity", formatTime(t.Activity.Last()))
+			a.Log.Info("candidate published", "tenant_id", p.Request.ID, "documents", l.documents,
+				"users", l.users, "last_activity", formatTime(l.last))
 		})
+		if pubErr != nil {
+			stopAnalysis()
+		}
+	}()
+	err := a.analyze(actx, r, func(t Tenant) error {
+		mu.Lock()
+		inFlight[t.ID] = logged{documents: t.Activity.Documents, users: t.Activity.Users, last: t.Activity.Last()}
+		mu.Unlock()
+		select {
+		case reqs <- tenant.Request{ID: t.ID, RequestedBy: "analyzer", RequestedAt: r.At}:
+			return nil
+		case <-actx.Done():
+			return actx.Err()
+		}
+	})
+	close(reqs)
+	<-pubDone
+	if pubErr != nil {
+		return nil, fmt.Errorf("publish candidates (%d published): %w", published, pubErr)
+	}
 	if err != nil {
-		return r, fmt.Errorf("publish candidates (%d of %d published): %w", published, len(candidates), err)
+		return nil, fmt.Errorf("analysis: %w", err)
 	}
 	path, err := WriteCSVIn(a.ReportDir, a.InactiveDays, r)
 	if err != nil {
@@ -616,7 +384,7 @@ func (a *Analyzer) pass(ctx context.Context, start time.Time) (*Report, error) {
 	}
 	PrintSummary(a.Out, r)
 	fmt.Fprintf(a.Out, "published %d candidates (%d already published)\nreport: %s\n", published, duplicates, path)
-	a.Log.Info("analysis pass done", "tenants", r.Seen, "candidates", len(candidates),
+	a.Log.Info("analysis pass done", "tenants", r.Seen, "candidates", r.CandidateCount(),
 		"published", published, "already_published", duplicates, "report", path,
 		"skipped_schemas", len(r.SkippedSchemas), "duration", time.Since(start).String())
 	return r, nil

@@ -195,3 +195,116 @@ func TestAnalyzeReadsOnlyWhatCouldBeEligible(t *testing.T) {
 		t.Fatalf("with ReadAll: unreadable %v, kept %d; want both locked schemas, and every readable tenant kept", r.Unreadable, len(r.Tenants))
 	}
 }
+
+// TestPassPublishesAsItGoes: a pass goes through the fleet in chunks,
+// publishes every candidate once (in the pipeline already: not again),
+// records each one's state, and writes the CSV whole and in order from its
+// spool, exactly as Analyze orders the candidates.
+func TestPassPublishesAsItGoes(t *testing.T) {
+	chunks, runs := chunkTenants, spoolRun
+	chunkTenants, spoolRun = 3, 4
+	t.Cleanup(func() { chunkTenants, spoolRun = chunks, runs })
+	dbs := testenv.NewDatabases(t)
+	ctx := context.Background()
+	gated := tenant.StatusGatedAccess
+	var want []string
+	for i := range 13 {
+		id := fmt.Sprintf("tenant_i-%02x", i)
+		tn := testenv.Tenant{ID: id, Status: gated, LastQuery: testenv.DaysAgo(200), Pairs: 1, DocsPerPair: i % 4}
+		switch i % 5 {
+		case 3:
+			tn.Status = "ACTIVE" // never read, never published
+		case 4:
+			tn.LastQuery = testenv.DaysAgo(2)
+		default:
+			want = append(want, id)
+		}
+		dbs.CreateTenant(t, tn)
+	}
+	data, err := dataplane.New(ctx, dbs.Data, dataplane.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := data.Ensure(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	js := testenv.StartJetStream(t)
+	b, err := bus.Connect(ctx, js.URL, bus.Options{Name: "analyzer", Log: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	dir := t.TempDir()
+	var out bytes.Buffer
+	a := &Analyzer{Data: data, Control: controlplane.New(dbs.Control), Bus: b, InactiveDays: 90, ReportDir: dir, Workers: 2,
+		Out: &out, Now: time.Now, Log: slog.New(slog.DiscardHandler)}
+	if err := a.Pass(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), fmt.Sprintf("published %d candidates (0 already published)", len(want))) {
+		t.Fatalf("summary:\n%s", out.String())
+	}
+	s, err := b.JetStream().Stream(ctx, bus.StreamRequests)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := s.CachedInfo().State.Msgs; n != uint64(len(want)) {
+		t.Fatalf("%d requests stored; want %d", n, len(want))
+	}
+	for _, id := range want {
+		if st, found, err := b.TenantState(ctx, tenant.ID(id)); err != nil || !found || st.Phase != tenant.PhaseRequested {
+			t.Fatalf("state of %s: %+v, %v, %v; want requested", id, st, found, err)
+		}
+	}
+	r, err := a.Analyze(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var csvWant bytes.Buffer
+	if err := WriteCSVTo(&csvWant, r); err != nil {
+		t.Fatal(err)
+	}
+	csvs, _ := filepath.Glob(filepath.Join(dir, "*.csv"))
+	if len(csvs) != 1 {
+		t.Fatalf("reports %v; want one", csvs)
+	}
+	got, _ := os.ReadFile(csvs[0])
+	if lines := strings.Count(string(got), "\n"); lines != len(want)+1 || string(got) != csvWant.String() {
+		t.Fatalf("CSV of the pass (%d lines):\n%s\nwant (as Analyze orders them):\n%s", lines, got, csvWant.String())
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 1 {
+		t.Fatalf("the report directory holds %d entries; want the CSV alone", len(entries))
+	}
+}
+
+// TestAnalyzeOnOneConnection: with a single data-plane connection (the
+// schema list cannot hold one while the reads go on), a pass still goes
+// through the fleet.
+func TestAnalyzeOnOneConnection(t *testing.T) {
+	chunks := chunkTenants
+	chunkTenants = 2
+	t.Cleanup(func() { chunkTenants = chunks })
+	dbs := testenv.NewDatabases(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for i := range 5 {
+		dbs.CreateTenant(t, testenv.Tenant{ID: fmt.Sprintf("tenant_i-%02x", i), Status: tenant.StatusGatedAccess,
+			LastQuery: testenv.DaysAgo(200)})
+	}
+	cfg := dbs.Data.Config()
+	cfg.MaxConns = 1
+	data, err := dataplane.Open(ctx, cfg, dataplane.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer data.Close()
+	a := &Analyzer{Data: data, Control: controlplane.New(dbs.Control), InactiveDays: 90, Workers: 1, Now: time.Now,
+		Log: slog.New(slog.DiscardHandler)}
+	r, err := a.Analyze(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Candidates()) != 5 {
+		t.Fatalf("%d candidates; want 5", len(r.Candidates()))
+	}
+}

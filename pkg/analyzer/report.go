@@ -82,20 +82,31 @@ func writeCSV(w io.Writer, r *Report) error {
 	if err := cw.Write(header); err != nil {
 		return err
 	}
-	for _, t := range r.Candidates() {
+	var werr error
+	write := func(t csvRow) bool {
 		last, days := "", ""
-		if l := t.Activity.Last(); !l.IsZero() {
-			last = l.UTC().Format(time.RFC3339)
-			days = strconv.Itoa(int(r.At.Sub(l).Hours() / 24))
+		if !t.last.IsZero() {
+			last = t.last.UTC().Format(time.RFC3339)
+			days = strconv.Itoa(int(r.At.Sub(t.last).Hours() / 24))
 		}
-		row := []string{string(t.ID), strconv.FormatInt(t.Activity.Documents, 10),
-			strconv.FormatInt(t.Activity.Users, 10), last, days}
+		row := []string{string(t.id), strconv.FormatInt(t.documents, 10), strconv.FormatInt(t.users, 10), last, days}
 		if sharded {
-			row = append(row, strings.Join(t.Shards, ";"))
+			row = append(row, t.shards)
 		}
-		if err := cw.Write(row); err != nil {
-			return err
+		werr = cw.Write(row)
+		return werr == nil
+	}
+	if r.keepCandidates {
+		for _, t := range r.Candidates() {
+			if !write(rowOf(t)) {
+				break
+			}
 		}
+	} else if err := r.spool.each(write); err != nil {
+		return err
+	}
+	if werr != nil {
+		return werr
 	}
 	cw.Flush()
 	return cw.Error()
@@ -152,9 +163,9 @@ func PrintSummary(w io.Writer, r *Report) {
 		fmt.Fprintf(w, "%d tenants have no schema but rows left, and nothing shows that a cleanup of them began: "+
 			"left for review (tenantctl verify lists them)\n", len(r.ForReview))
 	}
-	if len(r.InPipeline) > 0 {
+	if r.inPipeline > 0 {
 		fmt.Fprintf(w, "%d candidates are in the pipeline already (marked within %s): not published again\n",
-			len(r.InPipeline), RepublishAfter)
+			r.inPipeline, RepublishAfter)
 	}
 	if r.NotHere > 0 {
 		fmt.Fprintf(w, "%d control-plane tenants have no schema or public rows on this data plane\n", r.NotHere)

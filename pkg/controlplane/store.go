@@ -157,6 +157,63 @@ func (s *Store) Tenants(ctx context.Context) (tenants map[tenant.ID]Record, skip
 	return tenants, skipped, nil
 }
 
+// TenantsOf reads the control-plane rows of the given tenants (as Tenants
+// reads them), by tenant id; a tenant without a row is absent.
+func (s *Store) TenantsOf(ctx context.Context, ids []tenant.ID) (map[tenant.ID]Record, error) {
+	out := make(map[tenant.ID]Record, len(ids))
+	if len(ids) == 0 {
+		return out, nil
+	}
+	names := make([]string, len(ids))
+	for i, id := range ids {
+		names[i] = string(id)
+	}
+	rows, err := s.pool.Query(ctx, query("tenants")+" WHERE tenant_id = ANY($1::text[])", names)
+	if err != nil {
+		return nil, fmt.Errorf("control plane: read tenants: %w", pgerr.Kind(err))
+	}
+	var (
+		name, status *string
+		created      *time.Time
+	)
+	_, err = pgx.ForEachRow(rows, []any{&name, &status, &created}, func() error {
+		if name == nil {
+			return nil
+		}
+		if id, err := tenant.ParseID(*name); err == nil {
+			out[id] = record(id, status, created, nil)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("control plane: read tenants: %w", pgerr.Kind(err))
+	}
+	return out, nil
+}
+
+// CountTenants counts the control-plane tenants whose id is a valid tenant
+// id (those Tenants returns), reading the ids as they arrive.
+func (s *Store) CountTenants(ctx context.Context) (int, error) {
+	rows, err := s.pool.Query(ctx, "SELECT tenant_id FROM public.tenant")
+	if err != nil {
+		return 0, fmt.Errorf("control plane: count tenants: %w", pgerr.Kind(err))
+	}
+	var (
+		name *string
+		n    int
+	)
+	_, err = pgx.ForEachRow(rows, []any{&name}, func() error {
+		if _, err := tenant.ParseID(deref(name)); name != nil && err == nil {
+			n++
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("control plane: count tenants: %w", pgerr.Kind(err))
+	}
+	return n, nil
+}
+
 // record builds a Record from nullable columns.
 func record(id tenant.ID, status *string, created *time.Time, stripe *string) Record {
 	r := Record{ID: id}
@@ -211,4 +268,11 @@ func readTenant(ctx context.Context, q interface {
 func isLockTimeout(err error) bool {
 	var pgErr *pgconn.PgError
 	return errors.As(err, &pgErr) && pgErr.Code == "55P03"
+}
+
+func deref(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
 }

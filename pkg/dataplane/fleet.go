@@ -31,19 +31,31 @@ type SchemaInfo struct {
 // Schemas that start like a tenant but are not valid ids are returned in
 // skipped and never touched.
 func (s *Store) ListTenantSchemas(ctx context.Context) (schemas []SchemaInfo, skipped []string, err error) {
+	skipped, err = s.EachTenantSchema(ctx, func(info SchemaInfo) error { schemas = append(schemas, info); return nil })
+	if err != nil {
+		return nil, nil, err
+	}
+	return schemas, skipped, nil
+}
+
+// EachTenantSchema calls fn with each schema whose name is a valid tenant
+// id, by name in byte order, as the rows arrive: the list is never held. An
+// error of fn stops it and is returned. Schemas that start like a tenant but
+// are not valid ids are returned in skipped and never touched.
+func (s *Store) EachTenantSchema(ctx context.Context, fn func(SchemaInfo) error) (skipped []string, err error) {
 	rows, err := s.pool.Query(ctx, query("list_schemas", ""))
 	if err != nil {
-		return nil, nil, fmt.Errorf("list tenant schemas: %w", pgerr.Kind(err))
+		return nil, fmt.Errorf("list tenant schemas: %w", pgerr.Kind(err))
 	}
 	defer rows.Close()
+	var (
+		name   string
+		oid    int64
+		tables []string
+	)
 	for rows.Next() {
-		var (
-			name   string
-			oid    int64
-			tables []string
-		)
 		if err := rows.Scan(&name, &oid, &tables); err != nil {
-			return nil, nil, fmt.Errorf("list tenant schemas: %w", pgerr.Kind(err))
+			return nil, fmt.Errorf("list tenant schemas: %w", pgerr.Kind(err))
 		}
 		id, err := tenant.ParseID(name)
 		if err != nil {
@@ -56,12 +68,14 @@ func (s *Store) ListTenantSchemas(ctx context.Context) (schemas []SchemaInfo, sk
 				info.MissingTables = append(info.MissingTables, r)
 			}
 		}
-		schemas = append(schemas, info)
+		if err := fn(info); err != nil {
+			return nil, err
+		}
 	}
 	if err := rows.Err(); err != nil {
-		return nil, nil, fmt.Errorf("list tenant schemas: %w", pgerr.Kind(err))
+		return nil, fmt.Errorf("list tenant schemas: %w", pgerr.Kind(err))
 	}
-	return schemas, skipped, nil
+	return skipped, nil
 }
 
 // TenantActivity is the result of reading one tenant's activity in bulk.
@@ -75,10 +89,11 @@ type TenantActivity struct {
 	Unreadable string
 }
 
-// activityBatch is how many tenant schemas one worker reads per round trip.
-// They are pipelined, each read its own statement and its own implicit
-// transaction (a Sync after each), so no transaction ever spans two tenants.
-const activityBatch = 50
+// ActivityBatch is how many tenant schemas one worker reads per round trip
+// (ReadActivities). They are pipelined, each read its own statement and its
+// own implicit transaction (a Sync after each), so no transaction ever spans
+// two tenants.
+const ActivityBatch = 50
 
 // Activities reads the activity of the given schemas (those with all
 // required tables) on up to workers connections at once, in the order given.
@@ -101,8 +116,8 @@ func (s *Store) Activities(ctx context.Context, schemas []SchemaInfo, workers in
 		go func() {
 			defer wg.Done()
 			for start := range next {
-				end := min(start+activityBatch, len(readable))
-				if err := s.readBatch(ctx, readable[start:end], out[start:end]); err != nil {
+				end := min(start+ActivityBatch, len(readable))
+				if err := s.ReadActivities(ctx, readable[start:end], out[start:end]); err != nil {
 					mu.Lock()
 					if firstErr == nil {
 						firstErr = err
@@ -112,7 +127,7 @@ func (s *Store) Activities(ctx context.Context, schemas []SchemaInfo, workers in
 			}
 		}()
 	}
-	for start := 0; start < len(readable); start += activityBatch {
+	for start := 0; start < len(readable); start += ActivityBatch {
 		select {
 		case next <- start:
 		case <-ctx.Done():
@@ -129,11 +144,13 @@ func (s *Store) Activities(ctx context.Context, schemas []SchemaInfo, workers in
 	return out, nil
 }
 
-// readBatch reads a batch in one round trip: every tenant's activity query
-// is sent in pipeline mode followed by its own Sync, and the results (in
-// binary format) are read back in order. A schema that vanished meanwhile is
-// reported Gone.
-func (s *Store) readBatch(ctx context.Context, batch []SchemaInfo, out []TenantActivity) error {
+// ReadActivities reads the activity of a batch of schemas (each with every
+// required table) into out (as long as batch) in one round trip on one
+// connection: every tenant's activity query is sent in pipeline mode
+// followed by its own Sync, and the results (in binary format) are read back
+// in order. A schema that vanished meanwhile is reported Gone, one that could
+// not be read in time Unreadable; any other failure is returned.
+func (s *Store) ReadActivities(ctx context.Context, batch []SchemaInfo, out []TenantActivity) error {
 	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
 		return err
@@ -236,21 +253,30 @@ func binaryInt8(b []byte) int64 {
 // TenantsWithPublicRows lists the valid tenant ids that have rows in the
 // shared public tables (including those whose schema is gone).
 func (s *Store) TenantsWithPublicRows(ctx context.Context) ([]tenant.ID, error) {
+	var ids []tenant.ID
+	err := s.EachTenantWithPublicRows(ctx, func(id tenant.ID) { ids = append(ids, id) })
+	return ids, err
+}
+
+// EachTenantWithPublicRows calls fn with each valid tenant id that has rows
+// in the shared public tables (including those whose schema is gone), as the
+// rows arrive: the list is never held.
+func (s *Store) EachTenantWithPublicRows(ctx context.Context, fn func(tenant.ID)) error {
 	rows, err := s.pool.Query(ctx, query("public_rows", ""))
 	if err != nil {
-		return nil, fmt.Errorf("list public rows: %w", pgerr.Kind(err))
+		return fmt.Errorf("list public rows: %w", pgerr.Kind(err))
 	}
-	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		return nil, fmt.Errorf("list public rows: %w", pgerr.Kind(err))
-	}
-	var ids []tenant.ID
-	for _, n := range names {
-		if id, err := tenant.ParseID(n); err == nil {
-			ids = append(ids, id)
+	var name string
+	_, err = pgx.ForEachRow(rows, []any{&name}, func() error {
+		if id, err := tenant.ParseID(name); err == nil {
+			fn(id)
 		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("list public rows: %w", pgerr.Kind(err))
 	}
-	return ids, nil
+	return nil
 }
 
 // Placements reads public.tenant_shard (on the catalog): the shard each
@@ -273,4 +299,55 @@ func (s *Store) Placements(ctx context.Context) (map[tenant.ID]string, error) {
 		return nil, fmt.Errorf("read public.tenant_shard: %w", pgerr.Kind(err))
 	}
 	return out, nil
+}
+
+// PlacementsOf reads the public.tenant_shard rows (on the catalog) of the
+// given tenants: the shard each one with a row is placed on.
+func (s *Store) PlacementsOf(ctx context.Context, ids []tenant.ID) (map[tenant.ID]string, error) {
+	out := make(map[tenant.ID]string)
+	if len(ids) == 0 {
+		return out, nil
+	}
+	rows, err := s.pool.Query(ctx, "SELECT tenant_id, shard_name FROM public.tenant_shard WHERE tenant_id = ANY($1::text[])", idStrings(ids))
+	if err != nil {
+		return nil, fmt.Errorf("read public.tenant_shard: %w", pgerr.Kind(err))
+	}
+	var id, shard string
+	_, err = pgx.ForEachRow(rows, []any{&id, &shard}, func() error {
+		if tid, err := tenant.ParseID(id); err == nil {
+			out[tid] = shard
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read public.tenant_shard: %w", pgerr.Kind(err))
+	}
+	return out, nil
+}
+
+// RecordsOf reads the records of the given tenants (tenant_cleanup.progress;
+// none when the table does not exist), by tenant id.
+func (s *Store) RecordsOf(ctx context.Context, ids []tenant.ID) (map[tenant.ID]Record, error) {
+	out := make(map[tenant.ID]Record)
+	if len(ids) == 0 {
+		return out, nil
+	}
+	recs, err := readRecords(ctx, s.pool, " WHERE tenant_id = ANY($1::text[])", idStrings(ids))
+	if err != nil {
+		return nil, fmt.Errorf("data plane: read tenant_cleanup.progress: %w", pgerr.Kind(err))
+	}
+	for _, rec := range recs {
+		if id, err := tenant.ParseID(rec.ID); err == nil {
+			out[id] = rec.Record
+		}
+	}
+	return out, nil
+}
+
+func idStrings(ids []tenant.ID) []string {
+	out := make([]string, len(ids))
+	for i, id := range ids {
+		out[i] = string(id)
+	}
+	return out
 }

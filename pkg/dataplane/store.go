@@ -150,6 +150,9 @@ func Open(ctx context.Context, cfg *pgxpool.Config, opts Options) (*Store, error
 	return &Store{pool: pool, opts: opts}, nil
 }
 
+// MaxConns is the most connections the store opens at once.
+func (s *Store) MaxConns() int { return int(s.pool.Config().MaxConns) }
+
 // Shard is the name of the shard this store is ("" when not set).
 func (s *Store) Shard() string { return s.opts.Shard }
 

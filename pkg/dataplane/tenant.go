@@ -6,6 +6,7 @@ import (
 	"github.com/tenantcleanup/tenant-cleanup/internal/pgerr"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -197,12 +198,52 @@ func tenantActivityQuery(id tenant.ID, hasCraft bool) string {
 }
 
 func activityTemplate(id tenant.ID, hasCraft bool) string {
+	sch := schema(id)
 	craft := "NULL::timestamptz"
 	if hasCraft {
-		craft = "(SELECT max(last_activity_at) FROM " + schema(id) + ".build_session)"
+		craft = "(SELECT max(last_activity_at) FROM " + sch + ".build_session)"
 	}
-	return strings.ReplaceAll(query("activity", id), "{{craft}}", craft)
+	var b strings.Builder
+	for _, part := range activitySQL() {
+		switch part {
+		case "{{schema}}":
+			b.WriteString(sch)
+		case "{{craft}}":
+			b.WriteString(craft)
+		default:
+			b.WriteString(part)
+		}
+	}
+	return b.String()
 }
+
+// activitySQL is sql/activity.sql without its comments (it is sent once per
+// tenant), cut before and after each {{schema}} and {{craft}}.
+var activitySQL = sync.OnceValue(func() []string {
+	var lines []string
+	for _, line := range strings.Split(query("activity", ""), "\n") {
+		if t := strings.TrimSpace(line); t != "" && !strings.HasPrefix(t, "--") {
+			lines = append(lines, t)
+		}
+	}
+	var parts []string
+	rest := strings.Join(lines, " ")
+	for rest != "" {
+		i := strings.Index(rest, "{{")
+		if i < 0 {
+			parts = append(parts, rest)
+			break
+		}
+		j := strings.Index(rest[i:], "}}") + i + 2
+		if name := rest[i:j]; name == "{{schema}}" || name == "{{craft}}" {
+			parts = append(parts, rest[:i], name)
+		} else {
+			parts = append(parts, rest[:j]) // {{pairs}}: the caller's
+		}
+		rest = rest[j:]
+	}
+	return parts
+})
 
 // CheckContained refuses the tenant (a tenant.RefusedError naming them) if
 // a DROP SCHEMA … CASCADE would remove or change objects outside its schema

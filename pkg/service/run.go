@@ -150,6 +150,7 @@ func RunAnalyzer(ctx context.Context, cfg *config.Analyzer, once bool, out io.Wr
 	}
 	defer obs.wait()
 	defer stopHTTP()
+	capHeap(ctx, analyzerHeap)
 	env, err := Open(ctx, "analyzer", &cfg.Common, What{Data: true, Control: true, Bus: true, ReadOnly: true}, log, !once)
 	if err != nil {
 		return startErr(ctx, err)

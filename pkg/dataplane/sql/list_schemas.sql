@@ -9,4 +9,4 @@ SELECT n.nspname::text, n.oid::int8,
                                  'connector_credential_pair', 'index_attempt'))
 FROM pg_namespace n
 WHERE n.nspname LIKE 'tenant\_%' AND n.nspname <> 'tenant_cleanup' AND n.nspname NOT LIKE 'tenant\_cleanup\_dropping\_%' -- this pipeline's own (ensure.sql)
-ORDER BY n.nspname
+ORDER BY n.nspname::text COLLATE "C" -- byte order, which the analyzer merges the shards by
