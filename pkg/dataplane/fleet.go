@@ -283,35 +283,26 @@ func (s *Store) EachTenantWithPublicRows(ctx context.Context, fn func(tenant.ID)
 // tenant with a row is placed on. Rows whose tenant id is not valid are
 // left out.
 func (s *Store) Placements(ctx context.Context) (map[tenant.ID]string, error) {
-	rows, err := s.pool.Query(ctx, "SELECT tenant_id, shard_name FROM public.tenant_shard")
-	if err != nil {
-		return nil, fmt.Errorf("read public.tenant_shard: %w", pgerr.Kind(err))
-	}
-	out := map[tenant.ID]string{}
-	var id, shard string
-	_, err = pgx.ForEachRow(rows, []any{&id, &shard}, func() error {
-		if tid, err := tenant.ParseID(id); err == nil {
-			out[tid] = shard
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("read public.tenant_shard: %w", pgerr.Kind(err))
-	}
-	return out, nil
+	return s.placements(ctx, "")
 }
 
 // PlacementsOf reads the public.tenant_shard rows (on the catalog) of the
 // given tenants: the shard each one with a row is placed on.
 func (s *Store) PlacementsOf(ctx context.Context, ids []tenant.ID) (map[tenant.ID]string, error) {
-	out := make(map[tenant.ID]string)
 	if len(ids) == 0 {
-		return out, nil
+		return map[tenant.ID]string{}, nil
 	}
-	rows, err := s.pool.Query(ctx, "SELECT tenant_id, shard_name FROM public.tenant_shard WHERE tenant_id = ANY($1::text[])", idStrings(ids))
+	return s.placements(ctx, " WHERE tenant_id = ANY($1::text[])", idStrings(ids))
+}
+
+// placements reads the public.tenant_shard rows that where (with args)
+// selects, by valid tenant id.
+func (s *Store) placements(ctx context.Context, where string, args ...any) (map[tenant.ID]string, error) {
+	rows, err := s.pool.Query(ctx, "SELECT tenant_id, shard_name FROM public.tenant_shard"+where, args...)
 	if err != nil {
 		return nil, fmt.Errorf("read public.tenant_shard: %w", pgerr.Kind(err))
 	}
+	out := map[tenant.ID]string{}
 	var id, shard string
 	_, err = pgx.ForEachRow(rows, []any{&id, &shard}, func() error {
 		if tid, err := tenant.ParseID(id); err == nil {
