@@ -42,9 +42,8 @@ func RunMarker(ctx context.Context, cfg *config.Marker, log *slog.Logger) error 
 	defer env.Close()
 	obs.attach(env)
 	m := &pipeline.Marker{
-		Stores: pipeline.Stores{Data: env.Data, Control: env.Control, Shards: env.Shards},
-		Rules: pipeline.Rules{Window: tenant.Window(cfg.InactiveDays), ShardName: env.CatalogShard, DefaultShard: env.DefaultShard,
-			RowLockTimeout: rowLockTimeout},
+		Stores:     env.pipelineStores(),
+		Rules:      env.pipelineRules(cfg.InactiveDays),
 		Pending:    env.Bus,
 		CheckDelay: cfg.CheckDelay,
 		Now:        time.Now,
@@ -96,9 +95,8 @@ func RunCleaner(ctx context.Context, cfg *config.Cleaner, log *slog.Logger) erro
 		go reportPace(ctx, p, env.Bus, obs.metrics, identity, shard, len(pacers) > 1, log)
 	}
 	c := &pipeline.Cleaner{
-		Stores: pipeline.Stores{Data: env.Data, Control: env.Control, Shards: env.Shards},
-		Rules: pipeline.Rules{Window: tenant.Window(cfg.InactiveDays), ShardName: env.CatalogShard, DefaultShard: env.DefaultShard,
-			RowLockTimeout: rowLockTimeout},
+		Stores:           env.pipelineStores(),
+		Rules:            env.pipelineRules(cfg.InactiveDays),
 		CheckDelay:       cfg.CheckDelay,
 		CheckMaxDelay:    cfg.CheckMaxDelay,
 		Timeout:          cfg.Timeout,
@@ -180,4 +178,16 @@ func startErr(ctx context.Context, err error) error {
 		return nil
 	}
 	return err
+}
+
+// pipelineStores are env's databases as the marker and the cleaner use them.
+func (e *Env) pipelineStores() pipeline.Stores {
+	return pipeline.Stores{Data: e.Data, Control: e.Control, Shards: e.Shards}
+}
+
+// pipelineRules are the eligibility rules of the marker and the cleaner on
+// env's shards.
+func (e *Env) pipelineRules(inactiveDays int) pipeline.Rules {
+	return pipeline.Rules{Window: tenant.Window(inactiveDays), ShardName: e.CatalogShard, DefaultShard: e.DefaultShard,
+		RowLockTimeout: rowLockTimeout}
 }
