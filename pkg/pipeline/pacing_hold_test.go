@@ -98,13 +98,7 @@ func (p *gatePacer) State() pacer.State {
 // healthy catalog was paced "by the load of shard default".)
 func TestPausedShardDoesNotHoldTheCatalogsPacer(t *testing.T) {
 	w := setupShards(t, []string{"b"})
-	w.onShard(t, idA, "default", "b", 200)
-	w.copyTo(t, idA, "b", 150)
-	if err := w.mark(t, idA); err != nil {
-		t.Fatal(err)
-	}
-	w.drainOn(t, idA, "default")
-	w.drainOn(t, idA, "b")
+	w.twoCopiesMarkedAndDrained(t, idA, "default", "b", "b", 150)
 	w.markedAndDrained(t, idB) // on the catalog only
 
 	catalog := newSlotPacer(1)

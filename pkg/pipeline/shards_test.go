@@ -91,6 +91,20 @@ func (w *shardWorld) copyTo(t *testing.T, id, shard string, inactiveDays int) {
 	w.shards[shard].CreateTenant(t, testenv.Tenant{ID: id, Pairs: 1, DocsPerPair: 5, LastQuery: testenv.DaysAgo(inactiveDays)})
 }
 
+// twoCopiesMarkedAndDrained creates tenant id's schema on shard home (placed
+// on placement, inactive for 200 days) and a copy on shard other (inactive
+// for otherDays), marks it and drains both copies.
+func (w *shardWorld) twoCopiesMarkedAndDrained(t *testing.T, id, home, placement, other string, otherDays int) {
+	t.Helper()
+	w.onShard(t, id, home, placement, 200)
+	w.copyTo(t, id, other, otherDays)
+	if err := w.mark(t, id); err != nil {
+		t.Fatal(err)
+	}
+	w.drainOn(t, id, home)
+	w.drainOn(t, id, other)
+}
+
 // drainOn drains the tenant's copy on shard.
 func (w *shardWorld) drainOn(t *testing.T, id, shard string) {
 	t.Helper()
@@ -299,13 +313,7 @@ func TestShardDownDelaysOnlyItsTenants(t *testing.T) {
 // placement is found and dropped too.
 func TestStrayCopyIsDroppedWithTheTenant(t *testing.T) {
 	w := setupShards(t, []string{"b", "c"})
-	w.onShard(t, idA, "b", "b", 200)
-	w.copyTo(t, idA, "c", 300)
-	if err := w.mark(t, idA); err != nil {
-		t.Fatal(err)
-	}
-	w.drainOn(t, idA, "b")
-	w.drainOn(t, idA, "c")
+	w.twoCopiesMarkedAndDrained(t, idA, "b", "b", "c", 300)
 	if err := w.check(t, tenant.DrainCheck{ID: idA}); err != nil {
 		t.Fatal(err)
 	}
