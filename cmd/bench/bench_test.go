@@ -10,7 +10,13 @@ func TestParseFlagsDefaultsAndPhases(t *testing.T) {
 	if err != nil || !o.phases["load"] || !o.phases["shards"] || o.phases["throughput"] || o.loadTenants != 30 || o.shardTenants != 40 {
 		t.Fatalf("%+v, %v", o, err)
 	}
-	for _, args := range [][]string{{"-phases", "nope"}, {"-files", "10", "-keys", "5"}, {"-shard-tenants", "1"}} {
+	if o, err := parseFlags([]string{"-service-env", " DROP_CONCURRENCY=3  PACE=off "}); err != nil {
+		t.Errorf("-service-env: %v", err)
+	} else if want := []string{"DROP_CONCURRENCY=3", "PACE=off"}; !slices.Equal(o.serviceEnv, want) {
+		t.Errorf("-service-env: %q, want %q", o.serviceEnv, want)
+	}
+	for _, args := range [][]string{{"-phases", "nope"}, {"-files", "10", "-keys", "5"}, {"-shard-tenants", "1"},
+		{"-service-env", "PACE"}, {"-service-env", "=off"}, {"-memory-tenants", "10"}} {
 		if _, err := parseFlags(args); err == nil {
 			t.Errorf("%v was accepted", args)
 		}

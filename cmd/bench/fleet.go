@@ -172,6 +172,19 @@ func (b *bench) analyzerFleet(ctx context.Context) {
 	}
 }
 
+// addBystanders gives d tenants from..to (smallID) that every pass of the
+// analyzer lists but need not read, as most of a real fleet: an empty schema
+// and an ACTIVE control-plane row each.
+func addBystanders(ctx context.Context, d *testenv.Databases, from, to int) {
+	execSQL(ctx, d.Data, `DO $$ DECLARE i int; BEGIN
+		FOR i IN `+fmt.Sprint(from)+`..`+fmt.Sprint(to-1)+` LOOP
+			EXECUTE format('CREATE SCHEMA %I', 'tenant_d0000000-0000-4000-8000-' || lpad(to_hex(i + 1), 12, '0'));
+		END LOOP; END $$`)
+	execSQL(ctx, d.Control, `SELECT count(fixture_control_tenant('tenant_d0000000-0000-4000-8000-' || lpad(to_hex(i + 1), 12, '0'),
+		'ACTIVE', now() - interval '400 days')) FROM generate_series($1::int, $2::int - 1) i`, from, to)
+	execSQL(ctx, d.Data, "ANALYZE pg_catalog.pg_namespace")
+}
+
 // The raw statements of one cleanup, in the fewest round trips that still do
 // every piece of work of a cleanup: 2 on the control plane, 5 on the data
 // plane (6 for a tenant with Craft), each its own implicit transaction.

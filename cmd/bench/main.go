@@ -35,13 +35,15 @@ import (
 var allPhases = []string{"throughput", "load", "profile", "stores", "analyzer", "memory", "shards"}
 
 type options struct {
-	bin, out                                   string
-	phases                                     map[string]bool
-	tenants, loadTenants, filler, rounds       int
-	rate, clients, scale                       int
-	alone                                      time.Duration
-	analyzerTenants, storeTenants, files, keys int
-	shardTenants                               int
+	bin, out                                                  string
+	phases                                                    map[string]bool
+	tenants, loadTenants, filler, rounds                      int
+	rate, clients, scale                                      int
+	alone                                                     time.Duration
+	analyzerTenants, memoryTenants, storeTenants, files, keys int
+	// serviceEnv are settings given to every service process (-service-env).
+	serviceEnv   []string
+	shardTenants int
 }
 
 func main() {
@@ -75,9 +77,12 @@ func parseFlags(args []string) (*options, error) {
 	fs.IntVar(&o.scale, "scale", 10, "pgbench scale factor")
 	fs.DurationVar(&o.alone, "alone", 20*time.Second, "how long the foreground is measured alone")
 	fs.IntVar(&o.analyzerTenants, "analyzer-tenants", 2000, "13-table tenants of the analyzer and memory fleet (measured at half and full size)")
+	fs.IntVar(&o.memoryTenants, "memory-tenants", 100_000, "tenants of the memory phase's fleet: the analyzer fleet and bystanders (an empty schema and an ACTIVE control-plane row each)")
 	fs.IntVar(&o.storeTenants, "store-tenants", 10, "tenants with files and keys in the stores phase")
 	fs.IntVar(&o.files, "files", 1000, "S3 objects and as many large objects per tenant in the stores phase")
 	fs.IntVar(&o.keys, "keys", 10000, "Redis keys per tenant in the stores phase (at least -files)")
+	serviceEnv := fs.String("service-env", "", "settings (NAME=value, space-separated) given to every bin/ service the bench starts, "+
+		"on top of the phase's own: to measure settings other than the defaults (e.g. \"DROP_CONCURRENCY=3\")")
 	fs.IntVar(&o.shardTenants, "shard-tenants", 40, "drained tenants cleaned per run of the shards phase (half on each server when split)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -88,11 +93,17 @@ func parseFlags(args []string) (*options, error) {
 		}
 		o.phases[p] = true
 	}
+	o.serviceEnv = strings.Fields(*serviceEnv)
+	for _, kv := range o.serviceEnv {
+		if name, _, ok := strings.Cut(kv, "="); !ok || name == "" {
+			return nil, fmt.Errorf("-service-env: %q is not NAME=value", kv)
+		}
+	}
 	o.loadTenants = min(o.loadTenants, o.tenants)
 	if o.tenants < 1 || o.rounds < 1 || o.analyzerTenants < 2 || o.storeTenants < 1 || o.rate < 1 || o.clients < 1 ||
-		o.keys < o.files || o.shardTenants < 2 {
+		o.keys < o.files || o.shardTenants < 2 || o.memoryTenants < o.analyzerTenants {
 		return nil, errors.New("-tenants, -rounds, -store-tenants, -rate and -clients must be positive, " +
-			"-analyzer-tenants and -shard-tenants at least 2, -keys at least -files")
+			"-analyzer-tenants and -shard-tenants at least 2, -keys at least -files, -memory-tenants at least -analyzer-tenants")
 	}
 	return o, nil
 }
@@ -217,6 +228,9 @@ func (b *bench) machine(ctx context.Context) {
 	_ = b.admin.QueryRow(ctx, `SELECT split_part(version(), ' on ', 1), string_agg(name || '=' || setting || coalesce(unit, ''), ' ' ORDER BY name)
 		FROM pg_settings WHERE name = ANY($1)`, serverSettings).Scan(&version, &settings)
 	b.res.facts = append(b.res.facts, version+": "+settings)
+	if len(b.o.serviceEnv) > 0 {
+		b.res.facts = append(b.res.facts, "services' settings (-service-env): "+strings.Join(b.o.serviceEnv, " "))
+	}
 }
 
 // serverSettings are the server's settings the figures depend on (the

@@ -34,8 +34,9 @@ type proc struct {
 }
 
 // startProc starts bin/<name> for t's scope on d and JetStream, with the
-// given settings and everything else at its default: the bench's own
-// environment is not passed on, so that a shell's settings cannot leak in.
+// given settings, then -service-env, and everything else at its default: the
+// bench's own environment is not passed on, so that a shell's settings cannot
+// leak in.
 func (b *bench) startProc(ctx context.Context, t *testenv.Outside, name string, d *testenv.Databases, natsURL string, settings ...string) *proc {
 	p := &proc{name: name, addr: testenv.FreeAddr(t)}
 	cmd := exec.CommandContext(ctx, filepath.Join(b.o.bin, name))
@@ -44,6 +45,7 @@ func (b *bench) startProc(ctx context.Context, t *testenv.Outside, name string, 
 	}
 	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "DATA_PLANE_DATABASE_URL=" + d.DataURL,
 		"CONTROL_PLANE_DATABASE_URL=" + d.ControlURL, "NATS_URL=" + natsURL, "HTTP_ADDR=" + p.addr}, settings...)
+	cmd.Env = append(cmd.Env, b.o.serviceEnv...)
 	p.Process = testenv.StartProcess(t, cmd)
 	return p
 }
@@ -78,14 +80,22 @@ func (p *proc) steps() map[string]float64 {
 // badOutcomes must not happen in a bench.
 var badOutcomes = []tenant.Outcome{tenant.OutcomeRefused, tenant.OutcomeStuck, tenant.OutcomeHeld, tenant.OutcomeCapped, tenant.OutcomeDead}
 
-// await waits until n tenants reached outcome o in w's events; it fails on a
-// bad outcome, a process that exited, or no progress for five minutes. Once
-// half are there it calls half (when not nil).
-func await(ctx context.Context, w *testworld.World, o tenant.Outcome, n int, procs []*proc, half func()) {
-	last, lastAt := -1, time.Now()
+// await waits until every tenant of ids reached outcome o in w's events; it
+// fails on a bad outcome of one of them, a process that exited, or no
+// progress for five minutes. Once half of them reached it, it calls half
+// (when not nil).
+func await(ctx context.Context, w *testworld.World, o tenant.Outcome, ids []string, procs []*proc, half func()) {
+	ours := map[tenant.ID]bool{}
+	for _, id := range ids {
+		ours[tenant.ID(id)] = true
+	}
+	n, last, lastAt := len(ids), -1, time.Now()
 	until(ctx, 24*time.Hour, fmt.Sprintf("%d tenants %s", n, o), func() bool {
 		reached := map[tenant.ID]bool{}
 		for _, ev := range w.Events() {
+			if !ours[ev.TenantID] {
+				continue
+			}
 			if slices.Contains(badOutcomes, ev.Outcome) {
 				check(fmt.Errorf("unexpected event: %s %s: %s", ev.Outcome, ev.TenantID, ev.Reason))
 			}
@@ -126,7 +136,7 @@ func requests(ids []string) []tenant.Request {
 func cleanAll(ctx context.Context, t *testenv.Outside, w *testworld.World, ids []string, procs []*proc) (time.Time, time.Duration) {
 	start := time.Now()
 	check(w.Bus.PublishRequests(ctx, requests(ids), nil))
-	await(ctx, w, tenant.OutcomeCleaned, len(ids), procs, nil)
+	await(ctx, w, tenant.OutcomeCleaned, ids, procs, nil)
 	took := time.Since(start)
 	verifyGone(t, w.DBs, "tenant_cleanup.ledger", ids)
 	return start, took
