@@ -254,7 +254,8 @@ func perSchemaLoop(ctx context.Context, d *testenv.Databases, sessions int, with
 		for i := range conns {
 			conns[i] = connect(ctx, t, d.DataURL, simple)
 		}
-		rows, _ := conns[0].Query(ctx, `SELECT nspname::text FROM pg_namespace WHERE nspname LIKE 'tenant\_%' ORDER BY 1`)
+		rows, _ := conns[0].Query(ctx, `SELECT nspname::text FROM pg_namespace
+			WHERE nspname LIKE 'tenant\_%' AND nspname <> 'tenant_cleanup' ORDER BY 1`)
 		schemas := must(pgx.CollectRows(rows, pgx.RowTo[string]))
 		acts := make([]struct {
 			last        *time.Time
