@@ -159,6 +159,10 @@ func PrintSummary(w io.Writer, r *Report) {
 			fmt.Fprintf(w, "  %s: %s\n", u.ID, u.Reason)
 		}
 	}
+	if r.Withheld > 0 {
+		fmt.Fprintf(w, "%d tenants not selected: a shard that could not be read may hold a copy of theirs in use "+
+			"(tried again next pass; see the shard table)\n", r.Withheld)
+	}
 	if len(r.ForReview) > 0 {
 		fmt.Fprintf(w, "%d tenants have no schema but rows left, and nothing shows that a cleanup of them began: "+
 			"left for review (tenantctl verify lists them)\n", len(r.ForReview))

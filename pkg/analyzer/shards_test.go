@@ -112,6 +112,13 @@ func TestAnalyzeEveryShard(t *testing.T) {
 				"three days ago, could not be read")
 		}
 	}
+	if r.Withheld == 0 {
+		t.Fatalf("withheld %d; want the catalog's tenants (shard b may hold a copy of theirs)", r.Withheld)
+	}
+	summary.Reset()
+	if PrintSummary(&summary, r); !strings.Contains(summary.String(), "tenants not selected: a shard that could not be read") {
+		t.Fatalf("summary:\n%s", summary.String())
+	}
 	if r.Shards[1].Unreachable == "" {
 		t.Fatalf("shard b not reported unreachable: %+v", r.Shards)
 	}
@@ -176,11 +183,12 @@ func TestJudgeAfterAListCutShort(t *testing.T) {
 	}
 	close(catalog.listed)
 	b.listed <- dataplane.SchemaInfo{ID: "tenant_i-02"}
+	b.cut = true
 	b.fail(errors.New("list tenant schemas: connection reset"))
 	close(b.listed)
 	p := &passState{a: &Analyzer{Shards: map[string]*dataplane.Store{"b": nil}},
 		r:     &Report{keepCandidates: true, Shards: make([]ShardCount, 2)},
-		reads: []*shardRead{catalog, b}, now: now, window: tenant.Window(90), heads: make([]*dataplane.SchemaInfo, 2)}
+		reads: []*shardRead{catalog, b}, now: now, window: tenant.Window(90)}
 	c := p.nextChunk()
 	if c == nil || len(c.ids) != 3 || c.failure() != nil {
 		t.Fatalf("chunk %+v", c)
