@@ -39,18 +39,25 @@ const CSVShardColumn = "shard"
 // path. last_query_time is the tenant's last activity (USER chat message or
 // Craft session), empty if it never had any. The file is created with mode
 // 0600 and only if nothing exists at path: never over an existing file and
-// never through a symbolic link planted there.
+// never through a symbolic link planted there. A report that could not be
+// written whole is removed: a truncated CSV is never left under its name.
 func WriteCSV(path string, r *Report) error {
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
-	if err != nil {
+	if errors.Is(err, fs.ErrExist) {
 		return fmt.Errorf("write report: %w (it is never overwritten: remove it or choose another name)", err)
 	}
-	if err := writeCSV(f, r); err != nil {
-		f.Close()
-		return fmt.Errorf("write report %s: %w", path, err)
+	if err != nil {
+		return fmt.Errorf("write report: %w (check that ANALYZER_REPORT_DIR exists and is writable)", err)
 	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("write report %s: %w", path, err)
+	err = writeCSV(f, r)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		if rerr := os.Remove(path); rerr != nil && !errors.Is(rerr, fs.ErrNotExist) {
+			return fmt.Errorf("write report %s: %w (and the partial file could not be removed: %v; do not use it)", path, err, rerr)
+		}
+		return fmt.Errorf("write report %s: %w (nothing left there)", path, err)
 	}
 	return nil
 }
@@ -158,6 +165,10 @@ func PrintSummary(w io.Writer, r *Report) {
 			}
 			fmt.Fprintf(w, "  %s: %s\n", u.ID, u.Reason)
 		}
+	}
+	if r.Withheld > 0 {
+		fmt.Fprintf(w, "%d tenants not selected: a shard that could not be read may hold a copy of theirs in use "+
+			"(tried again next pass; see the shard table)\n", r.Withheld)
 	}
 	if len(r.ForReview) > 0 {
 		fmt.Fprintf(w, "%d tenants have no schema but rows left, and nothing shows that a cleanup of them began: "+

@@ -3,6 +3,7 @@ package analyzer
 import (
 	"bytes"
 	"context"
+	"errors"
 	"log/slog"
 	"net/url"
 	"strings"
@@ -106,6 +107,17 @@ func TestAnalyzeEveryShard(t *testing.T) {
 		if c.ID == "tenant_i-02" {
 			t.Fatal("a tenant of the unreachable shard was selected")
 		}
+		if c.ID == "tenant_i-03" {
+			t.Fatal("tenant_i-03 selected on its inactive catalog copy while shard b, where its copy was active " +
+				"three days ago, could not be read")
+		}
+	}
+	if r.Withheld == 0 {
+		t.Fatalf("withheld %d; want the catalog's tenants (shard b may hold a copy of theirs)", r.Withheld)
+	}
+	summary.Reset()
+	if PrintSummary(&summary, r); !strings.Contains(summary.String(), "tenants not selected: a shard that could not be read") {
+		t.Fatalf("summary:\n%s", summary.String())
 	}
 	if r.Shards[1].Unreachable == "" {
 		t.Fatalf("shard b not reported unreachable: %+v", r.Shards)
@@ -130,4 +142,76 @@ func openStore(t *testing.T, pool *pgxpool.Pool, opts dataplane.Options) *datapl
 		t.Fatal(err)
 	}
 	return st
+}
+
+// TestJudgeWithACopyLost: a tenant with a copy on a shard that failed
+// before that copy was read is never a candidate on its other copies alone
+// (the lost copy may be the active one): it waits for the next pass.
+func TestJudgeWithACopyLost(t *testing.T) {
+	now := time.Now()
+	p := &passState{a: &Analyzer{Shards: map[string]*dataplane.Store{"b": nil}},
+		r:     &Report{keepCandidates: true, Shards: make([]ShardCount, 2)},
+		reads: []*shardRead{{name: "default"}, {name: "b"}}, now: now, window: tenant.Window(90)}
+	id := tenant.ID("tenant_i-01")
+	c := &chunk{ids: []tenant.ID{id}, first: []int{0, 2},
+		copies: []shardCopy{
+			{shard: 0, info: dataplane.SchemaInfo{ID: id}, activity: dataplane.TenantActivity{ID: id,
+				Activity: dataplane.Activity{LastQuery: now.AddDate(0, 0, -200)}}},
+			{shard: 1, info: dataplane.SchemaInfo{ID: id}, lost: errors.New("read tenant activity: connection reset")},
+		},
+		control: map[tenant.ID]controlplane.Record{id: {ID: id, Status: tenant.StatusGatedAccess, CreatedAt: now.AddDate(-1, 0, 0)}},
+		records: make([]map[tenant.ID]dataplane.Record, 2)}
+	var emitted []tenant.ID
+	if err := p.judge(c, func(t Tenant) error { emitted = append(emitted, t.ID); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if len(emitted) != 0 || p.r.CandidateCount() != 0 {
+		t.Fatalf("published %v (%d candidates); want none: its copy on shard b was not read", emitted, p.r.CandidateCount())
+	}
+}
+
+// TestJudgeAfterAListCutShort: a shard whose list failed part way says
+// nothing of the tenants after the last name it listed: such a tenant may
+// have a copy there (being moved), so it is never a candidate on its other
+// copies this pass; a tenant before that name is judged as usual.
+func TestJudgeAfterAListCutShort(t *testing.T) {
+	now := time.Now()
+	catalog := &shardRead{name: "default", listed: make(chan dataplane.SchemaInfo, 4)}
+	b := &shardRead{name: "b", listed: make(chan dataplane.SchemaInfo, 4)}
+	for _, id := range []tenant.ID{"tenant_i-01", "tenant_i-03"} {
+		catalog.listed <- dataplane.SchemaInfo{ID: id}
+	}
+	close(catalog.listed)
+	b.listed <- dataplane.SchemaInfo{ID: "tenant_i-02"}
+	b.cut = true
+	b.fail(errors.New("list tenant schemas: connection reset"))
+	close(b.listed)
+	p := &passState{a: &Analyzer{Shards: map[string]*dataplane.Store{"b": nil}},
+		r:     &Report{keepCandidates: true, Shards: make([]ShardCount, 2)},
+		reads: []*shardRead{catalog, b}, now: now, window: tenant.Window(90)}
+	c := p.nextChunk()
+	if c == nil || len(c.ids) != 3 || c.failure() != nil {
+		t.Fatalf("chunk %+v", c)
+	}
+	c.control = map[tenant.ID]controlplane.Record{}
+	for i, id := range c.ids {
+		c.control[id] = controlplane.Record{ID: id, Status: tenant.StatusGatedAccess, CreatedAt: now.AddDate(-1, 0, 0)}
+		for k := c.first[i]; k < c.first[i+1]; k++ {
+			cp := &c.copies[k]
+			if cp.shard == 1 {
+				cp.lost = b.failure()
+				continue
+			}
+			cp.activity = dataplane.TenantActivity{ID: id, Activity: dataplane.Activity{LastQuery: now.AddDate(0, 0, -200)}}
+		}
+	}
+	c.records = make([]map[tenant.ID]dataplane.Record, 2)
+	var emitted []string
+	if err := p.judge(c, func(t Tenant) error { emitted = append(emitted, string(t.ID)); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(emitted, " "); got != "tenant_i-01" {
+		t.Fatalf("published %q; want tenant_i-01 alone (tenant_i-02's copy on b was lost, tenant_i-03 comes after "+
+			"the last name b listed)", got)
+	}
 }

@@ -1,7 +1,9 @@
 package analyzer
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"math/rand/v2"
 	"os"
 	"slices"
@@ -53,5 +55,32 @@ func TestCandidateSpoolSortsRunsOnDisk(t *testing.T) {
 		if g.id != w.id || g.documents != w.documents || g.users != w.users || g.shards != w.shards || !g.last.Equal(w.last) {
 			t.Fatalf("row %d: %+v; want %+v", i, g, w)
 		}
+	}
+}
+
+// TestFailedCSVLeavesNoReport: when the CSV cannot be written whole (the
+// spool cannot be read back, a disk full), the pass fails and no report is
+// left under the report's name: a truncated CSV is never taken for the
+// candidates of a pass.
+func TestFailedCSVLeavesNoReport(t *testing.T) {
+	dir := t.TempDir()
+	s := newCandidateSpool(dir)
+	defer s.close()
+	for i := range 3 * spoolRun {
+		if err := s.add(Tenant{ID: tenant.ID(fmt.Sprintf("tenant_i-%04x", i)), Activity: dataplane.Activity{Documents: int64(i)}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.file.Close() // reading the runs back fails
+	r := &Report{At: time.Now(), InactiveDays: 90, spool: s}
+	path, err := WriteCSVIn(dir, 90, r)
+	if err == nil {
+		t.Fatal("the CSV was written from a spool that cannot be read")
+	}
+	if _, serr := os.Lstat(path); !errors.Is(serr, fs.ErrNotExist) {
+		t.Fatalf("a report is left at %s after %v (stat: %v)", path, err, serr)
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+		t.Fatalf("the report directory holds %d entries after a failed CSV", len(entries))
 	}
 }

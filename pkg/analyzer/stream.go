@@ -63,7 +63,7 @@ func (a *Analyzer) analyze(ctx context.Context, r *Report, emit func(Tenant) err
 	if a.sharded() {
 		r.Shards = make([]ShardCount, len(reads))
 	}
-	p := &passState{a: a, r: r, reads: reads, now: now, window: window, heads: make([]*dataplane.SchemaInfo, len(reads))}
+	p := &passState{a: a, r: r, reads: reads, now: now, window: window}
 
 	// A schema of a tenant's name is read whatever the record says: a drop
 	// under way renamed the schema it drops, so one of the tenant's name is
@@ -115,7 +115,9 @@ type shardRead struct {
 	// schemas are the names listed (read once listed is closed).
 	schemas schemaList
 	skipped []string
-	mu      sync.Mutex
+	// cut: the list failed before its end (set before listed is closed).
+	cut bool
+	mu  sync.Mutex
 	// err is why the shard could not be listed or read: the pass fails for
 	// the catalog; another shard's schemas are not read from then on, and
 	// the tenants it did not list are left for the next pass.
@@ -169,6 +171,7 @@ func (a *Analyzer) listShards(ctx context.Context, wg *sync.WaitGroup) []*shardR
 			}
 			sr.skipped = skipped
 			if err != nil {
+				sr.cut = true
 				sr.fail(err)
 			}
 		})
@@ -222,6 +225,10 @@ type passState struct {
 	inControl   int // tenants seen that have a control-plane row
 	unreachable []string
 	heads       []*dataplane.SchemaInfo // each shard's next listed schema
+	// listedTo is the last name each shard listed, and ended whether its
+	// list ended: a list cut short says nothing of the names after it.
+	listedTo []tenant.ID
+	ended    []bool
 }
 
 // chunk is a run of tenants, by id, with everything the pass read of them.
@@ -234,9 +241,12 @@ type chunk struct {
 	control    map[tenant.ID]controlplane.Record
 	records    []map[tenant.ID]dataplane.Record // by shard (nil: not read)
 	placements map[tenant.ID]string
-	reads      sync.WaitGroup // the activity reads not done yet
-	mu         sync.Mutex
-	err        error // the pass fails with it
+	// unlisted are, by index in ids, the shards whose list failed before
+	// it reached the tenant: a copy there may be the one in use.
+	unlisted map[int][]string
+	reads    sync.WaitGroup // the activity reads not done yet
+	mu       sync.Mutex
+	err      error // the pass fails with it
 }
 
 func (c *chunk) fail(err error) {
@@ -385,16 +395,22 @@ func (p *passState) produce(ctx context.Context, want func(dataplane.SchemaInfo,
 // all their copies, as they are listed; nil at the end. A catalog that could
 // not be listed fails the pass (in the chunk).
 func (p *passState) nextChunk() *chunk {
+	if p.heads == nil {
+		p.heads = make([]*dataplane.SchemaInfo, len(p.reads))
+		p.listedTo, p.ended = make([]tenant.ID, len(p.reads)), make([]bool, len(p.reads))
+	}
 	c := &chunk{}
 	for len(c.ids) < chunkTenants {
 		var least *dataplane.SchemaInfo
 		for s, sr := range p.reads {
-			if p.heads[s] == nil {
+			if p.heads[s] == nil && !p.ended[s] {
 				if info, ok := <-sr.listed; ok {
-					p.heads[s] = &info
+					p.heads[s], p.listedTo[s] = &info, info.ID
 				} else if err := sr.failure(); err != nil && s == 0 {
 					c.fail(err)
 					return c
+				} else {
+					p.ended[s] = true
 				}
 			}
 			if h := p.heads[s]; h != nil && (least == nil || h.ID < least.ID) {
@@ -411,6 +427,11 @@ func (p *passState) nextChunk() *chunk {
 			if h != nil && h.ID == id {
 				c.copies = append(c.copies, shardCopy{shard: s, info: *h})
 				p.heads[s] = nil
+			} else if h == nil && p.ended[s] && p.reads[s].cut && id > p.listedTo[s] {
+				if c.unlisted == nil {
+					c.unlisted = map[int][]string{}
+				}
+				c.unlisted[len(c.ids)-1] = append(c.unlisted[len(c.ids)-1], p.reads[s].name)
 			}
 		}
 	}
@@ -512,6 +533,9 @@ func (p *passState) judge(c *chunk, emit func(Tenant) error) error {
 			}
 			copies = append(copies, cp)
 		}
+		// A copy not read (its shard failed) may be the one in use: the
+		// tenant is judged on the others, never as a candidate.
+		lostOn = append(lostOn, c.unlisted[i]...)
 		if len(copies) == 0 {
 			if len(lostOn) > 0 {
 				r.Unreadable = append(r.Unreadable, Unreadable{ID: id, Reason: "shard(s) " + strings.Join(lostOn, ", ") +
@@ -536,6 +560,13 @@ func (p *passState) judge(c *chunk, emit func(Tenant) error) error {
 		}
 		if len(copies) == 1 {
 			t.Activity = copies[0].activity.Activity
+		}
+		if len(lostOn) > 0 {
+			r.Withheld++
+			if t.Reason == "" {
+				t.Reason = "shard(s) " + strings.Join(lostOn, ", ") + " could not be read, and a copy of its schema there " +
+					"may be in use: tried again next pass"
+			}
 		}
 		if a.sharded() {
 			placement := a.placement(c.placements[id])

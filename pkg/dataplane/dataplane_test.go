@@ -749,3 +749,49 @@ func TestPlanBatchesTreesAndFirst(t *testing.T) {
 		t.Fatalf("order %v; want %s", order, want)
 	}
 }
+
+// TestActivitiesReadFarTimes: the analyzer's bulk read decodes an activity
+// time beyond 2292 (a clock gone wrong) or 'infinity' as the latest there
+// is, never as a time long past that would make an active tenant look
+// inactive; the single read (the marker's and the cleaner's) agrees or
+// refuses to read it.
+func TestActivitiesReadFarTimes(t *testing.T) {
+	dbs, s := setup(t, Options{})
+	ctx := context.Background()
+	for id, ts := range map[string]string{idA: "2400-01-01 00:00:00+00", idB: "infinity", idC: "1990-06-01 12:00:00.123456+00"} {
+		dbs.CreateTenant(t, testenv.Tenant{ID: id, Users: 1, Pairs: 1, DocsPerPair: 1, LastQuery: testenv.DaysAgo(400)})
+		dbs.ExecData(t, `UPDATE "`+id+`".chat_message SET time_sent = $1::timestamptz WHERE message_type = 'USER'`, ts)
+	}
+	schemas, _, err := s.ListTenantSchemas(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	acts, err := s.Activities(ctx, schemas, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cutoff := time.Now().AddDate(0, 0, -90)
+	for _, a := range acts {
+		last := a.Activity.Last()
+		switch a.ID {
+		case idA, idB:
+			if !last.After(time.Date(2292, 1, 1, 0, 0, 0, 0, time.UTC)) {
+				t.Errorf("%s: bulk read's last activity %s; want after 2292 (active: not before the window's cutoff %s)",
+					a.ID, last, cutoff.Format(time.RFC3339))
+			}
+		case idC:
+			if want := time.Date(1990, 6, 1, 12, 0, 0, 123456000, time.UTC); !last.Equal(want) {
+				t.Errorf("%s: last activity %s; want %s", a.ID, last, want)
+			}
+		}
+		if a.ID == idA {
+			snap, err := inspectOf(t, s, a.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !snap.Activity.LastQuery.Equal(last) {
+				t.Errorf("%s: bulk read %s, single read %s", a.ID, last, snap.Activity.LastQuery)
+			}
+		}
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"github.com/tenantcleanup/tenant-cleanup/internal/pgerr"
+	"math"
 	"slices"
 	"sync"
 	"time"
@@ -230,16 +231,27 @@ func readPipelined(p *pgconn.Pipeline) (Activity, bool, error) {
 	return a, gone, err
 }
 
-// pgEpoch is where PostgreSQL's binary timestamps count from.
-var pgEpoch = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
+// pgEpochMicros is where PostgreSQL's binary timestamps count from (2000),
+// in microseconds since 1970.
+const pgEpochMicros = 946684800 * 1_000_000
 
 // binaryTimestamptz decodes a binary timestamptz (microseconds since 2000);
-// NULL is the zero time.
+// NULL is the zero time. Exact over PostgreSQL's whole range (a
+// time.Duration would overflow past 292 years from 2000); 'infinity' is
+// the latest time there is, '-infinity' the earliest, so that neither makes
+// an active tenant look inactive.
 func binaryTimestamptz(b []byte) time.Time {
 	if len(b) != 8 {
 		return time.Time{}
 	}
-	return pgEpoch.Add(time.Duration(int64(binary.BigEndian.Uint64(b))) * time.Microsecond)
+	switch us := int64(binary.BigEndian.Uint64(b)); {
+	case us > math.MaxInt64-pgEpochMicros: // infinity (or its neighbourhood)
+		return time.UnixMicro(math.MaxInt64).UTC()
+	case us == math.MinInt64: // -infinity
+		return time.UnixMicro(math.MinInt64 + pgEpochMicros).UTC()
+	default:
+		return time.UnixMicro(us + pgEpochMicros).UTC()
+	}
 }
 
 // binaryInt8 decodes a binary bigint; NULL is 0.
