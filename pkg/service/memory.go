@@ -17,10 +17,11 @@ const analyzerHeap = 16 << 20
 // work holds little but makes much garbage (the analyzer: about 17 KiB per
 // tenant read and published, dropped at once), the default makes the peak
 // depend on how that garbage happens to line up with the collections, and
-// creep with the length of the pass. The limit is floor, raised to three
-// times the live heap as that grows (a large fleet's list of schema names),
-// so that the collector never runs back to back. An operator's GOGC or
-// GOMEMLIMIT is left as it is.
+// creep with the length of the pass. The limit is floor, raised to the
+// runtime's memory other than the heap's objects plus three times the live
+// heap as those grow (a large fleet's list of schema names, goroutine
+// stacks), so that the collector never runs back to back. An operator's GOGC
+// or GOMEMLIMIT is left as it is.
 func capHeap(ctx context.Context, floor int64) {
 	if os.Getenv("GOGC") != "" || os.Getenv("GOMEMLIMIT") != "" {
 		return
@@ -28,7 +29,6 @@ func capHeap(ctx context.Context, floor int64) {
 	debug.SetMemoryLimit(floor)
 	debug.SetGCPercent(-1)
 	go func() {
-		live := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
 		t := time.NewTicker(250 * time.Millisecond)
 		defer t.Stop()
 		limit := floor
@@ -38,14 +38,28 @@ func capHeap(ctx context.Context, floor int64) {
 				return
 			case <-t.C:
 			}
-			metrics.Read(live)
-			if live[0].Value.Kind() != metrics.KindUint64 {
-				continue
-			}
-			if want := max(floor, 3*int64(live[0].Value.Uint64())); want != limit {
+			if want := heapLimit(floor); want != limit {
 				limit = want
 				debug.SetMemoryLimit(limit)
 			}
 		}
 	}()
+}
+
+// heapLimit is the memory limit capHeap sets now: floor, or the runtime's
+// memory that is not the heap's objects (what the limit counts: all it has
+// mapped but what it released) plus three times the live heap, whichever is
+// larger.
+func heapLimit(floor int64) int64 {
+	s := []metrics.Sample{{Name: "/gc/heap/live:bytes"}, {Name: "/memory/classes/total:bytes"},
+		{Name: "/memory/classes/heap/released:bytes"}, {Name: "/memory/classes/heap/objects:bytes"}}
+	metrics.Read(s)
+	for _, m := range s {
+		if m.Value.Kind() != metrics.KindUint64 {
+			return floor
+		}
+	}
+	live, total, released, objects := s[0].Value.Uint64(), s[1].Value.Uint64(), s[2].Value.Uint64(), s[3].Value.Uint64()
+	other := int64(total) - int64(released) - int64(objects)
+	return max(floor, other+3*int64(live))
 }
