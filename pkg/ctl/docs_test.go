@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"io"
 	"os"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -168,4 +169,66 @@ func TestDocExampleCheckRefuses(t *testing.T) {
 	if p := checkExample(args[1:]); p != "" || len(args) != 7 {
 		t.Errorf("a valid example: %q, %v", p, args)
 	}
+}
+
+// Every key of verify -o json (the json tags of verifyView and of the view
+// types it holds, at any depth) and every column of verify -o csv is named,
+// in backquotes, in the verify section of docs/tenantctl.md: a field added to
+// the output without its line in the document fails here.
+func TestDocVerifyOutputFields(t *testing.T) {
+	b, err := os.ReadFile("../../docs/tenantctl.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := string(b)
+	start := strings.Index(doc, "\n## verify\n")
+	if start < 0 {
+		t.Fatal("docs/tenantctl.md has no verify section")
+	}
+	section := doc[start+1:]
+	if end := strings.Index(section[1:], "\n## "); end >= 0 {
+		section = section[:end+1]
+	}
+	keys := jsonKeys(reflect.TypeOf(verifyView{}), map[reflect.Type]bool{})
+	if len(keys) < 30 {
+		t.Fatalf("only %d json keys found in verifyView: %v", len(keys), keys)
+	}
+	for _, k := range keys {
+		if !strings.Contains(section, "`"+k+"`") {
+			t.Errorf("verify -o json key %q is not documented in the verify section of docs/tenantctl.md", k)
+		}
+	}
+	if header := strings.Join(verifyCSVHeader, ","); !strings.Contains(section, "`"+header+"`") {
+		t.Errorf("verify -o csv header %q is not in the verify section of docs/tenantctl.md", header)
+	}
+}
+
+// jsonKeys returns the json keys of the struct fields of t and of the
+// structs of this package that t holds (through pointers, slices, arrays and
+// maps), each as a type's fields are visited.
+func jsonKeys(t reflect.Type, seen map[reflect.Type]bool) []string {
+	for t.Kind() == reflect.Pointer || t.Kind() == reflect.Slice || t.Kind() == reflect.Array || t.Kind() == reflect.Map {
+		t = t.Elem()
+	}
+	if t.Kind() != reflect.Struct || t.PkgPath() != reflect.TypeOf(verifyView{}).PkgPath() || seen[t] {
+		return nil
+	}
+	seen[t] = true
+	var keys []string
+	for i := range t.NumField() {
+		f := t.Field(i)
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		switch {
+		case name == "-" || !f.IsExported():
+			continue
+		case name == "" && f.Anonymous: // its fields are the parent's
+			keys = append(keys, jsonKeys(f.Type, seen)...)
+			continue
+		case name == "":
+			name = f.Name
+		}
+		keys = append(keys, name)
+		keys = append(keys, jsonKeys(f.Type, seen)...)
+	}
+	return keys
 }
