@@ -18,9 +18,10 @@ const analyzerHeap = 16 << 20
 // tenant read and published, dropped at once), the default makes the peak
 // depend on how that garbage happens to line up with the collections, and
 // creep with the length of the pass. The limit is floor, raised to the
-// runtime's memory other than the heap's objects plus three times the live
-// heap as those grow (a large fleet's list of schema names, goroutine
-// stacks), so that the collector never runs back to back. An operator's GOGC
+// runtime's memory other than the heap's objects plus twice the live heap as
+// those grow (a large fleet's list of schema names, goroutine stacks): the
+// heap may then grow by its live part between collections, as with the
+// default GOGC, and the collector never runs back to back. An operator's GOGC
 // or GOMEMLIMIT is left as it is.
 func capHeap(ctx context.Context, floor int64) {
 	if os.Getenv("GOGC") != "" || os.Getenv("GOMEMLIMIT") != "" {
@@ -48,7 +49,7 @@ func capHeap(ctx context.Context, floor int64) {
 
 // heapLimit is the memory limit capHeap sets now: floor, or the runtime's
 // memory that is not the heap's objects (what the limit counts: all it has
-// mapped but what it released) plus three times the live heap, whichever is
+// mapped but what it released) plus twice the live heap, whichever is
 // larger.
 func heapLimit(floor int64) int64 {
 	s := []metrics.Sample{{Name: "/gc/heap/live:bytes"}, {Name: "/memory/classes/total:bytes"},
@@ -61,5 +62,5 @@ func heapLimit(floor int64) int64 {
 	}
 	live, total, released, objects := s[0].Value.Uint64(), s[1].Value.Uint64(), s[2].Value.Uint64(), s[3].Value.Uint64()
 	other := int64(total) - int64(released) - int64(objects)
-	return max(floor, other+3*int64(live))
+	return max(floor, other+2*int64(live))
 }
