@@ -212,7 +212,7 @@ func lockReached(ctx context.Context, tx Tx, d DML, g *Guard) ([]reachedTable, e
 	}
 }
 
-// code is one trigger or rule of untrusted_code.sql.
+// code is one trigger, rule, expression or domain of untrusted_code.sql.
 type code struct {
 	kind, schema, table, name string
 	funcs                     []int64
@@ -249,7 +249,9 @@ func untrusted(found []code) []string {
 		if len(c.untrustedFuncs) > 0 {
 			why = append(why, "function "+strings.Join(c.untrustedFuncs, ", "))
 		}
-		if len(c.owners) > 0 {
+		if len(c.owners) > 0 && c.kind == "domain" {
+			why = append(why, "domain owned by "+strings.Join(c.owners, ", ")+", who may give it a constraint at any time")
+		} else if len(c.owners) > 0 {
 			why = append(why, "table owned by, or open to triggers of, "+strings.Join(c.owners, ", "))
 		}
 		if len(why) > 0 {

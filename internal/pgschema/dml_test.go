@@ -108,3 +108,50 @@ func TestCheckCodeWithoutSuperuser(t *testing.T) {
 		t.Fatalf("untrusted = %q; want the trigger of %s and public.counter_note", g.Untrusted, other)
 	}
 }
+
+// The expressions a DML evaluates are vetted like triggers: an index
+// expression or predicate and a generated column calling a function of
+// another role (an UPDATE evaluates them on the new row), and, for a role
+// that row-level security applies to, a policy calling one; a CHECK
+// constraint of built-in immutable functions is trusted whoever owns the
+// table, one that can run SQL (query_to_xml) is not.
+func TestCheckCodeVetsExpressions(t *testing.T) {
+	dbs := testenv.NewDatabases(t)
+	ctx := context.Background()
+	pipeline, other := dbs.Role(t), dbs.Role(t)
+	dbs.ExecData(t, `CREATE TABLE public.vetted (id int, email text, flag boolean);
+		CREATE FUNCTION public.f(int) RETURNS boolean LANGUAGE sql IMMUTABLE AS 'SELECT $1 > 0';
+		ALTER FUNCTION public.f(int) OWNER TO `+other+`;
+		CREATE INDEX by_f ON public.vetted ((public.f(id)));
+		CREATE INDEX partial ON public.vetted (id) WHERE public.f(id);
+		ALTER TABLE public.vetted ADD COLUMN g boolean GENERATED ALWAYS AS (public.f(id)) STORED;
+		ALTER TABLE public.vetted ADD CONSTRAINT lower_email CHECK (email = lower(email));
+		ALTER TABLE public.vetted ADD CONSTRAINT runs_sql CHECK (query_to_xml('SELECT 1', true, true, '') IS NOT NULL);
+		ALTER TABLE public.vetted ENABLE ROW LEVEL SECURITY;
+		CREATE POLICY mine ON public.vetted USING (public.f(id));
+		ALTER TABLE public.vetted OWNER TO `+other+`;
+		GRANT ALL ON public.vetted TO `+pipeline)
+	tx := begin(t, dbs)
+	if _, err := tx.Exec(ctx, "SET LOCAL ROLE "+pipeline); err != nil {
+		t.Fatal(err)
+	}
+	g, err := CheckCode(ctx, tx, DML{Update: []string{"public.vetted"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := strings.Join(g.Untrusted, "\n")
+	for _, want := range []string{
+		"index by_f on public.vetted (function public.f(integer) (owner " + other + ")",
+		"index partial on public.vetted (function public.f(integer) (owner " + other + ")",
+		"generated column g on public.vetted (function public.f(integer) (owner " + other + ")",
+		"policy mine on public.vetted (function public.f(integer) (owner " + other + ")",
+		"check constraint runs_sql on public.vetted (table owned by, or open to triggers of, " + other + ")",
+	} {
+		if !strings.Contains(found, want) {
+			t.Errorf("untrusted = %q; want %q", g.Untrusted, want)
+		}
+	}
+	if strings.Contains(found, "lower_email") || len(g.Untrusted) != 5 {
+		t.Errorf("untrusted = %q; want exactly the five above (lower_email is built-in and immutable)", g.Untrusted)
+	}
+}

@@ -1,9 +1,13 @@
 -- The code the pipeline's DML would run on the tables $1 (oids; $2: rows are
 -- deleted from it, $3: rows are updated): every enabled trigger that fires
--- on those events (not the internal ones of foreign keys), and every rule on
--- them. That code runs as the role running the statement, the pipeline's,
--- often a superuser; SET ROLE is no boundary (the code can RESET ROLE). So
--- the pipeline trusts code only when nobody else can have written it:
+-- on those events (not the internal ones of foreign keys), every rule on
+-- them, and the expressions the statement evaluates: for an update, the
+-- table's CHECK constraints, those of the domains of its columns, its index
+-- expressions and predicates and its generated columns; the row-level
+-- security policies that apply to the pipeline's role. That code runs as the
+-- role running the statement, the pipeline's, often a superuser; SET ROLE is
+-- no boundary (the code can RESET ROLE). So the pipeline trusts code only
+-- when nobody else can have written it:
 --
 -- - each function it calls (a trigger's function, the functions of its WHEN
 --   clause or of a rule's actions) is owned by the pipeline's role or a
@@ -12,19 +16,23 @@
 --   superuser can lock it; the owner of a function owned by the pipeline's
 --   role or a superuser cannot change it anyway);
 -- - and, when the trigger's function is not SECURITY DEFINER or it has a
---   WHEN clause (which can run any SQL, through query_to_xml say), or for a
---   rule, nobody else controls the table: its owner and the roles granted
---   TRIGGER on it (PUBLIC included) are the pipeline's role or superusers.
---   (A superuser's trigger function can run what its arguments, chosen by
---   whoever created the trigger, say.)
+--   WHEN clause (which can run any SQL, through query_to_xml say), for a
+--   rule, or for an expression that calls a function that is not IMMUTABLE,
+--   nobody else controls the table (for a domain's constraint, the domain):
+--   its owner and the roles granted TRIGGER on it (PUBLIC included) are the
+--   pipeline's role or superusers. (A superuser's trigger function can run
+--   what its arguments, chosen by whoever created the trigger, say; an
+--   expression of immutable functions only, each trusted, cannot.)
+--
+-- A function an expression calls through an operator is the operator's.
 --
 -- Trusted = the pipeline's role (current_user) or a superuser; membership
 -- is not asked (pg_has_role is true of every role for a superuser).
 --
--- One row per trigger or rule: kind, schema, table, name, the oids of the
--- functions it calls (for the caller to lock), the functions it calls that
--- are not trusted and the roles not trusted who control the table, if they
--- matter (both empty: trusted).
+-- One row per trigger, rule, expression or domain: kind, schema, table,
+-- name, the oids of the functions it calls (for the caller to lock), the
+-- functions it calls that are not trusted and the roles not trusted who
+-- control the table (or the domain), if they matter (both empty: trusted).
 WITH trusted AS (
     SELECT oid FROM pg_roles WHERE rolsuper OR rolname = current_user
 ), tables AS (
@@ -39,30 +47,103 @@ WITH trusted AS (
     FROM unnest($1::int8[], $2::bool[], $3::bool[]) t(oid, del, upd)
     JOIN pg_class c ON c.oid = t.oid::oid
     JOIN pg_namespace n ON n.oid = c.relnamespace
+), me AS (
+    SELECT oid, rolsuper OR rolbypassrls AS bypasses_rls FROM pg_roles WHERE rolname = current_user
 ), code AS (
     SELECT 'trigger'::text AS kind, t.nspname, t.relname, tg.tgname::text AS name, t.controllers,
            p.prosecdef AND tg.tgqual IS NULL AS runs_as_owner,
-           'pg_trigger'::regclass::oid AS classid, tg.oid AS objid
+           'pg_trigger'::regclass::oid AS classid, tg.oid AS objid, tg.tgqual::text AS expr
     FROM tables t
     JOIN pg_trigger tg ON tg.tgrelid = t.oid AND NOT tg.tgisinternal AND tg.tgenabled <> 'D'
         AND ((t.del AND (tg.tgtype::int & 8) <> 0) OR (t.upd AND (tg.tgtype::int & 16) <> 0))
     JOIN pg_proc p ON p.oid = tg.tgfoid
   UNION ALL
     SELECT 'rule', t.nspname, t.relname, ru.rulename::text, t.controllers, false,
-           'pg_rewrite'::regclass::oid, ru.oid
+           'pg_rewrite'::regclass::oid, ru.oid, ru.ev_qual::text || ru.ev_action::text
     FROM tables t
     JOIN pg_rewrite ru ON ru.ev_class = t.oid AND ru.ev_enabled <> 'D'
         AND ((t.del AND ru.ev_type = '4') OR (t.upd AND ru.ev_type = '2'))
+  UNION ALL
+    SELECT 'check constraint', t.nspname, t.relname, k.conname::text, t.controllers, false,
+           'pg_constraint'::regclass::oid, k.oid, k.conbin::text
+    FROM tables t
+    JOIN pg_constraint k ON k.conrelid = t.oid AND k.contype = 'c'
+    WHERE t.upd
+  UNION ALL
+    -- The domains of its columns (and those they are over): one owned by
+    -- another role can be given a constraint at any time (NOT VALID takes no
+    -- lock on the table), so it is not trusted; a trusted one's constraints
+    -- are, if the functions they call are.
+    SELECT DISTINCT CASE WHEN dt.typowner IN (SELECT oid FROM trusted) THEN 'domain constraint' ELSE 'domain' END,
+           t.nspname, t.relname,
+           format_type(dt.oid, NULL) || CASE WHEN dt.typowner IN (SELECT oid FROM trusted) THEN '.' || k.conname ELSE '' END,
+           ARRAY(SELECT r.rolname::text FROM pg_roles r WHERE r.oid = dt.typowner AND r.oid NOT IN (SELECT oid FROM trusted)),
+           false,
+           CASE WHEN dt.typowner IN (SELECT oid FROM trusted) THEN 'pg_constraint'::regclass::oid ELSE 'pg_type'::regclass::oid END,
+           CASE WHEN dt.typowner IN (SELECT oid FROM trusted) THEN k.oid ELSE dt.oid END, k.conbin::text
+    FROM tables t
+    JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum > 0 AND NOT a.attisdropped
+    CROSS JOIN LATERAL (
+        WITH RECURSIVE dom(oid) AS (
+            SELECT ty.oid FROM pg_type ty WHERE ty.oid = a.atttypid AND ty.typtype = 'd'
+            UNION
+            SELECT ty.oid FROM dom JOIN pg_type b ON b.oid = dom.oid JOIN pg_type ty ON ty.oid = b.typbasetype AND ty.typtype = 'd'
+        ) SELECT oid FROM dom
+    ) d
+    JOIN pg_type dt ON dt.oid = d.oid
+    LEFT JOIN pg_constraint k ON k.contypid = dt.oid AND k.contype = 'c'
+    WHERE t.upd AND (k.oid IS NOT NULL OR dt.typowner NOT IN (SELECT oid FROM trusted))
+  UNION ALL
+    SELECT 'index', t.nspname, t.relname, ic.relname::text, t.controllers, false, 'pg_class'::regclass::oid, i.indexrelid,
+           coalesce(i.indexprs::text, '') || coalesce(i.indpred::text, '')
+    FROM tables t
+    JOIN pg_index i ON i.indrelid = t.oid AND (i.indexprs IS NOT NULL OR i.indpred IS NOT NULL)
+    JOIN pg_class ic ON ic.oid = i.indexrelid
+    WHERE t.upd
+  UNION ALL
+    SELECT 'generated column', t.nspname, t.relname, a.attname::text, t.controllers, false,
+           'pg_attrdef'::regclass::oid, ad.oid, ad.adbin::text
+    FROM tables t
+    JOIN pg_attribute a ON a.attrelid = t.oid AND a.attgenerated = 's' AND NOT a.attisdropped
+    JOIN pg_attrdef ad ON ad.adrelid = t.oid AND ad.adnum = a.attnum
+    WHERE t.upd
+  UNION ALL
+    -- Row-level security applies to a role that is neither a superuser nor
+    -- BYPASSRLS, unless it owns the table and the table does not force it;
+    -- the rows an UPDATE or DELETE reads are filtered by SELECT policies too.
+    SELECT 'policy', t.nspname, t.relname, p.polname::text, t.controllers, false, 'pg_policy'::regclass::oid, p.oid,
+           coalesce(p.polqual::text, '') || coalesce(p.polwithcheck::text, '')
+    FROM tables t
+    JOIN pg_class c ON c.oid = t.oid AND c.relrowsecurity
+    JOIN pg_policy p ON p.polrelid = t.oid
+        AND (p.polcmd IN ('*', 'r') OR (t.del AND p.polcmd = 'd') OR (t.upd AND p.polcmd = 'w'))
+    CROSS JOIN me
+    WHERE NOT me.bypasses_rls AND (c.relowner <> me.oid OR c.relforcerowsecurity)
 ), calls AS (
     -- A trigger depends on its function and on those of its WHEN clause, a
-    -- rule on those of its actions.
+    -- rule on those of its actions, an expression on those it calls; a
+    -- built-in function or operator (pinned) has no pg_depend row: those an
+    -- expression calls are read from its node tree (FUNCEXPR's funcid, an
+    -- operator's opno).
     SELECT DISTINCT c.classid, c.objid, p.oid,
            pn.nspname || '.' || p.proname || '(' || pg_get_function_identity_arguments(p.oid) || ')' AS fname,
            o.rolname::text AS owner,
-           p.proowner IN (SELECT oid FROM trusted) OR (p.prosecdef AND $4::bool) AS safe
+           p.proowner IN (SELECT oid FROM trusted) OR (p.prosecdef AND $4::bool) AS safe,
+           p.provolatile = 'i' AS immutable
     FROM code c
-    JOIN pg_depend d ON d.classid = c.classid AND d.objid = c.objid AND d.refclassid = 'pg_proc'::regclass
-    JOIN pg_proc p ON p.oid = d.refobjid
+    CROSS JOIN LATERAL (
+        SELECT d.refobjid FROM pg_depend d
+        WHERE d.classid = c.classid AND d.objid = c.objid AND d.refclassid = 'pg_proc'::regclass
+        UNION
+        SELECT op.oprcode FROM pg_depend d JOIN pg_operator op ON op.oid = d.refobjid
+        WHERE d.classid = c.classid AND d.objid = c.objid AND d.refclassid = 'pg_operator'::regclass
+        UNION
+        SELECT m[1]::oid FROM regexp_matches(coalesce(c.expr, ''), ':(?:funcid|opfuncid|aggfnoid|winfnoid) (\d+)', 'g') m
+        UNION
+        SELECT op.oprcode FROM regexp_matches(coalesce(c.expr, ''), ':opno (\d+)', 'g') m
+        JOIN pg_operator op ON op.oid = m[1]::oid
+    ) f(fn)
+    JOIN pg_proc p ON p.oid = f.fn
     JOIN pg_namespace pn ON pn.oid = p.pronamespace
     JOIN pg_roles o ON o.oid = p.proowner
 )
@@ -70,6 +151,9 @@ SELECT c.kind, c.nspname, c.relname, c.name,
        ARRAY(SELECT f.oid::int8 FROM calls f WHERE f.classid = c.classid AND f.objid = c.objid ORDER BY 1),
        ARRAY(SELECT f.fname || ' (owner ' || f.owner || ')' FROM calls f
              WHERE f.classid = c.classid AND f.objid = c.objid AND NOT f.safe ORDER BY 1),
-       CASE WHEN c.runs_as_owner THEN '{}' ELSE c.controllers END
+       CASE WHEN c.runs_as_owner THEN '{}'
+            WHEN c.kind IN ('check constraint', 'domain constraint', 'index', 'generated column', 'policy') AND NOT EXISTS (
+                SELECT 1 FROM calls f WHERE f.classid = c.classid AND f.objid = c.objid AND NOT f.immutable) THEN '{}'
+            ELSE c.controllers END
 FROM code c
 ORDER BY 2, 3, 1, 4

@@ -349,3 +349,89 @@ func TestDeletePublicRowsAfterTheLook(t *testing.T) {
 		t.Fatalf("record after a delete with none left: %d", r.PublicRowsDeleted)
 	}
 }
+
+// An UPDATE evaluates more code than triggers: the CHECK constraints of the
+// table and of the domains of its columns, generated columns (and index
+// expressions: TestCheckCodeVetsExpressions). Marking updates the tenant's
+// pairs: such code of another
+// role, or written by another role with functions that can run any SQL
+// (query_to_xml), would run with the pipeline's privileges (a superuser's
+// here); the marking is refused, naming it, and nothing changes. Expressions
+// of immutable functions of trusted roles are safe whoever wrote them (a
+// lowercase-email check on a table of Onyx's role, say).
+func TestExpressionsOfOtherRoles(t *testing.T) {
+	pairs := pgx.Identifier{idA, "connector_credential_pair"}.Sanitize()
+	// escalate makes public.escalates(), of role r: once public.armed has a
+	// row (after the set-up, which runs as a superuser too), it makes r a
+	// superuser when a superuser calls it; public.escalates_i() is an
+	// IMMUTABLE one calling it (what an index or a generated column needs).
+	escalate := func(r string) string {
+		return `CREATE TABLE public.armed (on_ boolean);
+			CREATE FUNCTION public.escalates() RETURNS boolean LANGUAGE plpgsql AS $$
+			BEGIN
+				IF EXISTS (SELECT 1 FROM public.armed) AND (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user) THEN
+					EXECUTE 'ALTER ROLE ` + r + ` SUPERUSER';
+				END IF;
+				RETURN true;
+			END $$;
+			CREATE FUNCTION public.escalates_i() RETURNS boolean LANGUAGE sql IMMUTABLE AS 'SELECT public.escalates()';
+			ALTER FUNCTION public.escalates() OWNER TO ` + r + `; ALTER FUNCTION public.escalates_i() OWNER TO ` + r + `;
+			ALTER TABLE public.armed OWNER TO ` + r
+	}
+	const arm = "; INSERT INTO public.armed VALUES (true)"
+	cases := []struct {
+		name, want string // want: in the refusal; "" when the marking goes ahead
+		setup      func(role string) string
+	}{
+		{"check constraint calling a function of another role", "check constraint escalate on", func(r string) string {
+			return escalate(r) + "; ALTER TABLE " + pairs + " ADD CONSTRAINT escalate CHECK (public.escalates())" + arm
+		}},
+		{"check constraint running SQL, on a table of another role", "check constraint escalate on", func(r string) string {
+			return "ALTER TABLE " + pairs + " OWNER TO " + r + "; ALTER TABLE " + pairs + ` ADD CONSTRAINT escalate
+				CHECK (query_to_xml('SELECT 1', true, true, '') IS NOT NULL)`
+		}},
+		{"generated column calling a function of another role", "generated column escalate on", func(r string) string {
+			return escalate(r) + "; ALTER TABLE " + pairs + " ADD COLUMN escalate boolean GENERATED ALWAYS AS (public.escalates_i() AND status IS NOT NULL) STORED" + arm
+		}},
+		{"column of a domain of another role", "domain public.status_name on", func(r string) string {
+			return "CREATE DOMAIN public.status_name AS varchar(16); ALTER DOMAIN public.status_name OWNER TO " + r +
+				"; ALTER TABLE " + pairs + " ALTER COLUMN status TYPE public.status_name"
+		}},
+		{"domain constraint calling a function of another role", "domain constraint public.status_name.escalate on", func(r string) string {
+			return escalate(r) + "; CREATE DOMAIN public.status_name AS varchar(16) CONSTRAINT escalate CHECK (public.escalates())" +
+				"; ALTER TABLE " + pairs + " ALTER COLUMN status TYPE public.status_name" + arm
+		}},
+		{"check constraint of built-in immutable functions, on a table of another role", "", func(r string) string {
+			return "ALTER TABLE " + pairs + " OWNER TO " + r + "; ALTER TABLE " + pairs + ` ADD CONSTRAINT known
+				CHECK (status IN ('SCHEDULED', 'ACTIVE', 'PAUSED', 'DELETING') AND lower(name) IS NOT NULL)`
+		}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			dbs, s := setup(t, Options{})
+			ctx := context.Background()
+			role := dbs.Role(t)
+			dbs.CreateTenant(t, testenv.Tenant{ID: idA, Pairs: 1, DocsPerPair: 2})
+			dbs.ExecData(t, c.setup(role))
+			fingerprint := dbs.Fingerprint(t, idA)
+			tt := lock(t, s, idA)
+			defer tt.Release()
+			_, err := tt.Mark(ctx, "test", noCheck)
+			if isSuperuser(t, dbs, role) {
+				t.Fatalf("%s became a superuser through the marking", role)
+			}
+			if c.want == "" {
+				if err != nil {
+					t.Fatalf("mark: %v; want the tenant marked", err)
+				}
+				return
+			}
+			if !errors.Is(err, tenant.ErrRefused) || !strings.Contains(err.Error(), c.want) || !strings.Contains(err.Error(), role) {
+				t.Fatalf("mark: %v; want refused naming %q and %s", err, c.want, role)
+			}
+			if fp := dbs.Fingerprint(t, idA); fp != fingerprint {
+				t.Fatal("a refused marking changed the tenant")
+			}
+		})
+	}
+}
