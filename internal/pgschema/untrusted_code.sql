@@ -156,6 +156,22 @@ WITH RECURSIVE trusted AS (
     JOIN pg_type dt ON dt.oid = ty.typ AND (dt.typtype = 'd' OR (dt.typtype = 'c' AND dt.typrelid <> t.oid))
     LEFT JOIN pg_constraint k ON k.contypid = dt.oid AND k.contype = 'c' AND dt.typtype = 'd'
     WHERE k.oid IS NOT NULL OR dt.typowner NOT IN (SELECT oid FROM trusted)
+  UNION ALL
+    -- A policy's subquery, a rule's actions, read (or write) other
+    -- relations, whose code this does not follow: a view's functions run as
+    -- the pipeline's role, so do the policies of a table, and the triggers of
+    -- one a rule writes to; nor does it lock them, so their owner may add
+    -- such code meanwhile. Refused unless a trusted role owns a plain one.
+    SELECT DISTINCT c.kind || ' reading', c.relid, c.nspname, c.relname, c.name || ' (' || r.oid::regclass::text || ')',
+           ARRAY[coalesce((SELECT o.rolname::text FROM pg_roles o WHERE o.oid = r.relowner AND o.oid NOT IN (SELECT oid FROM trusted)),
+                          'nobody else, but it is a view or has row-level security or triggers')],
+           false, c.classid, c.objid, NULL::text
+    FROM code0 c
+    CROSS JOIN LATERAL regexp_matches(c.expr, ':relid (\d+)', 'g') m
+    JOIN pg_class r ON r.oid = m[1]::oid AND r.oid <> c.relid
+    WHERE c.kind IN ('policy', 'rule')
+      AND (r.relowner NOT IN (SELECT oid FROM trusted) OR r.relkind NOT IN ('r', 'p') OR r.relrowsecurity
+           OR EXISTS (SELECT 1 FROM pg_trigger tg WHERE tg.tgrelid = r.oid AND NOT tg.tgisinternal))
 ), calls AS (
     -- A trigger depends on its function and on those of its WHEN clause, a
     -- rule on those of its actions, an expression on those it calls; a
