@@ -185,3 +185,25 @@ func TestCheckCodeFollowsPolicySubqueries(t *testing.T) {
 		t.Fatalf("untrusted = %q; want %q", g.Untrusted, want)
 	}
 }
+
+// ON DELETE SET DEFAULT evaluates the defaults of the foreign key's columns
+// (as the referencing table's owner, here a superuser): one calling a
+// function of another role is refused.
+func TestCheckCodeVetsSetDefault(t *testing.T) {
+	dbs := testenv.NewDatabases(t)
+	ctx := context.Background()
+	other := dbs.Role(t)
+	dbs.ExecData(t, `CREATE TABLE public.parent (id int PRIMARY KEY);
+		CREATE FUNCTION public.f() RETURNS int LANGUAGE plpgsql AS 'BEGIN RETURN 0; END';
+		ALTER FUNCTION public.f() OWNER TO `+other+`;
+		CREATE TABLE public.child (pid int DEFAULT public.f() REFERENCES public.parent ON DELETE SET DEFAULT)`)
+	tx := begin(t, dbs)
+	g, err := CheckCode(ctx, tx, DML{Delete: []string{"public.parent"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "column default pid on public.child (function public.f() (owner " + other + ")"
+	if !strings.Contains(strings.Join(g.Untrusted, "\n"), want) {
+		t.Fatalf("untrusted = %q; want %q", g.Untrusted, want)
+	}
+}

@@ -84,6 +84,16 @@ WITH RECURSIVE trusted AS (
     JOIN pg_attrdef ad ON ad.adrelid = t.oid AND ad.adnum = a.attnum
     WHERE t.upd
   UNION ALL
+    -- ON DELETE/UPDATE SET DEFAULT evaluates the defaults of the foreign
+    -- key's columns (as the table's owner, who may be trusted).
+    SELECT DISTINCT 'column default', t.oid, t.nspname, t.relname, a.attname::text, t.controllers, false,
+           'pg_attrdef'::regclass::oid, ad.oid, ad.adbin::text
+    FROM tables t
+    JOIN pg_constraint k ON k.conrelid = t.oid AND k.contype = 'f' AND 'd' IN (k.confdeltype, k.confupdtype)
+    JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = ANY (k.conkey) AND a.attgenerated = '' AND NOT a.attisdropped
+    JOIN pg_attrdef ad ON ad.adrelid = t.oid AND ad.adnum = a.attnum
+    WHERE t.upd
+  UNION ALL
     -- Row-level security applies to a role that is neither a superuser nor
     -- BYPASSRLS, unless it owns the table and the table does not force it;
     -- the rows an UPDATE or DELETE reads are filtered by SELECT policies too.
@@ -205,7 +215,7 @@ SELECT c.kind, c.nspname, c.relname, c.name,
        ARRAY(SELECT f.fname || ' (owner ' || f.owner || ')' FROM calls f
              WHERE f.classid = c.classid AND f.objid = c.objid AND NOT f.safe ORDER BY 1),
        CASE WHEN c.runs_as_owner THEN '{}'
-            WHEN c.kind IN ('check constraint', 'domain constraint', 'index', 'generated column', 'policy') AND NOT EXISTS (
+            WHEN c.kind IN ('check constraint', 'domain constraint', 'index', 'generated column', 'column default', 'policy') AND NOT EXISTS (
                 SELECT 1 FROM calls f WHERE f.classid = c.classid AND f.objid = c.objid AND NOT f.immutable) THEN '{}'
             ELSE c.controllers END
 FROM code c
