@@ -251,6 +251,10 @@ func untrusted(found []code) []string {
 		}
 		if len(c.owners) > 0 && c.kind == "domain" {
 			why = append(why, "domain owned by "+strings.Join(c.owners, ", ")+", who may give it a constraint at any time")
+		} else if len(c.owners) > 0 && strings.HasSuffix(c.kind, " reading") {
+			why = append(why, "a relation whose code is not vetted, owned by "+strings.Join(c.owners, ", "))
+		} else if len(c.owners) > 0 && c.kind == "type" {
+			why = append(why, "type owned by "+strings.Join(c.owners, ", ")+", who may give it an attribute of a domain at any time")
 		} else if len(c.owners) > 0 {
 			why = append(why, "table owned by, or open to triggers of, "+strings.Join(c.owners, ", "))
 		}

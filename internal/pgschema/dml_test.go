@@ -155,3 +155,55 @@ func TestCheckCodeVetsExpressions(t *testing.T) {
 		t.Errorf("untrusted = %q; want exactly the five above (lower_email is built-in and immutable)", g.Untrusted)
 	}
 }
+
+// A policy's subquery reading a view of another role runs the view's
+// functions as the pipeline's role: refused (so is one reading a table of
+// another role, who may give it a policy meanwhile).
+func TestCheckCodeFollowsPolicySubqueries(t *testing.T) {
+	dbs := testenv.NewDatabases(t)
+	ctx := context.Background()
+	pipeline, other := dbs.Role(t), dbs.Role(t)
+	dbs.ExecData(t, `CREATE TABLE public.vetted (id int);
+		CREATE FUNCTION public.f() RETURNS boolean LANGUAGE plpgsql AS 'BEGIN RETURN true; END';
+		ALTER FUNCTION public.f() OWNER TO `+other+`;
+		CREATE VIEW public.v AS SELECT 1 AS x WHERE public.f();
+		ALTER VIEW public.v OWNER TO `+other+`;
+		ALTER TABLE public.vetted ENABLE ROW LEVEL SECURITY;
+		CREATE POLICY mine ON public.vetted USING (EXISTS (SELECT 1 FROM public.v));
+		ALTER TABLE public.vetted OWNER TO `+other+`;
+		GRANT ALL ON public.vetted TO `+pipeline+`; GRANT SELECT ON public.v TO `+pipeline)
+	tx := begin(t, dbs)
+	if _, err := tx.Exec(ctx, "SET LOCAL ROLE "+pipeline); err != nil {
+		t.Fatal(err)
+	}
+	g, err := CheckCode(ctx, tx, DML{Update: []string{"public.vetted"}, Delete: []string{"public.vetted"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "policy reading mine (v) on public.vetted (a relation whose code is not vetted, owned by " + other + ")"
+	if !strings.Contains(strings.Join(g.Untrusted, "\n"), want) {
+		t.Fatalf("untrusted = %q; want %q", g.Untrusted, want)
+	}
+}
+
+// ON DELETE SET DEFAULT evaluates the defaults of the foreign key's columns
+// (as the referencing table's owner, here a superuser): one calling a
+// function of another role is refused.
+func TestCheckCodeVetsSetDefault(t *testing.T) {
+	dbs := testenv.NewDatabases(t)
+	ctx := context.Background()
+	other := dbs.Role(t)
+	dbs.ExecData(t, `CREATE TABLE public.parent (id int PRIMARY KEY);
+		CREATE FUNCTION public.f() RETURNS int LANGUAGE plpgsql AS 'BEGIN RETURN 0; END';
+		ALTER FUNCTION public.f() OWNER TO `+other+`;
+		CREATE TABLE public.child (pid int DEFAULT public.f() REFERENCES public.parent ON DELETE SET DEFAULT)`)
+	tx := begin(t, dbs)
+	g, err := CheckCode(ctx, tx, DML{Delete: []string{"public.parent"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "column default pid on public.child (function public.f() (owner " + other + ")"
+	if !strings.Contains(strings.Join(g.Untrusted, "\n"), want) {
+		t.Fatalf("untrusted = %q; want %q", g.Untrusted, want)
+	}
+}

@@ -401,6 +401,23 @@ func TestExpressionsOfOtherRoles(t *testing.T) {
 			return escalate(r) + "; CREATE DOMAIN public.status_name AS varchar(16) CONSTRAINT escalate CHECK (public.escalates())" +
 				"; ALTER TABLE " + pairs + " ALTER COLUMN status TYPE public.status_name" + arm
 		}},
+		{"check constraint casting to a domain of another role", "domain public.evil on", func(r string) string {
+			return escalate(r) + "; CREATE DOMAIN public.evil AS text CHECK (public.escalates()); ALTER DOMAIN public.evil OWNER TO " + r +
+				"; ALTER TABLE " + pairs + " ADD CONSTRAINT escalate CHECK ((status::text::public.evil) IS NOT NULL)" + arm
+		}},
+		{"check constraint casting to a composite type with an attribute of a domain of another role", "domain public.evil on", func(r string) string {
+			return escalate(r) + "; CREATE DOMAIN public.evil AS text CHECK (public.escalates()); ALTER DOMAIN public.evil OWNER TO " + r +
+				"; CREATE TYPE public.wrap AS (a public.evil); ALTER TABLE " + pairs +
+				" ADD CONSTRAINT escalate CHECK ((('(' || status || ')')::public.wrap) IS NOT NULL)" + arm
+		}},
+		{"check constraint casting to a composite type of another role", "type public.wrap on", func(r string) string {
+			return "CREATE TYPE public.wrap AS (a text); ALTER TYPE public.wrap OWNER TO " + r + "; ALTER TABLE " + pairs +
+				" ADD CONSTRAINT later CHECK ((('(' || status || ')')::public.wrap) IS NOT NULL)"
+		}},
+		{"generated column casting to a domain of a trusted domain calling a function of another role", "domain constraint public.evil.escalate on", func(r string) string {
+			return escalate(r) + "; CREATE DOMAIN public.evil AS text CONSTRAINT escalate CHECK (public.escalates()); CREATE DOMAIN public.outer_ AS text CHECK ((VALUE::public.evil) IS NOT NULL)" +
+				"; ALTER TABLE " + pairs + " ADD COLUMN escalate boolean GENERATED ALWAYS AS ((status::text::public.outer_) IS NOT NULL) STORED" + arm
+		}},
 		{"check constraint of built-in immutable functions, on a table of another role", "", func(r string) string {
 			return "ALTER TABLE " + pairs + " OWNER TO " + r + "; ALTER TABLE " + pairs + ` ADD CONSTRAINT known
 				CHECK (status IN ('SCHEDULED', 'ACTIVE', 'PAUSED', 'DELETING') AND lower(name) IS NOT NULL)`
