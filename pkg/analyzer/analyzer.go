@@ -95,10 +95,10 @@ type Report struct {
 	// in time (a lock held on one of its tables), a control-plane row it
 	// cannot judge (a NULL created_at). One bad tenant never stops the pass.
 	Unreadable []Unreadable
-	// Withheld counts tenants judged without one of their copies: on a
-	// shard that failed before that copy was read, or whose list was cut
-	// short before their name. Never candidates this pass (the copy not
-	// read may be the one in use).
+	// Withheld counts tenants that would be candidates on the copies read
+	// but that have a copy not read: on a shard that failed before that
+	// copy was read, or whose list was cut short before their name. Never
+	// candidates this pass (the copy not read may be the one in use).
 	Withheld int
 	// ForReview lists tenants whose schema is gone but whose rows remain,
 	// without evidence that a cleanup of theirs began (a schema renamed for

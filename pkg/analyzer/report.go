@@ -47,7 +47,7 @@ func WriteCSV(path string, r *Report) error {
 		return fmt.Errorf("write report: %w (it is never overwritten: remove it or choose another name)", err)
 	}
 	if err != nil {
-		return fmt.Errorf("write report: %w (check that ANALYZER_REPORT_DIR exists and is writable)", err)
+		return fmt.Errorf("write report: %w (check that directory %s exists and is writable)", err, filepath.Dir(path))
 	}
 	err = writeCSV(f, r)
 	if cerr := f.Close(); err == nil {

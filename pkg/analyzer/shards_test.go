@@ -168,6 +168,20 @@ func TestJudgeWithACopyLost(t *testing.T) {
 	if len(emitted) != 0 || p.r.CandidateCount() != 0 {
 		t.Fatalf("published %v (%d candidates); want none: its copy on shard b was not read", emitted, p.r.CandidateCount())
 	}
+	if p.r.Withheld != 1 {
+		t.Fatalf("withheld %d; want 1", p.r.Withheld)
+	}
+
+	// An ACTIVE tenant with a copy lost is not a candidate whatever that
+	// copy holds: it is not counted as withheld, and its reason is its own.
+	p.r.keepAll = true
+	c.control[id] = controlplane.Record{ID: id, Status: "ACTIVE", CreatedAt: now.AddDate(-1, 0, 0)}
+	if err := p.judge(c, func(t Tenant) error { emitted = append(emitted, t.ID); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if p.r.Withheld != 1 || len(p.r.Tenants) != 1 || !strings.Contains(p.r.Tenants[0].Reason, "ACTIVE") {
+		t.Fatalf("withheld %d, tenants %+v; want 1 withheld, and the ACTIVE tenant's reason its status", p.r.Withheld, p.r.Tenants)
+	}
 }
 
 // TestJudgeAfterAListCutShort: a shard whose list failed part way says

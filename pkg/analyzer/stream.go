@@ -561,12 +561,12 @@ func (p *passState) judge(c *chunk, emit func(Tenant) error) error {
 		if len(copies) == 1 {
 			t.Activity = copies[0].activity.Activity
 		}
-		if len(lostOn) > 0 {
+		// Judged on the copies read, it is a candidate only if it would
+		// be one were the lost copy inactive too: then it is withheld.
+		if len(lostOn) > 0 && t.Reason == "" && classify(t, c.control, p.now, p.window).Eligible {
 			r.Withheld++
-			if t.Reason == "" {
-				t.Reason = "shard(s) " + strings.Join(lostOn, ", ") + " could not be read, and a copy of its schema there " +
-					"may be in use: tried again next pass"
-			}
+			t.Reason = "shard(s) " + strings.Join(lostOn, ", ") + " could not be read, and a copy of its schema there " +
+				"may be in use: tried again next pass"
 		}
 		if a.sharded() {
 			placement := a.placement(c.placements[id])

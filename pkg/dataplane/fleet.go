@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"github.com/tenantcleanup/tenant-cleanup/internal/pgerr"
-	"math"
 	"slices"
 	"sync"
 	"time"
@@ -231,27 +230,21 @@ func readPipelined(p *pgconn.Pipeline) (Activity, bool, error) {
 	return a, gone, err
 }
 
-// pgEpochMicros is where PostgreSQL's binary timestamps count from (2000),
-// in microseconds since 1970.
-const pgEpochMicros = 946684800 * 1_000_000
+// pgEpochUnix is where PostgreSQL's binary timestamps count from (2000),
+// in seconds since 1970.
+const pgEpochUnix = 946684800
 
 // binaryTimestamptz decodes a binary timestamptz (microseconds since 2000);
-// NULL is the zero time. Exact over PostgreSQL's whole range (a
-// time.Duration would overflow past 292 years from 2000); 'infinity' is
-// the latest time there is, '-infinity' the earliest, so that neither makes
-// an active tenant look inactive.
+// NULL is the zero time. Exact over PostgreSQL's whole range (seconds and
+// microseconds apart: neither a time.Duration nor microseconds since 1970
+// hold it); 'infinity' (the largest int64) is after every finite time,
+// '-infinity' before, so that neither makes an active tenant look inactive.
 func binaryTimestamptz(b []byte) time.Time {
 	if len(b) != 8 {
 		return time.Time{}
 	}
-	switch us := int64(binary.BigEndian.Uint64(b)); {
-	case us > math.MaxInt64-pgEpochMicros: // infinity (or its neighbourhood)
-		return time.UnixMicro(math.MaxInt64).UTC()
-	case us == math.MinInt64: // -infinity
-		return time.UnixMicro(math.MinInt64 + pgEpochMicros).UTC()
-	default:
-		return time.UnixMicro(us + pgEpochMicros).UTC()
-	}
+	us := int64(binary.BigEndian.Uint64(b))
+	return time.Unix(pgEpochUnix+us/1_000_000, us%1_000_000*1000).UTC()
 }
 
 // binaryInt8 decodes a binary bigint; NULL is 0.
