@@ -98,10 +98,11 @@ type Guard struct {
 // OWNER and ADD FOREIGN KEY take on the referenced table), which locking
 // the rows FOR UPDATE (ROW SHARE) does not. The tables a cascade reaches are
 // found again once those it reached are locked, until no new one appears.
-// As a superuser it also locks FOR SHARE the pg_proc rows of the functions
-// that code calls, so that a SECURITY DEFINER function cannot be made
-// SECURITY INVOKER (nor replaced) until the transaction ends; another role
-// cannot, so it then trusts no SECURITY DEFINER function of another role.
+// When only a SECURITY DEFINER function of another role stands in the way,
+// a superuser locks FOR SHARE the pg_proc rows of the functions that code
+// calls, so that none can be made SECURITY INVOKER (nor replaced) until the
+// transaction ends, and trusts those; another role cannot, so it trusts no
+// SECURITY DEFINER function of another role.
 // Every wait is bounded by the transaction's lock_timeout (SQLSTATE 55P03).
 func CheckCode(ctx context.Context, tx Tx, d DML) (*Guard, error) {
 	g := &Guard{}
@@ -114,27 +115,31 @@ func CheckCode(ctx context.Context, tx Tx, d DML) (*Guard, error) {
 		Scan(&super, &g.searchPath); err != nil {
 		return nil, fmt.Errorf("read the pipeline's role: %w", err)
 	}
-	if super {
-		if err := pinFunctions(ctx, tx, tables); err != nil {
-			return nil, err
-		}
-	}
-	code, err := readCode(ctx, tx, tables, super)
+	// Read first trusting no SECURITY DEFINER function of another role: the
+	// verdict of code that owes its trust to nothing else cannot change (a
+	// trusted role's function only a trusted role can alter). Only when that
+	// reading finds something untrusted, as a superuser, are the functions
+	// pinned and the code read again, trusting those pinned.
+	code, err := readCode(ctx, tx, tables, false)
 	if err != nil {
 		return nil, err
+	}
+	if super && len(untrusted(code)) > 0 {
+		if err := pinFunctions(ctx, tx, code); err != nil {
+			return nil, err
+		}
+		if code, err = readCode(ctx, tx, tables, true); err != nil {
+			return nil, err
+		}
 	}
 	g.Untrusted = append(g.Untrusted, untrusted(code)...)
 	return g, nil
 }
 
-// pinFunctions locks FOR SHARE the pg_proc rows of the functions the
-// triggers and rules of tables call: ALTER FUNCTION and CREATE OR REPLACE
-// FUNCTION wait for such a lock (it takes a superuser to take it).
-func pinFunctions(ctx context.Context, tx Tx, tables []reachedTable) error {
-	code, err := readCode(ctx, tx, tables, false)
-	if err != nil {
-		return err
-	}
+// pinFunctions locks FOR SHARE the pg_proc rows of the functions code
+// calls: ALTER FUNCTION and CREATE OR REPLACE FUNCTION wait for such a lock
+// (it takes a superuser to take it).
+func pinFunctions(ctx context.Context, tx Tx, code []code) error {
 	var funcs []int64
 	for _, c := range code {
 		funcs = append(funcs, c.funcs...)
