@@ -179,6 +179,17 @@ func escalateSQL(role, owner string) string {
 		ALTER FUNCTION public.escalate() OWNER TO ` + owner
 }
 
+// tenantAndRole creates tenant idA (a pair, two documents) and a role, and
+// runs sql(role) on the data plane.
+func tenantAndRole(t *testing.T, sql func(role string) string) (*testenv.Databases, *Store, string) {
+	t.Helper()
+	dbs, s := setup(t, Options{})
+	role := dbs.Role(t)
+	dbs.CreateTenant(t, testenv.Tenant{ID: idA, Pairs: 1, DocsPerPair: 2})
+	dbs.ExecData(t, sql(role))
+	return dbs, s, role
+}
+
 func isSuperuser(t *testing.T, dbs *testenv.Databases, role string) bool {
 	t.Helper()
 	return dbs.CountData(t, "SELECT count(*) FROM pg_roles WHERE rolname = $1 AND rolsuper", role) == 1
@@ -239,11 +250,8 @@ func TestTriggersOfOtherRoles(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			dbs, s := setup(t, Options{})
+			dbs, s, role := tenantAndRole(t, c.setup)
 			ctx := context.Background()
-			role := dbs.Role(t)
-			dbs.CreateTenant(t, testenv.Tenant{ID: idA, Pairs: 1, DocsPerPair: 2})
-			dbs.ExecData(t, c.setup(role))
 			fingerprint, public := dbs.Fingerprint(t, idA), dbs.PublicRows(t, idA)
 			tt := lock(t, s, idA)
 			defer tt.Release()
@@ -425,11 +433,8 @@ func TestExpressionsOfOtherRoles(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			dbs, s := setup(t, Options{})
+			dbs, s, role := tenantAndRole(t, c.setup)
 			ctx := context.Background()
-			role := dbs.Role(t)
-			dbs.CreateTenant(t, testenv.Tenant{ID: idA, Pairs: 1, DocsPerPair: 2})
-			dbs.ExecData(t, c.setup(role))
 			fingerprint := dbs.Fingerprint(t, idA)
 			tt := lock(t, s, idA)
 			defer tt.Release()
