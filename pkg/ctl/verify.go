@@ -75,8 +75,10 @@ control-plane row or in another status (the pipeline would refuse those). Run
 verify again once the pipeline has cleaned them.
 
 -o json prints the reconciliation as one JSON document, -o csv one row per
-inconsistent tenant (category, tenant_id, schema, rows left, next step),
--o wide the tables without the cap of 50 rows.
+inconsistent tenant and, in a sharded fleet, per shard finding (ten columns:
+category, tenant_id, schema, rows left in public and the control plane, status,
+repairable, requested, next step, shard; docs/tenantctl.md has them), -o wide
+the tables without the cap of 50 rows.
 
 Exit status: 0 consistent; 1 inconsistent (also after --repair: re-run verify
 later), or a database or NATS could not be read; 2 bad arguments or

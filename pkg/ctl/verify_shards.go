@@ -218,7 +218,8 @@ func (s *shardCheck) csvRows() [][]string {
 		fs             []shardFinding
 	}{{strayCategory, strayNext, s.strays}, {placedCategory, placedNext, s.placedNoSchema}, {lostCategory, lostNext, s.lostDrops}} {
 		for _, v := range findingViews(kind.fs, kind.next) {
-			rows = append(rows, []string{kind.category, v.TenantID, v.Schema, "", "", "", "false", "false", v.NextStep, v.Shard})
+			text := tenant.SpreadsheetSafe // names read from the databases
+			rows = append(rows, []string{kind.category, text(v.TenantID), text(v.Schema), "", "", "", "false", "false", v.NextStep, text(v.Shard)})
 		}
 	}
 	return rows

@@ -216,3 +216,13 @@ func TestRequesterIsSanitised(t *testing.T) {
 		t.Errorf("the OS user: %q, %v", got, err)
 	}
 }
+
+// A shard name is read from public.tenant_shard, which others write: in
+// verify -o csv it cannot start a formula in a spreadsheet.
+func TestVerifyCSVShardIsSpreadsheetSafe(t *testing.T) {
+	rows := verifyCSV(&reconciliation{problems: []leftover{{id: idA, category: "(a) schema gone", schema: "gone",
+		shard: `=HYPERLINK("https://example.com")`}}})
+	if len(rows) != 1 || rows[0][len(rows[0])-1] != `'=HYPERLINK("https://example.com")` {
+		t.Errorf("verify -o csv rows %q; want the shard cell prefixed with '", rows)
+	}
+}

@@ -85,9 +85,9 @@ func verifyCSV(r *reconciliation) [][]string {
 	text := tenant.SpreadsheetSafe
 	var rows [][]string
 	for _, p := range r.problems {
-		rows = append(rows, []string{p.category, string(p.id), p.schema, counts(dataplane.PublicTables, p.public),
+		rows = append(rows, []string{p.category, string(p.id), text(p.schema), counts(dataplane.PublicTables, p.public),
 			counts(controlplane.ControlTables, p.control), text(p.status), strconv.FormatBool(p.repairable),
-			strconv.FormatBool(p.publishedOK), p.needsHuman, p.shard})
+			strconv.FormatBool(p.publishedOK), p.needsHuman, text(p.shard)})
 	}
 	return append(rows, r.shards.csvRows()...)
 }
