@@ -152,20 +152,20 @@ WITH RECURSIVE trusted AS (
     -- a trusted one's constraints are, if the functions they call are. A
     -- composite type of another role (but the table's own) can be given an
     -- attribute of such a domain at any time: not trusted either.
-    SELECT DISTINCT CASE WHEN dt.typowner IN (SELECT oid FROM trusted) THEN 'domain constraint'
-                         WHEN dt.typtype = 'd' THEN 'domain' ELSE 'type' END,
+    SELECT DISTINCT CASE WHEN o.trusted THEN 'domain constraint' WHEN dt.typtype = 'd' THEN 'domain' ELSE 'type' END,
            t.oid, t.nspname, t.relname,
-           format_type(dt.oid, NULL) || CASE WHEN dt.typowner IN (SELECT oid FROM trusted) THEN '.' || k.conname ELSE '' END,
-           ARRAY(SELECT r.rolname::text FROM pg_roles r WHERE r.oid = dt.typowner AND r.oid NOT IN (SELECT oid FROM trusted)),
+           format_type(dt.oid, NULL) || CASE WHEN o.trusted THEN '.' || k.conname ELSE '' END,
+           ARRAY(SELECT r.rolname::text FROM pg_roles r WHERE r.oid = dt.typowner AND NOT o.trusted),
            false,
-           CASE WHEN dt.typowner IN (SELECT oid FROM trusted) THEN 'pg_constraint'::regclass::oid ELSE 'pg_type'::regclass::oid END,
-           CASE WHEN dt.typowner IN (SELECT oid FROM trusted) THEN k.oid ELSE dt.oid END,
-           CASE WHEN dt.typowner IN (SELECT oid FROM trusted) THEN k.conbin::text END
+           CASE WHEN o.trusted THEN 'pg_constraint'::regclass::oid ELSE 'pg_type'::regclass::oid END,
+           CASE WHEN o.trusted THEN k.oid ELSE dt.oid END,
+           CASE WHEN o.trusted THEN k.conbin::text END
     FROM tables t
     JOIN (SELECT DISTINCT relid, typ FROM types) ty ON ty.relid = t.oid
     JOIN pg_type dt ON dt.oid = ty.typ AND (dt.typtype = 'd' OR (dt.typtype = 'c' AND dt.typrelid <> t.oid))
+    CROSS JOIN LATERAL (SELECT dt.typowner IN (SELECT oid FROM trusted) AS trusted) o
     LEFT JOIN pg_constraint k ON k.contypid = dt.oid AND k.contype = 'c' AND dt.typtype = 'd'
-    WHERE k.oid IS NOT NULL OR dt.typowner NOT IN (SELECT oid FROM trusted)
+    WHERE k.oid IS NOT NULL OR NOT o.trusted
   UNION ALL
     -- A policy's subquery, a rule's actions, read (or write) other
     -- relations, whose code this does not follow: a view's functions run as

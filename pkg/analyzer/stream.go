@@ -117,7 +117,14 @@ type shardRead struct {
 	skipped []string
 	// cut: the list failed before its end (set before listed is closed).
 	cut bool
-	mu  sync.Mutex
+	// head is the next schema taken from listed and not yet in a chunk,
+	// listedTo the last name taken, ended whether listed is closed (a list
+	// cut short says nothing of the names after it); only nextChunk uses
+	// them.
+	head     *dataplane.SchemaInfo
+	listedTo tenant.ID
+	ended    bool
+	mu       sync.Mutex
 	// err is why the shard could not be listed or read: the pass fails for
 	// the catalog; another shard's schemas are not read from then on, and
 	// the tenants it did not list are left for the next pass.
@@ -224,11 +231,6 @@ type passState struct {
 	window      time.Duration
 	inControl   int // tenants seen that have a control-plane row
 	unreachable []string
-	heads       []*dataplane.SchemaInfo // each shard's next listed schema
-	// listedTo is the last name each shard listed, and ended whether its
-	// list ended: a list cut short says nothing of the names after it.
-	listedTo []tenant.ID
-	ended    []bool
 }
 
 // chunk is a run of tenants, by id, with everything the pass read of them.
@@ -395,25 +397,21 @@ func (p *passState) produce(ctx context.Context, want func(dataplane.SchemaInfo,
 // all their copies, as they are listed; nil at the end. A catalog that could
 // not be listed fails the pass (in the chunk).
 func (p *passState) nextChunk() *chunk {
-	if p.heads == nil {
-		p.heads = make([]*dataplane.SchemaInfo, len(p.reads))
-		p.listedTo, p.ended = make([]tenant.ID, len(p.reads)), make([]bool, len(p.reads))
-	}
 	c := &chunk{}
 	for len(c.ids) < chunkTenants {
 		var least *dataplane.SchemaInfo
 		for s, sr := range p.reads {
-			if p.heads[s] == nil && !p.ended[s] {
+			if sr.head == nil && !sr.ended {
 				if info, ok := <-sr.listed; ok {
-					p.heads[s], p.listedTo[s] = &info, info.ID
+					sr.head, sr.listedTo = &info, info.ID
 				} else if err := sr.failure(); err != nil && s == 0 {
 					c.fail(err)
 					return c
 				} else {
-					p.ended[s] = true
+					sr.ended = true
 				}
 			}
-			if h := p.heads[s]; h != nil && (least == nil || h.ID < least.ID) {
+			if h := sr.head; h != nil && (least == nil || h.ID < least.ID) {
 				least = h
 			}
 		}
@@ -423,15 +421,15 @@ func (p *passState) nextChunk() *chunk {
 		id := least.ID
 		c.first = append(c.first, len(c.copies))
 		c.ids = append(c.ids, id)
-		for s, h := range p.heads {
-			if h != nil && h.ID == id {
+		for s, sr := range p.reads {
+			if h := sr.head; h != nil && h.ID == id {
 				c.copies = append(c.copies, shardCopy{shard: s, info: *h})
-				p.heads[s] = nil
-			} else if h == nil && p.ended[s] && p.reads[s].cut && id > p.listedTo[s] {
+				sr.head = nil
+			} else if h == nil && sr.ended && sr.cut && id > sr.listedTo {
 				if c.unlisted == nil {
 					c.unlisted = map[int][]string{}
 				}
-				c.unlisted[len(c.ids)-1] = append(c.unlisted[len(c.ids)-1], p.reads[s].name)
+				c.unlisted[len(c.ids)-1] = append(c.unlisted[len(c.ids)-1], sr.name)
 			}
 		}
 	}
